@@ -1,0 +1,346 @@
+//! `mtlsgate cert …`: issue, sign, p12, inspect, verify.
+
+use std::io::Write;
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use mtlsgate_pki::ca::{Ca, CertKind, LeafRequest};
+use mtlsgate_pki::certinfo::{human_duration, human_time, openssl_time, CertInfo};
+use mtlsgate_pki::duration::parse_duration;
+use mtlsgate_pki::pki_types::{CertificateDer, UnixTime};
+use mtlsgate_pki::verify::{Purpose, Verifier};
+use mtlsgate_pki::{ca, fsutil, key, p12, pemfile};
+use time::OffsetDateTime;
+
+use crate::block_on;
+use crate::cmd_ca::{ca_passphrase, open_inventory, record_of};
+use crate::flags::{
+    CertCommand, CertInspect, CertP12, CertSign, CertVerify, IssueCommon, IssueKind, LeafKind,
+};
+
+pub fn run(cmd: CertCommand) -> Result<ExitCode> {
+    match cmd {
+        CertCommand::Issue(IssueKind::Server(s)) => issue(
+            CertKind::Server,
+            &s.name,
+            s.dns,
+            s.ip,
+            Vec::new(),
+            None,
+            s.common,
+        ),
+        CertCommand::Issue(IssueKind::Client(c)) => issue(
+            CertKind::Client,
+            &c.name,
+            c.dns,
+            Vec::new(),
+            c.uri,
+            c.device_id,
+            c.common,
+        ),
+        CertCommand::Sign(s) => sign(s),
+        CertCommand::P12(p) => make_p12(p),
+        CertCommand::Inspect(i) => inspect(i),
+        CertCommand::Verify(v) => verify(v),
+    }
+}
+
+fn default_validity(kind: CertKind, given: Option<&str>) -> Result<time::Duration> {
+    match given {
+        Some(v) => Ok(parse_duration(v).context("--valid")?),
+        None => Ok(match kind {
+            CertKind::Server => time::Duration::days(90),
+            _ => time::Duration::days(7),
+        }),
+    }
+}
+
+fn issue(
+    kind: CertKind,
+    name: &str,
+    dns: Vec<String>,
+    ips: Vec<std::net::IpAddr>,
+    uris: Vec<String>,
+    device_id: Option<String>,
+    common: IssueCommon,
+) -> Result<ExitCode> {
+    ca::check_name(name)?;
+    let ca = Ca::open(&common.ca.dir)?;
+    let crt_path = common.out.join(format!("{name}.crt"));
+    let key_path = common.out.join(format!("{name}.key"));
+    if !common.force {
+        for p in [&crt_path, &key_path] {
+            if p.exists() {
+                anyhow::bail!(
+                    "{} already exists: refusing to overwrite it (use --force to replace it, or another NAME)",
+                    p.display()
+                );
+            }
+        }
+    }
+    if !common.out.is_dir() {
+        std::fs::create_dir_all(&common.out)
+            .with_context(|| format!("cannot create {}", common.out.display()))?;
+    }
+    let validity = default_validity(kind, common.valid.as_deref())?;
+    let pass = ca_passphrase(&ca, &common.pass)?;
+    let signer = ca.signer(pass.as_deref().map(|v| v.as_slice()))?;
+    let req = LeafRequest {
+        kind,
+        name: name.to_string(),
+        dns,
+        ips,
+        uris,
+        device_id,
+        validity,
+        key_type: common.key_type.into(),
+    };
+    let (issued, leaf_key) = signer.issue(&req, &ca.meta.device_domain)?;
+    block_on(async {
+        let inv = open_inventory(&ca.dir).await?;
+        inv.record(&record_of(&issued)).await?;
+        inv.close().await;
+        anyhow::Ok(())
+    })??;
+    key::write_key(&key_path, &leaf_key, None)?;
+    let chain = format!("{}{}", issued.pem(), signer.intermediate_pem());
+    fsutil::write_atomic(&crt_path, chain.as_bytes(), fsutil::PUBLIC_MODE)?;
+    let ca_path = common.out.join("ca.crt");
+    fsutil::write_atomic(&ca_path, ca.bundle_pem().as_bytes(), fsutil::PUBLIC_MODE)?;
+    let i = &issued.info;
+    println!("Issued {} certificate {}", kind.as_str(), i.subject);
+    println!("  serial:     {}", i.serial);
+    if let (CertKind::Client, Some(d)) = (kind, &i.device_id) {
+        println!("  device ID:  {d}");
+    }
+    let sans: Vec<String> = i
+        .dns_names
+        .iter()
+        .map(|d| format!("DNS:{d}"))
+        .chain(i.ip_addresses.iter().map(|d| format!("IP:{d}")))
+        .chain(i.uris.iter().map(|d| format!("URI:{d}")))
+        .collect();
+    if !sans.is_empty() {
+        println!("  SANs:       {}", sans.join(", "));
+    }
+    println!("  valid until {}", human_time(i.not_after));
+    println!("  wrote {} (leaf + intermediate)", crt_path.display());
+    println!("        {} (private key, 0600)", key_path.display());
+    println!("        {} (CA bundle)", ca_path.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn sign(s: CertSign) -> Result<ExitCode> {
+    let ca = Ca::open(&s.ca.dir)?;
+    let kind = match s.kind {
+        LeafKind::Client => CertKind::Client,
+        LeafKind::Server => CertKind::Server,
+    };
+    let validity = default_validity(kind, s.valid.as_deref())?;
+    let data = fsutil::read(&s.csr)?;
+    let pass = ca_passphrase(&ca, &s.pass)?;
+    let signer = ca.signer(pass.as_deref().map(|v| v.as_slice()))?;
+    let issued = signer
+        .sign_csr(&s.csr.display().to_string(), &data, kind, validity)
+        .with_context(|| format!("cannot sign {}", s.csr.display()))?;
+    block_on(async {
+        let inv = open_inventory(&ca.dir).await?;
+        inv.record(&record_of(&issued)).await?;
+        inv.close().await;
+        anyhow::Ok(())
+    })??;
+    let chain = format!("{}{}", issued.pem(), signer.intermediate_pem());
+    match &s.out {
+        Some(p) => {
+            fsutil::write_atomic(p, chain.as_bytes(), fsutil::PUBLIC_MODE)?;
+            eprintln!(
+                "Signed {} certificate {} (serial {}), wrote {}",
+                kind.as_str(),
+                issued.info.subject,
+                issued.info.serial,
+                p.display()
+            );
+        }
+        None => print!("{chain}"),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn make_p12(p: CertP12) -> Result<ExitCode> {
+    let chain = pemfile::read_certs(&p.cert)?;
+    let key_pass = match &p.key_passphrase_file {
+        Some(f) => Some(key::read_passphrase(f)?),
+        None => None,
+    };
+    let kp = key::read_key(&p.key, key_pass.as_deref().map(|v| v.as_slice()))?;
+    ca::check_pair(&chain[0], &kp, &p.cert, &p.key)?;
+    let password = key::read_passphrase(&p.password_file)?;
+    let password = std::str::from_utf8(&password)
+        .context("the PKCS#12 password must be UTF-8 text")?
+        .to_string();
+    let info = CertInfo::from_der(&chain[0])?;
+    let name = p
+        .name
+        .clone()
+        .or(info.common_name.clone())
+        .unwrap_or_else(|| "mtlsgate".into());
+    let der = zeroize::Zeroizing::new(kp.serialize_der());
+    let bytes = p12::build(&chain, &der, &password, &name, p.legacy)?;
+    fsutil::write_atomic(&p.out, &bytes, fsutil::SECRET_MODE)?;
+    println!(
+        "Wrote {} ({}, {} certificate(s), friendly name \"{name}\", 0600)",
+        p.out.display(),
+        if p.legacy {
+            "legacy 3DES/SHA-1"
+        } else {
+            "AES-256/SHA-256"
+        },
+        chain.len()
+    );
+    println!(
+        "Use it: curl --cert-type P12 --cert {}:PASSWORD https://…",
+        p.out.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn inspect(i: CertInspect) -> Result<ExitCode> {
+    let certs = pemfile::read_certs(&i.file)?;
+    let infos: Vec<CertInfo> = certs
+        .iter()
+        .map(|d| CertInfo::from_der(d))
+        .collect::<Result<_, _>>()?;
+    let now = OffsetDateTime::now_utc();
+    if i.json {
+        #[derive(serde::Serialize)]
+        struct Out<'a> {
+            #[serde(flatten)]
+            info: &'a CertInfo,
+            not_before_openssl: String,
+            not_after_openssl: String,
+            seconds_remaining: i64,
+            expired: bool,
+        }
+        let out: Vec<Out<'_>> = infos
+            .iter()
+            .map(|c| Out {
+                info: c,
+                not_before_openssl: openssl_time(c.not_before),
+                not_after_openssl: openssl_time(c.not_after),
+                seconds_remaining: c.seconds_remaining(now),
+                expired: c.seconds_remaining(now) < 0,
+            })
+            .collect();
+        if out.len() == 1 {
+            println!("{}", serde_json::to_string_pretty(&out[0])?);
+        } else {
+            println!("{}", serde_json::to_string_pretty(&out)?);
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut o = std::io::stdout().lock();
+    for (n, c) in infos.iter().enumerate() {
+        if infos.len() > 1 {
+            writeln!(o, "--- certificate {} of {} ---", n + 1, infos.len())?;
+        }
+        print_info(&mut o, c, now)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_info(o: &mut impl Write, c: &CertInfo, now: OffsetDateTime) -> std::io::Result<()> {
+    writeln!(o, "Subject:      {}", c.subject)?;
+    writeln!(o, "Issuer:       {}", c.issuer)?;
+    writeln!(o, "Serial:       {}", c.serial)?;
+    if let Some(d) = &c.device_id {
+        writeln!(o, "Device ID:    {d}")?;
+    }
+    if let Some(s) = &c.spiffe_id {
+        writeln!(o, "SPIFFE ID:    {s}")?;
+    }
+    let mut sans: Vec<String> = Vec::new();
+    sans.extend(c.dns_names.iter().map(|d| format!("DNS:{d}")));
+    sans.extend(c.ip_addresses.iter().map(|d| format!("IP:{d}")));
+    sans.extend(c.uris.iter().map(|d| format!("URI:{d}")));
+    sans.extend(c.emails.iter().map(|d| format!("email:{d}")));
+    writeln!(
+        o,
+        "SANs:         {}",
+        if sans.is_empty() {
+            "(none)".into()
+        } else {
+            sans.join(", ")
+        }
+    )?;
+    writeln!(o, "Key:          {}", c.key)?;
+    writeln!(
+        o,
+        "EKU:          {}",
+        if c.extended_key_usages.is_empty() {
+            "(none: any purpose)".into()
+        } else {
+            c.extended_key_usages.join(", ")
+        }
+    )?;
+    writeln!(
+        o,
+        "CA:           {}{}",
+        if c.is_ca { "yes" } else { "no" },
+        if c.self_signed { " (self-signed)" } else { "" }
+    )?;
+    writeln!(o, "Not before:   {}", human_time(c.not_before))?;
+    writeln!(o, "Not after:    {}", human_time(c.not_after))?;
+    let rem = c.seconds_remaining(now);
+    if rem >= 0 {
+        writeln!(o, "Remaining:    {}", human_duration(rem))?;
+    } else {
+        writeln!(o, "Remaining:    EXPIRED {} ago", human_duration(rem))?;
+    }
+    writeln!(o, "SHA-256:      {}", c.sha256_fingerprint)?;
+    writeln!(o, "SHA-1:        {}", c.sha1_fingerprint)?;
+    Ok(())
+}
+
+fn verify(v: CertVerify) -> Result<ExitCode> {
+    let chain = pemfile::read_certs(&v.file)?;
+    let bundle = pemfile::read_certs(&v.ca).context("reading the CA bundle (--ca)")?;
+    let mut crls = Vec::new();
+    for f in &v.crl {
+        crls.extend(pemfile::read_crls(f)?);
+    }
+    let verifier = Verifier::new(bundle, crls, v.depth)?;
+    let purpose = match v.purpose {
+        LeafKind::Client => Purpose::Client,
+        LeafKind::Server => Purpose::Server,
+    };
+    let ders: Vec<CertificateDer<'_>> = chain
+        .iter()
+        .map(|d| CertificateDer::from(d.as_slice()))
+        .collect();
+    let info = CertInfo::from_der(&chain[0])?;
+    match verifier.verify(&ders, purpose, UnixTime::now()) {
+        Ok(()) => {
+            let now = OffsetDateTime::now_utc();
+            println!(
+                "OK: {} is valid for TLS {} authentication until {} ({} left)",
+                info.subject,
+                match purpose {
+                    Purpose::Client => "client",
+                    Purpose::Server => "server",
+                },
+                human_time(info.not_after),
+                human_duration(info.seconds_remaining(now))
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(f) => {
+            eprintln!("mtlsgate: {}: {f}", display(&v.file));
+            Ok(ExitCode::from(1))
+        }
+    }
+}
+
+fn display(p: &Path) -> String {
+    p.display().to_string()
+}

@@ -1,0 +1,312 @@
+//! Command-line flags: the clap tree for every subcommand. Parsing only; the
+//! commands in `cmd_*` turn these into library calls.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// mtlsgate: mutual TLS for clients and devices — a private CA, certificates, and a verifier
+/// that explains failures.
+#[derive(Parser, Debug)]
+#[command(name = "mtlsgate", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Manage the private CA: init, bundle, list, revoke, crl.
+    #[command(subcommand)]
+    Ca(CaCommand),
+    /// Issue, sign, bundle, inspect and verify certificates.
+    #[command(subcommand)]
+    Cert(CertCommand),
+    /// Set up a demo in a directory of its own and show what to try.
+    Quickstart(Quickstart),
+}
+
+#[derive(Args, Debug)]
+pub struct Quickstart {
+    /// Directory for the demo's CA, certificates and allowlist.
+    #[arg(long, default_value = "quickstart", value_name = "DIR")]
+    pub dir: PathBuf,
+}
+
+/// Where the CA lives.
+#[derive(Args, Debug, Clone)]
+pub struct CaDir {
+    /// CA directory.
+    #[arg(
+        long = "dir",
+        env = "MTLSGATE_CA_DIR",
+        default_value = "mtlsgate-ca",
+        value_name = "DIR"
+    )]
+    pub dir: PathBuf,
+}
+
+/// The CA keys' passphrase, when `ca init` encrypted them.
+#[derive(Args, Debug, Clone)]
+pub struct Passphrase {
+    /// File whose first line is the passphrase of the CA keys (only for a CA created with one).
+    #[arg(long, env = "MTLSGATE_CA_PASSPHRASE_FILE", value_name = "FILE")]
+    pub passphrase_file: Option<PathBuf>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum CaCommand {
+    /// Create a root CA and an intermediate CA signed by it (root → intermediate → leaf).
+    Init(CaInit),
+    /// Print the PEM trust bundle (root + intermediate) for nginx `ssl_client_certificate`,
+    /// `mtlsgate serve --client-ca`, or curl `--cacert`.
+    Bundle(CaDir),
+    /// List every certificate this CA issued.
+    List(CaList),
+    /// Revoke a certificate by serial or by file.
+    Revoke(CaRevoke),
+    /// Write a signed CRL (intermediate's CRL followed by the root's) for nginx `ssl_crl`
+    /// or `mtlsgate serve --crl`.
+    Crl(CaCrl),
+}
+
+#[derive(Args, Debug)]
+pub struct CaInit {
+    #[command(flatten)]
+    pub ca: CaDir,
+    /// Organisation name; the CAs are called "NAME Root CA" and "NAME Intermediate CA".
+    #[arg(long, default_value = "mtlsgate")]
+    pub name: String,
+    /// Key algorithm for the CA keys.
+    #[arg(long, value_enum, default_value_t = KeyTypeArg::P256)]
+    pub key_type: KeyTypeArg,
+    /// Domain appended to device IDs: `--device-id dev1` becomes dev1.DOMAIN.
+    #[arg(long, default_value = mtlsgate_pki::ca::DEFAULT_DEVICE_DOMAIN, value_name = "DOMAIN")]
+    pub device_domain: String,
+    /// Encrypt the CA keys (PKCS#8, PBES2 AES-256) with the passphrase on this file's first line.
+    #[arg(long, value_name = "FILE")]
+    pub passphrase_file: Option<PathBuf>,
+    /// Root CA validity.
+    #[arg(long, default_value = "10y", value_name = "DURATION")]
+    pub root_valid: String,
+    /// Intermediate CA validity.
+    #[arg(long, default_value = "5y", value_name = "DURATION")]
+    pub intermediate_valid: String,
+}
+
+#[derive(Args, Debug)]
+pub struct CaList {
+    #[command(flatten)]
+    pub ca: CaDir,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct CaRevoke {
+    #[command(flatten)]
+    pub ca: CaDir,
+    /// Serial number (hex, as `ca list` shows it).
+    #[arg(required_unless_present = "cert", conflicts_with = "cert")]
+    pub serial: Option<String>,
+    /// Certificate file to revoke instead of a serial.
+    #[arg(long, value_name = "FILE")]
+    pub cert: Option<PathBuf>,
+    /// Reason: unspecified, keyCompromise, affiliationChanged, superseded, cessationOfOperation.
+    #[arg(long, default_value = "unspecified")]
+    pub reason: String,
+}
+
+#[derive(Args, Debug)]
+pub struct CaCrl {
+    #[command(flatten)]
+    pub ca: CaDir,
+    #[command(flatten)]
+    pub pass: Passphrase,
+    /// Write to this file instead of standard output.
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+    /// DER instead of PEM (the intermediate's CRL only: DER holds one CRL).
+    #[arg(long)]
+    pub der: bool,
+    /// How long the CRL stays valid (its nextUpdate).
+    #[arg(long, default_value = "7d", value_name = "DURATION")]
+    pub next_update: String,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum CertCommand {
+    /// Issue a certificate and key: NAME.crt (leaf + intermediate), NAME.key (0600), ca.crt.
+    #[command(subcommand)]
+    Issue(IssueKind),
+    /// Sign a CSR (for example from `openssl req -new`) and print or write the certificate.
+    Sign(CertSign),
+    /// Bundle a certificate chain and key as PKCS#12 (for curl --cert-type P12, keychains).
+    P12(CertP12),
+    /// Show what a certificate says: DNs as nginx prints them, SANs, device ID, fingerprints.
+    Inspect(CertInspect),
+    /// Verify a certificate as the gateway will, and say exactly why it fails.
+    Verify(CertVerify),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum IssueKind {
+    /// A server certificate (serverAuth) for NAME, with DNS/IP SANs.
+    Server(IssueServer),
+    /// A client certificate (clientAuth), optionally with a device ID and SPIFFE URI.
+    Client(IssueClient),
+}
+
+#[derive(Args, Debug)]
+pub struct IssueCommon {
+    #[command(flatten)]
+    pub ca: CaDir,
+    #[command(flatten)]
+    pub pass: Passphrase,
+    /// Directory to write NAME.crt, NAME.key and ca.crt into.
+    #[arg(long, default_value = ".", value_name = "DIR")]
+    pub out: PathBuf,
+    /// Validity, like 24h, 7d, 90d, 1y [default: 7d for clients, 90d for servers].
+    #[arg(long, value_name = "DURATION")]
+    pub valid: Option<String>,
+    /// Key algorithm of the new key.
+    #[arg(long, value_enum, default_value_t = KeyTypeArg::P256)]
+    pub key_type: KeyTypeArg,
+    /// Replace NAME.crt and NAME.key if they exist.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct IssueServer {
+    /// Server name: the CN, the file name, and the DNS SAN when no --dns/--ip is given.
+    pub name: String,
+    /// DNS name to put in the SAN (repeatable).
+    #[arg(long, value_name = "NAME")]
+    pub dns: Vec<String>,
+    /// IP address to put in the SAN (repeatable).
+    #[arg(long, value_name = "ADDR")]
+    pub ip: Vec<IpAddr>,
+    #[command(flatten)]
+    pub common: IssueCommon,
+}
+
+#[derive(Args, Debug)]
+pub struct IssueClient {
+    /// Client name: the file name, and the CN when no --device-id is given.
+    pub name: String,
+    /// Device ID; `dev1` becomes dev1.<device domain>, in the CN and a DNS SAN.
+    #[arg(long, value_name = "ID")]
+    pub device_id: Option<String>,
+    /// URI SAN, e.g. spiffe://example.org/ns/prod/sa/api (repeatable).
+    #[arg(long, value_name = "URI")]
+    pub uri: Vec<String>,
+    /// Extra DNS SAN (repeatable).
+    #[arg(long, value_name = "NAME")]
+    pub dns: Vec<String>,
+    #[command(flatten)]
+    pub common: IssueCommon,
+}
+
+#[derive(Args, Debug)]
+pub struct CertSign {
+    /// The CSR file (PEM or DER).
+    pub csr: PathBuf,
+    /// What the certificate is for.
+    #[arg(long, value_enum)]
+    pub kind: LeafKind,
+    #[command(flatten)]
+    pub ca: CaDir,
+    #[command(flatten)]
+    pub pass: Passphrase,
+    /// Write the certificate chain (leaf + intermediate) here instead of standard output.
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+    /// Validity [default: 7d for clients, 90d for servers].
+    #[arg(long, value_name = "DURATION")]
+    pub valid: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct CertP12 {
+    /// Certificate file (leaf first, then its chain).
+    #[arg(long, value_name = "FILE")]
+    pub cert: PathBuf,
+    /// Private key file.
+    #[arg(long, value_name = "FILE")]
+    pub key: PathBuf,
+    /// PKCS#12 file to write.
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
+    /// File whose first line is the PKCS#12 password.
+    #[arg(long, value_name = "FILE")]
+    pub password_file: PathBuf,
+    /// 3DES + SHA-1 MAC, for old macOS keychains and Java (weaker; use only when needed).
+    #[arg(long)]
+    pub legacy: bool,
+    /// Friendly name shown by keychains [default: the certificate's CN].
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Passphrase file for an encrypted private key.
+    #[arg(long, value_name = "FILE")]
+    pub key_passphrase_file: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct CertInspect {
+    /// Certificate file (PEM or DER); with a chain, every certificate is shown.
+    pub file: PathBuf,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct CertVerify {
+    /// Certificate file: the leaf, optionally followed by intermediates.
+    pub file: PathBuf,
+    /// Trust bundle (PEM): the CA certificates, or pinned certificates.
+    #[arg(long = "ca", value_name = "BUNDLE")]
+    pub ca: PathBuf,
+    /// CRL file(s) to check revocation against.
+    #[arg(long, value_name = "FILE")]
+    pub crl: Vec<PathBuf>,
+    /// What the certificate must be good for.
+    #[arg(long, value_enum, default_value_t = LeafKind::Client)]
+    pub purpose: LeafKind,
+    /// Maximum chain depth below the leaf, like nginx ssl_verify_depth.
+    #[arg(long, default_value_t = mtlsgate_pki::verify::DEFAULT_DEPTH)]
+    pub depth: usize,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeafKind {
+    Client,
+    Server,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyTypeArg {
+    P256,
+    P384,
+    Ed25519,
+    Rsa2048,
+    Rsa3072,
+    Rsa4096,
+}
+
+impl From<KeyTypeArg> for mtlsgate_pki::key::KeyType {
+    fn from(k: KeyTypeArg) -> Self {
+        use mtlsgate_pki::key::KeyType;
+        match k {
+            KeyTypeArg::P256 => KeyType::P256,
+            KeyTypeArg::P384 => KeyType::P384,
+            KeyTypeArg::Ed25519 => KeyType::Ed25519,
+            KeyTypeArg::Rsa2048 => KeyType::Rsa2048,
+            KeyTypeArg::Rsa3072 => KeyType::Rsa3072,
+            KeyTypeArg::Rsa4096 => KeyType::Rsa4096,
+        }
+    }
+}

@@ -1,0 +1,39 @@
+//! The `mtlsgate` binary: parses flags, calls the libraries, and adds context to errors.
+//! anyhow lives here and nowhere else.
+
+#![forbid(unsafe_code)]
+
+mod cmd_ca;
+mod cmd_cert;
+mod cmd_quickstart;
+mod flags;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use flags::{Cli, Command};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Ca(c) => cmd_ca::run(c),
+        Command::Cert(c) => cmd_cert::run(c),
+        Command::Quickstart(q) => cmd_quickstart::run(q),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("mtlsgate: error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// A small runtime for commands that touch the inventory.
+pub(crate) fn block_on<F: std::future::Future>(f: F) -> anyhow::Result<F::Output> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    Ok(rt.block_on(f))
+}

@@ -1,0 +1,855 @@
+//! The private CA on disk: a root and an intermediate (root → intermediate → leaf, as the
+//! seeds' `ssl_verify_depth 2` expects), their keys, and the operations that need them:
+//! issuing leaves, signing CSRs, and signing CRLs. This module owns the CA directory's
+//! layout and format version; it never touches the inventory database (the caller
+//! records what was issued) and never writes a file except whole (temp + rename).
+//!
+//! Layout of a CA directory:
+//! ```text
+//! ca.toml            format version, name, device domain, key type, whether keys are encrypted
+//! root.crt  root.key                  the root CA (keys 0600, PKCS#8, optionally encrypted)
+//! intermediate.crt  intermediate.key  the issuing CA
+//! ca.crt             the trust bundle: root + intermediate
+//! inventory.db       the inventory (written by mtlsgate-store)
+//! ```
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use rand::RngCore;
+use rcgen::PublicKeyData;
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, DnValue,
+    ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType, SerialNumber,
+};
+use serde::{Deserialize, Serialize};
+use time::{Duration, OffsetDateTime};
+use x509_parser::extensions::{GeneralName, ParsedExtension};
+use x509_parser::prelude::FromDer;
+use x509_parser::public_key::PublicKey;
+
+use crate::certinfo::CertInfo;
+use crate::error::{PkiError, Result};
+use crate::fsutil::{self, PUBLIC_MODE};
+use crate::key::{self, KeyType};
+use crate::pemfile;
+
+/// The CA directory format this version writes and understands.
+pub const CA_FORMAT: u32 = 1;
+/// Default device domain for device IDs (`<id>.<domain>`).
+pub const DEFAULT_DEVICE_DOMAIN: &str = "d.mtlsgate.local";
+/// Smallest RSA key accepted anywhere.
+pub const MIN_RSA_BITS: usize = 2048;
+
+/// What kind of certificate an inventory entry is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CertKind {
+    Root,
+    Intermediate,
+    Server,
+    Client,
+}
+
+impl CertKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CertKind::Root => "root",
+            CertKind::Intermediate => "intermediate",
+            CertKind::Server => "server",
+            CertKind::Client => "client",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "root" => Some(CertKind::Root),
+            "intermediate" => Some(CertKind::Intermediate),
+            "server" => Some(CertKind::Server),
+            "client" => Some(CertKind::Client),
+            _ => None,
+        }
+    }
+}
+
+/// `ca.toml`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CaMeta {
+    pub format: u32,
+    pub name: String,
+    pub device_domain: String,
+    pub key_type: KeyType,
+    pub encrypted: bool,
+}
+
+/// Options for `ca init`.
+pub struct InitOptions<'a> {
+    pub name: String,
+    pub key_type: KeyType,
+    pub device_domain: String,
+    pub passphrase: Option<&'a [u8]>,
+    pub root_validity: Duration,
+    pub intermediate_validity: Duration,
+}
+
+/// A certificate the CA just made, for the caller to write and record.
+#[derive(Debug, Clone)]
+pub struct Issued {
+    pub kind: CertKind,
+    pub der: Vec<u8>,
+    pub info: CertInfo,
+}
+
+impl Issued {
+    fn new(kind: CertKind, der: Vec<u8>) -> Result<Self> {
+        let info = CertInfo::from_der(&der)?;
+        Ok(Issued { kind, der, info })
+    }
+
+    pub fn pem(&self) -> String {
+        pemfile::to_pem("CERTIFICATE", &self.der)
+    }
+}
+
+/// A CA created in a staging directory; `commit` moves it into place.
+pub struct StagedCa {
+    staging: tempfile::TempDir,
+    target: PathBuf,
+    pub root: Issued,
+    pub intermediate: Issued,
+}
+
+impl StagedCa {
+    /// The staging directory, where the caller may add files (the inventory) before commit.
+    pub fn path(&self) -> &Path {
+        self.staging.path()
+    }
+
+    /// Moves the staged CA into its target directory. Refuses if the target appeared
+    /// meanwhile and is not an empty directory.
+    pub fn commit(self) -> Result<PathBuf> {
+        let staging = self.staging.keep();
+        if let Err(e) = std::fs::rename(&staging, &self.target) {
+            let _ = std::fs::remove_dir_all(&staging);
+            if self.target.exists() {
+                return Err(PkiError::CaExists(self.target));
+            }
+            return Err(PkiError::Write {
+                path: self.target,
+                cause: e,
+            });
+        }
+        Ok(self.target)
+    }
+}
+
+fn now() -> OffsetDateTime {
+    OffsetDateTime::now_utc()
+}
+
+/// A random positive serial of 127 bits (RFC 5280 asks for at least 64 bits of entropy
+/// from CAs; the top byte is 0x40..=0x7f so the DER never needs a sign byte).
+pub fn random_serial() -> SerialNumber {
+    let mut b = [0u8; 16];
+    rand::thread_rng().fill_bytes(&mut b);
+    b[0] = (b[0] & 0x3f) | 0x40;
+    SerialNumber::from_slice(&b)
+}
+
+/// Checks a file-name-safe certificate name (`NAME.crt`, `NAME.key`).
+pub fn check_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 200
+        && !name.starts_with('.')
+        && !name.starts_with('-')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'));
+    if ok {
+        Ok(())
+    } else {
+        Err(PkiError::InvalidInput {
+            what: "name",
+            value: name.into(),
+            reason: "use letters, digits, `.`, `-` and `_` only (it becomes NAME.crt and NAME.key), not starting with `.` or `-`".into(),
+        })
+    }
+}
+
+/// Checks a DNS name for a SAN.
+fn check_dns(name: &str) -> Result<()> {
+    let body = name.strip_prefix("*.").unwrap_or(name);
+    let ok = !body.is_empty()
+        && name.len() <= 253
+        && body.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err(PkiError::InvalidInput {
+            what: "DNS name",
+            value: name.into(),
+            reason:
+                "expected a host name such as api.example.com (labels of letters, digits and `-`)"
+                    .into(),
+        })
+    }
+}
+
+/// Turns `dev1` into `dev1.<domain>`; an ID that already ends in the domain is kept.
+pub fn normalize_device_id(id: &str, domain: &str) -> Result<String> {
+    let id = id.trim().trim_end_matches('.');
+    let full = if domain.is_empty()
+        || id.eq_ignore_ascii_case(domain)
+        || id
+            .to_ascii_lowercase()
+            .ends_with(&format!(".{}", domain.to_ascii_lowercase()))
+    {
+        id.to_string()
+    } else {
+        format!("{id}.{domain}")
+    };
+    check_dns(&full).map_err(|_| PkiError::InvalidInput {
+        what: "device ID",
+        value: id.into(),
+        reason: "a device ID becomes a DNS name: use letters, digits and `-` (for example dev1 or MyDeviceId)".into(),
+    })?;
+    Ok(full)
+}
+
+fn ca_params(cn: &str, org: &str, path_len: u8, validity: Duration) -> CertificateParams {
+    let mut p = CertificateParams::default();
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::OrganizationName, org);
+    dn.push(DnType::CommonName, cn);
+    p.distinguished_name = dn;
+    p.is_ca = IsCa::Ca(BasicConstraints::Constrained(path_len));
+    p.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    let n = now();
+    p.not_before = n - Duration::minutes(5);
+    p.not_after = n + validity;
+    p.serial_number = Some(random_serial());
+    p.use_authority_key_identifier_extension = true;
+    p
+}
+
+/// Creates a root and an intermediate in a staging directory next to `dir`.
+pub fn init(dir: &Path, opts: &InitOptions<'_>) -> Result<StagedCa> {
+    if dir.join("ca.toml").exists() {
+        return Err(PkiError::CaExists(dir.to_path_buf()));
+    }
+    if dir.exists() {
+        let empty = std::fs::read_dir(dir)
+            .map(|mut d| d.next().is_none())
+            .unwrap_or(false);
+        if !empty {
+            return Err(PkiError::CaExists(dir.to_path_buf()));
+        }
+    }
+    if opts.name.trim().is_empty() {
+        return Err(PkiError::InvalidInput {
+            what: "CA name",
+            value: opts.name.clone(),
+            reason: "it must not be empty".into(),
+        });
+    }
+    check_dns(&opts.device_domain).map_err(|_| PkiError::InvalidInput {
+        what: "device domain",
+        value: opts.device_domain.clone(),
+        reason: "expected a domain such as d.example.local".into(),
+    })?;
+    let parent = match dir.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    std::fs::create_dir_all(&parent).map_err(|cause| PkiError::Write {
+        path: parent.clone(),
+        cause,
+    })?;
+    let staging = tempfile::Builder::new()
+        .prefix(".mtlsgate-ca-init-")
+        .tempdir_in(&parent)
+        .map_err(|cause| PkiError::Write {
+            path: parent.clone(),
+            cause,
+        })?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(staging.path(), std::fs::Permissions::from_mode(0o700)).map_err(
+            |cause| PkiError::Write {
+                path: staging.path().to_path_buf(),
+                cause,
+            },
+        )?;
+    }
+    let sp = staging.path();
+
+    let root_key = opts.key_type.generate()?;
+    let root_params = ca_params(
+        &format!("{} Root CA", opts.name),
+        &opts.name,
+        1,
+        opts.root_validity,
+    );
+    let root_cert = root_params.self_signed(&root_key)?;
+    let root_not_after = root_params.not_after;
+    let root_issuer = Issuer::new(root_params, &root_key);
+
+    let int_key = opts.key_type.generate()?;
+    let mut int_params = ca_params(
+        &format!("{} Intermediate CA", opts.name),
+        &opts.name,
+        0,
+        opts.intermediate_validity.min(opts.root_validity),
+    );
+    int_params.not_after = int_params.not_after.min(root_not_after);
+    let int_cert = int_params.signed_by(&int_key, &root_issuer)?;
+
+    key::write_key(&sp.join("root.key"), &root_key, opts.passphrase)?;
+    key::write_key(&sp.join("intermediate.key"), &int_key, opts.passphrase)?;
+    let root_pem = root_cert.pem();
+    let int_pem = int_cert.pem();
+    fsutil::write_atomic(&sp.join("root.crt"), root_pem.as_bytes(), PUBLIC_MODE)?;
+    fsutil::write_atomic(
+        &sp.join("intermediate.crt"),
+        int_pem.as_bytes(),
+        PUBLIC_MODE,
+    )?;
+    fsutil::write_atomic(
+        &sp.join("ca.crt"),
+        format!("{root_pem}{int_pem}").as_bytes(),
+        PUBLIC_MODE,
+    )?;
+    let meta = CaMeta {
+        format: CA_FORMAT,
+        name: opts.name.clone(),
+        device_domain: opts.device_domain.to_ascii_lowercase(),
+        key_type: opts.key_type,
+        encrypted: opts.passphrase.is_some(),
+    };
+    let toml = toml::to_string(&meta).map_err(|e| PkiError::BadCaConfig {
+        path: sp.join("ca.toml"),
+        reason: e.to_string(),
+    })?;
+    fsutil::write_atomic(
+        &sp.join("ca.toml"),
+        format!("# mtlsgate CA; written by `mtlsgate ca init`\n{toml}").as_bytes(),
+        PUBLIC_MODE,
+    )?;
+    Ok(StagedCa {
+        staging,
+        target: dir.to_path_buf(),
+        root: Issued::new(CertKind::Root, root_cert.der().to_vec())?,
+        intermediate: Issued::new(CertKind::Intermediate, int_cert.der().to_vec())?,
+    })
+}
+
+/// An opened CA directory (certificates and metadata; keys are loaded by `signer`).
+pub struct Ca {
+    pub dir: PathBuf,
+    pub meta: CaMeta,
+    pub root_der: Vec<u8>,
+    pub intermediate_der: Vec<u8>,
+}
+
+/// What to put in a leaf certificate.
+#[derive(Debug, Clone)]
+pub struct LeafRequest {
+    pub kind: CertKind,
+    /// The certificate's name: CN for servers, and for clients without a device ID.
+    pub name: String,
+    pub dns: Vec<String>,
+    pub ips: Vec<IpAddr>,
+    pub uris: Vec<String>,
+    pub device_id: Option<String>,
+    pub validity: Duration,
+    pub key_type: KeyType,
+}
+
+/// The intermediate's key and name, ready to sign.
+pub struct Signer {
+    issuer: Issuer<'static, KeyPair>,
+    root_issuer: Issuer<'static, KeyPair>,
+    intermediate_der: Vec<u8>,
+    root_der: Vec<u8>,
+}
+
+/// One revoked certificate, as the inventory remembers it.
+#[derive(Debug, Clone)]
+pub struct Revoked {
+    /// Serial, uppercase hex.
+    pub serial: String,
+    pub revoked_at: OffsetDateTime,
+    pub reason: Option<Reason>,
+}
+
+/// CRL reason codes users may give to `ca revoke --reason`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    Unspecified,
+    KeyCompromise,
+    AffiliationChanged,
+    Superseded,
+    CessationOfOperation,
+}
+
+impl Reason {
+    pub const NAMES: &'static str =
+        "unspecified, keyCompromise, affiliationChanged, superseded, cessationOfOperation";
+
+    pub fn parse(s: &str) -> Result<Self> {
+        let k: String = s
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric())
+            .collect::<String>()
+            .to_ascii_lowercase();
+        Ok(match k.as_str() {
+            "unspecified" => Reason::Unspecified,
+            "keycompromise" => Reason::KeyCompromise,
+            "affiliationchanged" => Reason::AffiliationChanged,
+            "superseded" => Reason::Superseded,
+            "cessationofoperation" => Reason::CessationOfOperation,
+            _ => {
+                return Err(PkiError::InvalidInput {
+                    what: "revocation reason",
+                    value: s.into(),
+                    reason: format!("expected one of {}", Self::NAMES),
+                })
+            }
+        })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Unspecified => "unspecified",
+            Reason::KeyCompromise => "keyCompromise",
+            Reason::AffiliationChanged => "affiliationChanged",
+            Reason::Superseded => "superseded",
+            Reason::CessationOfOperation => "cessationOfOperation",
+        }
+    }
+
+    fn rcgen(self) -> rcgen::RevocationReason {
+        match self {
+            Reason::Unspecified => rcgen::RevocationReason::Unspecified,
+            Reason::KeyCompromise => rcgen::RevocationReason::KeyCompromise,
+            Reason::AffiliationChanged => rcgen::RevocationReason::AffiliationChanged,
+            Reason::Superseded => rcgen::RevocationReason::Superseded,
+            Reason::CessationOfOperation => rcgen::RevocationReason::CessationOfOperation,
+        }
+    }
+}
+
+/// The CRLs `ca crl` produces: the intermediate's (covering leaves) and the root's
+/// (covering the intermediate). nginx checks CRLs for every CA in the chain, so both
+/// belong in an `ssl_crl` file.
+pub struct Crls {
+    pub intermediate: Vec<u8>,
+    pub root: Vec<u8>,
+}
+
+impl Ca {
+    /// Opens the CA in `dir`, refusing a missing CA or one written by a newer version.
+    pub fn open(dir: &Path) -> Result<Self> {
+        let meta_path = dir.join("ca.toml");
+        if !meta_path.exists() {
+            return Err(PkiError::NoCa(dir.to_path_buf()));
+        }
+        let text =
+            String::from_utf8(fsutil::read(&meta_path)?).map_err(|_| PkiError::BadCaConfig {
+                path: meta_path.clone(),
+                reason: "not UTF-8 text".into(),
+            })?;
+        #[derive(Deserialize)]
+        struct Version {
+            format: u32,
+        }
+        let v: Version = toml::from_str(&text).map_err(|e| PkiError::BadCaConfig {
+            path: meta_path.clone(),
+            reason: e.to_string(),
+        })?;
+        if v.format > CA_FORMAT {
+            return Err(PkiError::NewerFormat {
+                path: meta_path,
+                found: v.format,
+                supported: CA_FORMAT,
+            });
+        }
+        let meta: CaMeta = toml::from_str(&text).map_err(|e| PkiError::BadCaConfig {
+            path: meta_path.clone(),
+            reason: e.to_string(),
+        })?;
+        let root_der = first_cert(&dir.join("root.crt"))?;
+        let intermediate_der = first_cert(&dir.join("intermediate.crt"))?;
+        Ok(Ca {
+            dir: dir.to_path_buf(),
+            meta,
+            root_der,
+            intermediate_der,
+        })
+    }
+
+    /// The trust bundle (root + intermediate) as PEM.
+    pub fn bundle_pem(&self) -> String {
+        format!(
+            "{}{}",
+            pemfile::to_pem("CERTIFICATE", &self.root_der),
+            pemfile::to_pem("CERTIFICATE", &self.intermediate_der)
+        )
+    }
+
+    /// Loads the CA keys (decrypting them with `passphrase` if they are encrypted).
+    pub fn signer(&self, passphrase: Option<&[u8]>) -> Result<Signer> {
+        let int_key = key::read_key(&self.dir.join("intermediate.key"), passphrase)?;
+        let root_key = key::read_key(&self.dir.join("root.key"), passphrase)?;
+        check_pair(
+            &self.intermediate_der,
+            &int_key,
+            &self.dir.join("intermediate.crt"),
+            &self.dir.join("intermediate.key"),
+        )?;
+        check_pair(
+            &self.root_der,
+            &root_key,
+            &self.dir.join("root.crt"),
+            &self.dir.join("root.key"),
+        )?;
+        let issuer = Issuer::from_ca_cert_der(&self.intermediate_der.clone().into(), int_key)?;
+        let root_issuer = Issuer::from_ca_cert_der(&self.root_der.clone().into(), root_key)?;
+        Ok(Signer {
+            issuer,
+            root_issuer,
+            intermediate_der: self.intermediate_der.clone(),
+            root_der: self.root_der.clone(),
+        })
+    }
+}
+
+fn first_cert(path: &Path) -> Result<Vec<u8>> {
+    pemfile::read_certs(path)?
+        .into_iter()
+        .next()
+        .ok_or_else(|| PkiError::Missing {
+            path: path.display().to_string(),
+            what: "certificate".into(),
+        })
+}
+
+/// Refuses a key that does not belong to a certificate.
+pub fn check_pair(cert_der: &[u8], key: &KeyPair, cert: &Path, key_path: &Path) -> Result<()> {
+    let (_, x) =
+        x509_parser::parse_x509_certificate(cert_der).map_err(|e| PkiError::BadCertificate {
+            path: cert.display().to_string(),
+            reason: e.to_string(),
+        })?;
+    if x.public_key().raw != key.subject_public_key_info().as_slice() {
+        return Err(PkiError::KeyMismatch {
+            cert: cert.display().to_string(),
+            key: key_path.display().to_string(),
+        });
+    }
+    Ok(())
+}
+
+fn leaf_base(kind: CertKind, validity: Duration) -> CertificateParams {
+    let mut p = CertificateParams::default();
+    p.is_ca = IsCa::ExplicitNoCa;
+    p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    p.extended_key_usages = match kind {
+        CertKind::Server => vec![ExtendedKeyUsagePurpose::ServerAuth],
+        _ => vec![ExtendedKeyUsagePurpose::ClientAuth],
+    };
+    let n = now();
+    p.not_before = n - Duration::minutes(5);
+    p.not_after = n + validity;
+    p.serial_number = Some(random_serial());
+    p.use_authority_key_identifier_extension = true;
+    p
+}
+
+fn rsa_key_usage(p: &mut CertificateParams, is_rsa: bool) {
+    if is_rsa {
+        p.key_usages.push(KeyUsagePurpose::KeyEncipherment);
+    }
+}
+
+impl Signer {
+    /// The chain a leaf is served with: the intermediate, PEM.
+    pub fn intermediate_pem(&self) -> String {
+        pemfile::to_pem("CERTIFICATE", &self.intermediate_der)
+    }
+
+    /// Bundle: root + intermediate, PEM.
+    pub fn bundle_pem(&self) -> String {
+        format!(
+            "{}{}",
+            pemfile::to_pem("CERTIFICATE", &self.root_der),
+            self.intermediate_pem()
+        )
+    }
+
+    /// Issues a leaf with a freshly generated key. Returns the certificate and its key.
+    pub fn issue(&self, req: &LeafRequest, device_domain: &str) -> Result<(Issued, KeyPair)> {
+        let key = req.key_type.generate()?;
+        let is_rsa = matches!(
+            req.key_type,
+            KeyType::Rsa2048 | KeyType::Rsa3072 | KeyType::Rsa4096
+        );
+        let mut p = leaf_base(req.kind, req.validity);
+        rsa_key_usage(&mut p, is_rsa);
+        let mut dn = DistinguishedName::new();
+        let mut sans = Vec::new();
+        match req.kind {
+            CertKind::Server => {
+                check_name(&req.name)?;
+                dn.push(DnType::CommonName, req.name.as_str());
+                let mut dns = req.dns.clone();
+                if dns.is_empty() && req.ips.is_empty() {
+                    dns.push(req.name.clone());
+                }
+                for d in &dns {
+                    check_dns(d)?;
+                    sans.push(SanType::DnsName(d.as_str().try_into()?));
+                }
+            }
+            CertKind::Client => {
+                check_name(&req.name)?;
+                let cn = match &req.device_id {
+                    Some(id) => {
+                        let full = normalize_device_id(id, device_domain)?;
+                        sans.push(SanType::DnsName(full.as_str().try_into()?));
+                        full
+                    }
+                    None => req.name.clone(),
+                };
+                dn.push(DnType::CommonName, cn);
+                for d in &req.dns {
+                    check_dns(d)?;
+                    sans.push(SanType::DnsName(d.as_str().try_into()?));
+                }
+            }
+            CertKind::Root | CertKind::Intermediate => {
+                return Err(PkiError::InvalidInput {
+                    what: "certificate kind",
+                    value: req.kind.as_str().into(),
+                    reason: "only server and client certificates are issued as leaves".into(),
+                })
+            }
+        }
+        for ip in &req.ips {
+            sans.push(SanType::IpAddress(*ip));
+        }
+        for u in &req.uris {
+            check_uri(u)?;
+            sans.push(SanType::URI(u.as_str().try_into()?));
+        }
+        p.distinguished_name = dn;
+        p.subject_alt_names = sans;
+        let cert = p.signed_by(&key, &self.issuer)?;
+        Ok((Issued::new(req.kind, cert.der().to_vec())?, key))
+    }
+
+    /// Signs a CSR (PEM or DER). The CSR's subject and SANs are kept; everything else
+    /// (EKU, key usage, validity, basic constraints) is the CA's decision.
+    pub fn sign_csr(
+        &self,
+        csr_name: &str,
+        csr_data: &[u8],
+        kind: CertKind,
+        validity: Duration,
+    ) -> Result<Issued> {
+        let blocks = pemfile::parse_blocks(csr_name, csr_data)?;
+        let block = blocks
+            .into_iter()
+            .find(|b| b.label.contains("CERTIFICATE REQUEST") || b.label == "DER")
+            .ok_or_else(|| PkiError::Missing {
+                path: csr_name.into(),
+                what:
+                    "certificate signing request (expected `-----BEGIN CERTIFICATE REQUEST-----`)"
+                        .into(),
+            })?;
+        let (_, csr) =
+            x509_parser::certification_request::X509CertificationRequest::from_der(&block.der)
+                .map_err(|e| {
+                    PkiError::CsrRefused(format!("{csr_name} is not a readable CSR ({e})"))
+                })?;
+        let info = &csr.certification_request_info;
+        match info.subject_pki.parsed() {
+            Ok(PublicKey::RSA(r)) if r.key_size() < MIN_RSA_BITS => {
+                return Err(PkiError::CsrRefused(format!(
+                    "its RSA key is {} bits; at least {MIN_RSA_BITS} bits are required, because keys that small can be factored and curl, browsers and rustls reject them (make a new key with `openssl genrsa -out client.key 2048`, or better `openssl ecparam -genkey -name prime256v1 -out client.key`)",
+                    r.key_size()
+                )));
+            }
+            Ok(PublicKey::RSA(_)) | Ok(PublicKey::EC(_)) => {}
+            _ => {
+                let oid = info.subject_pki.algorithm.algorithm.to_id_string();
+                if oid != "1.3.101.112" {
+                    return Err(PkiError::CsrRefused(format!(
+                        "its key type ({oid}) is not supported; use RSA (2048 bits or more), ECDSA P-256/P-384, or Ed25519"
+                    )));
+                }
+            }
+        }
+        csr.verify_signature().map_err(|_| {
+            PkiError::CsrRefused(
+                "its signature does not verify: the CSR was altered after it was made, or it was not signed with the key it contains".into(),
+            )
+        })?;
+        let mut sans = Vec::new();
+        if let Some(exts) = csr.requested_extensions() {
+            for ext in exts {
+                match ext {
+                    ParsedExtension::BasicConstraints(bc) if bc.ca => {
+                        return Err(PkiError::CsrRefused(
+                            "it asks to be a CA (basicConstraints CA:TRUE); mtlsgate signs CSRs only for leaf certificates".into(),
+                        ));
+                    }
+                    ParsedExtension::SubjectAlternativeName(san) => {
+                        for gn in &san.general_names {
+                            match gn {
+                                GeneralName::DNSName(d) => {
+                                    sans.push(SanType::DnsName((*d).try_into()?))
+                                }
+                                GeneralName::URI(u) => sans.push(SanType::URI((*u).try_into()?)),
+                                GeneralName::RFC822Name(e) => {
+                                    sans.push(SanType::Rfc822Name((*e).try_into()?))
+                                }
+                                GeneralName::IPAddress(b) => {
+                                    if let Some(ip) = ip_from(b) {
+                                        sans.push(SanType::IpAddress(ip));
+                                    }
+                                }
+                                _ => {}
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+        let mut dn = DistinguishedName::new();
+        let mut cn = None;
+        for atv in info.subject.iter_attributes() {
+            let oid: Vec<u64> = match atv.attr_type().iter() {
+                Some(it) => it.collect(),
+                None => continue,
+            };
+            let ty = DnType::from_oid(&oid);
+            let Ok(s) = atv.as_str() else { continue };
+            if ty == DnType::CommonName {
+                cn = Some(s.to_string());
+            }
+            let value = if atv.attr_value().header.tag().0 == 19 {
+                match rcgen::string::PrintableString::try_from(s) {
+                    Ok(p) => DnValue::PrintableString(p),
+                    Err(_) => DnValue::Utf8String(s.into()),
+                }
+            } else {
+                DnValue::Utf8String(s.into())
+            };
+            dn.push(ty, value);
+        }
+        if cn.is_none() && sans.is_empty() {
+            return Err(PkiError::CsrRefused(
+                "it has neither a subject CN nor any subject alternative name, so the certificate would identify nobody".into(),
+            ));
+        }
+        // A CN that is a host name (a server name, or a device ID) also goes in a DNS SAN,
+        // since TLS clients match names only against SANs.
+        if sans.is_empty() {
+            if let Some(c) = cn.as_deref().filter(|c| check_dns(c).is_ok()) {
+                sans.push(SanType::DnsName(c.try_into()?));
+            }
+        }
+        let mut p = leaf_base(kind, validity);
+        if matches!(info.subject_pki.parsed(), Ok(PublicKey::RSA(_))) {
+            rsa_key_usage(&mut p, true);
+        }
+        p.distinguished_name = dn;
+        p.subject_alt_names = sans;
+        let spki = rcgen::SubjectPublicKeyInfo::from_der(info.subject_pki.raw)?;
+        let cert = p.signed_by(&spki, &self.issuer)?;
+        Issued::new(kind, cert.der().to_vec())
+    }
+
+    /// Signs the intermediate's CRL (listing `revoked` leaves) and the root's CRL
+    /// (listing `revoked_intermediates`, normally none).
+    pub fn crls(
+        &self,
+        revoked: &[Revoked],
+        revoked_intermediates: &[Revoked],
+        crl_number: u64,
+        next_update: Duration,
+    ) -> Result<Crls> {
+        let make = |list: &[Revoked], issuer: &Issuer<'static, KeyPair>| -> Result<Vec<u8>> {
+            let n = now();
+            let params = rcgen::CertificateRevocationListParams {
+                this_update: n - Duration::minutes(5),
+                next_update: n + next_update,
+                crl_number: SerialNumber::from_slice(&crl_number.to_be_bytes()),
+                issuing_distribution_point: None,
+                revoked_certs: list
+                    .iter()
+                    .filter_map(|r| {
+                        let bytes = hex::decode(&r.serial).ok()?;
+                        Some(rcgen::RevokedCertParams {
+                            serial_number: SerialNumber::from_slice(&bytes),
+                            revocation_time: r.revoked_at,
+                            reason_code: r.reason.map(Reason::rcgen),
+                            invalidity_date: None,
+                        })
+                    })
+                    .collect(),
+                key_identifier_method: rcgen::KeyIdMethod::Sha256,
+            };
+            Ok(params.signed_by(issuer)?.der().to_vec())
+        };
+        Ok(Crls {
+            intermediate: make(revoked, &self.issuer)?,
+            root: make(revoked_intermediates, &self.root_issuer)?,
+        })
+    }
+}
+
+fn check_uri(u: &str) -> Result<()> {
+    let ok = u
+        .split_once("://")
+        .map(|(scheme, rest)| {
+            !scheme.is_empty()
+                && scheme
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
+                && !rest.is_empty()
+                && !rest.contains(char::is_whitespace)
+        })
+        .unwrap_or(false);
+    if ok {
+        Ok(())
+    } else {
+        Err(PkiError::InvalidInput {
+            what: "URI",
+            value: u.into(),
+            reason: "expected an absolute URI such as spiffe://example.org/ns/prod/sa/api".into(),
+        })
+    }
+}
+
+fn ip_from(b: &[u8]) -> Option<IpAddr> {
+    match b.len() {
+        4 => <[u8; 4]>::try_from(b).ok().map(IpAddr::from),
+        16 => <[u8; 16]>::try_from(b).ok().map(IpAddr::from),
+        _ => None,
+    }
+}

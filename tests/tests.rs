@@ -1,0 +1,7 @@
+//! One integration test binary: every test starts the built `mtlsgate` and checks it
+//! with real peers (openssl, curl, python). Tests use temporary directories and port 0,
+//! so they run in parallel.
+
+mod util;
+
+mod ca;
