@@ -6,6 +6,7 @@
 mod cmd_ca;
 mod cmd_cert;
 mod cmd_quickstart;
+mod cmd_serve;
 mod flags;
 
 use std::process::ExitCode;
@@ -19,6 +20,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Ca(c) => cmd_ca::run(c),
         Command::Cert(c) => cmd_cert::run(c),
+        Command::Serve(s) => cmd_serve::run(*s),
         Command::Quickstart(q) => cmd_quickstart::run(q),
     };
     match result {

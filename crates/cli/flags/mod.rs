@@ -6,8 +6,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-/// mtlsgate: mutual TLS for clients and devices — a private CA, certificates, and a verifier
-/// that explains failures.
+/// mtlsgate: mutual TLS for clients and devices — a private CA, certificates, a verifier
+/// that explains failures, and an mTLS gateway in front of your app.
 #[derive(Parser, Debug)]
 #[command(name = "mtlsgate", version, about, long_about = None, propagate_version = true)]
 pub struct Cli {
@@ -23,8 +23,80 @@ pub enum Command {
     /// Issue, sign, bundle, inspect and verify certificates.
     #[command(subcommand)]
     Cert(CertCommand),
-    /// Set up a demo in a directory of its own and show what to try.
+    /// Run the mTLS gateway: verify clients, enforce allowlists, forward identity headers.
+    Serve(Box<Serve>),
+    /// Set up a demo (CA, certificates, allowlist, demo app, gateway) and show what to try.
     Quickstart(Quickstart),
+}
+
+/// `mtlsgate serve`: either `--config gate.toml`, or flags for the one-route case.
+#[derive(Args, Debug)]
+#[command(after_help = "Examples:
+  mtlsgate serve --listen 0.0.0.0:8443 --cert server.crt --key server.key \\
+      --client-ca ca.crt --upstream http://127.0.0.1:8000 --allow-file whitelist.txt
+  mtlsgate serve --config gate.toml
+
+Reload: SIGHUP, or change any certificate, key, CA, CRL or allowlist file.
+Stop: SIGTERM or Ctrl-C finish in-flight requests first.")]
+pub struct Serve {
+    /// TOML configuration file (listeners, routes, policies). Excludes the one-route flags.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["listen", "cert", "key", "client_ca", "upstream", "allow_file", "allow_device_id", "verify_client", "verify_depth", "crl", "pin_sha256", "no_resumption", "reject_at_handshake", "access_log", "header", "xfcc"])]
+    pub config: Option<PathBuf>,
+    /// Address to listen on.
+    #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:8443")]
+    pub listen: String,
+    /// Server certificate chain (PEM), as nginx's ssl_certificate.
+    #[arg(long, value_name = "FILE", required_unless_present = "config")]
+    pub cert: Option<PathBuf>,
+    /// Server private key (PEM, unencrypted), as nginx's ssl_certificate_key.
+    #[arg(long, value_name = "FILE", required_unless_present = "config")]
+    pub key: Option<PathBuf>,
+    /// Trusted client CA bundle(s) or pinned certificates, as ssl_client_certificate.
+    #[arg(long, value_name = "FILE")]
+    pub client_ca: Vec<PathBuf>,
+    /// Upstream URL for the default route.
+    #[arg(long, value_name = "URL", required_unless_present = "config")]
+    pub upstream: Option<String>,
+    /// Allowlist file: one device ID per line, # comments (reloaded when it changes).
+    #[arg(long, value_name = "FILE")]
+    pub allow_file: Vec<PathBuf>,
+    /// Allow this device ID (repeatable).
+    #[arg(long, value_name = "ID")]
+    pub allow_device_id: Vec<String>,
+    /// Client verification: require (nginx on), optional, optional_no_ca, off.
+    #[arg(long, value_name = "MODE", default_value = "require")]
+    pub verify_client: String,
+    /// Maximum chain depth, as ssl_verify_depth.
+    #[arg(long, value_name = "N")]
+    pub verify_depth: Option<usize>,
+    /// CRL file(s), as ssl_crl.
+    #[arg(long, value_name = "FILE")]
+    pub crl: Vec<PathBuf>,
+    /// Trust a client certificate by its SHA-256 fingerprint (repeatable).
+    #[arg(long, value_name = "HEX")]
+    pub pin_sha256: Vec<String>,
+    /// Turn TLS session resumption off (tickets and session cache).
+    #[arg(long)]
+    pub no_resumption: bool,
+    /// Refuse bad or missing client certificates in the TLS handshake (no HTTP 400 page).
+    #[arg(long)]
+    pub reject_at_handshake: bool,
+    /// Extra upstream header from an nginx-style template, NAME=TEMPLATE (repeatable),
+    /// e.g. 'X-Device=$client_device_id'.
+    #[arg(long, value_name = "NAME=TEMPLATE")]
+    pub header: Vec<String>,
+    /// Also send Envoy's X-Forwarded-Client-Cert.
+    #[arg(long)]
+    pub xfcc: bool,
+    /// Access log: text, json or off.
+    #[arg(long, value_name = "FORMAT", default_value = "text")]
+    pub access_log: String,
+    /// Admin listener for /healthz and /metrics (loopback only), e.g. 127.0.0.1:9901.
+    #[arg(long, value_name = "ADDR")]
+    pub admin_listen: Option<String>,
+    /// Worker threads (default: one per core).
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
 }
 
 #[derive(Args, Debug)]

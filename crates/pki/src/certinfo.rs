@@ -142,6 +142,12 @@ impl CertInfo {
     }
 }
 
+/// The DER of a certificate's subject name (for TLS CertificateRequest hints).
+pub fn raw_subject(der: &[u8]) -> Option<Vec<u8>> {
+    let (_, x) = x509_parser::parse_x509_certificate(der).ok()?;
+    Some(x.subject().as_raw().to_vec())
+}
+
 fn asn1_to_time(ts: i64) -> OffsetDateTime {
     OffsetDateTime::from_unix_timestamp(ts).unwrap_or(OffsetDateTime::UNIX_EPOCH)
 }

@@ -1,0 +1,60 @@
+//! The admin listener: `/healthz` and Prometheus `/metrics`. Off unless asked for, and
+//! only on a loopback address, so it is never exposed by accident.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::routing::get;
+use axum::Router;
+
+use crate::error::GateError;
+use crate::state::State;
+
+/// Refuses admin addresses that are not loopback.
+pub fn check_addr(addr: SocketAddr) -> Result<(), GateError> {
+    if addr.ip().is_loopback() {
+        Ok(())
+    } else {
+        Err(GateError::Tls(format!(
+            "the admin listener {addr} must be a loopback address (127.0.0.1 or [::1]); it has no authentication"
+        )))
+    }
+}
+
+/// Binds the admin listener (so that errors surface at start-up).
+pub async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, GateError> {
+    check_addr(addr)?;
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|cause| GateError::Listen { addr, cause })
+}
+
+/// Serves `/healthz` and `/metrics` until the future `stop` completes.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: Arc<State>,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) {
+    let s2 = state.clone();
+    let app = Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route(
+            "/metrics",
+            get(move || {
+                let s = s2.clone();
+                async move {
+                    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+                    (
+                        [(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+                        s.metrics.render(now),
+                    )
+                }
+            }),
+        );
+    if let Err(e) = axum::serve(listener, app)
+        .with_graceful_shutdown(stop)
+        .await
+    {
+        tracing::error!("admin listener stopped: {e}");
+    }
+}

@@ -1,0 +1,351 @@
+//! Identity headers: templates in nginx's variable syntax (`$ssl_client_s_dn`,
+//! `${ssl_client_verify}`), compiled once at load, rendered per request from the
+//! per-connection identity; and the rule that strips every identity header a client sent.
+
+use std::net::SocketAddr;
+
+use http::header::{HeaderName, HeaderValue};
+use http::HeaderMap;
+use time::OffsetDateTime;
+
+use crate::error::GateError;
+use crate::identity::{ClientIdentity, VerifyOutcome};
+
+/// A variable a template may use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Var {
+    SslClientSDn,
+    SslClientIDn,
+    SslClientVerify,
+    SslClientSerial,
+    SslClientFingerprint,
+    SslClientFingerprintSha256,
+    SslClientEscapedCert,
+    SslClientVStart,
+    SslClientVEnd,
+    SslClientVRemain,
+    SslProtocol,
+    SslCipher,
+    SslSessionReused,
+    RemoteAddr,
+    RemotePort,
+    Host,
+    Scheme,
+    RequestUri,
+    ClientDeviceId,
+    ClientSpiffeId,
+}
+
+impl Var {
+    fn parse(name: &str) -> Option<Var> {
+        Some(match name {
+            "ssl_client_s_dn" => Var::SslClientSDn,
+            "ssl_client_i_dn" => Var::SslClientIDn,
+            "ssl_client_verify" => Var::SslClientVerify,
+            "ssl_client_serial" => Var::SslClientSerial,
+            "ssl_client_fingerprint" => Var::SslClientFingerprint,
+            "ssl_client_fingerprint_sha256" => Var::SslClientFingerprintSha256,
+            "ssl_client_escaped_cert" => Var::SslClientEscapedCert,
+            "ssl_client_v_start" => Var::SslClientVStart,
+            "ssl_client_v_end" => Var::SslClientVEnd,
+            "ssl_client_v_remain" => Var::SslClientVRemain,
+            "ssl_protocol" => Var::SslProtocol,
+            "ssl_cipher" => Var::SslCipher,
+            "ssl_session_reused" => Var::SslSessionReused,
+            "remote_addr" | "proxy_add_x_forwarded_for" => Var::RemoteAddr,
+            "remote_port" => Var::RemotePort,
+            "host" => Var::Host,
+            "scheme" => Var::Scheme,
+            "request_uri" => Var::RequestUri,
+            "client_device_id" => Var::ClientDeviceId,
+            "client_spiffe_id" => Var::ClientSpiffeId,
+            _ => return None,
+        })
+    }
+}
+
+const VAR_NAMES: &str = "ssl_client_s_dn, ssl_client_i_dn, ssl_client_verify, ssl_client_serial, ssl_client_fingerprint, ssl_client_fingerprint_sha256, ssl_client_escaped_cert, ssl_client_v_start, ssl_client_v_end, ssl_client_v_remain, ssl_protocol, ssl_cipher, ssl_session_reused, remote_addr, remote_port, host, scheme, request_uri, client_device_id, client_spiffe_id";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Piece {
+    Lit(String),
+    Var(Var),
+}
+
+/// A compiled header value template.
+#[derive(Debug, Clone)]
+pub struct HeaderTemplate {
+    pieces: Vec<Piece>,
+}
+
+impl HeaderTemplate {
+    /// Compiles `text`; unknown variables are an error naming the variable.
+    pub fn parse(text: &str) -> Result<Self, GateError> {
+        let mut pieces = Vec::new();
+        let mut lit = String::new();
+        let mut rest = text;
+        while let Some(i) = rest.find('$') {
+            lit.push_str(&rest[..i]);
+            rest = &rest[i + 1..];
+            let (name, after) = if let Some(r) = rest.strip_prefix('{') {
+                let end = r.find('}').ok_or_else(|| {
+                    GateError::Template(format!("`{text}`: `${{` without a closing `}}`"))
+                })?;
+                (&r[..end], &r[end + 1..])
+            } else {
+                let end = rest
+                    .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                    .unwrap_or(rest.len());
+                (&rest[..end], &rest[end..])
+            };
+            if name.is_empty() {
+                lit.push('$');
+                rest = after;
+                continue;
+            }
+            let v = Var::parse(name).ok_or_else(|| {
+                GateError::Template(format!(
+                    "`{text}`: unknown variable `${name}`; known: {VAR_NAMES}"
+                ))
+            })?;
+            if !lit.is_empty() {
+                pieces.push(Piece::Lit(std::mem::take(&mut lit)));
+            }
+            pieces.push(Piece::Var(v));
+            rest = after;
+        }
+        lit.push_str(rest);
+        if !lit.is_empty() {
+            pieces.push(Piece::Lit(lit));
+        }
+        Ok(HeaderTemplate { pieces })
+    }
+
+    /// Renders the template. Returns `None` for an empty result (nginx sends no header
+    /// whose value is empty).
+    pub fn render(&self, cx: &RenderCtx<'_>) -> Option<HeaderValue> {
+        let mut out = String::new();
+        for p in &self.pieces {
+            match p {
+                Piece::Lit(s) => out.push_str(s),
+                Piece::Var(v) => cx.push_var(*v, &mut out),
+            }
+        }
+        if out.is_empty() {
+            return None;
+        }
+        HeaderValue::from_str(&out).ok()
+    }
+}
+
+/// What a template can see.
+pub struct RenderCtx<'a> {
+    pub identity: Option<&'a ClientIdentity>,
+    pub outcome: &'a VerifyOutcome,
+    pub remote: SocketAddr,
+    pub host: &'a str,
+    pub request_uri: &'a str,
+    pub tls_protocol: &'a str,
+    pub tls_cipher: &'a str,
+    pub resumed: bool,
+    pub now: OffsetDateTime,
+}
+
+impl RenderCtx<'_> {
+    fn push_var(&self, v: Var, out: &mut String) {
+        use std::fmt::Write;
+        let id = self.identity;
+        match v {
+            Var::SslClientSDn => out.push_str(id.map(|i| i.info.subject.as_str()).unwrap_or("")),
+            Var::SslClientIDn => out.push_str(id.map(|i| i.info.issuer.as_str()).unwrap_or("")),
+            Var::SslClientVerify => out.push_str(&self.outcome.nginx_value()),
+            Var::SslClientSerial => out.push_str(id.map(|i| i.info.serial.as_str()).unwrap_or("")),
+            Var::SslClientFingerprint => {
+                out.push_str(id.map(|i| i.info.sha1_fingerprint.as_str()).unwrap_or(""))
+            }
+            Var::SslClientFingerprintSha256 => {
+                out.push_str(id.map(|i| i.info.sha256_fingerprint.as_str()).unwrap_or(""))
+            }
+            Var::SslClientEscapedCert => out.push_str(id.map(|i| i.escaped_pem()).unwrap_or("")),
+            Var::SslClientVStart => out.push_str(id.map(|i| i.v_start()).unwrap_or("")),
+            Var::SslClientVEnd => out.push_str(id.map(|i| i.v_end()).unwrap_or("")),
+            Var::SslClientVRemain => {
+                if let Some(i) = id {
+                    let _ = write!(out, "{}", i.v_remain(self.now));
+                }
+            }
+            Var::SslProtocol => out.push_str(self.tls_protocol),
+            Var::SslCipher => out.push_str(self.tls_cipher),
+            Var::SslSessionReused => out.push_str(if self.resumed { "r" } else { "." }),
+            Var::RemoteAddr => {
+                let _ = write!(out, "{}", self.remote.ip());
+            }
+            Var::RemotePort => {
+                let _ = write!(out, "{}", self.remote.port());
+            }
+            Var::Host => out.push_str(self.host),
+            Var::Scheme => out.push_str("https"),
+            Var::RequestUri => out.push_str(self.request_uri),
+            Var::ClientDeviceId => {
+                out.push_str(id.and_then(|i| i.info.device_id.as_deref()).unwrap_or(""))
+            }
+            Var::ClientSpiffeId => {
+                out.push_str(id.and_then(|i| i.info.spiffe_id.as_deref()).unwrap_or(""))
+            }
+        }
+    }
+}
+
+/// The headers seed 000 configures, sent by default.
+pub const DEFAULT_HEADERS: &[(&str, &str)] = &[
+    ("x-real-ip", "$remote_addr"),
+    ("x-forwarded-for", "$remote_addr"),
+    ("x-forwarded-proto", "$scheme"),
+    ("ssl-client", "$ssl_client_s_dn"),
+    ("ssl-client-verify", "$ssl_client_verify"),
+];
+
+/// Header name prefixes that are always identity headers, whatever the configuration.
+const IDENTITY_PREFIXES: &[&str] = &[
+    "ssl-client",
+    "x-ssl-",
+    "x-client-cert",
+    "x-client-dn",
+    "x-client-verify",
+    "x-forwarded-client-cert",
+    "x-mtlsgate-",
+];
+
+/// Compares header names as apps do: case-insensitively, with `_` the same as `-`
+/// (WSGI, PHP and Rack turn both into `HTTP_SSL_CLIENT`).
+fn normalized(name: &str) -> String {
+    name.to_ascii_lowercase().replace('_', "-")
+}
+
+/// The set of header names the gateway owns on a route; any the client sent is removed.
+#[derive(Debug, Clone)]
+pub struct HeaderPlan {
+    pub set: Vec<(HeaderName, HeaderTemplate)>,
+    owned: Vec<String>,
+    pub xfcc: bool,
+}
+
+impl HeaderPlan {
+    pub fn build(
+        extra: &[(String, String)],
+        default_headers: bool,
+        xfcc: bool,
+    ) -> Result<HeaderPlan, GateError> {
+        let mut set: Vec<(HeaderName, HeaderTemplate)> = Vec::new();
+        if default_headers {
+            for (n, t) in DEFAULT_HEADERS {
+                set.push((HeaderName::from_static(n), HeaderTemplate::parse(t)?));
+            }
+        }
+        for (n, t) in extra {
+            let name = HeaderName::from_bytes(n.as_bytes())
+                .map_err(|_| GateError::Template(format!("`{n}` is not a valid header name")))?;
+            if name == http::header::HOST
+                || name == http::header::CONNECTION
+                || name == http::header::UPGRADE
+            {
+                return Err(GateError::Template(format!(
+                    "header `{n}` is managed by the gateway and cannot be set"
+                )));
+            }
+            let tpl = HeaderTemplate::parse(t)?;
+            set.retain(|(existing, _)| *existing != name);
+            set.push((name, tpl));
+        }
+        let mut owned: Vec<String> = set.iter().map(|(n, _)| normalized(n.as_str())).collect();
+        owned.push("x-forwarded-client-cert".into());
+        Ok(HeaderPlan { set, owned, xfcc })
+    }
+
+    fn is_identity(&self, name: &str) -> bool {
+        let n = normalized(name);
+        self.owned.contains(&n) || IDENTITY_PREFIXES.iter().any(|p| n.starts_with(p))
+    }
+
+    /// Removes every identity header the client sent, then sets the gateway's.
+    pub fn apply(&self, headers: &mut HeaderMap, cx: &RenderCtx<'_>) {
+        let spoofed: Vec<HeaderName> = headers
+            .keys()
+            .filter(|k| self.is_identity(k.as_str()))
+            .cloned()
+            .collect();
+        for k in spoofed {
+            headers.remove(&k);
+        }
+        for (name, tpl) in &self.set {
+            if let Some(v) = tpl.render(cx) {
+                headers.insert(name.clone(), v);
+            }
+        }
+        if self.xfcc {
+            if let Some(id) = cx.identity.filter(|_| cx.outcome.is_success()) {
+                let mut v = format!(
+                    "Hash={};Subject=\"{}\"",
+                    id.info.sha256_fingerprint,
+                    id.info.subject.replace('\\', "\\\\").replace('"', "\\\"")
+                );
+                for u in &id.info.uris {
+                    v.push_str(";URI=");
+                    v.push_str(u);
+                }
+                for d in &id.info.dns_names {
+                    v.push_str(";DNS=");
+                    v.push_str(d);
+                }
+                if let Ok(hv) = HeaderValue::from_str(&v) {
+                    headers.insert(HeaderName::from_static("x-forwarded-client-cert"), hv);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_nginx_syntax() {
+        let t = HeaderTemplate::parse("dn=$ssl_client_s_dn;v=${ssl_client_verify}!").expect("ok");
+        assert_eq!(
+            t.pieces,
+            vec![
+                Piece::Lit("dn=".into()),
+                Piece::Var(Var::SslClientSDn),
+                Piece::Lit(";v=".into()),
+                Piece::Var(Var::SslClientVerify),
+                Piece::Lit("!".into())
+            ]
+        );
+        let e = HeaderTemplate::parse("$ssl_client_bogus").expect_err("unknown");
+        assert!(e
+            .to_string()
+            .contains("unknown variable `$ssl_client_bogus`"));
+    }
+
+    #[test]
+    fn underscore_and_case_variants_are_identity_headers() {
+        let plan = HeaderPlan::build(
+            &[("X-Device".into(), "$client_device_id".into())],
+            true,
+            false,
+        )
+        .expect("plan");
+        for n in [
+            "SSL_Client",
+            "ssl-client-verify",
+            "X-Device",
+            "x_device",
+            "X-SSL-Client-DN",
+            "x-forwarded-client-cert",
+        ] {
+            assert!(plan.is_identity(n), "{n}");
+        }
+        assert!(!plan.is_identity("user-agent"));
+    }
+}

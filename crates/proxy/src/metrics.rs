@@ -1,0 +1,178 @@
+//! Prometheus counters and gauges: plain atomics, updated on the hot path without locks,
+//! rendered as text exposition format on `/metrics`.
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+
+use mtlsgate_pki::verify::Failure;
+
+/// Verify-failure labels, in a fixed order (index = slot).
+pub const FAILURE_LABELS: &[&str] = &[
+    "no_certificate",
+    "expired",
+    "not_yet_valid",
+    "unknown_issuer",
+    "self_signed",
+    "wrong_eku",
+    "revoked",
+    "key_too_small",
+    "ca_as_leaf",
+    "bad_signature",
+    "chain_too_long",
+    "not_a_ca",
+    "other",
+];
+
+fn failure_slot(label: &str) -> usize {
+    FAILURE_LABELS
+        .iter()
+        .position(|l| *l == label)
+        .unwrap_or(FAILURE_LABELS.len() - 1)
+}
+
+/// Every counter the gateway keeps.
+#[derive(Default)]
+pub struct Metrics {
+    pub connections_total: AtomicU64,
+    pub connections_active: AtomicI64,
+    pub handshakes_full: AtomicU64,
+    pub handshakes_resumed: AtomicU64,
+    pub handshake_errors: AtomicU64,
+    pub handshake_timeouts: AtomicU64,
+    verify_failures: [AtomicU64; 13],
+    pub denied: AtomicU64,
+    /// Responses by status class: 1xx..5xx.
+    responses: [AtomicU64; 5],
+    pub upstream_errors: AtomicU64,
+    pub upstream_timeouts: AtomicU64,
+    pub reloads_ok: AtomicU64,
+    pub reloads_failed: AtomicU64,
+    /// Unix time at which the server certificate expires.
+    pub server_cert_not_after: AtomicI64,
+    /// Unix time at which the first client CA certificate expires (0: none).
+    pub client_ca_not_after: AtomicI64,
+    pub allowlist_entries: AtomicU64,
+}
+
+impl Metrics {
+    pub fn verify_failure(&self, f: &Failure) {
+        self.verify_failures[failure_slot(f.label())].fetch_add(1, Relaxed);
+    }
+
+    pub fn no_certificate(&self) {
+        self.verify_failures[0].fetch_add(1, Relaxed);
+    }
+
+    pub fn response(&self, status: u16) {
+        let i = (status / 100).clamp(1, 5) as usize - 1;
+        self.responses[i].fetch_add(1, Relaxed);
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self, now_unix: i64) -> String {
+        let mut o = String::with_capacity(4096);
+        let c = |o: &mut String, name: &str, help: &str, v: u64| {
+            let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
+        };
+        c(
+            &mut o,
+            "mtlsgate_connections_total",
+            "TCP connections accepted.",
+            self.connections_total.load(Relaxed),
+        );
+        let _ = writeln!(
+            o,
+            "# HELP mtlsgate_connections_active Connections open now.\n# TYPE mtlsgate_connections_active gauge\nmtlsgate_connections_active {}",
+            self.connections_active.load(Relaxed)
+        );
+        let _ = writeln!(o, "# HELP mtlsgate_handshakes_total Completed TLS handshakes.\n# TYPE mtlsgate_handshakes_total counter");
+        let _ = writeln!(
+            o,
+            "mtlsgate_handshakes_total{{kind=\"full\"}} {}",
+            self.handshakes_full.load(Relaxed)
+        );
+        let _ = writeln!(
+            o,
+            "mtlsgate_handshakes_total{{kind=\"resumed\"}} {}",
+            self.handshakes_resumed.load(Relaxed)
+        );
+        c(
+            &mut o,
+            "mtlsgate_handshake_errors_total",
+            "TLS handshakes that failed.",
+            self.handshake_errors.load(Relaxed),
+        );
+        c(
+            &mut o,
+            "mtlsgate_handshake_timeouts_total",
+            "TLS handshakes that timed out.",
+            self.handshake_timeouts.load(Relaxed),
+        );
+        let _ = writeln!(o, "# HELP mtlsgate_verify_failures_total Client certificates refused, by reason.\n# TYPE mtlsgate_verify_failures_total counter");
+        for (i, l) in FAILURE_LABELS.iter().enumerate() {
+            let _ = writeln!(
+                o,
+                "mtlsgate_verify_failures_total{{reason=\"{l}\"}} {}",
+                self.verify_failures[i].load(Relaxed)
+            );
+        }
+        c(
+            &mut o,
+            "mtlsgate_denied_total",
+            "Requests refused by an allowlist (403).",
+            self.denied.load(Relaxed),
+        );
+        let _ = writeln!(o, "# HELP mtlsgate_responses_total Responses sent, by status class.\n# TYPE mtlsgate_responses_total counter");
+        for (i, r) in self.responses.iter().enumerate() {
+            let _ = writeln!(
+                o,
+                "mtlsgate_responses_total{{class=\"{}xx\"}} {}",
+                i + 1,
+                r.load(Relaxed)
+            );
+        }
+        c(
+            &mut o,
+            "mtlsgate_upstream_errors_total",
+            "Upstream failures answered with 502.",
+            self.upstream_errors.load(Relaxed),
+        );
+        c(
+            &mut o,
+            "mtlsgate_upstream_timeouts_total",
+            "Upstream timeouts answered with 504.",
+            self.upstream_timeouts.load(Relaxed),
+        );
+        let _ = writeln!(o, "# HELP mtlsgate_reloads_total Configuration reloads.\n# TYPE mtlsgate_reloads_total counter");
+        let _ = writeln!(
+            o,
+            "mtlsgate_reloads_total{{result=\"ok\"}} {}",
+            self.reloads_ok.load(Relaxed)
+        );
+        let _ = writeln!(
+            o,
+            "mtlsgate_reloads_total{{result=\"failed\"}} {}",
+            self.reloads_failed.load(Relaxed)
+        );
+        let days = |t: i64| (t - now_unix) as f64 / 86400.0;
+        let _ = writeln!(
+            o,
+            "# HELP mtlsgate_server_certificate_days_remaining Days until the server certificate expires.\n# TYPE mtlsgate_server_certificate_days_remaining gauge\nmtlsgate_server_certificate_days_remaining {:.3}",
+            days(self.server_cert_not_after.load(Relaxed))
+        );
+        let ca = self.client_ca_not_after.load(Relaxed);
+        if ca != 0 {
+            let _ = writeln!(
+                o,
+                "# HELP mtlsgate_client_ca_days_remaining Days until the first client CA certificate expires.\n# TYPE mtlsgate_client_ca_days_remaining gauge\nmtlsgate_client_ca_days_remaining {:.3}",
+                days(ca)
+            );
+        }
+        let _ = writeln!(
+            o,
+            "# HELP mtlsgate_allowlist_entries Entries in all allowlists.\n# TYPE mtlsgate_allowlist_entries gauge\nmtlsgate_allowlist_entries {}",
+            self.allowlist_entries.load(Relaxed)
+        );
+        o
+    }
+}

@@ -1,0 +1,146 @@
+//! Access policy per route: who may pass once verified. Lists of device IDs (CN or DNS
+//! SAN), SPIFFE IDs (URI SAN), subject OUs and SHA-256 fingerprints, inline or in files
+//! in the seed's `whitelist.txt` format. Lookups are hash-set hits, independent of the
+//! list's size; files are read when the snapshot is built, never per request.
+
+use std::collections::HashSet;
+use std::path::Path;
+
+use crate::config::PolicyConfig;
+use crate::error::GateError;
+use crate::identity::ClientIdentity;
+
+/// A compiled policy.
+#[derive(Debug, Default)]
+pub struct Policy {
+    open: bool,
+    names: HashSet<Box<str>>,
+    spiffe: HashSet<Box<str>>,
+    ous: HashSet<Box<str>>,
+    fingerprints: HashSet<Box<str>>,
+}
+
+/// Why a client was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Denied {
+    pub device_id: String,
+}
+
+/// Parses a whitelist file: one ID per line, `#` comments, blank lines ignored.
+pub fn parse_list(text: &str) -> impl Iterator<Item = &str> {
+    text.lines().filter_map(|l| {
+        let l = match l.find('#') {
+            Some(i) => &l[..i],
+            None => l,
+        };
+        let t = l.trim();
+        (!t.is_empty()).then_some(t)
+    })
+}
+
+fn norm_fp(s: &str) -> String {
+    s.chars()
+        .filter(|c| *c != ':')
+        .collect::<String>()
+        .to_ascii_lowercase()
+}
+
+impl Policy {
+    pub fn build(cfg: &PolicyConfig) -> Result<Policy, GateError> {
+        let mut p = Policy {
+            open: cfg.is_open(),
+            ..Policy::default()
+        };
+        p.names
+            .extend(cfg.device_ids.iter().map(|s| s.to_ascii_lowercase().into()));
+        p.spiffe
+            .extend(cfg.spiffe_ids.iter().map(|s| s.as_str().into()));
+        p.ous.extend(cfg.ous.iter().map(|s| s.as_str().into()));
+        for f in &cfg.fingerprints {
+            let n = norm_fp(f);
+            if n.len() != 64 || !n.chars().all(|c| c.is_ascii_hexdigit()) {
+                return Err(GateError::Allowlist {
+                    path: "allow_fingerprints".into(),
+                    message: format!("`{f}` is not a SHA-256 fingerprint (64 hex digits)"),
+                });
+            }
+            p.fingerprints.insert(n.into());
+        }
+        for file in &cfg.allow_files {
+            p.load_file(file)?;
+        }
+        Ok(p)
+    }
+
+    fn load_file(&mut self, path: &Path) -> Result<(), GateError> {
+        let text = std::fs::read_to_string(path).map_err(|e| GateError::Allowlist {
+            path: path.display().to_string(),
+            message: format!("cannot read it: {e}"),
+        })?;
+        for id in parse_list(&text) {
+            if let Some(s) = id.strip_prefix("spiffe://") {
+                self.spiffe.insert(format!("spiffe://{s}").into());
+            } else if let Some(fp) = id.strip_prefix("sha256:") {
+                self.fingerprints.insert(norm_fp(fp).into());
+            } else {
+                self.names.insert(id.to_ascii_lowercase().into());
+            }
+        }
+        Ok(())
+    }
+
+    /// Number of entries (for metrics).
+    pub fn len(&self) -> usize {
+        self.names.len() + self.spiffe.len() + self.ous.len() + self.fingerprints.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn is_open(&self) -> bool {
+        self.open
+    }
+
+    /// Checks a verified client.
+    pub fn check(&self, id: &ClientIdentity) -> Result<(), Denied> {
+        if self.open {
+            return Ok(());
+        }
+        if id
+            .names_lower
+            .iter()
+            .any(|n| self.names.contains(n.as_str()))
+            || id
+                .info
+                .uris
+                .iter()
+                .any(|u| self.spiffe.contains(u.as_str()))
+            || id
+                .info
+                .organizational_units
+                .iter()
+                .any(|o| self.ous.contains(o.as_str()))
+            || self
+                .fingerprints
+                .contains(id.info.sha256_fingerprint.as_str())
+        {
+            return Ok(());
+        }
+        Err(Denied {
+            device_id: id.device_id().to_string(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn whitelist_format() {
+        let ids: Vec<&str> =
+            parse_list("# devices\nMyDeviceId.d.wott.local\n\n  other  # trailing\n#x\n").collect();
+        assert_eq!(ids, vec!["MyDeviceId.d.wott.local", "other"]);
+    }
+}
