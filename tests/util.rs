@@ -118,3 +118,232 @@ pub fn mode(p: &Path) -> u32 {
     use std::os::unix::fs::PermissionsExt;
     std::fs::metadata(p).expect("metadata").permissions().mode() & 0o777
 }
+
+/// A background process (gateway, upstream, nginx) whose stderr is collected; killed on drop.
+pub struct Proc {
+    pub child: std::process::Child,
+    pub stderr: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl Proc {
+    /// Spawns `prog args` in `dir`, stdout to `stdout_file`, stderr collected.
+    pub fn spawn(dir: &Path, prog: &str, args: &[&str], stdout_file: &Path) -> Proc {
+        use std::io::BufRead;
+        let out = std::fs::File::create(stdout_file).expect("stdout file");
+        let mut child = Command::new(prog)
+            .args(args)
+            .current_dir(dir)
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {prog}: {e}"));
+        let stderr = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let pipe = child.stderr.take().expect("stderr");
+        let sink = stderr.clone();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(pipe).lines().map_while(Result::ok) {
+                let mut s = sink.lock().expect("lock");
+                s.push_str(&line);
+                s.push('\n');
+            }
+        });
+        Proc { child, stderr }
+    }
+
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().expect("lock").clone()
+    }
+
+    /// Waits until stderr contains `needle`, returning the text after it up to the line end.
+    #[track_caller]
+    pub fn wait_for(&mut self, needle: &str) -> String {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let s = self.stderr();
+            if let Some(i) = s.find(needle) {
+                let rest = &s[i + needle.len()..];
+                return rest.lines().next().unwrap_or("").to_string();
+            }
+            if let Ok(Some(st)) = self.child.try_wait() {
+                panic!("process exited ({st}) before printing {needle:?}:\n{s}");
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "timed out waiting for {needle:?}:\n{s}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let pid = self.child.id().to_string();
+        let st = Command::new("kill")
+            .args([&format!("-{sig}"), &pid])
+            .status()
+            .expect("kill");
+        assert!(st.success(), "kill -{sig} {pid}");
+    }
+
+    /// Sends SIGTERM and waits for the exit code (at most 30 s).
+    pub fn stop(&mut self) -> i32 {
+        self.signal("TERM");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            if let Ok(Some(st)) = self.child.try_wait() {
+                return st.code().unwrap_or(-1);
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "did not stop:\n{}",
+                self.stderr()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The test upstream (tests/peers/upstream.py): echoes requests as JSON, WebSocket echo on
+/// `/ws`, `/slow?s=N`.
+pub struct Upstream {
+    pub proc: Proc,
+    pub port: u16,
+}
+
+impl Upstream {
+    pub fn start(w: &Work) -> Upstream {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peers/upstream.py");
+        let portfile = w.path(&format!("upstream-{}.port", rand_suffix()));
+        let proc = Proc::spawn(w.root(), "python3", &[script], &portfile);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            let s = std::fs::read_to_string(&portfile).unwrap_or_default();
+            if let Some(port) = s.lines().next().and_then(|l| l.trim().parse().ok()) {
+                return Upstream { proc, port };
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "upstream did not start: {}",
+                proc.stderr()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+}
+
+fn rand_suffix() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    N.fetch_add(1, Ordering::Relaxed)
+}
+
+/// A running `mtlsgate serve` (or quickstart) and the port it listens on.
+pub struct Gate {
+    pub proc: Proc,
+    pub port: u16,
+    pub access_log: PathBuf,
+}
+
+impl Gate {
+    /// Starts `mtlsgate ARGS` (which should listen on 127.0.0.1:0) and waits for its port.
+    pub fn start(w: &Work, args: &[&str]) -> Gate {
+        let access_log = w.path(&format!("access-{}.log", rand_suffix()));
+        let mut proc = Proc::spawn(w.root(), BIN, args, &access_log);
+        let rest = proc.wait_for("listening on 127.0.0.1:");
+        let port = rest
+            .split_whitespace()
+            .next()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("no port in {rest:?}"));
+        Gate {
+            proc,
+            port,
+            access_log,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("https://localhost:{}{path}", self.port)
+    }
+
+    pub fn access_log(&self) -> String {
+        std::fs::read_to_string(&self.access_log).unwrap_or_default()
+    }
+}
+
+/// Runs curl; returns (HTTP status, body). Status 0 means no HTTP response.
+pub fn curl(w: &Work, args: &[&str]) -> (u16, String) {
+    let mut a = vec!["-sS", "--max-time", "20", "-w", "\n%{http_code}"];
+    a.extend_from_slice(args);
+    let r = w.cmd("curl", &a);
+    let out = r.stdout;
+    let (body, code) = out.rsplit_once('\n').unwrap_or(("", out.as_str()));
+    (code.trim().parse().unwrap_or(0), body.to_string())
+}
+
+/// The standard test PKI: a CA with device domain d.example.local in `ca/`, a server
+/// certificate for localhost, client certificates dev1 and dev2, all in the work root.
+pub fn pki(w: &Work) {
+    w.mg(&[
+        "ca",
+        "init",
+        "--dir",
+        "ca",
+        "--device-domain",
+        "d.example.local",
+    ])
+    .ok();
+    w.mg(&[
+        "cert",
+        "issue",
+        "server",
+        "localhost",
+        "--dns",
+        "localhost",
+        "--ip",
+        "127.0.0.1",
+        "--dir",
+        "ca",
+        "--out",
+        ".",
+    ])
+    .ok();
+    for d in ["dev1", "dev2"] {
+        w.mg(&[
+            "cert",
+            "issue",
+            "client",
+            d,
+            "--device-id",
+            d,
+            "--dir",
+            "ca",
+            "--out",
+            ".",
+        ])
+        .ok();
+    }
+}
+
+/// curl arguments presenting device `name`'s certificate.
+pub fn as_dev(name: &str) -> Vec<String> {
+    vec![
+        "--cacert".into(),
+        "ca.crt".into(),
+        "--cert".into(),
+        format!("{name}.crt"),
+        "--key".into(),
+        format!("{name}.key"),
+    ]
+}

@@ -72,18 +72,138 @@ pub fn run(q: Quickstart) -> Result<ExitCode> {
         }
         println!("Created a CA and certificates in {}", dir.display());
     }
+    let allow = dir.join("whitelist.txt");
+    if !allow.exists() {
+        mtlsgate_pki::fsutil::write_atomic(
+            &allow,
+            b"# Devices allowed through the gateway, one ID per line (seed 001's whitelist.txt).\n# Edit this file while the gateway runs: it reloads by itself.\ndev1.d.example.local\n",
+            0o644,
+        )?;
+    }
+    if q.no_serve {
+        print_files(dir);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let listen = mtlsgate_proxy::config::parse_listen(&q.listen)
+        .map_err(|m| anyhow::anyhow!("--listen: {m}"))?;
+    crate::cmd_serve::init_logging();
+    let rt = crate::cmd_serve::runtime(None)?;
+    rt.block_on(serve_demo(dir, listen, allow))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_files(dir: &Path) {
     let d = dir.display();
     println!();
     println!("  CA bundle:          {d}/ca.crt");
     println!("  server certificate: {d}/localhost.crt (key {d}/localhost.key)");
-    println!("  device dev1:        {d}/dev1.crt (device ID dev1.d.example.local)");
-    println!("  device dev2:        {d}/dev2.crt (device ID dev2.d.example.local)");
+    println!("  device dev1:        {d}/dev1.crt (device ID dev1.d.example.local, allowed)");
+    println!("  device dev2:        {d}/dev2.crt (device ID dev2.d.example.local, not allowed)");
+    println!("  allowlist:          {d}/whitelist.txt");
+}
+
+/// Seed 001's appserver, minus the check the gateway now does: it answers every request
+/// that reaches it, and shows who the gateway says the client is.
+async fn demo_app(headers: axum::http::HeaderMap) -> String {
+    let who = headers
+        .get("ssl-client")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("(no SSL-Client header)");
+    format!("Access Granted!\nSSL-Client: {who}\n")
+}
+
+async fn serve_demo(
+    dir: &Path,
+    listen: std::net::SocketAddr,
+    allow: std::path::PathBuf,
+) -> Result<()> {
+    use mtlsgate_proxy::config::{
+        AccessLog, GateConfig, PolicyConfig, RouteConfig, Timeouts, VerifyMode,
+    };
+
+    let app_listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .context("cannot start the demo app on 127.0.0.1")?;
+    let app_addr = app_listener.local_addr()?;
+    let (app_stop_tx, app_stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let app = axum::Router::new().fallback(demo_app);
+    let app_task = tokio::spawn(async move {
+        axum::serve(app_listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = app_stop_rx.await;
+            })
+            .await
+    });
+    let upstream = mtlsgate_proxy::config::parse_upstream(&format!("http://{app_addr}"))
+        .map_err(|m| anyhow::anyhow!("{m}"))?;
+    let cfg = GateConfig {
+        source: None,
+        listen,
+        cert: dir.join("localhost.crt"),
+        key: dir.join("localhost.key"),
+        client_ca: vec![dir.join("ca.crt")],
+        verify: VerifyMode::Require,
+        verify_depth: mtlsgate_pki::verify::DEFAULT_DEPTH,
+        crl: Vec::new(),
+        pin_sha256: Vec::new(),
+        pin_cert: Vec::new(),
+        reject_at_handshake: false,
+        resumption: true,
+        admin_listen: None,
+        access_log: AccessLog::Text,
+        timeouts: Timeouts::default(),
+        max_header_bytes: 16 * 1024,
+        routes: vec![RouteConfig {
+            prefix: "/".into(),
+            upstream_path: None,
+            upstream,
+            policy: PolicyConfig {
+                allow_files: vec![allow],
+                ..PolicyConfig::default()
+            },
+            headers: Vec::new(),
+            default_headers: true,
+            xfcc: false,
+        }],
+        threads: None,
+    };
+    let gw = mtlsgate_proxy::Gateway::bind(cfg).await.context(
+        "cannot start the gateway; if the port is taken, pick another with --listen 127.0.0.1:PORT",
+    )?;
+    let addr = gw.local_addr()?;
+    let state = gw.state();
+    let _watcher = mtlsgate_proxy::watch::start(state.clone());
+    mtlsgate_proxy::watch::on_sighup(state).context("cannot install the SIGHUP handler")?;
+    let d = dir.display();
+    let url = format!("https://localhost:{}/", addr.port());
+    tracing::info!("listening on {addr}");
+    print_files(dir);
     println!();
-    println!("Try:");
-    println!("  mtlsgate cert inspect {d}/dev1.crt");
-    println!("  mtlsgate cert verify {d}/dev1.crt --ca {d}/ca.crt");
-    println!("  mtlsgate ca list --dir {d}/ca");
-    Ok(ExitCode::SUCCESS)
+    println!(
+        "Demo app (seed 001's appserver) on http://{app_addr}; the gateway listens on {addr}."
+    );
+    println!("Try these from another terminal:");
+    println!();
+    println!("  # no certificate: 400 No required SSL certificate was sent");
+    println!("  curl --cacert {d}/ca.crt {url}");
+    println!();
+    println!("  # dev1 is on the allowlist: 200 Access Granted!");
+    println!("  curl --cacert {d}/ca.crt --cert {d}/dev1.crt --key {d}/dev1.key {url}");
+    println!();
+    println!("  # dev2 is not: 403, naming the device");
+    println!("  curl --cacert {d}/ca.crt --cert {d}/dev2.crt --key {d}/dev2.key {url}");
+    println!();
+    println!("Add dev2.d.example.local to {d}/whitelist.txt and try again: no restart needed.");
+    println!("Press Ctrl-C to stop.");
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    gw.run(crate::cmd_serve::shutdown_signal()).await?;
+    let _ = app_stop_tx.send(());
+    if let Ok(Err(e)) = app_task.await {
+        tracing::warn!("demo app: {e}");
+    }
+    println!("Stopped.");
+    Ok(())
 }
 
 fn s(p: &Path) -> Result<&str> {

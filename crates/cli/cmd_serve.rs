@@ -6,8 +6,8 @@ use std::process::ExitCode;
 
 use anyhow::{anyhow, bail, Context, Result};
 use mtlsgate_proxy::config::{
-    parse_listen, parse_upstream, AccessLog, GateConfig, PolicyConfig, RouteConfig, Timeouts,
-    VerifyMode,
+    parse_listen, parse_upstream, upstream_path, AccessLog, GateConfig, PolicyConfig, RouteConfig,
+    Timeouts, VerifyMode,
 };
 use mtlsgate_proxy::{admin, watch, Gateway};
 
@@ -64,6 +64,7 @@ fn from_flags(s: &Serve) -> Result<GateConfig> {
         max_header_bytes: 16 * 1024,
         routes: vec![RouteConfig {
             prefix: "/".into(),
+            upstream_path: s.upstream.as_deref().and_then(upstream_path),
             upstream,
             policy: PolicyConfig {
                 device_ids: s.allow_device_id.clone(),

@@ -104,6 +104,12 @@ pub struct Quickstart {
     /// Directory for the demo's CA, certificates and allowlist.
     #[arg(long, default_value = "quickstart", value_name = "DIR")]
     pub dir: PathBuf,
+    /// Where the demo gateway listens.
+    #[arg(long, default_value = "127.0.0.1:8443", value_name = "ADDR")]
+    pub listen: String,
+    /// Only create the CA, certificates and allowlist; start nothing.
+    #[arg(long)]
+    pub no_serve: bool,
 }
 
 /// Where the CA lives.

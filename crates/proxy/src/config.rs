@@ -93,6 +93,10 @@ impl PolicyConfig {
 pub struct RouteConfig {
     pub prefix: String,
     pub upstream: http::Uri,
+    /// The path part of the upstream URL, if it has one: it then replaces the matched
+    /// prefix, as nginx's `proxy_pass http://host/path/` does. Without one the request
+    /// URI passes unchanged.
+    pub upstream_path: Option<String>,
     pub policy: PolicyConfig,
     /// Extra or overriding headers: name → template (nginx variables).
     pub headers: Vec<(String, String)>,
@@ -257,6 +261,20 @@ fn line_of(text: &str, span: std::ops::Range<usize>) -> String {
     format!(":{line}")
 }
 
+/// The key of the `key = value` line containing byte `pos`, if any.
+fn key_at(text: &str, pos: usize) -> Option<String> {
+    let pos = pos.min(text.len());
+    let start = text[..pos].rfind('\n').map(|i| i + 1).unwrap_or(0);
+    let end = text[pos..]
+        .find('\n')
+        .map(|i| pos + i)
+        .unwrap_or(text.len());
+    let line = &text[start..end];
+    let (k, _) = line.split_once('=')?;
+    let k = k.trim();
+    (!k.is_empty() && !k.starts_with('[') && !k.starts_with('#')).then(|| k.to_string())
+}
+
 /// Parses a duration such as `10s`, `500ms`, `2m`.
 pub fn parse_timeout(s: &str) -> Option<Duration> {
     let s = s.trim();
@@ -287,6 +305,14 @@ pub fn parse_upstream(s: &str) -> Result<http::Uri, String> {
     Ok(uri)
 }
 
+/// The path written in an upstream URL (`http://h:1/app/` → `/app/`), if any.
+pub fn upstream_path(s: &str) -> Option<String> {
+    let rest = s.split_once("://").map(|(_, r)| r).unwrap_or(s);
+    let i = rest.find('/')?;
+    let p = &rest[i..];
+    Some(p.split(['?', '#']).next().unwrap_or(p).to_string())
+}
+
 /// Parses a listen address like `0.0.0.0:8443`, `[::]:8443` or `:8443`.
 pub fn parse_listen(s: &str) -> Result<SocketAddr, String> {
     let t = if let Some(port) = s.strip_prefix(':') {
@@ -314,10 +340,17 @@ impl GateConfig {
     pub fn from_toml(name: &str, text: &str, base: &Path) -> Result<GateConfig, ConfigError> {
         let raw: RawFile = toml::from_str(text).map_err(|e| {
             let at = e.span().map(|s| line_of(text, s)).unwrap_or_default();
+            // Name the key when the error points into a `key = value` line.
+            let key = e.span().and_then(|s| key_at(text, s.start));
             ConfigError {
                 file: name.into(),
                 at,
-                message: e.message().to_string(),
+                message: match key {
+                    Some(k) if !e.message().contains(&format!("`{k}`")) => {
+                        format!("{k}: {}", e.message())
+                    }
+                    _ => e.message().to_string(),
+                },
             }
         })?;
         let err = |span: std::ops::Range<usize>, key: &str, msg: String| ConfigError {
@@ -428,6 +461,7 @@ impl GateConfig {
             routes.push(RouteConfig {
                 prefix,
                 upstream,
+                upstream_path: upstream_path(r.upstream.get_ref()),
                 policy: PolicyConfig {
                     device_ids: r.allow_device_ids,
                     spiffe_ids: r.allow_spiffe_ids,
@@ -535,6 +569,13 @@ headers = { "X-Client" = "$ssl_client_s_dn" }
             vec![PathBuf::from("/etc/gate/whitelist.txt")]
         );
         assert_eq!(c.verify, VerifyMode::Require);
+    }
+
+    #[test]
+    fn upstream_path_is_only_what_was_written() {
+        assert_eq!(upstream_path("http://127.0.0.1:3000"), None);
+        assert_eq!(upstream_path("http://127.0.0.1:3000/"), Some("/".into()));
+        assert_eq!(upstream_path("http://h/app/?x=1"), Some("/app/".into()));
     }
 
     #[test]

@@ -126,10 +126,7 @@ fn build(
         let (Some(scheme), Some(authority)) = (parts.scheme, parts.authority) else {
             return Err(GateError::Tls(format!("route {}: bad upstream", r.prefix)));
         };
-        let replace_prefix = parts
-            .path_and_query
-            .map(|p| p.path().to_string())
-            .filter(|p| !p.is_empty());
+        let replace_prefix = r.upstream_path.clone();
         let policy = Policy::build(&r.policy)?;
         entries += policy.len() as u64;
         routes.push(Route {

@@ -1,0 +1,25 @@
+#!/usr/bin/env python3
+"""WebSocket client over mTLS (stdlib only): wsclient.py HOST PORT PATH CA CERT KEY.
+Performs the Upgrade handshake, sends one text frame "hello", prints the reply."""
+import base64, os, socket, ssl, struct, sys
+
+host, port, path, ca, cert, key = sys.argv[1:7]
+ctx = ssl.create_default_context(cafile=ca)
+ctx.load_cert_chain(cert, key)
+sock = ctx.wrap_socket(socket.create_connection((host, int(port)), timeout=10), server_hostname=host)
+k = base64.b64encode(os.urandom(16)).decode()
+sock.sendall((f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
+              f"Connection: Upgrade\r\nSec-WebSocket-Key: {k}\r\nSec-WebSocket-Version: 13\r\n\r\n").encode())
+f = sock.makefile("rb")
+status = f.readline().decode().strip()
+while f.readline() not in (b"\r\n", b""):
+    pass
+print(status)
+if " 101 " not in status + " ":
+    sys.exit(1)
+payload = b"hello"
+mask = os.urandom(4)
+sock.sendall(bytes([0x81, 0x80 | len(payload)]) + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload)))
+b1, b2 = f.read(2)
+n = b2 & 0x7F
+print(f.read(n).decode())
