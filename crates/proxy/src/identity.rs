@@ -96,7 +96,8 @@ impl ClientIdentity {
 
     /// `$ssl_client_v_remain`: whole days left, 0 when under a day (as nginx computes it).
     pub fn v_remain(&self, now: OffsetDateTime) -> i64 {
-        let secs = (self.info.not_after - now).whole_seconds();
+        // Whole seconds on both sides, as nginx computes it from time_t values.
+        let secs = self.info.not_after.unix_timestamp() - now.unix_timestamp();
         if secs < 86400 {
             0
         } else {
