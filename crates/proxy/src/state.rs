@@ -213,11 +213,16 @@ impl State {
     /// Re-reads the configuration file (if any) and every file it names, and swaps the new
     /// snapshot in. On error the old snapshot stays and the error is returned.
     pub fn reload(&self) -> Result<(), GateError> {
+        let started = std::time::Instant::now();
         let result = self.try_reload();
         match &result {
             Ok(()) => {
                 self.metrics.reloads_ok.fetch_add(1, Relaxed);
-                tracing::info!(generation = self.generation.load(Relaxed), "reloaded");
+                tracing::info!(
+                    generation = self.generation.load(Relaxed),
+                    "reloaded in {:.1} ms",
+                    started.elapsed().as_secs_f64() * 1000.0
+                );
             }
             Err(e) => {
                 self.metrics.reloads_failed.fetch_add(1, Relaxed);
