@@ -7,7 +7,7 @@
 //!   and proxied once), prints `open N`, and holds them until stdin closes.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -72,11 +72,7 @@ async fn upstream(listen: SocketAddr) -> Result<(), Error> {
     }
 }
 
-fn client_config(
-    ca: &PathBuf,
-    cert: &PathBuf,
-    key: &PathBuf,
-) -> Result<rustls::ClientConfig, Error> {
+fn client_config(ca: &Path, cert: &Path, key: &Path) -> Result<rustls::ClientConfig, Error> {
     let mut roots = rustls::RootCertStore::empty();
     for der in mtlsgate_pki::pemfile::read_certs(ca)? {
         roots.add(CertificateDer::from(der))?;
