@@ -262,20 +262,38 @@ impl HeaderPlan {
         Ok(HeaderPlan { set, owned, xfcc })
     }
 
+    /// Whether a header name is one of the gateway's (no allocation: runs per header).
     fn is_identity(&self, name: &str) -> bool {
-        let n = normalized(name);
-        self.owned.contains(&n) || IDENTITY_PREFIXES.iter().any(|p| n.starts_with(p))
+        // HeaderName is already lower-case; only `_` needs mapping.
+        let n = name.as_bytes();
+        let eq = |a: &[u8], b: &[u8]| {
+            a.len() == b.len()
+                && a.iter().zip(b).all(|(x, y)| {
+                    let x = if *x == b'_' {
+                        b'-'
+                    } else {
+                        x.to_ascii_lowercase()
+                    };
+                    x == *y
+                })
+        };
+        self.owned.iter().any(|o| eq(n, o.as_bytes()))
+            || IDENTITY_PREFIXES
+                .iter()
+                .any(|p| n.len() >= p.len() && eq(&n[..p.len()], p.as_bytes()))
     }
 
     /// Removes every identity header the client sent, then sets the gateway's.
     pub fn apply(&self, headers: &mut HeaderMap, cx: &RenderCtx<'_>) {
-        let spoofed: Vec<HeaderName> = headers
-            .keys()
-            .filter(|k| self.is_identity(k.as_str()))
-            .cloned()
-            .collect();
-        for k in spoofed {
-            headers.remove(&k);
+        if headers.keys().any(|k| self.is_identity(k.as_str())) {
+            let spoofed: Vec<HeaderName> = headers
+                .keys()
+                .filter(|k| self.is_identity(k.as_str()))
+                .cloned()
+                .collect();
+            for k in spoofed {
+                headers.remove(&k);
+            }
         }
         for (name, tpl) in &self.set {
             if let Some(v) = tpl.render(cx) {

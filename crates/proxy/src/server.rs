@@ -6,6 +6,7 @@
 //! the snapshot changed (a reload: new CRL, new CA) or the certificate expired meanwhile.
 //! Per request: route lookup, allowlist check (hash lookups), header rewrite, forward.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -22,10 +23,11 @@ use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::Client as HttpClient;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use mtlsgate_pki::verify::{Failure, Purpose};
 use rustls::pki_types::{CertificateDer, UnixTime};
+use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
@@ -39,7 +41,7 @@ use crate::state::{Snapshot, State};
 use crate::tls::forgiven_by_no_ca;
 
 type Body = BoxBody<Bytes, hyper::Error>;
-type Upstream = Client<HttpConnector, Incoming>;
+type Upstream = HttpClient<HttpConnector, Incoming>;
 
 /// Why a connection's requests are refused with 400 (nginx's 496 and 495).
 #[derive(Debug, Clone)]
@@ -48,21 +50,114 @@ enum Refusal {
     Invalid(Failure),
 }
 
-/// The verification state of one connection against one snapshot generation.
+/// The verification state of a client chain against one snapshot generation.
 struct Auth {
     generation: u64,
     outcome: VerifyOutcome,
     refusal: Option<Refusal>,
 }
 
+/// A client certificate chain and what it says, shared by every connection presenting it.
+struct Client {
+    chain: Vec<CertificateDer<'static>>,
+    identity: Option<Arc<ClientIdentity>>,
+    /// Unix time when the first certificate of the chain expires: a cached success is
+    /// not trusted past it.
+    valid_until: i64,
+}
+
+/// Verified chains, keyed by the SHA-256 of the chain, so that a client reconnecting (or
+/// holding many connections) is parsed and verified once per snapshot generation rather
+/// than once per connection. Entries are only reused for the generation they were
+/// verified in and before the chain's first expiry.
+pub(crate) struct VerifyCache {
+    map: Mutex<HashMap<[u8; 32], Cached>>,
+}
+
+type Cached = (Arc<Client>, Arc<Auth>);
+
+const VERIFY_CACHE_MAX: usize = 16 * 1024;
+
+impl VerifyCache {
+    fn new() -> Self {
+        VerifyCache {
+            map: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn key(chain: &[CertificateDer<'_>]) -> [u8; 32] {
+        let mut h = Sha256::new();
+        for c in chain {
+            h.update((c.len() as u32).to_be_bytes());
+            h.update(c.as_ref());
+        }
+        h.finalize().into()
+    }
+
+    /// The client and its verification for `snap`, from the cache or computed.
+    fn lookup(
+        &self,
+        snap: &Snapshot,
+        chain: &[CertificateDer<'_>],
+    ) -> (Arc<Client>, Arc<Auth>, bool) {
+        let key = Self::key(chain);
+        let now = OffsetDateTime::now_utc().unix_timestamp();
+        let cached = self.map.lock().ok().and_then(|m| m.get(&key).cloned());
+        if let Some((client, auth)) = cached {
+            if auth.generation == snap.generation && now < client.valid_until {
+                return (client, auth, true);
+            }
+        }
+        let client = Arc::new(Client::new(chain));
+        let auth = Arc::new(verify_chain(snap, &client.chain));
+        if let Ok(mut m) = self.map.lock() {
+            if m.len() >= VERIFY_CACHE_MAX {
+                m.clear();
+            }
+            m.insert(key, (client.clone(), auth.clone()));
+        }
+        (client, auth, false)
+    }
+}
+
+impl Client {
+    fn new(chain: &[CertificateDer<'_>]) -> Client {
+        let chain: Vec<CertificateDer<'static>> =
+            chain.iter().map(|d| d.clone().into_owned()).collect();
+        let identity = chain
+            .first()
+            .and_then(|leaf| ClientIdentity::new(leaf))
+            .map(Arc::new);
+        let valid_until = chain
+            .iter()
+            .filter_map(|d| x509_parser::parse_x509_certificate(d).ok())
+            .map(|(_, x)| x.validity().not_after.timestamp())
+            .min()
+            .unwrap_or(i64::MAX);
+        Client {
+            chain,
+            identity,
+            valid_until,
+        }
+    }
+
+    fn none() -> Client {
+        Client {
+            chain: Vec::new(),
+            identity: None,
+            valid_until: i64::MAX,
+        }
+    }
+}
+
 /// What is known about a connection once its handshake is done.
 struct ConnCtx {
     remote: SocketAddr,
     tls_protocol: &'static str,
-    tls_cipher: String,
+    tls_cipher: &'static str,
     resumed: bool,
     http2: bool,
-    chain: Vec<CertificateDer<'static>>,
+    client: Arc<Client>,
     identity: Option<Arc<ClientIdentity>>,
     auth: Mutex<Arc<Auth>>,
 }
@@ -95,19 +190,16 @@ fn verify_chain(snap: &Snapshot, chain: &[CertificateDer<'static>]) -> Auth {
 
 impl ConnCtx {
     /// The connection's verification result for this snapshot, recomputed when the
-    /// snapshot changed or the certificate has expired since it was checked.
+    /// snapshot changed or a certificate of the chain has expired since it was checked.
     fn auth(&self, snap: &Snapshot) -> Arc<Auth> {
         let mut a = match self.auth.lock() {
             Ok(a) => a,
             Err(p) => p.into_inner(),
         };
         let expired = matches!(a.outcome, VerifyOutcome::Success)
-            && self
-                .identity
-                .as_ref()
-                .is_some_and(|i| OffsetDateTime::now_utc() > i.info.not_after);
+            && OffsetDateTime::now_utc().unix_timestamp() >= self.client.valid_until;
         if a.generation != snap.generation || expired {
-            *a = Arc::new(verify_chain(snap, &self.chain));
+            *a = Arc::new(verify_chain(snap, &self.client.chain));
         }
         a.clone()
     }
@@ -118,6 +210,7 @@ pub struct Gateway {
     state: Arc<State>,
     listener: TcpListener,
     upstream: Upstream,
+    cache: Arc<VerifyCache>,
 }
 
 impl Gateway {
@@ -136,7 +229,7 @@ impl Gateway {
         conn.set_nodelay(true);
         conn.set_connect_timeout(Some(timeouts.upstream_connect));
         conn.set_keepalive(Some(Duration::from_secs(60)));
-        let upstream = Client::builder(TokioExecutor::new())
+        let upstream = HttpClient::builder(TokioExecutor::new())
             .pool_timer(TokioTimer::new())
             .timer(TokioTimer::new())
             .pool_idle_timeout(Duration::from_secs(60))
@@ -146,6 +239,7 @@ impl Gateway {
             state,
             listener,
             upstream,
+            cache: Arc::new(VerifyCache::new()),
         })
     }
 
@@ -171,10 +265,11 @@ impl Gateway {
                     Ok((tcp, remote)) => {
                         let state = self.state.clone();
                         let upstream = self.upstream.clone();
+                        let cache = self.cache.clone();
                         let stop = stop_rx.clone();
                         let token = tracker.token();
                         tokio::spawn(async move {
-                            serve_conn(state, upstream, tcp, remote, stop).await;
+                            serve_conn(state, upstream, cache, tcp, remote, stop).await;
                             drop(token);
                         });
                     }
@@ -253,17 +348,27 @@ impl Drop for ActiveGuard<'_> {
     }
 }
 
-fn cipher_name(s: rustls::SupportedCipherSuite) -> String {
-    let n = format!("{:?}", s.suite());
-    match n.strip_prefix("TLS13_") {
-        Some(rest) => format!("TLS_{rest}"),
-        None => n,
+/// OpenSSL's name for a cipher suite, as nginx's `$ssl_cipher` shows it.
+fn cipher_name(s: rustls::SupportedCipherSuite) -> &'static str {
+    use rustls::CipherSuite as C;
+    match s.suite() {
+        C::TLS13_AES_128_GCM_SHA256 => "TLS_AES_128_GCM_SHA256",
+        C::TLS13_AES_256_GCM_SHA384 => "TLS_AES_256_GCM_SHA384",
+        C::TLS13_CHACHA20_POLY1305_SHA256 => "TLS_CHACHA20_POLY1305_SHA256",
+        C::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256 => "ECDHE-ECDSA-AES128-GCM-SHA256",
+        C::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384 => "ECDHE-ECDSA-AES256-GCM-SHA384",
+        C::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256 => "ECDHE-ECDSA-CHACHA20-POLY1305",
+        C::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256 => "ECDHE-RSA-AES128-GCM-SHA256",
+        C::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384 => "ECDHE-RSA-AES256-GCM-SHA384",
+        C::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256 => "ECDHE-RSA-CHACHA20-POLY1305",
+        _ => "",
     }
 }
 
 async fn serve_conn(
     state: Arc<State>,
     upstream: Upstream,
+    cache: Arc<VerifyCache>,
     tcp: TcpStream,
     remote: SocketAddr,
     mut stop: watch::Receiver<bool>,
@@ -305,23 +410,23 @@ async fn serve_conn(
     let tls_cipher = conn
         .negotiated_cipher_suite()
         .map(cipher_name)
-        .unwrap_or_default();
+        .unwrap_or("");
     let http2 = conn.alpn_protocol() == Some(b"h2");
-    let chain: Vec<CertificateDer<'static>> = conn
-        .peer_certificates()
-        .map(|c| c.iter().map(|d| d.clone().into_owned()).collect())
-        .unwrap_or_default();
-    let identity = chain
-        .first()
-        .and_then(|leaf| ClientIdentity::new(leaf))
-        .map(Arc::new);
-    let auth = verify_chain(&snap, &chain);
+    let (client, auth) = match conn.peer_certificates() {
+        Some(chain) if !chain.is_empty() => {
+            let (client, auth, hit) = cache.lookup(&snap, chain);
+            if !hit {
+                if let Some(Refusal::Invalid(f)) = &auth.refusal {
+                    tracing::info!(%remote, "client certificate refused: {f}");
+                }
+            }
+            (client, auth)
+        }
+        _ => (Arc::new(Client::none()), Arc::new(verify_chain(&snap, &[]))),
+    };
     match &auth.refusal {
         Some(Refusal::NoCertificate) => m.no_certificate(),
-        Some(Refusal::Invalid(f)) => {
-            m.verify_failure(f);
-            tracing::info!(%remote, "client certificate refused: {f}");
-        }
+        Some(Refusal::Invalid(f)) => m.verify_failure(f),
         None => {}
     }
     drop(snap);
@@ -331,9 +436,9 @@ async fn serve_conn(
         tls_cipher,
         resumed,
         http2,
-        chain,
-        identity,
-        auth: Mutex::new(Arc::new(auth)),
+        identity: client.identity.clone(),
+        client,
+        auth: Mutex::new(auth),
     });
 
     let activity = Arc::new(AtomicU64::new(0));
@@ -738,7 +843,7 @@ async fn handle(
             host: &host,
             request_uri: &path_and_query,
             tls_protocol: ctx.tls_protocol,
-            tls_cipher: &ctx.tls_cipher,
+            tls_cipher: ctx.tls_cipher,
             resumed: ctx.resumed,
             now: OffsetDateTime::now_utc(),
         };
