@@ -102,8 +102,9 @@ class Pki:
 class Gateway:
     """One gateway process, started with a given resumption setting."""
 
-    def __init__(self, kind, args, pki, upstream_port, resume):
+    def __init__(self, kind, args, pki, upstream_port, resume, extra=()):
         self.kind = kind
+        self.extra = list(extra)
         self.args = args
         self.pki = pki
         self.port = free_port()
@@ -121,7 +122,7 @@ class Gateway:
                    "--upstream", f"http://127.0.0.1:{self.upstream}", "--threads", "1", "--access-log", "off"]
             if not self.resume:
                 cmd.append("--no-resumption")
-            return cmd
+            return cmd + self.extra
         if self.kind == "nginx":
             cache = "shared:SSL:20m" if self.resume else "off"
             tickets = "on" if self.resume else "off"
@@ -277,6 +278,57 @@ def idle_memory(args, pki, gw, count):
     return {"rss_before_kib": before, "rss_after_kib": after, "kib_per_conn": (after - before) / count}
 
 
+def allowlist_figure(args, pki, up_port, entries):
+    """mtlsgate alone: memory of a large allowlist, reload time, and full-handshake rate and
+    p99 with the list while it is rewritten (and so reloaded) every second."""
+    d = WORK / "allow"
+    d.mkdir(parents=True, exist_ok=True)
+    big = d / "allow.txt"
+    body = "".join(f"dev{i}.d.bench.local\n" for i in range(entries - 1)) + "bench.d.bench.local\n"
+    big.write_text(body)
+    out = {"entries": entries}
+    for label, extra in (("without", []), ("with", ["--allow-file", str(big)])):
+        gw = Gateway("mtlsgate", args, pki, up_port, False, extra).start()
+        try:
+            oha(args, pki, gw.port, 0.3, 1)
+            out[f"rss_{label}_kib"] = rss_kib(gw.proc.pid)
+            stop = [False]
+            if label == "with":
+                import threading
+                def rewrite():
+                    n = 0
+                    while not stop[0]:
+                        time.sleep(1)
+                        n += 1
+                        tmp = d / "allow.tmp"
+                        tmp.write_text(body + f"extra{n}.d.bench.local\n")
+                        os.replace(tmp, big)
+                t = threading.Thread(target=rewrite)
+                t.start()
+            r = oha(args, pki, gw.port, args.seconds, 32, keepalive=False)
+            stop[0] = True
+            if label == "with":
+                t.join()
+                time.sleep(1.5)
+        finally:
+            gw.stop()
+        if r["failed"] or not r["ok"]:
+            raise SystemExit(f"allowlist figure ({label}): {r['failed']} failed requests")
+        out[f"handshakes_{label}"] = r["rps"]
+        out[f"p99_{label}_ms"] = r["p99_ms"]
+        if label == "with":
+            times = [float(m) for m in re.findall(r"reloaded in ([\d.]+) ms", (gw.dir / "stderr.log").read_text())]
+            out["reloads"] = len(times)
+            out["reload_ms_median"] = med(times)
+            out["reload_ms_max"] = max(times) if times else float("nan")
+    out["list_mib"] = (out["rss_with_kib"] - out["rss_without_kib"]) / 1024
+    log(f"allowlist: {entries} entries take {out['list_mib']:.1f} MiB; {out['reloads']} reloads, median "
+        f"{out['reload_ms_median']:.0f} ms, max {out['reload_ms_max']:.0f} ms; full handshakes "
+        f"{out['handshakes_without']:.0f}/s p99 {out['p99_without_ms']:.1f} ms without, "
+        f"{out['handshakes_with']:.0f}/s p99 {out['p99_with_ms']:.1f} ms with the list reloading every second")
+    return out
+
+
 def crypto_ceiling(seconds):
     out = subprocess.run(["taskset", "-c", GW_CPU, "openssl", "speed", "-seconds", str(seconds), "ecdsap256", "ecdhx25519"],
                          capture_output=True, text=True).stdout
@@ -381,18 +433,21 @@ def main():
                 results["idle_memory"][g].append(m)
                 log(f"round {rnd + 1} idle_memory          {g:9} {m['kib_per_conn']:.1f} KiB/connection "
                     f"({m['rss_before_kib']} -> {m['rss_after_kib']} KiB for {args.idle})")
+        allow = None
+        if "mtlsgate" in gateways:
+            allow = allowlist_figure(args, pki, up_port, 10000 if args.smoke else 1000000)
         ceiling = crypto_ceiling(1 if args.smoke else 3)
     finally:
         upstream.terminate()
         upstream.wait()
-    report(args, gateways, results, ceiling, versions)
+    report(args, gateways, results, ceiling, versions, allow)
 
 
 def med(vals):
     return statistics.median(vals) if vals else float("nan")
 
 
-def report(args, gateways, results, ceiling, versions):
+def report(args, gateways, results, ceiling, versions, allow):
     rows = []  # (figure, unit, {gateway: value}, higher_is_better)
     for key, title, *_ in FIGURES:
         rows.append((title, "req/s", {g: med([r["rps"] for r in results[key][g]]) for g in gateways}, True))
@@ -429,6 +484,17 @@ def report(args, gateways, results, ceiling, versions):
         f"{ceiling['x25519_per_s']:.0f} ops/s; one server-side mTLS handshake = 1 sign + 3 verifies + 2 X25519 "
         f"→ at most {ceiling['handshakes_per_s']:.0f} handshakes/s.",
         "",
+    ]
+    if allow:
+        lines += [
+            f"Allowlist of {allow['entries']:,} device IDs (mtlsgate alone, full handshakes, 32 at a time): "
+            f"the list adds {allow['list_mib']:.1f} MiB resident; rewritten every second, it reloaded "
+            f"{allow['reloads']} times in {allow['reload_ms_median']:.0f} ms (median, max {allow['reload_ms_max']:.0f} ms); "
+            f"handshakes {allow['handshakes_without']:.0f}/s with p99 {allow['p99_without_ms']:.1f} ms without the list, "
+            f"{allow['handshakes_with']:.0f}/s with p99 {allow['p99_with_ms']:.1f} ms with it while reloading.",
+            "",
+        ]
+    lines += [
         "Versions: " + "; ".join(f"{k}: {v}" for k, v in versions.items()),
         "",
         "Ratios above 1 favour mtlsgate for rates; for latency and memory lower is better, so a ratio "
@@ -443,7 +509,7 @@ def report(args, gateways, results, ceiling, versions):
     (out_dir / f"{name}.md").write_text(md)
     (out_dir / f"{name}.json").write_text(json.dumps({
         "rounds": args.rounds, "seconds": args.seconds, "idle_connections": args.idle,
-        "versions": versions, "crypto_ceiling": ceiling, "raw": results,
+        "versions": versions, "crypto_ceiling": ceiling, "allowlist": allow, "raw": results,
         "medians": {title: vals for title, _, vals, _ in rows},
     }, indent=2) + "\n")
     print(f"written to {out_dir / (name + '.md')} and .json")

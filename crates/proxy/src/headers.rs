@@ -143,6 +143,8 @@ pub struct RenderCtx<'a> {
     pub identity: Option<&'a ClientIdentity>,
     pub outcome: &'a VerifyOutcome,
     pub remote: SocketAddr,
+    /// `remote.ip()` as text, formatted once per connection.
+    pub remote_ip: &'a str,
     pub host: &'a str,
     pub request_uri: &'a str,
     pub tls_protocol: &'a str,
@@ -177,9 +179,7 @@ impl RenderCtx<'_> {
             Var::SslProtocol => out.push_str(self.tls_protocol),
             Var::SslCipher => out.push_str(self.tls_cipher),
             Var::SslSessionReused => out.push_str(if self.resumed { "r" } else { "." }),
-            Var::RemoteAddr => {
-                let _ = write!(out, "{}", self.remote.ip());
-            }
+            Var::RemoteAddr => out.push_str(self.remote_ip),
             Var::RemotePort => {
                 let _ = write!(out, "{}", self.remote.port());
             }

@@ -153,6 +153,7 @@ impl Client {
 /// What is known about a connection once its handshake is done.
 struct ConnCtx {
     remote: SocketAddr,
+    remote_ip: String,
     tls_protocol: &'static str,
     tls_cipher: &'static str,
     resumed: bool,
@@ -432,6 +433,7 @@ async fn serve_conn(
     drop(snap);
     let ctx = Arc::new(ConnCtx {
         remote,
+        remote_ip: remote.ip().to_string(),
         tls_protocol,
         tls_cipher,
         resumed,
@@ -840,6 +842,7 @@ async fn handle(
             identity: ctx.identity.as_deref(),
             outcome: &auth.outcome,
             remote: ctx.remote,
+            remote_ip: &ctx.remote_ip,
             host: &host,
             request_uri: &path_and_query,
             tls_protocol: ctx.tls_protocol,
