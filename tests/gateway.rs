@@ -1352,3 +1352,167 @@ fn identity_values_are_byte_identical_to_nginx() {
         "{odd_dn}"
     );
 }
+
+#[test]
+fn spiffe_ou_and_fingerprint_policies_with_xfcc_and_json_log() {
+    let w = Work::new();
+    pki(&w);
+    w.mg(&[
+        "cert",
+        "issue",
+        "client",
+        "svc",
+        "--uri",
+        "spiffe://example.org/ns/prod/sa/api",
+        "--dir",
+        "ca",
+        "--out",
+        ".",
+    ])
+    .ok();
+    w.cmd(
+        "openssl",
+        &[
+            "req",
+            "-new",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "ops.key",
+            "-out",
+            "ops.csr",
+            "-subj",
+            "/OU=Ops/CN=ops1.d.example.local",
+        ],
+    )
+    .ok();
+    w.write("ext.cnf", "extendedKeyUsage=clientAuth\n");
+    w.cmd(
+        "openssl",
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "ops.csr",
+            "-CA",
+            "ca/intermediate.crt",
+            "-CAkey",
+            "ca/intermediate.key",
+            "-CAcreateserial",
+            "-days",
+            "3",
+            "-extfile",
+            "ext.cnf",
+            "-out",
+            "ops-leaf.crt",
+        ],
+    )
+    .ok();
+    let chain = w.read("ops-leaf.crt") + &w.read("ca/intermediate.crt");
+    w.write("ops.crt", &chain);
+    let fp = w
+        .cmd(
+            "openssl",
+            &[
+                "x509",
+                "-in",
+                "dev1.crt",
+                "-noout",
+                "-fingerprint",
+                "-sha256",
+            ],
+        )
+        .ok();
+    let fp = fp.trim().split_once('=').expect("fp").1.to_string();
+    let up = Upstream::start(&w);
+    let u = up.url();
+    w.write(
+        "gate.toml",
+        &format!(
+            r#"[server]
+listen = "127.0.0.1:0"
+cert = "localhost.crt"
+key = "localhost.key"
+client_ca = "ca.crt"
+access_log = "json"
+
+[[route]]
+prefix = "/spiffe/"
+upstream = "{u}"
+allow_spiffe_ids = ["spiffe://example.org/ns/prod/sa/api"]
+xfcc = true
+
+[[route]]
+prefix = "/ou/"
+upstream = "{u}"
+allow_ous = ["Ops"]
+
+[[route]]
+prefix = "/fp/"
+upstream = "{u}"
+allow_fingerprints = ["{fp}"]
+
+[[route]]
+upstream = "{u}"
+"#
+        ),
+    );
+    let g = Gate::start(&w, &["serve", "--config", "gate.toml"]);
+    let (code, body) = get_as(&w, &g, "svc", "/spiffe/x", &[]);
+    assert_eq!(code, 200, "{body}");
+    let xfcc = header(&body, "x-forwarded-client-cert");
+    let svc_fp = w
+        .cmd(
+            "openssl",
+            &[
+                "x509",
+                "-in",
+                "svc.crt",
+                "-noout",
+                "-fingerprint",
+                "-sha256",
+            ],
+        )
+        .ok();
+    let svc_fp = svc_fp
+        .trim()
+        .split_once('=')
+        .expect("fp")
+        .1
+        .replace(':', "")
+        .to_ascii_lowercase();
+    assert!(
+        xfcc == format!("Hash={svc_fp};Subject=\"CN=svc\";URI=spiffe://example.org/ns/prod/sa/api"),
+        "{xfcc}"
+    );
+    assert!(
+        xfcc.contains(";URI=spiffe://example.org/ns/prod/sa/api"),
+        "{xfcc}"
+    );
+    assert_eq!(get_as(&w, &g, "dev1", "/spiffe/x", &[]).0, 403);
+    let ops = [
+        "--cacert", "ca.crt", "--cert", "ops.crt", "--key", "ops.key",
+    ];
+    let url = g.url("/ou/x");
+    let mut a = ops.to_vec();
+    a.push(&url);
+    assert_eq!(curl(&w, &a).0, 200);
+    assert_eq!(get_as(&w, &g, "dev1", "/ou/x", &[]).0, 403);
+    assert_eq!(get_as(&w, &g, "dev1", "/fp/x", &[]).0, 200);
+    assert_eq!(get_as(&w, &g, "dev2", "/fp/x", &[]).0, 403);
+    assert_eq!(get_as(&w, &g, "dev2", "/open", &[]).0, 200);
+    let log = g.access_log();
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    assert_eq!(lines.len(), 7, "{log}");
+    assert_eq!(lines[0]["device_id"], "svc");
+    assert_eq!(lines[0]["route"], "/spiffe/");
+    assert_eq!(lines[0]["status"], 200);
+    assert_eq!(lines[1]["status"], 403);
+    assert_eq!(lines[1]["verify"], "SUCCESS");
+}

@@ -10,11 +10,61 @@ use crate::config::PolicyConfig;
 use crate::error::GateError;
 use crate::identity::ClientIdentity;
 
+/// A device ID as an allowlist key: stored inline when it fits in 31 bytes (almost every
+/// device ID does), so that a million-entry list is one allocation, not a million —
+/// loading and freeing it is then fast, and the memory goes back to the system at once.
+#[derive(Clone)]
+enum IdKey {
+    Inline { len: u8, bytes: [u8; 31] },
+    Heap(Box<str>),
+}
+
+impl IdKey {
+    fn new(s: &str) -> IdKey {
+        if s.len() <= 31 {
+            let mut bytes = [0u8; 31];
+            bytes[..s.len()].copy_from_slice(s.as_bytes());
+            IdKey::Inline {
+                len: s.len() as u8,
+                bytes,
+            }
+        } else {
+            IdKey::Heap(s.into())
+        }
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        match self {
+            IdKey::Inline { len, bytes } => &bytes[..*len as usize],
+            IdKey::Heap(s) => s.as_bytes(),
+        }
+    }
+}
+
+impl PartialEq for IdKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_bytes() == other.as_bytes()
+    }
+}
+impl Eq for IdKey {}
+
+impl std::hash::Hash for IdKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        state.write(self.as_bytes());
+    }
+}
+
+impl std::fmt::Debug for IdKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", String::from_utf8_lossy(self.as_bytes()))
+    }
+}
+
 /// A compiled policy.
 #[derive(Debug, Default)]
 pub struct Policy {
     open: bool,
-    names: HashSet<Box<str>>,
+    names: HashSet<IdKey>,
     spiffe: HashSet<Box<str>>,
     ous: HashSet<Box<str>>,
     fingerprints: HashSet<Box<str>>,
@@ -51,8 +101,11 @@ impl Policy {
             open: cfg.is_open(),
             ..Policy::default()
         };
-        p.names
-            .extend(cfg.device_ids.iter().map(|s| s.to_ascii_lowercase().into()));
+        p.names.extend(
+            cfg.device_ids
+                .iter()
+                .map(|s| IdKey::new(&s.to_ascii_lowercase())),
+        );
         p.spiffe
             .extend(cfg.spiffe_ids.iter().map(|s| s.as_str().into()));
         p.ous.extend(cfg.ous.iter().map(|s| s.as_str().into()));
@@ -77,13 +130,18 @@ impl Policy {
             path: path.display().to_string(),
             message: format!("cannot read it: {e}"),
         })?;
+        // Sized once: a million-line list must not rehash its way up.
+        self.names
+            .reserve(text.bytes().filter(|b| *b == b'\n').count() + 1);
         for id in parse_list(&text) {
             if let Some(s) = id.strip_prefix("spiffe://") {
                 self.spiffe.insert(format!("spiffe://{s}").into());
             } else if let Some(fp) = id.strip_prefix("sha256:") {
                 self.fingerprints.insert(norm_fp(fp).into());
+            } else if id.bytes().any(|b| b.is_ascii_uppercase()) {
+                self.names.insert(IdKey::new(&id.to_ascii_lowercase()));
             } else {
-                self.names.insert(id.to_ascii_lowercase().into());
+                self.names.insert(IdKey::new(id));
             }
         }
         Ok(())
@@ -110,7 +168,7 @@ impl Policy {
         if id
             .names_lower
             .iter()
-            .any(|n| self.names.contains(n.as_str()))
+            .any(|n| self.names.contains(&IdKey::new(n)))
             || id
                 .info
                 .uris
@@ -136,6 +194,18 @@ impl Policy {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn long_and_short_ids_are_keys_alike() {
+        let long = "a-very-long-device-identifier-0123456789.d.example.local";
+        let mut set = HashSet::new();
+        set.insert(IdKey::new("dev1.d.example.local"));
+        set.insert(IdKey::new(long));
+        assert!(set.contains(&IdKey::new("dev1.d.example.local")));
+        assert!(set.contains(&IdKey::new(long)));
+        assert!(!set.contains(&IdKey::new("dev1.d.example.loca")));
+        assert!(!set.contains(&IdKey::new(&long[..40])));
+    }
 
     #[test]
     fn whitelist_format() {

@@ -263,7 +263,10 @@ impl State {
         let generation = self.generation.load(Relaxed) + 1;
         let snap = build(cfg, generation, self.resumption.as_ref(), &self.metrics)?;
         self.generation.store(generation, Relaxed);
-        self.snap.store(Arc::new(snap));
+        let old = self.snap.swap(Arc::new(snap));
+        // Usually the last reference: freeing a large allowlist happens here, on the
+        // reload thread, not on a worker serving requests.
+        drop(old);
         Ok(())
     }
 }
