@@ -148,6 +148,7 @@ async fn serve_demo(
         pin_sha256: Vec::new(),
         pin_cert: Vec::new(),
         reject_at_handshake: false,
+        verify_cache: true,
         resumption: true,
         admin_listen: None,
         access_log: AccessLog::Text,

@@ -57,6 +57,7 @@ fn from_flags(s: &Serve) -> Result<GateConfig> {
         pin_sha256: s.pin_sha256.clone(),
         pin_cert: Vec::new(),
         reject_at_handshake: s.reject_at_handshake,
+        verify_cache: !s.no_verify_cache,
         resumption: !s.no_resumption,
         admin_listen: None,
         access_log,

@@ -40,7 +40,7 @@ Reload: SIGHUP, or change any certificate, key, CA, CRL or allowlist file.
 Stop: SIGTERM or Ctrl-C finish in-flight requests first.")]
 pub struct Serve {
     /// TOML configuration file (listeners, routes, policies). Excludes the one-route flags.
-    #[arg(long, value_name = "FILE", conflicts_with_all = ["listen", "cert", "key", "client_ca", "upstream", "allow_file", "allow_device_id", "verify_client", "verify_depth", "crl", "pin_sha256", "no_resumption", "reject_at_handshake", "access_log", "header", "xfcc"])]
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["listen", "cert", "key", "client_ca", "upstream", "allow_file", "allow_device_id", "verify_client", "verify_depth", "crl", "pin_sha256", "no_resumption", "reject_at_handshake", "no_verify_cache", "access_log", "header", "xfcc"])]
     pub config: Option<PathBuf>,
     /// Address to listen on.
     #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:8443")]
@@ -81,6 +81,10 @@ pub struct Serve {
     /// Refuse bad or missing client certificates in the TLS handshake (no HTTP 400 page).
     #[arg(long)]
     pub reject_at_handshake: bool,
+    /// Verify every connection's chain from scratch, even when the same client certificate
+    /// was verified moments ago (the cache is on by default; this is for benchmarks).
+    #[arg(long)]
+    pub no_verify_cache: bool,
     /// Extra upstream header from an nginx-style template, NAME=TEMPLATE (repeatable),
     /// e.g. 'X-Device=$client_device_id'.
     #[arg(long, value_name = "NAME=TEMPLATE")]

@@ -121,6 +121,9 @@ pub struct GateConfig {
     pub pin_sha256: Vec<String>,
     pub pin_cert: Vec<PathBuf>,
     pub reject_at_handshake: bool,
+    /// Reuse a verified chain for later connections presenting the same chain (same
+    /// snapshot generation, before its first expiry). On by default.
+    pub verify_cache: bool,
     pub resumption: bool,
     pub admin_listen: Option<SocketAddr>,
     pub access_log: AccessLog,
@@ -179,6 +182,8 @@ struct RawServer {
     pin_cert: OneOrMany,
     #[serde(default)]
     reject_at_handshake: bool,
+    #[serde(default = "yes")]
+    verify_cache: bool,
     #[serde(default = "yes")]
     resumption: bool,
     #[serde(default)]
@@ -496,6 +501,7 @@ impl GateConfig {
             pin_sha256: s.pin_sha256,
             pin_cert,
             reject_at_handshake: s.reject_at_handshake,
+            verify_cache: s.verify_cache,
             resumption: s.resumption,
             admin_listen,
             access_log,

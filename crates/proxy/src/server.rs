@@ -72,6 +72,7 @@ struct Client {
 /// verified in and before the chain's first expiry.
 pub(crate) struct VerifyCache {
     map: Mutex<HashMap<[u8; 32], Cached>>,
+    enabled: bool,
 }
 
 type Cached = (Arc<Client>, Arc<Auth>);
@@ -79,9 +80,10 @@ type Cached = (Arc<Client>, Arc<Auth>);
 const VERIFY_CACHE_MAX: usize = 16 * 1024;
 
 impl VerifyCache {
-    fn new() -> Self {
+    fn new(enabled: bool) -> Self {
         VerifyCache {
             map: Mutex::new(HashMap::new()),
+            enabled,
         }
     }
 
@@ -100,6 +102,11 @@ impl VerifyCache {
         snap: &Snapshot,
         chain: &[CertificateDer<'_>],
     ) -> (Arc<Client>, Arc<Auth>, bool) {
+        if !self.enabled {
+            let client = Arc::new(Client::new(chain));
+            let auth = Arc::new(verify_chain(snap, &client.chain));
+            return (client, auth, false);
+        }
         let key = Self::key(chain);
         let now = OffsetDateTime::now_utc().unix_timestamp();
         let cached = self.map.lock().ok().and_then(|m| m.get(&key).cloned());
@@ -219,6 +226,7 @@ impl Gateway {
     pub async fn bind(cfg: GateConfig) -> Result<Gateway, GateError> {
         let listen = cfg.listen;
         let timeouts = cfg.timeouts.clone();
+        let verify_cache = cfg.verify_cache;
         let state = State::new(cfg)?;
         let listener = TcpListener::bind(listen)
             .await
@@ -240,7 +248,7 @@ impl Gateway {
             state,
             listener,
             upstream,
-            cache: Arc::new(VerifyCache::new()),
+            cache: Arc::new(VerifyCache::new(verify_cache)),
         })
     }
 
