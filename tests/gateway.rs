@@ -81,6 +81,82 @@ fn write_atomic(w: &Work, rel: &str, text: &str) {
     std::fs::rename(&tmp, w.path(rel)).expect("rename");
 }
 
+/// A client certificate made and signed by openssl itself with the CA's intermediate key
+/// (so that openssl, not mtlsgate, encodes the subject): writes NAME.key and NAME.crt
+/// (leaf + intermediate).
+fn openssl_client(w: &Work, name: &str, subj: &str, extra_req: &[&str]) {
+    let (key, csr, leaf) = (
+        format!("{name}.key"),
+        format!("{name}.csr"),
+        format!("{name}-leaf.crt"),
+    );
+    let mut req = vec![
+        "req",
+        "-new",
+        "-utf8",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        &key,
+        "-out",
+        &csr,
+        "-subj",
+        subj,
+    ];
+    req.extend_from_slice(extra_req);
+    w.cmd("openssl", &req).ok();
+    w.write(
+        "ext.cnf",
+        "extendedKeyUsage=clientAuth\nkeyUsage=critical,digitalSignature\n",
+    );
+    w.cmd(
+        "openssl",
+        &[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            "ca/intermediate.crt",
+            "-CAkey",
+            "ca/intermediate.key",
+            "-CAcreateserial",
+            "-days",
+            "30",
+            "-extfile",
+            "ext.cnf",
+            "-out",
+            &leaf,
+        ],
+    )
+    .ok();
+    let chain = w.read(&leaf) + &w.read("ca/intermediate.crt");
+    w.write(&format!("{name}.crt"), &chain);
+}
+
+/// Re-issues dev1 for 7.5 days: far from a day boundary, so whole days left are certain.
+fn reissue_dev1_for_180h(w: &Work) {
+    w.mg(&[
+        "cert",
+        "issue",
+        "client",
+        "dev1",
+        "--device-id",
+        "dev1",
+        "--valid",
+        "180h",
+        "--force",
+        "--dir",
+        "ca",
+        "--out",
+        ".",
+    ])
+    .ok();
+}
+
 /// Polls `f` until it returns true (reloads are asynchronous), for at most 10 s.
 #[track_caller]
 fn eventually(what: &str, mut f: impl FnMut() -> bool) {
@@ -144,22 +220,7 @@ headers = {{ "X-S-DN" = "$ssl_client_s_dn", "X-I-DN" = "$ssl_client_i_dn", "X-Se
     );
     let g = Gate::start(&w, &["serve", "--config", "gate.toml"]);
     // 7.5 days: far from a day boundary, so the whole days left are certain.
-    w.mg(&[
-        "cert",
-        "issue",
-        "client",
-        "dev1",
-        "--device-id",
-        "dev1",
-        "--valid",
-        "180h",
-        "--force",
-        "--dir",
-        "ca",
-        "--out",
-        ".",
-    ])
-    .ok();
+    reissue_dev1_for_180h(&w);
     let (code, body) = get_as(&w, &g, "dev1", "/", &[]);
     assert_eq!(code, 200, "{body}");
     assert_eq!(
@@ -1199,34 +1260,12 @@ fn identity_values_are_byte_identical_to_nginx() {
     // A subject with every quirk RFC 2253 printing has: escaped specials, a multi-valued
     // RDN, repeated attributes, UTF-8, emailAddress. Signed by openssl with the CA's own
     // intermediate key so that openssl, not mtlsgate, encodes it.
-    w.cmd("openssl", &["req", "-new", "-utf8", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", "odd.key", "-out", "odd.csr", "-subj", "/C=DE/ST=Baden-Württemberg/O=Acme, Inc.+OU=R&D/OU=Ops;Dev/CN=dev \"9\" <x> #1/emailAddress=ops@example.com", "-multivalue-rdn"]).ok();
-    w.write(
-        "ext.cnf",
-        "extendedKeyUsage=clientAuth\nkeyUsage=critical,digitalSignature\n",
+    openssl_client(
+        &w,
+        "odd",
+        "/C=DE/ST=Baden-Württemberg/O=Acme, Inc.+OU=R&D/OU=Ops;Dev/CN=dev \"9\" <x> #1/emailAddress=ops@example.com",
+        &["-multivalue-rdn"],
     );
-    w.cmd(
-        "openssl",
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "odd.csr",
-            "-CA",
-            "ca/intermediate.crt",
-            "-CAkey",
-            "ca/intermediate.key",
-            "-CAcreateserial",
-            "-days",
-            "30",
-            "-extfile",
-            "ext.cnf",
-            "-out",
-            "odd-leaf.crt",
-        ],
-    )
-    .ok();
-    let chain = w.read("odd-leaf.crt") + &w.read("ca/intermediate.crt");
-    w.write("odd.crt", &chain);
 
     const VARS: &[&str] = &[
         "ssl_client_s_dn",
@@ -1288,22 +1327,7 @@ fn identity_values_are_byte_identical_to_nginx() {
     }
     let g = serve(&w, &up, &extra);
     // 7.5 days, so that nginx's and our whole days left cannot straddle a boundary.
-    w.mg(&[
-        "cert",
-        "issue",
-        "client",
-        "dev1",
-        "--device-id",
-        "dev1",
-        "--valid",
-        "180h",
-        "--force",
-        "--dir",
-        "ca",
-        "--out",
-        ".",
-    ])
-    .ok();
+    reissue_dev1_for_180h(&w);
     for dev in ["dev1", "odd"] {
         let key = if dev == "odd" { "odd.key" } else { "dev1.key" };
         let crt = format!("{dev}.crt");
@@ -1370,49 +1394,7 @@ fn spiffe_ou_and_fingerprint_policies_with_xfcc_and_json_log() {
         ".",
     ])
     .ok();
-    w.cmd(
-        "openssl",
-        &[
-            "req",
-            "-new",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            "ops.key",
-            "-out",
-            "ops.csr",
-            "-subj",
-            "/OU=Ops/CN=ops1.d.example.local",
-        ],
-    )
-    .ok();
-    w.write("ext.cnf", "extendedKeyUsage=clientAuth\n");
-    w.cmd(
-        "openssl",
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "ops.csr",
-            "-CA",
-            "ca/intermediate.crt",
-            "-CAkey",
-            "ca/intermediate.key",
-            "-CAcreateserial",
-            "-days",
-            "3",
-            "-extfile",
-            "ext.cnf",
-            "-out",
-            "ops-leaf.crt",
-        ],
-    )
-    .ok();
-    let chain = w.read("ops-leaf.crt") + &w.read("ca/intermediate.crt");
-    w.write("ops.crt", &chain);
+    openssl_client(&w, "ops", "/OU=Ops/CN=ops1.d.example.local", &[]);
     let fp = w
         .cmd(
             "openssl",
