@@ -157,6 +157,66 @@ fn reissue_dev1_for_180h(w: &Work) {
     .ok();
 }
 
+/// A client certificate NAME from a second CA called `ca_name` (in `other/`), written to
+/// `o/NAME.crt` and `o/NAME.key`.
+fn foreign_client(w: &Work, ca_name: &str, name: &str) {
+    w.mg(&["ca", "init", "--dir", "other", "--name", ca_name])
+        .ok();
+    std::fs::create_dir_all(w.path("o")).expect("mkdir");
+    w.mg(&[
+        "cert", "issue", "client", name, "--dir", "other", "--out", "o",
+    ])
+    .ok();
+}
+
+/// GET `url` presenting the certificate `crt` with key `key`.
+fn curl_as(w: &Work, crt: &str, key: &str, url: &str) -> (u16, String) {
+    curl(w, &["--cacert", "ca.crt", "--cert", crt, "--key", key, url])
+}
+
+/// The HTTP status of GET `url` as dev1, run in `root` (usable from other threads).
+fn status_as_dev1(root: &std::path::Path, url: &str) -> String {
+    let out = std::process::Command::new("curl")
+        .args([
+            "-sS",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--cacert",
+            "ca.crt",
+            "--cert",
+            "dev1.crt",
+            "--key",
+            "dev1.key",
+            url,
+        ])
+        .current_dir(root)
+        .output()
+        .expect("curl");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The SHA-256 fingerprint of a certificate file as `openssl x509 -fingerprint` prints it.
+fn openssl_sha256(w: &Work, file: &str) -> String {
+    let out = w
+        .cmd(
+            "openssl",
+            &["x509", "-in", file, "-noout", "-fingerprint", "-sha256"],
+        )
+        .ok();
+    out.trim()
+        .split_once('=')
+        .expect("fingerprint")
+        .1
+        .to_string()
+}
+
+/// `AA:BB:…` → `aabb…`.
+fn hex_lower(fp: &str) -> String {
+    fp.replace(':', "").to_ascii_lowercase()
+}
+
 /// Polls `f` until it returns true (reloads are asynchronous), for at most 10 s.
 #[track_caller]
 fn eventually(what: &str, mut f: impl FnMut() -> bool) {
@@ -235,32 +295,11 @@ headers = {{ "X-S-DN" = "$ssl_client_s_dn", "X-I-DN" = "$ssl_client_i_dn", "X-Se
         header(&body, "x-serial"),
         openssl_field(&w, "dev1.crt", "-serial")
     );
-    let fp = |alg: &str| {
-        openssl_field(&w, "dev1.crt", alg)
-            .replace(':', "")
-            .to_ascii_lowercase()
-    };
-    assert_eq!(header(&body, "x-fp"), fp("-fingerprint"));
-    let sha256 = w
-        .cmd(
-            "openssl",
-            &[
-                "x509",
-                "-in",
-                "dev1.crt",
-                "-noout",
-                "-fingerprint",
-                "-sha256",
-            ],
-        )
-        .ok();
-    let sha256 = sha256
-        .trim()
-        .split_once('=')
-        .expect("fp")
-        .1
-        .replace(':', "")
-        .to_ascii_lowercase();
+    assert_eq!(
+        header(&body, "x-fp"),
+        hex_lower(&openssl_field(&w, "dev1.crt", "-fingerprint"))
+    );
+    let sha256 = hex_lower(&openssl_sha256(&w, "dev1.crt"));
     assert_eq!(header(&body, "x-fp256"), sha256);
     assert_eq!(
         header(&body, "x-start"),
@@ -475,28 +514,11 @@ fn expired_certificate_gets_400_saying_when() {
 fn certificate_from_another_ca_gets_400_naming_its_issuer() {
     let w = Work::new();
     pki(&w);
-    w.mg(&["ca", "init", "--dir", "other", "--name", "Intruder CA"])
-        .ok();
-    std::fs::create_dir(w.path("o")).expect("mkdir");
-    w.mg(&[
-        "cert", "issue", "client", "evil", "--dir", "other", "--out", "o",
-    ])
-    .ok();
+    foreign_client(&w, "Intruder CA", "evil");
     let up = Upstream::start(&w);
     let g = serve(&w, &up, &[]);
     let url = g.url("/");
-    let (code, body) = curl(
-        &w,
-        &[
-            "--cacert",
-            "ca.crt",
-            "--cert",
-            "o/evil.crt",
-            "--key",
-            "o/evil.key",
-            &url,
-        ],
-    );
+    let (code, body) = curl_as(&w, "o/evil.crt", "o/evil.key", &url);
     assert_eq!(code, 400);
     assert!(body.contains("The SSL certificate error"), "{body}");
     assert!(
@@ -509,13 +531,7 @@ fn certificate_from_another_ca_gets_400_naming_its_issuer() {
 fn optional_no_ca_forgives_only_an_unknown_issuer() {
     let w = Work::new();
     pki(&w);
-    w.mg(&["ca", "init", "--dir", "other", "--name", "Other CA"])
-        .ok();
-    std::fs::create_dir(w.path("o")).expect("mkdir");
-    w.mg(&[
-        "cert", "issue", "client", "stranger", "--dir", "other", "--out", "o",
-    ])
-    .ok();
+    foreign_client(&w, "Other CA", "stranger");
     w.mg(&[
         "cert", "issue", "client", "old", "--valid", "1s", "--dir", "ca", "--out", ".",
     ])
@@ -524,18 +540,7 @@ fn optional_no_ca_forgives_only_an_unknown_issuer() {
     let up = Upstream::start(&w);
     let g = serve(&w, &up, &["--verify-client", "optional_no_ca"]);
     let url = g.url("/");
-    let (code, body) = curl(
-        &w,
-        &[
-            "--cacert",
-            "ca.crt",
-            "--cert",
-            "o/stranger.crt",
-            "--key",
-            "o/stranger.key",
-            &url,
-        ],
-    );
+    let (code, body) = curl_as(&w, "o/stranger.crt", "o/stranger.key", &url);
     assert_eq!(code, 200, "{body}");
     assert_eq!(
         header(&body, "ssl-client-verify"),
@@ -672,49 +677,16 @@ fn seed004_pinned_self_signed_client_api_route_and_websocket() {
     );
     let g = Gate::start(&w, &["serve", "--config", "gate.toml"]);
     let url = g.url("/api/items?id=3");
-    let (code, body) = curl(
-        &w,
-        &[
-            "--cacert",
-            "ca.crt",
-            "--cert",
-            "client.crt",
-            "--key",
-            "client.key",
-            &url,
-        ],
-    );
+    let (code, body) = curl_as(&w, "client.crt", "client.key", &url);
     assert_eq!(code, 200, "{body}");
     let v: serde_json::Value = serde_json::from_str(&body).expect("json");
     assert_eq!(v["path"], "/api/items?id=3");
     assert_eq!(header(&body, "ssl-client"), "CN=client");
-    let (code, body) = curl(
-        &w,
-        &[
-            "--cacert",
-            "ca.crt",
-            "--cert",
-            "intruder.crt",
-            "--key",
-            "intruder.key",
-            &url,
-        ],
-    );
+    let (code, body) = curl_as(&w, "intruder.crt", "intruder.key", &url);
     assert_eq!(code, 400);
     assert!(body.contains("self-signed: CN=intruder"), "{body}");
     let other = g.url("/other");
-    let (code, body) = curl(
-        &w,
-        &[
-            "--cacert",
-            "ca.crt",
-            "--cert",
-            "client.crt",
-            "--key",
-            "client.key",
-            &other,
-        ],
-    );
+    let (code, body) = curl_as(&w, "client.crt", "client.key", &other);
     assert_eq!(code, 404, "{body}");
     // WebSocket through the /api/ route.
     let ws = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peers/wsclient.py");
@@ -816,25 +788,7 @@ fn reload_under_load_loses_no_request() {
         std::thread::spawn(move || {
             let mut results = Vec::new();
             while !stop.load(Ordering::Relaxed) {
-                let out = std::process::Command::new("curl")
-                    .args([
-                        "-sS",
-                        "-o",
-                        "/dev/null",
-                        "-w",
-                        "%{http_code}",
-                        "--cacert",
-                        "ca.crt",
-                        "--cert",
-                        "dev1.crt",
-                        "--key",
-                        "dev1.key",
-                    ])
-                    .arg(format!("https://localhost:{port}/"))
-                    .current_dir(&root)
-                    .output()
-                    .expect("curl");
-                results.push(String::from_utf8_lossy(&out.stdout).into_owned());
+                results.push(status_as_dev1(&root, &format!("https://localhost:{port}/")));
             }
             results
         })
@@ -953,27 +907,7 @@ fn sigterm_finishes_in_flight_requests() {
     let mut g = serve(&w, &up, &[]);
     let root = w.root().to_path_buf();
     let url = g.url("/slow?s=2");
-    let inflight = std::thread::spawn(move || {
-        let out = std::process::Command::new("curl")
-            .args([
-                "-sS",
-                "-o",
-                "/dev/null",
-                "-w",
-                "%{http_code}",
-                "--cacert",
-                "ca.crt",
-                "--cert",
-                "dev1.crt",
-                "--key",
-                "dev1.key",
-                &url,
-            ])
-            .current_dir(root)
-            .output()
-            .expect("curl");
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    });
+    let inflight = std::thread::spawn(move || status_as_dev1(&root, &url));
     // Let the request reach the upstream, which holds it for 2 s.
     std::thread::sleep(Duration::from_millis(700));
     assert_eq!(g.proc.stop(), 0, "{}", g.proc.stderr());
@@ -1309,13 +1243,7 @@ fn identity_values_are_byte_identical_to_nginx() {
     );
     let nurl = format!("https://localhost:{nport}/");
     eventually("nginx", || {
-        curl(
-            &w,
-            &[
-                "--cacert", "ca.crt", "--cert", "dev1.crt", "--key", "dev1.key", &nurl,
-            ],
-        )
-        .0 == 200
+        curl_as(&w, "dev1.crt", "dev1.key", &nurl).0 == 200
     });
 
     let up = Upstream::start(&w);
@@ -1331,16 +1259,10 @@ fn identity_values_are_byte_identical_to_nginx() {
     for dev in ["dev1", "odd"] {
         let key = if dev == "odd" { "odd.key" } else { "dev1.key" };
         let crt = format!("{dev}.crt");
-        let (code, from_nginx) = curl(
-            &w,
-            &["--cacert", "ca.crt", "--cert", &crt, "--key", key, &nurl],
-        );
+        let (code, from_nginx) = curl_as(&w, &crt, key, &nurl);
         assert_eq!(code, 200, "{from_nginx}");
         let gurl = g.url("/");
-        let (code, body) = curl(
-            &w,
-            &["--cacert", "ca.crt", "--cert", &crt, "--key", key, &gurl],
-        );
+        let (code, body) = curl_as(&w, &crt, key, &gurl);
         assert_eq!(code, 200, "{body}");
         assert_eq!(from_nginx.lines().count(), VARS.len(), "{from_nginx}");
         for (v, nginx_value) in VARS.iter().zip(from_nginx.lines()) {
@@ -1395,20 +1317,8 @@ fn spiffe_ou_and_fingerprint_policies_with_xfcc_and_json_log() {
     ])
     .ok();
     openssl_client(&w, "ops", "/OU=Ops/CN=ops1.d.example.local", &[]);
-    let fp = w
-        .cmd(
-            "openssl",
-            &[
-                "x509",
-                "-in",
-                "dev1.crt",
-                "-noout",
-                "-fingerprint",
-                "-sha256",
-            ],
-        )
-        .ok();
-    let fp = fp.trim().split_once('=').expect("fp").1.to_string();
+    // As openssl prints it (upper case, colons): the policy must normalize it.
+    let fp = openssl_sha256(&w, "dev1.crt");
     let up = Upstream::start(&w);
     let u = up.url();
     w.write(
@@ -1446,26 +1356,7 @@ upstream = "{u}"
     let (code, body) = get_as(&w, &g, "svc", "/spiffe/x", &[]);
     assert_eq!(code, 200, "{body}");
     let xfcc = header(&body, "x-forwarded-client-cert");
-    let svc_fp = w
-        .cmd(
-            "openssl",
-            &[
-                "x509",
-                "-in",
-                "svc.crt",
-                "-noout",
-                "-fingerprint",
-                "-sha256",
-            ],
-        )
-        .ok();
-    let svc_fp = svc_fp
-        .trim()
-        .split_once('=')
-        .expect("fp")
-        .1
-        .replace(':', "")
-        .to_ascii_lowercase();
+    let svc_fp = hex_lower(&openssl_sha256(&w, "svc.crt"));
     assert!(
         xfcc == format!("Hash={svc_fp};Subject=\"CN=svc\";URI=spiffe://example.org/ns/prod/sa/api"),
         "{xfcc}"
