@@ -76,7 +76,7 @@ pub fn run(q: Quickstart) -> Result<ExitCode> {
     if !allow.exists() {
         mtlsgate_pki::fsutil::write_atomic(
             &allow,
-            b"# Devices allowed through the gateway, one ID per line (seed 001's whitelist.txt).\n# Edit this file while the gateway runs: it reloads by itself.\ndev1.d.example.local\n",
+            b"# Devices allowed through the gateway, one ID per line (a whitelist.txt as apps behind nginx keep it).\n# Edit this file while the gateway runs: it reloads by itself.\ndev1.d.example.local\n",
             0o644,
         )?;
     }
@@ -117,9 +117,8 @@ async fn serve_demo(
     listen: std::net::SocketAddr,
     allow: std::path::PathBuf,
 ) -> Result<()> {
-    use mtlsgate_proxy::config::{
-        AccessLog, GateConfig, PolicyConfig, RouteConfig, Timeouts, VerifyMode,
-    };
+    use mtlsgate_proxy::config::raw::{flag, RawConfig, RawRoute, RawServer};
+    use mtlsgate_proxy::config::{GateConfig, Source};
 
     let app_listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -134,54 +133,36 @@ async fn serve_demo(
             })
             .await
     });
-    let upstream = mtlsgate_proxy::config::parse_upstream(&format!("http://{app_addr}"))
-        .map_err(|m| anyhow::anyhow!("{m}"))?;
-    let cfg = GateConfig {
-        source: None,
-        listen,
-        cert: dir.join("localhost.crt"),
-        key: dir.join("localhost.key"),
-        client_ca: vec![dir.join("ca.crt")],
-        verify: VerifyMode::Require,
-        verify_depth: mtlsgate_pki::verify::DEFAULT_DEPTH,
-        crl: Vec::new(),
-        pin_sha256: Vec::new(),
-        pin_cert: Vec::new(),
-        reject_at_handshake: false,
-        verify_cache: true,
-        resumption: true,
-        admin_listen: None,
-        access_log: AccessLog::Text,
-        timeouts: Timeouts::default(),
-        max_header_bytes: 16 * 1024,
-        routes: vec![RouteConfig {
-            prefix: "/".into(),
-            upstream_path: None,
-            upstream,
-            policy: PolicyConfig {
-                allow_files: vec![allow],
-                ..PolicyConfig::default()
-            },
-            headers: Vec::new(),
-            default_headers: true,
-            xfcc: false,
+    let raw = RawConfig {
+        server: RawServer {
+            listen: Some(flag(listen.to_string())),
+            cert: Some(flag(dir.join("localhost.crt"))),
+            key: Some(flag(dir.join("localhost.key"))),
+            client_ca: vec![dir.join("ca.crt")].into(),
+            ..RawServer::default()
+        },
+        timeouts: Default::default(),
+        routes: vec![RawRoute {
+            upstream: Some(flag(format!("http://{app_addr}"))),
+            allow_file: vec![allow].into(),
+            ..RawRoute::default()
         }],
-        threads: None,
     };
+    let cfg = GateConfig::from_raw(raw, Source::Flags)?;
     let gw = mtlsgate_proxy::Gateway::bind(cfg).await.context(
         "cannot start the gateway; if the port is taken, pick another with --listen 127.0.0.1:PORT",
     )?;
     let addr = gw.local_addr()?;
     let state = gw.state();
-    let _watcher = mtlsgate_proxy::watch::start(state.clone());
-    mtlsgate_proxy::watch::on_sighup(state).context("cannot install the SIGHUP handler")?;
+    let _watching =
+        mtlsgate_proxy::watch::start(state).context("cannot install the SIGHUP handler")?;
     let d = dir.display();
     let url = format!("https://localhost:{}/", addr.port());
     tracing::info!("listening on {addr}");
     print_files(dir);
     println!();
     println!(
-        "Demo app (seed 001's appserver) on http://{app_addr}; the gateway listens on {addr}."
+        "The demo app (an appserver that answers Access Granted!) is on http://{app_addr}; the gateway listens on {addr}."
     );
     println!("Try these from another terminal:");
     println!();

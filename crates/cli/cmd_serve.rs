@@ -4,103 +4,68 @@
 
 use std::process::ExitCode;
 
-use anyhow::{anyhow, bail, Context, Result};
-use mtlsgate_proxy::config::{
-    parse_listen, parse_upstream, upstream_path, AccessLog, GateConfig, PolicyConfig, RouteConfig,
-    Timeouts, VerifyMode,
-};
+use anyhow::{Context, Result};
+use mtlsgate_proxy::config::raw::{flag, RawConfig, RawRoute, RawServer};
+use mtlsgate_proxy::config::{GateConfig, Overrides, Source};
 use mtlsgate_proxy::{admin, watch, Gateway};
 
 use crate::flags::Serve;
 
-/// Builds the configuration from the one-route flags.
-fn from_flags(s: &Serve) -> Result<GateConfig> {
-    let listen = parse_listen(&s.listen).map_err(|m| anyhow!("--listen: {m}"))?;
-    let verify = VerifyMode::parse(&s.verify_client).ok_or_else(|| {
-        anyhow!(
-            "--verify-client: `{}` is not a mode; use require, optional, optional_no_ca or off",
-            s.verify_client
-        )
-    })?;
-    let access_log = match s.access_log.as_str() {
-        "text" => AccessLog::Text,
-        "json" => AccessLog::Json,
-        "off" => AccessLog::Off,
-        other => bail!("--access-log: `{other}` is not a format; use text, json or off"),
-    };
-    let upstream = s
-        .upstream
-        .as_deref()
-        .ok_or_else(|| anyhow!("--upstream is required without --config"))?;
-    let upstream = parse_upstream(upstream).map_err(|m| anyhow!("--upstream: {m}"))?;
-    let mut headers = Vec::new();
+/// Lowers the one-route flags into the raw form gate.toml parses into.
+fn lower(s: &Serve) -> Result<RawConfig> {
+    let mut headers = toml::Table::new();
     for h in &s.header {
-        let (n, t) = h.split_once('=').ok_or_else(|| {
-            anyhow!("--header `{h}`: write NAME=TEMPLATE, e.g. 'X-Device=$client_device_id'")
+        let (n, t) = h.split_once('=').with_context(|| {
+            format!("--header `{h}`: write NAME=TEMPLATE, e.g. 'X-Device=$client_device_id'")
         })?;
-        headers.push((n.trim().to_string(), t.to_string()));
+        headers.insert(n.trim().to_string(), toml::Value::String(t.to_string()));
     }
-    let c = GateConfig {
-        source: None,
-        listen,
-        cert: s
-            .cert
-            .clone()
-            .ok_or_else(|| anyhow!("--cert is required"))?,
-        key: s.key.clone().ok_or_else(|| anyhow!("--key is required"))?,
-        client_ca: s.client_ca.clone(),
-        verify,
-        verify_depth: s
-            .verify_depth
-            .unwrap_or(mtlsgate_pki::verify::DEFAULT_DEPTH),
-        crl: s.crl.clone(),
-        pin_sha256: s.pin_sha256.clone(),
-        pin_cert: Vec::new(),
-        reject_at_handshake: s.reject_at_handshake,
-        verify_cache: !s.no_verify_cache,
-        resumption: !s.no_resumption,
-        admin_listen: None,
-        access_log,
-        timeouts: Timeouts::default(),
-        max_header_bytes: 16 * 1024,
-        routes: vec![RouteConfig {
-            prefix: "/".into(),
-            upstream_path: s.upstream.as_deref().and_then(upstream_path),
-            upstream,
-            policy: PolicyConfig {
-                device_ids: s.allow_device_id.clone(),
-                allow_files: s.allow_file.clone(),
-                ..PolicyConfig::default()
-            },
-            headers,
-            default_headers: true,
-            xfcc: s.xfcc,
+    Ok(RawConfig {
+        server: RawServer {
+            listen: Some(flag(s.listen.clone())),
+            cert: s.cert.clone().map(flag),
+            key: s.key.clone().map(flag),
+            key_passphrase_file: s.key_passphrase_file.clone().map(flag),
+            client_ca: s.client_ca.clone().into(),
+            verify_client: Some(flag(s.verify_client.clone())),
+            verify_depth: Some(flag(s.verify_depth)),
+            crl: s.crl.clone().into(),
+            pin_sha256: s.pin_sha256.clone(),
+            pin_cert: Default::default(),
+            reject_at_handshake: s.reject_at_handshake.then_some(true),
+            verify_cache: s.no_verify_cache.then_some(false),
+            resumption: s.no_resumption.then_some(false),
+            admin_listen: s.admin_listen.clone().map(flag),
+            access_log: Some(flag(s.access_log.clone())),
+            max_header_bytes: None,
+            threads: s
+                .threads
+                .map(|t| flag(i64::try_from(t).unwrap_or(i64::MAX))),
+        },
+        timeouts: Default::default(),
+        routes: vec![RawRoute {
+            upstream: s.upstream.clone().map(flag),
+            allow_device_ids: s.allow_device_id.clone(),
+            allow_file: s.allow_file.clone().into(),
+            headers: (!headers.is_empty()).then(|| flag(headers)),
+            xfcc: s.xfcc.then_some(true),
+            ..RawRoute::default()
         }],
-        threads: None,
-    };
-    c.check().map_err(|m| anyhow!("{m}"))?;
-    Ok(c)
+    })
 }
 
 /// Resolves flags or file into the configuration to run.
 pub fn config(s: &Serve) -> Result<GateConfig> {
-    let mut c = match &s.config {
-        Some(path) => GateConfig::from_file(path)?,
-        None => from_flags(s)?,
-    };
-    if let Some(a) = &s.admin_listen {
-        c.admin_listen = Some(parse_listen(a).map_err(|m| anyhow!("--admin-listen: {m}"))?);
-    }
-    if let Some(t) = s.threads {
-        if t == 0 {
-            bail!("--threads must be at least 1");
+    Ok(match &s.config {
+        Some(path) => {
+            let overrides = Overrides {
+                admin_listen: s.admin_listen.clone(),
+                threads: s.threads,
+            };
+            GateConfig::from_file_with(path, &overrides)?
         }
-        c.threads = Some(t);
-    }
-    if let Some(a) = c.admin_listen {
-        admin::check_addr(a)?;
-    }
-    Ok(c)
+        None => GateConfig::from_raw(lower(s)?, Source::Flags)?,
+    })
 }
 
 /// Sets up stderr logging (RUST_LOG overrides the default `info`).
@@ -172,13 +137,12 @@ pub async fn run_gateway(
             let _ = rx.wait_for(|v| *v).await;
         }));
     }
-    let _watcher = watch::start(state.clone());
-    watch::on_sighup(state.clone()).context("cannot install the SIGHUP handler")?;
+    let _watching = watch::start(state.clone()).context("cannot install the SIGHUP handler")?;
     let snap = state.load();
     let c = &snap.config;
     tracing::info!(
-        "listening on {addr} (client verification: {:?}, {} route(s), resumption {})",
-        c.verify,
+        "listening on {addr} (client verification: {}, {} route(s), resumption {})",
+        c.verify.as_str(),
         c.routes.len(),
         if c.resumption { "on" } else { "off" }
     );

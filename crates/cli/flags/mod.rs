@@ -5,6 +5,7 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use mtlsgate_proxy::config::settings::defaults;
 
 /// mtlsgate: mutual TLS for clients and devices — a private CA, certificates, a verifier
 /// that explains failures, and an mTLS gateway in front of your app.
@@ -29,28 +30,38 @@ pub enum Command {
     Quickstart(Quickstart),
 }
 
-/// `mtlsgate serve`: either `--config gate.toml`, or flags for the one-route case.
+/// `mtlsgate serve`: either `--config gate.toml`, or flags for the one-route case. The
+/// flags are lowered into the same raw form gate.toml parses into, and validated once;
+/// defaults come from `mtlsgate_proxy::config::settings::defaults`.
 #[derive(Args, Debug)]
 #[command(after_help = "Examples:
   mtlsgate serve --listen 0.0.0.0:8443 --cert server.crt --key server.key \\
       --client-ca ca.crt --upstream http://127.0.0.1:8000 --allow-file whitelist.txt
   mtlsgate serve --config gate.toml
 
-Reload: SIGHUP, or change any certificate, key, CA, CRL or allowlist file.
+Request paths are normalised before routing (percent-escapes decoded, // merged, . and ..
+resolved) and the upstream receives the normalised path; %2F, backslashes, ; and .. above
+the root are refused with 400.
+Reload: SIGHUP, or change any certificate, key, CA, CRL, allowlist or config file. A reload
+applies every setting except --listen, --admin-listen and --threads (restart for those).
 Stop: SIGTERM or Ctrl-C finish in-flight requests first.")]
 pub struct Serve {
-    /// TOML configuration file (listeners, routes, policies). Excludes the one-route flags.
-    #[arg(long, value_name = "FILE", conflicts_with_all = ["listen", "cert", "key", "client_ca", "upstream", "allow_file", "allow_device_id", "verify_client", "verify_depth", "crl", "pin_sha256", "no_resumption", "reject_at_handshake", "no_verify_cache", "access_log", "header", "xfcc"])]
+    /// TOML configuration file (listeners, routes, policies). Excludes the one-route flags;
+    /// --admin-listen and --threads override the file.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["listen", "cert", "key", "key_passphrase_file", "client_ca", "upstream", "allow_file", "allow_device_id", "verify_client", "verify_depth", "crl", "pin_sha256", "no_resumption", "reject_at_handshake", "no_verify_cache", "access_log", "header", "xfcc"])]
     pub config: Option<PathBuf>,
     /// Address to listen on.
-    #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:8443")]
+    #[arg(long, value_name = "ADDR", default_value = defaults::LISTEN)]
     pub listen: String,
     /// Server certificate chain (PEM), as nginx's ssl_certificate.
     #[arg(long, value_name = "FILE", required_unless_present = "config")]
     pub cert: Option<PathBuf>,
-    /// Server private key (PEM, unencrypted), as nginx's ssl_certificate_key.
+    /// Server private key (PEM), as nginx's ssl_certificate_key.
     #[arg(long, value_name = "FILE", required_unless_present = "config")]
     pub key: Option<PathBuf>,
+    /// File whose first line decrypts an encrypted --key, as nginx's ssl_password_file.
+    #[arg(long, value_name = "FILE")]
+    pub key_passphrase_file: Option<PathBuf>,
     /// Trusted client CA bundle(s) or pinned certificates, as ssl_client_certificate.
     #[arg(long, value_name = "FILE")]
     pub client_ca: Vec<PathBuf>,
@@ -64,11 +75,11 @@ pub struct Serve {
     #[arg(long, value_name = "ID")]
     pub allow_device_id: Vec<String>,
     /// Client verification: require (nginx on), optional, optional_no_ca, off.
-    #[arg(long, value_name = "MODE", default_value = "require")]
+    #[arg(long, value_name = "MODE", default_value = defaults::VERIFY_CLIENT)]
     pub verify_client: String,
     /// Maximum chain depth, as ssl_verify_depth.
-    #[arg(long, value_name = "N")]
-    pub verify_depth: Option<usize>,
+    #[arg(long, value_name = "N", default_value_t = defaults::VERIFY_DEPTH as i64)]
+    pub verify_depth: i64,
     /// CRL file(s), as ssl_crl.
     #[arg(long, value_name = "FILE")]
     pub crl: Vec<PathBuf>,
@@ -93,12 +104,12 @@ pub struct Serve {
     #[arg(long)]
     pub xfcc: bool,
     /// Access log: text, json or off.
-    #[arg(long, value_name = "FORMAT", default_value = "text")]
+    #[arg(long, value_name = "FORMAT", default_value = defaults::ACCESS_LOG)]
     pub access_log: String,
     /// Admin listener for /healthz and /metrics (loopback only), e.g. 127.0.0.1:9901.
     #[arg(long, value_name = "ADDR")]
     pub admin_listen: Option<String>,
-    /// Worker threads (default: one per core).
+    /// Worker threads [default: one per core].
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
 }

@@ -142,6 +142,16 @@ impl CertInfo {
     }
 }
 
+/// The earliest `notAfter` of a DER chain: after it, the chain cannot verify, so a cached
+/// verification must not be trusted past it. `None` when no certificate parses.
+pub fn chain_not_after<D: AsRef<[u8]>>(chain: &[D]) -> Option<OffsetDateTime> {
+    chain
+        .iter()
+        .filter_map(|d| x509_parser::parse_x509_certificate(d.as_ref()).ok())
+        .map(|(_, x)| asn1_to_time(x.validity().not_after.timestamp()))
+        .min()
+}
+
 /// The DER of a certificate's subject name (for TLS CertificateRequest hints).
 pub fn raw_subject(der: &[u8]) -> Option<Vec<u8>> {
     let (_, x) = x509_parser::parse_x509_certificate(der).ok()?;

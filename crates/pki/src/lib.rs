@@ -14,6 +14,7 @@ pub mod fsutil;
 pub mod key;
 pub mod p12;
 pub mod pemfile;
+pub mod server_identity;
 pub mod verify;
 
 pub use error::{PkiError, Result};

@@ -15,9 +15,7 @@ pub fn check_addr(addr: SocketAddr) -> Result<(), GateError> {
     if addr.ip().is_loopback() {
         Ok(())
     } else {
-        Err(GateError::Tls(format!(
-            "the admin listener {addr} must be a loopback address (127.0.0.1 or [::1]); it has no authentication"
-        )))
+        Err(GateError::AdminNotLoopback(addr))
     }
 }
 

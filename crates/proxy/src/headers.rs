@@ -9,6 +9,7 @@ use http::HeaderMap;
 use time::OffsetDateTime;
 
 use crate::error::GateError;
+use crate::escape::printable;
 use crate::identity::{ClientIdentity, VerifyOutcome};
 
 /// A variable a template may use.
@@ -36,35 +37,44 @@ pub enum Var {
     ClientSpiffeId,
 }
 
+/// Every variable name a template may use: the one table the parser and its error
+/// message read.
+pub const VARS: &[(&str, Var)] = &[
+    ("ssl_client_s_dn", Var::SslClientSDn),
+    ("ssl_client_i_dn", Var::SslClientIDn),
+    ("ssl_client_verify", Var::SslClientVerify),
+    ("ssl_client_serial", Var::SslClientSerial),
+    ("ssl_client_fingerprint", Var::SslClientFingerprint),
+    (
+        "ssl_client_fingerprint_sha256",
+        Var::SslClientFingerprintSha256,
+    ),
+    ("ssl_client_escaped_cert", Var::SslClientEscapedCert),
+    ("ssl_client_v_start", Var::SslClientVStart),
+    ("ssl_client_v_end", Var::SslClientVEnd),
+    ("ssl_client_v_remain", Var::SslClientVRemain),
+    ("ssl_protocol", Var::SslProtocol),
+    ("ssl_cipher", Var::SslCipher),
+    ("ssl_session_reused", Var::SslSessionReused),
+    ("remote_addr", Var::RemoteAddr),
+    ("proxy_add_x_forwarded_for", Var::RemoteAddr),
+    ("remote_port", Var::RemotePort),
+    ("host", Var::Host),
+    ("scheme", Var::Scheme),
+    ("request_uri", Var::RequestUri),
+    ("client_device_id", Var::ClientDeviceId),
+    ("client_spiffe_id", Var::ClientSpiffeId),
+];
+
 impl Var {
     fn parse(name: &str) -> Option<Var> {
-        Some(match name {
-            "ssl_client_s_dn" => Var::SslClientSDn,
-            "ssl_client_i_dn" => Var::SslClientIDn,
-            "ssl_client_verify" => Var::SslClientVerify,
-            "ssl_client_serial" => Var::SslClientSerial,
-            "ssl_client_fingerprint" => Var::SslClientFingerprint,
-            "ssl_client_fingerprint_sha256" => Var::SslClientFingerprintSha256,
-            "ssl_client_escaped_cert" => Var::SslClientEscapedCert,
-            "ssl_client_v_start" => Var::SslClientVStart,
-            "ssl_client_v_end" => Var::SslClientVEnd,
-            "ssl_client_v_remain" => Var::SslClientVRemain,
-            "ssl_protocol" => Var::SslProtocol,
-            "ssl_cipher" => Var::SslCipher,
-            "ssl_session_reused" => Var::SslSessionReused,
-            "remote_addr" | "proxy_add_x_forwarded_for" => Var::RemoteAddr,
-            "remote_port" => Var::RemotePort,
-            "host" => Var::Host,
-            "scheme" => Var::Scheme,
-            "request_uri" => Var::RequestUri,
-            "client_device_id" => Var::ClientDeviceId,
-            "client_spiffe_id" => Var::ClientSpiffeId,
-            _ => return None,
-        })
+        VARS.iter().find(|(n, _)| *n == name).map(|(_, v)| *v)
     }
 }
 
-const VAR_NAMES: &str = "ssl_client_s_dn, ssl_client_i_dn, ssl_client_verify, ssl_client_serial, ssl_client_fingerprint, ssl_client_fingerprint_sha256, ssl_client_escaped_cert, ssl_client_v_start, ssl_client_v_end, ssl_client_v_remain, ssl_protocol, ssl_cipher, ssl_session_reused, remote_addr, remote_port, host, scheme, request_uri, client_device_id, client_spiffe_id";
+fn var_names() -> String {
+    VARS.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Piece {
@@ -105,7 +115,8 @@ impl HeaderTemplate {
             }
             let v = Var::parse(name).ok_or_else(|| {
                 GateError::Template(format!(
-                    "`{text}`: unknown variable `${name}`; known: {VAR_NAMES}"
+                    "`{text}`: unknown variable `${name}`; known: {}",
+                    var_names()
                 ))
             })?;
             if !lit.is_empty() {
@@ -186,12 +197,13 @@ impl RenderCtx<'_> {
             Var::Host => out.push_str(self.host),
             Var::Scheme => out.push_str("https"),
             Var::RequestUri => out.push_str(self.request_uri),
+            // Certificate text that is not DN-escaped: control bytes written as `\xHH`.
             Var::ClientDeviceId => {
-                out.push_str(id.and_then(|i| i.info.device_id.as_deref()).unwrap_or(""))
+                out.push_str(&printable(id.and_then(|i| i.device_id()).unwrap_or("")))
             }
-            Var::ClientSpiffeId => {
-                out.push_str(id.and_then(|i| i.info.spiffe_id.as_deref()).unwrap_or(""))
-            }
+            Var::ClientSpiffeId => out.push_str(&printable(
+                id.and_then(|i| i.info.spiffe_id.as_deref()).unwrap_or(""),
+            )),
         }
     }
 }

@@ -1,6 +1,11 @@
 //! Who the client is, worked out once per connection from its certificate chain: the
 //! verification outcome and every value the identity headers and policies need.
 //! Nothing here runs per request except reading fields.
+//!
+//! **The device ID is the subject CN** of the client's certificate (what seed-style apps
+//! parse out of `SSL-Client`), and nothing else: DNS SANs never stand in for it. The same
+//! value is used by the allowlists, the `$client_device_id` header, the access log and the
+//! 403 page. A CA certificate has no device ID.
 
 use std::sync::OnceLock;
 
@@ -45,8 +50,8 @@ const URI_COMPONENT: &AsciiSet = &NON_ALPHANUMERIC
 pub struct ClientIdentity {
     pub info: CertInfo,
     pub leaf_der: Vec<u8>,
-    /// Lower-cased device ID and DNS SANs, for allowlist matching.
-    pub names_lower: Vec<String>,
+    /// The device ID, lower-cased, for allowlist matching.
+    pub device_id_lower: Option<String>,
     escaped_pem: OnceLock<String>,
     v_start: OnceLock<String>,
     v_end: OnceLock<String>,
@@ -55,20 +60,11 @@ pub struct ClientIdentity {
 impl ClientIdentity {
     pub fn new(leaf_der: &[u8]) -> Option<ClientIdentity> {
         let info = CertInfo::from_der(leaf_der).ok()?;
-        let mut names_lower = Vec::with_capacity(1 + info.dns_names.len());
-        if let Some(cn) = &info.common_name {
-            names_lower.push(cn.to_ascii_lowercase());
-        }
-        for d in &info.dns_names {
-            let l = d.to_ascii_lowercase();
-            if !names_lower.contains(&l) {
-                names_lower.push(l);
-            }
-        }
+        let device_id_lower = info.device_id.as_deref().map(str::to_ascii_lowercase);
         Some(ClientIdentity {
             info,
             leaf_der: leaf_der.to_vec(),
-            names_lower,
+            device_id_lower,
             escaped_pem: OnceLock::new(),
             v_start: OnceLock::new(),
             v_end: OnceLock::new(),
@@ -105,12 +101,16 @@ impl ClientIdentity {
         }
     }
 
-    /// The device ID shown in logs and 403 pages.
-    pub fn device_id(&self) -> &str {
-        self.info
-            .device_id
-            .as_deref()
-            .or(self.info.common_name.as_deref())
-            .unwrap_or("-")
+    /// The device ID (the subject CN), as the certificate spells it.
+    pub fn device_id(&self) -> Option<&str> {
+        self.info.device_id.as_deref()
+    }
+
+    /// The device ID for logs and pages: control bytes and quotes escaped, `-` for none.
+    pub fn device_label(&self) -> std::borrow::Cow<'_, str> {
+        match self.device_id() {
+            Some(d) => crate::escape::printable(d),
+            None => std::borrow::Cow::Borrowed("-"),
+        }
     }
 }

@@ -1,27 +1,40 @@
 //! mtlsgate-proxy: the mTLS gateway behind `mtlsgate serve`.
 //!
-//! - [`config`]: the TOML file and flag configuration, validated into a `GateConfig`.
-//! - [`tls`]: rustls server config and the client-certificate verifier (nginx's modes).
-//! - [`identity`]: the client's identity and verify outcome, computed once per connection.
-//! - [`policy`]: per-route allowlists (device IDs, SPIFFE IDs, OUs, fingerprints).
-//! - [`headers`]: nginx-variable header templates and identity-header stripping.
-//! - [`state`]: the live snapshot (TLS, verifier, routes) swapped atomically on reload.
-//! - [`server`]: accept, handshake, per-connection verification, HTTP proxying.
-//! - [`metrics`] and [`admin`]: Prometheus counters, `/metrics` and `/healthz`.
-//! - [`watch`]: SIGHUP and file changes trigger reloads.
+//! A request meets these modules in this order (see ARCHITECTURE.md):
+//! - [`listener`]: accept, plain-HTTP detection, TLS handshake, the client's verdict.
+//! - [`connection`]: HTTP/1.1 or HTTP/2 on one connection, its timers, closing it when the
+//!   client is refused by a newer snapshot.
+//! - [`pipeline`]: the stages of a request: authenticate → route → authorize → rewrite →
+//!   forward, one function each; [`responses`] turns every refusal into its reply.
+//! - [`forward`]: the upstream exchange and upgraded connections.
+//! - [`access_log`]: one line per request.
+//!
+//! What the stages consult: [`client_auth`] (nginx's `ssl_verify_client` rules, the verify
+//! cache), [`identity`] (who the client is; the device ID rule), [`path`] (request path
+//! normalisation), [`policy`] (allow/deny), [`headers`] (identity headers), [`state`] (the
+//! snapshot, reload), [`config`] (gate.toml and flags, one table of settings), [`tls`],
+//! [`escape`] (client text made safe to print), [`metrics`], [`admin`], [`watch`].
 
+pub mod access_log;
 pub mod admin;
+pub mod client_auth;
 pub mod config;
+pub mod connection;
 pub mod error;
+pub mod escape;
+pub mod forward;
 pub mod headers;
 pub mod identity;
+pub mod listener;
 pub mod metrics;
+pub mod path;
+pub mod pipeline;
 pub mod policy;
-pub mod server;
+pub mod responses;
 pub mod state;
 pub mod tls;
 pub mod watch;
 
 pub use config::GateConfig;
 pub use error::GateError;
-pub use server::Gateway;
+pub use listener::Gateway;

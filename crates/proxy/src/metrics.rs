@@ -6,6 +6,8 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 
 use mtlsgate_pki::verify::Failure;
 
+use crate::responses::Refusal;
+
 /// Verify-failure labels, in a fixed order (index = slot).
 pub const FAILURE_LABELS: &[&str] = &[
     "no_certificate",
@@ -39,12 +41,15 @@ pub struct Metrics {
     pub handshakes_resumed: AtomicU64,
     pub handshake_errors: AtomicU64,
     pub handshake_timeouts: AtomicU64,
+    /// Plain HTTP sent to the TLS port.
+    pub plain_http: AtomicU64,
+    /// Connections closed because a request head did not arrive in time.
+    pub header_timeouts: AtomicU64,
     verify_failures: [AtomicU64; 13],
-    pub denied: AtomicU64,
+    /// Refused or failed requests, by [`Refusal::slot`].
+    refusals: [AtomicU64; Refusal::LABELS.len()],
     /// Responses by status class: 1xx..5xx.
     responses: [AtomicU64; 5],
-    pub upstream_errors: AtomicU64,
-    pub upstream_timeouts: AtomicU64,
     pub reloads_ok: AtomicU64,
     pub reloads_failed: AtomicU64,
     /// Unix time at which the server certificate expires.
@@ -61,6 +66,10 @@ impl Metrics {
 
     pub fn no_certificate(&self) {
         self.verify_failures[0].fetch_add(1, Relaxed);
+    }
+
+    pub fn refusal(&self, r: &Refusal) {
+        self.refusals[r.slot()].fetch_add(1, Relaxed);
     }
 
     pub fn response(&self, status: u16) {
@@ -108,6 +117,18 @@ impl Metrics {
             "TLS handshakes that timed out.",
             self.handshake_timeouts.load(Relaxed),
         );
+        c(
+            &mut o,
+            "mtlsgate_plain_http_total",
+            "Plain HTTP requests sent to the TLS port (answered with 400).",
+            self.plain_http.load(Relaxed),
+        );
+        c(
+            &mut o,
+            "mtlsgate_header_timeouts_total",
+            "Connections closed because a request head did not arrive within header_read.",
+            self.header_timeouts.load(Relaxed),
+        );
         let _ = writeln!(o, "# HELP mtlsgate_verify_failures_total Client certificates refused, by reason.\n# TYPE mtlsgate_verify_failures_total counter");
         for (i, l) in FAILURE_LABELS.iter().enumerate() {
             let _ = writeln!(
@@ -116,12 +137,14 @@ impl Metrics {
                 self.verify_failures[i].load(Relaxed)
             );
         }
-        c(
-            &mut o,
-            "mtlsgate_denied_total",
-            "Requests refused by an allowlist (403).",
-            self.denied.load(Relaxed),
-        );
+        let _ = writeln!(o, "# HELP mtlsgate_refusals_total Requests refused or failed by the gateway, by reason.\n# TYPE mtlsgate_refusals_total counter");
+        for (i, l) in Refusal::LABELS.iter().enumerate() {
+            let _ = writeln!(
+                o,
+                "mtlsgate_refusals_total{{reason=\"{l}\"}} {}",
+                self.refusals[i].load(Relaxed)
+            );
+        }
         let _ = writeln!(o, "# HELP mtlsgate_responses_total Responses sent, by status class.\n# TYPE mtlsgate_responses_total counter");
         for (i, r) in self.responses.iter().enumerate() {
             let _ = writeln!(
@@ -131,18 +154,6 @@ impl Metrics {
                 r.load(Relaxed)
             );
         }
-        c(
-            &mut o,
-            "mtlsgate_upstream_errors_total",
-            "Upstream failures answered with 502.",
-            self.upstream_errors.load(Relaxed),
-        );
-        c(
-            &mut o,
-            "mtlsgate_upstream_timeouts_total",
-            "Upstream timeouts answered with 504.",
-            self.upstream_timeouts.load(Relaxed),
-        );
         let _ = writeln!(o, "# HELP mtlsgate_reloads_total Configuration reloads.\n# TYPE mtlsgate_reloads_total counter");
         let _ = writeln!(
             o,

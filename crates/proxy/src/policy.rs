@@ -1,7 +1,10 @@
-//! Access policy per route: who may pass once verified. Lists of device IDs (CN or DNS
-//! SAN), SPIFFE IDs (URI SAN), subject OUs and SHA-256 fingerprints, inline or in files
-//! in the seed's `whitelist.txt` format. Lookups are hash-set hits, independent of the
-//! list's size; files are read when the snapshot is built, never per request.
+//! Access policy per route: who may pass. This module owns the allow/deny decision and its
+//! wording ([`Policy::authorize`], one function over the route's lists and the client's
+//! identity, failing closed). Lists hold device IDs (the subject CN, see
+//! [`crate::identity`]), SPIFFE IDs (URI SAN), subject OUs and SHA-256 fingerprints, inline
+//! or in files in the `whitelist.txt` format (one ID per line, `#` comments). Lookups are
+//! hash-set hits, independent of the list's size; files are read when the snapshot is
+//! built, never per request.
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -70,10 +73,34 @@ pub struct Policy {
     fingerprints: HashSet<Box<str>>,
 }
 
-/// Why a client was refused.
+/// Why a route's policy refused a client (answered with 403).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Denied {
-    pub device_id: String,
+pub enum Denial {
+    /// The route is open only to listed clients and none was presented.
+    NoCertificate { prefix: String },
+    /// A certificate was presented but not verified (optional_no_ca lets such clients
+    /// through to open routes only).
+    Unverified { device: String },
+    /// Verified, but on none of the route's lists.
+    NotListed { device: String, prefix: String },
+}
+
+impl std::fmt::Display for Denial {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Denial::NoCertificate { prefix } => write!(
+                f,
+                "{prefix} is open only to listed devices; present a client certificate"
+            ),
+            Denial::Unverified { device } => write!(
+                f,
+                "device {device} presented a certificate that was not verified"
+            ),
+            Denial::NotListed { device, prefix } => {
+                write!(f, "device {device} is not on the allowlist for {prefix}")
+            }
+        }
+    }
 }
 
 /// Parses a whitelist file: one ID per line, `#` comments, blank lines ignored.
@@ -160,15 +187,32 @@ impl Policy {
         self.open
     }
 
-    /// Checks a verified client.
-    pub fn check(&self, id: &ClientIdentity) -> Result<(), Denied> {
+    /// The one allow/deny decision for a route: an open route lets everyone through;
+    /// otherwise the client must have a verified certificate whose device ID, SPIFFE ID,
+    /// an OU or fingerprint is listed.
+    pub fn authorize(
+        &self,
+        prefix: &str,
+        identity: Option<&ClientIdentity>,
+        verified: bool,
+    ) -> Result<(), Denial> {
         if self.open {
             return Ok(());
         }
-        if id
-            .names_lower
-            .iter()
-            .any(|n| self.names.contains(&IdKey::new(n)))
+        let Some(id) = identity else {
+            return Err(Denial::NoCertificate {
+                prefix: prefix.to_string(),
+            });
+        };
+        if !verified {
+            return Err(Denial::Unverified {
+                device: id.device_label().into_owned(),
+            });
+        }
+        let listed = id
+            .device_id_lower
+            .as_deref()
+            .is_some_and(|d| self.names.contains(&IdKey::new(d)))
             || id
                 .info
                 .uris
@@ -181,13 +225,15 @@ impl Policy {
                 .any(|o| self.ous.contains(o.as_str()))
             || self
                 .fingerprints
-                .contains(id.info.sha256_fingerprint.as_str())
-        {
-            return Ok(());
+                .contains(id.info.sha256_fingerprint.as_str());
+        if listed {
+            Ok(())
+        } else {
+            Err(Denial::NotListed {
+                device: id.device_label().into_owned(),
+                prefix: prefix.to_string(),
+            })
         }
-        Err(Denied {
-            device_id: id.device_id().to_string(),
-        })
     }
 }
 

@@ -1,11 +1,16 @@
-//! The live state of a gateway: one immutable [`Snapshot`] (TLS config, client verifier,
-//! compiled routes, policies and header plans) behind an `ArcSwap`. A reload builds a new
-//! snapshot from the files and swaps it in; a connection keeps the snapshot it started
-//! with for its handshake and reads the newest one for each request. If building fails,
-//! the old snapshot stays and the reason is logged.
+//! The live state of a gateway: one immutable [`Snapshot`] (TLS config, client
+//! authentication, routes with their policies and header plans, the upstream client)
+//! behind an `ArcSwap`. A reload builds a new snapshot from the files off the hot path and
+//! swaps it in; a request uses the snapshot current when it starts. If building fails, the
+//! old snapshot stays and the reason is logged. Settings that need a restart are kept at
+//! their running values, and the log says so (see [`crate::config::settings`]).
+//!
+//! Every swap bumps the generation and announces it on a watch channel, so that open
+//! connections re-check their client against the new state (a new CRL or allowlist reaches
+//! kept-alive and upgraded connections, not only new ones).
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
@@ -13,13 +18,16 @@ use mtlsgate_pki::certinfo::CertInfo;
 use mtlsgate_pki::pemfile;
 use mtlsgate_pki::verify::Verifier;
 use rustls::ServerConfig;
+use tokio::sync::watch;
 
-use crate::config::{GateConfig, VerifyMode};
+use crate::client_auth::{ClientAuth, HandshakeVerifier, VerifyCache};
+use crate::config::GateConfig;
 use crate::error::GateError;
+use crate::forward::Upstream;
 use crate::headers::HeaderPlan;
 use crate::metrics::Metrics;
 use crate::policy::Policy;
-use crate::tls::{self, GateVerifier, Resumption};
+use crate::tls::{self, Resumption};
 
 /// One route, compiled.
 pub struct Route {
@@ -28,54 +36,70 @@ pub struct Route {
     pub scheme: http::uri::Scheme,
     pub authority: http::uri::Authority,
     /// When the upstream URL has a path, it replaces the matched prefix (nginx's
-    /// `proxy_pass http://host/path/` rule); otherwise the request URI passes unchanged.
+    /// `proxy_pass http://host/path/` rule); otherwise the normalised path passes.
     pub replace_prefix: Option<String>,
     pub policy: Policy,
     pub headers: HeaderPlan,
 }
 
 impl Route {
-    /// The path and query to send upstream.
-    pub fn upstream_path(&self, path_and_query: &str) -> String {
-        match &self.replace_prefix {
-            None => path_and_query.to_string(),
+    /// The path (canonically encoded) and query to send upstream.
+    pub fn upstream_target(&self, path: &crate::path::NormalPath, query: Option<&str>) -> String {
+        let mut s = match &self.replace_prefix {
+            None => path.encoded().to_string(),
             Some(rep) => {
-                let rest = path_and_query
-                    .strip_prefix(self.prefix.as_str())
-                    .unwrap_or(path_and_query);
+                let rest = path.encoded_after(self.prefix.len());
                 let mut s = String::with_capacity(rep.len() + rest.len());
                 s.push_str(rep);
-                s.push_str(rest);
+                s.push_str(&rest);
                 if s.is_empty() {
                     s.push('/');
                 }
                 s
             }
+        };
+        if let Some(q) = query {
+            s.push('?');
+            s.push_str(q);
         }
+        s
     }
 }
 
-/// Everything a request needs, built at once and never changed.
+/// Routes, longest prefix first.
+pub struct RouteTable {
+    routes: Vec<Route>,
+}
+
+impl RouteTable {
+    /// The route for a normalised path: the longest matching prefix.
+    pub fn find(&self, decoded_path: &[u8]) -> Option<&Route> {
+        self.routes
+            .iter()
+            .find(|r| decoded_path.starts_with(r.prefix.as_bytes()))
+    }
+
+    pub fn len(&self) -> usize {
+        self.routes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.routes.is_empty()
+    }
+}
+
+/// Everything a connection and a request need, built at once and never changed.
 pub struct Snapshot {
     pub generation: u64,
     pub config: GateConfig,
     pub tls: Arc<ServerConfig>,
-    pub verifier: Arc<Verifier>,
-    pub mode: VerifyMode,
-    /// Longest prefix first.
-    pub routes: Vec<Route>,
+    pub auth: Arc<ClientAuth>,
+    pub routes: RouteTable,
+    pub upstream: Upstream,
 }
 
-impl Snapshot {
-    /// Finds the route for a path: the longest matching prefix.
-    pub fn route(&self, path: &str) -> Option<&Route> {
-        self.routes
-            .iter()
-            .find(|r| path.starts_with(r.prefix.as_str()))
-    }
-}
-
-/// Builds the client verifier from the configured bundle, pins and CRLs.
+/// Builds the client verifier from the configured bundle, pins and CRLs; returns the
+/// bundle too (its subjects are the CertificateRequest's CA names).
 pub fn build_verifier(cfg: &GateConfig) -> Result<(Verifier, Vec<Vec<u8>>), GateError> {
     let mut bundle = Vec::new();
     for p in cfg.client_ca.iter().chain(cfg.pin_cert.iter()) {
@@ -97,48 +121,62 @@ fn build(
     generation: u64,
     resumption: Option<&Resumption>,
     metrics: &Metrics,
+    previous: Option<&Snapshot>,
 ) -> Result<Snapshot, GateError> {
     let (verifier, bundle) = build_verifier(&cfg)?;
-    let verifier = Arc::new(verifier);
-    let (chain, key) = tls::load_cert_and_key(&cfg.cert, &cfg.key)?;
-    let server_not_after = chain
+    let auth = Arc::new(ClientAuth::new(
+        Arc::new(verifier),
+        cfg.verify,
+        cfg.reject_at_handshake,
+        generation,
+        &bundle,
+    ));
+    let cert = tls::load_server_cert(&cfg.cert, &cfg.key, cfg.key_passphrase_file.as_deref())?;
+    let server_not_after = cert
+        .chain
         .first()
         .and_then(|c| CertInfo::from_der(c).ok())
         .map(|i| i.not_after.unix_timestamp())
         .unwrap_or(0);
-    let ca_not_after = bundle
-        .iter()
-        .filter_map(|d| CertInfo::from_der(d).ok())
-        .map(|i| i.not_after.unix_timestamp())
-        .min()
+    let ca_not_after = mtlsgate_pki::certinfo::chain_not_after(&bundle)
+        .map(|t| t.unix_timestamp())
         .unwrap_or(0);
-    let gv = GateVerifier::new(
-        verifier.clone(),
-        cfg.verify,
-        cfg.reject_at_handshake,
-        &bundle,
-    );
-    let tls = server_config(&cfg, chain, key, Arc::new(gv), resumption)?;
+    let resumption = if cfg.resumption { resumption } else { None };
+    let tls = tls::server_config(
+        cert,
+        &cfg.cert,
+        Arc::new(HandshakeVerifier::new(auth.clone())),
+        resumption,
+    )?;
     let mut routes = Vec::with_capacity(cfg.routes.len());
     let mut entries = 0u64;
     for r in &cfg.routes {
         let parts = r.upstream.clone().into_parts();
         let (Some(scheme), Some(authority)) = (parts.scheme, parts.authority) else {
-            return Err(GateError::Tls(format!("route {}: bad upstream", r.prefix)));
+            return Err(GateError::Config(crate::config::ConfigError::new(
+                format!("route {}", r.prefix),
+                "the upstream URL has no scheme or host",
+            )));
         };
-        let replace_prefix = r.upstream_path.clone();
         let policy = Policy::build(&r.policy)?;
         entries += policy.len() as u64;
         routes.push(Route {
             prefix: r.prefix.clone(),
             scheme,
             authority,
-            replace_prefix,
+            replace_prefix: r.upstream_path.clone(),
             policy,
             headers: HeaderPlan::build(&r.headers, r.default_headers, r.xfcc)?,
         });
     }
     routes.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));
+    // Pooled upstream connections survive reloads unless their settings changed.
+    let upstream = match previous {
+        Some(p) if p.config.timeouts.upstream_connect == cfg.timeouts.upstream_connect => {
+            p.upstream.clone()
+        }
+        _ => Upstream::new(cfg.timeouts.upstream_connect),
+    };
     metrics
         .server_cert_not_after
         .store(server_not_after, Relaxed);
@@ -146,52 +184,40 @@ fn build(
     metrics.allowlist_entries.store(entries, Relaxed);
     Ok(Snapshot {
         generation,
-        mode: cfg.verify,
         config: cfg,
         tls,
-        verifier,
-        routes,
+        auth,
+        routes: RouteTable { routes },
+        upstream,
     })
-}
-
-fn server_config(
-    cfg: &GateConfig,
-    chain: Vec<rustls::pki_types::CertificateDer<'static>>,
-    key: rustls::pki_types::PrivateKeyDer<'static>,
-    verifier: Arc<GateVerifier>,
-    resumption: Option<&Resumption>,
-) -> Result<Arc<ServerConfig>, GateError> {
-    let name = cfg.cert.display().to_string();
-    Ok(Arc::new(tls::server_config(
-        chain, key, verifier, resumption, &name,
-    )?))
 }
 
 /// The gateway's shared state: the current snapshot, the metrics, and how to rebuild.
 pub struct State {
     snap: ArcSwap<Snapshot>,
-    generation: AtomicU64,
-    /// The configuration given on the command line (reused when there is no file).
-    base: Mutex<GateConfig>,
+    /// The newest generation, announced to open connections.
+    generation: watch::Sender<u64>,
+    /// Serialises reloads.
+    reloading: Mutex<()>,
     resumption: Option<Resumption>,
+    pub cache: VerifyCache,
     pub metrics: Metrics,
 }
 
 impl State {
     /// Builds the first snapshot; any error here stops start-up.
     pub fn new(cfg: GateConfig) -> Result<Arc<State>, GateError> {
-        let resumption = if cfg.resumption {
-            Some(Resumption::new()?)
-        } else {
-            None
-        };
+        // Kept even when resumption is off, so that a reload can turn it on.
+        let resumption = Some(Resumption::new()?);
         let metrics = Metrics::default();
-        let snap = build(cfg.clone(), 1, resumption.as_ref(), &metrics)?;
+        let snap = build(cfg, 1, resumption.as_ref(), &metrics, None)?;
+        let (generation, _) = watch::channel(1);
         Ok(Arc::new(State {
             snap: ArcSwap::from_pointee(snap),
-            generation: AtomicU64::new(1),
-            base: Mutex::new(cfg),
+            generation,
+            reloading: Mutex::new(()),
             resumption,
+            cache: VerifyCache::default(),
             metrics,
         }))
     }
@@ -205,6 +231,11 @@ impl State {
         self.snap.load_full()
     }
 
+    /// A receiver that changes whenever a new snapshot is swapped in.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.generation.subscribe()
+    }
+
     /// Files whose change should trigger a reload.
     pub fn watched_files(&self) -> Vec<PathBuf> {
         self.snap.load().config.watched_files()
@@ -214,12 +245,13 @@ impl State {
     /// snapshot in. On error the old snapshot stays and the error is returned.
     pub fn reload(&self) -> Result<(), GateError> {
         let started = std::time::Instant::now();
+        let _one_at_a_time = self.reloading.lock().unwrap_or_else(|p| p.into_inner());
         let result = self.try_reload();
         match &result {
-            Ok(()) => {
+            Ok(generation) => {
                 self.metrics.reloads_ok.fetch_add(1, Relaxed);
                 tracing::info!(
-                    generation = self.generation.load(Relaxed),
+                    generation,
                     "reloaded in {:.1} ms",
                     started.elapsed().as_secs_f64() * 1000.0
                 );
@@ -229,44 +261,35 @@ impl State {
                 tracing::error!("reload failed, keeping the previous configuration: {e}");
             }
         }
-        result
+        result.map(|_| ())
     }
 
-    fn try_reload(&self) -> Result<(), GateError> {
-        let base = self
-            .base
-            .lock()
-            .map_err(|_| GateError::Tls("configuration lock poisoned".into()))?
-            .clone();
-        let cfg = match &base.source {
+    fn try_reload(&self) -> Result<u64, GateError> {
+        let current = self.snap.load_full();
+        let cfg = match &current.config.source {
             Some(path) => {
-                let mut c = GateConfig::from_file(path)?;
-                // What cannot change without a restart is kept, with a warning.
-                if c.listen != base.listen {
-                    tracing::warn!(
-                        "listen address changed to {}; restart to apply it (still {})",
-                        c.listen,
-                        base.listen
-                    );
-                    c.listen = base.listen;
+                let mut next = GateConfig::from_file_with(path, &current.config.overrides)?;
+                for kept in current.config.keep_restart_settings(&mut next) {
+                    tracing::warn!("{kept}");
                 }
-                c.threads = base.threads;
-                c.admin_listen = base.admin_listen;
-                if c.resumption != base.resumption {
-                    tracing::warn!("resumption setting changes need a restart");
-                    c.resumption = base.resumption;
-                }
-                c
+                next
             }
-            None => base,
+            None => current.config.clone(),
         };
-        let generation = self.generation.load(Relaxed) + 1;
-        let snap = build(cfg, generation, self.resumption.as_ref(), &self.metrics)?;
-        self.generation.store(generation, Relaxed);
+        let generation = current.generation + 1;
+        let snap = build(
+            cfg,
+            generation,
+            self.resumption.as_ref(),
+            &self.metrics,
+            Some(&current),
+        )?;
         let old = self.snap.swap(Arc::new(snap));
+        drop(current);
+        self.generation.send_replace(generation);
         // Usually the last reference: freeing a large allowlist happens here, on the
         // reload thread, not on a worker serving requests.
         drop(old);
-        Ok(())
+        Ok(generation)
     }
 }

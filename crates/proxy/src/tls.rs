@@ -1,162 +1,17 @@
-//! rustls plumbing for the listener: the client-certificate verifier that follows nginx's
-//! `ssl_verify_client` modes, and the `ServerConfig` built from certificate files.
-//!
-//! By default the verifier accepts any chain during the handshake (the client still proves
-//! it holds the key: rustls checks CertificateVerify), and the real verification runs once
-//! per connection afterwards, so that a missing or bad certificate gets nginx's HTTP 400
-//! page instead of a bare TLS alert, and so that resumed sessions — where rustls does not
-//! call the verifier — are checked exactly like new ones. With `reject_at_handshake` the
-//! verifier refuses bad chains in the handshake itself.
+//! rustls plumbing for the listener: the server certificate and key, the `ServerConfig`
+//! (modern TLS only: 1.3 and 1.2 with ECDHE + AEAD suites, ALPN h2 and http/1.1), session
+//! resumption state kept across reloads, and OpenSSL's names for what was negotiated.
+//! Client verification rules live in [`crate::client_auth`].
 
 use std::path::Path;
 use std::sync::Arc;
 
-use mtlsgate_pki::pemfile;
-use mtlsgate_pki::verify::{Failure, Purpose, Verifier};
-use rustls::client::danger::HandshakeSignatureValid;
-use rustls::crypto::WebPkiSupportedAlgorithms;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
-use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::danger::ClientCertVerifier;
 use rustls::server::{ProducesTickets, StoresServerSessions};
-use rustls::{
-    CertificateError, DigitallySignedStruct, DistinguishedName, ServerConfig, SignatureScheme,
-};
+use rustls::ServerConfig;
 
-use crate::config::VerifyMode;
 use crate::error::GateError;
-
-/// Whether `optional_no_ca` forgives this failure (nginx forgives only an untrusted issuer).
-pub fn forgiven_by_no_ca(f: &Failure) -> bool {
-    matches!(
-        f,
-        Failure::UnknownIssuer { .. } | Failure::SelfSigned { .. }
-    )
-}
-
-/// The listener's client-certificate verifier.
-pub struct GateVerifier {
-    verifier: Arc<Verifier>,
-    mode: VerifyMode,
-    reject_at_handshake: bool,
-    hints: Vec<DistinguishedName>,
-    algs: WebPkiSupportedAlgorithms,
-}
-
-impl std::fmt::Debug for GateVerifier {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("GateVerifier")
-            .field("mode", &self.mode)
-            .field("reject_at_handshake", &self.reject_at_handshake)
-            .finish()
-    }
-}
-
-impl GateVerifier {
-    pub fn new(
-        verifier: Arc<Verifier>,
-        mode: VerifyMode,
-        reject_at_handshake: bool,
-        bundle: &[Vec<u8>],
-    ) -> Self {
-        let hints = bundle
-            .iter()
-            .filter_map(|der| mtlsgate_pki::certinfo::raw_subject(der))
-            .map(DistinguishedName::from)
-            .collect();
-        GateVerifier {
-            verifier,
-            mode,
-            reject_at_handshake,
-            hints,
-            algs: rustls::crypto::aws_lc_rs::default_provider().signature_verification_algorithms,
-        }
-    }
-}
-
-fn to_rustls_error(f: &Failure) -> rustls::Error {
-    let e = match f {
-        Failure::Expired { .. } => CertificateError::Expired,
-        Failure::NotYetValid { .. } => CertificateError::NotValidYet,
-        Failure::Revoked { .. } => CertificateError::Revoked,
-        Failure::UnknownIssuer { .. } | Failure::SelfSigned { .. } => {
-            CertificateError::UnknownIssuer
-        }
-        Failure::BadSignature { .. } => CertificateError::BadSignature,
-        other => CertificateError::Other(rustls::OtherError(Arc::new(FailureError(
-            other.to_string(),
-        )))),
-    };
-    rustls::Error::InvalidCertificate(e)
-}
-
-#[derive(Debug)]
-struct FailureError(String);
-impl std::fmt::Display for FailureError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-impl std::error::Error for FailureError {}
-
-impl ClientCertVerifier for GateVerifier {
-    fn offer_client_auth(&self) -> bool {
-        self.mode != VerifyMode::Off
-    }
-
-    fn client_auth_mandatory(&self) -> bool {
-        self.reject_at_handshake && self.mode == VerifyMode::Require
-    }
-
-    fn root_hint_subjects(&self) -> &[DistinguishedName] {
-        &self.hints
-    }
-
-    fn verify_client_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        now: UnixTime,
-    ) -> Result<ClientCertVerified, rustls::Error> {
-        if !self.reject_at_handshake {
-            return Ok(ClientCertVerified::assertion());
-        }
-        let mut chain = Vec::with_capacity(1 + intermediates.len());
-        chain.push(end_entity.clone());
-        chain.extend(intermediates.iter().cloned());
-        match self.verifier.verify(&chain, Purpose::Client, now) {
-            Ok(()) => Ok(ClientCertVerified::assertion()),
-            Err(f) if self.mode == VerifyMode::OptionalNoCa && forgiven_by_no_ca(&f) => {
-                Ok(ClientCertVerified::assertion())
-            }
-            Err(f) => {
-                tracing::info!(reason = %f, "client certificate refused in the handshake");
-                Err(to_rustls_error(&f))
-            }
-        }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algs)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algs)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.algs.supported_schemes()
-    }
-}
 
 /// Session state shared across reloads, so a reload does not end resumption.
 #[derive(Clone)]
@@ -170,55 +25,64 @@ impl Resumption {
         Ok(Resumption {
             cache: rustls::server::ServerSessionMemoryCache::new(64 * 1024),
             ticketer: rustls::crypto::aws_lc_rs::Ticketer::new()
-                .map_err(|e| GateError::Tls(format!("cannot create a session ticketer: {e}")))?,
+                .map_err(|e| GateError::Tickets(e.to_string()))?,
         })
     }
 }
 
-/// Reads a server certificate chain and its (unencrypted) key.
-pub fn load_cert_and_key(
-    cert: &Path,
-    key: &Path,
-) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), GateError> {
-    let chain: Vec<CertificateDer<'static>> = pemfile::read_certs(cert)?
-        .into_iter()
-        .map(CertificateDer::from)
-        .collect();
-    let blocks = pemfile::read_blocks(key)?;
-    let kname = key.display().to_string();
-    let block = blocks
-        .into_iter()
-        .find(|b| b.label.ends_with("PRIVATE KEY"))
-        .ok_or_else(|| GateError::Tls(format!("{kname} holds no private key")))?;
-    let k = match block.label.as_str() {
-        "PRIVATE KEY" => PrivateKeyDer::Pkcs8(block.der.into()),
-        "EC PRIVATE KEY" => PrivateKeyDer::Sec1(block.der.into()),
-        "RSA PRIVATE KEY" if !block.legacy_encrypted => PrivateKeyDer::Pkcs1(block.der.into()),
-        _ => {
-            return Err(GateError::Tls(format!(
-                "{kname} is an encrypted key; the gateway needs it unencrypted (0600): `openssl pkey -in {kname} -out plain.key`"
-            )))
-        }
-    };
-    Ok((chain, k))
+/// The server's certificate chain and key, loaded from files.
+pub struct ServerCert {
+    pub chain: Vec<CertificateDer<'static>>,
+    pub key: PrivateKeyDer<'static>,
 }
 
-/// Builds the listener's `ServerConfig`: TLS 1.3 and 1.2 (ECDHE + AEAD suites only),
-/// ALPN h2 and http/1.1.
+/// Reads the server certificate chain and its key (decrypting it with the passphrase on
+/// the first line of `passphrase_file`, as nginx's `ssl_password_file`). Version 1
+/// certificates are presented as they are: the gateway serves them, it need not validate
+/// them.
+pub fn load_server_cert(
+    cert: &Path,
+    key: &Path,
+    passphrase_file: Option<&Path>,
+) -> Result<ServerCert, GateError> {
+    let pass = match passphrase_file {
+        Some(f) => Some(mtlsgate_pki::key::read_passphrase(f)?),
+        None => None,
+    };
+    let id = mtlsgate_pki::server_identity::load_server_identity(
+        cert,
+        key,
+        pass.as_deref().map(|p| p.as_slice()),
+    )?;
+    Ok(ServerCert {
+        chain: id.chain.into_iter().map(CertificateDer::from).collect(),
+        key: PrivateKeyDer::Pkcs8(id.key_pkcs8.to_vec().into()),
+    })
+}
+
+/// Builds the listener's `ServerConfig`.
 pub fn server_config(
-    chain: Vec<CertificateDer<'static>>,
-    key: PrivateKeyDer<'static>,
+    cert: ServerCert,
+    cert_path: &Path,
     verifier: Arc<dyn ClientCertVerifier>,
     resumption: Option<&Resumption>,
-    cert_name: &str,
-) -> Result<ServerConfig, GateError> {
+) -> Result<Arc<ServerConfig>, GateError> {
+    let bad = |reason: String| GateError::ServerCertificate {
+        path: cert_path.to_path_buf(),
+        reason,
+    };
+    let signing_key = rustls::crypto::aws_lc_rs::sign::any_supported_type(&cert.key)
+        .map_err(|e| bad(format!("its key cannot sign TLS handshakes ({e})")))?;
+    // Built without rustls' own certificate parsing, which refuses version 1 certificates;
+    // the key was matched to the certificate when it was loaded.
+    let certified = rustls::sign::CertifiedKey::new(cert.chain, signing_key);
+    let resolver = Arc::new(rustls::sign::SingleCertAndKey::from(certified));
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let mut cfg = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-        .map_err(|e| GateError::Tls(e.to_string()))?
+        .map_err(|e| bad(format!("no usable TLS version ({e})")))?
         .with_client_cert_verifier(verifier)
-        .with_single_cert(chain, key)
-        .map_err(|e| GateError::Tls(format!("{cert_name}: {e}")))?;
+        .with_cert_resolver(resolver);
     cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     match resumption {
         Some(r) => {
@@ -230,5 +94,31 @@ pub fn server_config(
             cfg.send_tls13_tickets = 0;
         }
     }
-    Ok(cfg)
+    Ok(Arc::new(cfg))
+}
+
+/// OpenSSL's name for a cipher suite, as nginx's `$ssl_cipher` shows it.
+pub fn cipher_name(s: rustls::SupportedCipherSuite) -> &'static str {
+    use rustls::CipherSuite as C;
+    match s.suite() {
+        C::TLS13_AES_128_GCM_SHA256 => "TLS_AES_128_GCM_SHA256",
+        C::TLS13_AES_256_GCM_SHA384 => "TLS_AES_256_GCM_SHA384",
+        C::TLS13_CHACHA20_POLY1305_SHA256 => "TLS_CHACHA20_POLY1305_SHA256",
+        C::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256 => "ECDHE-ECDSA-AES128-GCM-SHA256",
+        C::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384 => "ECDHE-ECDSA-AES256-GCM-SHA384",
+        C::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256 => "ECDHE-ECDSA-CHACHA20-POLY1305",
+        C::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256 => "ECDHE-RSA-AES128-GCM-SHA256",
+        C::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384 => "ECDHE-RSA-AES256-GCM-SHA384",
+        C::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256 => "ECDHE-RSA-CHACHA20-POLY1305",
+        _ => "",
+    }
+}
+
+/// nginx's `$ssl_protocol` for a version.
+pub fn protocol_name(v: Option<rustls::ProtocolVersion>) -> &'static str {
+    match v {
+        Some(rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3",
+        Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2",
+        _ => "",
+    }
 }

@@ -1,12 +1,14 @@
 //! What triggers a reload: SIGHUP, and changes to any file the configuration names
 //! (certificates, keys, CA bundles, CRLs, allowlists, the config file itself). Directories
-//! are watched rather than files, because editors and `mv` replace files by rename.
-//! Events are debounced so a certificate and its key written one after the other cause
-//! one reload.
+//! are watched rather than files, because editors and `mv` replace files by rename. Events
+//! are debounced so a certificate and its key written one after the other cause one
+//! reload. After every reload the set of watched files is taken again from the new
+//! configuration, so a file first named by a reloaded gate.toml is watched from then on.
 
 use std::collections::HashSet;
+use std::ffi::OsString;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use notify::{RecursiveMode, Watcher};
@@ -14,76 +16,116 @@ use tokio::sync::Notify;
 
 use crate::state::State;
 
-/// Starts the file watcher; returns it (dropping it stops watching).
-pub fn start(state: Arc<State>) -> Option<notify::RecommendedWatcher> {
-    let kick = Arc::new(Notify::new());
-    let files: HashSet<PathBuf> = state
-        .watched_files()
-        .into_iter()
-        .map(|p| std::fs::canonicalize(&p).unwrap_or(p))
-        .collect();
-    let names: HashSet<std::ffi::OsString> = files
-        .iter()
-        .filter_map(|p| p.file_name().map(|n| n.to_os_string()))
-        .collect();
-    let dirs: HashSet<PathBuf> = files
-        .iter()
-        .filter_map(|p| p.parent().map(|d| d.to_path_buf()))
-        .collect();
-    let k2 = kick.clone();
-    let watcher = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
-        if let Ok(ev) = ev {
-            if matches!(ev.kind, notify::EventKind::Access(_)) {
-                return;
-            }
-            if ev
-                .paths
-                .iter()
-                .any(|p| p.file_name().is_some_and(|n| names.contains(n)))
-            {
-                k2.notify_one();
-            }
-        }
-    });
-    let mut watcher = match watcher {
-        Ok(w) => w,
-        Err(e) => {
-            tracing::warn!("cannot watch files for changes ({e}); reload with SIGHUP");
-            return None;
-        }
-    };
-    for d in &dirs {
-        if let Err(e) = watcher.watch(d, RecursiveMode::NonRecursive) {
-            tracing::warn!("cannot watch {} ({e}); reload with SIGHUP", d.display());
-        }
-    }
-    let st = state.clone();
-    tokio::spawn(async move {
-        loop {
-            kick.notified().await;
-            // Debounce: wait until the writes settle.
-            loop {
-                tokio::select! {
-                    _ = kick.notified() => continue,
-                    _ = tokio::time::sleep(Duration::from_millis(200)) => break,
-                }
-            }
-            let s = st.clone();
-            let _ = tokio::task::spawn_blocking(move || s.reload()).await;
-        }
-    });
-    Some(watcher)
+/// Which names in which directories count.
+#[derive(Default)]
+struct Targets {
+    names: HashSet<OsString>,
+    dirs: HashSet<PathBuf>,
 }
 
-/// Reloads on every SIGHUP.
-pub fn on_sighup(state: Arc<State>) -> Result<(), std::io::Error> {
-    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
-    tokio::spawn(async move {
-        while hup.recv().await.is_some() {
-            tracing::info!("SIGHUP: reloading");
-            let s = state.clone();
-            let _ = tokio::task::spawn_blocking(move || s.reload()).await;
+impl Targets {
+    fn of(state: &State) -> Targets {
+        let files: Vec<PathBuf> = state
+            .watched_files()
+            .into_iter()
+            .map(|p| std::fs::canonicalize(&p).unwrap_or(p))
+            .collect();
+        Targets {
+            names: files
+                .iter()
+                .filter_map(|p| p.file_name().map(|n| n.to_os_string()))
+                .collect(),
+            dirs: files
+                .iter()
+                .filter_map(|p| p.parent().map(|d| d.to_path_buf()))
+                .collect(),
+        }
+    }
+}
+
+/// Keeps the watcher alive; dropping it stops watching files (SIGHUP still reloads).
+pub struct Watching {
+    _watcher: Option<Arc<Mutex<notify::RecommendedWatcher>>>,
+}
+
+/// Starts reloading on SIGHUP and on file changes.
+pub fn start(state: Arc<State>) -> Result<Watching, std::io::Error> {
+    let kick = Arc::new(Notify::new());
+    let targets = Arc::new(Mutex::new(Targets::default()));
+    let t2 = targets.clone();
+    let k2 = kick.clone();
+    let watcher = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
+        let Ok(ev) = ev else { return };
+        if matches!(ev.kind, notify::EventKind::Access(_)) {
+            return;
+        }
+        let Ok(t) = t2.lock() else { return };
+        if ev
+            .paths
+            .iter()
+            .any(|p| p.file_name().is_some_and(|n| t.names.contains(n)))
+        {
+            k2.notify_one();
         }
     });
-    Ok(())
+    let watcher = match watcher {
+        Ok(w) => Some(Arc::new(Mutex::new(w))),
+        Err(e) => {
+            tracing::warn!("cannot watch files for changes ({e}); reload with SIGHUP");
+            None
+        }
+    };
+    rewatch(&state, &targets, watcher.as_ref());
+
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    let (st, tg, w) = (state.clone(), targets.clone(), watcher.clone());
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                s = hup.recv() => {
+                    if s.is_none() {
+                        return;
+                    }
+                    tracing::info!("SIGHUP: reloading");
+                }
+                _ = kick.notified() => {
+                    // Debounce: wait until the writes settle.
+                    loop {
+                        tokio::select! {
+                            _ = kick.notified() => continue,
+                            _ = tokio::time::sleep(Duration::from_millis(200)) => break,
+                        }
+                    }
+                }
+            }
+            let (s, t, w) = (st.clone(), tg.clone(), w.clone());
+            let _ = tokio::task::spawn_blocking(move || {
+                if s.reload().is_ok() {
+                    rewatch(&s, &t, w.as_ref());
+                }
+            })
+            .await;
+        }
+    });
+    Ok(Watching { _watcher: watcher })
+}
+
+/// Takes the watched set from the current configuration, watching new directories.
+fn rewatch(
+    state: &State,
+    targets: &Mutex<Targets>,
+    watcher: Option<&Arc<Mutex<notify::RecommendedWatcher>>>,
+) {
+    let next = Targets::of(state);
+    let Ok(mut t) = targets.lock() else { return };
+    if let Some(w) = watcher {
+        if let Ok(mut w) = w.lock() {
+            for d in next.dirs.difference(&t.dirs) {
+                if let Err(e) = w.watch(d, RecursiveMode::NonRecursive) {
+                    tracing::warn!("cannot watch {} ({e}); reload with SIGHUP", d.display());
+                }
+            }
+        }
+    }
+    *t = next;
 }

@@ -1,0 +1,332 @@
+//! Client authentication: the one owner of nginx's `ssl_verify_client` rules
+//! (`require`, `optional`, `optional_no_ca`, `off`). [`ClientAuth::check`] turns a
+//! presented chain (or none) into a [`Verdict`]; the handshake verifier
+//! ([`HandshakeVerifier`], used with `reject_at_handshake`) and the per-connection check
+//! after the handshake both call it, so the rules exist once.
+//!
+//! By default the handshake accepts any chain (the client still proves it holds the key:
+//! rustls checks CertificateVerify) and the verdict is applied after the handshake, so a
+//! missing or bad certificate gets nginx's HTTP 400 page instead of a bare TLS alert, and
+//! resumed sessions — where rustls does not call the verifier — are checked like new ones.
+//!
+//! [`VerifyCache`] keeps verdicts by chain, so a client that reconnects (or holds many
+//! connections) is parsed and verified once per snapshot generation.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use mtlsgate_pki::verify::{Failure, Purpose, Verifier};
+use rustls::client::danger::HandshakeSignatureValid;
+use rustls::crypto::WebPkiSupportedAlgorithms;
+use rustls::pki_types::{CertificateDer, UnixTime};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, SignatureScheme};
+use sha2::{Digest, Sha256};
+use time::OffsetDateTime;
+
+use crate::config::VerifyMode;
+use crate::identity::{ClientIdentity, VerifyOutcome};
+
+/// What is wrong with a client's certificate, connection-wide (answered with 400, as
+/// nginx answers with its 496 and 495 pages).
+#[derive(Debug, Clone)]
+pub enum CertProblem {
+    NoCertificate,
+    Invalid(Failure),
+}
+
+/// The result of checking one chain against one snapshot generation.
+#[derive(Debug)]
+pub struct Verdict {
+    pub generation: u64,
+    /// What `$ssl_client_verify` says.
+    pub outcome: VerifyOutcome,
+    /// Set when the mode refuses the client.
+    pub problem: Option<CertProblem>,
+}
+
+/// The verification rules of one snapshot: verifier, mode, and the CA names sent in the
+/// CertificateRequest.
+pub struct ClientAuth {
+    verifier: Arc<Verifier>,
+    mode: VerifyMode,
+    reject_at_handshake: bool,
+    generation: u64,
+    hints: Vec<DistinguishedName>,
+}
+
+impl ClientAuth {
+    pub fn new(
+        verifier: Arc<Verifier>,
+        mode: VerifyMode,
+        reject_at_handshake: bool,
+        generation: u64,
+        bundle: &[Vec<u8>],
+    ) -> Self {
+        let hints = bundle
+            .iter()
+            .filter_map(|der| mtlsgate_pki::certinfo::raw_subject(der))
+            .map(DistinguishedName::from)
+            .collect();
+        ClientAuth {
+            verifier,
+            mode,
+            reject_at_handshake,
+            generation,
+            hints,
+        }
+    }
+
+    pub fn mode(&self) -> VerifyMode {
+        self.mode
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Whether `optional_no_ca` lets this failure through: as nginx, only an issuer it
+    /// does not know (never an expired, revoked or otherwise broken certificate).
+    fn forgives(&self, f: &Failure) -> bool {
+        self.mode == VerifyMode::OptionalNoCa
+            && matches!(
+                f,
+                Failure::UnknownIssuer { .. } | Failure::SelfSigned { .. }
+            )
+    }
+
+    /// The rules, once: what a chain (empty when none was sent) means under this mode.
+    pub fn check(&self, chain: &[CertificateDer<'_>], now: UnixTime) -> Verdict {
+        let (outcome, problem) = if self.mode == VerifyMode::Off {
+            (VerifyOutcome::None, None)
+        } else if chain.is_empty() {
+            let p = (self.mode == VerifyMode::Require).then_some(CertProblem::NoCertificate);
+            (VerifyOutcome::None, p)
+        } else {
+            match self.verifier.verify(chain, Purpose::Client, now) {
+                Ok(()) => (VerifyOutcome::Success, None),
+                Err(f) => {
+                    let p = (!self.forgives(&f)).then(|| CertProblem::Invalid(f.clone()));
+                    (VerifyOutcome::Failed(f), p)
+                }
+            }
+        };
+        Verdict {
+            generation: self.generation,
+            outcome,
+            problem,
+        }
+    }
+}
+
+/// A presented chain and what it says, shared by every connection presenting it.
+pub struct Peer {
+    pub chain: Vec<CertificateDer<'static>>,
+    pub identity: Option<Arc<ClientIdentity>>,
+    /// Unix time of the chain's first expiry: a cached success is not trusted past it.
+    pub valid_until: i64,
+}
+
+impl Peer {
+    pub fn new(chain: &[CertificateDer<'_>]) -> Peer {
+        let chain: Vec<CertificateDer<'static>> =
+            chain.iter().map(|d| d.clone().into_owned()).collect();
+        let identity = chain
+            .first()
+            .and_then(|leaf| ClientIdentity::new(leaf))
+            .map(Arc::new);
+        let valid_until = mtlsgate_pki::certinfo::chain_not_after(&chain)
+            .map(|t| t.unix_timestamp())
+            .unwrap_or(i64::MAX);
+        Peer {
+            chain,
+            identity,
+            valid_until,
+        }
+    }
+
+    pub fn none() -> Peer {
+        Peer {
+            chain: Vec::new(),
+            identity: None,
+            valid_until: i64::MAX,
+        }
+    }
+
+    /// Whether a verdict reached earlier still holds at `now` under `auth`.
+    pub fn still_holds(&self, v: &Verdict, auth: &ClientAuth, now: i64) -> bool {
+        v.generation == auth.generation
+            && !(matches!(v.outcome, VerifyOutcome::Success) && now >= self.valid_until)
+    }
+}
+
+const VERIFY_CACHE_MAX: usize = 16 * 1024;
+
+type Cached = (Arc<Peer>, Arc<Verdict>);
+
+/// Verdicts by the SHA-256 of the chain, reused only for the generation they were reached
+/// in and before the chain's first expiry.
+pub struct VerifyCache {
+    map: Mutex<HashMap<[u8; 32], Cached>>,
+}
+
+impl Default for VerifyCache {
+    fn default() -> Self {
+        VerifyCache {
+            map: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+fn chain_key(chain: &[CertificateDer<'_>]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    for c in chain {
+        h.update((c.len() as u32).to_be_bytes());
+        h.update(c.as_ref());
+    }
+    h.finalize().into()
+}
+
+impl VerifyCache {
+    /// The peer and its verdict under `auth`, from the cache (when `use_cache`) or
+    /// computed. The flag says whether it was computed now.
+    pub fn lookup(
+        &self,
+        auth: &ClientAuth,
+        chain: &[CertificateDer<'_>],
+        use_cache: bool,
+    ) -> (Arc<Peer>, Arc<Verdict>, bool) {
+        let now = OffsetDateTime::now_utc().unix_timestamp();
+        if !use_cache {
+            let peer = Arc::new(Peer::new(chain));
+            let v = Arc::new(auth.check(&peer.chain, UnixTime::now()));
+            return (peer, v, true);
+        }
+        let key = chain_key(chain);
+        let cached = self.map.lock().ok().and_then(|m| m.get(&key).cloned());
+        if let Some((peer, v)) = cached {
+            if peer.still_holds(&v, auth, now) {
+                return (peer, v, false);
+            }
+        }
+        let peer = Arc::new(Peer::new(chain));
+        let v = Arc::new(auth.check(&peer.chain, UnixTime::now()));
+        if let Ok(mut m) = self.map.lock() {
+            if m.len() >= VERIFY_CACHE_MAX {
+                m.clear();
+            }
+            m.insert(key, (peer.clone(), v.clone()));
+        }
+        (peer, v, true)
+    }
+}
+
+/// The rustls verifier of the listener: accepts any chain unless `reject_at_handshake`,
+/// then applies [`ClientAuth::check`] in the handshake.
+pub struct HandshakeVerifier {
+    auth: Arc<ClientAuth>,
+    algs: WebPkiSupportedAlgorithms,
+}
+
+impl HandshakeVerifier {
+    pub fn new(auth: Arc<ClientAuth>) -> Self {
+        HandshakeVerifier {
+            auth,
+            algs: rustls::crypto::aws_lc_rs::default_provider().signature_verification_algorithms,
+        }
+    }
+}
+
+impl std::fmt::Debug for HandshakeVerifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HandshakeVerifier")
+            .field("mode", &self.auth.mode)
+            .field("reject_at_handshake", &self.auth.reject_at_handshake)
+            .finish()
+    }
+}
+
+/// The TLS alert a refused chain gets.
+fn to_rustls_error(f: &Failure) -> rustls::Error {
+    let e = match f {
+        Failure::Expired { .. } => CertificateError::Expired,
+        Failure::NotYetValid { .. } => CertificateError::NotValidYet,
+        Failure::Revoked { .. } => CertificateError::Revoked,
+        Failure::UnknownIssuer { .. } | Failure::SelfSigned { .. } => {
+            CertificateError::UnknownIssuer
+        }
+        Failure::BadSignature { .. } => CertificateError::BadSignature,
+        other => CertificateError::Other(rustls::OtherError(Arc::new(Refused(other.to_string())))),
+    };
+    rustls::Error::InvalidCertificate(e)
+}
+
+#[derive(Debug)]
+struct Refused(String);
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+impl std::error::Error for Refused {}
+
+impl ClientCertVerifier for HandshakeVerifier {
+    fn offer_client_auth(&self) -> bool {
+        self.auth.mode != VerifyMode::Off
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        self.auth.reject_at_handshake && self.auth.mode == VerifyMode::Require
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        &self.auth.hints
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        if !self.auth.reject_at_handshake {
+            return Ok(ClientCertVerified::assertion());
+        }
+        let mut chain = Vec::with_capacity(1 + intermediates.len());
+        chain.push(end_entity.clone());
+        chain.extend(intermediates.iter().cloned());
+        match self.auth.check(&chain, now).problem {
+            None => Ok(ClientCertVerified::assertion()),
+            Some(CertProblem::Invalid(f)) => {
+                tracing::info!(
+                    "client certificate refused in the handshake: {}",
+                    crate::escape::printable(&f.to_string())
+                );
+                Err(to_rustls_error(&f))
+            }
+            Some(CertProblem::NoCertificate) => Err(rustls::Error::NoCertificatesPresented),
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algs)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algs)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.algs.supported_schemes()
+    }
+}

@@ -1,0 +1,824 @@
+//! Gateway configuration. Two forms come in — the TOML file (`mtlsgate serve --config
+//! gate.toml`) and the one-route flags — and both become a [`raw::RawConfig`] first; then
+//! [`GateConfig::from_raw`] applies the defaults of [`settings::defaults`] and validates
+//! everything once. Parse, don't validate twice: everything downstream takes a
+//! `GateConfig` and trusts it. Errors name the file, line and key, or the flag.
+
+pub mod raw;
+pub mod settings;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use raw::{At, RawConfig};
+use settings::defaults;
+
+/// How client certificates are checked; the names follow nginx's `ssl_verify_client`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VerifyMode {
+    /// nginx `on`: a verified certificate is required.
+    Require,
+    /// A certificate is asked for; without one the request proceeds with `NONE`.
+    Optional,
+    /// Like optional, and an unknown or self-signed issuer is forgiven (the request
+    /// proceeds with `FAILED:…`); an expired or revoked certificate is still refused.
+    OptionalNoCa,
+    /// No certificate is asked for.
+    Off,
+}
+
+impl VerifyMode {
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "require" | "on" => VerifyMode::Require,
+            "optional" => VerifyMode::Optional,
+            "optional_no_ca" => VerifyMode::OptionalNoCa,
+            "off" => VerifyMode::Off,
+            _ => return None,
+        })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VerifyMode::Require => "require",
+            VerifyMode::Optional => "optional",
+            VerifyMode::OptionalNoCa => "optional_no_ca",
+            VerifyMode::Off => "off",
+        }
+    }
+}
+
+/// Access log format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccessLog {
+    Text,
+    Json,
+    Off,
+}
+
+impl AccessLog {
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "text" => AccessLog::Text,
+            "json" => AccessLog::Json,
+            "off" => AccessLog::Off,
+            _ => return None,
+        })
+    }
+}
+
+/// Timeouts and limits against slow or hostile peers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Timeouts {
+    /// From accept to the end of the TLS handshake.
+    pub handshake: Duration,
+    /// From the first byte of a request to the end of its header (HTTP/1 and HTTP/2).
+    pub header_read: Duration,
+    /// With no request in flight, the connection is closed after this long. Bytes that do
+    /// not complete a request (pings, a trickled header) do not reset it.
+    pub idle: Duration,
+    pub upstream_connect: Duration,
+    pub upstream_response: Duration,
+    /// On shutdown, how long in-flight requests may take to finish.
+    pub drain: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            handshake: defaults::HANDSHAKE,
+            header_read: defaults::HEADER_READ,
+            idle: defaults::IDLE,
+            upstream_connect: defaults::UPSTREAM_CONNECT,
+            upstream_response: defaults::UPSTREAM_RESPONSE,
+            drain: defaults::DRAIN,
+        }
+    }
+}
+
+/// Who may use a route. Empty lists everywhere mean: any verified client.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PolicyConfig {
+    pub device_ids: Vec<String>,
+    pub spiffe_ids: Vec<String>,
+    pub ous: Vec<String>,
+    pub fingerprints: Vec<String>,
+    pub allow_files: Vec<PathBuf>,
+}
+
+impl PolicyConfig {
+    pub fn is_open(&self) -> bool {
+        self.device_ids.is_empty()
+            && self.spiffe_ids.is_empty()
+            && self.ous.is_empty()
+            && self.fingerprints.is_empty()
+            && self.allow_files.is_empty()
+    }
+}
+
+/// One route: a path prefix, an upstream, a policy, and headers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteConfig {
+    /// A normalised path prefix (see [`crate::path`]).
+    pub prefix: String,
+    pub upstream: http::Uri,
+    /// The path part of the upstream URL, if it has one: it then replaces the matched
+    /// prefix, as nginx's `proxy_pass http://host/path/` does. Without one the request
+    /// path passes (normalised).
+    pub upstream_path: Option<String>,
+    pub policy: PolicyConfig,
+    /// Extra or overriding headers: name → template (nginx variables).
+    pub headers: Vec<(String, String)>,
+    /// Send the default identity headers (Host, X-Real-IP, X-Forwarded-*, SSL-Client,
+    /// SSL-Client-Verify).
+    pub default_headers: bool,
+    /// Also send Envoy's X-Forwarded-Client-Cert.
+    pub xfcc: bool,
+}
+
+/// Flags given together with `--config`, which override the file at start-up and at every
+/// reload.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Overrides {
+    pub admin_listen: Option<String>,
+    pub threads: Option<usize>,
+}
+
+impl Overrides {
+    /// Writes the overriding values into a raw configuration (as flags: no file position).
+    pub fn apply(&self, raw: &mut RawConfig) {
+        if let Some(a) = &self.admin_listen {
+            raw.server.admin_listen = Some(raw::flag(a.clone()));
+        }
+        if let Some(t) = self.threads {
+            raw.server.threads = Some(raw::flag(i64::try_from(t).unwrap_or(i64::MAX)));
+        }
+    }
+}
+
+/// The validated configuration of one gateway.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GateConfig {
+    /// The TOML file it came from, if any (re-read on reload).
+    pub source: Option<PathBuf>,
+    /// Flags that override the file.
+    pub overrides: Overrides,
+    pub listen: SocketAddr,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// File whose first line decrypts `key` (nginx's `ssl_password_file`).
+    pub key_passphrase_file: Option<PathBuf>,
+    pub client_ca: Vec<PathBuf>,
+    pub verify: VerifyMode,
+    pub verify_depth: usize,
+    pub crl: Vec<PathBuf>,
+    pub pin_sha256: Vec<String>,
+    pub pin_cert: Vec<PathBuf>,
+    pub reject_at_handshake: bool,
+    /// Reuse a verified chain for later connections presenting the same chain (same
+    /// snapshot generation, before its first expiry).
+    pub verify_cache: bool,
+    pub resumption: bool,
+    pub admin_listen: Option<SocketAddr>,
+    pub access_log: AccessLog,
+    pub timeouts: Timeouts,
+    pub max_header_bytes: usize,
+    pub routes: Vec<RouteConfig>,
+    pub threads: Option<usize>,
+}
+
+/// Where the raw configuration came from: how errors name places, and how relative paths
+/// are resolved.
+#[derive(Debug, Clone, Copy)]
+pub enum Source<'a> {
+    /// A TOML file: its name (for errors), its text (for line numbers) and its directory
+    /// (relative paths in it are relative to the file).
+    File {
+        name: &'a str,
+        text: &'a str,
+        base: &'a Path,
+    },
+    /// The one-route flags of `mtlsgate serve`; paths are relative to the working directory.
+    Flags,
+}
+
+/// A configuration error, with where it is.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{place}: {message}")]
+pub struct ConfigError {
+    /// `gate.toml:12: route[0].upstream`, `gate.toml`, `--upstream` or `the command line`.
+    pub place: String,
+    pub message: String,
+}
+
+impl ConfigError {
+    pub fn new(place: impl Into<String>, message: impl Into<String>) -> Self {
+        ConfigError {
+            place: place.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl Source<'_> {
+    /// Names the place of `key` (written at `span` in a file).
+    /// A value with no position in the file (an empty span) was given by a flag that
+    /// overrides the file (`--threads`, `--admin-listen`), and is named by that flag.
+    fn place(&self, key: &str, span: std::ops::Range<usize>) -> String {
+        match (self, settings::flag_of(key)) {
+            (Source::File { name, text, .. }, _) if span.end > 0 => {
+                format!("{name}{}: {key}", line_of(text, span))
+            }
+            (_, Some(f)) => f.to_string(),
+            (Source::File { name, .. }, None) => format!("{name}: {key}"),
+            (Source::Flags, None) => format!("the command line ({key})"),
+        }
+    }
+
+    /// Names the configuration as a whole (for cross-field errors).
+    fn whole(&self) -> String {
+        match self {
+            Source::File { name, .. } => (*name).to_string(),
+            Source::Flags => "the command line".into(),
+        }
+    }
+
+    fn err(&self, key: &str, span: std::ops::Range<usize>, msg: impl Into<String>) -> ConfigError {
+        ConfigError::new(self.place(key, span), msg)
+    }
+
+    fn resolve(&self, p: PathBuf) -> PathBuf {
+        match self {
+            Source::File { base, .. } if p.is_relative() => base.join(p),
+            _ => p,
+        }
+    }
+}
+
+fn line_of(text: &str, span: std::ops::Range<usize>) -> String {
+    if span.end == 0 {
+        return String::new();
+    }
+    let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
+    format!(":{line}")
+}
+
+/// The key of the `key = value` line containing byte `pos`, if any.
+fn key_at(text: &str, pos: usize) -> Option<String> {
+    let pos = pos.min(text.len());
+    let start = text[..pos].rfind('\n').map(|i| i + 1).unwrap_or(0);
+    let end = text[pos..]
+        .find('\n')
+        .map(|i| pos + i)
+        .unwrap_or(text.len());
+    let line = &text[start..end];
+    let (k, _) = line.split_once('=')?;
+    let k = k.trim();
+    (!k.is_empty() && !k.starts_with('[') && !k.starts_with('#')).then(|| k.to_string())
+}
+
+/// Parses a duration such as `10s`, `500ms`, `2m`.
+pub fn parse_timeout(s: &str) -> Option<Duration> {
+    let s = s.trim();
+    if let Some(ms) = s.strip_suffix("ms") {
+        return ms.parse().ok().map(Duration::from_millis);
+    }
+    mtlsgate_pki::duration::parse_duration(s)
+        .ok()
+        .and_then(|d| u64::try_from(d.whole_seconds()).ok())
+        .map(Duration::from_secs)
+}
+
+/// Parses an upstream URL: `http://host:port[/path]`.
+pub fn parse_upstream(s: &str) -> Result<http::Uri, String> {
+    let uri: http::Uri = s.parse().map_err(|e| format!("`{s}` is not a URL ({e})"))?;
+    match uri.scheme_str() {
+        Some("http") => {}
+        Some(other) => {
+            return Err(format!(
+                "`{s}`: upstream scheme `{other}` is not supported; use http://HOST:PORT"
+            ))
+        }
+        None => return Err(format!("`{s}` has no scheme; write http://{s}")),
+    }
+    if uri.authority().is_none() {
+        return Err(format!("`{s}` has no host"));
+    }
+    Ok(uri)
+}
+
+/// The path written in an upstream URL (`http://h:1/app/` → `/app/`), if any.
+pub fn upstream_path(s: &str) -> Option<String> {
+    let rest = s.split_once("://").map(|(_, r)| r).unwrap_or(s);
+    let i = rest.find('/')?;
+    let p = &rest[i..];
+    Some(p.split(['?', '#']).next().unwrap_or(p).to_string())
+}
+
+/// Parses a listen address like `0.0.0.0:8443`, `[::]:8443` or `:8443`.
+pub fn parse_listen(s: &str) -> Result<SocketAddr, String> {
+    let t = if let Some(port) = s.strip_prefix(':') {
+        format!("0.0.0.0:{port}")
+    } else {
+        s.to_string()
+    };
+    t.parse()
+        .map_err(|_| format!("`{s}` is not an address:port such as 127.0.0.1:8443"))
+}
+
+impl GateConfig {
+    /// Reads and validates a TOML configuration file. Relative paths inside it are taken
+    /// relative to the file's directory.
+    pub fn from_file(path: &Path) -> Result<GateConfig, ConfigError> {
+        Self::from_file_with(path, &Overrides::default())
+    }
+
+    /// Like [`GateConfig::from_file`], with flags that override the file.
+    pub fn from_file_with(path: &Path, overrides: &Overrides) -> Result<GateConfig, ConfigError> {
+        let name = path.display().to_string();
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::new(&name, format!("cannot read it: {e}")))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        let mut raw = Self::parse_toml(&name, &text)?;
+        overrides.apply(&mut raw);
+        let mut c = Self::from_raw(
+            raw,
+            Source::File {
+                name: &name,
+                text: &text,
+                base,
+            },
+        )?;
+        c.source = Some(path.to_path_buf());
+        c.overrides = overrides.clone();
+        Ok(c)
+    }
+
+    /// Parses configuration text (`name` is used in errors; `base` resolves paths).
+    pub fn from_toml(name: &str, text: &str, base: &Path) -> Result<GateConfig, ConfigError> {
+        let raw = Self::parse_toml(name, text)?;
+        Self::from_raw(raw, Source::File { name, text, base })
+    }
+
+    fn parse_toml(name: &str, text: &str) -> Result<RawConfig, ConfigError> {
+        toml::from_str(text).map_err(|e| {
+            let at = e.span().map(|s| line_of(text, s)).unwrap_or_default();
+            // Name the key when the error points into a `key = value` line.
+            let key = e.span().and_then(|s| key_at(text, s.start));
+            let message = match key {
+                Some(k) if !e.message().contains(&format!("`{k}`")) => {
+                    format!("{k}: {}", e.message())
+                }
+                _ => e.message().to_string(),
+            };
+            ConfigError::new(format!("{name}{at}"), message)
+        })
+    }
+
+    /// Applies the defaults and validates: the one place both forms are checked.
+    pub fn from_raw(raw: RawConfig, src: Source<'_>) -> Result<GateConfig, ConfigError> {
+        let s = raw.server;
+        let span = |v: &At<String>| v.span();
+
+        let listen = match &s.listen {
+            None => {
+                parse_listen(defaults::LISTEN).map_err(|m| src.err("server.listen", 0..0, m))?
+            }
+            Some(v) => {
+                parse_listen(v.get_ref()).map_err(|m| src.err("server.listen", span(v), m))?
+            }
+        };
+        let required = |v: &Option<At<PathBuf>>, key: &str, what: &str| {
+            v.as_ref()
+                .map(|p| src.resolve(p.get_ref().clone()))
+                .ok_or_else(|| {
+                    ConfigError::new(
+                        src.whole(),
+                        match src {
+                            Source::File { .. } => format!("{key} is missing: {what}"),
+                            Source::Flags => format!(
+                                "{} is missing: {what}",
+                                settings::flag_of(key).unwrap_or(key)
+                            ),
+                        },
+                    )
+                })
+        };
+        let cert = required(
+            &s.cert,
+            "server.cert",
+            "give the server certificate chain (PEM), as nginx's ssl_certificate",
+        )?;
+        let key = required(
+            &s.key,
+            "server.key",
+            "give the server's private key (PEM), as nginx's ssl_certificate_key",
+        )?;
+        let key_passphrase_file = s
+            .key_passphrase_file
+            .as_ref()
+            .map(|p| src.resolve(p.get_ref().clone()));
+        let verify = match &s.verify_client {
+            None => VerifyMode::parse(defaults::VERIFY_CLIENT).unwrap_or(VerifyMode::Require),
+            Some(v) => VerifyMode::parse(v.get_ref()).ok_or_else(|| {
+                src.err(
+                    "server.verify_client",
+                    span(v),
+                    format!(
+                        "`{}` is not a mode; use require, optional, optional_no_ca or off",
+                        v.get_ref()
+                    ),
+                )
+            })?,
+        };
+        let verify_depth = match &s.verify_depth {
+            None => defaults::VERIFY_DEPTH,
+            Some(v) => match usize::try_from(*v.get_ref()) {
+                Ok(d @ 1..=10) => d,
+                _ => {
+                    return Err(src.err(
+                        "server.verify_depth",
+                        v.span(),
+                        format!("{} is out of range: use 1 to 10", v.get_ref()),
+                    ))
+                }
+            },
+        };
+        let admin_listen = match &s.admin_listen {
+            None => None,
+            Some(a) => Some(
+                parse_listen(a.get_ref())
+                    .map_err(|m| src.err("server.admin_listen", span(a), m))?,
+            ),
+        };
+        if let Some(a) = admin_listen {
+            if !a.ip().is_loopback() {
+                let at = s.admin_listen.as_ref().map(|v| v.span()).unwrap_or(0..0);
+                return Err(src.err(
+                    "server.admin_listen",
+                    at,
+                    format!("{a} must be a loopback address (127.0.0.1 or [::1]): the admin listener has no authentication"),
+                ));
+            }
+        }
+        let access_log = match &s.access_log {
+            None => AccessLog::parse(defaults::ACCESS_LOG).unwrap_or(AccessLog::Text),
+            Some(v) => AccessLog::parse(v.get_ref()).ok_or_else(|| {
+                src.err(
+                    "server.access_log",
+                    span(v),
+                    format!("`{}` is not a format; use text, json or off", v.get_ref()),
+                )
+            })?,
+        };
+        let max_header_bytes = match &s.max_header_bytes {
+            None => defaults::MAX_HEADER_BYTES,
+            Some(v) => match usize::try_from(*v.get_ref()) {
+                Ok(n) if (1024..=1024 * 1024).contains(&n) => n,
+                _ => {
+                    return Err(src.err(
+                        "server.max_header_bytes",
+                        v.span(),
+                        format!("{} is out of range: use 1024 to 1048576", v.get_ref()),
+                    ))
+                }
+            },
+        };
+        let threads = match &s.threads {
+            None => None,
+            Some(v) => match usize::try_from(*v.get_ref()) {
+                Ok(n @ 1..=1024) => Some(n),
+                _ => {
+                    return Err(src.err(
+                        "server.threads",
+                        v.span(),
+                        format!("{} is out of range: use 1 to 1024", v.get_ref()),
+                    ))
+                }
+            },
+        };
+
+        let mut timeouts = Timeouts::default();
+        let t = raw.timeouts;
+        for (key, val, slot) in [
+            ("timeouts.handshake", t.handshake, &mut timeouts.handshake),
+            (
+                "timeouts.header_read",
+                t.header_read,
+                &mut timeouts.header_read,
+            ),
+            ("timeouts.idle", t.idle, &mut timeouts.idle),
+            (
+                "timeouts.upstream_connect",
+                t.upstream_connect,
+                &mut timeouts.upstream_connect,
+            ),
+            (
+                "timeouts.upstream_response",
+                t.upstream_response,
+                &mut timeouts.upstream_response,
+            ),
+            ("timeouts.drain", t.drain, &mut timeouts.drain),
+        ] {
+            if let Some(v) = val {
+                *slot = parse_timeout(v.get_ref())
+                    .filter(|d| !d.is_zero())
+                    .ok_or_else(|| {
+                        src.err(
+                            key,
+                            v.span(),
+                            format!(
+                                "`{}` is not a duration such as 10s, 500ms or 2m",
+                                v.get_ref()
+                            ),
+                        )
+                    })?;
+            }
+        }
+
+        let mut routes = Vec::new();
+        for (i, r) in raw.routes.into_iter().enumerate() {
+            let key = |k: &str| format!("route[{i}].{k}");
+            let prefix = match &r.prefix {
+                None => defaults::ROUTE_PREFIX.to_string(),
+                Some(p) => {
+                    crate::path::check_prefix(p.get_ref())
+                        .map_err(|m| src.err(&key("prefix"), p.span(), m))?;
+                    p.get_ref().clone()
+                }
+            };
+            if routes.iter().any(|x: &RouteConfig| x.prefix == prefix) {
+                let at = r.prefix.as_ref().map(|p| p.span()).unwrap_or(0..0);
+                return Err(src.err(
+                    &key("prefix"),
+                    at,
+                    format!("`{prefix}` is the prefix of an earlier route too; each prefix may appear once"),
+                ));
+            }
+            let Some(up) = &r.upstream else {
+                return Err(ConfigError::new(
+                    src.whole(),
+                    match src {
+                        Source::File { .. } => format!("{} is missing: every [[route]] needs an upstream, such as upstream = \"http://127.0.0.1:8000\"", key("upstream")),
+                        Source::Flags => "--upstream is missing: give the URL of your app, such as --upstream http://127.0.0.1:8000".into(),
+                    },
+                ));
+            };
+            let upstream = parse_upstream(up.get_ref())
+                .map_err(|m| src.err(&key("upstream"), up.span(), m))?;
+            let mut headers = Vec::new();
+            if let Some(table) = &r.headers {
+                for (hname, v) in table.get_ref() {
+                    let Some(v) = v.as_str() else {
+                        return Err(src.err(
+                            &key("headers"),
+                            table.span(),
+                            format!("header `{hname}` must be a string template"),
+                        ));
+                    };
+                    headers.push((hname.clone(), v.to_string()));
+                }
+            }
+            let policy = PolicyConfig {
+                device_ids: r.allow_device_ids,
+                spiffe_ids: r.allow_spiffe_ids,
+                ous: r.allow_ous,
+                fingerprints: r.allow_fingerprints,
+                allow_files: r
+                    .allow_file
+                    .into_vec()
+                    .into_iter()
+                    .map(|p| src.resolve(p))
+                    .collect(),
+            };
+            routes.push(RouteConfig {
+                prefix,
+                upstream_path: upstream_path(up.get_ref()),
+                upstream,
+                policy,
+                headers,
+                default_headers: r.default_headers.unwrap_or(defaults::DEFAULT_HEADERS),
+                xfcc: r.xfcc.unwrap_or(defaults::XFCC),
+            });
+        }
+        if routes.is_empty() {
+            return Err(ConfigError::new(
+                src.whole(),
+                match src {
+                    Source::File { .. } => "no [[route]]: add at least one, e.g. [[route]] prefix = \"/\" upstream = \"http://127.0.0.1:8000\"",
+                    Source::Flags => "--upstream is missing: give the URL of your app, such as --upstream http://127.0.0.1:8000",
+                },
+            ));
+        }
+        let resolve_all = |v: raw::OneOrMany| -> Vec<PathBuf> {
+            v.into_vec().into_iter().map(|p| src.resolve(p)).collect()
+        };
+        let c = GateConfig {
+            source: None,
+            overrides: Overrides::default(),
+            listen,
+            cert,
+            key,
+            key_passphrase_file,
+            client_ca: resolve_all(s.client_ca),
+            verify,
+            verify_depth,
+            crl: resolve_all(s.crl),
+            pin_sha256: s.pin_sha256,
+            pin_cert: resolve_all(s.pin_cert),
+            reject_at_handshake: s
+                .reject_at_handshake
+                .unwrap_or(defaults::REJECT_AT_HANDSHAKE),
+            verify_cache: s.verify_cache.unwrap_or(defaults::VERIFY_CACHE),
+            resumption: s.resumption.unwrap_or(defaults::RESUMPTION),
+            admin_listen,
+            access_log,
+            timeouts,
+            max_header_bytes,
+            routes,
+            threads,
+        };
+        if c.verify != VerifyMode::Off
+            && c.client_ca.is_empty()
+            && c.pin_sha256.is_empty()
+            && c.pin_cert.is_empty()
+        {
+            return Err(ConfigError::new(
+                src.whole(),
+                "client certificates are verified but no client CA is given: set client_ca (--client-ca), pin certificates, or verify_client = \"off\" (--verify-client off)",
+            ));
+        }
+        Ok(c)
+    }
+
+    /// Every file whose change should trigger a reload.
+    pub fn watched_files(&self) -> Vec<PathBuf> {
+        let mut v = vec![self.cert.clone(), self.key.clone()];
+        v.extend(self.key_passphrase_file.iter().cloned());
+        v.extend(self.client_ca.iter().cloned());
+        v.extend(self.crl.iter().cloned());
+        v.extend(self.pin_cert.iter().cloned());
+        for r in &self.routes {
+            v.extend(r.policy.allow_files.iter().cloned());
+        }
+        if let Some(s) = &self.source {
+            v.push(s.clone());
+        }
+        v
+    }
+
+    /// The settings of `next` that a reload cannot apply, put back to this configuration's
+    /// values; returns a sentence for each one that differed.
+    pub fn keep_restart_settings(&self, next: &mut GateConfig) -> Vec<String> {
+        let mut kept = Vec::new();
+        if next.listen != self.listen {
+            kept.push(format!(
+                "server.listen changed to {} but needs a restart; still listening on {}",
+                next.listen, self.listen
+            ));
+            next.listen = self.listen;
+        }
+        if next.admin_listen != self.admin_listen {
+            let show = |a: Option<SocketAddr>| a.map(|a| a.to_string()).unwrap_or("off".into());
+            kept.push(format!(
+                "server.admin_listen changed to {} but needs a restart; still {}",
+                show(next.admin_listen),
+                show(self.admin_listen)
+            ));
+            next.admin_listen = self.admin_listen;
+        }
+        if next.threads != self.threads {
+            let show = |t: Option<usize>| t.map(|t| t.to_string()).unwrap_or("one per core".into());
+            kept.push(format!(
+                "server.threads changed to {} but needs a restart; still {}",
+                show(next.threads),
+                show(self.threads)
+            ));
+            next.threads = self.threads;
+        }
+        debug_assert!(settings::SETTINGS
+            .iter()
+            .filter(|s| s.apply == settings::Apply::Restart)
+            .all(|s| matches!(
+                s.key,
+                "server.listen" | "server.admin_listen" | "server.threads"
+            )));
+        kept
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[server]
+listen = "127.0.0.1:8443"
+cert = "server.crt"
+key = "server.key"
+client_ca = "ca.crt"
+
+[[route]]
+prefix = "/api/"
+upstream = "http://127.0.0.1:3000"
+allow_file = "whitelist.txt"
+headers = { "X-Client" = "$ssl_client_s_dn" }
+"#;
+
+    #[test]
+    fn parses_and_resolves_paths() {
+        let c = GateConfig::from_toml("gate.toml", GOOD, Path::new("/etc/gate")).expect("ok");
+        assert_eq!(c.cert, PathBuf::from("/etc/gate/server.crt"));
+        assert_eq!(
+            c.routes[0].policy.allow_files,
+            vec![PathBuf::from("/etc/gate/whitelist.txt")]
+        );
+        assert_eq!(c.verify, VerifyMode::Require);
+        assert_eq!(c.timeouts, Timeouts::default());
+        assert_eq!(c.max_header_bytes, defaults::MAX_HEADER_BYTES);
+    }
+
+    #[test]
+    fn upstream_path_is_only_what_was_written() {
+        assert_eq!(upstream_path("http://127.0.0.1:3000"), None);
+        assert_eq!(upstream_path("http://127.0.0.1:3000/"), Some("/".into()));
+        assert_eq!(upstream_path("http://h/app/?x=1"), Some("/app/".into()));
+    }
+
+    #[test]
+    fn errors_name_file_line_and_key() {
+        let bad = GOOD.replace(
+            "upstream = \"http://127.0.0.1:3000\"",
+            "upstream = \"ftp://x\"",
+        );
+        let e = GateConfig::from_toml("gate.toml", &bad, Path::new(".")).expect_err("bad");
+        assert_eq!(
+            e.to_string(),
+            "gate.toml:10: route[0].upstream: `ftp://x`: upstream scheme `ftp` is not supported; use http://HOST:PORT"
+        );
+        let bad = GOOD.replace("prefix = ", "prefx = ");
+        let e = GateConfig::from_toml("gate.toml", &bad, Path::new(".")).expect_err("bad");
+        assert!(
+            e.to_string()
+                .starts_with("gate.toml:9: unknown field `prefx`"),
+            "{e}"
+        );
+        let bad = GOOD.replace("prefix = \"/api/\"", "prefix = \"/api/../x/\"");
+        let e = GateConfig::from_toml("gate.toml", &bad, Path::new(".")).expect_err("bad");
+        assert!(
+            e.to_string().starts_with("gate.toml:9: route[0].prefix: "),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn flag_errors_name_the_flag() {
+        let mut raw = RawConfig::default();
+        raw.server.cert = Some(raw::flag("s.crt".into()));
+        raw.server.key = Some(raw::flag("s.key".into()));
+        raw.server.client_ca = raw::OneOrMany::One("ca.crt".into());
+        raw.server.verify_client = Some(raw::flag("sometimes".into()));
+        raw.routes.push(raw::RawRoute {
+            upstream: Some(raw::flag("http://127.0.0.1:1".into())),
+            ..Default::default()
+        });
+        let e = GateConfig::from_raw(raw, Source::Flags).expect_err("bad");
+        assert_eq!(
+            e.to_string(),
+            "--verify-client: `sometimes` is not a mode; use require, optional, optional_no_ca or off"
+        );
+    }
+
+    #[test]
+    fn non_loopback_admin_is_a_config_error() {
+        let t = GOOD.replace(
+            "client_ca = \"ca.crt\"\n",
+            "client_ca = \"ca.crt\"\nadmin_listen = \"0.0.0.0:9901\"\n",
+        );
+        let e = GateConfig::from_toml("gate.toml", &t, Path::new(".")).expect_err("bad");
+        assert!(
+            e.to_string().starts_with(
+                "gate.toml:7: server.admin_listen: 0.0.0.0:9901 must be a loopback address"
+            ),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn restart_settings_are_kept_and_named() {
+        let a = GateConfig::from_toml("gate.toml", GOOD, Path::new(".")).expect("ok");
+        let mut b = GateConfig::from_toml(
+            "gate.toml",
+            &GOOD.replace("127.0.0.1:8443", "127.0.0.1:9443"),
+            Path::new("."),
+        )
+        .expect("ok");
+        b.threads = Some(3);
+        let kept = a.keep_restart_settings(&mut b);
+        assert_eq!(kept.len(), 2, "{kept:?}");
+        assert!(kept[0].starts_with("server.listen changed to 127.0.0.1:9443"));
+        assert!(kept[1].starts_with("server.threads changed to 3"));
+        assert_eq!(a, b);
+    }
+}

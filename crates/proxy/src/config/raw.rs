@@ -1,0 +1,118 @@
+//! The raw configuration: what gate.toml parses into, and what the one-route flags of
+//! `mtlsgate serve` are lowered into. Nothing is checked or defaulted here; every value is
+//! optional and keeps where it came from (its span in the file), so that
+//! [`super::GateConfig::from_raw`] validates both forms once, with one set of defaults and
+//! one set of error messages.
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+/// A value and where it was written (a byte range in the file; `0..0` for a flag).
+pub type At<T> = Spanned<T>;
+
+/// Wraps a value given on the command line (no position in a file).
+pub fn flag<T>(v: T) -> At<T> {
+    Spanned::new(0..0, v)
+}
+
+#[derive(Deserialize, Default, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    #[serde(default)]
+    pub server: RawServer,
+    #[serde(default)]
+    pub timeouts: RawTimeouts,
+    #[serde(default, rename = "route")]
+    pub routes: Vec<RawRoute>,
+}
+
+#[derive(Deserialize, Default, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct RawServer {
+    pub listen: Option<At<String>>,
+    pub cert: Option<At<PathBuf>>,
+    pub key: Option<At<PathBuf>>,
+    pub key_passphrase_file: Option<At<PathBuf>>,
+    #[serde(default)]
+    pub client_ca: OneOrMany,
+    pub verify_client: Option<At<String>>,
+    pub verify_depth: Option<At<i64>>,
+    #[serde(default)]
+    pub crl: OneOrMany,
+    #[serde(default)]
+    pub pin_sha256: Vec<String>,
+    #[serde(default)]
+    pub pin_cert: OneOrMany,
+    pub reject_at_handshake: Option<bool>,
+    pub verify_cache: Option<bool>,
+    pub resumption: Option<bool>,
+    pub admin_listen: Option<At<String>>,
+    pub access_log: Option<At<String>>,
+    pub max_header_bytes: Option<At<i64>>,
+    pub threads: Option<At<i64>>,
+}
+
+/// A path or a list of paths (`client_ca = "ca.crt"` or `client_ca = ["a.crt", "b.crt"]`).
+#[derive(Deserialize, Default, Debug, Clone)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    #[default]
+    None,
+    One(PathBuf),
+    Many(Vec<PathBuf>),
+}
+
+impl OneOrMany {
+    pub fn into_vec(self) -> Vec<PathBuf> {
+        match self {
+            OneOrMany::None => Vec::new(),
+            OneOrMany::One(p) => vec![p],
+            OneOrMany::Many(v) => v,
+        }
+    }
+}
+
+impl From<Vec<PathBuf>> for OneOrMany {
+    fn from(v: Vec<PathBuf>) -> Self {
+        if v.is_empty() {
+            OneOrMany::None
+        } else {
+            OneOrMany::Many(v)
+        }
+    }
+}
+
+#[derive(Deserialize, Default, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct RawTimeouts {
+    pub handshake: Option<At<String>>,
+    pub header_read: Option<At<String>>,
+    pub idle: Option<At<String>>,
+    pub upstream_connect: Option<At<String>>,
+    pub upstream_response: Option<At<String>>,
+    pub drain: Option<At<String>>,
+}
+
+#[derive(Deserialize, Default, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoute {
+    pub prefix: Option<At<String>>,
+    pub upstream: Option<At<String>>,
+    #[serde(default)]
+    pub allow_device_ids: Vec<String>,
+    #[serde(default)]
+    pub allow_spiffe_ids: Vec<String>,
+    #[serde(default)]
+    pub allow_ous: Vec<String>,
+    #[serde(default)]
+    pub allow_fingerprints: Vec<String>,
+    #[serde(default)]
+    pub allow_file: OneOrMany,
+    /// Header name → template. From a file, a TOML table (values must be strings).
+    #[serde(default)]
+    pub headers: Option<At<toml::Table>>,
+    pub default_headers: Option<bool>,
+    pub xfcc: Option<bool>,
+}

@@ -1,0 +1,589 @@
+//! One client connection after its TLS handshake: what is known about it ([`Conn`]: the
+//! client's certificate and verdict, TLS details), serving HTTP/1.1 or HTTP/2 over it, and
+//! the three ways it ends besides the client leaving:
+//! - **timers** ([`Clock`]): a request head must arrive within `header_read` of its first
+//!   byte — for HTTP/2 too, where a HEADERS frame is watched on the wire — and a connection
+//!   with no request in flight closes after `idle`; bytes that complete no request (a
+//!   trickled header, pings) do not keep it open;
+//! - **a changed state**: when a reload or an inventory change swaps the snapshot, the
+//!   client is checked again, and a connection whose certificate is now refused (revoked,
+//!   expired, no longer trusted) is closed at once, not at its next request;
+//! - **shutdown**: in-flight requests finish, then the connection closes.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::{pin, Pin};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use rustls::pki_types::UnixTime;
+use time::OffsetDateTime;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::{watch, Notify};
+
+use crate::client_auth::{CertProblem, Peer, Verdict};
+use crate::config::Timeouts;
+use crate::identity::ClientIdentity;
+use crate::responses::Body;
+use crate::state::{Snapshot, State};
+
+/// What is known about a connection once its handshake is done.
+pub struct Conn {
+    pub state: Arc<State>,
+    pub remote: SocketAddr,
+    /// `remote.ip()` as text, formatted once.
+    pub remote_ip: String,
+    pub tls_protocol: &'static str,
+    pub tls_cipher: &'static str,
+    pub resumed: bool,
+    pub http2: bool,
+    pub peer: Arc<Peer>,
+    verdict: Mutex<Arc<Verdict>>,
+    pub clock: Arc<Clock>,
+    /// Asks the connection to finish what is in flight and close (HTTP/2 GOAWAY).
+    close: Notify,
+}
+
+impl Conn {
+    pub fn new(
+        state: Arc<State>,
+        remote: SocketAddr,
+        tls: &rustls::ServerConnection,
+        peer: Arc<Peer>,
+        verdict: Arc<Verdict>,
+    ) -> Conn {
+        Conn {
+            state,
+            remote,
+            remote_ip: remote.ip().to_string(),
+            tls_protocol: crate::tls::protocol_name(tls.protocol_version()),
+            tls_cipher: tls
+                .negotiated_cipher_suite()
+                .map(crate::tls::cipher_name)
+                .unwrap_or(""),
+            resumed: tls.handshake_kind() == Some(rustls::HandshakeKind::Resumed),
+            http2: tls.alpn_protocol() == Some(b"h2"),
+            peer,
+            verdict: Mutex::new(verdict),
+            clock: Arc::new(Clock::new()),
+            close: Notify::new(),
+        }
+    }
+
+    pub fn identity(&self) -> Option<&ClientIdentity> {
+        self.peer.identity.as_deref()
+    }
+
+    /// The client's verdict under `snap`, checked again when the snapshot changed or a
+    /// certificate of the chain expired since it was reached.
+    pub fn verdict(&self, snap: &Snapshot) -> Arc<Verdict> {
+        let mut v = self.verdict.lock().unwrap_or_else(|p| p.into_inner());
+        let now = OffsetDateTime::now_utc().unix_timestamp();
+        if !self.peer.still_holds(&v, &snap.auth, now) {
+            *v = Arc::new(snap.auth.check(&self.peer.chain, UnixTime::now()));
+            if let Some(CertProblem::Invalid(f)) = &v.problem {
+                self.state.metrics.verify_failure(f);
+                tracing::info!(
+                    remote = %self.remote,
+                    "client certificate refused: {}",
+                    crate::escape::printable(&f.to_string())
+                );
+            }
+        }
+        v.clone()
+    }
+
+    /// Asks the connection to close once the current reply is sent (HTTP/1 closes by the
+    /// `Connection: close` header; HTTP/2 needs a GOAWAY).
+    pub fn close_after_reply(&self) {
+        self.close.notify_one();
+    }
+}
+
+/// When a connection last did something that counts, for its timers. Times are
+/// milliseconds since the connection started.
+pub struct Clock {
+    started: Instant,
+    in_flight: AtomicU32,
+    /// When the connection last had no request in flight left.
+    idle_since: AtomicU64,
+    /// 1 + when the head of a request began arriving; 0 when none is arriving.
+    head_since: AtomicU64,
+}
+
+impl Clock {
+    fn new() -> Clock {
+        Clock {
+            started: Instant::now(),
+            in_flight: AtomicU32::new(0),
+            idle_since: AtomicU64::new(0),
+            head_since: AtomicU64::new(0),
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    /// Bytes of a request head arrived; starts the header deadline if it is not running.
+    fn head_started(&self) {
+        if self.head_since.load(Relaxed) == 0 {
+            self.head_since.store(self.now_ms() + 1, Relaxed);
+        }
+    }
+
+    fn head_done(&self) {
+        self.head_since.store(0, Relaxed);
+    }
+
+    /// A request reached the gateway; the returned guard ends it when dropped (with the
+    /// response body, which may stream long after the headers).
+    pub fn request(self: &Arc<Self>, http1: bool) -> InFlight {
+        self.in_flight.fetch_add(1, Relaxed);
+        if http1 {
+            self.head_done();
+        }
+        InFlight(self.clone())
+    }
+
+    /// What the timers say now.
+    fn check(&self, t: &Timeouts) -> Result<Duration, Expiry> {
+        let now = self.now_ms();
+        let ms = |d: Duration| d.as_millis() as u64;
+        let head = self.head_since.load(Relaxed);
+        if head != 0 {
+            let deadline = head - 1 + ms(t.header_read);
+            return if now >= deadline {
+                Err(Expiry::HeaderRead)
+            } else {
+                Ok(Duration::from_millis(deadline - now))
+            };
+        }
+        if self.in_flight.load(Relaxed) == 0 {
+            let deadline = self.idle_since.load(Relaxed) + ms(t.idle);
+            return if now >= deadline {
+                Err(Expiry::Idle)
+            } else {
+                Ok(Duration::from_millis(deadline - now))
+            };
+        }
+        // Requests in flight: nothing to time here (the upstream timeout covers them).
+        Ok(t.header_read.min(t.idle))
+    }
+}
+
+/// One request in flight; dropping it ends the request.
+pub struct InFlight(Arc<Clock>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if self.0.in_flight.fetch_sub(1, Relaxed) == 1 {
+            self.0.idle_since.store(self.0.now_ms(), Relaxed);
+        }
+    }
+}
+
+/// Which timer ran out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Expiry {
+    HeaderRead,
+    Idle,
+}
+
+/// Sleeps until a timer runs out.
+async fn watchdog(clock: &Clock, timeouts: &Timeouts) -> Expiry {
+    loop {
+        match clock.check(timeouts) {
+            Err(e) => return e,
+            Ok(wait) => tokio::time::sleep(wait.max(Duration::from_millis(5))).await,
+        }
+    }
+}
+
+/// A response body that ends its request (for the idle timer) when it is dropped.
+pub struct Tracked {
+    inner: Body,
+    _request: InFlight,
+}
+
+impl Tracked {
+    pub fn new(inner: Body, request: InFlight) -> Tracked {
+        Tracked {
+            inner,
+            _request: request,
+        }
+    }
+}
+
+impl hyper::body::Body for Tracked {
+    type Data = bytes::Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Serves HTTP on a connection whose handshake is done, until it ends.
+pub async fn serve<T>(conn: Arc<Conn>, io: T, mut stop: watch::Receiver<bool>)
+where
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let snap = conn.state.load_full();
+    let timeouts = snap.config.timeouts.clone();
+    let max_header = snap.config.max_header_bytes;
+    drop(snap);
+    let io = TokioIo::new(Watched {
+        inner: io,
+        clock: conn.clock.clone(),
+        h2: conn.http2.then(H2Frames::default),
+    });
+    let svc = {
+        let conn = conn.clone();
+        hyper::service::service_fn(move |req| {
+            let conn = conn.clone();
+            async move { Ok::<_, Infallible>(crate::pipeline::handle(&conn, req).await) }
+        })
+    };
+    let ended = if conn.http2 {
+        let mut b = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+        b.timer(TokioTimer::new())
+            .max_header_list_size(max_header as u32)
+            .max_concurrent_streams(256);
+        let c = b.serve_connection(io, svc);
+        drive(c, &conn, &timeouts, &mut stop, |c| c.graceful_shutdown()).await
+    } else {
+        let mut b = hyper::server::conn::http1::Builder::new();
+        b.timer(TokioTimer::new())
+            .max_buf_size(max_header.max(8192));
+        let c = b.serve_connection(io, svc).with_upgrades();
+        drive(c, &conn, &timeouts, &mut stop, |c| c.graceful_shutdown()).await
+    };
+    match ended {
+        Ended::Done(Err(e)) => tracing::debug!(remote = %conn.remote, "connection ended: {e}"),
+        Ended::Done(Ok(())) => {}
+        Ended::HeaderTimeout => {
+            conn.state.metrics.header_timeouts.fetch_add(1, Relaxed);
+            tracing::debug!(remote = %conn.remote, "closed: no complete request head within the header_read timeout");
+        }
+        Ended::Idle => tracing::debug!(remote = %conn.remote, "closed: idle"),
+        Ended::Refused => {}
+    }
+}
+
+/// How [`drive`] ended.
+enum Ended {
+    Done(Result<(), hyper::Error>),
+    HeaderTimeout,
+    Idle,
+    /// The client's certificate is refused now (a reload or revocation).
+    Refused,
+}
+
+/// How long a connection asked to close gracefully may take before it is dropped.
+const GRACE: Duration = Duration::from_secs(5);
+
+/// Runs a hyper connection until it ends, a timer runs out, the client is refused by a new
+/// snapshot, or shutdown is asked for (then lets in-flight requests finish).
+async fn drive<C, F>(
+    c: C,
+    conn: &Conn,
+    timeouts: &Timeouts,
+    stop: &mut watch::Receiver<bool>,
+    graceful: F,
+) -> Ended
+where
+    C: Future<Output = Result<(), hyper::Error>>,
+    F: Fn(Pin<&mut C>),
+{
+    let mut c = pin!(c);
+    let mut generations = conn.state.subscribe();
+    generations.mark_unchanged();
+    let mut stopping = *stop.borrow();
+    if stopping {
+        graceful(c.as_mut());
+    }
+    let mut closing = false;
+    let mut grace = pin!(tokio::time::sleep(Duration::MAX));
+    let timer = watchdog(&conn.clock, timeouts);
+    let mut timer = pin!(timer);
+    loop {
+        tokio::select! {
+            r = c.as_mut() => return Ended::Done(r),
+            _ = stop.changed(), if !stopping => {
+                stopping = true;
+                graceful(c.as_mut());
+            }
+            _ = conn.close.notified(), if !closing => {
+                closing = true;
+                graceful(c.as_mut());
+                grace.as_mut().reset(tokio::time::Instant::now() + GRACE);
+            }
+            _ = &mut grace, if closing => return Ended::Idle,
+            changed = generations.changed() => {
+                if changed.is_err() {
+                    continue;
+                }
+                let snap = conn.state.load_full();
+                if conn.verdict(&snap).problem.is_some() && !conn.peer.chain.is_empty() {
+                    tracing::info!(remote = %conn.remote, device = %conn.identity().map(|i| i.device_label().into_owned()).unwrap_or_else(|| "-".into()), "closing the connection: its client certificate is no longer accepted");
+                    return Ended::Refused;
+                }
+            }
+            // Once closing, the grace timer bounds what is left.
+            e = &mut timer, if !closing => match e {
+                Expiry::HeaderRead => return Ended::HeaderTimeout,
+                Expiry::Idle => {
+                    closing = true;
+                    graceful(c.as_mut());
+                    grace.as_mut().reset(tokio::time::Instant::now() + GRACE);
+                }
+            },
+        }
+    }
+}
+
+/// The TLS stream, watched: bytes that begin a request head start the header deadline
+/// (for HTTP/2 the frames are followed, so only HEADERS/CONTINUATION count).
+struct Watched<T> {
+    inner: T,
+    clock: Arc<Clock>,
+    h2: Option<H2Frames>,
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Watched<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if matches!(r, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            let this = &mut *self;
+            match &mut this.h2 {
+                Some(frames) => frames.feed(&buf.filled()[before..], &this.clock),
+                None => {
+                    if this.clock.in_flight.load(Relaxed) == 0 {
+                        this.clock.head_started();
+                    }
+                }
+            }
+        }
+        r
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Watched<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// Follows HTTP/2 framing on the bytes a client sends (RFC 9113 §4.1: a 9-byte header —
+/// 24-bit length, type, flags, stream — then the payload), to see when a header block
+/// begins and ends. Cost: a few comparisons per frame, nothing per payload byte.
+struct H2Frames {
+    /// Bytes of the client connection preface still to skip.
+    preface_left: usize,
+    header: [u8; 9],
+    have: usize,
+    payload_left: usize,
+    /// Inside a header block (HEADERS without END_HEADERS, CONTINUATION to follow).
+    in_block: bool,
+    /// The current frame's payload ends the header block.
+    ends_block: bool,
+}
+
+impl Default for H2Frames {
+    fn default() -> Self {
+        H2Frames {
+            preface_left: 24,
+            header: [0; 9],
+            have: 0,
+            payload_left: 0,
+            in_block: false,
+            ends_block: false,
+        }
+    }
+}
+
+const H2_HEADERS: u8 = 0x1;
+const H2_CONTINUATION: u8 = 0x9;
+const H2_END_HEADERS: u8 = 0x4;
+
+impl H2Frames {
+    fn feed(&mut self, mut data: &[u8], clock: &Clock) {
+        while !data.is_empty() {
+            if self.preface_left > 0 {
+                let n = self.preface_left.min(data.len());
+                self.preface_left -= n;
+                data = &data[n..];
+                continue;
+            }
+            if self.payload_left == 0 {
+                // A frame header, perhaps in pieces. Until its type is known it counts
+                // as the start of a request head, so a trickled frame header is timed too.
+                if self.have == 0 {
+                    clock.head_started();
+                }
+                let n = (9 - self.have).min(data.len());
+                self.header[self.have..self.have + n].copy_from_slice(&data[..n]);
+                self.have += n;
+                data = &data[n..];
+                if self.have < 9 {
+                    continue;
+                }
+                self.have = 0;
+                let h = &self.header;
+                self.payload_left =
+                    (usize::from(h[0]) << 16) | (usize::from(h[1]) << 8) | usize::from(h[2]);
+                let (kind, flags) = (h[3], h[4]);
+                if kind == H2_HEADERS || kind == H2_CONTINUATION {
+                    self.in_block = true;
+                    self.ends_block = flags & H2_END_HEADERS != 0;
+                } else {
+                    self.ends_block = false;
+                    if !self.in_block {
+                        clock.head_done();
+                    }
+                }
+                if self.payload_left == 0 {
+                    self.frame_end(clock);
+                }
+                continue;
+            }
+            let n = self.payload_left.min(data.len());
+            self.payload_left -= n;
+            data = &data[n..];
+            if self.payload_left == 0 {
+                self.frame_end(clock);
+            }
+        }
+    }
+
+    fn frame_end(&mut self, clock: &Clock) {
+        if self.ends_block {
+            self.in_block = false;
+            self.ends_block = false;
+            clock.head_done();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(kind: u8, flags: u8, payload: &[u8]) -> Vec<u8> {
+        let n = payload.len();
+        let mut f = vec![
+            (n >> 16) as u8,
+            (n >> 8) as u8,
+            n as u8,
+            kind,
+            flags,
+            0,
+            0,
+            0,
+            1,
+        ];
+        f.extend_from_slice(payload);
+        f
+    }
+
+    #[test]
+    fn a_trickled_headers_frame_keeps_the_header_deadline_running() {
+        let clock = Clock::new();
+        let mut f = H2Frames::default();
+        f.feed(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", &clock);
+        assert_eq!(
+            clock.head_since.load(Relaxed),
+            0,
+            "the preface starts nothing"
+        );
+        f.feed(&frame(0x4, 0, &[0; 6]), &clock); // SETTINGS
+        assert_eq!(clock.head_since.load(Relaxed), 0, "SETTINGS is no request");
+        let headers = frame(H2_HEADERS, H2_END_HEADERS, &[0x82; 20]);
+        for b in &headers[..headers.len() - 1] {
+            f.feed(std::slice::from_ref(b), &clock);
+            assert_ne!(clock.head_since.load(Relaxed), 0);
+        }
+        f.feed(&headers[headers.len() - 1..], &clock);
+        assert_eq!(clock.head_since.load(Relaxed), 0, "END_HEADERS ends it");
+    }
+
+    #[test]
+    fn continuation_frames_belong_to_the_header_block() {
+        let clock = Clock::new();
+        let mut f = H2Frames {
+            preface_left: 0,
+            ..H2Frames::default()
+        };
+        f.feed(&frame(H2_HEADERS, 0, &[1; 5]), &clock);
+        assert_ne!(clock.head_since.load(Relaxed), 0);
+        f.feed(&frame(0x8, 0, &[0; 4]), &clock); // WINDOW_UPDATE in between (a protocol error, but no reset)
+        assert_ne!(clock.head_since.load(Relaxed), 0);
+        f.feed(&frame(H2_CONTINUATION, H2_END_HEADERS, &[1; 5]), &clock);
+        assert_eq!(clock.head_since.load(Relaxed), 0);
+    }
+
+    #[test]
+    fn idle_counts_only_without_requests_in_flight() {
+        let clock = Arc::new(Clock::new());
+        let t = Timeouts {
+            idle: Duration::from_millis(0),
+            header_read: Duration::from_secs(10),
+            ..Timeouts::default()
+        };
+        let r = clock.request(true);
+        assert!(clock.check(&t).is_ok());
+        drop(r);
+        assert_eq!(clock.check(&t), Err(Expiry::Idle));
+        clock.head_started();
+        let t = Timeouts {
+            header_read: Duration::from_millis(0),
+            ..t
+        };
+        assert_eq!(clock.check(&t), Err(Expiry::HeaderRead));
+    }
+}

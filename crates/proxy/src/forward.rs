@@ -1,0 +1,227 @@
+//! Forwarding: the pooled upstream client, the upstream exchange with its timeouts (failures
+//! become 502 and 504 refusals), and the bridge that carries an upgraded connection
+//! (WebSocket) both ways — with the idle timeout, and closed when the client is refused by
+//! a newer snapshot.
+
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper::upgrade::OnUpgrade;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use crate::connection::Conn;
+use crate::pipeline::strip_hop_by_hop;
+use crate::pipeline::Target;
+use crate::responses::{full, Body, Refusal};
+use crate::state::Snapshot;
+
+/// The pooled HTTP/1.1 client to upstreams (kept across reloads while its settings stay).
+#[derive(Clone)]
+pub struct Upstream {
+    client: Client<HttpConnector, Incoming>,
+}
+
+impl Upstream {
+    pub fn new(connect_timeout: Duration) -> Upstream {
+        let mut conn = HttpConnector::new();
+        conn.set_nodelay(true);
+        conn.set_connect_timeout(Some(connect_timeout));
+        conn.set_keepalive(Some(Duration::from_secs(60)));
+        let client = Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new())
+            .pool_idle_timeout(Duration::from_secs(60))
+            .pool_max_idle_per_host(1024)
+            .build(conn);
+        Upstream { client }
+    }
+}
+
+fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cur = e;
+    while let Some(next) = cur.source() {
+        cur = next;
+    }
+    cur.to_string()
+}
+
+/// Stage 5: sends the request upstream and returns its response (or bridges an upgrade).
+pub async fn forward(
+    conn: &Arc<Conn>,
+    snap: &Snapshot,
+    target: &Target<'_>,
+    req: Request<Incoming>,
+    client_upgrade: Option<OnUpgrade>,
+) -> Result<Response<Body>, Refusal> {
+    let route = target.route;
+    let timeout = snap.config.timeouts.upstream_response;
+    let upstream = route.authority.to_string();
+    let mut resp = match tokio::time::timeout(timeout, snap.upstream.client.request(req)).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) if e.is_connect() => {
+            return Err(Refusal::UpstreamUnreachable {
+                upstream,
+                cause: root_cause(&e),
+            })
+        }
+        Ok(Err(e)) => {
+            return Err(Refusal::UpstreamFailed {
+                upstream,
+                cause: root_cause(&e),
+            })
+        }
+        Err(_) => {
+            return Err(Refusal::UpstreamTimeout {
+                upstream,
+                after: timeout,
+            })
+        }
+    };
+    if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+        if let Some(client_side) = client_upgrade {
+            let upstream_side = hyper::upgrade::on(&mut resp);
+            tokio::spawn(bridge(
+                conn.clone(),
+                target.path.decoded().to_vec(),
+                client_side,
+                upstream_side,
+                snap.config.timeouts.idle,
+            ));
+            let (p, _) = resp.into_parts();
+            return Ok(Response::from_parts(p, full(Bytes::new())));
+        }
+    }
+    strip_hop_by_hop(resp.headers_mut());
+    Ok(resp.map(|b| b.boxed()))
+}
+
+/// Carries an upgraded connection both ways until either side closes, nothing moves for
+/// `idle` (as nginx's `proxy_read_timeout`), or a newer snapshot refuses the client.
+async fn bridge(
+    conn: Arc<Conn>,
+    path: Vec<u8>,
+    client_side: OnUpgrade,
+    upstream_side: OnUpgrade,
+    idle: Duration,
+) {
+    let (c, u) = match tokio::try_join!(client_side, upstream_side) {
+        Ok(pair) => pair,
+        Err(e) => {
+            tracing::debug!(remote = %conn.remote, "upgrade failed: {e}");
+            return;
+        }
+    };
+    let last = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let mut c = Moving {
+        inner: TokioIo::new(c),
+        last: last.clone(),
+        started,
+    };
+    let mut u = TokioIo::new(u);
+    let mut generations = conn.state.subscribe();
+    generations.mark_unchanged();
+    let copy = tokio::io::copy_bidirectional(&mut c, &mut u);
+    tokio::pin!(copy);
+    loop {
+        let since = started
+            .elapsed()
+            .saturating_sub(Duration::from_millis(last.load(Relaxed)));
+        tokio::select! {
+            _ = &mut copy => return,
+            _ = tokio::time::sleep(idle.saturating_sub(since)) => {
+                let since = started.elapsed().saturating_sub(Duration::from_millis(last.load(Relaxed)));
+                if since >= idle {
+                    tracing::debug!(remote = %conn.remote, "upgraded connection idle for {idle:?}: closed");
+                    return;
+                }
+            }
+            changed = generations.changed() => {
+                if changed.is_err() {
+                    continue;
+                }
+                if let Some(why) = still_allowed(&conn, &path) {
+                    tracing::info!(remote = %conn.remote, "closing an upgraded connection: {why}");
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Checks an upgraded connection's client against the current snapshot: `Some(reason)`
+/// when it is no longer let through.
+fn still_allowed(conn: &Conn, path: &[u8]) -> Option<String> {
+    let snap = conn.state.load_full();
+    let verdict = conn.verdict(&snap);
+    if let Err(r) = crate::pipeline::authenticate(&verdict) {
+        return Some(r.detail().unwrap_or_else(|| r.title().to_string()));
+    }
+    let Some(route) = snap.routes.find(path) else {
+        return Some("no route serves its path any more".into());
+    };
+    crate::pipeline::authorize(conn, &verdict, route)
+        .err()
+        .map(|r| r.detail().unwrap_or_default())
+}
+
+/// Records when bytes last moved through an upgraded connection (either way).
+struct Moving<T> {
+    inner: T,
+    last: Arc<AtomicU64>,
+    started: Instant,
+}
+
+impl<T> Moving<T> {
+    fn touch(&self) {
+        self.last
+            .store(self.started.elapsed().as_millis() as u64, Relaxed);
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Moving<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if matches!(r, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            self.touch();
+        }
+        r
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Moving<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+            self.touch();
+        }
+        r
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}

@@ -1,0 +1,241 @@
+//! The listener: binds, accepts TCP, tells TLS from plain HTTP (which gets nginx's
+//! "plain HTTP request was sent to HTTPS port" page), completes the TLS handshake within
+//! its timeout, reaches the client's verdict (from the verify cache or computed), and hands
+//! the connection to [`crate::connection::serve`]. On shutdown it stops accepting and waits
+//! for open connections to drain.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::pin;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper_util::rt::TokioIo;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+use crate::client_auth::{CertProblem, Peer};
+use crate::config::GateConfig;
+use crate::connection::{self, Conn};
+use crate::error::GateError;
+use crate::state::State;
+
+/// A bound gateway, ready to run.
+pub struct Gateway {
+    state: Arc<State>,
+    listener: TcpListener,
+}
+
+impl Gateway {
+    /// Loads every file, builds the first snapshot and binds the listener.
+    pub async fn bind(cfg: GateConfig) -> Result<Gateway, GateError> {
+        let listen = cfg.listen;
+        let state = State::new(cfg)?;
+        let listener = TcpListener::bind(listen)
+            .await
+            .map_err(|cause| GateError::Listen {
+                addr: listen,
+                cause,
+            })?;
+        Ok(Gateway { state, listener })
+    }
+
+    /// The bound address (useful with port 0).
+    pub fn local_addr(&self) -> Result<SocketAddr, GateError> {
+        Ok(self.listener.local_addr()?)
+    }
+
+    pub fn state(&self) -> Arc<State> {
+        self.state.clone()
+    }
+
+    /// Accepts connections until `shutdown` completes, then stops accepting, asks every
+    /// connection to finish its in-flight requests, and waits for them up to the drain
+    /// timeout.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), GateError> {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let tracker = tracker::Tracker::default();
+        let mut shutdown = pin!(shutdown);
+        loop {
+            tokio::select! {
+                r = self.listener.accept() => match r {
+                    Ok((tcp, remote)) => {
+                        let state = self.state.clone();
+                        let stop = stop_rx.clone();
+                        let token = tracker.token();
+                        tokio::spawn(async move {
+                            accept(state, tcp, remote, stop).await;
+                            drop(token);
+                        });
+                    }
+                    Err(e) => {
+                        // Out of file descriptors and the like: back off, keep serving.
+                        tracing::warn!("accept failed: {e}");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                },
+                _ = &mut shutdown => break,
+            }
+        }
+        drop(self.listener);
+        let _ = stop_tx.send(true);
+        let drain = self.state.load().config.timeouts.drain;
+        let open = tracker.open();
+        if open > 0 {
+            tracing::info!("draining {open} connection(s), at most {drain:?}");
+        }
+        if tokio::time::timeout(drain, tracker.wait()).await.is_err() {
+            tracing::warn!(
+                "{} connection(s) still open after {drain:?}; closing them",
+                tracker.open()
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Counts a connection as active while alive.
+struct Active<'a>(&'a State);
+impl Drop for Active<'_> {
+    fn drop(&mut self) {
+        self.0.metrics.connections_active.fetch_sub(1, Relaxed);
+    }
+}
+
+/// The first byte of a TLS connection: a handshake record.
+const TLS_HANDSHAKE: u8 = 0x16;
+
+/// One accepted TCP connection, up to the end of its handshake.
+async fn accept(
+    state: Arc<State>,
+    tcp: TcpStream,
+    remote: SocketAddr,
+    stop: watch::Receiver<bool>,
+) {
+    let m = &state.metrics;
+    m.connections_total.fetch_add(1, Relaxed);
+    m.connections_active.fetch_add(1, Relaxed);
+    let _active = Active(&state);
+    let _ = tcp.set_nodelay(true);
+    let snap = state.load_full();
+    let handshake = snap.config.timeouts.handshake;
+    let mut first = [0u8; 1];
+    match tokio::time::timeout(handshake, tcp.peek(&mut first)).await {
+        Ok(Ok(1)) if first[0] == TLS_HANDSHAKE => {}
+        Ok(Ok(1)) if first[0].is_ascii_alphabetic() => {
+            m.plain_http.fetch_add(1, Relaxed);
+            plain_http(tcp, handshake).await;
+            return;
+        }
+        Ok(_) => return,
+        Err(_) => {
+            m.handshake_timeouts.fetch_add(1, Relaxed);
+            return;
+        }
+    }
+    let acceptor = tokio_rustls::TlsAcceptor::from(snap.tls.clone());
+    let tls = match tokio::time::timeout(handshake, acceptor.accept(tcp)).await {
+        Ok(Ok(t)) => t,
+        Ok(Err(e)) => {
+            m.handshake_errors.fetch_add(1, Relaxed);
+            tracing::debug!(%remote, "TLS handshake failed: {e}");
+            return;
+        }
+        Err(_) => {
+            m.handshake_timeouts.fetch_add(1, Relaxed);
+            tracing::debug!(%remote, "TLS handshake timed out");
+            return;
+        }
+    };
+    let (_, session) = tls.get_ref();
+    if session.handshake_kind() == Some(rustls::HandshakeKind::Resumed) {
+        m.handshakes_resumed.fetch_add(1, Relaxed);
+    } else {
+        m.handshakes_full.fetch_add(1, Relaxed);
+    }
+    let (peer, verdict) = match session.peer_certificates() {
+        Some(chain) if !chain.is_empty() => {
+            let (peer, verdict, fresh) =
+                state
+                    .cache
+                    .lookup(&snap.auth, chain, snap.config.verify_cache);
+            if fresh {
+                if let Some(CertProblem::Invalid(f)) = &verdict.problem {
+                    tracing::info!(
+                        %remote,
+                        "client certificate refused: {}",
+                        crate::escape::printable(&f.to_string())
+                    );
+                }
+            }
+            (peer, verdict)
+        }
+        _ => (
+            Arc::new(Peer::none()),
+            Arc::new(snap.auth.check(&[], rustls::pki_types::UnixTime::now())),
+        ),
+    };
+    match &verdict.problem {
+        Some(CertProblem::NoCertificate) => m.no_certificate(),
+        Some(CertProblem::Invalid(f)) => m.verify_failure(f),
+        None => {}
+    }
+    drop(snap);
+    let conn = Arc::new(Conn::new(state.clone(), remote, session, peer, verdict));
+    connection::serve(conn, tls, stop).await;
+}
+
+/// Answers plain HTTP sent to the TLS port as nginx does, then closes.
+async fn plain_http(tcp: TcpStream, timeout: Duration) {
+    let svc = hyper::service::service_fn(|_req| async {
+        Ok::<_, Infallible>(crate::responses::plain_http_page())
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .keep_alive(false)
+        .serve_connection(TokioIo::new(tcp), svc);
+    let _ = tokio::time::timeout(timeout, conn).await;
+}
+
+/// A tiny connection tracker: tokens alive = connections open.
+mod tracker {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use tokio::sync::Notify;
+
+    #[derive(Default, Clone)]
+    pub struct Tracker(Arc<Inner>);
+    #[derive(Default)]
+    pub struct Inner {
+        open: AtomicUsize,
+        done: Notify,
+    }
+    pub struct Token(Arc<Inner>);
+
+    impl Tracker {
+        pub fn token(&self) -> Token {
+            self.0.open.fetch_add(1, Ordering::AcqRel);
+            Token(self.0.clone())
+        }
+        pub fn open(&self) -> usize {
+            self.0.open.load(Ordering::Acquire)
+        }
+        pub async fn wait(&self) {
+            loop {
+                let n = self.0.done.notified();
+                if self.open() == 0 {
+                    return;
+                }
+                n.await;
+            }
+        }
+    }
+    impl Drop for Token {
+        fn drop(&mut self) {
+            if self.0.open.fetch_sub(1, Ordering::AcqRel) == 1 {
+                self.0.done.notify_waiters();
+            }
+        }
+    }
+}

@@ -1,0 +1,265 @@
+//! The request path, one named stage per function, in the order a request meets them:
+//!
+//! ```text
+//! handle ─► authenticate ─► route ─► authorize ─► rewrite ─► forward ─► (log)
+//!   │ 400 cert   │ 400 bad path/Host  │ 403        │ headers     │ 502/504
+//!   │            │ 404 no route       │            │             │
+//!   └──────────── any refusal ─► responses::rescue (page + metric + log line)
+//! ```
+//!
+//! - [`authenticate`]: the connection's client verdict under the current snapshot
+//!   (rules in [`crate::client_auth`]).
+//! - [`route`]: Host checks, path normalisation ([`crate::path`]), longest-prefix route.
+//! - [`authorize`]: the route's policy ([`crate::policy::Policy::authorize`]).
+//! - [`rewrite`]: the upstream request — normalised path, hop-by-hop headers removed,
+//!   client-sent identity headers stripped, the gateway's identity headers rendered.
+//! - [`crate::forward::forward`]: the upstream exchange, upgrades included.
+//!
+//! Every stage returns `Result<_, Refusal>`; [`handle`] turns a refusal into its reply in
+//! one place and writes one access-log line per request.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::header::{self, HeaderName, HeaderValue};
+use http::{HeaderMap, Request, Response, Version};
+use hyper::body::Incoming;
+use hyper::upgrade::OnUpgrade;
+use time::OffsetDateTime;
+
+use crate::access_log::{self, LogLine};
+use crate::client_auth::{CertProblem, Verdict};
+use crate::connection::{Conn, Tracked};
+use crate::headers::RenderCtx;
+use crate::path::{self, NormalPath};
+use crate::responses::{rescue, BadRequest, Body, Refusal};
+use crate::state::{Route, Snapshot};
+
+/// Handles one request: runs the stages, answers refusals, logs.
+pub async fn handle(conn: &Arc<Conn>, req: Request<Incoming>) -> Response<Tracked> {
+    let in_flight = conn.clock.request(!conn.http2);
+    let started = Instant::now();
+    let snap = conn.state.load_full();
+    let verdict = conn.verdict(&snap);
+    let method = req.method().clone();
+    let target = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| req.uri().to_string());
+    let mut routed: Option<String> = None;
+    let resp = match stages(conn, &snap, &verdict, req, &mut routed).await {
+        Ok(r) => r,
+        Err(refusal) => {
+            if refusal.closes_connection() && conn.http2 {
+                conn.close_after_reply();
+            }
+            rescue(&refusal, &conn.state.metrics, conn.remote)
+        }
+    };
+    let status = resp.status().as_u16();
+    conn.state.metrics.response(status);
+    access_log::write(
+        snap.config.access_log,
+        &LogLine {
+            conn,
+            verdict: &verdict,
+            method: &method,
+            target: &target,
+            route: routed.as_deref(),
+            status,
+            bytes: hyper::body::Body::size_hint(resp.body()).exact(),
+            started,
+        },
+    );
+    resp.map(|b| Tracked::new(b, in_flight))
+}
+
+async fn stages(
+    conn: &Arc<Conn>,
+    snap: &Snapshot,
+    verdict: &Verdict,
+    req: Request<Incoming>,
+    routed: &mut Option<String>,
+) -> Result<Response<Body>, Refusal> {
+    authenticate(verdict)?;
+    let target = route(snap, &req)?;
+    *routed = Some(target.route.prefix.clone());
+    authorize(conn, verdict, target.route)?;
+    let (up, client_upgrade) = rewrite(conn, verdict, &target, req)?;
+    crate::forward::forward(conn, snap, &target, up, client_upgrade).await
+}
+
+/// Stage 1: is the client's certificate acceptable at all (connection-wide)?
+pub fn authenticate(verdict: &Verdict) -> Result<(), Refusal> {
+    match &verdict.problem {
+        None => Ok(()),
+        Some(CertProblem::NoCertificate) => Err(Refusal::NoCertificate),
+        Some(CertProblem::Invalid(f)) => Err(Refusal::BadCertificate(f.clone())),
+    }
+}
+
+/// Where a request goes.
+pub struct Target<'s> {
+    pub route: &'s Route,
+    pub path: NormalPath,
+    /// nginx's `$host`: from the request target or the Host header, lower-cased, no port.
+    pub host: String,
+}
+
+/// Stage 2: checks Host, normalises the path and finds the route.
+pub fn route<'s>(snap: &'s Snapshot, req: &Request<Incoming>) -> Result<Target<'s>, Refusal> {
+    let host = host_of(req).map_err(Refusal::BadRequest)?;
+    let path =
+        path::normalize(req.uri().path()).map_err(|e| Refusal::BadRequest(BadRequest::Path(e)))?;
+    let Some(route) = snap.routes.find(path.decoded()) else {
+        return Err(Refusal::NoRoute {
+            path: crate::escape::printable(path.encoded()).into_owned(),
+        });
+    };
+    Ok(Target { route, path, host })
+}
+
+/// The Host rules of RFC 9112 §3.2 and RFC 9113 §8.3.1; returns nginx's `$host`.
+fn host_of(req: &Request<Incoming>) -> Result<String, BadRequest> {
+    let hosts = req.headers().get_all(header::HOST);
+    let n = hosts.iter().count();
+    if n > 1 {
+        return Err(BadRequest::SeveralHosts(n));
+    }
+    let header = match hosts.iter().next() {
+        Some(v) => Some(v.to_str().map_err(|_| BadRequest::BadHost)?),
+        None => None,
+    };
+    let from_target = req.uri().authority().map(|a| a.as_str());
+    let chosen = match (req.version(), from_target, header) {
+        (Version::HTTP_2, Some(a), Some(h)) if !a.eq_ignore_ascii_case(h) => {
+            return Err(BadRequest::HostMismatch)
+        }
+        (Version::HTTP_11, _, None) => return Err(BadRequest::NoHost),
+        (Version::HTTP_2, None, None) => return Err(BadRequest::NoHost),
+        (_, Some(a), _) => a,
+        (_, None, Some(h)) => h,
+        (_, None, None) => "",
+    };
+    if chosen.is_empty() {
+        return if req.version() == Version::HTTP_10 {
+            Ok(String::new())
+        } else {
+            Err(BadRequest::BadHost)
+        };
+    }
+    let authority: http::uri::Authority = chosen.parse().map_err(|_| BadRequest::BadHost)?;
+    if chosen.contains('@') {
+        return Err(BadRequest::BadHost);
+    }
+    Ok(authority.host().to_ascii_lowercase())
+}
+
+/// Stage 3: may this client use this route?
+pub fn authorize(conn: &Conn, verdict: &Verdict, route: &Route) -> Result<(), Refusal> {
+    route
+        .policy
+        .authorize(&route.prefix, conn.identity(), verdict.outcome.is_success())
+        .map_err(Refusal::Denied)
+}
+
+/// Headers that belong to one hop and are never forwarded.
+const HOP_BY_HOP: &[HeaderName] = &[
+    header::CONNECTION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    header::PROXY_AUTHORIZATION,
+    header::PROXY_AUTHENTICATE,
+];
+
+/// Removes hop-by-hop headers, and those the Connection header names.
+pub fn strip_hop_by_hop(h: &mut HeaderMap) {
+    let named: Vec<HeaderName> = h
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for n in named {
+        h.remove(n);
+    }
+    for n in HOP_BY_HOP {
+        h.remove(n);
+    }
+    h.remove("keep-alive");
+    h.remove("proxy-connection");
+}
+
+fn is_upgrade(req: &Request<Incoming>) -> bool {
+    req.version() == Version::HTTP_11
+        && req.headers().contains_key(header::UPGRADE)
+        && req
+            .headers()
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|v| {
+                v.split(',')
+                    .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+            })
+}
+
+/// Stage 4: the request the upstream receives, and the client's side of an upgrade.
+pub fn rewrite(
+    conn: &Conn,
+    verdict: &Verdict,
+    target: &Target<'_>,
+    mut req: Request<Incoming>,
+) -> Result<(Request<Incoming>, Option<OnUpgrade>), Refusal> {
+    let route = target.route;
+    let upgrade = is_upgrade(&req);
+    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+    let request_uri = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_default();
+    let (mut parts, body) = req.into_parts();
+    let pq = route.upstream_target(&target.path, parts.uri.query());
+    let uri = http::Uri::builder()
+        .scheme(route.scheme.clone())
+        .authority(route.authority.clone())
+        .path_and_query(pq)
+        .build()
+        .map_err(|_| Refusal::BadRequest(BadRequest::Path(path::PathError::NotOriginForm)))?;
+    if parts.version == Version::HTTP_2 {
+        if let Some(a) = parts.uri.authority() {
+            if let Ok(v) = HeaderValue::from_str(a.as_str()) {
+                parts.headers.entry(header::HOST).or_insert(v);
+            }
+        }
+    }
+    let upgrade_value = parts.headers.get(header::UPGRADE).cloned();
+    strip_hop_by_hop(&mut parts.headers);
+    if let (true, Some(u)) = (upgrade, upgrade_value) {
+        parts.headers.insert(header::UPGRADE, u);
+        parts
+            .headers
+            .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    }
+    let cx = RenderCtx {
+        identity: conn.identity(),
+        outcome: &verdict.outcome,
+        remote: conn.remote,
+        remote_ip: &conn.remote_ip,
+        host: &target.host,
+        request_uri: &request_uri,
+        tls_protocol: conn.tls_protocol,
+        tls_cipher: conn.tls_cipher,
+        resumed: conn.resumed,
+        now: OffsetDateTime::now_utc(),
+    };
+    route.headers.apply(&mut parts.headers, &cx);
+    parts.uri = uri;
+    parts.version = Version::HTTP_11;
+    Ok((Request::from_parts(parts, body), client_upgrade))
+}
