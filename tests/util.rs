@@ -4,8 +4,16 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_mtlsgate");
+
+/// The binary under test: the one cargo built, or `MTLSGATE_TEST_BIN` (to show that a new
+/// test fails against an older build: `MTLSGATE_TEST_BIN=/path/to/old/mtlsgate cargo
+/// nextest run …`).
+pub fn bin() -> String {
+    std::env::var("MTLSGATE_TEST_BIN").unwrap_or_else(|_| BIN.to_string())
+}
 
 /// A scratch directory with helpers to run commands inside it.
 pub struct Work {
@@ -68,7 +76,7 @@ impl Work {
 
     /// Runs `mtlsgate ARGS` in the work directory.
     pub fn mg(&self, args: &[&str]) -> Run {
-        self.cmd(BIN, args)
+        self.cmd(&bin(), args)
     }
 
     /// Runs any program in the work directory.
@@ -259,7 +267,7 @@ impl Gate {
     /// Starts `mtlsgate ARGS` (which should listen on 127.0.0.1:0) and waits for its port.
     pub fn start(w: &Work, args: &[&str]) -> Gate {
         let access_log = w.path(&format!("access-{}.log", rand_suffix()));
-        let mut proc = Proc::spawn(w.root(), BIN, args, &access_log);
+        let mut proc = Proc::spawn(w.root(), &bin(), args, &access_log);
         let rest = proc.wait_for("listening on 127.0.0.1:");
         let port = rest
             .split_whitespace()
@@ -346,4 +354,268 @@ pub fn as_dev(name: &str) -> Vec<String> {
         "--key".into(),
         format!("{name}.key"),
     ]
+}
+
+// ---- gateway helpers ----
+
+pub fn s(v: &[String]) -> Vec<&str> {
+    v.iter().map(|x| x.as_str()).collect()
+}
+
+/// `mtlsgate serve` on an ephemeral port in front of `up`, with `extra` flags.
+pub fn serve(w: &Work, up: &Upstream, extra: &[&str]) -> Gate {
+    let url = up.url();
+    let mut a = vec![
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--cert",
+        "localhost.crt",
+        "--key",
+        "localhost.key",
+        "--client-ca",
+        "ca.crt",
+        "--upstream",
+        &url,
+    ];
+    a.extend_from_slice(extra);
+    Gate::start(w, &a)
+}
+
+/// GET `path` as device `dev`, returning (status, body).
+pub fn get_as(w: &Work, g: &Gate, dev: &str, path: &str, extra: &[&str]) -> (u16, String) {
+    let mut a = as_dev(dev);
+    a.extend(extra.iter().map(|x| x.to_string()));
+    a.push(g.url(path));
+    curl(w, &s(&a))
+}
+
+/// Values of header `name` (case-insensitive) in the echo upstream's JSON body.
+pub fn header_values(body: &str, name: &str) -> Vec<String> {
+    let v: serde_json::Value =
+        serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"));
+    v["headers"]
+        .as_array()
+        .expect("headers")
+        .iter()
+        .filter(|h| h[0].as_str().is_some_and(|n| n.eq_ignore_ascii_case(name)))
+        .map(|h| h[1].as_str().unwrap_or("").to_string())
+        .collect()
+}
+
+pub fn header(body: &str, name: &str) -> String {
+    let v = header_values(body, name);
+    assert_eq!(
+        v.len(),
+        1,
+        "expected one {name} header, got {v:?} in {body}"
+    );
+    v[0].clone()
+}
+
+pub fn openssl_field(w: &Work, cert: &str, flag: &str) -> String {
+    let out = w
+        .cmd(
+            "openssl",
+            &["x509", "-in", cert, "-noout", flag, "-nameopt", "RFC2253"],
+        )
+        .ok();
+    let line = out.trim();
+    line.split_once('=')
+        .map(|(_, v)| v.to_string())
+        .unwrap_or_else(|| line.to_string())
+}
+
+pub fn write_atomic(w: &Work, rel: &str, text: &str) {
+    let tmp = w.path(&format!("{rel}.tmp"));
+    std::fs::write(&tmp, text).expect("write");
+    std::fs::rename(&tmp, w.path(rel)).expect("rename");
+}
+
+/// A client certificate made and signed by openssl itself with the CA's intermediate key
+/// (so that openssl, not mtlsgate, encodes the subject): writes NAME.key and NAME.crt
+/// (leaf + intermediate).
+pub fn openssl_client(w: &Work, name: &str, subj: &str, extra_req: &[&str]) {
+    let (key, csr, leaf) = (
+        format!("{name}.key"),
+        format!("{name}.csr"),
+        format!("{name}-leaf.crt"),
+    );
+    let mut req = vec![
+        "req",
+        "-new",
+        "-utf8",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        &key,
+        "-out",
+        &csr,
+        "-subj",
+        subj,
+    ];
+    req.extend_from_slice(extra_req);
+    w.cmd("openssl", &req).ok();
+    w.write(
+        "ext.cnf",
+        "extendedKeyUsage=clientAuth\nkeyUsage=critical,digitalSignature\n",
+    );
+    w.cmd(
+        "openssl",
+        &[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            "ca/intermediate.crt",
+            "-CAkey",
+            "ca/intermediate.key",
+            "-CAcreateserial",
+            "-days",
+            "30",
+            "-extfile",
+            "ext.cnf",
+            "-out",
+            &leaf,
+        ],
+    )
+    .ok();
+    let chain = w.read(&leaf) + &w.read("ca/intermediate.crt");
+    w.write(&format!("{name}.crt"), &chain);
+}
+
+/// Re-issues dev1 for 7.5 days: far from a day boundary, so whole days left are certain.
+pub fn reissue_dev1_for_180h(w: &Work) {
+    w.mg(&[
+        "cert",
+        "issue",
+        "client",
+        "dev1",
+        "--device-id",
+        "dev1",
+        "--valid",
+        "180h",
+        "--force",
+        "--dir",
+        "ca",
+        "--out",
+        ".",
+    ])
+    .ok();
+}
+
+/// A client certificate NAME from a second CA called `ca_name` (in `other/`), written to
+/// `o/NAME.crt` and `o/NAME.key`.
+pub fn foreign_client(w: &Work, ca_name: &str, name: &str) {
+    w.mg(&["ca", "init", "--dir", "other", "--name", ca_name])
+        .ok();
+    std::fs::create_dir_all(w.path("o")).expect("mkdir");
+    w.mg(&[
+        "cert", "issue", "client", name, "--dir", "other", "--out", "o",
+    ])
+    .ok();
+}
+
+/// GET `url` presenting the certificate `crt` with key `key`.
+pub fn curl_as(w: &Work, crt: &str, key: &str, url: &str) -> (u16, String) {
+    curl(w, &["--cacert", "ca.crt", "--cert", crt, "--key", key, url])
+}
+
+/// The HTTP status of GET `url` as dev1, run in `root` (usable from other threads).
+pub fn status_as_dev1(root: &std::path::Path, url: &str) -> String {
+    let out = std::process::Command::new("curl")
+        .args([
+            "-sS",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--cacert",
+            "ca.crt",
+            "--cert",
+            "dev1.crt",
+            "--key",
+            "dev1.key",
+            url,
+        ])
+        .current_dir(root)
+        .output()
+        .expect("curl");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The SHA-256 fingerprint of a certificate file as `openssl x509 -fingerprint` prints it.
+pub fn openssl_sha256(w: &Work, file: &str) -> String {
+    let out = w
+        .cmd(
+            "openssl",
+            &["x509", "-in", file, "-noout", "-fingerprint", "-sha256"],
+        )
+        .ok();
+    out.trim()
+        .split_once('=')
+        .expect("fingerprint")
+        .1
+        .to_string()
+}
+
+/// `AA:BB:…` → `aabb…`.
+pub fn hex_lower(fp: &str) -> String {
+    fp.replace(':', "").to_ascii_lowercase()
+}
+
+/// Polls `f` until it returns true (reloads are asynchronous), for at most 10 s.
+#[track_caller]
+pub fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+pub fn s_client_resume(w: &Work, port: u16, dev: &str, sess: &str, reuse: bool) -> String {
+    let flag = if reuse { "-sess_in" } else { "-sess_out" };
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "printf 'GET / HTTP/1.1\\r\\nHost: localhost\\r\\nConnection: close\\r\\n\\r\\n' | timeout 20 openssl s_client -connect 127.0.0.1:{port} -servername localhost -CAfile ca.crt -cert {dev}.crt -key {dev}.key {flag} {sess} -ign_eof 2>&1"
+        ))
+        .current_dir(w.root())
+        .output()
+        .expect("s_client");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub fn served_serial(w: &Work, port: u16) -> String {
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "timeout 20 openssl s_client -connect 127.0.0.1:{port} -servername localhost -CAfile ca.crt -cert dev1.crt -key dev1.key </dev/null 2>/dev/null | openssl x509 -noout -serial"
+        ))
+        .current_dir(w.root())
+        .output()
+        .expect("s_client");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Builds and returns the path of the example appserver.
+pub fn appserver() -> std::path::PathBuf {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let st = std::process::Command::new(cargo)
+        .args(["build", "--example", "appserver"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .status()
+        .expect("cargo build --example appserver");
+    assert!(st.success());
+    let exe = std::path::Path::new(BIN)
+        .parent()
+        .expect("target dir")
+        .join("examples/appserver");
+    assert!(exe.exists(), "{}", exe.display());
+    exe
 }

@@ -121,7 +121,13 @@ impl CertInfo {
             sha1_fingerprint: hex::encode(sha1::Sha1::digest(der)),
             not_before: asn1_to_time(x.validity().not_before.timestamp()),
             not_after: asn1_to_time(x.validity().not_after.timestamp()),
-            device_id: if is_ca { None } else { cn.clone() },
+            // A self-signed certificate may be a client's own (pinned, as nginx trusts one
+            // named in ssl_client_certificate), even though openssl marks it CA:TRUE.
+            device_id: if is_ca && !self_signed {
+                None
+            } else {
+                cn.clone()
+            },
             common_name: cn,
             organizational_units: ous,
             dns_names: dns,

@@ -113,6 +113,8 @@ pub struct Clock {
     idle_since: AtomicU64,
     /// 1 + when the head of a request began arriving; 0 when none is arriving.
     head_since: AtomicU64,
+    /// Wakes the watchdog when a header deadline starts.
+    wake: Notify,
 }
 
 impl Clock {
@@ -122,6 +124,7 @@ impl Clock {
             in_flight: AtomicU32::new(0),
             idle_since: AtomicU64::new(0),
             head_since: AtomicU64::new(0),
+            wake: Notify::new(),
         }
     }
 
@@ -133,6 +136,7 @@ impl Clock {
     fn head_started(&self) {
         if self.head_since.load(Relaxed) == 0 {
             self.head_since.store(self.now_ms() + 1, Relaxed);
+            self.wake.notify_one();
         }
     }
 
@@ -199,7 +203,12 @@ async fn watchdog(clock: &Clock, timeouts: &Timeouts) -> Expiry {
     loop {
         match clock.check(timeouts) {
             Err(e) => return e,
-            Ok(wait) => tokio::time::sleep(wait.max(Duration::from_millis(5))).await,
+            Ok(wait) => {
+                tokio::select! {
+                    _ = tokio::time::sleep(wait.max(Duration::from_millis(5))) => {}
+                    _ = clock.wake.notified() => {}
+                }
+            }
         }
     }
 }

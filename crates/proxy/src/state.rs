@@ -272,6 +272,10 @@ impl State {
                 for kept in current.config.keep_restart_settings(&mut next) {
                     tracing::warn!("{kept}");
                 }
+                let changed = current.config.changed_settings(&next);
+                if !changed.is_empty() {
+                    tracing::info!("reload applies changed settings: {}", changed.join(", "));
+                }
                 next
             }
             None => current.config.clone(),

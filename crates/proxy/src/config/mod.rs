@@ -668,6 +668,93 @@ impl GateConfig {
         v
     }
 
+    /// The keys of the settings that differ between this configuration and `next` (for the
+    /// reload's log line), in the order of [`settings::SETTINGS`].
+    pub fn changed_settings(&self, next: &GateConfig) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        let mut diff = |key: &str, changed: bool| {
+            if changed {
+                out.push(key.to_string());
+            }
+        };
+        let (a, b) = (self, next);
+        diff("server.listen", a.listen != b.listen);
+        diff("server.cert", a.cert != b.cert);
+        diff("server.key", a.key != b.key);
+        diff(
+            "server.key_passphrase_file",
+            a.key_passphrase_file != b.key_passphrase_file,
+        );
+        diff("server.client_ca", a.client_ca != b.client_ca);
+        diff("server.verify_client", a.verify != b.verify);
+        diff("server.verify_depth", a.verify_depth != b.verify_depth);
+        diff("server.crl", a.crl != b.crl);
+        diff("server.pin_sha256", a.pin_sha256 != b.pin_sha256);
+        diff("server.pin_cert", a.pin_cert != b.pin_cert);
+        diff(
+            "server.reject_at_handshake",
+            a.reject_at_handshake != b.reject_at_handshake,
+        );
+        diff("server.verify_cache", a.verify_cache != b.verify_cache);
+        diff("server.resumption", a.resumption != b.resumption);
+        diff("server.access_log", a.access_log != b.access_log);
+        diff(
+            "server.max_header_bytes",
+            a.max_header_bytes != b.max_header_bytes,
+        );
+        diff("server.admin_listen", a.admin_listen != b.admin_listen);
+        diff("server.threads", a.threads != b.threads);
+        let (ta, tb) = (&a.timeouts, &b.timeouts);
+        diff("timeouts.handshake", ta.handshake != tb.handshake);
+        diff("timeouts.header_read", ta.header_read != tb.header_read);
+        diff("timeouts.idle", ta.idle != tb.idle);
+        diff(
+            "timeouts.upstream_connect",
+            ta.upstream_connect != tb.upstream_connect,
+        );
+        diff(
+            "timeouts.upstream_response",
+            ta.upstream_response != tb.upstream_response,
+        );
+        diff("timeouts.drain", ta.drain != tb.drain);
+        if a.routes.len() != b.routes.len() {
+            out.push(format!(
+                "route (now {} instead of {})",
+                b.routes.len(),
+                a.routes.len()
+            ));
+        } else {
+            for (i, (ra, rb)) in a.routes.iter().zip(&b.routes).enumerate() {
+                let k = |f: &str| format!("route[{i}].{f}");
+                let mut d = |f: &str, changed: bool| {
+                    if changed {
+                        out.push(k(f));
+                    }
+                };
+                d("prefix", ra.prefix != rb.prefix);
+                d("upstream", ra.upstream != rb.upstream);
+                d("allow_file", ra.policy.allow_files != rb.policy.allow_files);
+                d(
+                    "allow_device_ids",
+                    ra.policy.device_ids != rb.policy.device_ids,
+                );
+                d(
+                    "allow_spiffe_ids",
+                    ra.policy.spiffe_ids != rb.policy.spiffe_ids,
+                );
+                d("allow_ous", ra.policy.ous != rb.policy.ous);
+                d(
+                    "allow_fingerprints",
+                    ra.policy.fingerprints != rb.policy.fingerprints,
+                );
+                d("headers", ra.headers != rb.headers);
+                d("default_headers", ra.default_headers != rb.default_headers);
+                d("xfcc", ra.xfcc != rb.xfcc);
+            }
+        }
+        out
+    }
+
     /// The settings of `next` that a reload cannot apply, put back to this configuration's
     /// values; returns a sentence for each one that differed.
     pub fn keep_restart_settings(&self, next: &mut GateConfig) -> Vec<String> {
@@ -803,6 +890,24 @@ headers = { "X-Client" = "$ssl_client_s_dn" }
             ),
             "{e}"
         );
+    }
+
+    #[test]
+    fn changed_settings_name_every_kind_of_change() {
+        let a = GateConfig::from_toml("gate.toml", GOOD, Path::new(".")).expect("ok");
+        let mut b = a.clone();
+        b.timeouts.upstream_connect = Duration::from_secs(1);
+        b.routes[0].xfcc = true;
+        b.verify = VerifyMode::Optional;
+        assert_eq!(
+            a.changed_settings(&b),
+            vec![
+                "server.verify_client",
+                "timeouts.upstream_connect",
+                "route[0].xfcc"
+            ]
+        );
+        assert!(a.changed_settings(&a).is_empty());
     }
 
     #[test]

@@ -1,0 +1,11 @@
+//! End-to-end tests of `mtlsgate serve` and `quickstart`, split by feature: the real
+//! binary, driven by curl, `openssl s_client`, Python (`requests`, `ssl`, `h2`) and nginx,
+//! in front of a real upstream (tests/peers/upstream.py). Helpers live in `crate::util`.
+
+mod clients;
+mod hardening;
+mod identity;
+mod operations;
+mod paths;
+mod refusals;
+mod walkthroughs;

@@ -1,0 +1,159 @@
+//! Walkthroughs: the README's quickstart, and the nginx + appserver + whitelist.txt setup
+//! (seed 001) with the example appserver.
+
+use std::time::{Duration, Instant};
+
+use crate::util::*;
+
+#[test]
+fn seed001_walkthrough_with_the_example_appserver() {
+    let w = Work::new();
+    pki(&w);
+    w.write("whitelist.txt", "# seed 001\ndev1.d.example.local\n");
+    // A client whose subject has an escaped comma, made by openssl and signed by the CA.
+    w.cmd(
+        "openssl",
+        &[
+            "req",
+            "-new",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "dev3.key",
+            "-out",
+            "dev3.csr",
+            "-subj",
+            "/O=Acme, Inc./CN=dev3.d.example.local",
+        ],
+    )
+    .ok();
+    w.mg(&[
+        "cert", "sign", "dev3.csr", "--kind", "client", "--dir", "ca", "--out", "dev3.crt",
+    ])
+    .ok();
+    let free = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = free.local_addr().expect("addr").port();
+    drop(free);
+    let exe = appserver();
+    let listen = format!("127.0.0.1:{port}");
+    let app_out = w.path("app.out");
+    let _app = Proc::spawn(
+        w.root(),
+        exe.to_str().expect("utf8"),
+        &["--listen", &listen, "--whitelist", "whitelist.txt"],
+        &app_out,
+    );
+    eventually("the appserver", || {
+        std::fs::read_to_string(&app_out)
+            .unwrap_or_default()
+            .contains("listening")
+    });
+    let g = Gate::start(
+        &w,
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--cert",
+            "localhost.crt",
+            "--key",
+            "localhost.key",
+            "--client-ca",
+            "ca.crt",
+            "--upstream",
+            &format!("http://{listen}"),
+        ],
+    );
+    let (code, body) = get_as(&w, &g, "dev1", "/", &[]);
+    assert_eq!((code, body.as_str()), (200, "Access Granted!\n"));
+    let (code, body) = get_as(&w, &g, "dev2", "/", &[]);
+    assert_eq!(
+        (code, body.as_str()),
+        (
+            403,
+            "Access Denied: device dev2.d.example.local is not on the whitelist\n"
+        )
+    );
+    let (code, body) = get_as(&w, &g, "dev3", "/", &[]);
+    assert_eq!(
+        (code, body.as_str()),
+        (
+            403,
+            "Access Denied: device dev3.d.example.local is not on the whitelist\n"
+        )
+    );
+    w.write(
+        "whitelist.txt",
+        "dev1.d.example.local\ndev3.d.example.local\n",
+    );
+    assert_eq!(
+        get_as(&w, &g, "dev3", "/", &[]),
+        (200, "Access Granted!\n".to_string())
+    );
+    let url = g.url("/");
+    let (code, body) = curl(&w, &["--cacert", "ca.crt", &url]);
+    assert_eq!(code, 400);
+    assert!(body.contains("No required SSL certificate was sent"));
+}
+
+#[test]
+fn quickstart_runs_the_demo_and_stops_on_ctrl_c() {
+    let w = Work::new();
+    let mut g = Gate::start(
+        &w,
+        &["quickstart", "--dir", "qs", "--listen", "127.0.0.1:0"],
+    );
+    let url = g.url("/");
+    let (code, body) = curl(&w, &["--cacert", "qs/ca.crt", &url]);
+    assert_eq!(code, 400);
+    assert!(body.contains("No required SSL certificate was sent"));
+    let (code, body) = curl(
+        &w,
+        &[
+            "--cacert",
+            "qs/ca.crt",
+            "--cert",
+            "qs/dev1.crt",
+            "--key",
+            "qs/dev1.key",
+            &url,
+        ],
+    );
+    assert_eq!(code, 200);
+    assert!(body.starts_with("Access Granted!\n"), "{body}");
+    let (code, body) = curl(
+        &w,
+        &[
+            "--cacert",
+            "qs/ca.crt",
+            "--cert",
+            "qs/dev2.crt",
+            "--key",
+            "qs/dev2.key",
+            &url,
+        ],
+    );
+    assert_eq!(code, 403);
+    assert!(body.contains("dev2.d.example.local"), "{body}");
+    let printed = g.access_log();
+    assert!(
+        printed.contains(
+            "curl --cacert qs/ca.crt --cert qs/dev1.crt --key qs/dev1.key https://localhost:"
+        ),
+        "{printed}"
+    );
+    g.proc.signal("INT");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(st) = g.proc.child.try_wait().expect("wait") {
+            break st;
+        }
+        assert!(Instant::now() < deadline, "quickstart did not stop");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{}", g.proc.stderr());
+    assert!(g.access_log().contains("Stopped."));
+}
