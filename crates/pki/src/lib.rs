@@ -7,6 +7,7 @@
 
 pub mod ca;
 pub mod certinfo;
+mod der;
 pub mod dn;
 pub mod duration;
 pub mod error;
