@@ -142,7 +142,13 @@ fn sign(s: CertSign) -> Result<ExitCode> {
     let pass = ca_passphrase(&ca, &s.pass)?;
     let signer = ca.signer(pass.as_deref().map(|v| v.as_slice()))?;
     let issued = signer
-        .sign_csr(&s.csr.display().to_string(), &data, kind, validity)
+        .sign_csr(
+            &s.csr.display().to_string(),
+            &data,
+            kind,
+            validity,
+            &ca.meta.device_domain,
+        )
         .with_context(|| format!("cannot sign {}", s.csr.display()))?;
     block_on(async {
         let inv = open_inventory(&ca.dir).await?;

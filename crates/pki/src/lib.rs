@@ -13,6 +13,7 @@ pub mod duration;
 pub mod error;
 pub mod fsutil;
 pub mod key;
+pub mod names;
 pub mod p12;
 pub mod pemfile;
 pub mod verify;
