@@ -16,6 +16,7 @@ pub mod key;
 pub mod names;
 pub mod p12;
 pub mod pemfile;
+pub mod server_identity;
 pub mod verify;
 
 pub use error::{PkiError, Result};
