@@ -98,7 +98,7 @@ fn issue(
     };
     let (issued, leaf_key) = signer.issue(&req, &ca.meta.device_domain)?;
     block_on(async {
-        let inv = open_inventory(&ca.dir).await?;
+        let inv = open_inventory(&ca).await?;
         inv.record(&record_of(&issued)).await?;
         inv.close().await;
         anyhow::Ok(())
@@ -151,7 +151,7 @@ fn sign(s: CertSign) -> Result<ExitCode> {
         )
         .with_context(|| format!("cannot sign {}", s.csr.display()))?;
     block_on(async {
-        let inv = open_inventory(&ca.dir).await?;
+        let inv = open_inventory(&ca).await?;
         inv.record(&record_of(&issued)).await?;
         inv.close().await;
         anyhow::Ok(())
