@@ -338,6 +338,12 @@ fn print_info(o: &mut impl Write, c: &CertInfo, now: OffsetDateTime) -> std::io:
         }
     )?;
     writeln!(o, "Key:          {}", c.key)?;
+    if c.version == 1 {
+        writeln!(
+            o,
+            "Version:      1 (no extensions: no SANs; no EKU, so any purpose)"
+        )?;
+    }
     writeln!(
         o,
         "EKU:          {}",

@@ -4,6 +4,10 @@
 //! layout and format version; it never touches the inventory database (the caller
 //! records what was issued) and never writes a file except whole (temp + rename).
 //!
+//! For client certificates **the device ID is the subject CN**. Issuing and CSR signing
+//! apply one name rule ([`crate::names`]): no control characters anywhere, and no DNS SAN
+//! in the device domain other than the CN.
+//!
 //! Layout of a CA directory:
 //! ```text
 //! ca.toml            format version, name, device domain, key type, whether keys are encrypted
