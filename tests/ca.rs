@@ -1199,3 +1199,670 @@ mod verify {
             .ok();
     }
 }
+
+/// Certificates made the way seed 002 makes them: `openssl x509 -req` without an extension
+/// file, which gives X.509 v1 certificates, all with serial 01.
+mod openssl_v1 {
+    use crate::util::Work;
+
+    const PASS: &str = "pass:seed002";
+
+    /// An OpenSSL CA (`openssl req -x509`) and its `openssl ca` configuration (a database
+    /// and a crlnumber file, so `openssl ca -gencrl` writes a v2 CRL with a CRL number).
+    fn openssl_ca(w: &Work, name: &str) {
+        w.cmd(
+            "openssl",
+            &[
+                "genrsa", "-des3", "-passout", PASS, "-out", "ca.key", "2048",
+            ],
+        )
+        .ok();
+        w.cmd(
+            "openssl",
+            &[
+                "req",
+                "-new",
+                "-x509",
+                "-days",
+                "365",
+                "-key",
+                "ca.key",
+                "-passin",
+                PASS,
+                "-subj",
+                &format!("/CN={name}"),
+                "-out",
+                "ca.crt",
+            ],
+        )
+        .ok();
+        w.write(
+            "ca.cnf",
+            "[ ca ]\ndefault_ca = CA_default\n\
+             [ CA_default ]\ndir = .\ndatabase = index.txt\ncrlnumber = crlnumber\nserial = serial\n\
+             new_certs_dir = newcerts\ndefault_md = sha256\ndefault_crl_days = 30\n\
+             policy = policy_any\nunique_subject = no\n\
+             [ policy_any ]\ncommonName = supplied\n",
+        );
+        w.write("index.txt", "");
+        w.write("crlnumber", "1000\n");
+        w.write("serial", "10\n");
+        std::fs::create_dir(w.path("newcerts")).expect("newcerts");
+    }
+
+    /// `NAME.key` (RSA 2048, -des3), `NAME.csr` and the v1 `NAME.crt` with serial 01.
+    fn v1_cert(w: &Work, name: &str, cn: &str) {
+        let key = format!("{name}.key");
+        let csr = format!("{name}.csr");
+        let crt = format!("{name}.crt");
+        w.cmd(
+            "openssl",
+            &["genrsa", "-des3", "-passout", PASS, "-out", &key, "2048"],
+        )
+        .ok();
+        w.cmd(
+            "openssl",
+            &[
+                "req",
+                "-new",
+                "-key",
+                &key,
+                "-passin",
+                PASS,
+                "-subj",
+                &format!("/CN={cn}"),
+                "-out",
+                &csr,
+            ],
+        )
+        .ok();
+        w.cmd(
+            "openssl",
+            &[
+                "x509",
+                "-req",
+                "-days",
+                "365",
+                "-in",
+                &csr,
+                "-CA",
+                "ca.crt",
+                "-CAkey",
+                "ca.key",
+                "-passin",
+                PASS,
+                "-set_serial",
+                "01",
+                "-out",
+                &crt,
+            ],
+        )
+        .ok();
+        let text = w
+            .cmd("openssl", &["x509", "-in", &crt, "-noout", "-text"])
+            .ok();
+        assert!(text.contains("Version: 1 (0x0)"), "{text}");
+    }
+
+    #[test]
+    fn v1_client_certificate_verifies_as_with_openssl_and_inspects() {
+        let w = Work::new();
+        openssl_ca(&w, "Seed CA");
+        v1_cert(&w, "client", "client");
+        // OpenSSL accepts it (nginx's $ssl_client_verify would be SUCCESS) …
+        let o = w
+            .cmd("openssl", &["verify", "-CAfile", "ca.crt", "client.crt"])
+            .ok();
+        assert!(o.contains("client.crt: OK"), "{o}");
+        // … and so does mtlsgate, for either purpose: a v1 certificate has no EKU.
+        let out = w
+            .mg(&["cert", "verify", "client.crt", "--ca", "ca.crt"])
+            .ok();
+        assert!(
+            out.starts_with("OK: CN=client is valid for TLS client authentication until"),
+            "{out}"
+        );
+        w.mg(&[
+            "cert",
+            "verify",
+            "client.crt",
+            "--ca",
+            "ca.crt",
+            "--purpose",
+            "server",
+        ])
+        .ok();
+        let text = w.mg(&["cert", "inspect", "client.crt"]).ok();
+        assert!(text.contains("Subject:      CN=client"), "{text}");
+        assert!(text.contains("Issuer:       CN=Seed CA"), "{text}");
+        assert!(text.contains("Serial:       01"), "{text}");
+        assert!(text.contains("Key:          RSA (2048 bits)"), "{text}");
+        assert!(text.contains("EKU:          (none: any purpose)"), "{text}");
+        assert!(text.contains("Version:      1 (no extensions"), "{text}");
+        let j = w.mg(&["cert", "inspect", "client.crt", "--json"]).ok();
+        let v: serde_json::Value = serde_json::from_str(&j).expect("json");
+        assert_eq!(v["version"], 1);
+        assert_eq!(v["device_id"], "client");
+        assert_eq!(v["dns_names"], serde_json::json!([]));
+    }
+
+    #[test]
+    fn expired_and_foreign_v1_certificates_are_refused() {
+        let w = Work::new();
+        openssl_ca(&w, "Seed CA");
+        // `openssl ca` without an extension section also makes v1 certificates, and it
+        // takes explicit dates.
+        w.cmd(
+            "openssl",
+            &[
+                "req", "-new", "-newkey", "rsa:2048", "-nodes", "-keyout", "old.key", "-subj",
+                "/CN=old", "-out", "old.csr",
+            ],
+        )
+        .ok();
+        w.cmd(
+            "openssl",
+            &[
+                "ca",
+                "-batch",
+                "-notext",
+                "-config",
+                "ca.cnf",
+                "-keyfile",
+                "ca.key",
+                "-cert",
+                "ca.crt",
+                "-passin",
+                PASS,
+                "-startdate",
+                "20200101000000Z",
+                "-enddate",
+                "20200201000000Z",
+                "-in",
+                "old.csr",
+                "-out",
+                "old.crt",
+            ],
+        )
+        .ok();
+        let text = w
+            .cmd("openssl", &["x509", "-in", "old.crt", "-noout", "-text"])
+            .ok();
+        assert!(text.contains("Version: 1 (0x0)"), "{text}");
+        let err = w
+            .mg(&["cert", "verify", "old.crt", "--ca", "ca.crt"])
+            .fails();
+        assert!(
+            err.contains("old.crt: expired: the certificate expired at 2020-02-01 00:00:00 UTC ("),
+            "{err}"
+        );
+        // A v1 certificate of another CA.
+        let other = Work::new();
+        openssl_ca(&other, "Other CA");
+        v1_cert(&other, "client", "client");
+        std::fs::copy(other.path("client.crt"), w.path("foreign.crt")).expect("copy");
+        let err = w
+            .mg(&["cert", "verify", "foreign.crt", "--ca", "ca.crt"])
+            .fails();
+        assert!(
+            err.contains("foreign.crt: unknown issuer: the certificate was issued by CN=Other CA, which is neither in the file nor in the CA bundle"),
+            "{err}"
+        );
+        // The same certificate signed by a CA of the same name but another key.
+        let twin = Work::new();
+        openssl_ca(&twin, "Seed CA");
+        v1_cert(&twin, "client", "client");
+        std::fs::copy(twin.path("client.crt"), w.path("twin.crt")).expect("copy");
+        let err = w
+            .mg(&["cert", "verify", "twin.crt", "--ca", "ca.crt"])
+            .fails();
+        assert!(
+            err.contains("twin.crt: bad signature: the signature on CN=client does not verify with its issuer's key"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_crl_entry_for_serial_01_revokes_server_and_client_alike() {
+        let w = Work::new();
+        openssl_ca(&w, "Seed CA");
+        v1_cert(&w, "server", "localhost");
+        v1_cert(&w, "client", "client");
+        // Revoke "the client" the way `openssl ca -revoke` records it: by serial.
+        w.write(
+            "index.txt",
+            "R\t300101000000Z\t240101000000Z,keyCompromise\t01\tunknown\t/CN=client\n",
+        );
+        w.cmd(
+            "openssl",
+            &[
+                "ca", "-gencrl", "-config", "ca.cnf", "-keyfile", "ca.key", "-cert", "ca.crt",
+                "-passin", PASS, "-out", "crl.pem",
+            ],
+        )
+        .ok();
+        let crl = w
+            .cmd("openssl", &["crl", "-in", "crl.pem", "-noout", "-text"])
+            .ok();
+        assert!(crl.contains("Version 2"), "{crl}");
+        assert!(crl.contains("X509v3 CRL Number"), "{crl}");
+        // OpenSSL (and so nginx) matches on issuer + serial: both are revoked.
+        for c in ["server.crt", "client.crt"] {
+            let r = w.cmd(
+                "openssl",
+                &[
+                    "verify",
+                    "-crl_check",
+                    "-CAfile",
+                    "ca.crt",
+                    "-CRLfile",
+                    "crl.pem",
+                    c,
+                ],
+            );
+            assert_ne!(r.code, 0, "{c}");
+            assert!(
+                format!("{}{}", r.stdout, r.stderr).contains("certificate revoked"),
+                "{}{}",
+                r.stdout,
+                r.stderr
+            );
+        }
+        for (c, cn) in [("server.crt", "localhost"), ("client.crt", "client")] {
+            let err = w
+                .mg(&["cert", "verify", c, "--ca", "ca.crt", "--crl", "crl.pem"])
+                .fails();
+            assert!(
+                err.contains(&format!(
+                    "{c}: revoked: CN={cn} (serial 01) was revoked at 2024-01-01 00:00:00 UTC (reason: keyCompromise); a CRL entry names an issuer and a serial, so every certificate this issuer signed with serial 01 is revoked with it (openssl x509 -set_serial reuses serials; give each certificate its own)"
+                )),
+                "{err}"
+            );
+        }
+        // Without the CRL both verify.
+        w.mg(&["cert", "verify", "server.crt", "--ca", "ca.crt"])
+            .ok();
+    }
+}
+
+#[test]
+fn sign_keeps_the_csr_subject_verbatim() {
+    let w = Work::new();
+    w.with_ca();
+    w.cmd(
+        "openssl",
+        &[
+            "req",
+            "-new",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "dev9.key",
+            "-subj",
+            "/C=SE/O=Acme+OU=R&D/OU=Fleet/OU=Ops/CN=dev9.d.example.local",
+            "-multivalue-rdn",
+            "-out",
+            "dev9.csr",
+        ],
+    )
+    .ok();
+    w.mg(&[
+        "cert", "sign", "dev9.csr", "--kind", "client", "--out", "dev9.crt",
+    ])
+    .ok();
+    let want = w
+        .cmd(
+            "openssl",
+            &[
+                "req", "-in", "dev9.csr", "-noout", "-subject", "-nameopt", "RFC2253",
+            ],
+        )
+        .ok();
+    let got = w
+        .cmd(
+            "openssl",
+            &[
+                "x509", "-in", "dev9.crt", "-noout", "-subject", "-nameopt", "RFC2253",
+            ],
+        )
+        .ok();
+    assert_eq!(
+        want.trim(),
+        "subject=CN=dev9.d.example.local,OU=Ops,OU=Fleet,O=Acme+OU=R&D,C=SE"
+    );
+    assert_eq!(got.trim(), want.trim());
+    // Byte for byte: the DER of the names is the same too.
+    let der_of = |args: &[&str]| -> Vec<u8> {
+        let r = w.cmd("openssl", args).ok();
+        r.into_bytes()
+    };
+    let csr_hash = der_of(&[
+        "req",
+        "-in",
+        "dev9.csr",
+        "-noout",
+        "-subject",
+        "-nameopt",
+        "oneline,dump_der,dump_all",
+    ]);
+    let crt_hash = der_of(&[
+        "x509",
+        "-in",
+        "dev9.crt",
+        "-noout",
+        "-subject",
+        "-nameopt",
+        "oneline,dump_der,dump_all",
+    ]);
+    assert_eq!(csr_hash, crt_hash);
+    let v = w
+        .cmd(
+            "openssl",
+            &[
+                "verify",
+                "-CAfile",
+                "mtlsgate-ca/ca.crt",
+                "-untrusted",
+                "dev9.crt",
+                "-purpose",
+                "sslclient",
+                "dev9.crt",
+            ],
+        )
+        .ok();
+    assert!(v.contains("dev9.crt: OK"), "{v}");
+    let j = w.mg(&["cert", "inspect", "dev9.crt", "--json"]).ok();
+    let v: serde_json::Value = serde_json::from_str(&j).expect("json");
+    assert_eq!(
+        v[0]["subject"],
+        "CN=dev9.d.example.local,OU=Ops,OU=Fleet,O=Acme+OU=R&D,C=SE"
+    );
+    assert_eq!(
+        v[0]["organizational_units"],
+        serde_json::json!(["R&D", "Fleet", "Ops"])
+    );
+}
+
+#[test]
+fn sign_and_issue_refuse_names_with_control_characters_or_another_device() {
+    let w = Work::new();
+    w.with_ca();
+    let before = w.mg(&["ca", "list", "--json"]).ok();
+    // A CN with a literal CR LF, as `openssl req -subj` takes it.
+    w.cmd(
+        "openssl",
+        &[
+            "req",
+            "-new",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "nl.key",
+            "-subj",
+            "/CN=dev1\r\nX-Device-Id: admin",
+            "-out",
+            "nl.csr",
+        ],
+    )
+    .ok();
+    let err = w
+        .mg(&[
+            "cert", "sign", "nl.csr", "--kind", "client", "--out", "nl.crt",
+        ])
+        .fails();
+    assert!(
+        err.contains("cannot sign nl.csr: the CSR's subject CN contains a control character (dev1\\r\\nX-Device-Id: admin): names with control characters (CR, LF, NUL, ESC, …) can forge log lines, headers and terminal output, so they are refused"),
+        "{err}"
+    );
+    // A DNS SAN naming another device than the CN.
+    w.cmd(
+        "openssl",
+        &[
+            "req",
+            "-new",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "other.key",
+            "-subj",
+            "/CN=other.d.example.local",
+            "-addext",
+            "subjectAltName=DNS:dev1.d.example.local",
+            "-out",
+            "other.csr",
+        ],
+    )
+    .ok();
+    let err = w
+        .mg(&[
+            "cert",
+            "sign",
+            "other.csr",
+            "--kind",
+            "client",
+            "--out",
+            "other.crt",
+        ])
+        .fails();
+    assert!(
+        err.contains("cannot sign other.csr: the CSR's DNS SAN dev1.d.example.local names another device than its CN other.d.example.local; a client certificate names one device"),
+        "{err}"
+    );
+    // The same CSR is fine for a server certificate: servers are not devices.
+    w.mg(&[
+        "cert",
+        "sign",
+        "other.csr",
+        "--kind",
+        "server",
+        "--out",
+        "srv.crt",
+    ])
+    .ok();
+    // cert issue applies the same rule.
+    let err = w
+        .mg(&[
+            "cert",
+            "issue",
+            "client",
+            "c1",
+            "--device-id",
+            "dev2",
+            "--dns",
+            "dev1.d.example.local",
+        ])
+        .fails();
+    assert!(
+        err.contains("the DNS SAN dev1.d.example.local names another device than its CN dev2.d.example.local; a client certificate names one device"),
+        "{err}"
+    );
+    assert!(!w.path("c1.crt").exists() && !w.path("c1.key").exists());
+    let err = w
+        .mg(&[
+            "cert",
+            "issue",
+            "client",
+            "c2",
+            "--uri",
+            "spiffe://example.org/\u{1b}[2J",
+        ])
+        .fails();
+    assert!(
+        err.contains("the URI SAN contains a control character (spiffe://example.org/\\x1b[2J)"),
+        "{err}"
+    );
+    // Nothing refused was recorded: only the server certificate was added.
+    let after = w.mg(&["ca", "list", "--json"]).ok();
+    let rows = |j: &str| -> usize {
+        serde_json::from_str::<serde_json::Value>(j)
+            .expect("json")
+            .as_array()
+            .map(|a| a.len())
+            .unwrap_or(0)
+    };
+    assert_eq!(rows(&after), rows(&before) + 1);
+}
+
+#[test]
+fn a_damaged_or_foreign_inventory_is_refused_and_nothing_is_written() {
+    let w = Work::new();
+    w.mg(&["ca", "init", "--dir", "ca"]).ok();
+    w.mg(&["cert", "issue", "client", "c1", "--dir", "ca"]).ok();
+    w.mg(&["ca", "revoke", "--cert", "c1.crt", "--dir", "ca"])
+        .ok();
+    let good = std::fs::read(w.path("ca/inventory.db")).expect("inventory");
+    let other = Work::new();
+    other.mg(&["ca", "init", "--dir", "ca"]).ok();
+    other
+        .mg(&["cert", "issue", "client", "x", "--dir", "ca"])
+        .ok();
+    let foreign = std::fs::read(other.path("ca/inventory.db")).expect("inventory");
+    let restore = "restore it from a backup — mtlsgate will not start a new inventory over it, because that would forget every revocation";
+    let cases: Vec<(&str, Vec<u8>, String)> = vec![
+        (
+            "emptied",
+            Vec::new(),
+            format!("the inventory ca/inventory.db is empty (0 bytes): it may have been truncated; {restore}"),
+        ),
+        (
+            "cut in half",
+            good[..good.len() / 2].to_vec(),
+            "the inventory ca/inventory.db is truncated (".to_string(),
+        ),
+        (
+            "overwritten",
+            b"this is not a database\n".repeat(300),
+            format!("the inventory ca/inventory.db is not an SQLite database (it does not start with SQLite's header: it was overwritten or damaged); {restore}"),
+        ),
+        (
+            "another CA's",
+            foreign,
+            "ca/inventory.db does not belong to this CA (its root certificate serial ".to_string(),
+        ),
+    ];
+    for (what, bytes, message) in &cases {
+        std::fs::write(w.path("ca/inventory.db"), bytes).expect("write");
+        let top = w.listing(".");
+        let ca = w.listing("ca");
+        for args in [
+            vec!["ca", "list", "--dir", "ca"],
+            vec!["cert", "issue", "client", "c2", "--dir", "ca"],
+            vec!["ca", "crl", "--dir", "ca", "--out", "crl.pem"],
+            vec!["ca", "revoke", "ABCDEF", "--dir", "ca"],
+        ] {
+            let err = w.mg(&args).fails();
+            assert!(
+                err.contains(message.as_str()),
+                "{what} inventory, {args:?}:\n{err}"
+            );
+            assert_eq!(w.listing("."), top, "{what}, {args:?}");
+            assert_eq!(w.listing("ca"), ca, "{what}, {args:?}");
+            assert_eq!(
+                &std::fs::read(w.path("ca/inventory.db")).expect("read"),
+                bytes,
+                "{what}, {args:?}"
+            );
+        }
+    }
+    // Restored from the backup, the CA remembers its revocation again.
+    std::fs::write(w.path("ca/inventory.db"), &good).expect("restore");
+    let list = w.mg(&["ca", "list", "--dir", "ca"]).ok();
+    assert!(
+        list.lines()
+            .any(|l| l.contains("revoked") && l.contains("CN=c1")),
+        "{list}"
+    );
+    w.mg(&["ca", "crl", "--dir", "ca", "--out", "crl.pem"]).ok();
+    let err = w
+        .mg(&[
+            "cert", "verify", "c1.crt", "--ca", "ca.crt", "--crl", "crl.pem",
+        ])
+        .fails();
+    assert!(err.contains("revoked: CN=c1"), "{err}");
+}
+
+#[test]
+fn the_same_name_issued_ten_times_at_once_is_issued_once() {
+    let w = Work::new();
+    w.with_ca();
+    let children: Vec<std::process::Child> = (0..10)
+        .map(|_| {
+            std::process::Command::new(crate::util::BIN)
+                .args(["cert", "issue", "client", "same", "--device-id", "same"])
+                .current_dir(w.root())
+                .env_remove("MTLSGATE_CA_DIR")
+                .env_remove("MTLSGATE_CA_PASSPHRASE_FILE")
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .expect("spawn")
+        })
+        .collect();
+    let mut ok = 0;
+    for c in children {
+        let o = c.wait_with_output().expect("wait");
+        if o.status.success() {
+            ok += 1;
+        } else {
+            let err = String::from_utf8_lossy(&o.stderr);
+            assert!(
+                err.contains("already exists: refusing to overwrite it"),
+                "{err}"
+            );
+        }
+    }
+    assert_eq!(ok, 1, "exactly one process issues `same`");
+    let json = w.mg(&["ca", "list", "--json"]).ok();
+    let v: serde_json::Value = serde_json::from_str(&json).expect("json");
+    let clients: Vec<&serde_json::Value> = v
+        .as_array()
+        .expect("array")
+        .iter()
+        .filter(|r| r["kind"] == "client")
+        .collect();
+    assert_eq!(clients.len(), 1, "{json}");
+    assert_eq!(clients[0]["device_id"], "same.d.example.local");
+    // The certificate on disk is the recorded one, and matches the key on disk.
+    let fp = w
+        .cmd(
+            "openssl",
+            &[
+                "x509",
+                "-in",
+                "same.crt",
+                "-noout",
+                "-fingerprint",
+                "-sha256",
+            ],
+        )
+        .ok();
+    let fp = fp
+        .trim()
+        .split('=')
+        .nth(1)
+        .expect("fp")
+        .replace(':', "")
+        .to_lowercase();
+    assert_eq!(clients[0]["sha256"], fp.as_str());
+    let a = w
+        .cmd("openssl", &["x509", "-in", "same.crt", "-noout", "-pubkey"])
+        .ok();
+    let b = w
+        .cmd("openssl", &["pkey", "-in", "same.key", "-pubout"])
+        .ok();
+    assert_eq!(a, b);
+    assert_eq!(
+        w.listing("."),
+        vec!["ca.crt", "mtlsgate-ca", "same.crt", "same.key"]
+    );
+}

@@ -34,17 +34,11 @@ pub fn inventory_path(dir: &Path) -> PathBuf {
     dir.join("inventory.db")
 }
 
-/// Opens the CA's inventory (which must exist).
-pub async fn open_inventory(dir: &Path) -> Result<Inventory> {
-    let p = inventory_path(dir);
-    if !p.exists() {
-        anyhow::bail!(
-            "the CA in {} has no inventory ({} is missing)",
-            dir.display(),
-            p.display()
-        );
-    }
-    Ok(Inventory::open_sqlite(&p, false).await?)
+/// Opens the CA's inventory, which must exist, be whole and belong to this CA (its root
+/// certificate is recorded in it). A damaged inventory is never replaced by a new one.
+pub async fn open_inventory(ca: &Ca) -> Result<Inventory> {
+    let root = CertInfo::from_der(&ca.root_der)?;
+    Ok(Inventory::open_sqlite_for_ca(&inventory_path(&ca.dir), &root.serial).await?)
 }
 
 /// The record the inventory keeps for an issued certificate.
@@ -133,9 +127,9 @@ impl CaInit {
 }
 
 fn list(a: CaList) -> Result<ExitCode> {
-    let _ = Ca::open(&a.ca.dir)?;
+    let ca = Ca::open(&a.ca.dir)?;
     let records = block_on(async {
-        let inv = open_inventory(&a.ca.dir).await?;
+        let inv = open_inventory(&ca).await?;
         let r = inv.list().await?;
         inv.close().await;
         anyhow::Ok(r)
@@ -200,7 +194,7 @@ fn fmt_ts(t: i64) -> String {
 }
 
 fn revoke(a: CaRevoke) -> Result<ExitCode> {
-    let _ = Ca::open(&a.ca.dir)?;
+    let ca = Ca::open(&a.ca.dir)?;
     let reason = Reason::parse(&a.reason)?;
     let serial = match (&a.serial, &a.cert) {
         (Some(s), _) => s.clone(),
@@ -214,7 +208,7 @@ fn revoke(a: CaRevoke) -> Result<ExitCode> {
     };
     let now = OffsetDateTime::now_utc().unix_timestamp();
     let rec = block_on(async {
-        let inv = open_inventory(&a.ca.dir).await?;
+        let inv = open_inventory(&ca).await?;
         let existing = inv.get(&serial).await?;
         if existing.kind == "root" {
             anyhow::bail!("{} is the root CA: a root cannot be revoked by a CRL it signs itself; to retire it, create a new CA and remove this one from every trust bundle", existing.serial);
@@ -240,7 +234,7 @@ fn crl(a: CaCrl) -> Result<ExitCode> {
     let pass = ca_passphrase(&ca, &a.pass)?;
     let signer = ca.signer(pass.as_deref().map(|v| v.as_slice()))?;
     let (revoked, number) = block_on(async {
-        let inv = open_inventory(&a.ca.dir).await?;
+        let inv = open_inventory(&ca).await?;
         let r = inv.revoked().await?;
         let n = inv.next_crl_number().await?;
         inv.close().await;

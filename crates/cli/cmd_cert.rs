@@ -9,8 +9,10 @@ use mtlsgate_pki::ca::{Ca, CertKind, LeafRequest};
 use mtlsgate_pki::certinfo::{human_duration, human_time, openssl_time, CertInfo};
 use mtlsgate_pki::duration::parse_duration;
 use mtlsgate_pki::pki_types::{CertificateDer, UnixTime};
+use mtlsgate_pki::printable::printable;
 use mtlsgate_pki::verify::{Purpose, Verifier};
-use mtlsgate_pki::{ca, fsutil, key, p12, pemfile};
+use mtlsgate_pki::{ca, fsutil, key, p12, pemfile, PkiError};
+use mtlsgate_store::{CertRecord, Inventory};
 use time::OffsetDateTime;
 
 use crate::block_on;
@@ -97,15 +99,20 @@ fn issue(
         key_type: common.key_type.into(),
     };
     let (issued, leaf_key) = signer.issue(&req, &ca.meta.device_domain)?;
-    block_on(async {
-        let inv = open_inventory(&ca.dir).await?;
-        inv.record(&record_of(&issued)).await?;
-        inv.close().await;
-        anyhow::Ok(())
-    })??;
-    key::write_key(&key_path, &leaf_key, None)?;
+    let key_pem = key::to_pkcs8_pem(&leaf_key, None)?;
     let chain = format!("{}{}", issued.pem(), signer.intermediate_pem());
-    fsutil::write_atomic(&crt_path, chain.as_bytes(), fsutil::PUBLIC_MODE)?;
+    let record = record_of(&issued);
+    block_on(async {
+        // Opened first: a damaged inventory is refused before any file is written.
+        let inv = open_inventory(&ca).await?;
+        let written = if common.force {
+            write_replacing(&inv, &record, &key_path, &key_pem, &crt_path, &chain).await
+        } else {
+            write_exclusive(&inv, &record, &key_path, &key_pem, &crt_path, &chain).await
+        };
+        inv.close().await;
+        written
+    })??;
     let ca_path = common.out.join("ca.crt");
     fsutil::write_atomic(&ca_path, ca.bundle_pem().as_bytes(), fsutil::PUBLIC_MODE)?;
     let i = &issued.info;
@@ -131,6 +138,58 @@ fn issue(
     Ok(ExitCode::SUCCESS)
 }
 
+/// `--force`: record, then replace the files.
+async fn write_replacing(
+    inv: &Inventory,
+    record: &CertRecord,
+    key_path: &Path,
+    key_pem: &str,
+    crt_path: &Path,
+    chain: &str,
+) -> Result<()> {
+    inv.record(record).await?;
+    fsutil::write_atomic(key_path, key_pem.as_bytes(), fsutil::SECRET_MODE)?;
+    fsutil::write_atomic(crt_path, chain.as_bytes(), fsutil::PUBLIC_MODE)?;
+    Ok(())
+}
+
+/// Without `--force`: the key file is created first and exclusively, which makes it the
+/// lock: of several processes issuing the same NAME at once exactly one creates it, and
+/// the others stop before recording anything. Then the inventory record, then the
+/// certificate (also exclusively). If a later step fails, what this process created is
+/// removed again.
+async fn write_exclusive(
+    inv: &Inventory,
+    record: &CertRecord,
+    key_path: &Path,
+    key_pem: &str,
+    crt_path: &Path,
+    chain: &str,
+) -> Result<()> {
+    fsutil::write_new(key_path, key_pem.as_bytes(), fsutil::SECRET_MODE).map_err(exists_hint)?;
+    if let Err(e) = inv.record(record).await {
+        fsutil::remove_created(key_path);
+        return Err(e.into());
+    }
+    if let Err(e) = fsutil::write_new(crt_path, chain.as_bytes(), fsutil::PUBLIC_MODE) {
+        fsutil::remove_created(key_path);
+        let _ = inv.forget_unissued(&record.serial).await;
+        return Err(exists_hint(e));
+    }
+    Ok(())
+}
+
+/// Adds the way out to "already exists".
+fn exists_hint(e: PkiError) -> anyhow::Error {
+    match e {
+        PkiError::AlreadyExists(p) => anyhow::anyhow!(
+            "{} already exists: refusing to overwrite it (use --force to replace it, or another NAME)",
+            p.display()
+        ),
+        other => other.into(),
+    }
+}
+
 fn sign(s: CertSign) -> Result<ExitCode> {
     let ca = Ca::open(&s.ca.dir)?;
     let kind = match s.kind {
@@ -142,13 +201,19 @@ fn sign(s: CertSign) -> Result<ExitCode> {
     let pass = ca_passphrase(&ca, &s.pass)?;
     let signer = ca.signer(pass.as_deref().map(|v| v.as_slice()))?;
     let issued = signer
-        .sign_csr(&s.csr.display().to_string(), &data, kind, validity)
+        .sign_csr(
+            &s.csr.display().to_string(),
+            &data,
+            kind,
+            validity,
+            &ca.meta.device_domain,
+        )
         .with_context(|| format!("cannot sign {}", s.csr.display()))?;
     block_on(async {
-        let inv = open_inventory(&ca.dir).await?;
-        inv.record(&record_of(&issued)).await?;
+        let inv = open_inventory(&ca).await?;
+        let r = inv.record(&record_of(&issued)).await;
         inv.close().await;
-        anyhow::Ok(())
+        anyhow::Ok(r?)
     })??;
     let chain = format!("{}{}", issued.pem(), signer.intermediate_pem());
     match &s.out {
@@ -253,17 +318,19 @@ fn print_info(o: &mut impl Write, c: &CertInfo, now: OffsetDateTime) -> std::io:
     writeln!(o, "Subject:      {}", c.subject)?;
     writeln!(o, "Issuer:       {}", c.issuer)?;
     writeln!(o, "Serial:       {}", c.serial)?;
+    // Certificate text is printed with control bytes escaped (`\xHH`): a certificate must
+    // not be able to send escape sequences to a terminal.
     if let Some(d) = &c.device_id {
-        writeln!(o, "Device ID:    {d}")?;
+        writeln!(o, "Device ID:    {}", printable(d))?;
     }
     if let Some(s) = &c.spiffe_id {
-        writeln!(o, "SPIFFE ID:    {s}")?;
+        writeln!(o, "SPIFFE ID:    {}", printable(s))?;
     }
     let mut sans: Vec<String> = Vec::new();
-    sans.extend(c.dns_names.iter().map(|d| format!("DNS:{d}")));
+    sans.extend(c.dns_names.iter().map(|d| format!("DNS:{}", printable(d))));
     sans.extend(c.ip_addresses.iter().map(|d| format!("IP:{d}")));
-    sans.extend(c.uris.iter().map(|d| format!("URI:{d}")));
-    sans.extend(c.emails.iter().map(|d| format!("email:{d}")));
+    sans.extend(c.uris.iter().map(|d| format!("URI:{}", printable(d))));
+    sans.extend(c.emails.iter().map(|d| format!("email:{}", printable(d))));
     writeln!(
         o,
         "SANs:         {}",
@@ -274,6 +341,12 @@ fn print_info(o: &mut impl Write, c: &CertInfo, now: OffsetDateTime) -> std::io:
         }
     )?;
     writeln!(o, "Key:          {}", c.key)?;
+    if c.version == 1 {
+        writeln!(
+            o,
+            "Version:      1 (no extensions: no SANs; no EKU, so any purpose)"
+        )?;
+    }
     writeln!(
         o,
         "EKU:          {}",

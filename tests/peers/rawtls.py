@@ -4,8 +4,10 @@ curl will not send (no Host, two Host headers) and for trickled request heads.
 
   rawtls.py PORT --ca CA [--cert C --key K] --send 'GET / HTTP/1.1\\r\\n\\r\\n' [--delay S]
 With --delay, the bytes go one at a time, S seconds apart, until the server closes.
-Prints {"response": "...", "closed_after": secs, "sent": n, "total": n} on stdout."""
-import argparse, json, socket, ssl, threading, time
+Prints {"response": "...", "closed_after": secs, "sent": n, "total": n} on stdout.
+One thread does all socket work (an SSL socket is not safe to read and write at once from
+two threads)."""
+import argparse, json, select, socket, ssl, time
 
 p = argparse.ArgumentParser()
 p.add_argument("port", type=int)
@@ -23,42 +25,46 @@ if a.cert:
 s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", a.port), timeout=60),
                     server_hostname="localhost")
 data = a.send.encode().decode("unicode_escape").encode("latin-1")
-got, closed = [], []
-
-
-def reader():
-    while True:
-        try:
-            chunk = s.recv(65536)
-        except (OSError, ssl.SSLError):
-            chunk = b""
-        if not chunk:
-            closed.append(time.monotonic())
-            return
-        got.append(chunk)
-
-
-threading.Thread(target=reader, daemon=True).start()
+got, closed = [], None
 started = time.monotonic()
-sent = 0
-if a.delay:
-    for b in data:
-        if closed:
-            break
+sent, next_send = 0, started
+
+
+def read_some(wait):
+    """Reads what is there within `wait` seconds; returns False once the server closed."""
+    r, _, _ = select.select([s], [], [], wait) if not s.pending() else ([s], [], [])
+    if not r:
+        return True
+    try:
+        chunk = s.recv(65536)
+    except ssl.SSLWantReadError:
+        return True
+    except (OSError, ssl.SSLError):
+        chunk = b""
+    if not chunk:
+        return False
+    got.append(chunk)
+    return True
+
+
+while time.monotonic() - started < 60:
+    now = time.monotonic()
+    if sent < len(data) and now >= next_send:
+        n = 1 if a.delay else len(data)
         try:
-            s.sendall(bytes([b]))
+            s.sendall(data[sent:sent + n])
         except OSError:
+            closed = now
             break
-        sent += 1
-        time.sleep(a.delay)
-else:
-    s.sendall(data)
-    sent = len(data)
-while not closed and time.monotonic() - started < 60:
-    time.sleep(0.02)
+        sent += n
+        next_send = now + a.delay
+    wait = max(0.0, next_send - time.monotonic()) if sent < len(data) else 0.2
+    if not read_some(min(wait, 0.2)):
+        closed = time.monotonic()
+        break
 print(json.dumps({
     "response": b"".join(got).decode("utf-8", "replace"),
-    "closed_after": round((closed[0] if closed else time.monotonic()) - started, 2),
+    "closed_after": round((closed or time.monotonic()) - started, 2),
     "sent": sent,
     "total": len(data),
 }), flush=True)

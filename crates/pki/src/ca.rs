@@ -4,6 +4,10 @@
 //! layout and format version; it never touches the inventory database (the caller
 //! records what was issued) and never writes a file except whole (temp + rename).
 //!
+//! For client certificates **the device ID is the subject CN**. Issuing and CSR signing
+//! apply one name rule ([`crate::names`]): no control characters anywhere, and no DNS SAN
+//! in the device domain other than the CN.
+//!
 //! Layout of a CA directory:
 //! ```text
 //! ca.toml            format version, name, device domain, key type, whether keys are encrypted
@@ -17,11 +21,11 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 use rand::RngCore;
-use rcgen::PublicKeyData;
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, DnValue,
-    ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType, SerialNumber,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, SanType, SerialNumber,
 };
+use rcgen::{PublicKeyData, SigningKey};
 use serde::{Deserialize, Serialize};
 use time::{Duration, OffsetDateTime};
 use x509_parser::extensions::{GeneralName, ParsedExtension};
@@ -29,9 +33,11 @@ use x509_parser::prelude::FromDer;
 use x509_parser::public_key::PublicKey;
 
 use crate::certinfo::CertInfo;
+use crate::der;
 use crate::error::{PkiError, Result};
 use crate::fsutil::{self, PUBLIC_MODE};
 use crate::key::{self, KeyType};
+use crate::names::{self, Origin, San};
 use crate::pemfile;
 
 /// The CA directory format this version writes and understands.
@@ -551,7 +557,7 @@ pub fn check_pair(cert_der: &[u8], key: &KeyPair, cert: &Path, key_path: &Path) 
     let (_, x) =
         x509_parser::parse_x509_certificate(cert_der).map_err(|e| PkiError::BadCertificate {
             path: cert.display().to_string(),
-            reason: e.to_string(),
+            reason: format!("cannot be parsed: {}", crate::error::parse_reason(&e)),
         })?;
     if x.public_key().raw != key.subject_public_key_info().as_slice() {
         return Err(PkiError::KeyMismatch {
@@ -647,11 +653,24 @@ impl Signer {
                 })
             }
         }
+        for u in &req.uris {
+            check_uri(u)?;
+        }
+        let cn = dn_cn(&dn);
+        let text_sans: Vec<San<'_>> = sans
+            .iter()
+            .filter_map(|s| match s {
+                SanType::DnsName(d) => Some(San::Dns(d.as_str())),
+                _ => None,
+            })
+            .chain(req.uris.iter().map(|u| San::Uri(u.as_str())))
+            .collect();
+        let subject: Vec<(&str, &str)> = cn.iter().map(|c| ("CN", c.as_str())).collect();
+        names::check_leaf_names(req.kind, &subject, &text_sans, device_domain, Origin::Issue)?;
         for ip in &req.ips {
             sans.push(SanType::IpAddress(*ip));
         }
         for u in &req.uris {
-            check_uri(u)?;
             sans.push(SanType::URI(u.as_str().try_into()?));
         }
         p.distinguished_name = dn;
@@ -660,14 +679,18 @@ impl Signer {
         Ok((Issued::new(req.kind, cert.der().to_vec())?, key))
     }
 
-    /// Signs a CSR (PEM or DER). The CSR's subject and SANs are kept; everything else
-    /// (EKU, key usage, validity, basic constraints) is the CA's decision.
+    /// Signs a CSR (PEM or DER). The CSR's subject is copied byte for byte (multi-valued
+    /// RDNs, repeated attributes and string types stay as they are) and its SANs are kept;
+    /// everything else (EKU, key usage, validity, basic constraints) is the CA's decision.
+    /// The names must pass the same rule as [`Signer::issue`] ([`crate::names`]), which
+    /// needs the CA's `device_domain`.
     pub fn sign_csr(
         &self,
         csr_name: &str,
         csr_data: &[u8],
         kind: CertKind,
         validity: Duration,
+        device_domain: &str,
     ) -> Result<Issued> {
         let blocks = pemfile::parse_blocks(csr_name, csr_data)?;
         let block = blocks
@@ -682,7 +705,10 @@ impl Signer {
         let (_, csr) =
             x509_parser::certification_request::X509CertificationRequest::from_der(&block.der)
                 .map_err(|e| {
-                    PkiError::CsrRefused(format!("{csr_name} is not a readable CSR ({e})"))
+                    PkiError::CsrRefused(format!(
+                        "{csr_name} is not a readable CSR: {}",
+                        crate::error::parse_reason(&e)
+                    ))
                 })?;
         let info = &csr.certification_request_info;
         match info.subject_pki.parsed() {
@@ -708,6 +734,7 @@ impl Signer {
             )
         })?;
         let mut sans = Vec::new();
+        let mut text_sans: Vec<San<'_>> = Vec::new();
         if let Some(exts) = csr.requested_extensions() {
             for ext in exts {
                 match ext {
@@ -719,13 +746,9 @@ impl Signer {
                     ParsedExtension::SubjectAlternativeName(san) => {
                         for gn in &san.general_names {
                             match gn {
-                                GeneralName::DNSName(d) => {
-                                    sans.push(SanType::DnsName((*d).try_into()?))
-                                }
-                                GeneralName::URI(u) => sans.push(SanType::URI((*u).try_into()?)),
-                                GeneralName::RFC822Name(e) => {
-                                    sans.push(SanType::Rfc822Name((*e).try_into()?))
-                                }
+                                GeneralName::DNSName(d) => text_sans.push(San::Dns(d)),
+                                GeneralName::URI(u) => text_sans.push(San::Uri(u)),
+                                GeneralName::RFC822Name(e) => text_sans.push(San::Email(e)),
                                 GeneralName::IPAddress(b) => {
                                     if let Some(ip) = ip_from(b) {
                                         sans.push(SanType::IpAddress(ip));
@@ -739,28 +762,34 @@ impl Signer {
                 }
             }
         }
-        let mut dn = DistinguishedName::new();
-        let mut cn = None;
+        // The subject as the parties reading it will see it, for the names rule.
+        let mut subject: Vec<(String, String)> = Vec::new();
         for atv in info.subject.iter_attributes() {
-            let oid: Vec<u64> = match atv.attr_type().iter() {
-                Some(it) => it.collect(),
-                None => continue,
-            };
-            let ty = DnType::from_oid(&oid);
-            let Ok(s) = atv.as_str() else { continue };
-            if ty == DnType::CommonName {
-                cn = Some(s.to_string());
+            let oid = atv.attr_type().to_id_string();
+            let attr = crate::dn::short_name(&oid)
+                .map(str::to_string)
+                .unwrap_or(oid);
+            let value = atv.attr_value();
+            if let Some(text) = names::attribute_text(value.header.tag().0, value.data) {
+                subject.push((attr, text));
             }
-            let value = if atv.attr_value().header.tag().0 == 19 {
-                match rcgen::string::PrintableString::try_from(s) {
-                    Ok(p) => DnValue::PrintableString(p),
-                    Err(_) => DnValue::Utf8String(s.into()),
-                }
-            } else {
-                DnValue::Utf8String(s.into())
-            };
-            dn.push(ty, value);
         }
+        let subject_refs: Vec<(&str, &str)> = subject
+            .iter()
+            .map(|(a, v)| (a.as_str(), v.as_str()))
+            .collect();
+        names::check_leaf_names(kind, &subject_refs, &text_sans, device_domain, Origin::Csr)?;
+        for s in &text_sans {
+            sans.push(match *s {
+                San::Dns(d) => SanType::DnsName(d.try_into()?),
+                San::Uri(u) => SanType::URI(u.try_into()?),
+                San::Email(e) => SanType::Rfc822Name(e.try_into()?),
+            });
+        }
+        let cn = subject
+            .iter()
+            .find(|(a, _)| a == "CN")
+            .map(|(_, v)| v.clone());
         if cn.is_none() && sans.is_empty() {
             return Err(PkiError::CsrRefused(
                 "it has neither a subject CN nor any subject alternative name, so the certificate would identify nobody".into(),
@@ -777,11 +806,47 @@ impl Signer {
         if matches!(info.subject_pki.parsed(), Ok(PublicKey::RSA(_))) {
             rsa_key_usage(&mut p, true);
         }
-        p.distinguished_name = dn;
+        // rcgen would re-encode the subject (flattening multi-valued RDNs, keeping one of
+        // repeated attributes), so it signs with a placeholder that is then replaced by the
+        // CSR's subject bytes. An empty placeholder for an empty subject keeps rcgen's
+        // critical SAN extension, as RFC 5280 asks.
+        let subject_der = info.subject.as_raw();
+        let empty_subject = info.subject.iter_attributes().next().is_none();
+        if !empty_subject {
+            p.distinguished_name
+                .push(DnType::CommonName, "mtlsgate placeholder subject");
+        }
         p.subject_alt_names = sans;
         let spki = rcgen::SubjectPublicKeyInfo::from_der(info.subject_pki.raw)?;
         let cert = p.signed_by(&spki, &self.issuer)?;
-        Issued::new(kind, cert.der().to_vec())
+        let der = self.with_subject(cert.der(), subject_der)?;
+        Issued::new(kind, der)
+    }
+
+    /// Replaces the subject of a certificate this signer just made with `subject_der` (a
+    /// whole DER Name) and signs the TBSCertificate again, keeping the signature algorithm.
+    fn with_subject(&self, cert_der: &[u8], subject_der: &[u8]) -> Result<Vec<u8>> {
+        let broken = |what: &str| PkiError::BadCertificate {
+            path: "signed certificate".into(),
+            reason: format!("cannot copy the CSR's subject into it: {what}"),
+        };
+        let name = der::read_one(subject_der)
+            .filter(|t| t.tag == der::SEQUENCE)
+            .ok_or_else(|| broken("the CSR's subject is not a DER SEQUENCE"))?;
+        let signed = der::split_signed(cert_der).ok_or_else(|| broken("unexpected structure"))?;
+        let mut parts: Vec<&[u8]> = der::elements(signed.tbs.value)
+            .ok_or_else(|| broken("unexpected TBSCertificate"))?
+            .iter()
+            .map(|t| t.raw)
+            .collect();
+        // version [0], serial, signature, issuer, validity, subject, …
+        if parts.len() < 7 || parts[0].first() != Some(&0xa0) {
+            return Err(broken("unexpected TBSCertificate fields"));
+        }
+        parts[5] = name.raw;
+        let tbs = der::encode(der::SEQUENCE, &parts);
+        let sig = self.issuer.key().sign(&tbs)?;
+        Ok(der::assemble_signed(&tbs, signed.algorithm.raw, &sig))
     }
 
     /// Signs the intermediate's CRL (listing `revoked` leaves) and the root's CRL
@@ -823,6 +888,15 @@ impl Signer {
     }
 }
 
+/// The CN of a name rcgen is about to write.
+fn dn_cn(dn: &DistinguishedName) -> Option<String> {
+    match dn.get(&DnType::CommonName)? {
+        rcgen::DnValue::Utf8String(s) => Some(s.clone()),
+        rcgen::DnValue::PrintableString(s) => Some(s.as_str().to_string()),
+        _ => None,
+    }
+}
+
 fn check_uri(u: &str) -> Result<()> {
     let ok = u
         .split_once("://")
@@ -851,5 +925,232 @@ fn ip_from(b: &[u8]) -> Option<IpAddr> {
         4 => <[u8; 4]>::try_from(b).ok().map(IpAddr::from),
         16 => <[u8; 16]>::try_from(b).ok().map(IpAddr::from),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DOMAIN: &str = "d.example.local";
+
+    fn test_ca() -> (tempfile::TempDir, Ca, Signer) {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().join("ca");
+        let opts = InitOptions {
+            name: "Test".into(),
+            key_type: KeyType::P256,
+            device_domain: DOMAIN.into(),
+            passphrase: None,
+            root_validity: Duration::days(30),
+            intermediate_validity: Duration::days(30),
+        };
+        init(&dir, &opts).expect("init").commit().expect("commit");
+        let ca = Ca::open(&dir).expect("open");
+        let signer = ca.signer(None).expect("signer");
+        (tmp, ca, signer)
+    }
+
+    /// An AttributeTypeAndValue for `2.5.4.<n>` with a UTF8String value.
+    fn atv(n: u8, value: &str) -> Vec<u8> {
+        let oid = der::encode(0x06, &[&[0x55, 0x04, n]]);
+        let v = der::encode(0x0c, &[value.as_bytes()]);
+        der::encode(der::SEQUENCE, &[&oid, &v])
+    }
+
+    fn rdn(atvs: &[Vec<u8>]) -> Vec<u8> {
+        let parts: Vec<&[u8]> = atvs.iter().map(|a| a.as_slice()).collect();
+        der::encode(0x31, &parts)
+    }
+
+    /// A CSR with exactly `subject_der` as its subject (rcgen cannot write multi-valued RDNs
+    /// or repeated attributes, so its request is re-signed with the subject spliced in).
+    fn csr_with_subject(subject_der: &[u8], sans: Vec<String>) -> (Vec<u8>, KeyPair) {
+        let key = KeyPair::generate().expect("key");
+        let mut p = CertificateParams::new(sans).expect("params");
+        p.distinguished_name = DistinguishedName::new();
+        p.distinguished_name.push(DnType::CommonName, "placeholder");
+        let csr = p.serialize_request(&key).expect("csr");
+        let signed = der::split_signed(csr.der()).expect("signed");
+        let mut parts: Vec<&[u8]> = der::elements(signed.tbs.value)
+            .expect("info")
+            .iter()
+            .map(|t| t.raw)
+            .collect();
+        parts[1] = subject_der;
+        let info = der::encode(der::SEQUENCE, &parts);
+        let sig = key.sign(&info).expect("sign");
+        (der::assemble_signed(&info, signed.algorithm.raw, &sig), key)
+    }
+
+    fn csr_with_cn(cn: &str, sans: Vec<String>) -> Vec<u8> {
+        let name = der::encode(der::SEQUENCE, &[&rdn(&[atv(3, cn)])]);
+        csr_with_subject(&name, sans).0
+    }
+
+    #[test]
+    fn sign_csr_copies_the_subject_verbatim() {
+        let (_tmp, ca, signer) = test_ca();
+        // C=SE / O=Acme+OU=R&D / OU=Fleet / OU=Ops / CN=dev9: a multi-valued RDN and
+        // repeated OUs, which rcgen's DistinguishedName would flatten.
+        let c = {
+            let oid = der::encode(0x06, &[&[0x55, 0x04, 0x06]]);
+            let v = der::encode(0x13, &[b"SE"]);
+            der::encode(der::SEQUENCE, &[&oid, &v])
+        };
+        let name = der::encode(
+            der::SEQUENCE,
+            &[
+                &rdn(&[c]),
+                &rdn(&[atv(10, "Acme"), atv(11, "R&D")]),
+                &rdn(&[atv(11, "Fleet")]),
+                &rdn(&[atv(11, "Ops")]),
+                &rdn(&[atv(3, "dev9.d.example.local")]),
+            ],
+        );
+        let (csr, key) = csr_with_subject(&name, vec![]);
+        let issued = signer
+            .sign_csr(
+                "test.csr",
+                &csr,
+                CertKind::Client,
+                Duration::days(1),
+                DOMAIN,
+            )
+            .expect("signed");
+        let (_, x) = x509_parser::parse_x509_certificate(&issued.der).expect("parses");
+        assert_eq!(x.subject().as_raw(), name.as_slice());
+        assert_eq!(
+            issued.info.subject,
+            "CN=dev9.d.example.local,OU=Ops,OU=Fleet,OU=R&D+O=Acme,C=SE"
+        );
+        assert_eq!(
+            issued.info.device_id.as_deref(),
+            Some("dev9.d.example.local")
+        );
+        assert_eq!(
+            issued.info.dns_names,
+            vec!["dev9.d.example.local".to_string()]
+        );
+        // Signed by the intermediate, over the spliced TBSCertificate.
+        let (_, int) = x509_parser::parse_x509_certificate(&ca.intermediate_der).expect("int");
+        x.verify_signature(Some(int.public_key()))
+            .expect("signature verifies with the intermediate's key");
+        assert_eq!(x.public_key().raw, key.subject_public_key_info().as_slice());
+        // And it is a certificate the verifier accepts.
+        let v = crate::verify::Verifier::new(vec![ca.root_der.clone()], vec![], 2).expect("v");
+        let chain = [
+            rustls_pki_types::CertificateDer::from(issued.der.as_slice()),
+            rustls_pki_types::CertificateDer::from(ca.intermediate_der.as_slice()),
+        ];
+        v.verify(
+            &chain,
+            crate::verify::Purpose::Client,
+            rustls_pki_types::UnixTime::now(),
+        )
+        .expect("verifies");
+    }
+
+    #[test]
+    fn sign_csr_refuses_control_characters_and_other_devices() {
+        let (_tmp, _ca, signer) = test_ca();
+        let e = signer
+            .sign_csr(
+                "nl.csr",
+                &csr_with_cn("dev1\r\nX-Device: admin", vec![]),
+                CertKind::Client,
+                Duration::days(1),
+                DOMAIN,
+            )
+            .expect_err("refused");
+        assert!(matches!(e, PkiError::ControlCharacter { .. }), "{e}");
+        assert!(
+            e.to_string().starts_with(
+                "the CSR's subject CN contains a control character (dev1\\r\\nX-Device: admin)"
+            ),
+            "{e}"
+        );
+        let e = signer
+            .sign_csr(
+                "other.csr",
+                &csr_with_cn("other.d.example.local", vec!["dev1.d.example.local".into()]),
+                CertKind::Client,
+                Duration::days(1),
+                DOMAIN,
+            )
+            .expect_err("refused");
+        assert_eq!(
+            e.to_string(),
+            "the CSR's DNS SAN dev1.d.example.local names another device than its CN other.d.example.local; a client certificate names one device"
+        );
+        // The same SAN matching its CN is fine, and so is any SAN on a server certificate.
+        signer
+            .sign_csr(
+                "ok.csr",
+                &csr_with_cn("dev1.d.example.local", vec!["DEV1.d.example.local".into()]),
+                CertKind::Client,
+                Duration::days(1),
+                DOMAIN,
+            )
+            .expect("one device");
+        signer
+            .sign_csr(
+                "srv.csr",
+                &csr_with_cn("api", vec!["dev1.d.example.local".into()]),
+                CertKind::Server,
+                Duration::days(1),
+                DOMAIN,
+            )
+            .expect("server");
+    }
+
+    fn client(name: &str, device_id: Option<&str>, dns: &[&str], uris: &[&str]) -> LeafRequest {
+        LeafRequest {
+            kind: CertKind::Client,
+            name: name.into(),
+            dns: dns.iter().map(|d| d.to_string()).collect(),
+            ips: vec![],
+            uris: uris.iter().map(|d| d.to_string()).collect(),
+            device_id: device_id.map(str::to_string),
+            validity: Duration::days(1),
+            key_type: KeyType::P256,
+        }
+    }
+
+    #[test]
+    fn issue_refuses_a_dns_name_of_another_device() {
+        let (_tmp, _ca, signer) = test_ca();
+        let e = signer
+            .issue(
+                &client("c1", Some("dev1"), &["dev2.d.example.local"], &[]),
+                DOMAIN,
+            )
+            .expect_err("refused");
+        assert_eq!(
+            e.to_string(),
+            "the DNS SAN dev2.d.example.local names another device than its CN dev1.d.example.local; a client certificate names one device"
+        );
+        let (issued, _) = signer
+            .issue(
+                &client(
+                    "c1",
+                    Some("dev1"),
+                    &["dev1.d.example.local", "dev1.example.com"],
+                    &[],
+                ),
+                DOMAIN,
+            )
+            .expect("same device, and a name outside the device domain");
+        assert_eq!(
+            issued.info.device_id.as_deref(),
+            Some("dev1.d.example.local")
+        );
+        let e = signer
+            .issue(
+                &client("c1", None, &[], &["spiffe://x/\u{1b}]0;pwned\u{7}"]),
+                DOMAIN,
+            )
+            .expect_err("refused");
+        assert!(matches!(e, PkiError::ControlCharacter { .. }), "{e}");
     }
 }

@@ -48,7 +48,11 @@ pub struct CertInfo {
     pub ip_addresses: Vec<String>,
     pub uris: Vec<String>,
     pub emails: Vec<String>,
-    /// The device ID: the subject CN (the seed's `MyDeviceId.d.wott.local`).
+    /// The device ID. **The device ID is the subject CN** (the first CN attribute, as
+    /// nginx's `$ssl_client_s_dn_cn`-style extraction sees it; the seed's
+    /// `MyDeviceId.d.wott.local`), never a SAN: mtlsgate refuses to issue or sign a client
+    /// certificate whose DNS SAN inside the device domain names another device than its CN
+    /// (see [`crate::names`]). `None` for CA certificates and for certificates without a CN.
     pub device_id: Option<String>,
     /// The first `spiffe://` URI SAN.
     pub spiffe_id: Option<String>,
@@ -57,6 +61,9 @@ pub struct CertInfo {
     pub extended_key_usages: Vec<String>,
     pub is_ca: bool,
     pub self_signed: bool,
+    /// X.509 version: 3, or 1 for certificates made without extensions (`openssl x509
+    /// -req` without `-extfile`), which have no SANs and no EKU (any purpose).
+    pub version: u32,
 }
 
 impl CertInfo {
@@ -65,7 +72,7 @@ impl CertInfo {
         let (_, x) =
             x509_parser::parse_x509_certificate(der).map_err(|e| PkiError::BadCertificate {
                 path: "certificate".into(),
-                reason: format!("cannot be parsed ({e})"),
+                reason: format!("cannot be parsed: {}", crate::error::parse_reason(&e)),
             })?;
         Ok(Self::from_parsed(der, &x))
     }
@@ -139,6 +146,7 @@ impl CertInfo {
             extended_key_usages: ekus,
             is_ca,
             self_signed,
+            version: x.version().0 + 1,
         }
     }
 
@@ -148,20 +156,22 @@ impl CertInfo {
     }
 }
 
-/// The earliest `notAfter` of a DER chain: after it, the chain cannot verify, so a cached
-/// verification must not be trusted past it. `None` when no certificate parses.
-pub fn chain_not_after<D: AsRef<[u8]>>(chain: &[D]) -> Option<OffsetDateTime> {
-    chain
-        .iter()
-        .filter_map(|d| x509_parser::parse_x509_certificate(d.as_ref()).ok())
-        .map(|(_, x)| asn1_to_time(x.validity().not_after.timestamp()))
-        .min()
-}
-
 /// The DER of a certificate's subject name (for TLS CertificateRequest hints).
 pub fn raw_subject(der: &[u8]) -> Option<Vec<u8>> {
     let (_, x) = x509_parser::parse_x509_certificate(der).ok()?;
     Some(x.subject().as_raw().to_vec())
+}
+
+/// The earliest notAfter in a DER chain: when the chain as a whole stops being valid.
+/// `None` if the chain is empty or a certificate in it cannot be parsed.
+pub fn chain_not_after(chain: &[impl AsRef<[u8]>]) -> Option<OffsetDateTime> {
+    let mut earliest: Option<OffsetDateTime> = None;
+    for der in chain {
+        let (_, x) = x509_parser::parse_x509_certificate(der.as_ref()).ok()?;
+        let t = OffsetDateTime::from_unix_timestamp(x.validity().not_after.timestamp()).ok()?;
+        earliest = Some(earliest.map_or(t, |e| e.min(t)));
+    }
+    earliest
 }
 
 fn asn1_to_time(ts: i64) -> OffsetDateTime {
@@ -329,6 +339,39 @@ mod tests {
         assert_eq!(serial_hex(&[0x00, 0xC3, 0x01]), "C301");
         assert_eq!(serial_hex(&[0x01]), "01");
         assert_eq!(serial_hex(&[]), "00");
+    }
+
+    fn cert(not_after: OffsetDateTime) -> Vec<u8> {
+        let key = rcgen::KeyPair::generate().expect("key");
+        let mut p = rcgen::CertificateParams::new(vec!["x".to_string()]).expect("params");
+        p.not_before = not_after - time::Duration::days(10);
+        p.not_after = not_after;
+        p.self_signed(&key).expect("cert").der().to_vec()
+    }
+
+    #[test]
+    fn chain_not_after_is_the_earliest() {
+        let a = time::macros::datetime!(2031-01-01 00:00 UTC);
+        let b = time::macros::datetime!(2030-03-04 05:06:07 UTC);
+        let c = time::macros::datetime!(2035-01-01 00:00 UTC);
+        let chain = vec![cert(a), cert(b), cert(c)];
+        assert_eq!(chain_not_after(&chain), Some(b));
+        assert_eq!(chain_not_after(&chain[..1]), Some(a));
+        let borrowed: Vec<&[u8]> = chain.iter().map(|d| d.as_slice()).collect();
+        assert_eq!(chain_not_after(&borrowed), Some(b));
+        assert_eq!(chain_not_after(&Vec::<Vec<u8>>::new()), None);
+        assert_eq!(chain_not_after(&[cert(a), b"junk".to_vec()]), None);
+    }
+
+    #[test]
+    fn unparsable_certificate_is_explained_without_debug_text() {
+        let e = CertInfo::from_der(b"\x30\x03\x02\x01").expect_err("refused");
+        let msg = e.to_string();
+        assert!(msg.starts_with("certificate: cannot be parsed: "), "{msg}");
+        assert!(
+            !msg.contains("Parsing Error") && !msg.contains("Incomplete("),
+            "{msg}"
+        );
     }
 
     #[test]

@@ -8,7 +8,7 @@ use x509_parser::der_parser::asn1_rs::{Any, Class};
 use x509_parser::x509::X509Name;
 
 /// OpenSSL's short name for an attribute type OID, if it has one.
-fn short_name(oid: &str) -> Option<&'static str> {
+pub(crate) fn short_name(oid: &str) -> Option<&'static str> {
     Some(match oid {
         "2.5.4.3" => "CN",
         "2.5.4.4" => "SN",

@@ -50,6 +50,16 @@ pub enum PkiError {
         value: String,
         reason: String,
     },
+    #[error("{field} contains a control character ({shown}): names with control characters (CR, LF, NUL, ESC, …) can forge log lines, headers and terminal output, so they are refused")]
+    ControlCharacter { field: String, shown: String },
+    #[error("{san} names another device than {cn}; a client certificate names one device")]
+    OtherDevice { san: String, cn: String },
+    #[error("{path} is encrypted: put its passphrase in a file and give it with --key-passphrase-file (key_passphrase_file in the configuration file), as nginx's ssl_password_file")]
+    KeyPassphraseNeeded { path: String },
+    #[error("the server key in {path} is a {bits}-bit RSA key; at least 2048 bits are required (OpenSSL 3 and nginx refuse it too: \"ee key too small\"); make a new one with openssl genrsa -out server.key 2048")]
+    ServerKeyTooSmall { path: String, bits: usize },
+    #[error("{} already exists: refusing to overwrite it", .0.display())]
+    AlreadyExists(PathBuf),
     #[error("{0}")]
     Pkcs12(String),
     #[error("certificate generation failed: {0}")]
@@ -57,3 +67,18 @@ pub enum PkiError {
 }
 
 pub type Result<T, E = PkiError> = std::result::Result<T, E>;
+
+/// What went wrong parsing a certificate, CRL or CSR, in words. x509-parser's errors are
+/// wrapped in nom's, whose `Display` is `Debug` text ("Parsing Error: InvalidVersion").
+pub(crate) fn parse_reason(e: &x509_parser::nom::Err<x509_parser::error::X509Error>) -> String {
+    use x509_parser::error::X509Error as X;
+    match e {
+        x509_parser::nom::Err::Incomplete(_) => {
+            "the data ends too early (the file is truncated)".into()
+        }
+        x509_parser::nom::Err::Error(x) | x509_parser::nom::Err::Failure(x) => match x {
+            X::Der(_) | X::NomError(_) | X::Generic => "its DER encoding is damaged".into(),
+            other => other.to_string(),
+        },
+    }
+}

@@ -7,13 +7,16 @@
 
 pub mod ca;
 pub mod certinfo;
+mod der;
 pub mod dn;
 pub mod duration;
 pub mod error;
 pub mod fsutil;
 pub mod key;
+pub mod names;
 pub mod p12;
 pub mod pemfile;
+pub mod printable;
 pub mod server_identity;
 pub mod verify;
 

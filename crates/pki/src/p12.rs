@@ -20,7 +20,12 @@ pub fn build(
     legacy: bool,
 ) -> Result<Vec<u8>> {
     let err = |what: &str, e: p12_keystore::error::Error| {
-        PkiError::Pkcs12(format!("cannot build PKCS#12: {what} ({e})"))
+        // Its X.509 errors are nom's, whose Display is Debug text.
+        let why = match &e {
+            p12_keystore::error::Error::X509Error(x) => crate::error::parse_reason(x),
+            other => other.to_string(),
+        };
+        PkiError::Pkcs12(format!("cannot build PKCS#12: {what} ({why})"))
     };
     let certs = chain
         .iter()

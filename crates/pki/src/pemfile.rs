@@ -75,7 +75,10 @@ pub fn certs_from_blocks(name: &str, blocks: Vec<Block>) -> Result<Vec<Vec<u8>>>
         if let Err(e) = x509_parser::parse_x509_certificate(der) {
             return Err(PkiError::BadCertificate {
                 path: name.into(),
-                reason: format!("a certificate in it cannot be parsed ({e})"),
+                reason: format!(
+                    "a certificate in it cannot be parsed: {}",
+                    crate::error::parse_reason(&e)
+                ),
             });
         }
     }
@@ -100,7 +103,10 @@ pub fn read_crls(path: &Path) -> Result<Vec<Vec<u8>>> {
         if let Err(e) = x509_parser::parse_x509_crl(der) {
             return Err(PkiError::BadCertificate {
                 path: name,
-                reason: format!("a CRL in it cannot be parsed ({e})"),
+                reason: format!(
+                    "a CRL in it cannot be parsed: {}",
+                    crate::error::parse_reason(&e)
+                ),
             });
         }
     }

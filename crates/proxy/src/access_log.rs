@@ -1,7 +1,7 @@
 //! The access log: one line per request on standard output, as text (`… device=ID
 //! verify="…" "METHOD TARGET" route=… status=… bytes=… latency=…ms`) or JSON. In the text
 //! form every value a client controls (the device ID from its certificate, the request
-//! target) is escaped with [`crate::escape::printable`], so no client can forge a line.
+//! target) is escaped with [`mtlsgate_pki::printable::printable`], so no client can forge a line.
 
 use std::io::Write;
 use std::time::Instant;
@@ -9,7 +9,7 @@ use std::time::Instant;
 use crate::client_auth::Verdict;
 use crate::config::AccessLog;
 use crate::connection::Conn;
-use crate::escape::printable;
+use mtlsgate_pki::printable::printable;
 
 /// What one line says.
 pub struct LogLine<'a> {

@@ -300,7 +300,7 @@ impl ClientCertVerifier for HandshakeVerifier {
             Some(CertProblem::Invalid(f)) => {
                 tracing::info!(
                     "client certificate refused in the handshake: {}",
-                    crate::escape::printable(&f.to_string())
+                    mtlsgate_pki::printable::printable(&f.to_string())
                 );
                 Err(to_rustls_error(&f))
             }

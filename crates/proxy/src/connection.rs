@@ -90,7 +90,7 @@ impl Conn {
                 tracing::info!(
                     remote = %self.remote,
                     "client certificate refused: {}",
-                    crate::escape::printable(&f.to_string())
+                    mtlsgate_pki::printable::printable(&f.to_string())
                 );
             }
         }
@@ -213,17 +213,29 @@ async fn watchdog(clock: &Clock, timeouts: &Timeouts) -> Expiry {
     }
 }
 
-/// A response body that ends its request (for the idle timer) when it is dropped.
+/// A response body that ends its request (for the idle timer) when it is dropped, and,
+/// for a refusal that closes the connection, asks an HTTP/2 connection to close then —
+/// after the reply, so the GOAWAY follows the response rather than overtaking it.
 pub struct Tracked {
     inner: Body,
     _request: InFlight,
+    close_after: Option<Arc<Conn>>,
 }
 
 impl Tracked {
-    pub fn new(inner: Body, request: InFlight) -> Tracked {
+    pub fn new(inner: Body, request: InFlight, close_after: Option<Arc<Conn>>) -> Tracked {
         Tracked {
             inner,
             _request: request,
+            close_after,
+        }
+    }
+}
+
+impl Drop for Tracked {
+    fn drop(&mut self) {
+        if let Some(c) = self.close_after.take() {
+            c.close_after_reply();
         }
     }
 }
@@ -306,6 +318,8 @@ enum Ended {
 
 /// How long a connection asked to close gracefully may take before it is dropped.
 const GRACE: Duration = Duration::from_secs(5);
+/// How long a refused HTTP/2 connection waits for its reply to be written before the GOAWAY.
+const REPLY_FIRST: Duration = Duration::from_millis(50);
 
 /// Runs a hyper connection until it ends, a timer runs out, the client is refused by a new
 /// snapshot, or shutdown is asked for (then lets in-flight requests finish).
@@ -328,6 +342,7 @@ where
         graceful(c.as_mut());
     }
     let mut closing = false;
+    let mut close_asked = false;
     let mut grace = pin!(tokio::time::sleep(Duration::MAX));
     let timer = watchdog(&conn.clock, timeouts);
     let mut timer = pin!(timer);
@@ -338,12 +353,20 @@ where
                 stopping = true;
                 graceful(c.as_mut());
             }
-            _ = conn.close.notified(), if !closing => {
+            // A refusal asked to close: give the reply a moment to leave first (HTTP/2 sends
+            // a GOAWAY ahead of frames still queued), then close gracefully.
+            _ = conn.close.notified(), if !closing && !close_asked => {
+                close_asked = true;
+                grace.as_mut().reset(tokio::time::Instant::now() + REPLY_FIRST);
+            }
+            _ = &mut grace, if close_asked || closing => {
+                if closing {
+                    return Ended::Idle;
+                }
                 closing = true;
                 graceful(c.as_mut());
                 grace.as_mut().reset(tokio::time::Instant::now() + GRACE);
             }
-            _ = &mut grace, if closing => return Ended::Idle,
             changed = generations.changed() => {
                 if changed.is_err() {
                     continue;

@@ -9,8 +9,8 @@ use http::HeaderMap;
 use time::OffsetDateTime;
 
 use crate::error::GateError;
-use crate::escape::printable;
 use crate::identity::{ClientIdentity, VerifyOutcome};
+use mtlsgate_pki::printable::printable;
 
 /// A variable a template may use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

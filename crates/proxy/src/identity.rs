@@ -109,7 +109,7 @@ impl ClientIdentity {
     /// The device ID for logs and pages: control bytes and quotes escaped, `-` for none.
     pub fn device_label(&self) -> std::borrow::Cow<'_, str> {
         match self.device_id() {
-            Some(d) => crate::escape::printable(d),
+            Some(d) => mtlsgate_pki::printable::printable(d),
             None => std::borrow::Cow::Borrowed("-"),
         }
     }

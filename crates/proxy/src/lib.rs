@@ -12,8 +12,7 @@
 //! What the stages consult: [`client_auth`] (nginx's `ssl_verify_client` rules, the verify
 //! cache), [`identity`] (who the client is; the device ID rule), [`path`] (request path
 //! normalisation), [`policy`] (allow/deny), [`headers`] (identity headers), [`state`] (the
-//! snapshot, reload), [`config`] (gate.toml and flags, one table of settings), [`tls`],
-//! [`escape`] (client text made safe to print), [`metrics`], [`admin`], [`watch`].
+//! snapshot, reload), [`config`] (gate.toml and flags, one table of settings), [`tls`], [`metrics`], [`admin`], [`watch`].
 
 pub mod access_log;
 pub mod admin;
@@ -21,7 +20,6 @@ pub mod client_auth;
 pub mod config;
 pub mod connection;
 pub mod error;
-pub mod escape;
 pub mod forward;
 pub mod headers;
 pub mod identity;

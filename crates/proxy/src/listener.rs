@@ -166,7 +166,7 @@ async fn accept(
                     tracing::info!(
                         %remote,
                         "client certificate refused: {}",
-                        crate::escape::printable(&f.to_string())
+                        mtlsgate_pki::printable::printable(&f.to_string())
                     );
                 }
             }

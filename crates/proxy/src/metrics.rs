@@ -8,30 +8,6 @@ use mtlsgate_pki::verify::Failure;
 
 use crate::responses::Refusal;
 
-/// Verify-failure labels, in a fixed order (index = slot).
-pub const FAILURE_LABELS: &[&str] = &[
-    "no_certificate",
-    "expired",
-    "not_yet_valid",
-    "unknown_issuer",
-    "self_signed",
-    "wrong_eku",
-    "revoked",
-    "key_too_small",
-    "ca_as_leaf",
-    "bad_signature",
-    "chain_too_long",
-    "not_a_ca",
-    "other",
-];
-
-fn failure_slot(label: &str) -> usize {
-    FAILURE_LABELS
-        .iter()
-        .position(|l| *l == label)
-        .unwrap_or(FAILURE_LABELS.len() - 1)
-}
-
 /// Every counter the gateway keeps.
 #[derive(Default)]
 pub struct Metrics {
@@ -45,7 +21,8 @@ pub struct Metrics {
     pub plain_http: AtomicU64,
     /// Connections closed because a request head did not arrive in time.
     pub header_timeouts: AtomicU64,
-    verify_failures: [AtomicU64; 13],
+    /// Client certificates refused, by [`Failure::slot`].
+    verify_failures: [AtomicU64; Failure::LABELS.len()],
     /// Refused or failed requests, by [`Refusal::slot`].
     refusals: [AtomicU64; Refusal::LABELS.len()],
     /// Responses by status class: 1xx..5xx.
@@ -61,11 +38,11 @@ pub struct Metrics {
 
 impl Metrics {
     pub fn verify_failure(&self, f: &Failure) {
-        self.verify_failures[failure_slot(f.label())].fetch_add(1, Relaxed);
+        self.verify_failures[f.slot()].fetch_add(1, Relaxed);
     }
 
     pub fn no_certificate(&self) {
-        self.verify_failures[0].fetch_add(1, Relaxed);
+        self.verify_failure(&Failure::NoCertificate);
     }
 
     pub fn refusal(&self, r: &Refusal) {
@@ -130,7 +107,7 @@ impl Metrics {
             self.header_timeouts.load(Relaxed),
         );
         let _ = writeln!(o, "# HELP mtlsgate_verify_failures_total Client certificates refused, by reason.\n# TYPE mtlsgate_verify_failures_total counter");
-        for (i, l) in FAILURE_LABELS.iter().enumerate() {
+        for (i, l) in Failure::LABELS.iter().enumerate() {
             let _ = writeln!(
                 o,
                 "mtlsgate_verify_failures_total{{reason=\"{l}\"}} {}",

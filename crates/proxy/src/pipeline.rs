@@ -48,11 +48,13 @@ pub async fn handle(conn: &Arc<Conn>, req: Request<Incoming>) -> Response<Tracke
         .map(|p| p.as_str().to_string())
         .unwrap_or_else(|| req.uri().to_string());
     let mut routed: Option<String> = None;
+    let mut close_after = None;
     let resp = match stages(conn, &snap, &verdict, req, &mut routed).await {
         Ok(r) => r,
         Err(refusal) => {
+            // HTTP/1 closes by the page's `Connection: close`; HTTP/2 needs a GOAWAY.
             if refusal.closes_connection() && conn.http2 {
-                conn.close_after_reply();
+                close_after = Some(conn.clone());
             }
             rescue(&refusal, &conn.state.metrics, conn.remote)
         }
@@ -72,7 +74,7 @@ pub async fn handle(conn: &Arc<Conn>, req: Request<Incoming>) -> Response<Tracke
             started,
         },
     );
-    resp.map(|b| Tracked::new(b, in_flight))
+    resp.map(|b| Tracked::new(b, in_flight, close_after))
 }
 
 async fn stages(
@@ -114,7 +116,7 @@ pub fn route<'s>(snap: &'s Snapshot, req: &Request<Incoming>) -> Result<Target<'
         path::normalize(req.uri().path()).map_err(|e| Refusal::BadRequest(BadRequest::Path(e)))?;
     let Some(route) = snap.routes.find(path.decoded()) else {
         return Err(Refusal::NoRoute {
-            path: crate::escape::printable(path.encoded()).into_owned(),
+            path: mtlsgate_pki::printable::printable(path.encoded()).into_owned(),
         });
     };
     Ok(Target { route, path, host })

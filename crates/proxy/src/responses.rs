@@ -13,10 +13,10 @@ use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
 use mtlsgate_pki::verify::Failure;
 
-use crate::escape::printable;
 use crate::metrics::Metrics;
 use crate::path::PathError;
 use crate::policy::Denial;
+use mtlsgate_pki::printable::printable;
 
 /// The body type of every response the gateway sends.
 pub type Body = BoxBody<Bytes, hyper::Error>;

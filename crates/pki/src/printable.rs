@@ -1,5 +1,5 @@
-//! Text a client controls — certificate subjects and CNs, even of unverified self-signed
-//! certificates, and request paths — made safe to print in a log line, an error page or a
+//! Text someone else controls — certificate subjects, CNs and SANs (even of unverified
+//! self-signed certificates), request paths — made safe to print in a log line, an error page or a
 //! header. Control bytes (CR, LF, NUL, ESC …), `"`, `\` and bytes above 0x7e are written as
 //! `\xHH`, as nginx writes them in its access log, so a client cannot forge log lines,
 //! split a page, or send escape sequences to an operator's terminal.
