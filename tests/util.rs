@@ -619,3 +619,76 @@ pub fn appserver() -> std::path::PathBuf {
     assert!(exe.exists(), "{}", exe.display());
     exe
 }
+
+/// A free TCP port on 127.0.0.1 (for peers that cannot be told to use port 0).
+pub fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr").port()
+}
+
+/// A real nginx (Debian's), one worker, running `server_body` inside `server { listen …
+/// ssl; … }` on a port of its own; stopped on drop.
+pub struct Nginx {
+    pub proc: Proc,
+    pub port: u16,
+}
+
+impl Nginx {
+    /// `server_body` is written inside the server block after the `listen` line; paths in
+    /// it should be absolute (`{root}` is replaced by the work directory).
+    pub fn start(w: &Work, server_body: &str) -> Nginx {
+        Self::start_with(w, server_body, "")
+    }
+
+    /// Like [`Nginx::start`], with `http_extra` inside the `http` block.
+    pub fn start_with(w: &Work, server_body: &str, http_extra: &str) -> Nginx {
+        let port = free_port();
+        let root = w.root().display().to_string();
+        let body = server_body.replace("{root}", &root);
+        let conf = format!(
+            "worker_processes 1;\ndaemon off;\npid {root}/nginx-{port}.pid;\nerror_log stderr;\nevents {{}}\nhttp {{\n  access_log off;\n  client_body_temp_path {root}/t1;\n  proxy_temp_path {root}/t2;\n  fastcgi_temp_path {root}/t3;\n  uwsgi_temp_path {root}/t4;\n  scgi_temp_path {root}/t5;\n  {http_extra}\n  server {{\n    listen 127.0.0.1:{port} ssl;\n    {body}\n  }}\n}}\n"
+        );
+        let conf_path = w.path(&format!("nginx-{port}.conf"));
+        std::fs::write(&conf_path, conf).expect("nginx.conf");
+        let proc = Proc::spawn(
+            w.root(),
+            nginx_bin(),
+            &[
+                "-e",
+                "stderr",
+                "-p",
+                &root,
+                "-c",
+                &conf_path.display().to_string(),
+            ],
+            &w.path(&format!("nginx-{port}.out")),
+        );
+        let mut ng = Nginx { proc, port };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if let Ok(Some(st)) = ng.proc.child.try_wait() {
+                panic!("nginx exited ({st}):\n{}", ng.proc.stderr());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "nginx did not start:\n{}",
+                ng.proc.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        ng.port = port;
+        ng
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("https://localhost:{}{path}", self.port)
+    }
+}
+
+/// Debian's nginx binary.
+pub fn nginx_bin() -> &'static str {
+    ["/usr/sbin/nginx", "/usr/local/sbin/nginx", "/usr/bin/nginx"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+        .expect("nginx is not installed: run scripts/install-test-deps")
+}

@@ -205,35 +205,12 @@ fn identity_values_are_byte_identical_to_nginx() {
         "ssl_client_escaped_cert",
     ];
     // nginx with one worker, answering with the variables itself.
-    let free = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let nport = free.local_addr().expect("addr").port();
-    drop(free);
-    let root = w.root().display().to_string();
     let body: String = VARS.iter().map(|v| format!("${v}\\n")).collect();
-    w.write(
-        "nginx.conf",
-        &format!(
-            "worker_processes 1;\ndaemon off;\npid {root}/nginx.pid;\nerror_log stderr;\nevents {{}}\nhttp {{\n  access_log off;\n  client_body_temp_path {root}/t1;\n  proxy_temp_path {root}/t2;\n  fastcgi_temp_path {root}/t3;\n  uwsgi_temp_path {root}/t4;\n  scgi_temp_path {root}/t5;\n  server {{\n    listen 127.0.0.1:{nport} ssl;\n    ssl_certificate {root}/localhost.crt;\n    ssl_certificate_key {root}/localhost.key;\n    ssl_client_certificate {root}/ca.crt;\n    ssl_verify_client on;\n    ssl_verify_depth 2;\n    location / {{ default_type text/plain; return 200 \"{body}\"; }}\n  }}\n}}\n"
-        ),
+    let ng = Nginx::start(
+        &w,
+        &format!("ssl_certificate {{root}}/localhost.crt;\n    ssl_certificate_key {{root}}/localhost.key;\n    ssl_client_certificate {{root}}/ca.crt;\n    ssl_verify_client on;\n    ssl_verify_depth 2;\n    location / {{ default_type text/plain; return 200 \"{body}\"; }}"),
     );
-    let nginx = ["/usr/sbin/nginx", "/usr/local/sbin/nginx", "/usr/bin/nginx"]
-        .into_iter()
-        .find(|p| std::path::Path::new(p).exists())
-        .expect("nginx is not installed: run scripts/install-test-deps");
-    let _ng = Proc::spawn(
-        w.root(),
-        nginx,
-        &[
-            "-e",
-            "stderr",
-            "-p",
-            &root,
-            "-c",
-            &format!("{root}/nginx.conf"),
-        ],
-        &w.path("nginx.out"),
-    );
-    let nurl = format!("https://localhost:{nport}/");
+    let nurl = ng.url("/");
     eventually("nginx", || {
         curl_as(&w, "dev1.crt", "dev1.key", &nurl).0 == 200
     });

@@ -270,6 +270,67 @@ impl std::fmt::Display for Refused {
 }
 impl std::error::Error for Refused {}
 
+/// The signature schemes TLS 1.3 allows in CertificateVerify (RFC 8446 §4.2.3).
+fn tls13_scheme(s: SignatureScheme) -> bool {
+    use SignatureScheme as S;
+    matches!(
+        s,
+        S::ECDSA_NISTP256_SHA256
+            | S::ECDSA_NISTP384_SHA384
+            | S::ECDSA_NISTP521_SHA512
+            | S::RSA_PSS_SHA256
+            | S::RSA_PSS_SHA384
+            | S::RSA_PSS_SHA512
+            | S::ED25519
+            | S::ED448
+    )
+}
+
+impl HandshakeVerifier {
+    /// The client's proof of its key (CertificateVerify) for an X.509 version 1
+    /// certificate, which rustls' own check refuses to parse: the signature is verified
+    /// with the certificate's public key directly. Other certificates keep `err`.
+    fn v1_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+        err: rustls::Error,
+        tls13: bool,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        let Ok((_, x)) = x509_parser::parse_x509_certificate(cert) else {
+            return Err(err);
+        };
+        if x.version() != x509_parser::x509::X509Version::V1 || (tls13 && !tls13_scheme(dss.scheme))
+        {
+            return Err(err);
+        }
+        let key = &x.public_key().subject_public_key.data;
+        let candidates = self
+            .algs
+            .mapping
+            .iter()
+            .find(|(scheme, _)| *scheme == dss.scheme)
+            .map(|(_, algs)| *algs)
+            .unwrap_or_default();
+        let tried = if tls13 {
+            &candidates[..candidates.len().min(1)]
+        } else {
+            candidates
+        };
+        if tried
+            .iter()
+            .any(|alg| alg.verify_signature(key, message, dss.signature()).is_ok())
+        {
+            Ok(HandshakeSignatureValid::assertion())
+        } else {
+            Err(rustls::Error::InvalidCertificate(
+                CertificateError::BadSignature,
+            ))
+        }
+    }
+}
+
 impl ClientCertVerifier for HandshakeVerifier {
     fn offer_client_auth(&self) -> bool {
         self.auth.mode != VerifyMode::Off
@@ -315,6 +376,7 @@ impl ClientCertVerifier for HandshakeVerifier {
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
         rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algs)
+            .or_else(|e| self.v1_signature(message, cert, dss, e, false))
     }
 
     fn verify_tls13_signature(
@@ -324,6 +386,7 @@ impl ClientCertVerifier for HandshakeVerifier {
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
         rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algs)
+            .or_else(|e| self.v1_signature(message, cert, dss, e, true))
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
