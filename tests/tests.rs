@@ -6,3 +6,4 @@ mod util;
 
 mod ca;
 mod gateway;
+mod messages;

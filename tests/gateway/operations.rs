@@ -249,3 +249,177 @@ fn config_errors_name_the_file_line_and_key() {
         .fails();
     assert!(e.contains("localhost.crt"), "{e}");
 }
+
+/// A reload applies every setting it can — each change is named in the log and the ones
+/// that can be seen from outside are checked — and refuses, loudly, the three that need a
+/// restart.
+#[test]
+fn a_reload_applies_every_setting_or_says_it_needs_a_restart() {
+    let w = Work::new();
+    pki(&w);
+    let up = Upstream::start(&w);
+    let base = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\ncert = \"localhost.crt\"\nkey = \"localhost.key\"\nclient_ca = \"ca.crt\"\n\n[[route]]\nupstream = \"{}\"\n",
+        up.url()
+    );
+    w.write("gate.toml", &base);
+    let mut g = Gate::start(&w, &["serve", "--config", "gate.toml"]);
+    assert_eq!(get_as(&w, &g, "dev1", "/", &[]).0, 200);
+    let old_serial = served_serial(&w, g.port);
+    // What the new configuration refers to: an encrypted copy of a new server key, a
+    // second CA file, a CRL, a pinned certificate.
+    w.mg(&[
+        "cert",
+        "issue",
+        "server",
+        "localhost",
+        "--dns",
+        "localhost",
+        "--dir",
+        "ca",
+        "--out",
+        "new",
+        "--force",
+    ])
+    .ok();
+    w.write("pass.txt", "reload-secret\n");
+    w.cmd(
+        "openssl",
+        &[
+            "pkcs8",
+            "-topk8",
+            "-v2",
+            "aes-256-cbc",
+            "-in",
+            "new/localhost.key",
+            "-out",
+            "new/enc.key",
+            "-passout",
+            "file:pass.txt",
+        ],
+    )
+    .ok();
+    w.mg(&["ca", "crl", "--dir", "ca", "--out", "crl.pem"]).ok();
+    std::fs::copy(w.path("ca.crt"), w.path("ca2.crt")).expect("copy");
+    let dev2_fp = openssl_sha256(&w, "dev2.crt");
+    let next = format!(
+        r#"[server]
+listen = "127.0.0.1:1"
+cert = "new/localhost.crt"
+key = "new/enc.key"
+key_passphrase_file = "pass.txt"
+client_ca = ["ca.crt", "ca2.crt"]
+verify_client = "optional"
+verify_depth = 3
+crl = "crl.pem"
+pin_sha256 = ["{fp}"]
+pin_cert = "dev2.crt"
+reject_at_handshake = true
+verify_cache = false
+resumption = false
+access_log = "json"
+max_header_bytes = 2048
+admin_listen = "127.0.0.1:0"
+threads = 1
+
+[timeouts]
+handshake = "3s"
+header_read = "3s"
+idle = "4s"
+upstream_connect = "2s"
+upstream_response = "1s"
+drain = "5s"
+
+[[route]]
+prefix = "/api/"
+upstream = "{u}/app/"
+allow_device_ids = ["dev1.d.example.local"]
+allow_spiffe_ids = ["spiffe://example.org/x"]
+allow_ous = ["Fleet"]
+allow_fingerprints = ["{fp}"]
+allow_file = "whitelist.txt"
+headers = {{ "X-Device" = "$client_device_id" }}
+default_headers = false
+xfcc = true
+"#,
+        fp = hex_lower(&dev2_fp),
+        u = up.url()
+    );
+    w.write("whitelist.txt", "dev1.d.example.local\n");
+    write_atomic(&w, "gate.toml", &next);
+    g.proc.signal("HUP");
+    let applied = g.proc.wait_for("reload applies changed settings: ");
+    for key in [
+        "server.cert",
+        "server.key",
+        "server.key_passphrase_file",
+        "server.client_ca",
+        "server.verify_client",
+        "server.verify_depth",
+        "server.crl",
+        "server.pin_sha256",
+        "server.pin_cert",
+        "server.reject_at_handshake",
+        "server.verify_cache",
+        "server.resumption",
+        "server.access_log",
+        "server.max_header_bytes",
+        "timeouts.handshake",
+        "timeouts.header_read",
+        "timeouts.idle",
+        "timeouts.upstream_connect",
+        "timeouts.upstream_response",
+        "timeouts.drain",
+        "route[0].prefix",
+        "route[0].upstream",
+        "route[0].allow_file",
+        "route[0].allow_device_ids",
+        "route[0].allow_spiffe_ids",
+        "route[0].allow_ous",
+        "route[0].allow_fingerprints",
+        "route[0].headers",
+        "route[0].default_headers",
+        "route[0].xfcc",
+    ] {
+        assert!(applied.contains(key), "{key} not applied: {applied}");
+    }
+    for key in ["server.listen", "server.admin_listen", "server.threads"] {
+        assert!(!applied.contains(key), "{key} applied: {applied}");
+        let err = g.proc.stderr();
+        assert!(
+            err.contains(&format!("{key} changed to")) && err.contains("needs a restart"),
+            "{key} not refused loudly: {err}"
+        );
+    }
+    g.proc.wait_for("reloaded in");
+    // Seen from outside: the new certificate, the rewritten path, the route's headers
+    // only (no default ones), XFCC, the JSON access log, the 1 s upstream timeout and the
+    // header size limit.
+    assert_ne!(served_serial(&w, g.port), old_serial);
+    let (code, body) = get_as(&w, &g, "dev1", "/api/x", &[]);
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("\"path\": \"/app/x\""), "{body}");
+    assert_eq!(header(&body, "x-device"), "dev1.d.example.local");
+    assert!(
+        header_values(&body, "ssl-client-verify").is_empty(),
+        "{body}"
+    );
+    assert!(!header(&body, "x-forwarded-client-cert").is_empty());
+    let (code, _) = get_as(&w, &g, "dev1", "/api/slow?s=2", &[]);
+    assert_eq!(code, 504);
+    let big = format!("X-Big: {}", "a".repeat(3000));
+    let (code, _) = get_as(&w, &g, "dev1", "/api/x", &["-H", &big]);
+    assert_eq!(code, 431);
+    let last = g
+        .access_log()
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        last.starts_with('{') && last.contains("\"status\":"),
+        "{last}"
+    );
+    // The old address still serves: the listen change waits for a restart.
+    assert_eq!(get_as(&w, &g, "dev2", "/api/x", &[]).0, 200);
+}

@@ -72,7 +72,7 @@ class Handler(BaseHTTPRequestHandler):
                 self.wfile.flush()
             self.close_connection = True
             return
-        if url.path == "/slow":
+        if url.path.endswith("/slow"):
             time.sleep(float(parse_qs(url.query).get("s", ["3"])[0]))
         n = int(self.headers.get("Content-Length") or 0)
         body_in = self.rfile.read(n) if n else b""
