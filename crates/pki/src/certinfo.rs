@@ -156,6 +156,15 @@ impl CertInfo {
     }
 }
 
+/// The subject public key (the BIT STRING's contents, as signature algorithms take it) of
+/// an X.509 version 1 certificate; `None` for any other certificate. The gateway checks a
+/// v1 client's CertificateVerify with it, since rustls cannot parse v1 certificates.
+pub fn v1_public_key(der: &[u8]) -> Option<Vec<u8>> {
+    let (_, x) = x509_parser::parse_x509_certificate(der).ok()?;
+    (x.version() == x509_parser::x509::X509Version::V1)
+        .then(|| x.public_key().subject_public_key.data.to_vec())
+}
+
 /// The DER of a certificate's subject name (for TLS CertificateRequest hints).
 pub fn raw_subject(der: &[u8]) -> Option<Vec<u8>> {
     let (_, x) = x509_parser::parse_x509_certificate(der).ok()?;

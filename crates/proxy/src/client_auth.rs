@@ -298,14 +298,12 @@ impl HandshakeVerifier {
         err: rustls::Error,
         tls13: bool,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        let Ok((_, x)) = x509_parser::parse_x509_certificate(cert) else {
-            return Err(err);
-        };
-        if x.version() != x509_parser::x509::X509Version::V1 || (tls13 && !tls13_scheme(dss.scheme))
-        {
+        if tls13 && !tls13_scheme(dss.scheme) {
             return Err(err);
         }
-        let key = &x.public_key().subject_public_key.data;
+        let Some(key) = mtlsgate_pki::certinfo::v1_public_key(cert) else {
+            return Err(err);
+        };
         let candidates = self
             .algs
             .mapping
@@ -320,7 +318,7 @@ impl HandshakeVerifier {
         };
         if tried
             .iter()
-            .any(|alg| alg.verify_signature(key, message, dss.signature()).is_ok())
+            .any(|alg| alg.verify_signature(&key, message, dss.signature()).is_ok())
         {
             Ok(HandshakeSignatureValid::assertion())
         } else {
