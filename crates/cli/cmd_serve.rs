@@ -22,12 +22,12 @@ fn lower(s: &Serve) -> Result<RawConfig> {
     }
     Ok(RawConfig {
         server: RawServer {
-            listen: Some(flag(s.listen.clone())),
+            listen: s.listen.clone().map(flag),
             cert: s.cert.clone().map(flag),
             key: s.key.clone().map(flag),
             key_passphrase_file: s.key_passphrase_file.clone().map(flag),
             client_ca: s.client_ca.clone().into(),
-            verify_client: Some(flag(s.verify_client.clone())),
+            verify_client: s.verify_client.clone().map(flag),
             verify_depth: Some(flag(s.verify_depth)),
             crl: s.crl.clone().into(),
             pin_sha256: s.pin_sha256.clone(),
@@ -45,6 +45,11 @@ fn lower(s: &Serve) -> Result<RawConfig> {
         timeouts: Default::default(),
         routes: vec![RawRoute {
             upstream: s.upstream.clone().map(flag),
+            upstream_ca: s.upstream_ca.clone().into(),
+            upstream_cert: s.upstream_cert.clone().map(flag),
+            upstream_key: s.upstream_key.clone().map(flag),
+            upstream_key_passphrase_file: s.upstream_key_passphrase_file.clone().map(flag),
+            upstream_server_name: s.upstream_server_name.clone().map(flag),
             allow_device_ids: s.allow_device_id.clone(),
             allow_file: s.allow_file.clone().into(),
             headers: (!headers.is_empty()).then(|| flag(headers)),
@@ -140,6 +145,14 @@ pub async fn run_gateway(
     let _watching = watch::start(state.clone()).context("cannot install the SIGHUP handler")?;
     let snap = state.load();
     let c = &snap.config;
+    if c.tls.is_none() {
+        tracing::info!(
+            "plain-HTTP listener: requests are sent on over TLS to each route's upstream"
+        );
+        if !addr.ip().is_loopback() {
+            tracing::warn!("the plain-HTTP listener on {addr} can be reached from other machines, and whoever reaches it uses the gateway's client certificate; listen on 127.0.0.1 unless that is what you want");
+        }
+    }
     tracing::info!(
         "listening on {addr} (client verification: {}, {} route(s), resumption {})",
         c.verify.as_str(),

@@ -9,4 +9,5 @@ mod openssl_certificates;
 mod operations;
 mod paths;
 mod refusals;
+mod upstream_tls;
 mod walkthroughs;

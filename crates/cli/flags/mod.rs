@@ -38,6 +38,8 @@ pub enum Command {
   mtlsgate serve --listen 0.0.0.0:8443 --cert server.crt --key server.key \\
       --client-ca ca.crt --upstream http://127.0.0.1:8000 --allow-file whitelist.txt
   mtlsgate serve --config gate.toml
+  mtlsgate serve --listen 127.0.0.1:8080 --upstream https://api.internal:8443 \\
+      --upstream-ca ca.crt --upstream-cert client.crt --upstream-key client.key
 
 Request paths are normalised before routing (percent-escapes decoded, // merged, . and ..
 resolved) and the upstream receives the normalised path; %2F, backslashes, ; and .. above
@@ -48,16 +50,18 @@ Stop: SIGTERM or Ctrl-C finish in-flight requests first.")]
 pub struct Serve {
     /// TOML configuration file (listeners, routes, policies). Excludes the one-route flags;
     /// --admin-listen and --threads override the file.
-    #[arg(long, value_name = "FILE", conflicts_with_all = ["listen", "cert", "key", "key_passphrase_file", "client_ca", "upstream", "allow_file", "allow_device_id", "verify_client", "verify_depth", "crl", "pin_sha256", "no_resumption", "reject_at_handshake", "no_verify_cache", "access_log", "header", "xfcc"])]
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["listen", "cert", "key", "key_passphrase_file", "client_ca", "upstream", "upstream_ca", "upstream_cert", "upstream_key", "upstream_key_passphrase_file", "upstream_server_name", "allow_file", "allow_device_id", "verify_client", "verify_depth", "crl", "pin_sha256", "no_resumption", "reject_at_handshake", "no_verify_cache", "access_log", "header", "xfcc"])]
     pub config: Option<PathBuf>,
-    /// Address to listen on.
-    #[arg(long, value_name = "ADDR", default_value = defaults::LISTEN)]
-    pub listen: String,
-    /// Server certificate chain (PEM), as nginx's ssl_certificate.
-    #[arg(long, value_name = "FILE", required_unless_present = "config")]
+    /// Address to listen on [default: 0.0.0.0:8443; without --cert, 127.0.0.1:8080].
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<String>,
+    /// Server certificate chain (PEM), as nginx's ssl_certificate. Without --cert and --key
+    /// the listener speaks plain HTTP (on loopback by default) and sends requests out over
+    /// TLS: an egress listener for programs that know nothing of TLS.
+    #[arg(long, value_name = "FILE")]
     pub cert: Option<PathBuf>,
     /// Server private key (PEM), as nginx's ssl_certificate_key.
-    #[arg(long, value_name = "FILE", required_unless_present = "config")]
+    #[arg(long, value_name = "FILE")]
     pub key: Option<PathBuf>,
     /// File whose first line decrypts an encrypted --key, as nginx's ssl_password_file.
     #[arg(long, value_name = "FILE")]
@@ -65,18 +69,37 @@ pub struct Serve {
     /// Trusted client CA bundle(s) or pinned certificates, as ssl_client_certificate.
     #[arg(long, value_name = "FILE")]
     pub client_ca: Vec<PathBuf>,
-    /// Upstream URL for the default route.
+    /// Upstream URL for the default route: http://HOST:PORT or https://HOST:PORT.
     #[arg(long, value_name = "URL", required_unless_present = "config")]
     pub upstream: Option<String>,
+    /// CA bundle that signs an https:// upstream's certificate, as nginx's
+    /// proxy_ssl_trusted_certificate [default: the system's trust store].
+    #[arg(long, value_name = "FILE")]
+    pub upstream_ca: Vec<PathBuf>,
+    /// Client certificate (chain) presented to an https:// upstream, as proxy_ssl_certificate;
+    /// reloaded when the file changes.
+    #[arg(long, value_name = "FILE", requires = "upstream_key")]
+    pub upstream_cert: Option<PathBuf>,
+    /// Key of --upstream-cert, as proxy_ssl_certificate_key.
+    #[arg(long, value_name = "FILE", requires = "upstream_cert")]
+    pub upstream_key: Option<PathBuf>,
+    /// File whose first line decrypts --upstream-key.
+    #[arg(long, value_name = "FILE")]
+    pub upstream_key_passphrase_file: Option<PathBuf>,
+    /// Name to verify the upstream's certificate against (and send as SNI), as
+    /// proxy_ssl_name [default: the host of --upstream].
+    #[arg(long, value_name = "NAME")]
+    pub upstream_server_name: Option<String>,
     /// Allowlist file: one device ID per line, # comments (reloaded when it changes).
     #[arg(long, value_name = "FILE")]
     pub allow_file: Vec<PathBuf>,
     /// Allow this device ID (repeatable).
     #[arg(long, value_name = "ID")]
     pub allow_device_id: Vec<String>,
-    /// Client verification: require (nginx on), optional, optional_no_ca, off.
-    #[arg(long, value_name = "MODE", default_value = defaults::VERIFY_CLIENT)]
-    pub verify_client: String,
+    /// Client verification: require (nginx on), optional, optional_no_ca, off
+    /// [default: require; off without --cert].
+    #[arg(long, value_name = "MODE")]
+    pub verify_client: Option<String>,
     /// Maximum chain depth, as ssl_verify_depth.
     #[arg(long, value_name = "N", default_value_t = defaults::VERIFY_DEPTH as i64)]
     pub verify_depth: i64,

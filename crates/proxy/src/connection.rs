@@ -52,7 +52,7 @@ impl Conn {
     pub fn new(
         state: Arc<State>,
         remote: SocketAddr,
-        tls: &rustls::ServerConnection,
+        tls: Option<&rustls::ServerConnection>,
         peer: Arc<Peer>,
         verdict: Arc<Verdict>,
     ) -> Conn {
@@ -60,13 +60,14 @@ impl Conn {
             state,
             remote,
             remote_ip: remote.ip().to_string(),
-            tls_protocol: crate::tls::protocol_name(tls.protocol_version()),
+            tls_protocol: tls.map_or("", |t| crate::tls::protocol_name(t.protocol_version())),
             tls_cipher: tls
-                .negotiated_cipher_suite()
+                .and_then(|t| t.negotiated_cipher_suite())
                 .map(crate::tls::cipher_name)
                 .unwrap_or(""),
-            resumed: tls.handshake_kind() == Some(rustls::HandshakeKind::Resumed),
-            http2: tls.alpn_protocol() == Some(b"h2"),
+            resumed: tls
+                .is_some_and(|t| t.handshake_kind() == Some(rustls::HandshakeKind::Resumed)),
+            http2: tls.is_some_and(|t| t.alpn_protocol() == Some(b"h2")),
             peer,
             verdict: Mutex::new(verdict),
             clock: Arc::new(Clock::new()),

@@ -27,6 +27,9 @@ pub enum GateError {
     },
     #[error("the admin listener {0} must be a loopback address (127.0.0.1 or [::1]); it has no authentication")]
     AdminNotLoopback(SocketAddr),
+    /// An upstream's TLS settings (CA bundle, client certificate) cannot be used.
+    #[error("upstream TLS: {0}")]
+    UpstreamTls(String),
     #[error("cannot create the TLS session ticket key: {0}")]
     Tickets(String),
     #[error("{0}")]

@@ -1,4 +1,4 @@
-//! Forwarding: the pooled upstream client, the upstream exchange with its timeouts (failures
+//! Forwarding: the upstream exchange (clients in [`crate::upstream`]) with its timeouts (failures
 //! become 502 and 504 refusals), and the bridge that carries an upgraded connection
 //! (WebSocket) both ways — with the idle timeout, and closed when the client is refused by
 //! a newer snapshot.
@@ -14,9 +14,7 @@ use http::{Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::connection::Conn;
@@ -24,28 +22,7 @@ use crate::pipeline::strip_hop_by_hop;
 use crate::pipeline::Target;
 use crate::responses::{full, Body, Refusal};
 use crate::state::Snapshot;
-
-/// The pooled HTTP/1.1 client to upstreams (kept across reloads while its settings stay).
-#[derive(Clone)]
-pub struct Upstream {
-    client: Client<HttpConnector, Incoming>,
-}
-
-impl Upstream {
-    pub fn new(connect_timeout: Duration) -> Upstream {
-        let mut conn = HttpConnector::new();
-        conn.set_nodelay(true);
-        conn.set_connect_timeout(Some(connect_timeout));
-        conn.set_keepalive(Some(Duration::from_secs(60)));
-        let client = Client::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .pool_idle_timeout(Duration::from_secs(60))
-            .pool_max_idle_per_host(1024)
-            .build(conn);
-        Upstream { client }
-    }
-}
+use crate::upstream::tls_failure;
 
 fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
     let mut cur = e;
@@ -66,19 +43,29 @@ pub async fn forward(
     let route = target.route;
     let timeout = snap.config.timeouts.upstream_response;
     let upstream = route.authority.to_string();
-    let mut resp = match tokio::time::timeout(timeout, snap.upstream.client.request(req)).await {
+    let mut resp = match tokio::time::timeout(timeout, route.upstream.request(req)).await {
         Ok(Ok(r)) => r,
-        Ok(Err(e)) if e.is_connect() => {
-            return Err(Refusal::UpstreamUnreachable {
-                upstream,
-                cause: root_cause(&e),
-            })
-        }
         Ok(Err(e)) => {
-            return Err(Refusal::UpstreamFailed {
-                upstream,
-                cause: root_cause(&e),
-            })
+            if let Some(t) = &route.upstream.built_from.tls {
+                let name = t
+                    .server_name
+                    .clone()
+                    .unwrap_or_else(|| route.authority.host().to_string());
+                if let Some(why) = tls_failure(&e, &name, t.cert.is_some()) {
+                    return Err(Refusal::UpstreamTls { upstream, why });
+                }
+            }
+            return Err(if e.is_connect() {
+                Refusal::UpstreamUnreachable {
+                    upstream,
+                    cause: root_cause(&e),
+                }
+            } else {
+                Refusal::UpstreamFailed {
+                    upstream,
+                    cause: root_cause(&e),
+                }
+            });
         }
         Err(_) => {
             return Err(Refusal::UpstreamTimeout {

@@ -158,6 +158,8 @@ pub struct RenderCtx<'a> {
     pub remote_ip: &'a str,
     pub host: &'a str,
     pub request_uri: &'a str,
+    /// `https`, or `http` on a plain-HTTP listener.
+    pub scheme: &'a str,
     pub tls_protocol: &'a str,
     pub tls_cipher: &'a str,
     pub resumed: bool,
@@ -195,7 +197,7 @@ impl RenderCtx<'_> {
                 let _ = write!(out, "{}", self.remote.port());
             }
             Var::Host => out.push_str(self.host),
-            Var::Scheme => out.push_str("https"),
+            Var::Scheme => out.push_str(self.scheme),
             Var::RequestUri => out.push_str(self.request_uri),
             // Certificate text that is not DN-escaped: control bytes written as `\xHH`.
             Var::ClientDeviceId => {

@@ -6,7 +6,8 @@
 //!   client is refused by a newer snapshot.
 //! - [`pipeline`]: the stages of a request: authenticate → route → authorize → rewrite →
 //!   forward, one function each; [`responses`] turns every refusal into its reply.
-//! - [`forward`]: the upstream exchange and upgraded connections.
+//! - [`forward`]: the upstream exchange and upgraded connections; [`upstream`]: pooled
+//!   clients to plain and TLS upstreams (client certificates, reloaded in place).
 //! - [`access_log`]: one line per request.
 //!
 //! What the stages consult: [`client_auth`] (nginx's `ssl_verify_client` rules, the verify
@@ -31,6 +32,7 @@ pub mod policy;
 pub mod responses;
 pub mod state;
 pub mod tls;
+pub mod upstream;
 pub mod watch;
 
 pub use config::GateConfig;

@@ -121,6 +121,17 @@ async fn accept(
     let _ = tcp.set_nodelay(true);
     let snap = state.load_full();
     let handshake = snap.config.timeouts.handshake;
+    let Some(server_tls) = snap.tls.clone() else {
+        // A plain-HTTP (egress) listener: no certificate to ask for.
+        let (peer, verdict) = (
+            Arc::new(Peer::none()),
+            Arc::new(snap.auth.check(&[], rustls::pki_types::UnixTime::now())),
+        );
+        drop(snap);
+        let conn = Arc::new(Conn::new(state.clone(), remote, None, peer, verdict));
+        connection::serve(conn, tcp, stop).await;
+        return;
+    };
     let mut first = [0u8; 1];
     match tokio::time::timeout(handshake, tcp.peek(&mut first)).await {
         Ok(Ok(1)) if first[0] == TLS_HANDSHAKE => {}
@@ -135,7 +146,7 @@ async fn accept(
             return;
         }
     }
-    let acceptor = tokio_rustls::TlsAcceptor::from(snap.tls.clone());
+    let acceptor = tokio_rustls::TlsAcceptor::from(server_tls);
     let tls = match tokio::time::timeout(handshake, acceptor.accept(tcp)).await {
         Ok(Ok(t)) => t,
         Ok(Err(e)) => {
@@ -183,7 +194,13 @@ async fn accept(
         None => {}
     }
     drop(snap);
-    let conn = Arc::new(Conn::new(state.clone(), remote, session, peer, verdict));
+    let conn = Arc::new(Conn::new(
+        state.clone(),
+        remote,
+        Some(session),
+        peer,
+        verdict,
+    ));
     connection::serve(conn, tls, stop).await;
 }
 

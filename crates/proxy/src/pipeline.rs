@@ -255,6 +255,11 @@ pub fn rewrite(
         remote_ip: &conn.remote_ip,
         host: &target.host,
         request_uri: &request_uri,
+        scheme: if conn.tls_protocol.is_empty() {
+            "http"
+        } else {
+            "https"
+        },
         tls_protocol: conn.tls_protocol,
         tls_cipher: conn.tls_cipher,
         resumed: conn.resumed,

@@ -82,6 +82,12 @@ pub enum Refusal {
         upstream: String,
         after: Duration,
     },
+    /// TLS with an `https://` upstream failed: unknown issuer, name mismatch, our client
+    /// certificate refused …
+    UpstreamTls {
+        upstream: String,
+        why: String,
+    },
 }
 
 impl Refusal {
@@ -95,6 +101,7 @@ impl Refusal {
         "upstream_unreachable",
         "upstream_failed",
         "upstream_timeout",
+        "upstream_tls",
     ];
 
     pub fn slot(&self) -> usize {
@@ -107,6 +114,7 @@ impl Refusal {
             Refusal::UpstreamUnreachable { .. } => 5,
             Refusal::UpstreamFailed { .. } => 6,
             Refusal::UpstreamTimeout { .. } => 7,
+            Refusal::UpstreamTls { .. } => 8,
         }
     }
 
@@ -121,9 +129,9 @@ impl Refusal {
             }
             Refusal::NoRoute { .. } => StatusCode::NOT_FOUND,
             Refusal::Denied(_) => StatusCode::FORBIDDEN,
-            Refusal::UpstreamUnreachable { .. } | Refusal::UpstreamFailed { .. } => {
-                StatusCode::BAD_GATEWAY
-            }
+            Refusal::UpstreamUnreachable { .. }
+            | Refusal::UpstreamFailed { .. }
+            | Refusal::UpstreamTls { .. } => StatusCode::BAD_GATEWAY,
             Refusal::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
         }
     }
@@ -139,6 +147,7 @@ impl Refusal {
             Refusal::UpstreamUnreachable { .. } | Refusal::UpstreamFailed { .. } => {
                 "upstream unavailable"
             }
+            Refusal::UpstreamTls { .. } => "upstream TLS failed",
             Refusal::UpstreamTimeout { .. } => "upstream timed out",
         }
     }
@@ -162,6 +171,7 @@ impl Refusal {
                 "the upstream {upstream} did not answer within {}s",
                 after.as_secs_f64()
             )),
+            Refusal::UpstreamTls { upstream, why } => Some(format!("{upstream}: {why}")),
         }
     }
 
@@ -189,7 +199,8 @@ pub fn rescue(r: &Refusal, metrics: &Metrics, remote: SocketAddr) -> Response<Bo
         Refusal::Denied(_) => tracing::info!(%remote, "denied: {why}"),
         Refusal::UpstreamUnreachable { .. }
         | Refusal::UpstreamFailed { .. }
-        | Refusal::UpstreamTimeout { .. } => tracing::warn!(%remote, "{why}"),
+        | Refusal::UpstreamTimeout { .. }
+        | Refusal::UpstreamTls { .. } => tracing::warn!(%remote, "{why}"),
     }
     page(
         r.status(),
@@ -257,6 +268,10 @@ mod tests {
             Refusal::UpstreamTimeout {
                 upstream: "u".into(),
                 after: Duration::from_secs(1),
+            },
+            Refusal::UpstreamTls {
+                upstream: "u".into(),
+                why: "w".into(),
             },
         ];
         assert_eq!(all.len(), Refusal::LABELS.len());

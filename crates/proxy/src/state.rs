@@ -14,7 +14,6 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
-use mtlsgate_pki::certinfo::CertInfo;
 use mtlsgate_pki::pemfile;
 use mtlsgate_pki::verify::Verifier;
 use rustls::ServerConfig;
@@ -23,11 +22,11 @@ use tokio::sync::watch;
 use crate::client_auth::{ClientAuth, HandshakeVerifier, VerifyCache};
 use crate::config::GateConfig;
 use crate::error::GateError;
-use crate::forward::Upstream;
 use crate::headers::HeaderPlan;
 use crate::metrics::Metrics;
 use crate::policy::Policy;
 use crate::tls::{self, Resumption};
+use crate::upstream::UpstreamClient;
 
 /// One route, compiled.
 pub struct Route {
@@ -40,6 +39,8 @@ pub struct Route {
     pub replace_prefix: Option<String>,
     pub policy: Policy,
     pub headers: HeaderPlan,
+    /// The pooled client to this route's upstream.
+    pub upstream: UpstreamClient,
 }
 
 impl Route {
@@ -92,10 +93,10 @@ impl RouteTable {
 pub struct Snapshot {
     pub generation: u64,
     pub config: GateConfig,
-    pub tls: Arc<ServerConfig>,
+    /// `None` for a plain-HTTP (egress) listener.
+    pub tls: Option<Arc<ServerConfig>>,
     pub auth: Arc<ClientAuth>,
     pub routes: RouteTable,
-    pub upstream: Upstream,
 }
 
 /// Builds the client verifier from the configured bundle, pins and CRLs; returns the
@@ -131,23 +132,27 @@ fn build(
         generation,
         &bundle,
     ));
-    let cert = tls::load_server_cert(&cfg.cert, &cfg.key, cfg.key_passphrase_file.as_deref())?;
-    let server_not_after = cert
-        .chain
-        .first()
-        .and_then(|c| CertInfo::from_der(c).ok())
-        .map(|i| i.not_after.unix_timestamp())
-        .unwrap_or(0);
     let ca_not_after = mtlsgate_pki::certinfo::chain_not_after(&bundle)
         .map(|t| t.unix_timestamp())
         .unwrap_or(0);
-    let resumption = if cfg.resumption { resumption } else { None };
-    let tls = tls::server_config(
-        cert,
-        &cfg.cert,
-        Arc::new(HandshakeVerifier::new(auth.clone())),
-        resumption,
-    )?;
+    let (tls, server_not_after) = match &cfg.tls {
+        Some(t) => {
+            let cert = tls::load_server_cert(&t.cert, &t.key, t.key_passphrase_file.as_deref())?;
+            let not_after =
+                mtlsgate_pki::certinfo::chain_not_after(&cert.chain[..cert.chain.len().min(1)])
+                    .map(|t| t.unix_timestamp())
+                    .unwrap_or(0);
+            let resumption = if cfg.resumption { resumption } else { None };
+            let config = tls::server_config(
+                cert,
+                &t.cert,
+                Arc::new(HandshakeVerifier::new(auth.clone())),
+                resumption,
+            )?;
+            (Some(config), not_after)
+        }
+        None => (None, 0),
+    };
     let mut routes = Vec::with_capacity(cfg.routes.len());
     let mut entries = 0u64;
     for r in &cfg.routes {
@@ -160,6 +165,25 @@ fn build(
         };
         let policy = Policy::build(&r.policy)?;
         entries += policy.len() as u64;
+        // Pooled upstream connections survive reloads while the route's upstream and its
+        // settings stay; new TLS material (a renewed client certificate) is swapped in.
+        let (wanted, material) =
+            UpstreamClient::plan(cfg.timeouts.upstream_connect, r.upstream_tls.as_ref())?;
+        let reused = previous.and_then(|p| {
+            p.routes
+                .routes
+                .iter()
+                .find(|old| {
+                    old.authority == authority
+                        && old.scheme == scheme
+                        && old.upstream.built_from == wanted
+                })
+                .map(|old| old.upstream.clone())
+        });
+        let upstream = match reused {
+            Some(u) => u,
+            None => UpstreamClient::new(wanted, material)?,
+        };
         routes.push(Route {
             prefix: r.prefix.clone(),
             scheme,
@@ -167,16 +191,10 @@ fn build(
             replace_prefix: r.upstream_path.clone(),
             policy,
             headers: HeaderPlan::build(&r.headers, r.default_headers, r.xfcc)?,
+            upstream,
         });
     }
     routes.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));
-    // Pooled upstream connections survive reloads unless their settings changed.
-    let upstream = match previous {
-        Some(p) if p.config.timeouts.upstream_connect == cfg.timeouts.upstream_connect => {
-            p.upstream.clone()
-        }
-        _ => Upstream::new(cfg.timeouts.upstream_connect),
-    };
     metrics
         .server_cert_not_after
         .store(server_not_after, Relaxed);
@@ -188,7 +206,6 @@ fn build(
         tls,
         auth,
         routes: RouteTable { routes },
-        upstream,
     })
 }
 

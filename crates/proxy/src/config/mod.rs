@@ -117,6 +117,32 @@ impl PolicyConfig {
     }
 }
 
+/// How the gateway speaks TLS to an `https://` upstream (nginx's `proxy_ssl_*`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct UpstreamTls {
+    /// CA bundle(s) that sign the upstream's certificate (`proxy_ssl_trusted_certificate`);
+    /// empty: the operating system's trust store.
+    pub ca: Vec<PathBuf>,
+    /// The client certificate and key presented to the upstream
+    /// (`proxy_ssl_certificate`, `proxy_ssl_certificate_key`); reloaded when they change.
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    pub key_passphrase_file: Option<PathBuf>,
+    /// The name checked against the upstream's certificate and sent as SNI
+    /// (`proxy_ssl_name`); by default the host of the upstream URL.
+    pub server_name: Option<String>,
+}
+
+/// The listener's certificate and key; without them the listener speaks plain HTTP (an
+/// egress listener that sends its requests out over TLS).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenerTls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// File whose first line decrypts `key` (nginx's `ssl_password_file`).
+    pub key_passphrase_file: Option<PathBuf>,
+}
+
 /// One route: a path prefix, an upstream, a policy, and headers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RouteConfig {
@@ -127,6 +153,8 @@ pub struct RouteConfig {
     /// prefix, as nginx's `proxy_pass http://host/path/` does. Without one the request
     /// path passes (normalised).
     pub upstream_path: Option<String>,
+    /// Set for `https://` upstreams.
+    pub upstream_tls: Option<UpstreamTls>,
     pub policy: PolicyConfig,
     /// Extra or overriding headers: name → template (nginx variables).
     pub headers: Vec<(String, String)>,
@@ -165,10 +193,8 @@ pub struct GateConfig {
     /// Flags that override the file.
     pub overrides: Overrides,
     pub listen: SocketAddr,
-    pub cert: PathBuf,
-    pub key: PathBuf,
-    /// File whose first line decrypts `key` (nginx's `ssl_password_file`).
-    pub key_passphrase_file: Option<PathBuf>,
+    /// `None`: a plain-HTTP listener (egress), which verifies no clients.
+    pub tls: Option<ListenerTls>,
     pub client_ca: Vec<PathBuf>,
     pub verify: VerifyMode,
     pub verify_depth: usize,
@@ -294,10 +320,10 @@ pub fn parse_timeout(s: &str) -> Option<Duration> {
 pub fn parse_upstream(s: &str) -> Result<http::Uri, String> {
     let uri: http::Uri = s.parse().map_err(|e| format!("`{s}` is not a URL ({e})"))?;
     match uri.scheme_str() {
-        Some("http") => {}
+        Some("http") | Some("https") => {}
         Some(other) => {
             return Err(format!(
-                "`{s}`: upstream scheme `{other}` is not supported; use http://HOST:PORT"
+                "`{s}`: upstream scheme `{other}` is not supported; use http://HOST:PORT or https://HOST:PORT"
             ))
         }
         None => return Err(format!("`{s}` has no scheme; write http://{s}")),
@@ -381,7 +407,38 @@ impl GateConfig {
         let s = raw.server;
         let span = |v: &At<String>| v.span();
 
+        let tls = match (&s.cert, &s.key) {
+            (None, None) => {
+                if let Some(p) = &s.key_passphrase_file {
+                    return Err(src.err(
+                        "server.key_passphrase_file",
+                        p.span(),
+                        "is set but there is no key: give cert and key too",
+                    ));
+                }
+                None
+            }
+            (Some(c), Some(k)) => Some(ListenerTls {
+                cert: src.resolve(c.get_ref().clone()),
+                key: src.resolve(k.get_ref().clone()),
+                key_passphrase_file: s
+                    .key_passphrase_file
+                    .as_ref()
+                    .map(|p| src.resolve(p.get_ref().clone())),
+            }),
+            (Some(_), None) | (None, Some(_)) => {
+                return Err(ConfigError::new(
+                    src.whole(),
+                    match src {
+                        Source::File { .. } => "server.cert and server.key go together: give both (a TLS listener) or neither (a plain-HTTP listener that sends requests out over TLS)",
+                        Source::Flags => "--cert and --key go together: give both (a TLS listener) or neither (a plain-HTTP listener that sends requests out over TLS)",
+                    },
+                ));
+            }
+        };
         let listen = match &s.listen {
+            None if tls.is_none() => parse_listen(defaults::LISTEN_PLAIN)
+                .map_err(|m| src.err("server.listen", 0..0, m))?,
             None => {
                 parse_listen(defaults::LISTEN).map_err(|m| src.err("server.listen", 0..0, m))?
             }
@@ -389,37 +446,8 @@ impl GateConfig {
                 parse_listen(v.get_ref()).map_err(|m| src.err("server.listen", span(v), m))?
             }
         };
-        let required = |v: &Option<At<PathBuf>>, key: &str, what: &str| {
-            v.as_ref()
-                .map(|p| src.resolve(p.get_ref().clone()))
-                .ok_or_else(|| {
-                    ConfigError::new(
-                        src.whole(),
-                        match src {
-                            Source::File { .. } => format!("{key} is missing: {what}"),
-                            Source::Flags => format!(
-                                "{} is missing: {what}",
-                                settings::flag_of(key).unwrap_or(key)
-                            ),
-                        },
-                    )
-                })
-        };
-        let cert = required(
-            &s.cert,
-            "server.cert",
-            "give the server certificate chain (PEM), as nginx's ssl_certificate",
-        )?;
-        let key = required(
-            &s.key,
-            "server.key",
-            "give the server's private key (PEM), as nginx's ssl_certificate_key",
-        )?;
-        let key_passphrase_file = s
-            .key_passphrase_file
-            .as_ref()
-            .map(|p| src.resolve(p.get_ref().clone()));
         let verify = match &s.verify_client {
+            None if tls.is_none() => VerifyMode::Off,
             None => VerifyMode::parse(defaults::VERIFY_CLIENT).unwrap_or(VerifyMode::Require),
             Some(v) => VerifyMode::parse(v.get_ref()).ok_or_else(|| {
                 src.err(
@@ -567,6 +595,57 @@ impl GateConfig {
             };
             let upstream = parse_upstream(up.get_ref())
                 .map_err(|m| src.err(&key("upstream"), up.span(), m))?;
+            let https = upstream.scheme_str() == Some("https");
+            let upstream_tls = UpstreamTls {
+                ca: r
+                    .upstream_ca
+                    .into_vec()
+                    .into_iter()
+                    .map(|p| src.resolve(p))
+                    .collect(),
+                cert: r
+                    .upstream_cert
+                    .as_ref()
+                    .map(|p| src.resolve(p.get_ref().clone())),
+                key: r
+                    .upstream_key
+                    .as_ref()
+                    .map(|p| src.resolve(p.get_ref().clone())),
+                key_passphrase_file: r
+                    .upstream_key_passphrase_file
+                    .as_ref()
+                    .map(|p| src.resolve(p.get_ref().clone())),
+                server_name: r.upstream_server_name.as_ref().map(|n| n.get_ref().clone()),
+            };
+            if let Some(n) = &r.upstream_server_name {
+                if rustls::pki_types::ServerName::try_from(n.get_ref().as_str()).is_err() {
+                    return Err(src.err(
+                        &key("upstream_server_name"),
+                        n.span(),
+                        format!("`{}` is not a host name or IP address", n.get_ref()),
+                    ));
+                }
+            }
+            if upstream_tls.cert.is_some() != upstream_tls.key.is_some() {
+                let at = r
+                    .upstream_cert
+                    .as_ref()
+                    .or(r.upstream_key.as_ref())
+                    .map(|p| p.span())
+                    .unwrap_or(0..0);
+                return Err(src.err(
+                    &key("upstream_cert"),
+                    at,
+                    "upstream_cert and upstream_key go together: give both, or neither",
+                ));
+            }
+            if !https && upstream_tls != UpstreamTls::default() {
+                return Err(src.err(
+                    &key("upstream"),
+                    up.span(),
+                    format!("`{}` is plain HTTP, but upstream TLS settings are given (upstream_ca, upstream_cert, upstream_key, upstream_server_name): write https://", up.get_ref()),
+                ));
+            }
             let mut headers = Vec::new();
             if let Some(table) = &r.headers {
                 for (hname, v) in table.get_ref() {
@@ -595,6 +674,7 @@ impl GateConfig {
             routes.push(RouteConfig {
                 prefix,
                 upstream_path: upstream_path(up.get_ref()),
+                upstream_tls: https.then_some(upstream_tls),
                 upstream,
                 policy,
                 headers,
@@ -618,9 +698,7 @@ impl GateConfig {
             source: None,
             overrides: Overrides::default(),
             listen,
-            cert,
-            key,
-            key_passphrase_file,
+            tls,
             client_ca: resolve_all(s.client_ca),
             verify,
             verify_depth,
@@ -639,6 +717,14 @@ impl GateConfig {
             routes,
             threads,
         };
+        if c.tls.is_none()
+            && (c.verify != VerifyMode::Off || !c.client_ca.is_empty() || !c.crl.is_empty())
+        {
+            return Err(ConfigError::new(
+                src.whole(),
+                "client certificates are verified only on a TLS listener: give cert and key (--cert, --key), or leave out client_ca, crl and verify_client",
+            ));
+        }
         if c.verify != VerifyMode::Off
             && c.client_ca.is_empty()
             && c.pin_sha256.is_empty()
@@ -654,13 +740,22 @@ impl GateConfig {
 
     /// Every file whose change should trigger a reload.
     pub fn watched_files(&self) -> Vec<PathBuf> {
-        let mut v = vec![self.cert.clone(), self.key.clone()];
-        v.extend(self.key_passphrase_file.iter().cloned());
+        let mut v = Vec::new();
+        if let Some(t) = &self.tls {
+            v.extend([t.cert.clone(), t.key.clone()]);
+            v.extend(t.key_passphrase_file.iter().cloned());
+        }
         v.extend(self.client_ca.iter().cloned());
         v.extend(self.crl.iter().cloned());
         v.extend(self.pin_cert.iter().cloned());
         for r in &self.routes {
             v.extend(r.policy.allow_files.iter().cloned());
+            if let Some(t) = &r.upstream_tls {
+                v.extend(t.ca.iter().cloned());
+                v.extend(t.cert.iter().cloned());
+                v.extend(t.key.iter().cloned());
+                v.extend(t.key_passphrase_file.iter().cloned());
+            }
         }
         if let Some(s) = &self.source {
             v.push(s.clone());
@@ -679,11 +774,12 @@ impl GateConfig {
         };
         let (a, b) = (self, next);
         diff("server.listen", a.listen != b.listen);
-        diff("server.cert", a.cert != b.cert);
-        diff("server.key", a.key != b.key);
+        let (la, lb) = (a.tls.as_ref(), b.tls.as_ref());
+        diff("server.cert", la.map(|t| &t.cert) != lb.map(|t| &t.cert));
+        diff("server.key", la.map(|t| &t.key) != lb.map(|t| &t.key));
         diff(
             "server.key_passphrase_file",
-            a.key_passphrase_file != b.key_passphrase_file,
+            la.map(|t| &t.key_passphrase_file) != lb.map(|t| &t.key_passphrase_file),
         );
         diff("server.client_ca", a.client_ca != b.client_ca);
         diff("server.verify_client", a.verify != b.verify);
@@ -733,6 +829,16 @@ impl GateConfig {
                 };
                 d("prefix", ra.prefix != rb.prefix);
                 d("upstream", ra.upstream != rb.upstream);
+                let ut = |r: &RouteConfig| r.upstream_tls.clone().unwrap_or_default();
+                let (ua, ub) = (ut(ra), ut(rb));
+                d("upstream_ca", ua.ca != ub.ca);
+                d("upstream_cert", ua.cert != ub.cert);
+                d("upstream_key", ua.key != ub.key);
+                d(
+                    "upstream_key_passphrase_file",
+                    ua.key_passphrase_file != ub.key_passphrase_file,
+                );
+                d("upstream_server_name", ua.server_name != ub.server_name);
                 d("allow_file", ra.policy.allow_files != rb.policy.allow_files);
                 d(
                     "allow_device_ids",
@@ -816,7 +922,10 @@ headers = { "X-Client" = "$ssl_client_s_dn" }
     #[test]
     fn parses_and_resolves_paths() {
         let c = GateConfig::from_toml("gate.toml", GOOD, Path::new("/etc/gate")).expect("ok");
-        assert_eq!(c.cert, PathBuf::from("/etc/gate/server.crt"));
+        assert_eq!(
+            c.tls.as_ref().map(|t| t.cert.clone()),
+            Some(PathBuf::from("/etc/gate/server.crt"))
+        );
         assert_eq!(
             c.routes[0].policy.allow_files,
             vec![PathBuf::from("/etc/gate/whitelist.txt")]
@@ -842,7 +951,7 @@ headers = { "X-Client" = "$ssl_client_s_dn" }
         let e = GateConfig::from_toml("gate.toml", &bad, Path::new(".")).expect_err("bad");
         assert_eq!(
             e.to_string(),
-            "gate.toml:10: route[0].upstream: `ftp://x`: upstream scheme `ftp` is not supported; use http://HOST:PORT"
+            "gate.toml:10: route[0].upstream: `ftp://x`: upstream scheme `ftp` is not supported; use http://HOST:PORT or https://HOST:PORT"
         );
         let bad = GOOD.replace("prefix = ", "prefx = ");
         let e = GateConfig::from_toml("gate.toml", &bad, Path::new(".")).expect_err("bad");

@@ -101,6 +101,12 @@ pub struct RawRoute {
     pub prefix: Option<At<String>>,
     pub upstream: Option<At<String>>,
     #[serde(default)]
+    pub upstream_ca: OneOrMany,
+    pub upstream_cert: Option<At<PathBuf>>,
+    pub upstream_key: Option<At<PathBuf>>,
+    pub upstream_key_passphrase_file: Option<At<PathBuf>>,
+    pub upstream_server_name: Option<At<String>>,
+    #[serde(default)]
     pub allow_device_ids: Vec<String>,
     #[serde(default)]
     pub allow_spiffe_ids: Vec<String>,

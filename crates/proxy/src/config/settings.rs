@@ -66,6 +66,19 @@ pub const SETTINGS: &[Setting] = &[
     s("timeouts.drain", None, Reload),
     s("route.prefix", None, Reload),
     s("route.upstream", Some("--upstream"), Reload),
+    s("route.upstream_ca", Some("--upstream-ca"), Reload),
+    s("route.upstream_cert", Some("--upstream-cert"), Reload),
+    s("route.upstream_key", Some("--upstream-key"), Reload),
+    s(
+        "route.upstream_key_passphrase_file",
+        Some("--upstream-key-passphrase-file"),
+        Reload,
+    ),
+    s(
+        "route.upstream_server_name",
+        Some("--upstream-server-name"),
+        Reload,
+    ),
     s("route.allow_file", Some("--allow-file"), Reload),
     s("route.allow_device_ids", Some("--allow-device-id"), Reload),
     s("route.allow_spiffe_ids", None, Reload),
@@ -95,6 +108,8 @@ pub mod defaults {
     use super::Duration;
 
     pub const LISTEN: &str = "0.0.0.0:8443";
+    /// A plain-HTTP (egress) listener binds loopback unless told otherwise.
+    pub const LISTEN_PLAIN: &str = "127.0.0.1:8080";
     pub const VERIFY_CLIENT: &str = "require";
     /// Leaf → intermediate → root, like nginx's `ssl_verify_depth 2` in the seeds.
     pub const VERIFY_DEPTH: usize = mtlsgate_pki::verify::DEFAULT_DEPTH;

@@ -1,0 +1,368 @@
+//! Connections to upstreams: one pooled client per route, plain HTTP/1.1 or TLS (nginx's
+//! `proxy_ssl_*`): the upstream's certificate is verified against the route's CA bundle (or
+//! the system's trust store) and its name (`upstream_server_name`, like `proxy_ssl_name`),
+//! and a client certificate is presented when one is configured. HTTP/2 is used when the
+//! upstream offers it by ALPN. The trust anchors and the client certificate live behind
+//! swaps, so a reload (the agent renewing a short-lived certificate in place) takes effect
+//! for new connections while pooled and in-flight ones finish undisturbed. Failed TLS
+//! handshakes are described in words for the 502 page ([`tls_failure`]).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::body::Incoming;
+use hyper_rustls::{FixedServerNameResolver, HttpsConnector};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::{Client, ResponseFuture};
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use rustls::client::{ResolvesClientCert, WebPkiServerVerifier};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::sign::CertifiedKey;
+use rustls::{AlertDescription, CertificateError, SignatureScheme};
+
+use crate::config::UpstreamTls;
+use crate::error::GateError;
+
+/// A route's upstream client (cheap to clone; clones share the pool).
+#[derive(Clone)]
+pub struct UpstreamClient {
+    inner: Inner,
+    /// What the client was built from, including a digest of the TLS files' contents:
+    /// a reload reuses the client (and its pool) only when all of it is unchanged.
+    pub built_from: BuiltFrom,
+}
+
+/// The settings and file contents a client was made from.
+#[derive(Clone, PartialEq, Eq)]
+pub struct BuiltFrom {
+    pub connect_timeout: Duration,
+    pub tls: Option<UpstreamTls>,
+    /// SHA-256 over the CA bundle, the client certificate chain and key.
+    pub material: [u8; 32],
+}
+
+#[derive(Clone)]
+enum Inner {
+    Plain(Client<HttpConnector, Incoming>),
+    Tls(Client<HttpsConnector<HttpConnector>, Incoming>),
+}
+
+fn http_connector(connect_timeout: Duration) -> HttpConnector {
+    let mut conn = HttpConnector::new();
+    conn.set_nodelay(true);
+    conn.set_connect_timeout(Some(connect_timeout));
+    conn.set_keepalive(Some(Duration::from_secs(60)));
+    conn.enforce_http(false);
+    conn
+}
+
+fn pool<C>(connector: C) -> Client<C, Incoming>
+where
+    C: hyper_util::client::legacy::connect::Connect + Clone + Send + Sync + 'static,
+{
+    Client::builder(TokioExecutor::new())
+        .pool_timer(TokioTimer::new())
+        .timer(TokioTimer::new())
+        .pool_idle_timeout(Duration::from_secs(60))
+        .pool_max_idle_per_host(1024)
+        .build(connector)
+}
+
+impl UpstreamClient {
+    /// What a client for these settings would be built from (reads the TLS files).
+    pub fn plan(
+        connect_timeout: Duration,
+        tls: Option<&UpstreamTls>,
+    ) -> Result<(BuiltFrom, Option<Material>), GateError> {
+        let (material, digest) = match tls {
+            Some(t) => {
+                let m = load_material(t)?;
+                let d = m.digest;
+                (Some(m), d)
+            }
+            None => (None, [0; 32]),
+        };
+        Ok((
+            BuiltFrom {
+                connect_timeout,
+                tls: tls.cloned(),
+                material: digest,
+            },
+            material,
+        ))
+    }
+
+    /// A client for a route, from [`UpstreamClient::plan`].
+    pub fn new(
+        built_from: BuiltFrom,
+        material: Option<Material>,
+    ) -> Result<UpstreamClient, GateError> {
+        let http = http_connector(built_from.connect_timeout);
+        let (Some(t), Some(m)) = (&built_from.tls, material) else {
+            return Ok(UpstreamClient {
+                inner: Inner::Plain(pool(http)),
+                built_from,
+            });
+        };
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let cfg = rustls::ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+            .map_err(|e| GateError::UpstreamTls(format!("no usable TLS version ({e})")))?
+            .with_webpki_verifier(m.verifier)
+            .with_client_cert_resolver(Arc::new(Present(m.client_cert)));
+        // ALPN (h2, http/1.1) is set by the connector builder below.
+        let builder = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(cfg)
+            .https_only();
+        let builder = match &t.server_name {
+            Some(name) => {
+                let name = ServerName::try_from(name.clone()).map_err(|_| {
+                    GateError::UpstreamTls(format!("`{name}` is not a host name or IP address"))
+                })?;
+                builder.with_server_name_resolver(FixedServerNameResolver::new(name))
+            }
+            None => builder,
+        };
+        let connector = builder.enable_http1().enable_http2().wrap_connector(http);
+        Ok(UpstreamClient {
+            inner: Inner::Tls(pool(connector)),
+            built_from,
+        })
+    }
+
+    /// Sends a request (its URI names the upstream).
+    pub fn request(&self, req: http::Request<Incoming>) -> ResponseFuture {
+        match &self.inner {
+            Inner::Plain(c) => c.request(req),
+            Inner::Tls(c) => c.request(req),
+        }
+    }
+}
+
+/// The trust anchors and client certificate of a TLS upstream, read from its files.
+pub struct Material {
+    verifier: Arc<WebPkiServerVerifier>,
+    client_cert: Option<Arc<CertifiedKey>>,
+    digest: [u8; 32],
+}
+
+fn load_material(t: &UpstreamTls) -> Result<Material, GateError> {
+    use sha2::Digest;
+    let mut digest = sha2::Sha256::new();
+    let mut roots = rustls::RootCertStore::empty();
+    if t.ca.is_empty() {
+        let found = rustls_native_certs::load_native_certs();
+        for c in found.certs {
+            digest.update(c.as_ref());
+            let _ = roots.add(c);
+        }
+        if roots.is_empty() {
+            return Err(GateError::UpstreamTls(
+                "no upstream_ca is given and the system's trust store is empty; set upstream_ca (--upstream-ca)".into(),
+            ));
+        }
+    } else {
+        for p in &t.ca {
+            for der in mtlsgate_pki::pemfile::read_certs(p)? {
+                digest.update(&der);
+                roots.add(CertificateDer::from(der)).map_err(|e| {
+                    GateError::UpstreamTls(format!(
+                        "{}: a certificate cannot be a trust anchor ({e})",
+                        p.display()
+                    ))
+                })?;
+            }
+        }
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let verifier = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
+        .build()
+        .map_err(|e| GateError::UpstreamTls(format!("cannot verify upstreams ({e})")))?;
+    let client_cert = match (&t.cert, &t.key) {
+        (Some(c), Some(k)) => {
+            let pass = match &t.key_passphrase_file {
+                Some(f) => Some(mtlsgate_pki::key::read_passphrase(f)?),
+                None => None,
+            };
+            let id = mtlsgate_pki::server_identity::load_server_identity(
+                c,
+                k,
+                pass.as_deref().map(|p| p.as_slice()),
+            )?;
+            digest.update(id.key_pkcs8.as_slice());
+            for d in &id.chain {
+                digest.update(d);
+            }
+            let key = PrivateKeyDer::Pkcs8(id.key_pkcs8.to_vec().into());
+            let signer =
+                rustls::crypto::aws_lc_rs::sign::any_supported_type(&key).map_err(|e| {
+                    GateError::UpstreamTls(format!("{}: the key cannot sign ({e})", k.display()))
+                })?;
+            let chain = id.chain.into_iter().map(CertificateDer::from).collect();
+            Some(Arc::new(CertifiedKey::new(chain, signer)))
+        }
+        _ => None,
+    };
+    Ok(Material {
+        verifier,
+        client_cert,
+        digest: digest.finalize().into(),
+    })
+}
+
+/// Presents the client certificate, whatever CA names the upstream asks for (built without
+/// rustls' own certificate parsing, which refuses X.509 version 1 certificates).
+#[derive(Debug)]
+struct Present(Option<Arc<CertifiedKey>>);
+
+impl ResolvesClientCert for Present {
+    fn resolve(
+        &self,
+        _root_hint_subjects: &[&[u8]],
+        _sigschemes: &[SignatureScheme],
+    ) -> Option<Arc<CertifiedKey>> {
+        self.0.clone()
+    }
+
+    fn has_certs(&self) -> bool {
+        self.0.is_some()
+    }
+}
+
+/// If `e` (or what caused it) is a TLS failure with the upstream, says what went wrong in
+/// words: an unknown issuer, a name mismatch, the upstream refusing our certificate.
+pub fn tls_failure(
+    e: &(dyn std::error::Error + 'static),
+    name: &str,
+    have_cert: bool,
+) -> Option<String> {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if let Some(t) = err.downcast_ref::<rustls::Error>() {
+            return Some(describe(t, name, have_cert));
+        }
+        // An io::Error that wraps another error (tokio-rustls and hyper-rustls wrap twice)
+        // hides it from `source()`: look inside.
+        cur = match err
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+        {
+            Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
+            None => err.source(),
+        };
+    }
+    None
+}
+
+fn describe(e: &rustls::Error, name: &str, have_cert: bool) -> String {
+    use rustls::Error as E;
+    match e {
+        E::InvalidCertificate(c) => match c {
+            CertificateError::UnknownIssuer => "the upstream's certificate is not signed by a CA it trusts (unknown issuer): add its CA to upstream_ca (--upstream-ca)".into(),
+            CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. } => {
+                format!("the upstream's certificate is not valid for the name {name} (name mismatch): set upstream_server_name (--upstream-server-name) to a name it holds")
+            }
+            CertificateError::Expired | CertificateError::ExpiredContext { .. } => {
+                "the upstream's certificate has expired".into()
+            }
+            CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. } => {
+                "the upstream's certificate is not valid yet (check the clocks)".into()
+            }
+            CertificateError::Revoked => "the upstream's certificate is revoked".into(),
+            CertificateError::BadSignature => {
+                "the upstream's certificate has a bad signature".into()
+            }
+            CertificateError::BadEncoding => {
+                "the upstream's certificate cannot be parsed".into()
+            }
+            _ => "the upstream's certificate was refused".into(),
+        },
+        E::AlertReceived(a) => {
+            let refused_ours = matches!(
+                a,
+                AlertDescription::CertificateRequired
+                    | AlertDescription::BadCertificate
+                    | AlertDescription::UnknownCA
+                    | AlertDescription::CertificateUnknown
+                    | AlertDescription::CertificateExpired
+                    | AlertDescription::CertificateRevoked
+                    | AlertDescription::UnsupportedCertificate
+                    | AlertDescription::AccessDenied
+            );
+            let alert = alert_name(*a);
+            match (refused_ours, have_cert) {
+                (true, false) => format!(
+                    "the upstream requires a client certificate and none is configured (TLS alert {alert}): set upstream_cert and upstream_key (--upstream-cert, --upstream-key)"
+                ),
+                (true, true) => format!("the upstream refused our client certificate (TLS alert {alert})"),
+                _ => format!("the TLS handshake with the upstream failed (TLS alert {alert})"),
+            }
+        }
+        E::PeerIncompatible(_) => {
+            "the upstream and the gateway have no TLS version or cipher suite in common".into()
+        }
+        E::NoCertificatesPresented => "the upstream presented no certificate".into(),
+        _ => "TLS with the upstream failed".into(),
+    }
+}
+
+/// The RFC 8446 name of an alert (`bad_certificate`), or its number.
+fn alert_name(a: AlertDescription) -> String {
+    use AlertDescription as A;
+    match a {
+        A::CloseNotify => "close_notify".into(),
+        A::HandshakeFailure => "handshake_failure".into(),
+        A::BadCertificate => "bad_certificate".into(),
+        A::UnsupportedCertificate => "unsupported_certificate".into(),
+        A::CertificateRevoked => "certificate_revoked".into(),
+        A::CertificateExpired => "certificate_expired".into(),
+        A::CertificateUnknown => "certificate_unknown".into(),
+        A::IllegalParameter => "illegal_parameter".into(),
+        A::UnknownCA => "unknown_ca".into(),
+        A::AccessDenied => "access_denied".into(),
+        A::DecodeError => "decode_error".into(),
+        A::DecryptError => "decrypt_error".into(),
+        A::ProtocolVersion => "protocol_version".into(),
+        A::InternalError => "internal_error".into(),
+        A::CertificateRequired => "certificate_required".into(),
+        A::NoApplicationProtocol => "no_application_protocol".into(),
+        other => format!("number {}", u8::from(other)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn alerts_are_named_as_in_the_rfc() {
+        assert_eq!(
+            alert_name(AlertDescription::BadCertificate),
+            "bad_certificate"
+        );
+        assert_eq!(
+            alert_name(AlertDescription::CertificateRequired),
+            "certificate_required"
+        );
+        assert_eq!(alert_name(AlertDescription::UnknownCA), "unknown_ca");
+    }
+
+    #[test]
+    fn tls_failures_are_found_under_io_errors() {
+        let io = std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer),
+        );
+        let why = tls_failure(&io, "api.internal", false).unwrap_or_default();
+        assert!(why.contains("unknown issuer"), "{why}");
+        let io = std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            rustls::Error::AlertReceived(AlertDescription::CertificateRequired),
+        );
+        let why = tls_failure(&io, "api.internal", false).unwrap_or_default();
+        assert!(
+            why.contains("requires a client certificate and none is configured"),
+            "{why}"
+        );
+    }
+}
