@@ -692,3 +692,89 @@ pub fn nginx_bin() -> &'static str {
         .find(|p| std::path::Path::new(p).exists())
         .expect("nginx is not installed: run scripts/install-test-deps")
 }
+
+/// A test backend that prints its port first (tests/peers/tcpbackend.py MODE).
+pub struct Backend {
+    pub proc: Proc,
+    pub port: u16,
+}
+
+impl Backend {
+    /// `mode`: `echo`, `eof-reply` or `proxy` (see the script).
+    pub fn start(w: &Work, mode: &str) -> Backend {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peers/tcpbackend.py");
+        let portfile = w.path(&format!("backend-{}.port", rand_suffix()));
+        let proc = Proc::spawn(w.root(), "python3", &[script, mode], &portfile);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let s = std::fs::read_to_string(&portfile).unwrap_or_default();
+            if let Some(port) = s.lines().next().and_then(|l| l.trim().parse().ok()) {
+                return Backend { proc, port };
+            }
+            assert!(
+                Instant::now() < deadline,
+                "backend did not start: {}",
+                proc.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// A real MQTT broker (Debian's mosquitto) on a port of its own, plain TCP on loopback.
+pub struct Mosquitto {
+    pub proc: Proc,
+    pub port: u16,
+}
+
+impl Mosquitto {
+    pub fn start(w: &Work) -> Mosquitto {
+        let port = free_port();
+        let conf = w.path(&format!("mosquitto-{port}.conf"));
+        std::fs::write(
+            &conf,
+            format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"),
+        )
+        .expect("mosquitto.conf");
+        let bin = ["/usr/sbin/mosquitto", "/usr/bin/mosquitto"]
+            .into_iter()
+            .find(|p| Path::new(p).exists())
+            .expect("mosquitto is not installed: run scripts/install-test-deps");
+        let proc = Proc::spawn(
+            w.root(),
+            bin,
+            &["-c", &conf.display().to_string()],
+            &w.path(&format!("mosquitto-{port}.out")),
+        );
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "mosquitto did not start: {}",
+                proc.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Mosquitto { proc, port }
+    }
+}
+
+impl Gate {
+    /// Starts `mtlsgate ARGS` whose first tunnel listens on 127.0.0.1:0, and waits for its
+    /// port.
+    pub fn start_tunnel(w: &Work, args: &[&str]) -> Gate {
+        let access_log = w.path(&format!("access-{}.log", rand_suffix()));
+        let mut proc = Proc::spawn(w.root(), &bin(), args, &access_log);
+        let rest = proc.wait_for("tunnel listening on 127.0.0.1:");
+        let port = rest
+            .split(':')
+            .next()
+            .and_then(|p| p.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no port in {rest:?}"));
+        Gate {
+            proc,
+            port,
+            access_log,
+        }
+    }
+}

@@ -147,12 +147,15 @@ async fn serve_demo(
             allow_file: vec![allow].into(),
             ..RawRoute::default()
         }],
+        tunnels: Vec::new(),
     };
     let cfg = GateConfig::from_raw(raw, Source::Flags)?;
     let gw = mtlsgate_proxy::Gateway::bind(cfg).await.context(
         "cannot start the gateway; if the port is taken, pick another with --listen 127.0.0.1:PORT",
     )?;
-    let addr = gw.local_addr()?;
+    let addr = gw
+        .local_addr()?
+        .context("the demo gateway has no HTTP listener")?;
     let state = gw.state();
     let _watching =
         mtlsgate_proxy::watch::start(state).context("cannot install the SIGHUP handler")?;

@@ -56,6 +56,7 @@ fn lower(s: &Serve) -> Result<RawConfig> {
             xfcc: s.xfcc.then_some(true),
             ..RawRoute::default()
         }],
+        tunnels: Vec::new(),
     })
 }
 
@@ -145,20 +146,45 @@ pub async fn run_gateway(
     let _watching = watch::start(state.clone()).context("cannot install the SIGHUP handler")?;
     let snap = state.load();
     let c = &snap.config;
-    if c.tls.is_none() {
+    if let Some(addr) = addr {
+        if c.tls.is_none() {
+            tracing::info!(
+                "plain-HTTP listener: requests are sent on over TLS to each route's upstream"
+            );
+            if !addr.ip().is_loopback() {
+                tracing::warn!("the plain-HTTP listener on {addr} can be reached from other machines, and whoever reaches it uses the gateway's client certificate; listen on 127.0.0.1 unless that is what you want");
+            }
+        }
         tracing::info!(
-            "plain-HTTP listener: requests are sent on over TLS to each route's upstream"
+            "listening on {addr} (client verification: {}, {} route(s), resumption {})",
+            c.verify.as_str(),
+            c.routes.len(),
+            if c.resumption { "on" } else { "off" }
         );
-        if !addr.ip().is_loopback() {
-            tracing::warn!("the plain-HTTP listener on {addr} can be reached from other machines, and whoever reaches it uses the gateway's client certificate; listen on 127.0.0.1 unless that is what you want");
+    }
+    for (t, a) in c.tunnels.iter().zip(gw.tunnel_addrs()?) {
+        use mtlsgate_proxy::config::TunnelSide;
+        match &t.side {
+            TunnelSide::Server { proxy_protocol, .. } => tracing::info!(
+                "tunnel listening on {a}: mTLS in, plain TCP to {}{}",
+                t.target,
+                if *proxy_protocol {
+                    " with a PROXY v2 header"
+                } else {
+                    ""
+                }
+            ),
+            TunnelSide::Client { .. } => {
+                tracing::info!(
+                    "tunnel listening on {a}: plain TCP in, mTLS to {}",
+                    t.target
+                );
+                if !a.ip().is_loopback() {
+                    tracing::warn!("the plain TCP side of the tunnel on {a} can be reached from other machines, and whoever reaches it uses the tunnel's client certificate");
+                }
+            }
         }
     }
-    tracing::info!(
-        "listening on {addr} (client verification: {}, {} route(s), resumption {})",
-        c.verify.as_str(),
-        c.routes.len(),
-        if c.resumption { "on" } else { "off" }
-    );
     drop(snap);
     gw.run(async move {
         stop.await;

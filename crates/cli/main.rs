@@ -7,6 +7,7 @@ mod cmd_ca;
 mod cmd_cert;
 mod cmd_quickstart;
 mod cmd_serve;
+mod cmd_tunnel;
 mod flags;
 
 use std::process::ExitCode;
@@ -21,6 +22,7 @@ fn main() -> ExitCode {
         Command::Ca(c) => cmd_ca::run(c),
         Command::Cert(c) => cmd_cert::run(c),
         Command::Serve(s) => cmd_serve::run(*s),
+        Command::Tunnel(t) => cmd_tunnel::run(*t),
         Command::Quickstart(q) => cmd_quickstart::run(q),
     };
     match result {

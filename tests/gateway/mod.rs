@@ -9,5 +9,6 @@ mod openssl_certificates;
 mod operations;
 mod paths;
 mod refusals;
+mod tunnels;
 mod upstream_tls;
 mod walkthroughs;

@@ -225,6 +225,9 @@ impl VerifyCache {
 /// then applies [`ClientAuth::check`] in the handshake.
 pub struct HandshakeVerifier {
     auth: Arc<ClientAuth>,
+    /// A TCP tunnel decides in the handshake, since no HTTP reply can say why later: its
+    /// policy (and the listener's name for the log) is checked here too.
+    policy: Option<(Arc<crate::policy::Policy>, String)>,
     algs: WebPkiSupportedAlgorithms,
 }
 
@@ -232,7 +235,21 @@ impl HandshakeVerifier {
     pub fn new(auth: Arc<ClientAuth>) -> Self {
         HandshakeVerifier {
             auth,
+            policy: None,
             algs: rustls::crypto::aws_lc_rs::default_provider().signature_verification_algorithms,
+        }
+    }
+
+    /// A verifier that also applies `policy` to a verified client, in the handshake (with
+    /// `reject_at_handshake`), naming `listener` when it logs a refusal.
+    pub fn with_policy(
+        auth: Arc<ClientAuth>,
+        policy: Arc<crate::policy::Policy>,
+        listener: String,
+    ) -> Self {
+        HandshakeVerifier {
+            policy: Some((policy, listener)),
+            ..Self::new(auth)
         }
     }
 }
@@ -355,9 +372,25 @@ impl ClientCertVerifier for HandshakeVerifier {
         chain.push(end_entity.clone());
         chain.extend(intermediates.iter().cloned());
         match self.auth.check(&chain, now).problem {
-            None => Ok(ClientCertVerified::assertion()),
+            None => {
+                let Some((policy, listener)) = &self.policy else {
+                    return Ok(ClientCertVerified::assertion());
+                };
+                let identity = ClientIdentity::new(end_entity);
+                match policy.authorize(listener, identity.as_ref(), true) {
+                    Ok(()) => Ok(ClientCertVerified::assertion()),
+                    Err(d) => {
+                        tracing::info!(device = %identity.as_ref().map(|i| i.device_label().into_owned()).unwrap_or_else(|| "-".into()), "{listener}: refused in the handshake: {d}");
+                        Err(rustls::Error::InvalidCertificate(
+                            CertificateError::ApplicationVerificationFailure,
+                        ))
+                    }
+                }
+            }
             Some(CertProblem::Invalid(f)) => {
+                let identity = ClientIdentity::new(end_entity);
                 tracing::info!(
+                    device = %identity.as_ref().map(|i| i.device_label().into_owned()).unwrap_or_else(|| "-".into()),
                     "client certificate refused in the handshake: {}",
                     mtlsgate_pki::printable::printable(&f.to_string())
                 );

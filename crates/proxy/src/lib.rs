@@ -9,6 +9,7 @@
 //! - [`forward`]: the upstream exchange and upgraded connections; [`upstream`]: pooled
 //!   clients to plain and TLS upstreams (client certificates, reloaded in place).
 //! - [`access_log`]: one line per request.
+//! - [`tunnel`]: TCP tunnels (mTLS in or out, bytes both ways, decided in the handshake).
 //!
 //! What the stages consult: [`client_auth`] (nginx's `ssl_verify_client` rules, the verify
 //! cache), [`identity`] (who the client is; the device ID rule), [`path`] (request path
@@ -32,6 +33,7 @@ pub mod policy;
 pub mod responses;
 pub mod state;
 pub mod tls;
+pub mod tunnel;
 pub mod upstream;
 pub mod watch;
 

@@ -25,26 +25,55 @@ use crate::state::State;
 /// A bound gateway, ready to run.
 pub struct Gateway {
     state: Arc<State>,
-    listener: TcpListener,
+    /// The HTTP listener (none for a gateway of TCP tunnels only).
+    listener: Option<TcpListener>,
+    /// One listener per `[[tcp]]` tunnel, in configuration order.
+    tunnels: Vec<TcpListener>,
+}
+
+async fn bind_addr(addr: SocketAddr) -> Result<TcpListener, GateError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|cause| GateError::Listen { addr, cause })
 }
 
 impl Gateway {
-    /// Loads every file, builds the first snapshot and binds the listener.
+    /// Loads every file, builds the first snapshot and binds the listeners.
     pub async fn bind(cfg: GateConfig) -> Result<Gateway, GateError> {
         let listen = cfg.listen;
+        let http = !cfg.routes.is_empty();
+        let tunnel_addrs: Vec<SocketAddr> = cfg.tunnels.iter().map(|t| t.listen).collect();
         let state = State::new(cfg)?;
-        let listener = TcpListener::bind(listen)
-            .await
-            .map_err(|cause| GateError::Listen {
-                addr: listen,
-                cause,
-            })?;
-        Ok(Gateway { state, listener })
+        let listener = match http {
+            true => Some(bind_addr(listen).await?),
+            false => None,
+        };
+        let mut tunnels = Vec::with_capacity(tunnel_addrs.len());
+        for a in tunnel_addrs {
+            tunnels.push(bind_addr(a).await?);
+        }
+        Ok(Gateway {
+            state,
+            listener,
+            tunnels,
+        })
     }
 
-    /// The bound address (useful with port 0).
-    pub fn local_addr(&self) -> Result<SocketAddr, GateError> {
-        Ok(self.listener.local_addr()?)
+    /// The HTTP listener's bound address (useful with port 0), if there is one.
+    pub fn local_addr(&self) -> Result<Option<SocketAddr>, GateError> {
+        Ok(match &self.listener {
+            Some(l) => Some(l.local_addr()?),
+            None => None,
+        })
+    }
+
+    /// The tunnels' bound addresses, in configuration order.
+    pub fn tunnel_addrs(&self) -> Result<Vec<SocketAddr>, GateError> {
+        Ok(self
+            .tunnels
+            .iter()
+            .map(|l| l.local_addr())
+            .collect::<Result<_, _>>()?)
     }
 
     pub fn state(&self) -> Arc<State> {
@@ -58,9 +87,26 @@ impl Gateway {
         let (stop_tx, stop_rx) = watch::channel(false);
         let tracker = tracker::Tracker::default();
         let mut shutdown = pin!(shutdown);
+        let mut tunnel_tasks = Vec::new();
+        for (i, l) in self.tunnels.into_iter().enumerate() {
+            tunnel_tasks.push(tokio::spawn(crate::tunnel::run(
+                self.state.clone(),
+                i,
+                l,
+                stop_rx.clone(),
+            )));
+        }
+        let Some(listener) = self.listener else {
+            shutdown.await;
+            let _ = stop_tx.send(true);
+            for t in tunnel_tasks {
+                let _ = t.await;
+            }
+            return Ok(());
+        };
         loop {
             tokio::select! {
-                r = self.listener.accept() => match r {
+                r = listener.accept() => match r {
                     Ok((tcp, remote)) => {
                         let state = self.state.clone();
                         let stop = stop_rx.clone();
@@ -79,7 +125,7 @@ impl Gateway {
                 _ = &mut shutdown => break,
             }
         }
-        drop(self.listener);
+        drop(listener);
         let _ = stop_tx.send(true);
         let drain = self.state.load().config.timeouts.drain;
         let open = tracker.open();
@@ -91,6 +137,9 @@ impl Gateway {
                 "{} connection(s) still open after {drain:?}; closing them",
                 tracker.open()
             );
+        }
+        for t in tunnel_tasks {
+            let _ = t.await;
         }
         Ok(())
     }

@@ -17,6 +17,9 @@ pub struct Metrics {
     pub handshakes_resumed: AtomicU64,
     pub handshake_errors: AtomicU64,
     pub handshake_timeouts: AtomicU64,
+    /// TCP tunnels open now, and connections refused for the connection limit.
+    pub tunnels_active: AtomicI64,
+    pub tunnels_refused: AtomicU64,
     /// Plain HTTP sent to the TLS port.
     pub plain_http: AtomicU64,
     /// Connections closed because a request head did not arrive in time.
@@ -93,6 +96,17 @@ impl Metrics {
             "mtlsgate_handshake_timeouts_total",
             "TLS handshakes that timed out.",
             self.handshake_timeouts.load(Relaxed),
+        );
+        let _ = writeln!(
+            o,
+            "# HELP mtlsgate_tunnels_active TCP tunnels open now.\n# TYPE mtlsgate_tunnels_active gauge\nmtlsgate_tunnels_active {}",
+            self.tunnels_active.load(Relaxed)
+        );
+        c(
+            &mut o,
+            "mtlsgate_tunnels_refused_total",
+            "Tunnel connections refused because the connection limit was reached.",
+            self.tunnels_refused.load(Relaxed),
         );
         c(
             &mut o,

@@ -20,7 +20,7 @@ use rustls::ServerConfig;
 use tokio::sync::watch;
 
 use crate::client_auth::{ClientAuth, HandshakeVerifier, VerifyCache};
-use crate::config::GateConfig;
+use crate::config::{GateConfig, TunnelConfig, TunnelSide};
 use crate::error::GateError;
 use crate::headers::HeaderPlan;
 use crate::metrics::Metrics;
@@ -97,24 +97,125 @@ pub struct Snapshot {
     pub tls: Option<Arc<ServerConfig>>,
     pub auth: Arc<ClientAuth>,
     pub routes: RouteTable,
+    /// By position in `config.tunnels`.
+    pub tunnels: Vec<Tunnel>,
 }
 
 /// Builds the client verifier from the configured bundle, pins and CRLs; returns the
 /// bundle too (its subjects are the CertificateRequest's CA names).
 pub fn build_verifier(cfg: &GateConfig) -> Result<(Verifier, Vec<Vec<u8>>), GateError> {
+    let files: Vec<PathBuf> = cfg
+        .client_ca
+        .iter()
+        .chain(cfg.pin_cert.iter())
+        .cloned()
+        .collect();
+    verifier_from(&files, &cfg.crl, &cfg.pin_sha256, cfg.verify_depth)
+}
+
+fn verifier_from(
+    bundle_files: &[PathBuf],
+    crl_files: &[PathBuf],
+    pins: &[String],
+    depth: usize,
+) -> Result<(Verifier, Vec<Vec<u8>>), GateError> {
     let mut bundle = Vec::new();
-    for p in cfg.client_ca.iter().chain(cfg.pin_cert.iter()) {
+    for p in bundle_files {
         bundle.extend(pemfile::read_certs(p)?);
     }
     let mut crls = Vec::new();
-    for p in &cfg.crl {
+    for p in crl_files {
         crls.extend(pemfile::read_crls(p)?);
     }
-    let mut v = Verifier::new(bundle.clone(), crls, cfg.verify_depth)?;
-    for fp in &cfg.pin_sha256 {
+    let mut v = Verifier::new(bundle.clone(), crls, depth)?;
+    for fp in pins {
         v.pin_fingerprint(fp)?;
     }
     Ok((v, bundle))
+}
+
+/// A TCP tunnel, compiled.
+pub struct Tunnel {
+    pub config: TunnelConfig,
+    pub side: TunnelRuntime,
+}
+
+/// What a tunnel needs at run time.
+pub enum TunnelRuntime {
+    /// Terminates mTLS: the listener's TLS config (no resumption: every connection is
+    /// verified, and refused in the handshake with an alert), its rules and policy.
+    Server {
+        tls: Arc<ServerConfig>,
+        auth: Arc<ClientAuth>,
+        policy: Arc<Policy>,
+        proxy_protocol: bool,
+    },
+    /// Opens mTLS to the target.
+    Client {
+        connector: tokio_rustls::TlsConnector,
+        server_name: rustls::pki_types::ServerName<'static>,
+    },
+}
+
+fn build_tunnel(t: &TunnelConfig, generation: u64) -> Result<Tunnel, GateError> {
+    let side = match &t.side {
+        TunnelSide::Server {
+            tls,
+            client_ca,
+            crl,
+            pin_sha256,
+            verify_depth,
+            policy,
+            proxy_protocol,
+        } => {
+            let (verifier, bundle) = verifier_from(client_ca, crl, pin_sha256, *verify_depth)?;
+            let auth = Arc::new(ClientAuth::new(
+                Arc::new(verifier),
+                crate::config::VerifyMode::Require,
+                true,
+                generation,
+                &bundle,
+            ));
+            let policy = Arc::new(Policy::build(policy)?);
+            let cert =
+                tls::load_server_cert(&tls.cert, &tls.key, tls.key_passphrase_file.as_deref())?;
+            let verifier = HandshakeVerifier::with_policy(
+                auth.clone(),
+                policy.clone(),
+                format!("tunnel {}", t.listen),
+            );
+            let config = tls::server_config(cert, &tls.cert, Arc::new(verifier), None, &[])?;
+            TunnelRuntime::Server {
+                tls: config,
+                auth,
+                policy,
+                proxy_protocol: *proxy_protocol,
+            }
+        }
+        TunnelSide::Client { tls } => {
+            let (config, _) = crate::upstream::tunnel_client_config(tls)?;
+            let host = tls.server_name.clone().unwrap_or_else(|| {
+                let h = t
+                    .target
+                    .rsplit_once(':')
+                    .map(|(h, _)| h)
+                    .unwrap_or(&t.target);
+                h.trim_start_matches('[').trim_end_matches(']').to_string()
+            });
+            let server_name =
+                rustls::pki_types::ServerName::try_from(host.clone()).map_err(|_| {
+                    GateError::UpstreamTls(format!("`{host}` is not a host name or IP address"))
+                })?;
+            TunnelRuntime::Client {
+                connector: tokio_rustls::TlsConnector::from(config),
+                server_name,
+            }
+        }
+    };
+    Ok(Tunnel {
+        config: t.clone(),
+        side,
+    })
 }
 
 fn build(
@@ -148,6 +249,7 @@ fn build(
                 &t.cert,
                 Arc::new(HandshakeVerifier::new(auth.clone())),
                 resumption,
+                &[b"h2", b"http/1.1"],
             )?;
             (Some(config), not_after)
         }
@@ -195,6 +297,14 @@ fn build(
         });
     }
     routes.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));
+    let mut tunnels = Vec::with_capacity(cfg.tunnels.len());
+    for t in &cfg.tunnels {
+        let built = build_tunnel(t, generation)?;
+        if let TunnelRuntime::Server { policy, .. } = &built.side {
+            entries += policy.len() as u64;
+        }
+        tunnels.push(built);
+    }
     metrics
         .server_cert_not_after
         .store(server_not_after, Relaxed);
@@ -206,6 +316,7 @@ fn build(
         tls,
         auth,
         routes: RouteTable { routes },
+        tunnels,
     })
 }
 

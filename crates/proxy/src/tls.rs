@@ -1,5 +1,5 @@
 //! rustls plumbing for the listener: the server certificate and key, the `ServerConfig`
-//! (modern TLS only: 1.3 and 1.2 with ECDHE + AEAD suites, ALPN h2 and http/1.1), session
+//! (modern TLS only: 1.3 and 1.2 with ECDHE + AEAD suites), session
 //! resumption state kept across reloads, and OpenSSL's names for what was negotiated.
 //! Client verification rules live in [`crate::client_auth`].
 
@@ -60,12 +60,14 @@ pub fn load_server_cert(
     })
 }
 
-/// Builds the listener's `ServerConfig`.
+/// Builds a listener's `ServerConfig` (`alpn`: h2 and http/1.1 for HTTP, none for a TCP
+/// tunnel, whose clients may offer protocols of their own such as `mqtt`).
 pub fn server_config(
     cert: ServerCert,
     cert_path: &Path,
     verifier: Arc<dyn ClientCertVerifier>,
     resumption: Option<&Resumption>,
+    alpn: &[&[u8]],
 ) -> Result<Arc<ServerConfig>, GateError> {
     let bad = |reason: String| GateError::ServerCertificate {
         path: cert_path.to_path_buf(),
@@ -83,7 +85,7 @@ pub fn server_config(
         .map_err(|e| bad(format!("no usable TLS version ({e})")))?
         .with_client_cert_verifier(verifier)
         .with_cert_resolver(resolver);
-    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     match resumption {
         Some(r) => {
             cfg.session_storage = r.cache.clone();

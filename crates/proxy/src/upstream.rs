@@ -139,6 +139,21 @@ impl UpstreamClient {
     }
 }
 
+/// A TLS client configuration for a TCP tunnel's target (no ALPN: the tunnel carries any
+/// protocol), and a digest of the files it was read from.
+pub fn tunnel_client_config(
+    t: &UpstreamTls,
+) -> Result<(Arc<rustls::ClientConfig>, [u8; 32]), GateError> {
+    let m = load_material(t)?;
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| GateError::UpstreamTls(format!("no usable TLS version ({e})")))?
+        .with_webpki_verifier(m.verifier)
+        .with_client_cert_resolver(Arc::new(Present(m.client_cert)));
+    Ok((Arc::new(cfg), m.digest))
+}
+
 /// The trust anchors and client certificate of a TLS upstream, read from its files.
 pub struct Material {
     verifier: Arc<WebPkiServerVerifier>,

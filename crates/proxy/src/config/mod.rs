@@ -185,6 +185,40 @@ impl Overrides {
     }
 }
 
+/// One side of a TCP tunnel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TunnelSide {
+    /// Terminates mTLS from clients (devices), applies the same verification and policy
+    /// as an HTTP route, then carries bytes to a TCP backend.
+    Server {
+        tls: ListenerTls,
+        client_ca: Vec<PathBuf>,
+        crl: Vec<PathBuf>,
+        pin_sha256: Vec<String>,
+        verify_depth: usize,
+        policy: PolicyConfig,
+        /// Send a PROXY protocol v2 header to the backend: the client's address, and the
+        /// device ID in the SSL TLV's CN field (HAProxy's `send-proxy-v2-ssl-cn`).
+        proxy_protocol: bool,
+    },
+    /// Accepts plain TCP (on loopback unless told otherwise) and opens mTLS to a remote.
+    Client { tls: UpstreamTls },
+}
+
+/// A TCP tunnel (`[[tcp]]` in gate.toml, or `mtlsgate tunnel`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TunnelConfig {
+    pub listen: SocketAddr,
+    /// `host:port` to connect to.
+    pub target: String,
+    pub side: TunnelSide,
+    /// A tunnel with no bytes moving either way for this long is closed.
+    pub idle: Duration,
+    pub connect_timeout: Duration,
+    /// Connections over this number are refused (closed at once).
+    pub max_connections: usize,
+}
+
 /// The validated configuration of one gateway.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GateConfig {
@@ -210,7 +244,9 @@ pub struct GateConfig {
     pub access_log: AccessLog,
     pub timeouts: Timeouts,
     pub max_header_bytes: usize,
+    /// HTTP routes; without any, no HTTP listener is started (a tunnel-only gateway).
     pub routes: Vec<RouteConfig>,
+    pub tunnels: Vec<TunnelConfig>,
     pub threads: Option<usize>,
 }
 
@@ -351,6 +387,210 @@ pub fn parse_listen(s: &str) -> Result<SocketAddr, String> {
     };
     t.parse()
         .map_err(|_| format!("`{s}` is not an address:port such as 127.0.0.1:8443"))
+}
+
+/// Validates one `[[tcp]]` section (or the `mtlsgate tunnel` flags).
+fn tunnel_from_raw(
+    i: usize,
+    t: raw::RawTunnel,
+    src: &Source<'_>,
+) -> Result<TunnelConfig, ConfigError> {
+    let key = |k: &str| format!("tcp[{i}].{k}");
+    let side_server = t.cert.is_some() || t.key.is_some();
+    let listen = match &t.listen {
+        Some(v) => parse_listen(v.get_ref()).map_err(|m| src.err(&key("listen"), v.span(), m))?,
+        None => {
+            return Err(ConfigError::new(
+                src.whole(),
+                format!(
+                    "{} is missing: the address the tunnel listens on, such as 0.0.0.0:8883",
+                    key("listen")
+                ),
+            ))
+        }
+    };
+    let target = match &t.target {
+        Some(v) => {
+            let s = v.get_ref();
+            let ok = s
+                .rsplit_once(':')
+                .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0));
+            if !ok {
+                return Err(src.err(
+                    &key("target"),
+                    v.span(),
+                    format!("`{s}` is not HOST:PORT, such as 127.0.0.1:1883"),
+                ));
+            }
+            s.clone()
+        }
+        None => {
+            return Err(ConfigError::new(
+                src.whole(),
+                format!(
+                    "{} is missing: the HOST:PORT to carry the bytes to",
+                    key("target")
+                ),
+            ))
+        }
+    };
+    let dur = |v: &Option<At<String>>, k: &str, d: Duration| -> Result<Duration, ConfigError> {
+        match v {
+            None => Ok(d),
+            Some(v) => parse_timeout(v.get_ref())
+                .filter(|d| !d.is_zero())
+                .ok_or_else(|| {
+                    src.err(
+                        &key(k),
+                        v.span(),
+                        format!(
+                            "`{}` is not a duration such as 10s, 500ms or 10m",
+                            v.get_ref()
+                        ),
+                    )
+                }),
+        }
+    };
+    let idle = dur(&t.idle, "idle", defaults::TUNNEL_IDLE)?;
+    let connect_timeout = dur(
+        &t.connect_timeout,
+        "connect_timeout",
+        defaults::UPSTREAM_CONNECT,
+    )?;
+    let max_connections = match &t.max_connections {
+        None => defaults::TUNNEL_MAX_CONNECTIONS,
+        Some(v) => match usize::try_from(*v.get_ref()) {
+            Ok(n) if n >= 1 => n,
+            _ => {
+                return Err(src.err(
+                    &key("max_connections"),
+                    v.span(),
+                    format!("{} is out of range: use 1 or more", v.get_ref()),
+                ))
+            }
+        },
+    };
+    let side = if side_server {
+        let (Some(c), Some(k)) = (&t.cert, &t.key) else {
+            return Err(ConfigError::new(
+                src.whole(),
+                format!("{} and {} go together: give both (a tunnel that terminates mTLS) or neither (a tunnel that opens mTLS to its target)", key("cert"), key("key")),
+            ));
+        };
+        let client_ca: Vec<PathBuf> = t
+            .client_ca
+            .into_vec()
+            .into_iter()
+            .map(|p| src.resolve(p))
+            .collect();
+        if client_ca.is_empty() && t.pin_sha256.is_empty() {
+            return Err(ConfigError::new(
+                src.whole(),
+                format!("{} is missing: a tunnel that terminates mTLS verifies its clients against a CA bundle (--client-ca)", key("client_ca")),
+            ));
+        }
+        if t.upstream_cert.is_some() || !t.upstream_ca.clone().into_vec().is_empty() {
+            return Err(ConfigError::new(
+                src.whole(),
+                format!("{}: a tunnel either terminates mTLS (cert, key, client_ca) or opens it to its target (upstream_ca, upstream_cert, upstream_key), not both", key("cert")),
+            ));
+        }
+        let verify_depth = match &t.verify_depth {
+            None => defaults::VERIFY_DEPTH,
+            Some(v) => match usize::try_from(*v.get_ref()) {
+                Ok(d @ 1..=10) => d,
+                _ => {
+                    return Err(src.err(
+                        &key("verify_depth"),
+                        v.span(),
+                        format!("{} is out of range: use 1 to 10", v.get_ref()),
+                    ))
+                }
+            },
+        };
+        TunnelSide::Server {
+            tls: ListenerTls {
+                cert: src.resolve(c.get_ref().clone()),
+                key: src.resolve(k.get_ref().clone()),
+                key_passphrase_file: t
+                    .key_passphrase_file
+                    .as_ref()
+                    .map(|p| src.resolve(p.get_ref().clone())),
+            },
+            client_ca,
+            crl: t
+                .crl
+                .into_vec()
+                .into_iter()
+                .map(|p| src.resolve(p))
+                .collect(),
+            pin_sha256: t.pin_sha256,
+            verify_depth,
+            policy: PolicyConfig {
+                device_ids: t.allow_device_ids,
+                spiffe_ids: t.allow_spiffe_ids,
+                ous: t.allow_ous,
+                fingerprints: t.allow_fingerprints,
+                allow_files: t
+                    .allow_file
+                    .into_vec()
+                    .into_iter()
+                    .map(|p| src.resolve(p))
+                    .collect(),
+            },
+            proxy_protocol: t.proxy_protocol.unwrap_or(false),
+        }
+    } else {
+        if !t.client_ca.clone().into_vec().is_empty()
+            || !t.allow_device_ids.is_empty()
+            || !t.allow_file.clone().into_vec().is_empty()
+        {
+            return Err(ConfigError::new(
+                src.whole(),
+                format!("{}: client_ca and allowlists belong to a tunnel that terminates mTLS; give cert and key too", key("client_ca")),
+            ));
+        }
+        let tls = UpstreamTls {
+            ca: t
+                .upstream_ca
+                .into_vec()
+                .into_iter()
+                .map(|p| src.resolve(p))
+                .collect(),
+            cert: t
+                .upstream_cert
+                .as_ref()
+                .map(|p| src.resolve(p.get_ref().clone())),
+            key: t
+                .upstream_key
+                .as_ref()
+                .map(|p| src.resolve(p.get_ref().clone())),
+            key_passphrase_file: t
+                .upstream_key_passphrase_file
+                .as_ref()
+                .map(|p| src.resolve(p.get_ref().clone())),
+            server_name: t.upstream_server_name.as_ref().map(|n| n.get_ref().clone()),
+        };
+        if tls.cert.is_some() != tls.key.is_some() {
+            return Err(ConfigError::new(
+                src.whole(),
+                format!(
+                    "{} and {} go together: give both, or neither",
+                    key("upstream_cert"),
+                    key("upstream_key")
+                ),
+            ));
+        }
+        TunnelSide::Client { tls }
+    };
+    Ok(TunnelConfig {
+        listen,
+        target,
+        side,
+        idle,
+        connect_timeout,
+        max_connections,
+    })
 }
 
 impl GateConfig {
@@ -682,7 +922,24 @@ impl GateConfig {
                 xfcc: r.xfcc.unwrap_or(defaults::XFCC),
             });
         }
-        if routes.is_empty() {
+        let mut tunnels = Vec::new();
+        for (i, t) in raw.tunnels.into_iter().enumerate() {
+            tunnels.push(tunnel_from_raw(i, t, &src)?);
+        }
+        for (i, t) in tunnels.iter().enumerate() {
+            if tunnels[..i].iter().any(|o| o.listen == t.listen)
+                || (!routes.is_empty() && t.listen == listen)
+            {
+                return Err(ConfigError::new(
+                    src.whole(),
+                    format!(
+                        "tcp[{i}].listen: {} is used twice; give every listener its own address",
+                        t.listen
+                    ),
+                ));
+            }
+        }
+        if routes.is_empty() && tunnels.is_empty() {
             return Err(ConfigError::new(
                 src.whole(),
                 match src {
@@ -715,9 +972,11 @@ impl GateConfig {
             timeouts,
             max_header_bytes,
             routes,
+            tunnels,
             threads,
         };
-        if c.tls.is_none()
+        if !c.routes.is_empty()
+            && c.tls.is_none()
             && (c.verify != VerifyMode::Off || !c.client_ca.is_empty() || !c.crl.is_empty())
         {
             return Err(ConfigError::new(
@@ -725,7 +984,8 @@ impl GateConfig {
                 "client certificates are verified only on a TLS listener: give cert and key (--cert, --key), or leave out client_ca, crl and verify_client",
             ));
         }
-        if c.verify != VerifyMode::Off
+        if !c.routes.is_empty()
+            && c.verify != VerifyMode::Off
             && c.client_ca.is_empty()
             && c.pin_sha256.is_empty()
             && c.pin_cert.is_empty()
@@ -755,6 +1015,29 @@ impl GateConfig {
                 v.extend(t.cert.iter().cloned());
                 v.extend(t.key.iter().cloned());
                 v.extend(t.key_passphrase_file.iter().cloned());
+            }
+        }
+        for t in &self.tunnels {
+            match &t.side {
+                TunnelSide::Server {
+                    tls,
+                    client_ca,
+                    crl,
+                    policy,
+                    ..
+                } => {
+                    v.extend([tls.cert.clone(), tls.key.clone()]);
+                    v.extend(tls.key_passphrase_file.iter().cloned());
+                    v.extend(client_ca.iter().cloned());
+                    v.extend(crl.iter().cloned());
+                    v.extend(policy.allow_files.iter().cloned());
+                }
+                TunnelSide::Client { tls } => {
+                    v.extend(tls.ca.iter().cloned());
+                    v.extend(tls.cert.iter().cloned());
+                    v.extend(tls.key.iter().cloned());
+                    v.extend(tls.key_passphrase_file.iter().cloned());
+                }
             }
         }
         if let Some(s) = &self.source {
@@ -858,6 +1141,19 @@ impl GateConfig {
                 d("xfcc", ra.xfcc != rb.xfcc);
             }
         }
+        if a.tunnels.len() != b.tunnels.len() {
+            out.push(format!(
+                "tcp (now {} instead of {})",
+                b.tunnels.len(),
+                a.tunnels.len()
+            ));
+        } else {
+            for (i, (ta, tb)) in a.tunnels.iter().zip(&b.tunnels).enumerate() {
+                if ta != tb {
+                    out.push(format!("tcp[{i}]"));
+                }
+            }
+        }
         out
     }
 
@@ -890,12 +1186,21 @@ impl GateConfig {
             ));
             next.threads = self.threads;
         }
+        let old: Vec<SocketAddr> = self.tunnels.iter().map(|t| t.listen).collect();
+        let new: Vec<SocketAddr> = next.tunnels.iter().map(|t| t.listen).collect();
+        if old != new {
+            kept.push(format!(
+                "the tcp listeners changed ({}) but need a restart; keeping the running ones and their settings",
+                new.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(", ")
+            ));
+            next.tunnels = self.tunnels.clone();
+        }
         debug_assert!(settings::SETTINGS
             .iter()
             .filter(|s| s.apply == settings::Apply::Restart)
             .all(|s| matches!(
                 s.key,
-                "server.listen" | "server.admin_listen" | "server.threads"
+                "server.listen" | "server.admin_listen" | "server.threads" | "tcp.listen"
             )));
         kept
     }

@@ -26,6 +26,47 @@ pub struct RawConfig {
     pub timeouts: RawTimeouts,
     #[serde(default, rename = "route")]
     pub routes: Vec<RawRoute>,
+    #[serde(default, rename = "tcp")]
+    pub tunnels: Vec<RawTunnel>,
+}
+
+/// A `[[tcp]]` section: a TCP tunnel. With `cert` and `key` it terminates mTLS from its
+/// clients; without, it opens mTLS to its target.
+#[derive(Deserialize, Default, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct RawTunnel {
+    pub listen: Option<At<String>>,
+    pub target: Option<At<String>>,
+    pub cert: Option<At<PathBuf>>,
+    pub key: Option<At<PathBuf>>,
+    pub key_passphrase_file: Option<At<PathBuf>>,
+    #[serde(default)]
+    pub client_ca: OneOrMany,
+    #[serde(default)]
+    pub crl: OneOrMany,
+    #[serde(default)]
+    pub pin_sha256: Vec<String>,
+    pub verify_depth: Option<At<i64>>,
+    #[serde(default)]
+    pub allow_device_ids: Vec<String>,
+    #[serde(default)]
+    pub allow_spiffe_ids: Vec<String>,
+    #[serde(default)]
+    pub allow_ous: Vec<String>,
+    #[serde(default)]
+    pub allow_fingerprints: Vec<String>,
+    #[serde(default)]
+    pub allow_file: OneOrMany,
+    pub proxy_protocol: Option<bool>,
+    #[serde(default)]
+    pub upstream_ca: OneOrMany,
+    pub upstream_cert: Option<At<PathBuf>>,
+    pub upstream_key: Option<At<PathBuf>>,
+    pub upstream_key_passphrase_file: Option<At<PathBuf>>,
+    pub upstream_server_name: Option<At<String>>,
+    pub idle: Option<At<String>>,
+    pub connect_timeout: Option<At<String>>,
+    pub max_connections: Option<At<i64>>,
 }
 
 #[derive(Deserialize, Default, Debug)]

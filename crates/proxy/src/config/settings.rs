@@ -87,6 +87,41 @@ pub const SETTINGS: &[Setting] = &[
     s("route.headers", Some("--header"), Reload),
     s("route.default_headers", None, Reload),
     s("route.xfcc", Some("--xfcc"), Reload),
+    s("tcp.listen", Some("--listen"), Restart),
+    s("tcp.target", Some("--target"), Reload),
+    s("tcp.cert", Some("--cert"), Reload),
+    s("tcp.key", Some("--key"), Reload),
+    s(
+        "tcp.key_passphrase_file",
+        Some("--key-passphrase-file"),
+        Reload,
+    ),
+    s("tcp.client_ca", Some("--client-ca"), Reload),
+    s("tcp.crl", Some("--crl"), Reload),
+    s("tcp.pin_sha256", Some("--pin-sha256"), Reload),
+    s("tcp.verify_depth", Some("--verify-depth"), Reload),
+    s("tcp.allow_device_ids", Some("--allow-device-id"), Reload),
+    s("tcp.allow_spiffe_ids", None, Reload),
+    s("tcp.allow_ous", None, Reload),
+    s("tcp.allow_fingerprints", None, Reload),
+    s("tcp.allow_file", Some("--allow-file"), Reload),
+    s("tcp.proxy_protocol", Some("--proxy-protocol"), Reload),
+    s("tcp.upstream_ca", Some("--upstream-ca"), Reload),
+    s("tcp.upstream_cert", Some("--upstream-cert"), Reload),
+    s("tcp.upstream_key", Some("--upstream-key"), Reload),
+    s(
+        "tcp.upstream_key_passphrase_file",
+        Some("--upstream-key-passphrase-file"),
+        Reload,
+    ),
+    s(
+        "tcp.upstream_server_name",
+        Some("--upstream-server-name"),
+        Reload,
+    ),
+    s("tcp.idle", Some("--idle-timeout"), Reload),
+    s("tcp.connect_timeout", Some("--connect-timeout"), Reload),
+    s("tcp.max_connections", Some("--max-connections"), Reload),
 ];
 
 /// The setting for a key; `route[3].upstream` and `route.upstream` name the same one.
@@ -129,6 +164,10 @@ pub mod defaults {
     pub const UPSTREAM_CONNECT: Duration = Duration::from_secs(5);
     pub const UPSTREAM_RESPONSE: Duration = Duration::from_secs(60);
     pub const DRAIN: Duration = Duration::from_secs(30);
+    /// nginx's stream `proxy_timeout` default: long-lived, mostly idle device connections
+    /// (MQTT keep-alives are often a minute or more apart).
+    pub const TUNNEL_IDLE: Duration = Duration::from_secs(600);
+    pub const TUNNEL_MAX_CONNECTIONS: usize = 100_000;
 }
 
 #[cfg(test)]

@@ -1,0 +1,569 @@
+//! TCP tunnels (`[[tcp]]` in gate.toml, `mtlsgate tunnel`): bytes carried both ways
+//! between a client and a target, with TLS on one side.
+//!
+//! - **Server side** (the tunnel has a certificate): terminates mTLS from devices. Since TCP
+//!   carries no headers to answer with, the decision is made in the handshake — client
+//!   verification and the tunnel's allowlist — and a refused client gets a TLS alert
+//!   (`access_denied` for the allowlist) and a log line naming its device ID. Optionally a
+//!   PROXY protocol v2 header tells the backend the client's address and device ID.
+//! - **Client side** (no certificate): accepts plain TCP and opens mTLS to the target,
+//!   presenting the configured client certificate.
+//!
+//! Bytes are copied without per-byte work, and **no buffer is held while a connection is
+//! idle**: the copy waits for a socket to become readable, takes a buffer from a small
+//! per-thread pool, moves what is there, and gives the buffer back. Half-close is passed
+//! on; a tunnel with nothing moving for `idle` is closed; when a reload (or an inventory
+//! change) refuses a connected device, its tunnel is closed at once.
+
+use std::cell::RefCell;
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use rustls::pki_types::CertificateDer;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::client_auth::CertProblem;
+use crate::identity::ClientIdentity;
+use crate::state::{State, TunnelRuntime};
+
+/// Size of a copy buffer: one TLS record's worth of plaintext.
+const BUF: usize = 16 * 1024;
+/// Buffers kept per thread for reuse.
+const POOL_MAX: usize = 64;
+
+thread_local! {
+    static POOL: RefCell<Vec<Box<[u8]>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// A copy buffer on loan from the thread's pool, returned when dropped.
+struct Loan(Option<Box<[u8]>>);
+
+impl Loan {
+    fn take() -> Loan {
+        let b = POOL
+            .with(|p| p.borrow_mut().pop())
+            .unwrap_or_else(|| vec![0u8; BUF].into_boxed_slice());
+        Loan(Some(b))
+    }
+
+    fn buf(&mut self) -> &mut [u8] {
+        self.0.as_deref_mut().unwrap_or_default()
+    }
+}
+
+impl Drop for Loan {
+    fn drop(&mut self) {
+        if let Some(b) = self.0.take() {
+            POOL.with(|p| {
+                let mut p = p.borrow_mut();
+                if p.len() < POOL_MAX {
+                    p.push(b);
+                }
+            });
+        }
+    }
+}
+
+/// Gives access to the TCP socket under a stream, to wait for readability without
+/// touching (or buffering for) the stream itself.
+pub trait HasSocket {
+    fn socket(&self) -> &TcpStream;
+}
+
+impl HasSocket for TcpStream {
+    fn socket(&self) -> &TcpStream {
+        self
+    }
+}
+
+impl HasSocket for tokio_rustls::server::TlsStream<TcpStream> {
+    fn socket(&self) -> &TcpStream {
+        self.get_ref().0
+    }
+}
+
+impl HasSocket for tokio_rustls::client::TlsStream<TcpStream> {
+    fn socket(&self) -> &TcpStream {
+        self.get_ref().0
+    }
+}
+
+/// How a transfer ended.
+enum Moved {
+    /// Bytes moved (or none were ready); the source stays open.
+    Some,
+    /// The source sent its end (FIN or TLS close_notify).
+    Eof,
+}
+
+/// Moves whatever `src` has ready into `dst`, with a buffer on loan for the duration.
+async fn transfer<S, D>(src: &mut S, dst: &mut D) -> std::io::Result<Moved>
+where
+    S: AsyncRead + Unpin,
+    D: AsyncWrite + Unpin,
+{
+    let mut loan = Loan::take();
+    let mut wrote = false;
+    let result = loop {
+        // One poll with a no-op waker: Pending means nothing more is ready now (the socket
+        // said WouldBlock and its readiness was cleared), so the caller waits again.
+        let n = {
+            let mut rb = ReadBuf::new(loan.buf());
+            let mut cx = Context::from_waker(Waker::noop());
+            match Pin::new(&mut *src).poll_read(&mut cx, &mut rb) {
+                Poll::Pending => break Ok(Moved::Some),
+                Poll::Ready(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                    break Ok(Moved::Eof)
+                }
+                Poll::Ready(Err(e)) => break Err(e),
+                Poll::Ready(Ok(())) => rb.filled().len(),
+            }
+        };
+        if n == 0 {
+            break Ok(Moved::Eof);
+        }
+        dst.write_all(&loan.buf()[..n]).await?;
+        wrote = true;
+    };
+    if wrote {
+        dst.flush().await?;
+    }
+    result
+}
+
+/// Why a tunnel ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ended {
+    Closed,
+    Idle,
+    Refused(String),
+    Error(String),
+    Shutdown,
+}
+
+/// Carries bytes both ways until both sides have closed, nothing moves for `idle`,
+/// `recheck` (called when the snapshot changes) refuses the client, or shutdown.
+async fn pump<A, B>(
+    mut a: A,
+    mut b: B,
+    idle: Duration,
+    mut generations: Option<watch::Receiver<u64>>,
+    recheck: impl Fn() -> Option<String>,
+    mut stop: watch::Receiver<bool>,
+) -> Ended
+where
+    A: AsyncRead + AsyncWrite + Unpin + HasSocket,
+    B: AsyncRead + AsyncWrite + Unpin + HasSocket,
+{
+    enum Ev {
+        A,
+        B,
+        Changed,
+        Idle,
+        Stop,
+    }
+    let (mut a_eof, mut b_eof) = (false, false);
+    let mut last = Instant::now();
+    // Bytes may already wait inside the TLS session (sent with the handshake).
+    let mut first = true;
+    loop {
+        let ev = if first {
+            first = false;
+            Ev::A
+        } else {
+            tokio::select! {
+                r = a.socket().readable(), if !a_eof => match r { Ok(()) => Ev::A, Err(e) => return Ended::Error(e.to_string()) },
+                r = b.socket().readable(), if !b_eof => match r { Ok(()) => Ev::B, Err(e) => return Ended::Error(e.to_string()) },
+                c = async { match generations.as_mut() { Some(g) => g.changed().await, None => std::future::pending().await } } => {
+                    if c.is_err() { generations = None; continue; }
+                    Ev::Changed
+                }
+                _ = tokio::time::sleep_until(last + idle) => Ev::Idle,
+                _ = stop.changed() => Ev::Stop,
+            }
+        };
+        match ev {
+            Ev::A => match transfer(&mut a, &mut b).await {
+                Ok(Moved::Some) => last = Instant::now(),
+                Ok(Moved::Eof) => {
+                    a_eof = true;
+                    let _ = b.shutdown().await;
+                }
+                Err(e) => return Ended::Error(e.to_string()),
+            },
+            Ev::B => match transfer(&mut b, &mut a).await {
+                Ok(Moved::Some) => last = Instant::now(),
+                Ok(Moved::Eof) => {
+                    b_eof = true;
+                    let _ = a.shutdown().await;
+                }
+                Err(e) => return Ended::Error(e.to_string()),
+            },
+            Ev::Changed => {
+                if let Some(why) = recheck() {
+                    return Ended::Refused(why);
+                }
+            }
+            Ev::Idle => {
+                if last.elapsed() >= idle {
+                    return Ended::Idle;
+                }
+            }
+            Ev::Stop => return Ended::Shutdown,
+        }
+        if a_eof && b_eof {
+            return Ended::Closed;
+        }
+    }
+}
+
+/// Accepts connections for tunnel number `index` until `stop`, then waits (up to the
+/// drain timeout) for open tunnels.
+pub async fn run(
+    state: Arc<State>,
+    index: usize,
+    listener: TcpListener,
+    stop: watch::Receiver<bool>,
+) {
+    let active = Arc::new(AtomicUsize::new(0));
+    let mut stop_accept = stop.clone();
+    loop {
+        tokio::select! {
+            r = listener.accept() => match r {
+                Ok((tcp, remote)) => {
+                    let snap = state.load_full();
+                    let Some(t) = snap.tunnels.get(index) else { continue };
+                    if active.load(Ordering::Relaxed) >= t.config.max_connections {
+                        state.metrics.tunnels_refused.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(%remote, "tunnel {}: {} connections open, the limit: refused", t.config.listen, t.config.max_connections);
+                        continue;
+                    }
+                    active.fetch_add(1, Ordering::Relaxed);
+                    state.metrics.tunnels_active.fetch_add(1, Ordering::Relaxed);
+                    let guard = ActiveTunnel(active.clone(), state.clone());
+                    let (state, stop) = (state.clone(), stop.clone());
+                    drop(snap);
+                    tokio::spawn(async move {
+                        serve(state, index, tcp, remote, stop).await;
+                        drop(guard);
+                    });
+                }
+                Err(e) => {
+                    tracing::warn!("tunnel accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            _ = stop_accept.changed() => break,
+        }
+    }
+    drop(listener);
+    let drain = state.load().config.timeouts.drain;
+    let deadline = Instant::now() + drain;
+    while active.load(Ordering::Relaxed) > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+struct ActiveTunnel(Arc<AtomicUsize>, Arc<State>);
+impl Drop for ActiveTunnel {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+        self.1
+            .metrics
+            .tunnels_active
+            .fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+async fn with_timeout<T>(d: Duration, f: impl Future<Output = T>) -> Option<T> {
+    tokio::time::timeout(d, f).await.ok()
+}
+
+async fn serve(
+    state: Arc<State>,
+    index: usize,
+    tcp: TcpStream,
+    remote: SocketAddr,
+    stop: watch::Receiver<bool>,
+) {
+    let _ = tcp.set_nodelay(true);
+    let snap = state.load_full();
+    let Some(t) = snap.tunnels.get(index) else {
+        return;
+    };
+    let handshake = snap.config.timeouts.handshake;
+    let (listen, target, idle, connect) = (
+        t.config.listen,
+        t.config.target.clone(),
+        t.config.idle,
+        t.config.connect_timeout,
+    );
+    match &t.side {
+        TunnelRuntime::Server {
+            tls,
+            proxy_protocol,
+            ..
+        } => {
+            let proxy_protocol = *proxy_protocol;
+            let acceptor = tokio_rustls::TlsAcceptor::from(tls.clone());
+            drop(snap);
+            let tls = match with_timeout(handshake, acceptor.accept(tcp)).await {
+                Some(Ok(s)) => s,
+                Some(Err(e)) => {
+                    // Refusals were logged, with the device ID, by the handshake verifier.
+                    tracing::debug!(%remote, "tunnel {listen}: handshake failed: {e}");
+                    return;
+                }
+                None => {
+                    tracing::debug!(%remote, "tunnel {listen}: handshake timed out");
+                    return;
+                }
+            };
+            let chain: Vec<CertificateDer<'static>> = tls
+                .get_ref()
+                .1
+                .peer_certificates()
+                .map(|c| c.iter().map(|d| d.clone().into_owned()).collect())
+                .unwrap_or_default();
+            let identity = chain.first().and_then(|leaf| ClientIdentity::new(leaf));
+            let device = identity
+                .as_ref()
+                .map(|i| i.device_label().into_owned())
+                .unwrap_or_else(|| "-".into());
+            // Checked again after the handshake: the state may have changed meanwhile.
+            if let Some(why) = refused(&state, index, &chain, identity.as_ref()) {
+                tracing::info!(%remote, %device, "tunnel {listen}: refused: {why}");
+                return;
+            }
+            let backend = match with_timeout(connect, TcpStream::connect(&target)).await {
+                Some(Ok(b)) => b,
+                Some(Err(e)) => {
+                    tracing::warn!(%remote, %device, "tunnel {listen}: the target {target} cannot be reached ({e})");
+                    return;
+                }
+                None => {
+                    tracing::warn!(%remote, %device, "tunnel {listen}: the target {target} did not accept within {connect:?}");
+                    return;
+                }
+            };
+            let _ = backend.set_nodelay(true);
+            let mut backend = backend;
+            if proxy_protocol {
+                let local = backend.local_addr().ok();
+                let header = proxy_v2_header(
+                    remote,
+                    local.unwrap_or(remote),
+                    identity.as_ref().and_then(|i| i.device_id()),
+                    crate::tls::protocol_name(tls.get_ref().1.protocol_version()),
+                );
+                if let Err(e) = backend.write_all(&header).await {
+                    tracing::warn!(%remote, "tunnel {listen}: cannot send the PROXY header to {target} ({e})");
+                    return;
+                }
+            }
+            tracing::info!(%remote, %device, "tunnel {listen}: open to {target}");
+            let st = state.clone();
+            let ended = pump(
+                tls,
+                backend,
+                idle,
+                Some(state.subscribe()),
+                move || refused(&st, index, &chain, identity.as_ref()),
+                stop,
+            )
+            .await;
+            log_end(&ended, remote, &device, listen);
+        }
+        TunnelRuntime::Client {
+            connector,
+            server_name,
+        } => {
+            let (connector, server_name) = (connector.clone(), server_name.clone());
+            drop(snap);
+            let remote_tcp = match with_timeout(connect, TcpStream::connect(&target)).await {
+                Some(Ok(s)) => s,
+                Some(Err(e)) => {
+                    tracing::warn!(%remote, "tunnel {listen}: the target {target} cannot be reached ({e})");
+                    return;
+                }
+                None => {
+                    tracing::warn!(%remote, "tunnel {listen}: the target {target} did not accept within {connect:?}");
+                    return;
+                }
+            };
+            let _ = remote_tcp.set_nodelay(true);
+            let tls = match with_timeout(handshake, connector.connect(server_name, remote_tcp))
+                .await
+            {
+                Some(Ok(s)) => s,
+                Some(Err(e)) => {
+                    let name = target.clone();
+                    let why = crate::upstream::tls_failure(&e, &name, true)
+                        .unwrap_or_else(|| e.to_string());
+                    tracing::warn!(%remote, "tunnel {listen}: TLS with {target} failed: {why}");
+                    return;
+                }
+                None => {
+                    tracing::warn!(%remote, "tunnel {listen}: the TLS handshake with {target} timed out");
+                    return;
+                }
+            };
+            tracing::info!(%remote, "tunnel {listen}: open to {target}");
+            let ended = pump(tcp, tls, idle, None, || None, stop).await;
+            log_end(&ended, remote, "-", listen);
+        }
+    }
+}
+
+fn log_end(ended: &Ended, remote: SocketAddr, device: &str, listen: SocketAddr) {
+    match ended {
+        Ended::Refused(why) => {
+            tracing::info!(%remote, %device, "tunnel {listen}: closed, the client is no longer let in: {why}")
+        }
+        Ended::Idle => {
+            tracing::debug!(%remote, %device, "tunnel {listen}: closed after the idle timeout")
+        }
+        Ended::Error(e) => tracing::debug!(%remote, %device, "tunnel {listen}: ended: {e}"),
+        Ended::Closed | Ended::Shutdown => {
+            tracing::debug!(%remote, %device, "tunnel {listen}: closed")
+        }
+    }
+}
+
+/// Whether the current snapshot refuses this client on tunnel `index` (a revoked or
+/// expired certificate, a device no longer listed): `Some(reason)`.
+fn refused(
+    state: &State,
+    index: usize,
+    chain: &[CertificateDer<'static>],
+    identity: Option<&ClientIdentity>,
+) -> Option<String> {
+    let snap = state.load_full();
+    let t = snap.tunnels.get(index)?;
+    let TunnelRuntime::Server { auth, policy, .. } = &t.side else {
+        return None;
+    };
+    let (_, verdict, _) = state.cache.lookup(auth, chain, snap.config.verify_cache);
+    match &verdict.problem {
+        Some(CertProblem::Invalid(f)) => {
+            return Some(mtlsgate_pki::printable::printable(&f.to_string()).into_owned())
+        }
+        Some(CertProblem::NoCertificate) => return Some("no client certificate".into()),
+        None => {}
+    }
+    policy
+        .authorize(&format!("tunnel {}", t.config.listen), identity, true)
+        .err()
+        .map(|d| d.to_string())
+}
+
+/// A PROXY protocol v2 header (HAProxy's spec): the client's and our addresses, and an SSL
+/// TLV saying the client connected over TLS with a verified certificate, with its TLS
+/// version and the device ID as the CN sub-TLV (what HAProxy sends with
+/// `send-proxy-v2-ssl-cn`).
+pub fn proxy_v2_header(
+    src: SocketAddr,
+    dst: SocketAddr,
+    device_id: Option<&str>,
+    tls_version: &str,
+) -> Vec<u8> {
+    const SIG: &[u8; 12] = b"\r\n\r\n\0\r\nQUIT\n";
+    const PP2_TYPE_SSL: u8 = 0x20;
+    const PP2_SUBTYPE_SSL_VERSION: u8 = 0x21;
+    const PP2_SUBTYPE_SSL_CN: u8 = 0x22;
+    const PP2_CLIENT_SSL: u8 = 0x01;
+    const PP2_CLIENT_CERT_CONN: u8 = 0x02;
+    let v6 = |a: IpAddr| match a {
+        IpAddr::V4(v4) => v4.to_ipv6_mapped(),
+        IpAddr::V6(v6) => v6,
+    };
+    let mut addrs = Vec::with_capacity(36);
+    let family = match (src.ip(), dst.ip()) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => {
+            addrs.extend_from_slice(&s.octets());
+            addrs.extend_from_slice(&d.octets());
+            0x11
+        }
+        (s, d) => {
+            addrs.extend_from_slice(&v6(s).octets());
+            addrs.extend_from_slice(&v6(d).octets());
+            0x21
+        }
+    };
+    addrs.extend_from_slice(&src.port().to_be_bytes());
+    addrs.extend_from_slice(&dst.port().to_be_bytes());
+    let mut ssl = vec![PP2_CLIENT_SSL | PP2_CLIENT_CERT_CONN, 0, 0, 0, 0];
+    let mut sub = |kind: u8, value: &[u8]| {
+        let n = value.len().min(u16::MAX as usize);
+        ssl.push(kind);
+        ssl.extend_from_slice(&(n as u16).to_be_bytes());
+        ssl.extend_from_slice(&value[..n]);
+    };
+    if !tls_version.is_empty() {
+        sub(PP2_SUBTYPE_SSL_VERSION, tls_version.as_bytes());
+    }
+    if let Some(d) = device_id {
+        sub(PP2_SUBTYPE_SSL_CN, d.as_bytes());
+    }
+    let mut tlv = vec![PP2_TYPE_SSL];
+    tlv.extend_from_slice(&(ssl.len() as u16).to_be_bytes());
+    tlv.extend_from_slice(&ssl);
+    let len = (addrs.len() + tlv.len()) as u16;
+    let mut out = Vec::with_capacity(16 + len as usize);
+    out.extend_from_slice(SIG);
+    out.push(0x21);
+    out.push(family);
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(&addrs);
+    out.extend_from_slice(&tlv);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proxy_v2_header_carries_addresses_and_the_device_id() {
+        let src: SocketAddr = "192.0.2.7:40000".parse().expect("addr");
+        let dst: SocketAddr = "127.0.0.1:1883".parse().expect("addr");
+        let h = proxy_v2_header(src, dst, Some("dev1.d.example.local"), "TLSv1.3");
+        assert_eq!(&h[..12], b"\r\n\r\n\0\r\nQUIT\n");
+        assert_eq!(h[12], 0x21, "version 2, PROXY");
+        assert_eq!(h[13], 0x11, "TCP over IPv4");
+        let len = u16::from_be_bytes([h[14], h[15]]) as usize;
+        assert_eq!(h.len(), 16 + len);
+        assert_eq!(&h[16..20], &[192, 0, 2, 7]);
+        assert_eq!(&h[20..24], &[127, 0, 0, 1]);
+        assert_eq!(u16::from_be_bytes([h[24], h[25]]), 40000);
+        assert_eq!(u16::from_be_bytes([h[26], h[27]]), 1883);
+        // The SSL TLV: client flags, verify = 0 (success), then the sub-TLVs.
+        assert_eq!(h[28], 0x20);
+        let tlv_len = u16::from_be_bytes([h[29], h[30]]) as usize;
+        assert_eq!(h.len(), 31 + tlv_len);
+        assert_eq!(h[31], 0x03);
+        assert_eq!(&h[32..36], &[0, 0, 0, 0]);
+        assert_eq!(h[36], 0x21);
+        assert_eq!(&h[39..46], b"TLSv1.3");
+        assert_eq!(h[46], 0x22);
+        assert_eq!(u16::from_be_bytes([h[47], h[48]]), 20);
+        assert_eq!(&h[49..], b"dev1.d.example.local");
+    }
+
+    #[test]
+    fn mixed_families_are_sent_as_ipv6() {
+        let src: SocketAddr = "[2001:db8::1]:5".parse().expect("addr");
+        let dst: SocketAddr = "127.0.0.1:6".parse().expect("addr");
+        let h = proxy_v2_header(src, dst, None, "");
+        assert_eq!(h[13], 0x21);
+        assert_eq!(u16::from_be_bytes([h[14], h[15]]) as usize, 36 + 3 + 5);
+    }
+}
