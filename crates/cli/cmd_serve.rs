@@ -30,6 +30,7 @@ fn lower(s: &Serve) -> Result<RawConfig> {
             verify_client: s.verify_client.clone().map(flag),
             verify_depth: Some(flag(s.verify_depth)),
             crl: s.crl.clone().into(),
+            crl_check: s.crl_check.clone().map(flag),
             pin_sha256: s.pin_sha256.clone(),
             pin_cert: Default::default(),
             reject_at_handshake: s.reject_at_handshake.then_some(true),

@@ -30,6 +30,7 @@ fn lower(t: &Tunnel) -> RawConfig {
             key_passphrase_file: t.key_passphrase_file.clone().map(flag),
             client_ca: t.client_ca.clone().into(),
             crl: t.crl.clone().into(),
+            crl_check: t.crl_check.clone().map(flag),
             pin_sha256: t.pin_sha256.clone(),
             verify_depth: t.verify_depth.map(flag),
             allow_device_ids: t.allow_device_id.clone(),

@@ -292,3 +292,124 @@ fn an_http2_client_without_a_certificate_gets_400_then_goaway() {
     assert_eq!(r["goaway"], true, "{r}");
     assert_eq!(r["closed"], true, "{r}");
 }
+
+#[test]
+fn a_response_with_both_lengths_is_relayed_by_its_chunked_body() {
+    let w = Work::new();
+    pki(&w);
+    let up = Upstream::start(&w);
+    let g = gate_toml(&w, &up, "", "");
+    for extra in [&["--http1.1"][..], &["--http2"][..]] {
+        let (code, body) = get_as(&w, &g, "dev1", "/both-lengths", extra);
+        assert_eq!(
+            (code, body.as_str()),
+            (200, "chunked body wins"),
+            "{extra:?}"
+        );
+    }
+}
+
+#[test]
+fn a_101_to_a_request_that_asked_for_no_upgrade_is_502() {
+    let w = Work::new();
+    pki(&w);
+    let up = Upstream::start(&w);
+    let g = gate_toml(&w, &up, "", "");
+    let (code, body) = get_as(&w, &g, "dev1", "/switch", &[]);
+    assert_eq!(code, 502, "{body}");
+    assert!(
+        body.contains("switched protocols (101) on a request that asked for no upgrade"),
+        "{body}"
+    );
+}
+
+#[test]
+fn an_upgraded_connection_closes_when_idle() {
+    let w = Work::new();
+    pki(&w);
+    let up = Upstream::start(&w);
+    let g = gate_toml(&w, &up, "", "idle = \"1s\"");
+    let ws = peer("wsclient.py");
+    let port = g.port.to_string();
+    let out = w
+        .cmd(
+            "python3",
+            &[
+                &ws,
+                "localhost",
+                &port,
+                "/ws",
+                "ca.crt",
+                "dev1.crt",
+                "dev1.key",
+                "15",
+            ],
+        )
+        .ok();
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines[..2],
+        ["HTTP/1.1 101 Switching Protocols", "echo: hello"],
+        "{out}"
+    );
+    let secs: f64 = lines[2]
+        .strip_prefix("closed after ")
+        .and_then(|s| s.trim_end_matches(" s").parse().ok())
+        .unwrap_or_else(|| panic!("the upgraded connection stayed open: {out}"));
+    assert!(secs < 8.0, "{out}");
+}
+
+#[test]
+fn a_half_written_allowlist_waits_and_an_emptied_one_applies_with_a_warning() {
+    let w = Work::new();
+    pki(&w);
+    w.write("whitelist.txt", "dev1.d.example.local\n");
+    let up = Upstream::start(&w);
+    let mut g = serve(&w, &up, &["--allow-file", "whitelist.txt"]);
+    // A writer that stopped mid-line: nothing of it is applied.
+    w.write("whitelist.txt", "dev1.d.example.local\ndev2.d.exa");
+    g.proc
+        .wait_for("does not end with a newline, so it may still be being written");
+    assert_eq!(get_as(&w, &g, "dev1", "/", &[]).0, 200);
+    assert_eq!(get_as(&w, &g, "dev2", "/", &[]).0, 403);
+    // The writer finishes: applied, and the log says how many entries.
+    w.write(
+        "whitelist.txt",
+        "dev1.d.example.local\ndev2.d.example.local\n",
+    );
+    eventually("dev2 to be allowed", || {
+        get_as(&w, &g, "dev2", "/", &[]).0 == 200
+    });
+    assert!(
+        g.proc.stderr().contains("whitelist.txt: 2 entries"),
+        "{}",
+        g.proc.stderr()
+    );
+    // Emptied: everyone is refused, with a warning naming the file.
+    w.write("whitelist.txt", "");
+    g.proc
+        .wait_for("whitelist.txt is empty: every client is refused");
+    eventually("dev1 to be refused", || {
+        get_as(&w, &g, "dev1", "/", &[]).0 == 403
+    });
+}
+
+#[test]
+fn a_malformed_chunked_request_body_is_the_clients_fault() {
+    let w = Work::new();
+    pki(&w);
+    let up = Upstream::start(&w);
+    let g = gate_toml(&w, &up, "", "");
+    let req = "POST / HTTP/1.1\\r\\nHost: localhost\\r\\nTransfer-Encoding: chunked\\r\\n\\r\\n5\\r\\nhello\\r\\nzz\\r\\nbroken\\r\\n0\\r\\n\\r\\n";
+    let r = rawtls(
+        &w,
+        g.port,
+        &[DEV1[2], DEV1[3], DEV1[4], DEV1[5], "--send", req],
+    );
+    let resp = r["response"].as_str().unwrap_or_default();
+    assert!(resp.starts_with("HTTP/1.1 400"), "{resp}");
+    assert!(
+        resp.contains("the request body could not be read"),
+        "{resp}"
+    );
+}

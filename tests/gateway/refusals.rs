@@ -173,3 +173,52 @@ fn reject_at_handshake_sends_no_http_reply() {
     let (code, _) = get_as(&w, &g, "dev1", "/", &[]);
     assert_eq!(code, 200);
 }
+
+/// As nginx: with CRLs configured, a client whose CA has no CRL, or whose CRL expired, is
+/// refused (and the log and metric say why); `--crl-check lenient` lets it in.
+#[test]
+fn crls_fail_closed_when_missing_or_expired_unless_lenient() {
+    let w = Work::new();
+    pki(&w);
+    foreign_client(&w, "Elsewhere", "x");
+    // Only another CA's CRL: nothing covers our clients' issuers.
+    w.mg(&["ca", "crl", "--dir", "other", "--out", "other-crl.pem"])
+        .ok();
+    let up = Upstream::start(&w);
+    let g = serve(&w, &up, &["--crl", "other-crl.pem"]);
+    let (code, body) = get_as(&w, &g, "dev1", "/", &[]);
+    assert_eq!(code, 400, "{body}");
+    assert!(
+        body.contains("no CRL for CN=mtlsgate Intermediate CA"),
+        "{body}"
+    );
+    let lenient = serve(
+        &w,
+        &up,
+        &["--crl", "other-crl.pem", "--crl-check", "lenient"],
+    );
+    assert_eq!(get_as(&w, &lenient, "dev1", "/", &[]).0, 200);
+    // Our own CRLs, but expired.
+    w.mg(&[
+        "ca",
+        "crl",
+        "--dir",
+        "ca",
+        "--out",
+        "crl.pem",
+        "--next-update",
+        "1s",
+    ])
+    .ok();
+    std::thread::sleep(Duration::from_millis(2100));
+    let mut g = serve(&w, &up, &["--crl", "crl.pem"]);
+    g.proc.wait_for("expired at");
+    let (code, body) = get_as(&w, &g, "dev1", "/", &[]);
+    assert_eq!(code, 400, "{body}");
+    assert!(
+        body.contains("CRL expired: the CRL of CN=mtlsgate"),
+        "{body}"
+    );
+    let lenient = serve(&w, &up, &["--crl", "crl.pem", "--crl-check", "lenient"]);
+    assert_eq!(get_as(&w, &lenient, "dev1", "/", &[]).0, 200);
+}

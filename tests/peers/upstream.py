@@ -3,6 +3,9 @@
 path, headers), so tests can see exactly what the gateway forwarded. Also:
   /slow?s=N   waits N seconds before answering
   /ws         a WebSocket echo server (RFC 6455, text frames)
+  /both-lengths  answers with Content-Length AND Transfer-Encoding: chunked (a broken
+              upstream, RFC 9112 section 6.3: the length must be ignored)
+  /switch     answers 101 Switching Protocols to a request that asked for no upgrade
 Prints its port on the first line of stdout."""
 import base64, hashlib, json, socket, struct, sys, time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -70,6 +73,24 @@ class Handler(BaseHTTPRequestHandler):
                     break
                 self.wfile.write(frame(1, b"echo: " + data))
                 self.wfile.flush()
+            self.close_connection = True
+            return
+        if url.path.endswith("/both-lengths"):
+            body = b"chunked body wins"
+            self.send_response(200)
+            self.send_header("Content-Length", "3")
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            self.wfile.write(b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body))
+            self.wfile.flush()
+            self.close_connection = True
+            return
+        if url.path.endswith("/switch"):
+            self.send_response(101)
+            self.send_header("Upgrade", "websocket")
+            self.send_header("Connection", "Upgrade")
+            self.end_headers()
+            self.wfile.flush()
             self.close_connection = True
             return
         if url.path.endswith("/slow"):

@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
-"""WebSocket client over mTLS (stdlib only): wsclient.py HOST PORT PATH CA CERT KEY.
-Performs the Upgrade handshake, sends one text frame "hello", prints the reply."""
-import base64, os, socket, ssl, struct, sys
+"""WebSocket client over mTLS (stdlib only): wsclient.py HOST PORT PATH CA CERT KEY [WAIT].
+Performs the Upgrade handshake, sends one text frame "hello", prints the reply. With WAIT,
+then stays silent and prints when the connection was closed ("closed after N.N s"), waiting
+at most WAIT seconds ("still open")."""
+import base64, os, socket, ssl, struct, sys, time
 
 host, port, path, ca, cert, key = sys.argv[1:7]
 ctx = ssl.create_default_context(cafile=ca)
@@ -23,3 +25,14 @@ sock.sendall(bytes([0x81, 0x80 | len(payload)]) + mask + bytes(b ^ mask[i % 4] f
 b1, b2 = f.read(2)
 n = b2 & 0x7F
 print(f.read(n).decode())
+if len(sys.argv) > 7:
+    wait = float(sys.argv[7])
+    sock.settimeout(wait)
+    t = time.time()
+    try:
+        data = f.read(1)
+    except (socket.timeout, TimeoutError):
+        data = b"?"
+    except OSError:
+        data = b""
+    print("closed after %.1f s" % (time.time() - t) if not data else "still open")

@@ -53,7 +53,7 @@ Stop: SIGTERM or Ctrl-C finish in-flight requests first.")]
 pub struct Serve {
     /// TOML configuration file (listeners, routes, policies). Excludes the one-route flags;
     /// --admin-listen and --threads override the file.
-    #[arg(long, value_name = "FILE", conflicts_with_all = ["listen", "cert", "key", "key_passphrase_file", "client_ca", "upstream", "upstream_ca", "upstream_cert", "upstream_key", "upstream_key_passphrase_file", "upstream_server_name", "allow_file", "allow_device_id", "verify_client", "verify_depth", "crl", "pin_sha256", "no_resumption", "reject_at_handshake", "no_verify_cache", "access_log", "header", "xfcc"])]
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["listen", "cert", "key", "key_passphrase_file", "client_ca", "upstream", "upstream_ca", "upstream_cert", "upstream_key", "upstream_key_passphrase_file", "upstream_server_name", "allow_file", "allow_device_id", "verify_client", "verify_depth", "crl", "crl_check", "pin_sha256", "no_resumption", "reject_at_handshake", "no_verify_cache", "access_log", "header", "xfcc"])]
     pub config: Option<PathBuf>,
     /// Address to listen on [default: 0.0.0.0:8443; without --cert, 127.0.0.1:8080].
     #[arg(long, value_name = "ADDR")]
@@ -109,6 +109,10 @@ pub struct Serve {
     /// CRL file(s), as ssl_crl.
     #[arg(long, value_name = "FILE")]
     pub crl: Vec<PathBuf>,
+    /// With CRLs: strict (as nginx: a chain whose CA has no CRL, or whose CRL expired, is
+    /// refused) or lenient (only a listed serial refuses) [default: strict].
+    #[arg(long, value_name = "MODE")]
+    pub crl_check: Option<String>,
     /// Trust a client certificate by its SHA-256 fingerprint (repeatable).
     #[arg(long, value_name = "HEX")]
     pub pin_sha256: Vec<String>,
@@ -176,6 +180,10 @@ pub struct Tunnel {
     /// CRL file(s).
     #[arg(long, value_name = "FILE")]
     pub crl: Vec<PathBuf>,
+    /// With CRLs: strict (a missing or expired CRL refuses, as nginx) or lenient
+    /// [default: strict].
+    #[arg(long, value_name = "MODE")]
+    pub crl_check: Option<String>,
     /// Maximum chain depth [default: 2].
     #[arg(long, value_name = "N")]
     pub verify_depth: Option<i64>,

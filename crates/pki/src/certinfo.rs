@@ -165,6 +165,12 @@ pub fn v1_public_key(der: &[u8]) -> Option<Vec<u8>> {
         .then(|| x.public_key().subject_public_key.data.to_vec())
 }
 
+/// When a DER CRL stops being current (its nextUpdate), if it says.
+pub fn crl_next_update(der: &[u8]) -> Option<OffsetDateTime> {
+    let (_, crl) = x509_parser::parse_x509_crl(der).ok()?;
+    crl.next_update().map(|t| asn1_to_time(t.timestamp()))
+}
+
 /// The DER of a certificate's subject name (for TLS CertificateRequest hints).
 pub fn raw_subject(der: &[u8]) -> Option<Vec<u8>> {
     let (_, x) = x509_parser::parse_x509_certificate(der).ok()?;

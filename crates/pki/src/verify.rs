@@ -26,8 +26,8 @@ use rustls_pki_types::{CertificateDer, UnixTime};
 use sha2::Digest as _;
 use time::OffsetDateTime;
 use webpki::{
-    CertRevocationList, EndEntityCert, KeyUsage, OwnedCertRevocationList, RevocationCheckDepth,
-    RevocationOptionsBuilder, UnknownStatusPolicy,
+    CertRevocationList, EndEntityCert, ExpirationPolicy, KeyUsage, OwnedCertRevocationList,
+    RevocationCheckDepth, RevocationOptionsBuilder, UnknownStatusPolicy,
 };
 use x509_parser::certificate::X509Certificate;
 use x509_parser::extensions::ParsedExtension;
@@ -119,6 +119,18 @@ pub enum Failure {
     NotACa {
         subject: String,
     },
+    /// A CRL that decides this chain is past its nextUpdate (strict CRL checking, as nginx:
+    /// every client of that CA is refused until a fresh CRL is published).
+    CrlExpired {
+        /// The CA whose CRL expired (when known).
+        issuer: Option<String>,
+        next_update: OffsetDateTime,
+    },
+    /// CRLs are configured but none is from this issuer, so revocation cannot be checked
+    /// (strict CRL checking, as nginx: "unable to get certificate CRL").
+    CrlMissing {
+        issuer: Option<String>,
+    },
     /// Anything else, as a sentence a person understands.
     Other(String),
 }
@@ -139,6 +151,8 @@ impl Failure {
         "bad_signature",
         "chain_too_long",
         "not_a_ca",
+        "crl_expired",
+        "crl_missing",
         "other",
     ];
 
@@ -157,7 +171,9 @@ impl Failure {
             Failure::BadSignature { .. } => 9,
             Failure::ChainTooLong { .. } => 10,
             Failure::NotACa { .. } => 11,
-            Failure::Other(_) => 12,
+            Failure::CrlExpired { .. } => 12,
+            Failure::CrlMissing { .. } => 13,
+            Failure::Other(_) => 14,
         }
     }
 
@@ -183,6 +199,8 @@ impl Failure {
             Failure::BadSignature { .. } => "certificate signature failure",
             Failure::ChainTooLong { .. } => "certificate chain too long",
             Failure::NotACa { .. } => "invalid CA certificate",
+            Failure::CrlExpired { .. } => "CRL has expired",
+            Failure::CrlMissing { .. } => "unable to get certificate CRL",
             Failure::Other(_) => "certificate verify failed",
         }
     }
@@ -284,6 +302,20 @@ impl fmt::Display for Failure {
                 f,
                 "invalid CA: {subject} signs other certificates but is not a CA certificate"
             ),
+            Failure::CrlExpired {
+                issuer,
+                next_update,
+            } => write!(
+                f,
+                "CRL expired: the CRL of {} expired at {} (its nextUpdate); until a fresh one is published, every certificate it covers is refused, as nginx does (mtlsgate ca crl makes one; crl_check = \"lenient\" accepts stale CRLs)",
+                issuer.as_deref().unwrap_or("an issuing CA in the chain"),
+                human_time(*next_update)
+            ),
+            Failure::CrlMissing { issuer } => write!(
+                f,
+                "no CRL for {}: CRLs are configured, but none is from this CA, so whether the certificate was revoked cannot be checked; add that CA's CRL (crl_check = \"lenient\" accepts certificates without one)",
+                issuer.as_deref().unwrap_or("an issuing CA in the chain")
+            ),
             Failure::Other(s) => write!(f, "verification failed: {s}"),
         }
     }
@@ -371,10 +403,10 @@ pub fn failure_from_webpki(e: &webpki::Error, cx: &ErrorContext) -> Failure {
             reason: None,
             small_serial: is_small_serial_hex(&cx.serial),
         },
-        E::CrlExpired { next_update, .. } => Failure::Other(format!(
-            "the CRL expired at {} (its nextUpdate); publish a fresh one (mtlsgate ca crl)",
-            human_time(unix_to_time(*next_update))
-        )),
+        E::CrlExpired { next_update, .. } => Failure::CrlExpired {
+            issuer: None,
+            next_update: unix_to_time(*next_update),
+        },
         E::EmptyEkuExtension => Failure::WrongEku {
             wanted: cx.purpose,
             has: Vec::new(),
@@ -433,9 +465,7 @@ pub fn failure_from_webpki(e: &webpki::Error, cx: &ErrorContext) -> Failure {
             issuer: cx.issuer.clone(),
             intermediate_missing: false,
         },
-        E::UnknownRevocationStatus => other(
-            "the certificate's revocation status is unknown: no CRL covers its issuer",
-        ),
+        E::UnknownRevocationStatus => Failure::CrlMissing { issuer: None },
         E::UnsupportedCertVersion => other(
             "the certificate is neither X.509 version 3 nor version 1 (or its version field is damaged)",
         ),
@@ -529,6 +559,28 @@ pub struct Verifier {
     crls: Vec<CertRevocationList<'static>>,
     crl_ders: Vec<Vec<u8>>,
     max_depth: usize,
+    crl_check: CrlCheck,
+}
+
+/// How CRLs decide when they cannot say whether a certificate is revoked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CrlCheck {
+    /// As nginx (OpenSSL): when CRLs are configured, a chain whose issuer has no CRL, or
+    /// whose CRL is past its nextUpdate, is refused.
+    #[default]
+    Strict,
+    /// A missing or expired CRL lets the certificate through (only a listed serial refuses).
+    Lenient,
+}
+
+impl CrlCheck {
+    pub fn parse(s: &str) -> Option<CrlCheck> {
+        match s {
+            "strict" => Some(CrlCheck::Strict),
+            "lenient" => Some(CrlCheck::Lenient),
+            _ => None,
+        }
+    }
 }
 
 impl fmt::Debug for Verifier {
@@ -611,7 +663,14 @@ impl Verifier {
             crls: owned,
             crl_ders: crls,
             max_depth: max_depth.max(1),
+            crl_check: CrlCheck::Strict,
         })
+    }
+
+    /// Sets how missing and expired CRLs decide (strict by default).
+    pub fn with_crl_check(mut self, c: CrlCheck) -> Self {
+        self.crl_check = c;
+        self
     }
 
     /// Adds a pinned certificate by SHA-256 fingerprint (hex, `:` allowed).
@@ -707,8 +766,13 @@ impl Verifier {
             None
         } else {
             RevocationOptionsBuilder::new(&crl_refs).ok().map(|b| {
+                let (status, expiry) = match self.crl_check {
+                    CrlCheck::Strict => (UnknownStatusPolicy::Deny, ExpirationPolicy::Enforce),
+                    CrlCheck::Lenient => (UnknownStatusPolicy::Allow, ExpirationPolicy::Ignore),
+                };
                 b.with_depth(RevocationCheckDepth::Chain)
-                    .with_status_policy(UnknownStatusPolicy::Allow)
+                    .with_status_policy(status)
+                    .with_expiration_policy(expiry)
                     .build()
             })
         };
@@ -742,7 +806,10 @@ impl Verifier {
         &self,
         x: &X509Certificate<'_>,
         issuers: &[&X509Certificate<'_>],
+        now: OffsetDateTime,
     ) -> std::result::Result<Option<(OffsetDateTime, Option<String>)>, Failure> {
+        let strict = self.crl_check == CrlCheck::Strict && !self.crl_ders.is_empty();
+        let mut covered = false;
         for der in &self.crl_ders {
             let Ok((_, crl)) = x509_parser::parse_x509_crl(der) else {
                 continue;
@@ -766,6 +833,19 @@ impl Verifier {
                     dn::rfc2253(crl.issuer())
                 )));
             }
+            covered = true;
+            if strict {
+                if let Some(next) = crl.next_update() {
+                    let next = OffsetDateTime::from_unix_timestamp(next.timestamp())
+                        .unwrap_or(OffsetDateTime::UNIX_EPOCH);
+                    if next < now {
+                        return Err(Failure::CrlExpired {
+                            issuer: Some(dn::rfc2253(crl.issuer())),
+                            next_update: next,
+                        });
+                    }
+                }
+            }
             let entry = crl
                 .iter_revoked_certificates()
                 .find(|r| r.raw_serial() == x.raw_serial())
@@ -778,6 +858,11 @@ impl Verifier {
             if entry.is_some() {
                 return Ok(entry);
             }
+        }
+        if strict && !covered {
+            return Err(Failure::CrlMissing {
+                issuer: Some(dn::rfc2253(x.issuer())),
+            });
         }
         Ok(None)
     }
@@ -846,7 +931,7 @@ impl Verifier {
         if let Some(f) = time_failure(&leaf, true, now_t) {
             return Walk::Refused(f);
         }
-        match self.revocation_of(&leaf, &crl_signers) {
+        match self.revocation_of(&leaf, &crl_signers, now_t) {
             Ok(Some((at, reason))) => return Walk::Refused(revoked(&leaf, at, reason)),
             Ok(None) => {}
             Err(f) => return Walk::Refused(f),
@@ -942,7 +1027,7 @@ impl Verifier {
             if let Some(f) = time_failure(issuer, false, now_t) {
                 return Walk::Refused(f);
             }
-            match self.revocation_of(issuer, &crl_signers) {
+            match self.revocation_of(issuer, &crl_signers, now_t) {
                 Ok(Some((at, reason))) => return Walk::Refused(revoked(issuer, at, reason)),
                 Ok(None) => {}
                 Err(f) => return Walk::Refused(f),
@@ -1427,7 +1512,11 @@ mod tests {
     fn revoked_leaf() {
         let (r, i) = pki();
         let l = leaf(&i);
-        let v = verifier(&[&r.der], vec![crl(&i, &[serial_of(&l)])], DEFAULT_DEPTH);
+        let v = verifier(
+            &[&r.der],
+            vec![crl(&i, &[serial_of(&l)]), crl(&r, &[])],
+            DEFAULT_DEPTH,
+        );
         let f = refused(
             check(&v, &[&l, &i.der], Purpose::Client, T0),
             "revoked",
@@ -1452,7 +1541,7 @@ mod tests {
         let l = leaf(&i);
         let v = verifier(
             &[&r.der],
-            vec![crl(&r, &[serial_of(&i.der)])],
+            vec![crl(&i, &[]), crl(&r, &[serial_of(&i.der)])],
             DEFAULT_DEPTH,
         );
         refused(
@@ -1481,9 +1570,48 @@ mod tests {
             );
             assert!(f.to_string().contains("CRL"), "{f}");
         }
-        let v = verifier(&[&r.der], vec![crl(&i, &[])], DEFAULT_DEPTH);
+        let v = verifier(&[&r.der], vec![crl(&i, &[]), crl(&r, &[])], DEFAULT_DEPTH);
         assert_eq!(check(&v, &[&l, &i.der], Purpose::Client, T0), Ok(()));
         assert_eq!(check(&v, &[&l1, &i.der], Purpose::Client, T0), Ok(()));
+    }
+
+    #[test]
+    fn strict_crls_refuse_a_missing_or_expired_crl_and_lenient_ones_do_not() {
+        let (r, i) = pki();
+        let l = leaf(&i);
+        let l1 = to_v1(&leaf(&i), i.issuer.key());
+        // Only the intermediate's CRL: nothing says whether the intermediate was revoked.
+        let v = verifier(&[&r.der], vec![crl(&i, &[])], DEFAULT_DEPTH);
+        for chain in [[&l[..], &i.der[..]], [&l1[..], &i.der[..]]] {
+            let f = refused(
+                check(&v, &chain, Purpose::Client, T0),
+                "crl_missing",
+                "unable to get certificate CRL",
+                "no CRL for ",
+            );
+            assert!(f.to_string().contains("crl_check = \"lenient\""), "{f}");
+        }
+        let lenient = verifier(&[&r.der], vec![crl(&i, &[])], DEFAULT_DEPTH)
+            .with_crl_check(CrlCheck::Lenient);
+        assert_eq!(check(&lenient, &[&l, &i.der], Purpose::Client, T0), Ok(()));
+        assert_eq!(check(&lenient, &[&l1, &i.der], Purpose::Client, T0), Ok(()));
+        // Both CRLs, but checked after their nextUpdate (7 days after T0).
+        let v = verifier(&[&r.der], vec![crl(&i, &[]), crl(&r, &[])], DEFAULT_DEPTH);
+        let later = T0 + Duration::days(8);
+        for chain in [[&l[..], &i.der[..]], [&l1[..], &i.der[..]]] {
+            refused(
+                check(&v, &chain, Purpose::Client, later),
+                "crl_expired",
+                "CRL has expired",
+                "CRL expired: the CRL of ",
+            );
+        }
+        let lenient = verifier(&[&r.der], vec![crl(&i, &[]), crl(&r, &[])], DEFAULT_DEPTH)
+            .with_crl_check(CrlCheck::Lenient);
+        assert_eq!(
+            check(&lenient, &[&l, &i.der], Purpose::Client, later),
+            Ok(())
+        );
     }
 
     #[test]
@@ -1778,6 +1906,11 @@ mod tests {
             Failure::NotACa {
                 subject: String::new(),
             },
+            Failure::CrlExpired {
+                issuer: None,
+                next_update: OffsetDateTime::UNIX_EPOCH,
+            },
+            Failure::CrlMissing { issuer: None },
             Failure::Other(String::new()),
         ];
         assert_eq!(all.len(), Failure::LABELS.len());
@@ -1954,12 +2087,15 @@ mod tests {
             }),
             "the certificate is not valid for the host name",
         );
-        sentence(
+        maps_to(
             E::CrlExpired {
                 time: t(200),
                 next_update: t(100),
             },
-            "the CRL expired at 1970-01-01 00:01:40 UTC",
+            Failure::CrlExpired {
+                issuer: None,
+                next_update: unix_to_time(t(100)),
+            },
         );
         sentence(
             E::ExtensionValueInvalid,
@@ -2016,9 +2152,9 @@ mod tests {
             E::SignatureAlgorithmMismatch,
             "the certificate's inner and outer signature algorithms differ",
         );
-        sentence(
+        maps_to(
             E::UnknownRevocationStatus,
-            "the certificate's revocation status is unknown",
+            Failure::CrlMissing { issuer: None },
         );
         sentence(
             E::UnsupportedCertVersion,

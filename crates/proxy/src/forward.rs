@@ -20,9 +20,9 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use crate::connection::Conn;
 use crate::pipeline::strip_hop_by_hop;
 use crate::pipeline::Target;
-use crate::responses::{full, Body, Refusal};
+use crate::responses::{full, BadRequest, Body, Refusal};
 use crate::state::Snapshot;
-use crate::upstream::tls_failure;
+use crate::upstream::{tls_failure, RequestBody};
 
 fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
     let mut cur = e;
@@ -43,8 +43,14 @@ pub async fn forward(
     let route = target.route;
     let timeout = snap.config.timeouts.upstream_response;
     let upstream = route.authority.to_string();
+    let (parts, body) = req.into_parts();
+    let (body, body_failed) = RequestBody::new(body);
+    let req = Request::from_parts(parts, body);
     let mut resp = match tokio::time::timeout(timeout, route.upstream.request(req)).await {
         Ok(Ok(r)) => r,
+        Ok(Err(_)) if body_failed.load(Relaxed) => {
+            return Err(Refusal::BadRequest(BadRequest::Body));
+        }
         Ok(Err(e)) => {
             if let Some(t) = &route.upstream.built_from.tls {
                 let name = t
@@ -75,18 +81,28 @@ pub async fn forward(
         }
     };
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
-        if let Some(client_side) = client_upgrade {
-            let upstream_side = hyper::upgrade::on(&mut resp);
-            tokio::spawn(bridge(
-                conn.clone(),
-                target.path.decoded().to_vec(),
-                client_side,
-                upstream_side,
-                snap.config.timeouts.idle,
-            ));
-            let (p, _) = resp.into_parts();
-            return Ok(Response::from_parts(p, full(Bytes::new())));
-        }
+        let Some(client_side) = client_upgrade else {
+            // nginx answers 502 too: the client cannot follow a switch it did not ask for.
+            return Err(Refusal::UpstreamFailed {
+                upstream,
+                cause: "it switched protocols (101) on a request that asked for no upgrade".into(),
+            });
+        };
+        let upstream_side = hyper::upgrade::on(&mut resp);
+        tokio::spawn(bridge(
+            conn.clone(),
+            target.path.decoded().to_vec(),
+            client_side,
+            upstream_side,
+            snap.config.timeouts.idle,
+        ));
+        let (p, _) = resp.into_parts();
+        return Ok(Response::from_parts(p, full(Bytes::new())));
+    }
+    // RFC 9112 §6.3: with Transfer-Encoding, a Content-Length is to be ignored; passing it
+    // on would frame the body we relay with the wrong length.
+    if resp.headers().contains_key(http::header::TRANSFER_ENCODING) {
+        resp.headers_mut().remove(http::header::CONTENT_LENGTH);
     }
     strip_hop_by_hop(resp.headers_mut());
     Ok(resp.map(|b| b.boxed()))

@@ -122,8 +122,18 @@ fn norm_fp(s: &str) -> String {
         .to_ascii_lowercase()
 }
 
+/// How allowlist files are read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Load {
+    /// At start-up: every file as it is.
+    Start,
+    /// On a reload: a file that does not end with a newline may still be being written, so
+    /// the reload waits for it (the previous lists stay) instead of applying half a list.
+    Reload,
+}
+
 impl Policy {
-    pub fn build(cfg: &PolicyConfig) -> Result<Policy, GateError> {
+    pub fn build(cfg: &PolicyConfig, load: Load) -> Result<Policy, GateError> {
         let mut p = Policy {
             open: cfg.is_open(),
             ..Policy::default()
@@ -147,16 +157,23 @@ impl Policy {
             p.fingerprints.insert(n.into());
         }
         for file in &cfg.allow_files {
-            p.load_file(file)?;
+            p.load_file(file, load)?;
         }
         Ok(p)
     }
 
-    fn load_file(&mut self, path: &Path) -> Result<(), GateError> {
+    fn load_file(&mut self, path: &Path, load: Load) -> Result<(), GateError> {
         let text = std::fs::read_to_string(path).map_err(|e| GateError::Allowlist {
             path: path.display().to_string(),
             message: format!("cannot read it: {e}"),
         })?;
+        if load == Load::Reload && !text.is_empty() && !text.ends_with('\n') {
+            return Err(GateError::Allowlist {
+                path: path.display().to_string(),
+                message: "does not end with a newline, so it may still be being written; the previous lists stay until it does (end the file with a newline, or write it to another name and rename it into place)".into(),
+            });
+        }
+        let before = self.len();
         // Sized once: a million-line list must not rehash its way up.
         self.names
             .reserve(text.bytes().filter(|b| *b == b'\n').count() + 1);
@@ -170,6 +187,15 @@ impl Policy {
             } else {
                 self.names.insert(IdKey::new(id));
             }
+        }
+        let entries = self.len() - before;
+        if entries == 0 {
+            tracing::warn!(
+                "allowlist {} is empty: every client is refused where it applies",
+                path.display()
+            );
+        } else {
+            tracing::info!("allowlist {}: {entries} entries", path.display());
         }
         Ok(())
     }

@@ -38,6 +38,9 @@ pub enum BadRequest {
     HostMismatch,
     /// A Host value that is not a host name, address or port.
     BadHost,
+    /// The request body could not be read (a malformed chunked encoding, or the client
+    /// went away mid-body).
+    Body,
 }
 
 impl std::fmt::Display for BadRequest {
@@ -52,6 +55,9 @@ impl std::fmt::Display for BadRequest {
                 f.write_str("the Host header names another server than the request's :authority")
             }
             BadRequest::BadHost => f.write_str("the Host header is not a host name or address"),
+            BadRequest::Body => f.write_str(
+                "the request body could not be read (malformed chunked encoding, or the client stopped sending it)",
+            ),
         }
     }
 }

@@ -24,7 +24,7 @@ use crate::config::{GateConfig, TunnelConfig, TunnelSide};
 use crate::error::GateError;
 use crate::headers::HeaderPlan;
 use crate::metrics::Metrics;
-use crate::policy::Policy;
+use crate::policy::{Load, Policy};
 use crate::tls::{self, Resumption};
 use crate::upstream::UpstreamClient;
 
@@ -110,12 +110,19 @@ pub fn build_verifier(cfg: &GateConfig) -> Result<(Verifier, Vec<Vec<u8>>), Gate
         .chain(cfg.pin_cert.iter())
         .cloned()
         .collect();
-    verifier_from(&files, &cfg.crl, &cfg.pin_sha256, cfg.verify_depth)
+    verifier_from(
+        &files,
+        &cfg.crl,
+        cfg.crl_check,
+        &cfg.pin_sha256,
+        cfg.verify_depth,
+    )
 }
 
 fn verifier_from(
     bundle_files: &[PathBuf],
     crl_files: &[PathBuf],
+    crl_check: crate::config::CrlCheck,
     pins: &[String],
     depth: usize,
 ) -> Result<(Verifier, Vec<Vec<u8>>), GateError> {
@@ -124,10 +131,28 @@ fn verifier_from(
         bundle.extend(pemfile::read_certs(p)?);
     }
     let mut crls = Vec::new();
+    let now = time::OffsetDateTime::now_utc();
     for p in crl_files {
-        crls.extend(pemfile::read_crls(p)?);
+        for der in pemfile::read_crls(p)? {
+            if let Some(t) = mtlsgate_pki::certinfo::crl_next_update(&der).filter(|t| *t < now) {
+                let effect = match crl_check {
+                    crate::config::CrlCheck::Strict => {
+                        "every certificate it covers is refused until a fresh one is published"
+                    }
+                    crate::config::CrlCheck::Lenient => {
+                        "it is still used (crl_check = \"lenient\")"
+                    }
+                };
+                tracing::warn!(
+                    "a CRL in {} expired at {}: {effect}",
+                    p.display(),
+                    mtlsgate_pki::certinfo::human_time(t)
+                );
+            }
+            crls.push(der);
+        }
     }
-    let mut v = Verifier::new(bundle.clone(), crls, depth)?;
+    let mut v = Verifier::new(bundle.clone(), crls, depth)?.with_crl_check(crl_check);
     for fp in pins {
         v.pin_fingerprint(fp)?;
     }
@@ -157,18 +182,20 @@ pub enum TunnelRuntime {
     },
 }
 
-fn build_tunnel(t: &TunnelConfig, generation: u64) -> Result<Tunnel, GateError> {
+fn build_tunnel(t: &TunnelConfig, generation: u64, load: Load) -> Result<Tunnel, GateError> {
     let side = match &t.side {
         TunnelSide::Server {
             tls,
             client_ca,
             crl,
+            crl_check,
             pin_sha256,
             verify_depth,
             policy,
             proxy_protocol,
         } => {
-            let (verifier, bundle) = verifier_from(client_ca, crl, pin_sha256, *verify_depth)?;
+            let (verifier, bundle) =
+                verifier_from(client_ca, crl, *crl_check, pin_sha256, *verify_depth)?;
             let auth = Arc::new(ClientAuth::new(
                 Arc::new(verifier),
                 crate::config::VerifyMode::Require,
@@ -176,7 +203,7 @@ fn build_tunnel(t: &TunnelConfig, generation: u64) -> Result<Tunnel, GateError> 
                 generation,
                 &bundle,
             ));
-            let policy = Arc::new(Policy::build(policy)?);
+            let policy = Arc::new(Policy::build(policy, load)?);
             let cert =
                 tls::load_server_cert(&tls.cert, &tls.key, tls.key_passphrase_file.as_deref())?;
             let verifier = HandshakeVerifier::with_policy(
@@ -225,6 +252,11 @@ fn build(
     metrics: &Metrics,
     previous: Option<&Snapshot>,
 ) -> Result<Snapshot, GateError> {
+    let load = if previous.is_some() {
+        Load::Reload
+    } else {
+        Load::Start
+    };
     let (verifier, bundle) = build_verifier(&cfg)?;
     let auth = Arc::new(ClientAuth::new(
         Arc::new(verifier),
@@ -265,7 +297,7 @@ fn build(
                 "the upstream URL has no scheme or host",
             )));
         };
-        let policy = Policy::build(&r.policy)?;
+        let policy = Policy::build(&r.policy, load)?;
         entries += policy.len() as u64;
         // Pooled upstream connections survive reloads while the route's upstream and its
         // settings stay; new TLS material (a renewed client certificate) is swapped in.
@@ -299,7 +331,7 @@ fn build(
     routes.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));
     let mut tunnels = Vec::with_capacity(cfg.tunnels.len());
     for t in &cfg.tunnels {
-        let built = build_tunnel(t, generation)?;
+        let built = build_tunnel(t, generation, load)?;
         if let TunnelRuntime::Server { policy, .. } = &built.side {
             entries += policy.len() as u64;
         }

@@ -43,8 +43,54 @@ pub struct BuiltFrom {
 
 #[derive(Clone)]
 enum Inner {
-    Plain(Client<HttpConnector, Incoming>),
-    Tls(Client<HttpsConnector<HttpConnector>, Incoming>),
+    Plain(Client<HttpConnector, RequestBody>),
+    Tls(Client<HttpsConnector<HttpConnector>, RequestBody>),
+}
+
+/// A client's request body on its way upstream, noting whether reading it failed — a
+/// malformed chunked body is the client's fault (400), not the upstream's (502).
+pub struct RequestBody {
+    inner: Incoming,
+    failed: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl RequestBody {
+    /// Wraps `inner`; the flag is set if reading it fails.
+    pub fn new(inner: Incoming) -> (RequestBody, Arc<std::sync::atomic::AtomicBool>) {
+        let failed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        (
+            RequestBody {
+                inner,
+                failed: failed.clone(),
+            },
+            failed,
+        )
+    }
+}
+
+impl hyper::body::Body for RequestBody {
+    type Data = bytes::Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        let r = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
+        if let std::task::Poll::Ready(Some(Err(_))) = &r {
+            self.failed
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        r
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 fn http_connector(connect_timeout: Duration) -> HttpConnector {
@@ -56,7 +102,7 @@ fn http_connector(connect_timeout: Duration) -> HttpConnector {
     conn
 }
 
-fn pool<C>(connector: C) -> Client<C, Incoming>
+fn pool<C>(connector: C) -> Client<C, RequestBody>
 where
     C: hyper_util::client::legacy::connect::Connect + Clone + Send + Sync + 'static,
 {
@@ -131,7 +177,7 @@ impl UpstreamClient {
     }
 
     /// Sends a request (its URI names the upstream).
-    pub fn request(&self, req: http::Request<Incoming>) -> ResponseFuture {
+    pub fn request(&self, req: http::Request<RequestBody>) -> ResponseFuture {
         match &self.inner {
             Inner::Plain(c) => c.request(req),
             Inner::Tls(c) => c.request(req),

@@ -11,6 +11,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use mtlsgate_pki::verify::CrlCheck;
 use raw::{At, RawConfig};
 use settings::defaults;
 
@@ -194,6 +195,7 @@ pub enum TunnelSide {
         tls: ListenerTls,
         client_ca: Vec<PathBuf>,
         crl: Vec<PathBuf>,
+        crl_check: CrlCheck,
         pin_sha256: Vec<String>,
         verify_depth: usize,
         policy: PolicyConfig,
@@ -233,6 +235,8 @@ pub struct GateConfig {
     pub verify: VerifyMode,
     pub verify_depth: usize,
     pub crl: Vec<PathBuf>,
+    /// What a missing or expired CRL means (strict, as nginx, by default).
+    pub crl_check: CrlCheck,
     pub pin_sha256: Vec<String>,
     pub pin_cert: Vec<PathBuf>,
     pub reject_at_handshake: bool,
@@ -389,6 +393,20 @@ pub fn parse_listen(s: &str) -> Result<SocketAddr, String> {
         .map_err(|_| format!("`{s}` is not an address:port such as 127.0.0.1:8443"))
 }
 
+/// Parses `crl_check` (`strict` or `lenient`).
+fn crl_check(v: &Option<At<String>>, key: &str, src: &Source<'_>) -> Result<CrlCheck, ConfigError> {
+    match v {
+        None => Ok(CrlCheck::Strict),
+        Some(v) => CrlCheck::parse(v.get_ref()).ok_or_else(|| {
+            src.err(
+                key,
+                v.span(),
+                format!("`{}` is not a CRL check; use strict (as nginx: a missing or expired CRL refuses) or lenient", v.get_ref()),
+            )
+        }),
+    }
+}
+
 /// Validates one `[[tcp]]` section (or the `mtlsgate tunnel` flags).
 fn tunnel_from_raw(
     i: usize,
@@ -524,6 +542,7 @@ fn tunnel_from_raw(
                 .into_iter()
                 .map(|p| src.resolve(p))
                 .collect(),
+            crl_check: crl_check(&t.crl_check, &key("crl_check"), src)?,
             pin_sha256: t.pin_sha256,
             verify_depth,
             policy: PolicyConfig {
@@ -960,6 +979,7 @@ impl GateConfig {
             verify,
             verify_depth,
             crl: resolve_all(s.crl),
+            crl_check: crl_check(&s.crl_check, "server.crl_check", &src)?,
             pin_sha256: s.pin_sha256,
             pin_cert: resolve_all(s.pin_cert),
             reject_at_handshake: s
@@ -1068,6 +1088,7 @@ impl GateConfig {
         diff("server.verify_client", a.verify != b.verify);
         diff("server.verify_depth", a.verify_depth != b.verify_depth);
         diff("server.crl", a.crl != b.crl);
+        diff("server.crl_check", a.crl_check != b.crl_check);
         diff("server.pin_sha256", a.pin_sha256 != b.pin_sha256);
         diff("server.pin_cert", a.pin_cert != b.pin_cert);
         diff(

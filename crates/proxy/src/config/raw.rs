@@ -44,6 +44,7 @@ pub struct RawTunnel {
     pub client_ca: OneOrMany,
     #[serde(default)]
     pub crl: OneOrMany,
+    pub crl_check: Option<At<String>>,
     #[serde(default)]
     pub pin_sha256: Vec<String>,
     pub verify_depth: Option<At<i64>>,
@@ -82,6 +83,7 @@ pub struct RawServer {
     pub verify_depth: Option<At<i64>>,
     #[serde(default)]
     pub crl: OneOrMany,
+    pub crl_check: Option<At<String>>,
     #[serde(default)]
     pub pin_sha256: Vec<String>,
     #[serde(default)]

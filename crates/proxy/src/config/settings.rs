@@ -45,6 +45,7 @@ pub const SETTINGS: &[Setting] = &[
     s("server.verify_client", Some("--verify-client"), Reload),
     s("server.verify_depth", Some("--verify-depth"), Reload),
     s("server.crl", Some("--crl"), Reload),
+    s("server.crl_check", Some("--crl-check"), Reload),
     s("server.pin_sha256", Some("--pin-sha256"), Reload),
     s("server.pin_cert", None, Reload),
     s(
@@ -98,6 +99,7 @@ pub const SETTINGS: &[Setting] = &[
     ),
     s("tcp.client_ca", Some("--client-ca"), Reload),
     s("tcp.crl", Some("--crl"), Reload),
+    s("tcp.crl_check", Some("--crl-check"), Reload),
     s("tcp.pin_sha256", Some("--pin-sha256"), Reload),
     s("tcp.verify_depth", Some("--verify-depth"), Reload),
     s("tcp.allow_device_ids", Some("--allow-device-id"), Reload),
