@@ -60,6 +60,7 @@ pub fn record_of(issued: &Issued) -> CertRecord {
         revoked_at: None,
         revocation_reason: None,
         pem: issued.pem(),
+        revision: None,
     }
 }
 
@@ -213,7 +214,11 @@ fn revoke(a: CaRevoke) -> Result<ExitCode> {
         if existing.kind == "root" {
             anyhow::bail!("{} is the root CA: a root cannot be revoked by a CRL it signs itself; to retire it, create a new CA and remove this one from every trust bundle", existing.serial);
         }
-        let r = inv.revoke(&serial, now, Some(reason.as_str())).await;
+        let audit =
+            mtlsgate_store::Audit::new(now, "ca revoke", "revoke_cert").serial(&existing.serial);
+        let r = inv
+            .revoke(&serial, now, Some(reason.as_str()), &audit)
+            .await;
         inv.close().await;
         anyhow::Ok(r?)
     })??;
