@@ -5,4 +5,5 @@
 mod util;
 
 mod ca;
+mod fleet_cli;
 mod gateway;

@@ -5,9 +5,12 @@
 
 mod cmd_ca;
 mod cmd_cert;
+mod cmd_devices;
 mod cmd_quickstart;
 mod cmd_serve;
+mod cmd_token;
 mod flags;
+mod fleet;
 
 use std::process::ExitCode;
 
@@ -22,6 +25,8 @@ fn main() -> ExitCode {
         Command::Cert(c) => cmd_cert::run(c),
         Command::Serve(s) => cmd_serve::run(*s),
         Command::Quickstart(q) => cmd_quickstart::run(q),
+        Command::Token(t) => cmd_token::run(t),
+        Command::Devices(d) => cmd_devices::run(d),
     };
     match result {
         Ok(code) => code,
