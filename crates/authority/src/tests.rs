@@ -293,6 +293,32 @@ async fn tokens_enroll_one_device_each(fx: Fx) {
             .starts_with("device dev7.d.example.local is already enrolled"),
         "{e}"
     );
+    // Two tokens bound to the same new ID: the second cannot take over the enrolled device,
+    // and stays unused.
+    let first = token(&fx, Some("dev9"), &[]).await;
+    let second = token(&fx, Some("dev9"), &[]).await;
+    assert!(matches!(
+        fx.auth.enroll(request(&key, Some(first)), now()).await,
+        Ok(Enrolled::Issued(i)) if i.device_id == "dev9.d.example.local"
+    ));
+    let e = kind_of(
+        fx.auth
+            .enroll(request(&key, Some(second.clone())), now())
+            .await,
+        ErrorKind::Conflict,
+    );
+    assert_eq!(
+        e.to_string(),
+        "device dev9.d.example.local is already enrolled; a token bound to that ID cannot enroll another device (make a token for a new ID)"
+    );
+    let unused = fx
+        .auth
+        .inventory()
+        .token(&token_hash(&second))
+        .await
+        .expect("token")
+        .expect("stored");
+    assert_eq!(unused.used_at, None);
     // Lifetimes and tags are checked when the token is made.
     kind_of(
         fx.auth
