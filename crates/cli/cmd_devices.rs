@@ -71,16 +71,22 @@ fn list(a: DevicesList) -> Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&devices)?);
         return Ok(ExitCode::SUCCESS);
     }
+    let width = devices
+        .iter()
+        .map(|d| d.id.len())
+        .max()
+        .unwrap_or(0)
+        .max("DEVICE ID".len());
     let mut out = std::io::stdout().lock();
     writeln!(
         out,
-        "{:<48}  {:<11}  {:<20}  {:<20}  TAGS",
+        "{:<width$}  {:<11}  {:<20}  {:<20}  TAGS",
         "DEVICE ID", "STATUS", "CERTIFICATE UNTIL", "LAST SEEN"
     )?;
     for d in &devices {
         writeln!(
             out,
-            "{:<48}  {:<11}  {:<20}  {:<20}  {}",
+            "{:<width$}  {:<11}  {:<20}  {:<20}  {}",
             d.id,
             d.status,
             fmt_ts(d.cert_not_after),
