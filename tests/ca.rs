@@ -406,14 +406,19 @@ fn list_shows_every_certificate_and_revocation() {
     let json = w.mg(&["ca", "list", "--json"]).ok();
     let v: serde_json::Value = serde_json::from_str(&json).expect("json");
     let rows = v.as_array().expect("array");
-    assert_eq!(rows.len(), 4);
+    assert_eq!(rows.len(), 5);
     let kinds: Vec<&str> = rows
         .iter()
         .map(|r| r["kind"].as_str().unwrap_or(""))
         .collect();
-    assert_eq!(kinds, vec!["root", "intermediate", "client", "server"]);
-    assert_eq!(rows[2]["device_id"], "dev1.d.example.local");
-    let serial = rows[2]["serial"].as_str().expect("serial").to_string();
+    // `ca init` also issues the administrator certificate admin.crt.
+    assert_eq!(
+        kinds,
+        vec!["root", "intermediate", "admin", "client", "server"]
+    );
+    assert_eq!(rows[2]["subject"], "CN=admin");
+    assert_eq!(rows[3]["device_id"], "dev1.d.example.local");
+    let serial = rows[3]["serial"].as_str().expect("serial").to_string();
     w.mg(&["ca", "revoke", &serial, "--reason", "keyCompromise"])
         .ok();
     let table = w.mg(&["ca", "list"]).ok();

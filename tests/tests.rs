@@ -5,5 +5,6 @@
 mod util;
 
 mod ca;
+mod fleet_cli;
 mod gateway;
 mod messages;

@@ -86,6 +86,7 @@ impl Work {
             .current_dir(self.root())
             .env_remove("MTLSGATE_CA_DIR")
             .env_remove("MTLSGATE_CA_PASSPHRASE_FILE")
+            .env_remove("MTLSGATE_DATABASE")
             .stdin(Stdio::null())
             .output()
             .unwrap_or_else(|e| panic!("cannot run {prog}: {e}"));

@@ -1,20 +1,23 @@
 //! `mtlsgate ca …`: init, bundle, list, revoke, crl.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
-use mtlsgate_pki::ca::{self, Ca, CertKind, InitOptions, Issued, Reason, Revoked};
+use mtlsgate_authority::{Authority, CertRecord, Location};
+use mtlsgate_pki::ca::{Ca, InitOptions, Reason};
 use mtlsgate_pki::certinfo::{human_time, CertInfo};
 use mtlsgate_pki::duration::parse_duration;
 use mtlsgate_pki::{fsutil, key, pemfile};
-use mtlsgate_store::{CertRecord, Inventory};
 use time::OffsetDateTime;
 use zeroize::Zeroizing;
 
 use crate::block_on;
 use crate::flags::{CaCommand, CaCrl, CaInit, CaList, CaRevoke, Passphrase};
+use crate::fleet::{actor, open_authority};
+
+/// How long the administrator certificate `ca init` writes is valid.
+const ADMIN_VALIDITY_DAYS: i64 = 365;
 
 pub fn run(cmd: CaCommand) -> Result<ExitCode> {
     match cmd {
@@ -27,39 +30,6 @@ pub fn run(cmd: CaCommand) -> Result<ExitCode> {
         CaCommand::List(a) => list(a),
         CaCommand::Revoke(a) => revoke(a),
         CaCommand::Crl(a) => crl(a),
-    }
-}
-
-pub fn inventory_path(dir: &Path) -> PathBuf {
-    dir.join("inventory.db")
-}
-
-/// Opens the CA's inventory, which must exist, be whole and belong to this CA (its root
-/// certificate is recorded in it). A damaged inventory is never replaced by a new one.
-pub async fn open_inventory(ca: &Ca) -> Result<Inventory> {
-    let root = CertInfo::from_der(&ca.root_der)?;
-    Ok(Inventory::open_sqlite_for_ca(&inventory_path(&ca.dir), &root.serial).await?)
-}
-
-/// The record the inventory keeps for an issued certificate.
-pub fn record_of(issued: &Issued) -> CertRecord {
-    let i = &issued.info;
-    CertRecord {
-        serial: i.serial.clone(),
-        kind: issued.kind.as_str().into(),
-        subject: i.subject.clone(),
-        device_id: if issued.kind == CertKind::Client {
-            i.device_id.clone()
-        } else {
-            None
-        },
-        not_before: i.not_before.unix_timestamp(),
-        not_after: i.not_after.unix_timestamp(),
-        sha256: i.sha256_fingerprint.clone(),
-        issued_at: OffsetDateTime::now_utc().unix_timestamp(),
-        revoked_at: None,
-        revocation_reason: None,
-        pem: issued.pem(),
     }
 }
 
@@ -89,17 +59,19 @@ fn init(a: CaInit) -> Result<ExitCode> {
         intermediate_validity: parse_duration(&a.intermediate_valid)
             .context("--intermediate-valid")?,
     };
-    let staged = ca::init(&a.ca.dir, &opts)?;
-    block_on(async {
-        let inv = Inventory::open_sqlite(&inventory_path(staged.path()), true).await?;
-        inv.record(&record_of(&staged.root)).await?;
-        inv.record(&record_of(&staged.intermediate)).await?;
-        inv.close().await;
-        anyhow::Ok(())
-    })??;
-    let root_subject = staged.root.info.subject.clone();
-    let int_subject = staged.intermediate.info.subject.clone();
-    let dir = staged.commit()?;
+    let database = match &a.database {
+        Some(url) => Some(Location::for_ca(&a.ca.dir, Some(url))?),
+        None => None,
+    };
+    let made = block_on(Authority::init(
+        &a.ca.dir,
+        &opts,
+        database.as_ref(),
+        time::Duration::days(ADMIN_VALIDITY_DAYS),
+    ))??;
+    let root_subject = made.root.info.subject.clone();
+    let int_subject = made.intermediate.info.subject.clone();
+    let dir = made.dir.clone();
     println!("Created CA in {}", dir.display());
     println!("  root:         {root_subject}");
     println!("  intermediate: {int_subject}");
@@ -111,6 +83,12 @@ fn init(a: CaInit) -> Result<ExitCode> {
     println!(
         "  device IDs:   <id>.{}",
         a.device_domain.to_ascii_lowercase()
+    );
+    println!("  inventory:    {}", made.location);
+    println!(
+        "  admin:        {} and {} (0600): client certificate for the admin API",
+        dir.join("admin.crt").display(),
+        dir.join("admin.key").display()
     );
     println!("Trust bundle for servers: {}", dir.join("ca.crt").display());
     println!(
@@ -127,12 +105,11 @@ impl CaInit {
 }
 
 fn list(a: CaList) -> Result<ExitCode> {
-    let ca = Ca::open(&a.ca.dir)?;
     let records = block_on(async {
-        let inv = open_inventory(&ca).await?;
-        let r = inv.list().await?;
-        inv.close().await;
-        anyhow::Ok(r)
+        let auth = open_authority(&a.ca.dir, &a.db).await?;
+        let r = auth.certificates().await;
+        auth.close().await;
+        anyhow::Ok(r?)
     })??;
     let now = OffsetDateTime::now_utc().unix_timestamp();
     if a.json {
@@ -194,7 +171,6 @@ fn fmt_ts(t: i64) -> String {
 }
 
 fn revoke(a: CaRevoke) -> Result<ExitCode> {
-    let ca = Ca::open(&a.ca.dir)?;
     let reason = Reason::parse(&a.reason)?;
     let serial = match (&a.serial, &a.cert) {
         (Some(s), _) => s.clone(),
@@ -206,22 +182,18 @@ fn revoke(a: CaRevoke) -> Result<ExitCode> {
         }
         (None, None) => anyhow::bail!("give a SERIAL or --cert FILE"),
     };
-    let now = OffsetDateTime::now_utc().unix_timestamp();
+    let now = OffsetDateTime::now_utc();
     let rec = block_on(async {
-        let inv = open_inventory(&ca).await?;
-        let existing = inv.get(&serial).await?;
-        if existing.kind == "root" {
-            anyhow::bail!("{} is the root CA: a root cannot be revoked by a CRL it signs itself; to retire it, create a new CA and remove this one from every trust bundle", existing.serial);
-        }
-        let r = inv.revoke(&serial, now, Some(reason.as_str())).await;
-        inv.close().await;
+        let auth = open_authority(&a.ca.dir, &a.db).await?;
+        let r = auth.revoke_cert(&serial, reason, &actor(), now).await;
+        auth.close().await;
         anyhow::Ok(r?)
     })??;
     println!(
         "Revoked {} ({}) at {}, reason {}",
         rec.serial,
         rec.subject,
-        fmt_ts(now),
+        fmt_ts(rec.revoked_at.unwrap_or(now.unix_timestamp())),
         reason.as_str()
     );
     println!("Publish a new CRL: mtlsgate ca crl --out crl.pem");
@@ -229,37 +201,19 @@ fn revoke(a: CaRevoke) -> Result<ExitCode> {
 }
 
 fn crl(a: CaCrl) -> Result<ExitCode> {
-    let ca = Ca::open(&a.ca.dir)?;
     let next = parse_duration(&a.next_update).context("--next-update")?;
-    let pass = ca_passphrase(&ca, &a.pass)?;
-    let signer = ca.signer(pass.as_deref().map(|v| v.as_slice()))?;
-    let (revoked, number) = block_on(async {
-        let inv = open_inventory(&ca).await?;
-        let r = inv.revoked().await?;
-        let n = inv.next_crl_number().await?;
-        inv.close().await;
-        anyhow::Ok((r, n))
+    let set = block_on(async {
+        let mut auth = open_authority(&a.ca.dir, &a.db).await?;
+        let made = async {
+            let pass = ca_passphrase(auth.ca(), &a.pass)?;
+            auth.load_keys(pass.as_deref().map(|v| v.as_slice()))?;
+            anyhow::Ok(auth.crl(next).await?)
+        }
+        .await;
+        auth.close().await;
+        made
     })??;
-    let to_revoked = |r: &CertRecord| Revoked {
-        serial: r.serial.clone(),
-        revoked_at: OffsetDateTime::from_unix_timestamp(r.revoked_at.unwrap_or(0))
-            .unwrap_or(OffsetDateTime::UNIX_EPOCH),
-        reason: r
-            .revocation_reason
-            .as_deref()
-            .and_then(|s| Reason::parse(s).ok()),
-    };
-    let leaves: Vec<Revoked> = revoked
-        .iter()
-        .filter(|r| r.kind == "client" || r.kind == "server")
-        .map(to_revoked)
-        .collect();
-    let inters: Vec<Revoked> = revoked
-        .iter()
-        .filter(|r| r.kind == "intermediate")
-        .map(to_revoked)
-        .collect();
-    let crls = signer.crls(&leaves, &inters, number.max(1) as u64, next)?;
+    let (crls, number) = (&set.crls, set.number);
     let bytes = if a.der {
         crls.intermediate.clone()
     } else {
@@ -276,7 +230,7 @@ fn crl(a: CaCrl) -> Result<ExitCode> {
             eprintln!(
                 "Wrote CRL #{number} to {} ({} revoked certificate(s))",
                 p.display(),
-                leaves.len() + inters.len()
+                set.revoked_leaves + set.revoked_intermediates
             );
         }
         None => {

@@ -5,21 +5,22 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
-use mtlsgate_pki::ca::{Ca, CertKind, LeafRequest};
+use mtlsgate_authority::{admin_request, Authority, Signed};
+use mtlsgate_pki::ca::{CertKind, LeafRequest};
 use mtlsgate_pki::certinfo::{human_duration, human_time, openssl_time, CertInfo};
 use mtlsgate_pki::duration::parse_duration;
 use mtlsgate_pki::pki_types::{CertificateDer, UnixTime};
 use mtlsgate_pki::printable::printable;
 use mtlsgate_pki::verify::{Purpose, Verifier};
 use mtlsgate_pki::{ca, fsutil, key, p12, pemfile, PkiError};
-use mtlsgate_store::{CertRecord, Inventory};
 use time::OffsetDateTime;
 
 use crate::block_on;
-use crate::cmd_ca::{ca_passphrase, open_inventory, record_of};
+use crate::cmd_ca::ca_passphrase;
 use crate::flags::{
     CertCommand, CertInspect, CertP12, CertSign, CertVerify, IssueCommon, IssueKind, LeafKind,
 };
+use crate::fleet::{actor, open_authority};
 
 pub fn run(cmd: CertCommand) -> Result<ExitCode> {
     match cmd {
@@ -41,6 +42,11 @@ pub fn run(cmd: CertCommand) -> Result<ExitCode> {
             c.device_id,
             c.common,
         ),
+        CertCommand::Issue(IssueKind::Admin(a)) => {
+            let validity = default_validity(CertKind::Client, a.common.valid.as_deref())?;
+            let req = admin_request(&a.name, validity);
+            issue_request(req, a.common)
+        }
         CertCommand::Sign(s) => sign(s),
         CertCommand::P12(p) => make_p12(p),
         CertCommand::Inspect(i) => inspect(i),
@@ -67,27 +73,7 @@ fn issue(
     device_id: Option<String>,
     common: IssueCommon,
 ) -> Result<ExitCode> {
-    ca::check_name(name)?;
-    let ca = Ca::open(&common.ca.dir)?;
-    let crt_path = common.out.join(format!("{name}.crt"));
-    let key_path = common.out.join(format!("{name}.key"));
-    if !common.force {
-        for p in [&crt_path, &key_path] {
-            if p.exists() {
-                anyhow::bail!(
-                    "{} already exists: refusing to overwrite it (use --force to replace it, or another NAME)",
-                    p.display()
-                );
-            }
-        }
-    }
-    if !common.out.is_dir() {
-        std::fs::create_dir_all(&common.out)
-            .with_context(|| format!("cannot create {}", common.out.display()))?;
-    }
     let validity = default_validity(kind, common.valid.as_deref())?;
-    let pass = ca_passphrase(&ca, &common.pass)?;
-    let signer = ca.signer(pass.as_deref().map(|v| v.as_slice()))?;
     let req = LeafRequest {
         kind,
         name: name.to_string(),
@@ -98,27 +84,62 @@ fn issue(
         validity,
         key_type: common.key_type.into(),
     };
-    let (issued, leaf_key) = signer.issue(&req, &ca.meta.device_domain)?;
-    let key_pem = key::to_pkcs8_pem(&leaf_key, None)?;
-    let chain = format!("{}{}", issued.pem(), signer.intermediate_pem());
-    let record = record_of(&issued);
-    block_on(async {
-        // Opened first: a damaged inventory is refused before any file is written.
-        let inv = open_inventory(&ca).await?;
-        let written = if common.force {
-            write_replacing(&inv, &record, &key_path, &key_pem, &crt_path, &chain).await
-        } else {
-            write_exclusive(&inv, &record, &key_path, &key_pem, &crt_path, &chain).await
-        };
-        inv.close().await;
-        written
+    issue_request(req, common)
+}
+
+/// `cert issue …`: signs `req`, writes NAME.key, records the certificate, writes NAME.crt
+/// (leaf + intermediate) and ca.crt.
+fn issue_request(mut req: LeafRequest, common: IssueCommon) -> Result<ExitCode> {
+    ca::check_name(&req.name)?;
+    req.key_type = common.key_type.into();
+    let kind = req.kind;
+    let name = req.name.clone();
+    let crt_path = common.out.join(format!("{name}.crt"));
+    let key_path = common.out.join(format!("{name}.key"));
+    let (issued, bundle) = block_on(async {
+        // Opened first: a missing CA or a damaged inventory is refused before any file is
+        // written.
+        let mut auth = open_authority(&common.ca.dir, &common.db).await?;
+        let done = async {
+            if !common.force {
+                for p in [&crt_path, &key_path] {
+                    if p.exists() {
+                        anyhow::bail!(
+                            "{} already exists: refusing to overwrite it (use --force to replace it, or another NAME)",
+                            p.display()
+                        );
+                    }
+                }
+            }
+            if !common.out.is_dir() {
+                std::fs::create_dir_all(&common.out)
+                    .with_context(|| format!("cannot create {}", common.out.display()))?;
+            }
+            let pass = ca_passphrase(auth.ca(), &common.pass)?;
+            auth.load_keys(pass.as_deref().map(|v| v.as_slice()))?;
+            let signed = auth.sign_leaf(&req)?;
+            let issued = if common.force {
+                write_replacing(&auth, signed, &key_path, &crt_path).await?
+            } else {
+                write_exclusive(&auth, signed, &key_path, &crt_path).await?
+            };
+            anyhow::Ok((issued, auth.bundle_pem()))
+        }
+        .await;
+        auth.close().await;
+        done
     })??;
     let ca_path = common.out.join("ca.crt");
-    fsutil::write_atomic(&ca_path, ca.bundle_pem().as_bytes(), fsutil::PUBLIC_MODE)?;
+    fsutil::write_atomic(&ca_path, bundle.as_bytes(), fsutil::PUBLIC_MODE)?;
     let i = &issued.info;
-    println!("Issued {} certificate {}", kind.as_str(), i.subject);
+    let is_admin = i.uris.iter().any(|u| u == mtlsgate_authority::ADMIN_URI);
+    println!(
+        "Issued {} certificate {}",
+        if is_admin { "admin" } else { kind.as_str() },
+        i.subject
+    );
     println!("  serial:     {}", i.serial);
-    if let (CertKind::Client, Some(d)) = (kind, &i.device_id) {
+    if let (CertKind::Client, Some(d), false) = (kind, &i.device_id, is_admin) {
         println!("  device ID:  {d}");
     }
     let sans: Vec<String> = i
@@ -140,17 +161,20 @@ fn issue(
 
 /// `--force`: record, then replace the files.
 async fn write_replacing(
-    inv: &Inventory,
-    record: &CertRecord,
+    auth: &Authority,
+    signed: Signed,
     key_path: &Path,
-    key_pem: &str,
     crt_path: &Path,
-    chain: &str,
-) -> Result<()> {
-    inv.record(record).await?;
+) -> Result<mtlsgate_pki::ca::Issued> {
+    let key_pem = signed.key_pem()?;
+    let (issued, _key) = auth.record(signed, &actor()).await?;
     fsutil::write_atomic(key_path, key_pem.as_bytes(), fsutil::SECRET_MODE)?;
-    fsutil::write_atomic(crt_path, chain.as_bytes(), fsutil::PUBLIC_MODE)?;
-    Ok(())
+    fsutil::write_atomic(
+        crt_path,
+        auth.chain_pem(&issued).as_bytes(),
+        fsutil::PUBLIC_MODE,
+    )?;
+    Ok(issued)
 }
 
 /// Without `--force`: the key file is created first and exclusively, which makes it the
@@ -159,24 +183,27 @@ async fn write_replacing(
 /// certificate (also exclusively). If a later step fails, what this process created is
 /// removed again.
 async fn write_exclusive(
-    inv: &Inventory,
-    record: &CertRecord,
+    auth: &Authority,
+    signed: Signed,
     key_path: &Path,
-    key_pem: &str,
     crt_path: &Path,
-    chain: &str,
-) -> Result<()> {
+) -> Result<mtlsgate_pki::ca::Issued> {
+    let key_pem = signed.key_pem()?;
     fsutil::write_new(key_path, key_pem.as_bytes(), fsutil::SECRET_MODE).map_err(exists_hint)?;
-    if let Err(e) = inv.record(record).await {
-        fsutil::remove_created(key_path);
-        return Err(e.into());
-    }
+    let issued = match auth.record(signed, &actor()).await {
+        Ok((issued, _key)) => issued,
+        Err(e) => {
+            fsutil::remove_created(key_path);
+            return Err(e.into());
+        }
+    };
+    let chain = auth.chain_pem(&issued);
     if let Err(e) = fsutil::write_new(crt_path, chain.as_bytes(), fsutil::PUBLIC_MODE) {
         fsutil::remove_created(key_path);
-        let _ = inv.forget_unissued(&record.serial).await;
+        let _ = auth.forget_unissued(&issued.info.serial).await;
         return Err(exists_hint(e));
     }
-    Ok(())
+    Ok(issued)
 }
 
 /// Adds the way out to "already exists".
@@ -191,31 +218,34 @@ fn exists_hint(e: PkiError) -> anyhow::Error {
 }
 
 fn sign(s: CertSign) -> Result<ExitCode> {
-    let ca = Ca::open(&s.ca.dir)?;
     let kind = match s.kind {
         LeafKind::Client => CertKind::Client,
         LeafKind::Server => CertKind::Server,
     };
     let validity = default_validity(kind, s.valid.as_deref())?;
-    let data = fsutil::read(&s.csr)?;
-    let pass = ca_passphrase(&ca, &s.pass)?;
-    let signer = ca.signer(pass.as_deref().map(|v| v.as_slice()))?;
-    let issued = signer
-        .sign_csr(
-            &s.csr.display().to_string(),
-            &data,
-            kind,
-            validity,
-            &ca.meta.device_domain,
-        )
-        .with_context(|| format!("cannot sign {}", s.csr.display()))?;
-    block_on(async {
-        let inv = open_inventory(&ca).await?;
-        let r = inv.record(&record_of(&issued)).await;
-        inv.close().await;
-        anyhow::Ok(r?)
+    let (issued, chain) = block_on(async {
+        let mut auth = open_authority(&s.ca.dir, &s.db).await?;
+        let done = async {
+            let data = fsutil::read(&s.csr)?;
+            let pass = ca_passphrase(auth.ca(), &s.pass)?;
+            auth.load_keys(pass.as_deref().map(|v| v.as_slice()))?;
+            let issued = auth
+                .sign_csr(
+                    &s.csr.display().to_string(),
+                    &data,
+                    kind,
+                    validity,
+                    &actor(),
+                )
+                .await
+                .with_context(|| format!("cannot sign {}", s.csr.display()))?;
+            let chain = auth.chain_pem(&issued);
+            anyhow::Ok((issued, chain))
+        }
+        .await;
+        auth.close().await;
+        done
     })??;
-    let chain = format!("{}{}", issued.pem(), signer.intermediate_pem());
     match &s.out {
         Some(p) => {
             fsutil::write_atomic(p, chain.as_bytes(), fsutil::PUBLIC_MODE)?;

@@ -5,10 +5,13 @@
 
 mod cmd_ca;
 mod cmd_cert;
+mod cmd_devices;
 mod cmd_quickstart;
 mod cmd_serve;
+mod cmd_token;
 mod cmd_tunnel;
 mod flags;
+mod fleet;
 
 use std::process::ExitCode;
 
@@ -24,6 +27,8 @@ fn main() -> ExitCode {
         Command::Serve(s) => cmd_serve::run(*s),
         Command::Tunnel(t) => cmd_tunnel::run(*t),
         Command::Quickstart(q) => cmd_quickstart::run(q),
+        Command::Token(t) => cmd_token::run(t),
+        Command::Devices(d) => cmd_devices::run(d),
     };
     match result {
         Ok(code) => code,

@@ -31,6 +31,12 @@ pub enum Command {
     Tunnel(Box<Tunnel>),
     /// Set up a demo (CA, certificates, allowlist, demo app, gateway) and show what to try.
     Quickstart(Quickstart),
+    /// Make enrollment tokens for devices.
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// List, inspect, approve, deny, allow, revoke and tag enrolled devices.
+    #[command(subcommand)]
+    Devices(DevicesCommand),
 }
 
 /// `mtlsgate serve`: either `--config gate.toml`, or flags for the one-route case. The
@@ -258,6 +264,26 @@ pub struct CaDir {
     pub dir: PathBuf,
 }
 
+/// Where the CA keeps its inventory.
+#[derive(Args, Debug, Clone, Default)]
+pub struct Database {
+    /// The inventory's database: a PostgreSQL URL (postgres://USER@HOST:PORT/DB) [default:
+    /// DIR/inventory.db].
+    #[arg(long, env = "MTLSGATE_DATABASE", value_name = "URL")]
+    pub database: Option<String>,
+}
+
+/// Which CA a fleet command (`token`, `devices`) works on: its directory and inventory,
+/// used directly. (An HTTPS admin client, `--server URL`, will be another way to reach a
+/// CA: see `crate::fleet::Fleet`.)
+#[derive(Args, Debug, Clone)]
+pub struct FleetTarget {
+    #[command(flatten)]
+    pub ca: CaDir,
+    #[command(flatten)]
+    pub db: Database,
+}
+
 /// The CA keys' passphrase, when `ca init` encrypted them.
 #[derive(Args, Debug, Clone)]
 pub struct Passphrase {
@@ -304,12 +330,18 @@ pub struct CaInit {
     /// Intermediate CA validity.
     #[arg(long, default_value = "5y", value_name = "DURATION")]
     pub intermediate_valid: String,
+    /// Keep the inventory in this PostgreSQL database (it must hold no inventory yet)
+    /// instead of DIR/inventory.db; later commands need the same --database.
+    #[arg(long, env = "MTLSGATE_DATABASE", value_name = "URL")]
+    pub database: Option<String>,
 }
 
 #[derive(Args, Debug)]
 pub struct CaList {
     #[command(flatten)]
     pub ca: CaDir,
+    #[command(flatten)]
+    pub db: Database,
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -319,6 +351,8 @@ pub struct CaList {
 pub struct CaRevoke {
     #[command(flatten)]
     pub ca: CaDir,
+    #[command(flatten)]
+    pub db: Database,
     /// Serial number (hex, as `ca list` shows it).
     #[arg(required_unless_present = "cert", conflicts_with = "cert")]
     pub serial: Option<String>,
@@ -334,6 +368,8 @@ pub struct CaRevoke {
 pub struct CaCrl {
     #[command(flatten)]
     pub ca: CaDir,
+    #[command(flatten)]
+    pub db: Database,
     #[command(flatten)]
     pub pass: Passphrase,
     /// Write to this file instead of standard output.
@@ -368,12 +404,129 @@ pub enum IssueKind {
     Server(IssueServer),
     /// A client certificate (clientAuth), optionally with a device ID and SPIFFE URI.
     Client(IssueClient),
+    /// An administrator's client certificate (URI SAN urn:mtlsgate:role:admin), for the
+    /// CA server's admin API.
+    Admin(IssueAdmin),
+}
+
+#[derive(Args, Debug)]
+pub struct IssueAdmin {
+    /// Administrator name: the CN and the file name.
+    pub name: String,
+    #[command(flatten)]
+    pub common: IssueCommon,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TokenCommand {
+    /// Make a single-use enrollment token; it is printed once, as the last line.
+    Create(TokenCreate),
+}
+
+#[derive(Args, Debug)]
+#[command(
+    after_help = "The token is shown once and stored only as a hash. Give it to one device:
+  mtlsgate agent enroll --server https://ca.example:8444 --token mtg_…"
+)]
+pub struct TokenCreate {
+    /// Bind the token to this device ID (dev1 becomes dev1.<device domain>) [default: the
+    /// CA assigns a random ID].
+    #[arg(long, value_name = "ID")]
+    pub device_id: Option<String>,
+    /// How long the token can be used.
+    #[arg(long, default_value = "1h", value_name = "DURATION")]
+    pub ttl: String,
+    /// Tag for the device (repeatable).
+    #[arg(long = "tag", value_name = "TAG")]
+    pub tags: Vec<String>,
+    /// Lifetime of the device's certificates [default: the CA's, 24h].
+    #[arg(long, value_name = "DURATION")]
+    pub lifetime: Option<String>,
+    #[command(flatten)]
+    pub target: FleetTarget,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum DevicesCommand {
+    /// List devices.
+    List(DevicesList),
+    /// Show one device: status, certificates, tags and its audit trail.
+    Show(DevicesShow),
+    /// Approve a pending device: it collects its certificate at its next poll.
+    Approve(DevicesChange),
+    /// Allow a denied or quarantined device again.
+    Allow(DevicesChange),
+    /// Deny a pending or active device (gateways refuse it; it can be allowed again).
+    Deny(DevicesChange),
+    /// Revoke a device for good, and its certificates with it.
+    Revoke(DevicesChange),
+    /// Add or remove tags.
+    Tag(DevicesTag),
+}
+
+#[derive(Args, Debug)]
+pub struct DevicesList {
+    /// Only devices with this status: pending, active, denied, revoked, quarantined.
+    #[arg(long, value_name = "STATUS")]
+    pub status: Option<String>,
+    /// Only devices whose certificate expires within this time, e.g. 24h.
+    #[arg(long, value_name = "DURATION")]
+    pub expiring: Option<String>,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub target: FleetTarget,
+}
+
+#[derive(Args, Debug)]
+pub struct DevicesShow {
+    /// Device ID (dev1 or dev1.<device domain>).
+    pub id: String,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub target: FleetTarget,
+}
+
+#[derive(Args, Debug)]
+pub struct DevicesChange {
+    /// Device ID (dev1 or dev1.<device domain>).
+    pub id: String,
+    /// Why (kept in the audit trail).
+    #[arg(long)]
+    pub reason: Option<String>,
+    /// Print the device as JSON.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub target: FleetTarget,
+}
+
+#[derive(Args, Debug)]
+pub struct DevicesTag {
+    /// Device ID (dev1 or dev1.<device domain>).
+    pub id: String,
+    /// Tag to add (repeatable).
+    #[arg(long, value_name = "TAG")]
+    pub add: Vec<String>,
+    /// Tag to remove (repeatable).
+    #[arg(long, value_name = "TAG")]
+    pub remove: Vec<String>,
+    /// Print the device as JSON.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub target: FleetTarget,
 }
 
 #[derive(Args, Debug)]
 pub struct IssueCommon {
     #[command(flatten)]
     pub ca: CaDir,
+    #[command(flatten)]
+    pub db: Database,
     #[command(flatten)]
     pub pass: Passphrase,
     /// Directory to write NAME.crt, NAME.key and ca.crt into.
@@ -430,6 +583,8 @@ pub struct CertSign {
     pub kind: LeafKind,
     #[command(flatten)]
     pub ca: CaDir,
+    #[command(flatten)]
+    pub db: Database,
     #[command(flatten)]
     pub pass: Passphrase,
     /// Write the certificate chain (leaf + intermediate) here instead of standard output.

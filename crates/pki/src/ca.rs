@@ -679,6 +679,32 @@ impl Signer {
         Ok((Issued::new(req.kind, cert.der().to_vec())?, key))
     }
 
+    /// Signs a device's certificate for the key of a checked CSR
+    /// ([`crate::device::check_device_csr`]): the CA names the device — the device ID is
+    /// the subject CN and the only DNS SAN — and the certificate is for TLS client
+    /// authentication only, valid for `validity`.
+    pub fn sign_device(
+        &self,
+        csr: &crate::device::DeviceCsr,
+        device_id: &str,
+        validity: Duration,
+    ) -> Result<Issued> {
+        check_dns(device_id).map_err(|_| PkiError::InvalidInput {
+            what: "device ID",
+            value: device_id.into(),
+            reason: "a device ID becomes a DNS name: use letters, digits and `-`".into(),
+        })?;
+        let mut p = leaf_base(CertKind::Client, validity);
+        rsa_key_usage(&mut p, csr.is_rsa);
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::CommonName, device_id);
+        p.distinguished_name = dn;
+        p.subject_alt_names = vec![SanType::DnsName(device_id.try_into()?)];
+        let spki = rcgen::SubjectPublicKeyInfo::from_der(&csr.spki_der)?;
+        let cert = p.signed_by(&spki, &self.issuer)?;
+        Issued::new(CertKind::Client, cert.der().to_vec())
+    }
+
     /// Signs a CSR (PEM or DER). The CSR's subject is copied byte for byte (multi-valued
     /// RDNs, repeated attributes and string types stay as they are) and its SANs are kept;
     /// everything else (EKU, key usage, validity, basic constraints) is the CA's decision.
@@ -899,13 +925,14 @@ fn dn_cn(dn: &DistinguishedName) -> Option<String> {
 
 fn check_uri(u: &str) -> Result<()> {
     let ok = u
-        .split_once("://")
+        .split_once(':')
         .map(|(scheme, rest)| {
             !scheme.is_empty()
                 && scheme
                     .chars()
                     .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
-                && !rest.is_empty()
+                && scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+                && !rest.trim_start_matches('/').is_empty()
                 && !rest.contains(char::is_whitespace)
         })
         .unwrap_or(false);
@@ -915,7 +942,7 @@ fn check_uri(u: &str) -> Result<()> {
         Err(PkiError::InvalidInput {
             what: "URI",
             value: u.into(),
-            reason: "expected an absolute URI such as spiffe://example.org/ns/prod/sa/api".into(),
+            reason: "expected an absolute URI such as spiffe://example.org/ns/prod/sa/api or urn:example:name".into(),
         })
     }
 }

@@ -62,6 +62,8 @@ pub enum PkiError {
     AlreadyExists(PathBuf),
     #[error("{0}")]
     Pkcs12(String),
+    #[error("the signature does not verify with the certificate's key")]
+    BadSignature,
     #[error("certificate generation failed: {0}")]
     Rcgen(#[from] rcgen::Error),
 }

@@ -8,6 +8,7 @@
 pub mod ca;
 pub mod certinfo;
 mod der;
+pub mod device;
 pub mod dn;
 pub mod duration;
 pub mod error;

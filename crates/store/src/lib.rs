@@ -1,26 +1,46 @@
-//! `mtlsgate-store`: the certificate inventory — what the CA issued and what it revoked —
-//! behind one async API over sqlx. The embedded SQLite file inside the CA directory is
-//! the default; the schema lives in `migrations/<backend>` so a PostgreSQL back end can
-//! sit behind the same [`Inventory`] type. This crate owns the schema and the queries;
-//! it knows nothing about X.509 (callers pass plain records).
+//! `mtlsgate-store`: the inventory — the certificates the CA issued and revoked, the
+//! devices, enrollment and recovery tokens, the audit log, and the revision counter that
+//! gateways follow — behind one async API over sqlx, on SQLite (`CA_DIR/inventory.db`,
+//! the default) or PostgreSQL (`postgres://…`). This crate owns the schema
+//! (`migrations/sqlite`, `migrations/postgres`), every query, the revision counter and
+//! LISTEN/NOTIFY; it knows nothing about X.509 or HTTP (callers pass plain records).
+//!
+//! Every change a gateway must see (a device's status or tags, a revoked certificate)
+//! takes the next revision in the same transaction as the change; on PostgreSQL the
+//! transaction also sends `NOTIFY mtlsgate_inventory, '<revision>'`.
 
 #![forbid(unsafe_code)]
 
-use std::path::Path;
+mod model;
+mod sqlite;
+#[cfg(test)]
+mod suite;
+#[cfg(any(test, feature = "test-support"))]
+pub mod test_support;
 
-use serde::Serialize;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
-use sqlx::Row;
+
+pub use model::*;
+use model::{tags_to_text, DeviceRow, TokenRow};
 
 /// What every refusal of a damaged inventory ends with.
 const RESTORE: &str = "restore it from a backup — mtlsgate will not start a new inventory over it, because that would forget every revocation";
 
-/// Errors from the inventory.
+/// The channel PostgreSQL notifies on every new revision.
+pub const NOTIFY_CHANNEL: &str = "mtlsgate_inventory";
+
+/// Errors from the inventory. Each reads as a sentence.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum StoreError {
     #[error("cannot open the inventory database {path}: {cause}")]
     Open { path: String, cause: sqlx::Error },
-    #[error("the inventory {path} does not exist; restore it from a backup (only `mtlsgate ca init` creates an inventory, together with its CA)")]
+    #[error("the inventory {path} does not exist; restore it from a backup (only `mtlsgate ca init` creates an inventory, together with its CA; if this CA keeps its inventory in PostgreSQL, give --database URL or MTLSGATE_DATABASE)")]
     Missing { path: String },
     #[error("the inventory {path} is empty (0 bytes): it may have been truncated; {RESTORE}")]
     Empty { path: String },
@@ -36,6 +56,10 @@ pub enum StoreError {
     Corrupt { path: String, detail: String },
     #[error("{path} is an SQLite database but not an mtlsgate inventory (it has no certificates table); restore this CA's inventory from a backup")]
     NotAnInventory { path: String },
+    #[error("the database {path} holds no mtlsgate inventory (it has no certificates table); `mtlsgate ca init --database URL` creates one together with its CA, or restore this CA's inventory from a backup")]
+    NoInventory { path: String },
+    #[error("the database {path} already holds an mtlsgate inventory; a new CA needs an empty database (mtlsgate never starts a new inventory over one, because that would forget every revocation)")]
+    InventoryExists { path: String },
     #[error("{path} does not belong to this CA (its root certificate serial {root_serial} is not in it); restore this CA's own inventory from a backup")]
     OtherCa { path: String, root_serial: String },
     #[error(
@@ -45,6 +69,8 @@ pub enum StoreError {
         path: String,
         cause: sqlx::migrate::MigrateError,
     },
+    #[error("`{0}` is not a database URL mtlsgate can use: give postgres://USER@HOST:PORT/DATABASE (without --database the inventory is the CA directory's inventory.db)")]
+    BadLocation(String),
     #[error("inventory query failed: {0}")]
     Query(#[from] sqlx::Error),
     #[error("no certificate with serial {0} in the inventory (see `mtlsgate ca list`)")]
@@ -53,65 +79,370 @@ pub enum StoreError {
     AlreadyRevoked { serial: String, at: i64 },
     #[error("a certificate with serial {0} is already recorded")]
     Duplicate(String),
+    #[error("no device {0} in the inventory (see `mtlsgate devices list`)")]
+    UnknownDevice(String),
+    #[error("a device {0} is already in the inventory")]
+    DeviceExists(String),
+    #[error("device {id} is {now} now: its status changed meanwhile, so nothing was changed")]
+    StatusChanged { id: String, now: DeviceStatus },
+    #[error("device {id} changed while its certificate was being issued ({what}); nothing was issued — try again")]
+    Changed { id: String, what: &'static str },
+    #[error(
+        "the enrollment token is not known to this CA (it was mistyped, or made by another CA)"
+    )]
+    TokenUnknown,
+    #[error("the enrollment token was already used at {at} (unix time) by device {by}; each token enrolls one device")]
+    TokenUsed { at: i64, by: String },
+    #[error("the enrollment token expired at {at} (unix time); make a new one with `mtlsgate token create`")]
+    TokenExpired { at: i64 },
+    #[error("the inventory holds a damaged record: {what}: {detail}")]
+    BadRow { what: String, detail: String },
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
-/// One inventory row.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct CertRecord {
-    pub serial: String,
-    pub kind: String,
-    pub subject: String,
-    pub device_id: Option<String>,
-    pub not_before: i64,
-    pub not_after: i64,
-    pub sha256: String,
-    pub issued_at: i64,
-    pub revoked_at: Option<i64>,
-    pub revocation_reason: Option<String>,
-    #[serde(skip)]
-    pub pem: String,
+/// Where the inventory lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Location {
+    /// An SQLite file (normally `CA_DIR/inventory.db`).
+    Sqlite(PathBuf),
+    /// A PostgreSQL URL (`postgres://…` or `postgresql://…`).
+    Postgres(String),
 }
 
-/// The inventory.
+impl Location {
+    /// The file name of the SQLite inventory in a CA directory.
+    pub const FILE: &'static str = "inventory.db";
+
+    /// The inventory of the CA in `ca_dir`: `database` when given (a PostgreSQL URL, or
+    /// `sqlite:PATH`), else `ca_dir/inventory.db`.
+    pub fn for_ca(ca_dir: &Path, database: Option<&str>) -> Result<Location> {
+        match database.map(str::trim).filter(|d| !d.is_empty()) {
+            None => Ok(Location::Sqlite(ca_dir.join(Self::FILE))),
+            Some(d) => Self::parse_url(d),
+        }
+    }
+
+    /// A CA directory or a database URL, as a gateway's `inventory = "…"` gives it.
+    pub fn parse(dir_or_url: &str) -> Result<Location> {
+        if dir_or_url.contains("://") || dir_or_url.starts_with("sqlite:") {
+            Self::parse_url(dir_or_url)
+        } else {
+            Ok(Location::Sqlite(Path::new(dir_or_url).join(Self::FILE)))
+        }
+    }
+
+    fn parse_url(url: &str) -> Result<Location> {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(Location::Postgres(url.to_string()))
+        } else if let Some(path) = url
+            .strip_prefix("sqlite://")
+            .or(url.strip_prefix("sqlite:"))
+        {
+            Ok(Location::Sqlite(PathBuf::from(path)))
+        } else {
+            Err(StoreError::BadLocation(redact(url)))
+        }
+    }
+
+    pub fn backend(&self) -> Backend {
+        match self {
+            Location::Sqlite(_) => Backend::Sqlite,
+            Location::Postgres(_) => Backend::Postgres,
+        }
+    }
+}
+
+impl fmt::Display for Location {
+    /// The path, or the URL without its password.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Location::Sqlite(p) => write!(f, "{}", p.display()),
+            Location::Postgres(u) => f.write_str(&redact(u)),
+        }
+    }
+}
+
+/// A URL with any password replaced by `***`.
+fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let host_end = rest.find('/').unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(host_end);
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _)) => format!("{scheme}://{user}:***@{host}{tail}"),
+            None => url.to_string(),
+        },
+        None => url.to_string(),
+    }
+}
+
+/// Which database holds an inventory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+#[derive(Clone)]
+enum Pool {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// Runs `$body` with `$p` bound to whichever pool the inventory has. The body is compiled
+/// once per back end; SQL texts use `$1` placeholders, which both understand.
+macro_rules! on_pool {
+    ($inv:expr, |$p:ident| $body:expr) => {
+        match &$inv.pool {
+            Pool::Sqlite($p) => $body,
+            Pool::Postgres($p) => $body,
+        }
+    };
+}
+
+/// Runs `$body` in a transaction (`$tx`), committing when it finishes and rolling back
+/// when it returns early with `?`. `$pg` is true on PostgreSQL. SQLite write transactions
+/// start with `BEGIN IMMEDIATE`, so they wait for the write lock (busy timeout) instead of
+/// failing when they would have to upgrade a read lock.
+macro_rules! transaction {
+    ($inv:expr, $sqlite_begin:expr, $pg_begin:expr, |$tx:ident, $pg:ident| $body:block) => {
+        match &$inv.pool {
+            Pool::Sqlite(p) => {
+                let mut $tx = p.begin_with($sqlite_begin).await?;
+                let $pg = false;
+                let out = $body;
+                $tx.commit().await?;
+                out
+            }
+            Pool::Postgres(p) => {
+                let mut $tx = p.begin_with($pg_begin).await?;
+                let $pg = true;
+                let out = $body;
+                $tx.commit().await?;
+                out
+            }
+        }
+    };
+    ($inv:expr, |$tx:ident, $pg:ident| $body:block) => {
+        transaction!($inv, "BEGIN IMMEDIATE", "BEGIN", |$tx, $pg| $body)
+    };
+}
+
+/// Takes the next revision inside transaction `$tx` (and, on PostgreSQL, queues the
+/// notification sent when it commits). On PostgreSQL the counter's row stays locked until
+/// the commit, so revisions become visible in the order they were taken: take it first.
+macro_rules! next_revision {
+    ($tx:ident, $pg:ident) => {{
+        let rev: i64 = sqlx::query_scalar(
+            "UPDATE meta SET value = value + 1 WHERE name = 'revision' RETURNING value",
+        )
+        .fetch_one(&mut *$tx)
+        .await?;
+        if $pg {
+            sqlx::query("SELECT pg_notify($1, $2)")
+                .bind(NOTIFY_CHANNEL)
+                .bind(rev.to_string())
+                .execute(&mut *$tx)
+                .await?;
+        }
+        rev
+    }};
+}
+
+macro_rules! write_audit {
+    ($tx:ident, $a:expr) => {{
+        let a: &Audit = $a;
+        sqlx::query(
+            "INSERT INTO audit (at, actor, action, device_id, serial, detail) VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(a.at)
+        .bind(&a.actor)
+        .bind(&a.action)
+        .bind(&a.device_id)
+        .bind(&a.serial)
+        .bind(&a.detail)
+        .execute(&mut *$tx)
+        .await?;
+    }};
+}
+
+macro_rules! fetch_device {
+    ($exec:expr, $id:expr) => {{
+        let row: Option<DeviceRow> = sqlx::query_as(&format!(
+            "SELECT {DEVICE_COLUMNS} FROM devices WHERE id = $1"
+        ))
+        .bind($id)
+        .fetch_optional($exec)
+        .await?;
+        row.map(DeviceRow::into_device).transpose()?
+    }};
+}
+
+macro_rules! insert_cert {
+    ($tx:ident, $c:expr) => {{
+        let c: &CertRecord = $c;
+        let res = sqlx::query(
+            "INSERT INTO certificates (serial, kind, subject, device_id, not_before, not_after, sha256, issued_at, pem)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(&c.serial)
+        .bind(&c.kind)
+        .bind(&c.subject)
+        .bind(&c.device_id)
+        .bind(c.not_before)
+        .bind(c.not_after)
+        .bind(&c.sha256)
+        .bind(c.issued_at)
+        .bind(&c.pem)
+        .execute(&mut *$tx)
+        .await;
+        match res {
+            Ok(_) => {}
+            Err(sqlx::Error::Database(d)) if d.is_unique_violation() => {
+                return Err(StoreError::Duplicate(c.serial.clone()))
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }};
+}
+
+macro_rules! insert_device {
+    ($tx:ident, $d:expr, $rev:expr, $cert:expr) => {{
+        let d: &NewDevice = $d;
+        let cert: Option<&CertRecord> = $cert;
+        let res = sqlx::query(
+            "INSERT INTO devices (id, status, tags, first_seen, last_seen, last_addr, agent_version,
+                                  cert_serial, cert_not_after, lifetime_secs, created_by, revision,
+                                  pending_csr, poll_hash)
+             VALUES ($1, $2, $3, $4, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+        )
+        .bind(&d.id)
+        .bind(d.status.as_str())
+        .bind(tags_to_text(&d.tags))
+        .bind(d.seen.at)
+        .bind(&d.seen.addr)
+        .bind(&d.seen.agent_version)
+        .bind(cert.map(|c| c.serial.clone()))
+        .bind(cert.map(|c| c.not_after))
+        .bind(d.lifetime_secs)
+        .bind(&d.created_by)
+        .bind($rev)
+        .bind(&d.pending_csr)
+        .bind(&d.poll_hash)
+        .execute(&mut *$tx)
+        .await;
+        match res {
+            Ok(_) => {}
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                return Err(StoreError::DeviceExists(d.id.clone()))
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }};
+}
+
+const DEVICE_COLUMNS: &str = "id, status, tags, first_seen, last_seen, last_addr, agent_version, cert_serial, cert_not_after, prev_serial, lifetime_secs, created_by, revision, pending_csr, poll_hash";
+const CERT_COLUMNS: &str = "serial, kind, subject, device_id, not_before, not_after, sha256, issued_at, revoked_at, revocation_reason, pem, revision";
+const TOKEN_COLUMNS: &str =
+    "hash, device_id, tags, lifetime_secs, expires_at, created_at, created_by, used_at, used_by";
+
+/// The inventory: cheap to clone (it is a connection pool).
 #[derive(Clone)]
 pub struct Inventory {
-    pool: SqlitePool,
+    pool: Pool,
+    location: Location,
 }
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
-fn row_to_record(r: &sqlx::sqlite::SqliteRow) -> Result<CertRecord> {
-    Ok(CertRecord {
-        serial: r.try_get("serial")?,
-        kind: r.try_get("kind")?,
-        subject: r.try_get("subject")?,
-        device_id: r.try_get("device_id")?,
-        not_before: r.try_get("not_before")?,
-        not_after: r.try_get("not_after")?,
-        sha256: r.try_get("sha256")?,
-        issued_at: r.try_get("issued_at")?,
-        revoked_at: r.try_get("revoked_at")?,
-        revocation_reason: r.try_get("revocation_reason")?,
-        pem: r.try_get("pem")?,
-    })
-}
+/// How long a command waits for a connection (SQLite has one, shared by every task).
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(120);
+/// Connections to PostgreSQL per process.
+const POSTGRES_CONNECTIONS: u32 = 5;
 
 impl Inventory {
+    /// Creates a new inventory (`ca init` only). An SQLite file that exists already, or a
+    /// PostgreSQL database that already holds an inventory, is refused untouched.
+    pub async fn create(loc: &Location) -> Result<Self> {
+        match loc {
+            Location::Sqlite(path) => {
+                if path.exists() {
+                    return Err(StoreError::InventoryExists {
+                        path: path.display().to_string(),
+                    });
+                }
+                Self::open_checked(path, true, None).await
+            }
+            Location::Postgres(url) => {
+                let inv = Self::connect_postgres(loc, url).await?;
+                if inv.postgres_tables().await? > 0 {
+                    inv.close().await;
+                    return Err(StoreError::InventoryExists {
+                        path: loc.to_string(),
+                    });
+                }
+                inv.migrate().await?;
+                Ok(inv)
+            }
+        }
+    }
+
+    /// Opens an existing inventory and checks that it belongs to the CA whose root
+    /// certificate has serial `root_serial` (the CA records its root when it is created).
+    /// An empty, damaged or foreign inventory is refused before anything is written to
+    /// it; an older one is upgraded.
+    pub async fn open(loc: &Location, root_serial: &str) -> Result<Self> {
+        match loc {
+            Location::Sqlite(path) => Self::open_checked(path, false, Some(root_serial)).await,
+            Location::Postgres(url) => {
+                let inv = Self::connect_postgres(loc, url).await?;
+                let checked = async {
+                    if inv.postgres_tables().await? < 2 {
+                        return Err(StoreError::NoInventory {
+                            path: loc.to_string(),
+                        });
+                    }
+                    let serial = normalize_serial(root_serial);
+                    let found: Option<String> = on_pool!(inv, |p| sqlx::query_scalar(
+                        "SELECT serial FROM certificates WHERE serial = $1 AND kind = 'root'"
+                    )
+                    .bind(&serial)
+                    .fetch_optional(p)
+                    .await?);
+                    if found.is_none() {
+                        return Err(StoreError::OtherCa {
+                            path: loc.to_string(),
+                            root_serial: serial,
+                        });
+                    }
+                    inv.migrate().await
+                }
+                .await;
+                match checked {
+                    Ok(()) => Ok(inv),
+                    Err(e) => {
+                        inv.close().await;
+                        Err(e)
+                    }
+                }
+            }
+        }
+    }
+
     /// Opens the SQLite inventory at `path` and applies migrations. With `create`, a path
-    /// where no file exists gets a new inventory (that is `ca init`'s job); a file that
-    /// exists is never replaced: one that is empty, truncated, damaged or not an inventory
-    /// is refused before anything is written to it, because a new inventory in its place
-    /// would forget every revocation. A database with migrations this version does not
-    /// know is refused too.
+    /// where no file exists gets a new inventory; a file that exists is never replaced:
+    /// one that is empty, truncated, damaged or not an inventory is refused before
+    /// anything is written to it.
     pub async fn open_sqlite(path: &Path, create: bool) -> Result<Self> {
         Self::open_checked(path, create, None).await
     }
 
-    /// Opens an existing inventory (see [`Inventory::open_sqlite`]) and checks that it
-    /// belongs to the CA whose root certificate has serial `root_serial` (uppercase hex):
-    /// the CA records its root in its inventory when it is created.
+    /// Opens an existing SQLite inventory (see [`Inventory::open_sqlite`]) and checks that
+    /// it belongs to the CA whose root certificate has serial `root_serial`.
     pub async fn open_sqlite_for_ca(path: &Path, root_serial: &str) -> Result<Self> {
         Self::open_checked(path, false, Some(root_serial)).await
     }
@@ -120,7 +451,7 @@ impl Inventory {
         let name = path.display().to_string();
         let size = match std::fs::metadata(path) {
             Ok(m) => {
-                check_file(path, &name, m.len())?;
+                sqlite::check_file(path, &name, m.len())?;
                 Some(m.len())
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -138,269 +469,628 @@ impl Inventory {
         };
         let exists = size.is_some();
         if let Some(size) = size {
-            check_contents(path, &name, size, root_serial).await?;
+            sqlite::check_contents(path, &name, size, root_serial).await?;
         }
         let opts = SqliteConnectOptions::new()
             .filename(path)
             .create_if_missing(create && !exists)
             .journal_mode(SqliteJournalMode::Wal)
-            .busy_timeout(std::time::Duration::from_secs(10));
-        // One connection: commands are sequential, and SQLite removes the write-ahead log
-        // only when the last connection closes without another one racing it.
+            .busy_timeout(Duration::from_secs(30));
+        // One connection per process: every write is a transaction on it, in turn (so
+        // concurrent tasks queue instead of meeting "database is locked"), other processes
+        // wait through the busy timeout, and SQLite removes the write-ahead log when this
+        // connection closes.
         let pool = SqlitePoolOptions::new()
             .max_connections(1)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
             .connect_with(opts)
             .await
             .map_err(|cause| StoreError::Open {
                 path: name.clone(),
                 cause,
             })?;
-        if let Err(cause) = SQLITE_MIGRATIONS.run(&pool).await {
-            pool.close().await;
-            return Err(StoreError::Migrate { path: name, cause });
-        }
-        Ok(Inventory { pool })
+        let inv = Inventory {
+            pool: Pool::Sqlite(pool),
+            location: Location::Sqlite(path.to_path_buf()),
+        };
+        inv.migrate().await?;
+        Ok(inv)
     }
 
-    /// Closes the inventory. The write-ahead log is checkpointed into the database file
-    /// first, so `inventory.db` alone holds everything (and a copy of it is a backup).
-    pub async fn close(self) {
-        let _ = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
-            .execute(&self.pool)
-            .await;
-        self.pool.close().await;
+    async fn connect_postgres(loc: &Location, url: &str) -> Result<Self> {
+        let opts: PgConnectOptions = url.parse().map_err(|cause| StoreError::Open {
+            path: loc.to_string(),
+            cause,
+        })?;
+        let pool = PgPoolOptions::new()
+            .max_connections(POSTGRES_CONNECTIONS)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_with(opts)
+            .await
+            .map_err(|cause| StoreError::Open {
+                path: loc.to_string(),
+                cause,
+            })?;
+        Ok(Inventory {
+            pool: Pool::Postgres(pool),
+            location: loc.clone(),
+        })
     }
+
+    /// How many of the inventory's marker tables (`certificates`, `_sqlx_migrations`) a
+    /// PostgreSQL database has in its current schema.
+    async fn postgres_tables(&self) -> Result<i64> {
+        let n: i64 = on_pool!(self, |p| {
+            sqlx::query_scalar(
+            "SELECT COUNT(*) FROM information_schema.tables
+             WHERE table_schema = current_schema() AND table_name IN ('certificates', '_sqlx_migrations')"
+        )
+        .fetch_one(p)
+        .await?
+        });
+        Ok(n)
+    }
+
+    async fn migrate(&self) -> Result<()> {
+        let res = match &self.pool {
+            Pool::Sqlite(p) => SQLITE_MIGRATIONS.run(p).await,
+            Pool::Postgres(p) => POSTGRES_MIGRATIONS.run(p).await,
+        };
+        match res {
+            Ok(()) => Ok(()),
+            Err(cause) => {
+                let path = self.location.to_string();
+                self.clone().close().await;
+                Err(StoreError::Migrate { path, cause })
+            }
+        }
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.location.backend()
+    }
+
+    pub fn location(&self) -> &Location {
+        &self.location
+    }
+
+    /// Closes the inventory. SQLite's write-ahead log is checkpointed into the database
+    /// file first, so `inventory.db` alone holds everything (a copy of it is a backup).
+    pub async fn close(self) {
+        match self.pool {
+            Pool::Sqlite(p) => {
+                let _ = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+                    .execute(&p)
+                    .await;
+                p.close().await;
+            }
+            Pool::Postgres(p) => p.close().await,
+        }
+    }
+
+    // ---- certificates ----
 
     /// Records an issued certificate.
     pub async fn record(&self, c: &CertRecord) -> Result<()> {
-        let res = sqlx::query(
-            "INSERT INTO certificates (serial, kind, subject, device_id, not_before, not_after, sha256, issued_at, pem)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(&c.serial)
-        .bind(&c.kind)
-        .bind(&c.subject)
-        .bind(&c.device_id)
-        .bind(c.not_before)
-        .bind(c.not_after)
-        .bind(&c.sha256)
-        .bind(c.issued_at)
-        .bind(&c.pem)
-        .execute(&self.pool)
-        .await;
-        match res {
-            Ok(_) => Ok(()),
-            Err(sqlx::Error::Database(d)) if d.is_unique_violation() => {
-                Err(StoreError::Duplicate(c.serial.clone()))
-            }
-            Err(e) => Err(e.into()),
-        }
+        transaction!(self, |tx, _pg| {
+            insert_cert!(tx, c);
+        });
+        Ok(())
     }
 
     /// Removes the record of a certificate that was never handed out (writing its files
     /// failed after it was recorded). Revoked certificates are never forgotten.
     pub async fn forget_unissued(&self, serial: &str) -> Result<()> {
-        sqlx::query("DELETE FROM certificates WHERE serial = ? AND revoked_at IS NULL")
-            .bind(normalize_serial(serial))
-            .execute(&self.pool)
-            .await?;
+        on_pool!(self, |p| sqlx::query(
+            "DELETE FROM certificates WHERE serial = $1 AND revoked_at IS NULL"
+        )
+        .bind(normalize_serial(serial))
+        .execute(p)
+        .await
+        .map(|_| ())?);
         Ok(())
     }
 
     /// Every certificate, oldest first.
     pub async fn list(&self) -> Result<Vec<CertRecord>> {
-        let rows = sqlx::query("SELECT * FROM certificates ORDER BY issued_at, rowid")
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter().map(row_to_record).collect()
+        let order = match self.backend() {
+            Backend::Sqlite => "rowid",
+            Backend::Postgres => "seq",
+        };
+        let sql = format!("SELECT {CERT_COLUMNS} FROM certificates ORDER BY issued_at, {order}");
+        Ok(on_pool!(self, |p| sqlx::query_as(&sql)
+            .fetch_all(p)
+            .await?))
     }
 
     /// One certificate by serial (case-insensitive hex, leading zeros ignored).
     pub async fn get(&self, serial: &str) -> Result<CertRecord> {
         let s = normalize_serial(serial);
-        let row = sqlx::query("SELECT * FROM certificates WHERE serial = ?")
+        let sql = format!("SELECT {CERT_COLUMNS} FROM certificates WHERE serial = $1");
+        let row: Option<CertRecord> = on_pool!(self, |p| sqlx::query_as(&sql)
             .bind(&s)
-            .fetch_optional(&self.pool)
+            .fetch_optional(p)
+            .await?);
+        row.ok_or(StoreError::UnknownSerial(s))
+    }
+
+    /// Marks a certificate revoked, at the next revision, and writes `audit`.
+    pub async fn revoke(
+        &self,
+        serial: &str,
+        at: i64,
+        reason: Option<&str>,
+        audit: &Audit,
+    ) -> Result<CertRecord> {
+        let s = normalize_serial(serial);
+        let done: Option<String> = transaction!(self, |tx, pg| {
+            let rev = next_revision!(tx, pg);
+            let done: Option<String> = sqlx::query_scalar(
+                "UPDATE certificates SET revoked_at = $1, revocation_reason = $2, revision = $3
+                 WHERE serial = $4 AND revoked_at IS NULL RETURNING serial",
+            )
+            .bind(at)
+            .bind(reason)
+            .bind(rev)
+            .bind(&s)
+            .fetch_optional(&mut *tx)
             .await?;
-        match row {
-            Some(r) => row_to_record(&r),
-            None => Err(StoreError::UnknownSerial(s)),
-        }
+            if done.is_none() {
+                // Nothing changed: roll back (the revision is not taken).
+                drop(tx);
+                let existing = self.get(&s).await?;
+                return Err(StoreError::AlreadyRevoked {
+                    serial: existing.serial,
+                    at: existing.revoked_at.unwrap_or(0),
+                });
+            }
+            write_audit!(tx, audit);
+            done
+        });
+        self.get(&done.unwrap_or(s)).await
     }
 
-    /// Marks a certificate revoked.
-    pub async fn revoke(&self, serial: &str, at: i64, reason: Option<&str>) -> Result<CertRecord> {
-        let existing = self.get(serial).await?;
-        if let Some(t) = existing.revoked_at {
-            return Err(StoreError::AlreadyRevoked {
-                serial: existing.serial,
-                at: t,
-            });
-        }
-        sqlx::query(
-            "UPDATE certificates SET revoked_at = ?, revocation_reason = ? WHERE serial = ? AND revoked_at IS NULL",
-        )
-        .bind(at)
-        .bind(reason)
-        .bind(&existing.serial)
-        .execute(&self.pool)
-        .await?;
-        self.get(&existing.serial).await
-    }
-
-    /// Revoked certificates of one kind (or all).
+    /// Revoked certificates, oldest revocation first.
     pub async fn revoked(&self) -> Result<Vec<CertRecord>> {
-        let rows = sqlx::query(
-            "SELECT * FROM certificates WHERE revoked_at IS NOT NULL ORDER BY revoked_at, serial",
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(row_to_record).collect()
+        let sql = format!(
+            "SELECT {CERT_COLUMNS} FROM certificates WHERE revoked_at IS NOT NULL ORDER BY revoked_at, serial"
+        );
+        Ok(on_pool!(self, |p| sqlx::query_as(&sql)
+            .fetch_all(p)
+            .await?))
+    }
+
+    /// Certificates of one device, newest first.
+    pub async fn certificates_of(&self, device_id: &str) -> Result<Vec<CertRecord>> {
+        let sql = format!(
+            "SELECT {CERT_COLUMNS} FROM certificates WHERE device_id = $1 ORDER BY issued_at DESC, serial"
+        );
+        Ok(on_pool!(self, |p| sqlx::query_as(&sql)
+            .bind(device_id)
+            .fetch_all(p)
+            .await?))
     }
 
     /// Increments and returns the CRL number.
     pub async fn next_crl_number(&self) -> Result<i64> {
-        let row = sqlx::query(
-            "UPDATE crl_state SET crl_number = crl_number + 1 WHERE id = 1 RETURNING crl_number",
-        )
-        .fetch_one(&self.pool)
-        .await?;
-        Ok(row.try_get(0)?)
-    }
-}
-
-/// Files up to this size get SQLite's `PRAGMA quick_check` when opened.
-const QUICK_CHECK_MAX_BYTES: u64 = 64 << 20;
-
-/// SQLite's file header: the first 16 of its 100 bytes.
-const SQLITE_MAGIC: &[u8; 16] = b"SQLite format 3\0";
-
-/// Checks that the file looks like a whole SQLite database, without opening it with
-/// SQLite (which would treat an empty file as a new database).
-fn check_file(path: &Path, name: &str, size: u64) -> Result<()> {
-    use std::io::Read;
-    if size == 0 {
-        return Err(StoreError::Empty { path: name.into() });
-    }
-    let mut header = [0u8; 100];
-    let read = std::fs::File::open(path).and_then(|mut f| f.read_exact(&mut header));
-    match read {
-        Ok(()) if header.starts_with(SQLITE_MAGIC) => {}
-        Ok(()) => return Err(StoreError::NotSqlite { path: name.into() }),
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
-            return Err(StoreError::NotSqlite { path: name.into() })
-        }
-        Err(e) => {
-            return Err(StoreError::Open {
-                path: name.into(),
-                cause: sqlx::Error::Io(e),
-            })
-        }
-    }
-    // The page size (1 means 65536) and the page count, which SQLite trusts only while
-    // the "version-valid-for" number equals the change counter.
-    let page_size = match u16::from_be_bytes([header[16], header[17]]) {
-        1 => 65_536u64,
-        n => u64::from(n),
-    };
-    let pages = u64::from(u32::from_be_bytes([
-        header[28], header[29], header[30], header[31],
-    ]));
-    let valid = header[24..28] == header[92..96];
-    let expected = page_size * pages;
-    // Pages still in the write-ahead log are not in the main file yet.
-    let mut wal_path = path.as_os_str().to_owned();
-    wal_path.push("-wal");
-    let wal = std::fs::metadata(&wal_path)
-        .map(|m| m.len() > 0)
-        .unwrap_or(false);
-    if valid && pages > 0 && size < expected && !wal {
-        return Err(StoreError::Truncated {
-            path: name.into(),
-            size,
-            expected,
+        let n: i64 = transaction!(self, |tx, _pg| {
+            sqlx::query_scalar(
+                "UPDATE crl_state SET crl_number = crl_number + 1 WHERE id = 1 RETURNING crl_number",
+            )
+            .fetch_one(&mut *tx)
+            .await?
         });
+        Ok(n)
     }
-    Ok(())
-}
 
-/// Reads the database without writing to it: SQLite's quick integrity check, the tables
-/// an inventory has, and (if given) the CA's root serial.
-async fn check_contents(
-    path: &Path,
-    name: &str,
-    size: u64,
-    root_serial: Option<&str>,
-) -> Result<()> {
-    use sqlx::{ConnectOptions, Connection};
-    let opts = SqliteConnectOptions::new()
-        .filename(path)
-        .create_if_missing(false)
-        .busy_timeout(std::time::Duration::from_secs(10));
-    let mut conn = opts.connect().await.map_err(|e| classify(name, e))?;
-    let result = async {
-        // quick_check reads every page: cheap for an inventory of thousands of
-        // certificates, skipped for very large files (the header check above and the
-        // queries below still see most damage).
-        if size <= QUICK_CHECK_MAX_BYTES {
-            let rows: Vec<String> = sqlx::query_scalar("PRAGMA quick_check(5)")
-                .fetch_all(&mut conn)
-                .await
-                .map_err(|e| classify(name, e))?;
-            if rows.first().map(String::as_str) != Some("ok") {
-                return Err(StoreError::Corrupt {
-                    path: name.into(),
-                    detail: rows.join("; "),
+    /// Records an issued certificate and everything that goes with it, in one
+    /// transaction: the certificate row; for a device, the condition of [`Via`] (token
+    /// consumed, poll token spent, current certificate or recovery token unchanged), the
+    /// device's current certificate, when it was seen, and its recovery token rotation;
+    /// and the audit record. Either all of it is recorded or nothing is.
+    pub async fn record_issuance(&self, i: &Issuance) -> Result<Option<Device>> {
+        let c = &i.cert;
+        let device_id = i.device.as_ref().map(|d| d.id.clone());
+        transaction!(self, |tx, pg| {
+            if let Some(d) = &i.device {
+                match &d.via {
+                    Via::Token { hash, device } => {
+                        let rev = next_revision!(tx, pg);
+                        let used: Option<String> = sqlx::query_scalar(
+                            "UPDATE tokens SET used_at = $1, used_by = $2
+                             WHERE hash = $3 AND used_at IS NULL AND expires_at > $1 RETURNING hash",
+                        )
+                        .bind(d.seen.at)
+                        .bind(&d.id)
+                        .bind(hash)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                        if used.is_none() {
+                            drop(tx);
+                            return Err(self.why_token_refused(hash).await);
+                        }
+                        insert_device!(tx, device, rev, Some(c));
+                    }
+                    Via::Poll { poll_hash } => {
+                        let done: Option<String> = sqlx::query_scalar(
+                            "UPDATE devices SET cert_serial = $1, cert_not_after = $2, last_seen = $3,
+                                    last_addr = COALESCE($4, last_addr), agent_version = COALESCE($5, agent_version),
+                                    pending_csr = NULL, poll_hash = NULL
+                             WHERE id = $6 AND status = 'active' AND poll_hash = $7 AND cert_serial IS NULL
+                             RETURNING id",
+                        )
+                        .bind(&c.serial)
+                        .bind(c.not_after)
+                        .bind(d.seen.at)
+                        .bind(&d.seen.addr)
+                        .bind(&d.seen.agent_version)
+                        .bind(&d.id)
+                        .bind(poll_hash)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                        if done.is_none() {
+                            return Err(StoreError::Changed {
+                                id: d.id.clone(),
+                                what: "it is no longer an approved device waiting for its first certificate",
+                            });
+                        }
+                    }
+                    Via::Renewal { serial } | Via::Recovery { serial, .. } => {
+                        if let Via::Recovery { recovery_hash, .. } = &d.via {
+                            let replaced: Option<String> = sqlx::query_scalar(
+                                "UPDATE recovery SET replaced_at = $1
+                                 WHERE hash = $2 AND device_id = $3 AND replaced_at IS NULL RETURNING hash",
+                            )
+                            .bind(d.seen.at)
+                            .bind(recovery_hash)
+                            .bind(&d.id)
+                            .fetch_optional(&mut *tx)
+                            .await?;
+                            if replaced.is_none() {
+                                return Err(StoreError::Changed {
+                                    id: d.id.clone(),
+                                    what: "its recovery token was replaced meanwhile",
+                                });
+                            }
+                        }
+                        let done: Option<String> = sqlx::query_scalar(
+                            "UPDATE devices SET prev_serial = cert_serial, cert_serial = $1, cert_not_after = $2,
+                                    last_seen = $3, last_addr = COALESCE($4, last_addr),
+                                    agent_version = COALESCE($5, agent_version)
+                             WHERE id = $6 AND status = 'active' AND cert_serial = $7
+                             RETURNING id",
+                        )
+                        .bind(&c.serial)
+                        .bind(c.not_after)
+                        .bind(d.seen.at)
+                        .bind(&d.seen.addr)
+                        .bind(&d.seen.agent_version)
+                        .bind(&d.id)
+                        .bind(serial)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                        if done.is_none() {
+                            return Err(StoreError::Changed {
+                                id: d.id.clone(),
+                                what: "its certificate was renewed or its status changed meanwhile",
+                            });
+                        }
+                    }
+                }
+                sqlx::query(
+                    "UPDATE recovery SET replaced_at = $1 WHERE device_id = $2 AND replaced_at IS NULL",
+                )
+                .bind(d.seen.at)
+                .bind(&d.id)
+                .execute(&mut *tx)
+                .await?;
+                sqlx::query(
+                    "INSERT INTO recovery (hash, device_id, issued_at, expires_at) VALUES ($1, $2, $3, $4)",
+                )
+                .bind(&d.recovery.hash)
+                .bind(&d.id)
+                .bind(d.seen.at)
+                .bind(d.recovery.expires_at)
+                .execute(&mut *tx)
+                .await?;
+            }
+            insert_cert!(tx, c);
+            write_audit!(tx, &i.audit);
+        });
+        match device_id {
+            Some(id) => self.device(&id).await,
+            None => Ok(None),
+        }
+    }
+
+    // ---- devices ----
+
+    /// One device.
+    pub async fn device(&self, id: &str) -> Result<Option<Device>> {
+        Ok(on_pool!(self, |p| fetch_device!(p, id)))
+    }
+
+    /// Devices, oldest first.
+    pub async fn devices(&self, f: &DeviceFilter) -> Result<Vec<Device>> {
+        let sql = format!(
+            "SELECT {DEVICE_COLUMNS} FROM devices
+             WHERE ($1 IS NULL OR status = $1)
+               AND ($2 IS NULL OR (cert_not_after IS NOT NULL AND cert_not_after < $2))
+             ORDER BY first_seen, id"
+        );
+        let status = f.status.map(|s| s.as_str().to_string());
+        let rows: Vec<DeviceRow> = on_pool!(self, |p| sqlx::query_as(&sql)
+            .bind(&status)
+            .bind(f.expiring_before)
+            .fetch_all(p)
+            .await?);
+        rows.into_iter().map(DeviceRow::into_device).collect()
+    }
+
+    /// Adds a device (a pending registration) at the next revision, and writes `audit`.
+    pub async fn insert_device(&self, d: &NewDevice, audit: &Audit) -> Result<Device> {
+        transaction!(self, |tx, pg| {
+            let rev = next_revision!(tx, pg);
+            insert_device!(tx, d, rev, None);
+            write_audit!(tx, audit);
+        });
+        self.device(&d.id)
+            .await?
+            .ok_or_else(|| StoreError::UnknownDevice(d.id.clone()))
+    }
+
+    /// Compare-and-set of a device's status: it becomes `to` only while it is one of
+    /// `from` ([`StoreError::StatusChanged`] says what it is now otherwise). The change
+    /// takes the next revision; with `revoke_certificates` (a CRL reason), every
+    /// certificate of the device that is not revoked or expired is revoked with it.
+    pub async fn update_status(
+        &self,
+        id: &str,
+        from: &[DeviceStatus],
+        to: DeviceStatus,
+        revoke_certificates: Option<&str>,
+        audit: &Audit,
+    ) -> Result<Device> {
+        let placeholders: Vec<String> = (0..from.len()).map(|n| format!("${}", n + 4)).collect();
+        let sql = format!(
+            "UPDATE devices SET status = $1, revision = $2 WHERE id = $3 AND status IN ({}) RETURNING id",
+            if placeholders.is_empty() {
+                "NULL".to_string()
+            } else {
+                placeholders.join(", ")
+            }
+        );
+        transaction!(self, |tx, pg| {
+            let rev = next_revision!(tx, pg);
+            let mut q = sqlx::query_scalar(&sql)
+                .bind(to.as_str())
+                .bind(rev)
+                .bind(id);
+            for f in from {
+                q = q.bind(f.as_str());
+            }
+            let done: Option<String> = q.fetch_optional(&mut *tx).await?;
+            if done.is_none() {
+                let now = fetch_device!(&mut *tx, id);
+                return Err(match now {
+                    None => StoreError::UnknownDevice(id.into()),
+                    Some(d) => StoreError::StatusChanged {
+                        id: id.into(),
+                        now: d.status,
+                    },
                 });
             }
-        }
-        let tables: Vec<String> = sqlx::query_scalar(
-            "SELECT name FROM sqlite_master WHERE type = 'table' AND name IN ('certificates', '_sqlx_migrations')",
-        )
-        .fetch_all(&mut conn)
-        .await
-        .map_err(|e| classify(name, e))?;
-        if tables.len() != 2 {
-            return Err(StoreError::NotAnInventory { path: name.into() });
-        }
-        if let Some(serial) = root_serial {
-            let serial = normalize_serial(serial);
-            let found: Option<i64> =
-                sqlx::query_scalar("SELECT 1 FROM certificates WHERE serial = ? AND kind = 'root'")
-                    .bind(&serial)
-                    .fetch_optional(&mut conn)
-                    .await
-                    .map_err(|e| classify(name, e))?;
-            if found.is_none() {
-                return Err(StoreError::OtherCa {
-                    path: name.into(),
-                    root_serial: serial,
-                });
+            if let Some(reason) = revoke_certificates {
+                sqlx::query(
+                    "UPDATE certificates SET revoked_at = $1, revocation_reason = $2, revision = $3
+                     WHERE device_id = $4 AND revoked_at IS NULL AND not_after > $1",
+                )
+                .bind(audit.at)
+                .bind(reason)
+                .bind(rev)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
             }
-        }
+            write_audit!(tx, audit);
+        });
+        self.device(id)
+            .await?
+            .ok_or_else(|| StoreError::UnknownDevice(id.into()))
+    }
+
+    /// Replaces a device's tags (stored sorted, without duplicates), at the next revision.
+    pub async fn update_tags(&self, id: &str, tags: &[String], audit: &Audit) -> Result<Device> {
+        transaction!(self, |tx, pg| {
+            let rev = next_revision!(tx, pg);
+            let done: Option<String> = sqlx::query_scalar(
+                "UPDATE devices SET tags = $1, revision = $2 WHERE id = $3 RETURNING id",
+            )
+            .bind(tags_to_text(tags))
+            .bind(rev)
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if done.is_none() {
+                return Err(StoreError::UnknownDevice(id.into()));
+            }
+            write_audit!(tx, audit);
+        });
+        self.device(id)
+            .await?
+            .ok_or_else(|| StoreError::UnknownDevice(id.into()))
+    }
+
+    // ---- tokens ----
+
+    /// Stores an enrollment token (its hash) and writes `audit`.
+    pub async fn insert_token(&self, t: &NewToken, audit: &Audit) -> Result<()> {
+        transaction!(self, |tx, _pg| {
+            sqlx::query(
+                "INSERT INTO tokens (hash, device_id, tags, lifetime_secs, expires_at, created_at, created_by)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            )
+            .bind(&t.hash)
+            .bind(&t.device_id)
+            .bind(tags_to_text(&t.tags))
+            .bind(t.lifetime_secs)
+            .bind(t.expires_at)
+            .bind(t.created_at)
+            .bind(&t.created_by)
+            .execute(&mut *tx)
+            .await?;
+            write_audit!(tx, audit);
+        });
         Ok(())
     }
-    .await;
-    let _ = conn.close().await;
-    result
-}
 
-/// SQLite's words for a damaged file become [`StoreError::Corrupt`].
-fn classify(name: &str, e: sqlx::Error) -> StoreError {
-    let text = e.to_string();
-    if text.contains("malformed") || text.contains("not a database") || text.contains("corrupt") {
-        let detail = match &e {
-            sqlx::Error::Database(d) => d.message().to_string(),
-            _ => text,
-        };
-        StoreError::Corrupt {
-            path: name.into(),
-            detail,
+    /// A token by hash, used or not.
+    pub async fn token(&self, hash: &str) -> Result<Option<Token>> {
+        let sql = format!("SELECT {TOKEN_COLUMNS} FROM tokens WHERE hash = $1");
+        let row: Option<TokenRow> = on_pool!(self, |p| sqlx::query_as(&sql)
+            .bind(hash)
+            .fetch_optional(p)
+            .await?);
+        row.map(TokenRow::into_token).transpose()
+    }
+
+    /// Consumes a token atomically: of any number of concurrent consumers exactly one gets
+    /// it; the others learn that it was used (when, by whom), expired, or is unknown.
+    pub async fn consume_token(&self, hash: &str, now: i64, device_id: &str) -> Result<Token> {
+        let sql = format!(
+            "UPDATE tokens SET used_at = $1, used_by = $2
+             WHERE hash = $3 AND used_at IS NULL AND expires_at > $1 RETURNING {TOKEN_COLUMNS}"
+        );
+        let row: Option<TokenRow> = transaction!(self, |tx, _pg| {
+            sqlx::query_as(&sql)
+                .bind(now)
+                .bind(device_id)
+                .bind(hash)
+                .fetch_optional(&mut *tx)
+                .await?
+        });
+        match row {
+            Some(r) => r.into_token(),
+            None => Err(self.why_token_refused(hash).await),
         }
-    } else {
-        StoreError::Open {
-            path: name.into(),
-            cause: e,
+    }
+
+    /// Why a token could not be consumed.
+    async fn why_token_refused(&self, hash: &str) -> StoreError {
+        match self.token(hash).await {
+            Err(e) => e,
+            Ok(None) => StoreError::TokenUnknown,
+            Ok(Some(t)) => match (t.used_at, t.used_by) {
+                (Some(at), by) => StoreError::TokenUsed {
+                    at,
+                    by: by.unwrap_or_else(|| "an unknown device".into()),
+                },
+                (None, _) => StoreError::TokenExpired { at: t.expires_at },
+            },
+        }
+    }
+
+    // ---- recovery ----
+
+    /// A recovery token by hash (`replaced_at` set means it was rotated: presenting it
+    /// again is the sign of a clone).
+    pub async fn recovery(&self, hash: &str) -> Result<Option<Recovery>> {
+        Ok(on_pool!(self, |p| {
+            sqlx::query_as(
+            "SELECT hash, device_id, issued_at, expires_at, replaced_at FROM recovery WHERE hash = $1"
+        )
+        .bind(hash)
+        .fetch_optional(p)
+        .await?
+        }))
+    }
+
+    // ---- audit ----
+
+    /// Writes one audit record.
+    pub async fn log(&self, a: &Audit) -> Result<()> {
+        transaction!(self, |tx, _pg| {
+            write_audit!(tx, a);
+        });
+        Ok(())
+    }
+
+    /// The newest `limit` audit records of a device, oldest first.
+    pub async fn audit_of(&self, device: &str, limit: i64) -> Result<Vec<AuditEntry>> {
+        let mut rows: Vec<AuditEntry> = on_pool!(self, |p| sqlx::query_as(
+            "SELECT id, at, actor, action, device_id, serial, detail FROM audit
+             WHERE device_id = $1 ORDER BY id DESC LIMIT $2"
+        )
+        .bind(device)
+        .bind(limit)
+        .fetch_all(p)
+        .await?);
+        rows.reverse();
+        Ok(rows)
+    }
+
+    // ---- gateways ----
+
+    /// The current revision.
+    pub async fn revision(&self) -> Result<i64> {
+        Ok(on_pool!(self, |p| sqlx::query_scalar(
+            "SELECT value FROM meta WHERE name = 'revision'"
+        )
+        .fetch_one(p)
+        .await?))
+    }
+
+    /// Devices and revoked certificates changed after `revision` (0: everything), and the
+    /// revision they bring the reader to, read from one snapshot.
+    pub async fn changes_since(&self, revision: i64) -> Result<Changes> {
+        let dev_sql = format!(
+            "SELECT {DEVICE_COLUMNS} FROM devices WHERE revision > $1 ORDER BY revision, id"
+        );
+        transaction!(
+            self,
+            "BEGIN",
+            "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
+            |tx, _pg| {
+                let current: i64 =
+                    sqlx::query_scalar("SELECT value FROM meta WHERE name = 'revision'")
+                        .fetch_one(&mut *tx)
+                        .await?;
+                let rows: Vec<DeviceRow> = sqlx::query_as(&dev_sql)
+                    .bind(revision)
+                    .fetch_all(&mut *tx)
+                    .await?;
+                let revoked: Vec<RevokedSerial> = sqlx::query_as(
+                    "SELECT serial, device_id, revision FROM certificates
+                     WHERE revoked_at IS NOT NULL AND (revision > $1 OR ($1 = 0 AND revision IS NULL))
+                     ORDER BY revision, serial",
+                )
+                .bind(revision)
+                .fetch_all(&mut *tx)
+                .await?;
+                let devices = rows
+                    .into_iter()
+                    .map(DeviceRow::into_device)
+                    .collect::<Result<Vec<_>>>()?;
+                Ok(Changes {
+                    revision: current,
+                    devices,
+                    revoked,
+                })
+            }
+        )
+    }
+
+    /// On PostgreSQL, a listener subscribed to [`NOTIFY_CHANNEL`] (each notification's
+    /// payload is the new revision); `None` on SQLite, whose readers poll
+    /// [`Inventory::changes_since`].
+    pub async fn listen(&self) -> Result<Option<PgListener>> {
+        match &self.pool {
+            Pool::Sqlite(_) => Ok(None),
+            Pool::Postgres(p) => {
+                let mut l = PgListener::connect_with(p).await?;
+                l.listen(NOTIFY_CHANNEL).await?;
+                Ok(Some(l))
+            }
         }
     }
 }
@@ -448,6 +1138,7 @@ mod tests {
             revoked_at: None,
             revocation_reason: None,
             pem: "PEM".into(),
+            revision: None,
         }
     }
 
@@ -597,7 +1288,7 @@ mod tests {
             .map(|e| e.to_string());
         assert_eq!(
             e,
-            Some(format!("the inventory {} does not exist; restore it from a backup (only `mtlsgate ca init` creates an inventory, together with its CA)", missing.display()))
+            Some(format!("the inventory {} does not exist; restore it from a backup (only `mtlsgate ca init` creates an inventory, together with its CA; if this CA keeps its inventory in PostgreSQL, give --database URL or MTLSGATE_DATABASE)", missing.display()))
         );
         assert!(!missing.exists());
         Ok(())
@@ -619,6 +1310,7 @@ mod tests {
             revoked_at: None,
             revocation_reason: None,
             pem: "PEM".into(),
+            revision: None,
         };
         inv.record(&rec).await?;
         assert!(matches!(
@@ -626,10 +1318,18 @@ mod tests {
             Err(StoreError::Duplicate(_))
         ));
         assert_eq!(inv.list().await?, vec![rec.clone()]);
-        let r = inv.revoke("4a01", 10, Some("keyCompromise")).await?;
+        let r = inv
+            .revoke(
+                "4a01",
+                10,
+                Some("keyCompromise"),
+                &Audit::new(10, "test", "revoke_cert"),
+            )
+            .await?;
         assert_eq!(r.revoked_at, Some(10));
         assert!(matches!(
-            inv.revoke("4A01", 11, None).await,
+            inv.revoke("4A01", 11, None, &Audit::new(11, "test", "revoke_cert"))
+                .await,
             Err(StoreError::AlreadyRevoked { .. })
         ));
         assert!(matches!(

@@ -1,0 +1,179 @@
+//! The authority's errors: each a sentence a person (an operator, or the owner of a
+//! device) understands, and each of a [`ErrorKind`] that the HTTPS API maps to a status.
+
+use mtlsgate_pki::certinfo::human_time;
+use mtlsgate_pki::PkiError;
+use mtlsgate_store::{DeviceStatus, StoreError};
+use time::OffsetDateTime;
+
+use crate::Action;
+
+/// What kind of refusal an error is (the CA server maps it to an HTTP status).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The request is unreadable or unacceptable (400).
+    BadInput,
+    /// No valid credential: token, client certificate, recovery token (401).
+    Unauthenticated,
+    /// Refused because of the device's status or certificate (403).
+    Forbidden,
+    /// No such device or certificate (404).
+    NotFound,
+    /// The state changed or the name is taken (409).
+    Conflict,
+    /// The token or recovery token expired (410).
+    Gone,
+    /// Something is wrong on the CA's side (500).
+    Internal,
+}
+
+fn when(at: i64) -> String {
+    OffsetDateTime::from_unix_timestamp(at)
+        .map(human_time)
+        .unwrap_or_else(|_| at.to_string())
+}
+
+/// Errors from the authority.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AuthorityError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Pki(#[from] PkiError),
+    #[error("{serial} is the root CA: a root cannot be revoked by a CRL it signs itself; to retire it, create a new CA and remove this one from every trust bundle")]
+    RootRevocation { serial: String },
+    #[error("the CA keys are not loaded, so nothing can be signed")]
+    KeysNotLoaded,
+    #[error("this is not an mtlsgate {what} (those start with {prefix})")]
+    NotAToken {
+        what: &'static str,
+        prefix: &'static str,
+    },
+    #[error("invalid tag `{tag}`: use 1 to 64 letters, digits and - _ . : / =")]
+    BadTag { tag: String },
+    #[error("{what} {given}s is outside what this CA allows ({min}s to {max}s)")]
+    BadLifetime {
+        what: &'static str,
+        given: i64,
+        min: i64,
+        max: i64,
+    },
+    #[error("device {id} is already enrolled; a token bound to that ID cannot enroll another device (make a token for a new ID)")]
+    AlreadyEnrolled { id: String },
+    #[error("{}", transition_refused(.id, *.status, *.action))]
+    Transition {
+        id: String,
+        status: DeviceStatus,
+        action: Action,
+    },
+    #[error("device {id} is {status}; only active devices get certificates{}", not_active_hint(*.status, .id))]
+    NotActive { id: String, status: DeviceStatus },
+    #[error("the client certificate is not valid: {reason}")]
+    ClientCertificate { reason: String },
+    #[error("the client certificate {subject} names no device of this CA")]
+    NotADevice { subject: String },
+    #[error("certificate {serial} is no longer device {id}'s current certificate ({current} replaced it); renew with the newest certificate")]
+    Superseded {
+        id: String,
+        serial: String,
+        current: String,
+    },
+    #[error("certificate {serial} was revoked; a revoked certificate renews nothing")]
+    CertRevoked { serial: String },
+    #[error("the poll token does not belong to device {id}, or it was already spent")]
+    PollToken { id: String },
+    #[error("the recovery token is not one this CA gave device {id}")]
+    RecoveryUnknown { id: String },
+    #[error("device {id}'s recovery token expired at {}: the device was offline longer than the recovery grace; enroll it anew", when(*.at))]
+    RecoveryExpired { id: String, at: i64 },
+    #[error("certificate {serial} is not the last certificate of device {id}; recovery needs the device's last certificate")]
+    RecoveryWrongCertificate { id: String, serial: String },
+    #[error("the recovery signature does not verify with the key of device {id}'s last certificate (sign the SHA-256 of the new CSR's DER with the old key)")]
+    RecoverySignature { id: String },
+    #[error("device {id} presented a recovery token that was already replaced: another device holds the same identity (a clone). The device is quarantined; after checking it, an operator can allow it again (mtlsgate devices allow {id})")]
+    Clone { id: String },
+}
+
+fn not_active_hint(status: DeviceStatus, id: &str) -> String {
+    match status {
+        DeviceStatus::Pending => " (an operator must approve it first)".into(),
+        DeviceStatus::Quarantined => {
+            format!(
+                " (after checking it, an operator can allow it again: mtlsgate devices allow {id})"
+            )
+        }
+        DeviceStatus::Denied => " (an operator denied it)".into(),
+        DeviceStatus::Revoked => " (it was revoked for good; enroll it anew)".into(),
+        DeviceStatus::Active => String::new(),
+    }
+}
+
+fn transition_refused(id: &str, status: DeviceStatus, action: Action) -> String {
+    let done = action.participle();
+    if status == action.target() {
+        return format!("device {id} is already {status}");
+    }
+    if status == DeviceStatus::Revoked {
+        return format!(
+            "device {id} is revoked; a revoked device cannot be {done} again: enroll it anew"
+        );
+    }
+    let sources: Vec<&str> = action.sources().iter().map(|s| s.as_str()).collect();
+    format!(
+        "device {id} is {status}; only {} devices can be {done}",
+        sources.join(" or ")
+    )
+}
+
+impl AuthorityError {
+    /// The kind of refusal, for the HTTP status.
+    pub fn kind(&self) -> ErrorKind {
+        use AuthorityError as A;
+        match self {
+            A::Store(e) => match e {
+                StoreError::UnknownSerial(_) | StoreError::UnknownDevice(_) => ErrorKind::NotFound,
+                StoreError::AlreadyRevoked { .. }
+                | StoreError::Duplicate(_)
+                | StoreError::DeviceExists(_)
+                | StoreError::StatusChanged { .. }
+                | StoreError::Changed { .. }
+                | StoreError::TokenUsed { .. } => ErrorKind::Conflict,
+                StoreError::TokenUnknown => ErrorKind::Unauthenticated,
+                StoreError::TokenExpired { .. } => ErrorKind::Gone,
+                _ => ErrorKind::Internal,
+            },
+            A::Pki(e) => match e {
+                PkiError::CsrRefused(_)
+                | PkiError::InvalidInput { .. }
+                | PkiError::ControlCharacter { .. }
+                | PkiError::OtherDevice { .. }
+                | PkiError::BadPem { .. }
+                | PkiError::Missing { .. }
+                | PkiError::BadSignature => ErrorKind::BadInput,
+                PkiError::AlreadyExists(_) | PkiError::CaExists(_) => ErrorKind::Conflict,
+                _ => ErrorKind::Internal,
+            },
+            A::RootRevocation { .. } | A::Transition { .. } | A::AlreadyEnrolled { .. } => {
+                ErrorKind::Conflict
+            }
+            A::KeysNotLoaded => ErrorKind::Internal,
+            A::BadTag { .. }
+            | A::BadLifetime { .. }
+            | A::RecoverySignature { .. }
+            | A::RecoveryWrongCertificate { .. } => ErrorKind::BadInput,
+            A::NotAToken { .. }
+            | A::ClientCertificate { .. }
+            | A::NotADevice { .. }
+            | A::PollToken { .. }
+            | A::RecoveryUnknown { .. } => ErrorKind::Unauthenticated,
+            A::NotActive { .. }
+            | A::Superseded { .. }
+            | A::CertRevoked { .. }
+            | A::Clone { .. } => ErrorKind::Forbidden,
+            A::RecoveryExpired { .. } => ErrorKind::Gone,
+        }
+    }
+}
+
+pub type Result<T, E = AuthorityError> = std::result::Result<T, E>;

@@ -1,0 +1,372 @@
+//! The records the inventory keeps and the requests that change them. Plain data: times
+//! are unix seconds, serials uppercase hex, device IDs lower-case.
+
+use std::fmt;
+
+use serde::Serialize;
+
+use crate::{Result, StoreError};
+
+/// One certificate the CA issued.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, sqlx::FromRow)]
+pub struct CertRecord {
+    pub serial: String,
+    /// `root`, `intermediate`, `server`, `client` or `admin`.
+    pub kind: String,
+    pub subject: String,
+    pub device_id: Option<String>,
+    pub not_before: i64,
+    pub not_after: i64,
+    pub sha256: String,
+    pub issued_at: i64,
+    pub revoked_at: Option<i64>,
+    pub revocation_reason: Option<String>,
+    #[serde(skip)]
+    pub pem: String,
+    /// The inventory revision at which it was revoked.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub revision: Option<i64>,
+}
+
+/// Where a device stands (docs/device-lifecycle.md, "Device status machine").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeviceStatus {
+    Pending,
+    Active,
+    Denied,
+    Revoked,
+    Quarantined,
+}
+
+impl DeviceStatus {
+    pub const ALL: [DeviceStatus; 5] = [
+        DeviceStatus::Pending,
+        DeviceStatus::Active,
+        DeviceStatus::Denied,
+        DeviceStatus::Revoked,
+        DeviceStatus::Quarantined,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeviceStatus::Pending => "pending",
+            DeviceStatus::Active => "active",
+            DeviceStatus::Denied => "denied",
+            DeviceStatus::Revoked => "revoked",
+            DeviceStatus::Quarantined => "quarantined",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|d| d.as_str() == s)
+    }
+}
+
+impl fmt::Display for DeviceStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A device in the inventory.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Device {
+    pub id: String,
+    pub status: DeviceStatus,
+    pub tags: Vec<String>,
+    pub first_seen: i64,
+    pub last_seen: Option<i64>,
+    pub last_addr: Option<String>,
+    pub agent_version: Option<String>,
+    /// The device's current certificate.
+    pub cert_serial: Option<String>,
+    pub cert_not_after: Option<i64>,
+    /// The certificate the current one replaced.
+    pub prev_serial: Option<String>,
+    /// Lifetime of its certificates; `None` means the CA's default.
+    pub lifetime_secs: Option<i64>,
+    pub created_by: String,
+    pub revision: i64,
+    /// The CSR of a pending device (PEM), kept until it is signed.
+    #[serde(skip)]
+    pub pending_csr: Option<String>,
+    /// SHA-256 hex of a pending device's poll token.
+    #[serde(skip)]
+    pub poll_hash: Option<String>,
+}
+
+/// A device row as stored (status and tags as text).
+#[derive(sqlx::FromRow)]
+pub(crate) struct DeviceRow {
+    id: String,
+    status: String,
+    tags: String,
+    first_seen: i64,
+    last_seen: Option<i64>,
+    last_addr: Option<String>,
+    agent_version: Option<String>,
+    cert_serial: Option<String>,
+    cert_not_after: Option<i64>,
+    prev_serial: Option<String>,
+    lifetime_secs: Option<i64>,
+    created_by: String,
+    revision: i64,
+    pending_csr: Option<String>,
+    poll_hash: Option<String>,
+}
+
+impl DeviceRow {
+    pub(crate) fn into_device(self) -> Result<Device> {
+        let status = DeviceStatus::parse(&self.status).ok_or_else(|| StoreError::BadRow {
+            what: format!("device {}", self.id),
+            detail: format!("its status `{}` is not one this version knows", self.status),
+        })?;
+        let tags = tags_from_text(&self.tags).map_err(|detail| StoreError::BadRow {
+            what: format!("device {}", self.id),
+            detail,
+        })?;
+        Ok(Device {
+            id: self.id,
+            status,
+            tags,
+            first_seen: self.first_seen,
+            last_seen: self.last_seen,
+            last_addr: self.last_addr,
+            agent_version: self.agent_version,
+            cert_serial: self.cert_serial,
+            cert_not_after: self.cert_not_after,
+            prev_serial: self.prev_serial,
+            lifetime_secs: self.lifetime_secs,
+            created_by: self.created_by,
+            revision: self.revision,
+            pending_csr: self.pending_csr,
+            poll_hash: self.poll_hash,
+        })
+    }
+}
+
+/// Tags as stored: a JSON array, sorted, without duplicates.
+pub(crate) fn tags_to_text(tags: &[String]) -> String {
+    let mut t: Vec<&String> = tags.iter().collect();
+    t.sort();
+    t.dedup();
+    serde_json::to_string(&t).unwrap_or_else(|_| "[]".into())
+}
+
+pub(crate) fn tags_from_text(text: &str) -> std::result::Result<Vec<String>, String> {
+    serde_json::from_str(text).map_err(|e| format!("its tags are not a JSON list of text ({e})"))
+}
+
+/// Which devices to list.
+#[derive(Debug, Clone, Default)]
+pub struct DeviceFilter {
+    pub status: Option<DeviceStatus>,
+    /// Only devices whose current certificate expires before this time.
+    pub expiring_before: Option<i64>,
+}
+
+/// A device to add (a pending registration, or an enrollment with a token).
+#[derive(Debug, Clone)]
+pub struct NewDevice {
+    pub id: String,
+    pub status: DeviceStatus,
+    pub tags: Vec<String>,
+    pub lifetime_secs: Option<i64>,
+    pub created_by: String,
+    pub pending_csr: Option<String>,
+    pub poll_hash: Option<String>,
+    pub seen: Seen,
+}
+
+/// When and from where a device was last heard of.
+#[derive(Debug, Clone, Default)]
+pub struct Seen {
+    pub at: i64,
+    pub addr: Option<String>,
+    pub agent_version: Option<String>,
+}
+
+/// An enrollment token to store (only its hash).
+#[derive(Debug, Clone)]
+pub struct NewToken {
+    pub hash: String,
+    pub device_id: Option<String>,
+    pub tags: Vec<String>,
+    pub lifetime_secs: Option<i64>,
+    pub expires_at: i64,
+    pub created_at: i64,
+    pub created_by: String,
+}
+
+/// A stored enrollment token.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Token {
+    pub hash: String,
+    pub device_id: Option<String>,
+    pub tags: Vec<String>,
+    pub lifetime_secs: Option<i64>,
+    pub expires_at: i64,
+    pub created_at: i64,
+    pub created_by: String,
+    pub used_at: Option<i64>,
+    pub used_by: Option<String>,
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct TokenRow {
+    hash: String,
+    device_id: Option<String>,
+    tags: String,
+    lifetime_secs: Option<i64>,
+    expires_at: i64,
+    created_at: i64,
+    created_by: String,
+    used_at: Option<i64>,
+    used_by: Option<String>,
+}
+
+impl TokenRow {
+    pub(crate) fn into_token(self) -> Result<Token> {
+        let tags = tags_from_text(&self.tags).map_err(|detail| StoreError::BadRow {
+            what: "an enrollment token".into(),
+            detail,
+        })?;
+        Ok(Token {
+            hash: self.hash,
+            device_id: self.device_id,
+            tags,
+            lifetime_secs: self.lifetime_secs,
+            expires_at: self.expires_at,
+            created_at: self.created_at,
+            created_by: self.created_by,
+            used_at: self.used_at,
+            used_by: self.used_by,
+        })
+    }
+}
+
+/// A recovery token as stored.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct Recovery {
+    pub hash: String,
+    pub device_id: String,
+    pub issued_at: i64,
+    pub expires_at: i64,
+    /// Set once a newer token replaced it: presenting it again means a clone.
+    pub replaced_at: Option<i64>,
+}
+
+/// A new recovery token (hash) for a device, replacing its current one.
+#[derive(Debug, Clone)]
+pub struct NewRecovery {
+    pub hash: String,
+    pub expires_at: i64,
+}
+
+/// An audit record to write.
+#[derive(Debug, Clone)]
+pub struct Audit {
+    pub at: i64,
+    pub actor: String,
+    /// `enroll`, `register`, `approve`, `deny`, `allow`, `revoke`, `quarantine`, `renew`,
+    /// `recover`, `tag`, `token`, `issue`, `sign`, `revoke_cert`, `clone`.
+    pub action: String,
+    pub device_id: Option<String>,
+    pub serial: Option<String>,
+    pub detail: Option<String>,
+}
+
+impl Audit {
+    pub fn new(at: i64, actor: &str, action: &str) -> Self {
+        Audit {
+            at,
+            actor: actor.into(),
+            action: action.into(),
+            device_id: None,
+            serial: None,
+            detail: None,
+        }
+    }
+
+    pub fn device(mut self, id: &str) -> Self {
+        self.device_id = Some(id.into());
+        self
+    }
+
+    pub fn serial(mut self, serial: &str) -> Self {
+        self.serial = Some(serial.into());
+        self
+    }
+
+    pub fn detail(mut self, detail: impl Into<String>) -> Self {
+        self.detail = Some(detail.into());
+        self
+    }
+}
+
+/// An audit record as stored.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, sqlx::FromRow)]
+pub struct AuditEntry {
+    pub id: i64,
+    pub at: i64,
+    pub actor: String,
+    pub action: String,
+    pub device_id: Option<String>,
+    pub serial: Option<String>,
+    pub detail: Option<String>,
+}
+
+/// A certificate that was issued and must be in the inventory before anyone sees it.
+#[derive(Debug, Clone)]
+pub struct Issuance {
+    pub cert: CertRecord,
+    /// Set when the certificate is a device's: what the device row must look like for the
+    /// issuance to stand, and what changes with it.
+    pub device: Option<DeviceIssuance>,
+    pub audit: Audit,
+}
+
+/// The device side of an [`Issuance`], written in the same transaction.
+#[derive(Debug, Clone)]
+pub struct DeviceIssuance {
+    pub id: String,
+    pub via: Via,
+    pub seen: Seen,
+    /// The device's new recovery token; the current one is marked replaced.
+    pub recovery: NewRecovery,
+}
+
+/// Why a device gets a certificate, with the condition checked in the transaction.
+#[derive(Debug, Clone)]
+pub enum Via {
+    /// Enrollment with a token: the token is consumed and the device added, as `device`.
+    Token { hash: String, device: NewDevice },
+    /// A pending device, approved meanwhile, collects its certificate: the poll token
+    /// must still be the device's, and is spent.
+    Poll { poll_hash: String },
+    /// Renewal: the device is active and its current certificate is still `serial`.
+    Renewal { serial: String },
+    /// Recovery: as renewal, and the recovery token `recovery_hash` is still current.
+    Recovery {
+        serial: String,
+        recovery_hash: String,
+    },
+}
+
+/// A revoked certificate, for gateways.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, sqlx::FromRow)]
+pub struct RevokedSerial {
+    pub serial: String,
+    pub device_id: Option<String>,
+    pub revision: Option<i64>,
+}
+
+/// What changed after a revision: for a gateway's inventory view.
+#[derive(Debug, Clone, Serialize)]
+pub struct Changes {
+    /// The newest revision the inventory holds (the gateway asks from here next time).
+    pub revision: i64,
+    pub devices: Vec<Device>,
+    pub revoked: Vec<RevokedSerial>,
+}

@@ -1,0 +1,388 @@
+//! `mtlsgate token create` and `mtlsgate devices …` against a CA directory (SQLite
+//! inventory) and against PostgreSQL (`--database`, on MTLSGATE_TEST_POSTGRES). Devices
+//! enroll through the authority library, as the CA server will call it, with CSRs made
+//! by openssl; revocations are checked in the CRL with `openssl crl`.
+
+use std::path::Path;
+
+use mtlsgate_authority::{Authority, EnrollRequest, Enrolled, Location, Policy};
+
+use crate::util::Work;
+
+/// Runs `f` on a small runtime.
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(f)
+}
+
+/// A CSR made by openssl (its subject is ignored by the CA).
+fn openssl_csr(w: &Work, name: &str) -> Vec<u8> {
+    w.cmd(
+        "openssl",
+        &[
+            "req",
+            "-new",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            &format!("{name}.key"),
+            "-out",
+            &format!("{name}.csr"),
+            "-subj",
+            "/CN=whatever",
+        ],
+    )
+    .ok();
+    std::fs::read(w.path(&format!("{name}.csr"))).expect("csr")
+}
+
+/// Enrolls a device as the CA server would: with `token`, or pending without one.
+fn enroll(w: &Work, db: Option<&str>, token: Option<&str>, name: &str) -> Enrolled {
+    let csr = openssl_csr(w, name);
+    let dir = w.path("ca");
+    block_on(async {
+        let loc = db.map(|u| Location::Postgres(u.to_string()));
+        let mut auth = Authority::open(&dir, loc.as_ref(), Policy::default())
+            .await
+            .expect("open");
+        auth.load_keys(None).expect("keys");
+        let r = auth
+            .enroll(
+                EnrollRequest {
+                    csr,
+                    token: token.map(str::to_string),
+                    agent_version: Some("test".into()),
+                    hostname: None,
+                    addr: Some("127.0.0.1".into()),
+                },
+                time::OffsetDateTime::now_utc(),
+            )
+            .await
+            .expect("enrolled");
+        auth.close().await;
+        r
+    })
+}
+
+fn issued_id(e: Enrolled) -> (String, String) {
+    match e {
+        Enrolled::Issued(i) => (i.device_id, i.serial),
+        Enrolled::Pending { .. } => panic!("a token enrolls at once"),
+    }
+}
+
+/// `mtlsgate ARGS… DB…`.
+fn mg(w: &Work, args: &[&str], db: &[&str]) -> crate::util::Run {
+    let mut a = args.to_vec();
+    a.extend_from_slice(db);
+    w.mg(&a)
+}
+
+fn token(w: &Work, extra: &[&str], db: &[&str]) -> (String, String) {
+    let mut a = vec!["token", "create", "--dir", "ca"];
+    a.extend_from_slice(extra);
+    let out = mg(w, &a, db).ok();
+    let last = out.lines().last().expect("a line").to_string();
+    (last, out)
+}
+
+fn json(s: &str) -> serde_json::Value {
+    serde_json::from_str(s).unwrap_or_else(|e| panic!("not JSON ({e}): {s}"))
+}
+
+#[test]
+fn token_create_prints_the_token_last_and_the_inventory_keeps_only_its_hash() {
+    let w = Work::new();
+    w.mg(&[
+        "ca",
+        "init",
+        "--dir",
+        "ca",
+        "--device-domain",
+        "d.example.local",
+    ])
+    .ok();
+    let (tok, out) = token(&w, &["--tag", "lab", "--tag", "edge", "--ttl", "2h"], &[]);
+    assert!(tok.starts_with("mtg_") && tok.len() == 47, "{out}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(lines.len() >= 2, "{out}");
+    assert!(
+        lines[0].starts_with("Enrollment token for one new device (the CA assigns its ID), single use, valid until 20"),
+        "{out}"
+    );
+    assert!(out.contains("tags: edge, lab"), "{out}");
+    let (bound, out) = token(&w, &["--device-id", "dev1", "--lifetime", "1h"], &[]);
+    assert!(
+        out.starts_with(
+            "Enrollment token for device dev1.d.example.local, single use, valid until "
+        ),
+        "{out}"
+    );
+    // Only hashes are stored: neither token appears anywhere in the CA directory.
+    let hash = |t: &str| {
+        w.cmd(
+            "python3",
+            &[
+                "-c",
+                "import hashlib, sys; print(hashlib.sha256(sys.argv[1].encode()).hexdigest())",
+                t,
+            ],
+        )
+        .ok()
+        .trim()
+        .to_string()
+    };
+    let db = std::fs::read(w.path("ca/inventory.db")).expect("inventory");
+    for t in [&tok, &bound] {
+        assert!(!contains(&db, t.as_bytes()), "clear token in the inventory");
+        assert!(contains(&db, hash(t).as_bytes()), "its hash is");
+    }
+    for f in w.listing("ca") {
+        let data = std::fs::read(w.path(&format!("ca/{f}"))).expect("read");
+        assert!(!contains(&data, tok.as_bytes()), "token in ca/{f}");
+    }
+    // The token enrolls one device, with its tags.
+    let (id, _) = issued_id(enroll(&w, None, Some(&tok), "d1"));
+    let shown = json(
+        &w.mg(&["devices", "show", &id, "--json", "--dir", "ca"])
+            .ok(),
+    );
+    assert_eq!(shown["tags"], serde_json::json!(["edge", "lab"]));
+    assert_eq!(shown["status"], "active");
+    // Refusals say why.
+    let err = w
+        .mg(&["token", "create", "--dir", "ca", "--ttl", "soon"])
+        .fails();
+    assert!(err.contains("--ttl"), "{err}");
+    let err = w
+        .mg(&["token", "create", "--dir", "ca", "--tag", "no spaces"])
+        .fails();
+    assert!(err.contains("invalid tag `no spaces`"), "{err}");
+    let err = w
+        .mg(&["token", "create", "--dir", "ca", "--lifetime", "1y"])
+        .fails();
+    assert!(
+        err.contains("certificate lifetime 31536000s is outside what this CA allows"),
+        "{err}"
+    );
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+/// The whole device life cycle through the CLI; `db` are the flags naming the inventory.
+fn devices_lifecycle(w: &Work, url: Option<&str>, db: &[&str]) {
+    let (tok, _) = token(w, &["--tag", "lab"], db);
+    let (id, serial) = issued_id(enroll(w, url, Some(&tok), "d1"));
+    let pending = match enroll(w, url, None, "d2") {
+        Enrolled::Pending { device_id, .. } => device_id,
+        Enrolled::Issued(_) => panic!("issued without a token"),
+    };
+    let table = mg(w, &["devices", "list", "--dir", "ca"], db).ok();
+    let row = table.lines().find(|l| l.starts_with(&id)).expect("row");
+    assert!(row.contains("active") && row.ends_with("lab"), "{table}");
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with(&pending) && l.contains("pending")),
+        "{table}"
+    );
+    let list = json(
+        &mg(
+            w,
+            &[
+                "devices", "list", "--json", "--status", "pending", "--dir", "ca",
+            ],
+            db,
+        )
+        .ok(),
+    );
+    assert_eq!(list.as_array().map(|a| a.len()), Some(1));
+    assert_eq!(list[0]["id"], pending.as_str());
+    let soon = json(
+        &mg(
+            w,
+            &[
+                "devices",
+                "list",
+                "--json",
+                "--expiring",
+                "48h",
+                "--dir",
+                "ca",
+            ],
+            db,
+        )
+        .ok(),
+    );
+    assert_eq!(soon.as_array().map(|a| a.len()), Some(1), "{soon}");
+    let later = json(
+        &mg(
+            w,
+            &[
+                "devices",
+                "list",
+                "--json",
+                "--expiring",
+                "1h",
+                "--dir",
+                "ca",
+            ],
+            db,
+        )
+        .ok(),
+    );
+    assert_eq!(later.as_array().map(|a| a.len()), Some(0), "{later}");
+    // Approve the pending one.
+    let out = mg(w, &["devices", "approve", &pending, "--dir", "ca"], db).ok();
+    assert!(
+        out.contains(&format!("Approved: device {pending} is active")),
+        "{out}"
+    );
+    // Deny, deny again (refused), allow, tag.
+    let short = id.split('.').next().expect("short id").to_string();
+    let out = mg(
+        w,
+        &["devices", "deny", &short, "--reason", "lost", "--dir", "ca"],
+        db,
+    )
+    .ok();
+    assert!(
+        out.contains(&format!("Denied: device {id} is denied")),
+        "{out}"
+    );
+    let err = mg(w, &["devices", "deny", &id, "--dir", "ca"], db).fails();
+    assert!(
+        err.contains(&format!("device {id} is already denied")),
+        "{err}"
+    );
+    mg(w, &["devices", "allow", &id, "--dir", "ca"], db).ok();
+    let tagged = json(
+        &mg(
+            w,
+            &[
+                "devices", "tag", &id, "--add", "prod", "--add", "eu", "--remove", "lab", "--json",
+                "--dir", "ca",
+            ],
+            db,
+        )
+        .ok(),
+    );
+    assert_eq!(tagged["tags"], serde_json::json!(["eu", "prod"]));
+    // Show: status, certificate and the audit trail, oldest first.
+    let show = mg(w, &["devices", "show", &id, "--dir", "ca"], db).ok();
+    assert!(show.contains("Status:       active"), "{show}");
+    assert!(show.contains(&serial), "{show}");
+    let actions: Vec<&str> = show
+        .lines()
+        .skip_while(|l| *l != "Audit:")
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().nth(2))
+        .collect();
+    assert_eq!(actions, vec!["enroll", "deny", "allow", "tag"], "{show}");
+    assert!(
+        show.contains("deny        by ") && show.contains("(cli): lost"),
+        "{show}"
+    );
+    // Revoke: terminal, and its certificate is revoked with it.
+    let out = mg(w, &["devices", "revoke", &id, "--dir", "ca"], db).ok();
+    assert!(out.contains("Revoked"), "{out}");
+    let err = mg(w, &["devices", "allow", &id, "--dir", "ca"], db).fails();
+    assert!(
+        err.contains(&format!(
+            "device {id} is revoked; a revoked device cannot be allowed again: enroll it anew"
+        )),
+        "{err}"
+    );
+    let certs = json(&mg(w, &["ca", "list", "--json", "--dir", "ca"], db).ok());
+    let row = certs
+        .as_array()
+        .expect("rows")
+        .iter()
+        .find(|r| r["serial"] == serial.as_str())
+        .expect("recorded");
+    assert_eq!(row["revocation_reason"], "cessationOfOperation");
+    // The CRL lists its serial.
+    mg(w, &["ca", "crl", "--dir", "ca", "--out", "crl.pem"], db).ok();
+    let text = w
+        .cmd("openssl", &["crl", "-in", "crl.pem", "-noout", "-text"])
+        .ok();
+    assert!(text.contains(&format!("Serial Number: {serial}")), "{text}");
+    assert!(text.contains("Cessation Of Operation"), "{text}");
+    let err = mg(w, &["devices", "show", "nobody", "--dir", "ca"], db).fails();
+    assert!(
+        err.contains("no device nobody.d.example.local in the inventory"),
+        "{err}"
+    );
+}
+
+#[test]
+fn devices_on_the_ca_directory_inventory() {
+    let w = Work::new();
+    w.mg(&[
+        "ca",
+        "init",
+        "--dir",
+        "ca",
+        "--device-domain",
+        "d.example.local",
+    ])
+    .ok();
+    devices_lifecycle(&w, None, &[]);
+}
+
+#[test]
+fn devices_on_postgresql() {
+    let url = mtlsgate_store::test_support::new_database_blocking();
+    let w = Work::new();
+    let out = w
+        .mg(&[
+            "ca",
+            "init",
+            "--dir",
+            "ca",
+            "--device-domain",
+            "d.example.local",
+            "--database",
+            &url,
+        ])
+        .ok();
+    assert!(out.contains("inventory:    postgres://"), "{out}");
+    assert!(
+        !w.path("ca/inventory.db").exists(),
+        "the inventory is in PostgreSQL"
+    );
+    devices_lifecycle(&w, Some(&url), &["--database", &url]);
+    // Without --database the CA directory has no inventory, and says where to look.
+    let err = w.mg(&["ca", "list", "--dir", "ca"]).fails();
+    assert!(
+        err.contains("give --database URL or MTLSGATE_DATABASE"),
+        "{err}"
+    );
+    // MTLSGATE_DATABASE does what --database does.
+    let out = std::process::Command::new(crate::util::bin())
+        .args(["devices", "list", "--dir", "ca"])
+        .current_dir(w.root())
+        .env("MTLSGATE_DATABASE", &url)
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("revoked"));
+    // A second CA cannot take over the same database.
+    let err = w
+        .mg(&["ca", "init", "--dir", "ca2", "--database", &url])
+        .fails();
+    assert!(err.contains("already holds an mtlsgate inventory"), "{err}");
+    assert!(!w.path("ca2").exists() && !Path::new(&w.path("ca2")).exists());
+}
