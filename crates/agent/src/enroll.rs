@@ -206,7 +206,17 @@ pub(crate) fn install_issued(i: Install<'_>, issued: &Issued, now: i64) -> Resul
 /// server instead of registering again (unless `force`).
 pub async fn register(opts: &EnrollOptions) -> Result<Registration> {
     let sd = StateDir::new(&opts.dir);
+    let created = !opts.dir.exists();
     sd.create()?;
+    let result = register_in(opts, &sd).await;
+    if result.is_err() && created {
+        // Leave no trace of a failed first enrollment (removes the directory only if empty).
+        let _ = std::fs::remove_dir(&opts.dir);
+    }
+    result
+}
+
+async fn register_in(opts: &EnrollOptions, sd: &StateDir) -> Result<Registration> {
     let _lock = sd.lock(LOCK_WAIT).await?;
     sd.repair()?;
     if !opts.force {
@@ -274,7 +284,7 @@ pub async fn register(opts: &EnrollOptions) -> Result<Registration> {
             Answer::Issued(issued) => {
                 let e = install_issued(
                     Install {
-                        sd: &sd,
+                        sd,
                         server: &opts.server,
                         key_from: &sd.new_key(),
                         key_public: new.key.public_key_raw(),

@@ -57,12 +57,8 @@ pub enum AgentError {
     },
     #[error("the key and certificate in {} cannot be used for TLS: {reason}", .dir.display())]
     BadIdentity { dir: PathBuf, reason: String },
-    #[error("another mtlsgate agent has been working in {} for {secs} s (lock {}); try again when it is done", .dir.display(), .lock.display())]
-    Locked {
-        dir: PathBuf,
-        lock: PathBuf,
-        secs: u64,
-    },
+    #[error("another mtlsgate agent has been working in {} for {secs} s (it holds the directory's lock); try again when it is done", .dir.display())]
+    Locked { dir: PathBuf, secs: u64 },
     #[error("{what}: {cause}")]
     Io { what: String, cause: std::io::Error },
     #[error("cannot make a key or certificate request: {0}")]

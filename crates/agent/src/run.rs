@@ -12,7 +12,7 @@
 //!   tried once more); roots the server no longer lists stay while they are valid.
 //! - `--on-renew CMD` runs through `sh -c` after each new certificate, with
 //!   `MTLSGATE_DEVICE_ID`, `MTLSGATE_CERT` and `MTLSGATE_KEY` in its environment.
-//! - A pending enrollment (`agent enroll --no-wait`) is waited for first.
+//! - A pending enrollment (`agent enroll --no-wait`, or interrupted) is finished first.
 //! - SIGTERM (and Ctrl-C) stop it between steps; a renewal under way is finished first,
 //!   so that no issued certificate (and rotated recovery token) is lost.
 //!
@@ -481,18 +481,18 @@ fn is_fatal(e: &AgentError) -> bool {
 /// renews if due, or recovers if expired.
 pub async fn run_once(opts: &RunOptions) -> Result<Outcome> {
     let sd = StateDir::new(&opts.dir);
+    if let Some(p) = sd.read_pending()? {
+        return match enroll::poll_once(&sd, opts.timeout).await? {
+            Poll::Issued(e) => {
+                after_new(opts, "enrollment approved:", &e).await;
+                Ok(Outcome::Approved(e))
+            }
+            Poll::Waiting { .. } => Ok(Outcome::StillPending {
+                device_id: p.device_id,
+            }),
+        };
+    }
     if sd.read_state()?.is_none() {
-        if let Some(p) = sd.read_pending()? {
-            return match enroll::poll_once(&sd, opts.timeout).await? {
-                Poll::Issued(e) => {
-                    after_new(opts, "enrollment approved:", &e).await;
-                    Ok(Outcome::Approved(e))
-                }
-                Poll::Waiting { .. } => Ok(Outcome::StillPending {
-                    device_id: p.device_id,
-                }),
-            };
-        }
         return Err(AgentError::NotEnrolled(opts.dir.clone()));
     }
     match step(&sd, opts, false).await {
@@ -519,10 +519,9 @@ pub async fn run_once(opts: &RunOptions) -> Result<Outcome> {
 /// enrollment denied, an expired certificate that cannot be recovered).
 pub async fn run(opts: &RunOptions, control: &Control) -> Result<()> {
     let sd = StateDir::new(&opts.dir);
-    if sd.read_state()?.is_none() {
-        let Some(p) = sd.read_pending()? else {
-            return Err(AgentError::NotEnrolled(opts.dir.clone()));
-        };
+    // A pending enrollment comes first (with `enroll --force`, also over an enrolled
+    // device, whose certificate is not renewed meanwhile).
+    if let Some(p) = sd.read_pending()? {
         tracing::info!(
             "device {} waits for approval on {} (mtlsgate devices approve {})",
             p.device_id,
@@ -533,6 +532,8 @@ pub async fn run(opts: &RunOptions, control: &Control) -> Result<()> {
             None => return Ok(()),
             Some(e) => after_new(opts, "enrollment approved:", &e).await,
         }
+    } else if sd.read_state()?.is_none() {
+        return Err(AgentError::NotEnrolled(opts.dir.clone()));
     }
     let mut attempt = 0u32;
     let mut forced = false;

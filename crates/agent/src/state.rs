@@ -7,8 +7,10 @@
 //! | `ca.crt` | 0644 | the CA certificates the server (and the gateway) is verified with |
 //! | `agent.json` | 0600 | [`AgentState`]: server, device ID, pin, recovery token, schedule, last error |
 //! | `pending.json`, `pending.key` | 0600 | an enrollment that waits for approval ([`PendingState`]) and its key |
-//! | `.lock` | 0600 | `flock(2)`ed while an agent changes the directory |
 //!
+//! The directory itself is `flock(2)`ed while an agent changes it ([`StateDir::lock`]), so
+//! that `agent run` and a timer's `agent run --once` never renew at the same time (each
+//! renewal rotates the recovery token; a token lost that way would later look like a clone).
 //! Every file is written to a temporary file and renamed (pki `fsutil`). A new certificate
 //! is installed as a set: the new key (already on disk under `client.key.new` or
 //! `pending.key` while the server was asked), `ca.crt.new`, `agent.json.new` and, last,
@@ -261,9 +263,6 @@ impl StateDir {
     fn staged(&self, name: &str) -> PathBuf {
         self.dir.join(format!("{name}.new"))
     }
-    fn lock_path(&self) -> PathBuf {
-        self.dir.join(".lock")
-    }
 
     /// Creates the directory (0700: it holds the key) if it does not exist.
     pub fn create(&self) -> Result<()> {
@@ -353,19 +352,11 @@ impl StateDir {
         })
     }
 
-    /// Takes the directory's lock, waiting up to `wait` for another agent to finish.
+    /// Takes the directory's lock (`flock(2)` on the directory), waiting up to `wait` for
+    /// another agent to finish.
     pub async fn lock(&self, wait: Duration) -> Result<DirLock> {
-        let path = self.lock_path();
-        let mut opts = std::fs::OpenOptions::new();
-        opts.create(true).truncate(false).read(true).write(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            opts.mode(fsutil::SECRET_MODE);
-        }
-        let file = opts
-            .open(&path)
-            .map_err(|e| AgentError::io(format!("cannot open {}", path.display()), e))?;
+        let file = std::fs::File::open(&self.dir)
+            .map_err(|e| AgentError::io(format!("cannot open {}", self.dir.display()), e))?;
         let start = Instant::now();
         loop {
             match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
@@ -374,7 +365,6 @@ impl StateDir {
                     if start.elapsed() >= wait {
                         return Err(AgentError::Locked {
                             dir: self.dir.clone(),
-                            lock: path,
                             secs: wait.as_secs(),
                         });
                     }
@@ -382,7 +372,7 @@ impl StateDir {
                 }
                 Err(e) => {
                     return Err(AgentError::io(
-                        format!("cannot lock {}", path.display()),
+                        format!("cannot lock {}", self.dir.display()),
                         std::io::Error::from(e),
                     ))
                 }
@@ -641,7 +631,6 @@ mod tests {
             .expect("dir")
             .filter_map(|e| e.ok())
             .map(|e| e.file_name().to_string_lossy().into_owned())
-            .filter(|n| n != ".lock")
             .collect();
         v.sort();
         v

@@ -28,6 +28,9 @@ pub struct Status {
     pub tags: Vec<String>,
     /// When a pending enrollment was registered.
     pub registered_at: Option<i64>,
+    /// An enrolled device that enrolls anew (`enroll --force`) and waits for approval:
+    /// the new device ID.
+    pub pending_device_id: Option<String>,
 }
 
 /// The installed certificate's serial and expiry, with the state's schedule.
@@ -46,6 +49,7 @@ pub(crate) fn enrolled_of(sd: &StateDir, s: &AgentState) -> Result<Enrolled> {
 /// Reads the status of the device in `dir`.
 pub fn status(dir: &Path) -> Result<Status> {
     let sd = StateDir::new(dir);
+    let pending = sd.read_pending()?;
     if let Some(s) = sd.read_state()? {
         let cert = mtlsgate_pki::pemfile::read_certs(&sd.client_crt())
             .ok()
@@ -62,10 +66,11 @@ pub fn status(dir: &Path) -> Result<Status> {
             enrolled_at: Some(s.enrolled_at),
             recovery_expires: s.recovery_expires,
             tags: s.tags,
-            registered_at: None,
+            registered_at: pending.as_ref().map(|p| p.registered_at),
+            pending_device_id: pending.map(|p| p.device_id),
         });
     }
-    if let Some(p) = sd.read_pending()? {
+    if let Some(p) = pending {
         return Ok(Status {
             state: "pending",
             device_id: p.device_id,
@@ -79,6 +84,7 @@ pub fn status(dir: &Path) -> Result<Status> {
             recovery_expires: None,
             tags: Vec::new(),
             registered_at: Some(p.registered_at),
+            pending_device_id: None,
         });
     }
     Err(AgentError::NotEnrolled(dir.to_path_buf()))

@@ -253,7 +253,7 @@ pub fn tls_failure(e: &rustls::Error) -> (String, bool) {
     match e {
         E::InvalidCertificate(c) => match c {
             CertificateError::UnknownIssuer => (
-                "the server's certificate was not issued by a CA this device trusts (not in its ca.crt); if the CA's root was replaced, put the new root in ca.crt or enroll again with the new --root-fingerprint".into(),
+                "the server's certificate was not issued by a CA this device trusts (--ca-file, or ca.crt in the state directory); if the CA's root was replaced, add the new root to ca.crt, or enroll again with the new --root-fingerprint".into(),
                 true,
             ),
             CertificateError::Expired | CertificateError::ExpiredContext { .. } => (
