@@ -3,6 +3,7 @@
 
 #![forbid(unsafe_code)]
 
+mod cmd_agent;
 mod cmd_ca;
 mod cmd_cert;
 mod cmd_quickstart;
@@ -22,6 +23,7 @@ fn main() -> ExitCode {
         Command::Cert(c) => cmd_cert::run(c),
         Command::Serve(s) => cmd_serve::run(*s),
         Command::Quickstart(q) => cmd_quickstart::run(q),
+        Command::Agent(a) => cmd_agent::run(a),
     };
     match result {
         Ok(code) => code,
