@@ -226,6 +226,17 @@ async fn register_in(opts: &EnrollOptions, sd: &StateDir) -> Result<Registration
                 device_id: s.device_id,
             });
         }
+        for file in [sd.client_key(), sd.client_crt()] {
+            if file.exists() {
+                return Err(AgentError::ForeignFiles {
+                    dir: opts.dir.clone(),
+                    file: file
+                        .file_name()
+                        .map(|n| n.to_string_lossy().into_owned())
+                        .unwrap_or_default(),
+                });
+            }
+        }
         if let Some(p) = sd.read_pending()? {
             if p.server == opts.server.as_str() {
                 return Ok(Registration::Pending(Pending {

@@ -18,6 +18,8 @@ pub enum AgentError {
     NotEnrolled(PathBuf),
     #[error("{} already holds the enrolled device {device_id}: choose another --dir, or give --force to enroll anew (the current certificate stays in place until the new one has arrived)", .dir.display())]
     AlreadyEnrolled { dir: PathBuf, device_id: String },
+    #[error("{} already holds {file}, which no enrollment of this agent wrote: choose another --dir, or give --force to replace it once the new certificate has arrived", .dir.display())]
+    ForeignFiles { dir: PathBuf, file: String },
     #[error("{} holds an enrollment of {device_id} with {server} that waits for approval: give --force to start over with {wanted}", .dir.display())]
     PendingElsewhere {
         dir: PathBuf,

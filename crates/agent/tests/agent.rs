@@ -259,6 +259,35 @@ async fn a_wrong_fingerprint_is_refused_and_leaves_nothing_behind() {
 }
 
 #[tokio::test]
+async fn enroll_does_not_overwrite_a_key_it_did_not_write() {
+    let s = StandIn::start().await;
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path().join("state");
+    std::fs::create_dir(&dir).expect("mkdir");
+    std::fs::write(dir.join("client.key"), b"someone else's key").expect("write");
+    let before = snapshot(&dir);
+    let e = register(&opts(&s, &dir, Some("mtg_good"), pin(&s)))
+        .await
+        .expect_err("refused");
+    assert!(matches!(e, AgentError::ForeignFiles { .. }), "{e}");
+    assert!(
+        e.to_string()
+            .contains("client.key, which no enrollment of this agent wrote"),
+        "{e}"
+    );
+    assert_eq!(snapshot(&dir), before);
+    assert!(s.world().seen.is_empty());
+    // --force replaces it once the new certificate has arrived.
+    let mut o = opts(&s, &dir, Some("mtg_good"), pin(&s));
+    o.force = true;
+    register(&o).await.expect("enrolled");
+    assert_ne!(
+        std::fs::read(dir.join("client.key")).expect("key"),
+        b"someone else's key"
+    );
+}
+
+#[tokio::test]
 async fn a_refused_token_shows_the_server_sentence_and_leaves_the_directory_as_it_was() {
     let s = StandIn::start().await;
     s.world().tokens.insert("mtg_used".into(), true);
