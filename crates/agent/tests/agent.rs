@@ -601,6 +601,38 @@ async fn a_refused_renewal_shows_the_server_sentence_and_keeps_the_files() {
 }
 
 #[tokio::test]
+async fn a_server_under_an_unknown_root_is_refused_in_words() {
+    let s = StandIn::start().await;
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path().join("state");
+    enrolled(&s, &dir).await;
+    make_due(&dir);
+    // The device now trusts another CA only (as after a root rollover it missed).
+    let other = stand_in::Ca::new("Other").root_der;
+    std::fs::write(
+        dir.join("ca.crt"),
+        mtlsgate_pki::pemfile::to_pem("CERTIFICATE", &other),
+    )
+    .expect("write");
+    let e = run_once(&run_opts(&dir, None)).await.expect_err("refused");
+    assert!(e.api().is_some_and(|a| a.is_unknown_issuer()), "{e}");
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "renewal failed: TLS with {}: the server's certificate was not issued by a CA this device trusts (--ca-file, or ca.crt in the state directory); if the CA's root was replaced, add the new root to ca.crt, or enroll again with the new --root-fingerprint",
+            s.url()
+        )
+    );
+    // The CA bundle download was tried too, and could not be trusted either.
+    assert_eq!(
+        s.world().seen.len(),
+        1,
+        "only the enrollment reached the server"
+    );
+    assert!(!dir.join("client.key.new").exists());
+}
+
+#[tokio::test]
 async fn an_expired_certificate_is_recovered_with_the_recovery_token() {
     let s = StandIn::start().await;
     s.world().lifetime_secs = 2;

@@ -471,8 +471,8 @@ pub struct AgentEnroll {
     /// the enrollment once it is approved.
     #[arg(long)]
     pub no_wait: bool,
-    /// Enroll anew although the directory holds an enrolled or pending device (its files
-    /// stay until the new certificate arrives).
+    /// Enroll anew although the directory holds an enrolled or pending device, or a
+    /// client.key/client.crt written otherwise (they stay until the new certificate arrives).
     #[arg(long)]
     pub force: bool,
     /// Host name sent to the server [default: this machine's].
