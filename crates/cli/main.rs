@@ -3,6 +3,7 @@
 
 #![forbid(unsafe_code)]
 
+mod cmd_agent;
 mod cmd_ca;
 mod cmd_cert;
 mod cmd_devices;
@@ -29,6 +30,7 @@ fn main() -> ExitCode {
         Command::Quickstart(q) => cmd_quickstart::run(q),
         Command::Token(t) => cmd_token::run(t),
         Command::Devices(d) => cmd_devices::run(d),
+        Command::Agent(a) => cmd_agent::run(a),
     };
     match result {
         Ok(code) => code,
