@@ -779,3 +779,77 @@ impl Gate {
         }
     }
 }
+
+/// Enrolls a device through the authority library, as `mtlsgate ca serve` does, with a
+/// token made by `mtlsgate token create` (`token_args`, e.g. `["--tag", "lab"]`): writes
+/// `NAME.key` (made by openssl) and `NAME.crt` (leaf + intermediate); returns the device ID
+/// and serial. `database` is a PostgreSQL URL, or `None` for the CA directory's SQLite.
+pub fn enroll_device(
+    w: &Work,
+    ca_dir: &str,
+    database: Option<&str>,
+    name: &str,
+    token_args: &[&str],
+) -> (String, String) {
+    let mut a = vec!["token", "create", "--dir", ca_dir];
+    a.extend_from_slice(token_args);
+    if let Some(db) = database {
+        a.extend_from_slice(&["--database", db]);
+    }
+    let out = w.mg(&a).ok();
+    let token = out.lines().last().expect("a token").trim().to_string();
+    w.cmd(
+        "openssl",
+        &[
+            "req",
+            "-new",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            &format!("{name}.key"),
+            "-out",
+            &format!("{name}.csr"),
+            "-subj",
+            "/CN=ignored",
+        ],
+    )
+    .ok();
+    let csr = std::fs::read(w.path(&format!("{name}.csr"))).expect("csr");
+    let dir = w.path(ca_dir);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let issued = rt.block_on(async {
+        let loc = database.map(|u| mtlsgate_authority::Location::Postgres(u.to_string()));
+        let mut auth = mtlsgate_authority::Authority::open(&dir, loc.as_ref(), Default::default())
+            .await
+            .expect("open the authority");
+        auth.load_keys(None).expect("keys");
+        let r = auth
+            .enroll(
+                mtlsgate_authority::EnrollRequest {
+                    csr,
+                    token: Some(token),
+                    agent_version: Some("test".into()),
+                    hostname: None,
+                    addr: Some("127.0.0.1".into()),
+                },
+                time::OffsetDateTime::now_utc(),
+            )
+            .await
+            .expect("enrolled");
+        auth.close().await;
+        r
+    });
+    match issued {
+        mtlsgate_authority::Enrolled::Issued(i) => {
+            std::fs::write(w.path(&format!("{name}.crt")), &i.certificate).expect("crt");
+            (i.device_id, i.serial)
+        }
+        mtlsgate_authority::Enrolled::Pending { .. } => panic!("a token enrolls at once"),
+    }
+}

@@ -5,7 +5,7 @@
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
-use mtlsgate_proxy::config::raw::{flag, RawConfig, RawRoute, RawServer};
+use mtlsgate_proxy::config::raw::{flag, RawAllow, RawConfig, RawRoute, RawServer};
 use mtlsgate_proxy::config::{GateConfig, Overrides, Source};
 use mtlsgate_proxy::{admin, watch, Gateway};
 
@@ -39,6 +39,8 @@ fn lower(s: &Serve) -> Result<RawConfig> {
             admin_listen: s.admin_listen.clone().map(flag),
             access_log: Some(flag(s.access_log.clone())),
             max_header_bytes: None,
+            inventory: s.inventory.clone().map(flag),
+            inventory_poll: s.inventory_poll.clone().map(flag),
             threads: s
                 .threads
                 .map(|t| flag(i64::try_from(t).unwrap_or(i64::MAX))),
@@ -55,6 +57,12 @@ fn lower(s: &Serve) -> Result<RawConfig> {
             allow_file: s.allow_file.clone().into(),
             headers: (!headers.is_empty()).then(|| flag(headers)),
             xfcc: s.xfcc.then_some(true),
+            allow: s.inventory.is_some().then(|| {
+                flag(RawAllow {
+                    inventory: true,
+                    tags: s.allow_tag.clone(),
+                })
+            }),
             ..RawRoute::default()
         }],
         tunnels: Vec::new(),

@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use anyhow::Result;
-use mtlsgate_proxy::config::raw::{flag, RawConfig, RawServer, RawTunnel};
+use mtlsgate_proxy::config::raw::{flag, RawAllow, RawConfig, RawServer, RawTunnel};
 use mtlsgate_proxy::config::{GateConfig, Source};
 
 use crate::cmd_serve::{init_logging, run_gateway, runtime, shutdown_signal};
@@ -15,6 +15,8 @@ fn lower(t: &Tunnel) -> RawConfig {
     RawConfig {
         server: RawServer {
             admin_listen: t.admin_listen.clone().map(flag),
+            inventory: t.inventory.clone().map(flag),
+            inventory_poll: t.inventory_poll.clone().map(flag),
             threads: t
                 .threads
                 .map(|n| flag(i64::try_from(n).unwrap_or(i64::MAX))),
@@ -44,6 +46,12 @@ fn lower(t: &Tunnel) -> RawConfig {
             idle: t.idle_timeout.clone().map(flag),
             connect_timeout: t.connect_timeout.clone().map(flag),
             max_connections: t.max_connections.map(flag),
+            allow: t.inventory.is_some().then(|| {
+                flag(RawAllow {
+                    inventory: true,
+                    tags: t.allow_tag.clone(),
+                })
+            }),
             ..RawTunnel::default()
         }],
     }

@@ -5,6 +5,7 @@
 mod clients;
 mod hardening;
 mod identity;
+mod inventory;
 mod openssl_certificates;
 mod operations;
 mod paths;

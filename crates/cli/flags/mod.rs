@@ -63,7 +63,7 @@ Stop: SIGTERM or Ctrl-C finish in-flight requests first.")]
 pub struct Serve {
     /// TOML configuration file (listeners, routes, policies). Excludes the one-route flags;
     /// --admin-listen and --threads override the file.
-    #[arg(long, value_name = "FILE", conflicts_with_all = ["listen", "cert", "key", "key_passphrase_file", "client_ca", "upstream", "upstream_ca", "upstream_cert", "upstream_key", "upstream_key_passphrase_file", "upstream_server_name", "allow_file", "allow_device_id", "verify_client", "verify_depth", "crl", "crl_check", "pin_sha256", "no_resumption", "reject_at_handshake", "no_verify_cache", "access_log", "header", "xfcc"])]
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["listen", "cert", "key", "key_passphrase_file", "client_ca", "upstream", "upstream_ca", "upstream_cert", "upstream_key", "upstream_key_passphrase_file", "upstream_server_name", "allow_file", "allow_device_id", "inventory", "allow_tag", "inventory_poll", "verify_client", "verify_depth", "crl", "crl_check", "pin_sha256", "no_resumption", "reject_at_handshake", "no_verify_cache", "access_log", "header", "xfcc"])]
     pub config: Option<PathBuf>,
     /// Address to listen on [default: 0.0.0.0:8443; without --cert, 127.0.0.1:8080].
     #[arg(long, value_name = "ADDR")]
@@ -109,6 +109,17 @@ pub struct Serve {
     /// Allow this device ID (repeatable).
     #[arg(long, value_name = "ID")]
     pub allow_device_id: Vec<String>,
+    /// Let in only devices the inventory says are active: a CA directory (its
+    /// inventory.db) or a postgres:// URL shared with `mtlsgate ca serve`. Revocations
+    /// reach the gateway within a second and close the device's open connections.
+    #[arg(long, value_name = "CA_DIR_OR_URL")]
+    pub inventory: Option<String>,
+    /// With --inventory: the device must also carry one of these tags (repeatable).
+    #[arg(long, value_name = "TAG", requires = "inventory")]
+    pub allow_tag: Vec<String>,
+    /// How often an SQLite inventory is read for changes [default: 1s].
+    #[arg(long, value_name = "DURATION", requires = "inventory")]
+    pub inventory_poll: Option<String>,
     /// Client verification: require (nginx on), optional, optional_no_ca, off
     /// [default: require; off without --cert].
     #[arg(long, value_name = "MODE")]
@@ -206,6 +217,17 @@ pub struct Tunnel {
     /// Allow this device ID (repeatable).
     #[arg(long, value_name = "ID")]
     pub allow_device_id: Vec<String>,
+    /// Let in only devices the inventory says are active: a CA directory (its
+    /// inventory.db) or a postgres:// URL shared with `mtlsgate ca serve`. Revocations
+    /// reach the gateway within a second and close the device's open tunnels.
+    #[arg(long, value_name = "CA_DIR_OR_URL")]
+    pub inventory: Option<String>,
+    /// With --inventory: the device must also carry one of these tags (repeatable).
+    #[arg(long, value_name = "TAG", requires = "inventory")]
+    pub allow_tag: Vec<String>,
+    /// How often an SQLite inventory is read for changes [default: 1s].
+    #[arg(long, value_name = "DURATION", requires = "inventory")]
+    pub inventory_poll: Option<String>,
     /// Send a PROXY protocol v2 header to the target: the client's address, and its device
     /// ID as the SSL TLV's CN.
     #[arg(long)]

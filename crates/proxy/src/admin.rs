@@ -34,17 +34,34 @@ pub async fn serve(
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) {
     let s2 = state.clone();
+    let s3 = state.clone();
     let app = Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
+        .route(
+            "/healthz",
+            get(move || {
+                let s = s3.clone();
+                async move {
+                    // Serving, perhaps from the last known inventory: the body says which.
+                    match s.inventory.as_ref().and_then(|i| i.degraded()) {
+                        Some(why) => format!("ok, degraded: {why}\n"),
+                        None => "ok\n".to_string(),
+                    }
+                }
+            }),
+        )
         .route(
             "/metrics",
             get(move || {
                 let s = s2.clone();
                 async move {
                     let now = time::OffsetDateTime::now_utc().unix_timestamp();
+                    let mut text = s.metrics.render(now);
+                    if let Some(i) = &s.inventory {
+                        i.render(&mut text, now);
+                    }
                     (
                         [(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-                        s.metrics.render(now),
+                        text,
                     )
                 }
             }),

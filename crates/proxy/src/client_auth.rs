@@ -227,7 +227,11 @@ pub struct HandshakeVerifier {
     auth: Arc<ClientAuth>,
     /// A TCP tunnel decides in the handshake, since no HTTP reply can say why later: its
     /// policy (and the listener's name for the log) is checked here too.
-    policy: Option<(Arc<crate::policy::Policy>, String)>,
+    policy: Option<(
+        Arc<crate::policy::Policy>,
+        String,
+        Option<Arc<crate::inventory::InventoryState>>,
+    )>,
     algs: WebPkiSupportedAlgorithms,
 }
 
@@ -246,9 +250,10 @@ impl HandshakeVerifier {
         auth: Arc<ClientAuth>,
         policy: Arc<crate::policy::Policy>,
         listener: String,
+        inventory: Option<Arc<crate::inventory::InventoryState>>,
     ) -> Self {
         HandshakeVerifier {
-            policy: Some((policy, listener)),
+            policy: Some((policy, listener, inventory)),
             ..Self::new(auth)
         }
     }
@@ -373,11 +378,11 @@ impl ClientCertVerifier for HandshakeVerifier {
         chain.extend(intermediates.iter().cloned());
         match self.auth.check(&chain, now).problem {
             None => {
-                let Some((policy, listener)) = &self.policy else {
+                let Some((policy, listener, inventory)) = &self.policy else {
                     return Ok(ClientCertVerified::assertion());
                 };
                 let identity = ClientIdentity::new(end_entity);
-                match policy.authorize(listener, identity.as_ref(), true) {
+                match policy.authorize(listener, identity.as_ref(), true, inventory.as_deref()) {
                     Ok(()) => Ok(ClientCertVerified::assertion()),
                     Err(d) => {
                         tracing::info!(device = %identity.as_ref().map(|i| i.device_label().into_owned()).unwrap_or_else(|| "-".into()), "{listener}: refused in the handshake: {d}");

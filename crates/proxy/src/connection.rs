@@ -373,8 +373,13 @@ where
                     continue;
                 }
                 let snap = conn.state.load_full();
+                let device = || conn.identity().map(|i| i.device_label().into_owned()).unwrap_or_else(|| "-".into());
                 if conn.verdict(&snap).problem.is_some() && !conn.peer.chain.is_empty() {
-                    tracing::info!(remote = %conn.remote, device = %conn.identity().map(|i| i.device_label().into_owned()).unwrap_or_else(|| "-".into()), "closing the connection: its client certificate is no longer accepted");
+                    tracing::info!(remote = %conn.remote, device = %device(), "closing the connection: its client certificate is no longer accepted");
+                    return Ended::Refused;
+                }
+                if let Some(why) = conn.state.inventory_closes(conn.identity()) {
+                    tracing::info!(remote = %conn.remote, device = %device(), "closing the connection: {why}");
                     return Ended::Refused;
                 }
             }

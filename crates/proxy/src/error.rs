@@ -30,6 +30,9 @@ pub enum GateError {
     /// An upstream's TLS settings (CA bundle, client certificate) cannot be used.
     #[error("upstream TLS: {0}")]
     UpstreamTls(String),
+    /// The device inventory's location cannot be used.
+    #[error("inventory: {0}")]
+    Inventory(String),
     #[error("cannot create the TLS session ticket key: {0}")]
     Tickets(String),
     #[error("{0}")]

@@ -170,6 +170,9 @@ fn still_allowed(conn: &Conn, path: &[u8]) -> Option<String> {
     if let Err(r) = crate::pipeline::authenticate(&verdict) {
         return Some(r.detail().unwrap_or_else(|| r.title().to_string()));
     }
+    if let Some(why) = conn.state.inventory_closes(conn.identity()) {
+        return Some(why);
+    }
     let Some(route) = snap.routes.find(path) else {
         return Some("no route serves its path any more".into());
     };

@@ -13,7 +13,7 @@
 //!
 //! What the stages consult: [`client_auth`] (nginx's `ssl_verify_client` rules, the verify
 //! cache), [`identity`] (who the client is; the device ID rule), [`path`] (request path
-//! normalisation), [`policy`] (allow/deny), [`headers`] (identity headers), [`state`] (the
+//! normalisation), [`policy`] (allow/deny), [`inventory`] (the device inventory, kept current), [`headers`] (identity headers), [`state`] (the
 //! snapshot, reload), [`config`] (gate.toml and flags, one table of settings), [`tls`], [`metrics`], [`admin`], [`watch`].
 
 pub mod access_log;
@@ -25,6 +25,7 @@ pub mod error;
 pub mod forward;
 pub mod headers;
 pub mod identity;
+pub mod inventory;
 pub mod listener;
 pub mod metrics;
 pub mod path;

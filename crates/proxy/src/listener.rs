@@ -43,7 +43,25 @@ impl Gateway {
         let listen = cfg.listen;
         let http = !cfg.routes.is_empty();
         let tunnel_addrs: Vec<SocketAddr> = cfg.tunnels.iter().map(|t| t.listen).collect();
+        let inventory = match &cfg.inventory {
+            Some(i) => Some((
+                mtlsgate_store::Location::parse(&i.location)
+                    .map_err(|e| GateError::Inventory(e.to_string()))?,
+                inventory_roots(&cfg),
+                i.poll,
+            )),
+            None => None,
+        };
         let state = State::new(cfg)?;
+        if let (Some((location, roots, poll)), Some(inv)) = (inventory, state.inventory.clone()) {
+            tokio::spawn(crate::inventory::sync(
+                state.clone(),
+                inv,
+                location,
+                roots,
+                poll,
+            ));
+        }
         let listener = match http {
             true => Some(bind_addr(listen).await?),
             false => None,
@@ -143,6 +161,29 @@ impl Gateway {
         }
         Ok(())
     }
+}
+
+/// The serials an inventory is checked against: it must belong to a CA the gateway trusts
+/// for its clients, so one of the certificates of the client CA bundles (a root, or an
+/// intermediate, which `ca init` records too) must be in it.
+fn inventory_roots(cfg: &GateConfig) -> Vec<String> {
+    let mut files: Vec<std::path::PathBuf> = cfg.client_ca.clone();
+    for t in &cfg.tunnels {
+        if let crate::config::TunnelSide::Server { client_ca, .. } = &t.side {
+            files.extend(client_ca.iter().cloned());
+        }
+    }
+    let mut roots = Vec::new();
+    for f in files {
+        for der in mtlsgate_pki::pemfile::read_certs(&f).unwrap_or_default() {
+            if let Ok(info) = mtlsgate_pki::certinfo::CertInfo::from_der(&der) {
+                if info.is_ca && !roots.contains(&info.serial) {
+                    roots.push(info.serial);
+                }
+            }
+        }
+    }
+    roots
 }
 
 /// Counts a connection as active while alive.

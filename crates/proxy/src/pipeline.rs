@@ -162,7 +162,12 @@ fn host_of(req: &Request<Incoming>) -> Result<String, BadRequest> {
 pub fn authorize(conn: &Conn, verdict: &Verdict, route: &Route) -> Result<(), Refusal> {
     route
         .policy
-        .authorize(&route.prefix, conn.identity(), verdict.outcome.is_success())
+        .authorize(
+            &route.prefix,
+            conn.identity(),
+            verdict.outcome.is_success(),
+            conn.state.inventory.as_deref(),
+        )
         .map_err(Refusal::Denied)
 }
 

@@ -67,6 +67,11 @@ impl std::fmt::Debug for IdKey {
 #[derive(Debug, Default)]
 pub struct Policy {
     open: bool,
+    /// Also ask the inventory (and require one of these tags, if any).
+    inventory: bool,
+    tags: Vec<String>,
+    /// Whether any list (device IDs, SPIFFE IDs, OUs, fingerprints, files) is configured.
+    lists: bool,
     names: HashSet<IdKey>,
     spiffe: HashSet<Box<str>>,
     ous: HashSet<Box<str>>,
@@ -83,6 +88,8 @@ pub enum Denial {
     Unverified { device: String },
     /// Verified, but on none of the route's lists.
     NotListed { device: String, prefix: String },
+    /// The device inventory refuses it (unknown, not active, certificate revoked, tags).
+    Inventory(crate::inventory::InventoryDenial),
 }
 
 impl std::fmt::Display for Denial {
@@ -99,6 +106,7 @@ impl std::fmt::Display for Denial {
             Denial::NotListed { device, prefix } => {
                 write!(f, "device {device} is not on the allowlist for {prefix}")
             }
+            Denial::Inventory(d) => write!(f, "{d}"),
         }
     }
 }
@@ -136,6 +144,13 @@ impl Policy {
     pub fn build(cfg: &PolicyConfig, load: Load) -> Result<Policy, GateError> {
         let mut p = Policy {
             open: cfg.is_open(),
+            inventory: cfg.inventory,
+            tags: cfg.tags.clone(),
+            lists: !(cfg.device_ids.is_empty()
+                && cfg.spiffe_ids.is_empty()
+                && cfg.ous.is_empty()
+                && cfg.fingerprints.is_empty()
+                && cfg.allow_files.is_empty()),
             ..Policy::default()
         };
         p.names.extend(
@@ -215,12 +230,15 @@ impl Policy {
 
     /// The one allow/deny decision for a route: an open route lets everyone through;
     /// otherwise the client must have a verified certificate whose device ID, SPIFFE ID,
-    /// an OU or fingerprint is listed.
+    /// an OU or fingerprint is listed (when lists are configured), and that the inventory
+    /// lets in (when the route asks it). Without an inventory to ask, a route that needs
+    /// one refuses.
     pub fn authorize(
         &self,
         prefix: &str,
         identity: Option<&ClientIdentity>,
         verified: bool,
+        inventory: Option<&crate::inventory::InventoryState>,
     ) -> Result<(), Denial> {
         if self.open {
             return Ok(());
@@ -234,6 +252,20 @@ impl Policy {
             return Err(Denial::Unverified {
                 device: id.device_label().into_owned(),
             });
+        }
+        if self.inventory {
+            let location = inventory.map(|i| i.location.as_str()).unwrap_or("none");
+            let view = inventory.map(|i| i.view());
+            let result = match &view {
+                Some(v) => v.check(location, id.device_id(), &id.info.serial, &self.tags),
+                None => Err(crate::inventory::InventoryDenial::NotLoaded {
+                    location: location.into(),
+                }),
+            };
+            result.map_err(Denial::Inventory)?;
+            if !self.lists {
+                return Ok(());
+            }
         }
         let listed = id
             .device_id_lower

@@ -23,6 +23,7 @@ use crate::client_auth::{ClientAuth, HandshakeVerifier, VerifyCache};
 use crate::config::{GateConfig, TunnelConfig, TunnelSide};
 use crate::error::GateError;
 use crate::headers::HeaderPlan;
+use crate::inventory::InventoryState;
 use crate::metrics::Metrics;
 use crate::policy::{Load, Policy};
 use crate::tls::{self, Resumption};
@@ -159,6 +160,13 @@ fn verifier_from(
     Ok((v, bundle))
 }
 
+/// An inventory location for logs and pages: a path, or a URL without its password.
+fn display_location(given: &str) -> String {
+    mtlsgate_store::Location::parse(given)
+        .map(|l| l.to_string())
+        .unwrap_or_else(|_| given.to_string())
+}
+
 /// A TCP tunnel, compiled.
 pub struct Tunnel {
     pub config: TunnelConfig,
@@ -182,7 +190,12 @@ pub enum TunnelRuntime {
     },
 }
 
-fn build_tunnel(t: &TunnelConfig, generation: u64, load: Load) -> Result<Tunnel, GateError> {
+fn build_tunnel(
+    t: &TunnelConfig,
+    generation: u64,
+    load: Load,
+    inventory: Option<&Arc<InventoryState>>,
+) -> Result<Tunnel, GateError> {
     let side = match &t.side {
         TunnelSide::Server {
             tls,
@@ -210,6 +223,7 @@ fn build_tunnel(t: &TunnelConfig, generation: u64, load: Load) -> Result<Tunnel,
                 auth.clone(),
                 policy.clone(),
                 format!("tunnel {}", t.listen),
+                inventory.cloned(),
             );
             let config = tls::server_config(cert, &tls.cert, Arc::new(verifier), None, &[])?;
             TunnelRuntime::Server {
@@ -251,6 +265,7 @@ fn build(
     resumption: Option<&Resumption>,
     metrics: &Metrics,
     previous: Option<&Snapshot>,
+    inventory: Option<&Arc<InventoryState>>,
 ) -> Result<Snapshot, GateError> {
     let load = if previous.is_some() {
         Load::Reload
@@ -331,7 +346,7 @@ fn build(
     routes.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));
     let mut tunnels = Vec::with_capacity(cfg.tunnels.len());
     for t in &cfg.tunnels {
-        let built = build_tunnel(t, generation, load)?;
+        let built = build_tunnel(t, generation, load, inventory)?;
         if let TunnelRuntime::Server { policy, .. } = &built.side {
             entries += policy.len() as u64;
         }
@@ -355,8 +370,11 @@ fn build(
 /// The gateway's shared state: the current snapshot, the metrics, and how to rebuild.
 pub struct State {
     snap: ArcSwap<Snapshot>,
-    /// The newest generation, announced to open connections.
-    generation: watch::Sender<u64>,
+    /// Counts changes open connections must re-check against (a new snapshot, a new
+    /// inventory view).
+    changes: watch::Sender<u64>,
+    /// The device inventory's view, when the configuration names one.
+    pub inventory: Option<Arc<InventoryState>>,
     /// Serialises reloads.
     reloading: Mutex<()>,
     resumption: Option<Resumption>,
@@ -370,11 +388,23 @@ impl State {
         // Kept even when resumption is off, so that a reload can turn it on.
         let resumption = Some(Resumption::new()?);
         let metrics = Metrics::default();
-        let snap = build(cfg, 1, resumption.as_ref(), &metrics, None)?;
-        let (generation, _) = watch::channel(1);
+        let inventory = cfg
+            .inventory
+            .as_ref()
+            .map(|i| Arc::new(InventoryState::new(display_location(&i.location))));
+        let snap = build(
+            cfg,
+            1,
+            resumption.as_ref(),
+            &metrics,
+            None,
+            inventory.as_ref(),
+        )?;
+        let (changes, _) = watch::channel(0);
         Ok(Arc::new(State {
             snap: ArcSwap::from_pointee(snap),
-            generation,
+            changes,
+            inventory,
             reloading: Mutex::new(()),
             resumption,
             cache: VerifyCache::default(),
@@ -391,9 +421,26 @@ impl State {
         self.snap.load_full()
     }
 
-    /// A receiver that changes whenever a new snapshot is swapped in.
+    /// A receiver that changes whenever a new snapshot or inventory view is swapped in.
     pub fn subscribe(&self) -> watch::Receiver<u64> {
-        self.generation.subscribe()
+        self.changes.subscribe()
+    }
+
+    /// Announces a new inventory view to the open connections.
+    pub fn inventory_changed(&self) {
+        self.changes.send_modify(|n| *n += 1);
+    }
+
+    /// Whether the inventory closes a connection of this client now (`Some(reason)`).
+    pub fn inventory_closes(
+        &self,
+        identity: Option<&crate::identity::ClientIdentity>,
+    ) -> Option<String> {
+        let inv = self.inventory.as_ref()?;
+        let id = identity?;
+        inv.view()
+            .closes(id.device_id(), &id.info.serial)
+            .map(|d| d.to_string())
     }
 
     /// Files whose change should trigger a reload.
@@ -447,10 +494,11 @@ impl State {
             self.resumption.as_ref(),
             &self.metrics,
             Some(&current),
+            self.inventory.as_ref(),
         )?;
         let old = self.snap.swap(Arc::new(snap));
         drop(current);
-        self.generation.send_replace(generation);
+        self.changes.send_modify(|n| *n += 1);
         // Usually the last reference: freeing a large allowlist happens here, on the
         // reload thread, not on a worker serving requests.
         drop(old);

@@ -459,8 +459,16 @@ fn refused(
         Some(CertProblem::NoCertificate) => return Some("no client certificate".into()),
         None => {}
     }
+    if let Some(why) = state.inventory_closes(identity) {
+        return Some(why);
+    }
     policy
-        .authorize(&format!("tunnel {}", t.config.listen), identity, true)
+        .authorize(
+            &format!("tunnel {}", t.config.listen),
+            identity,
+            true,
+            state.inventory.as_deref(),
+        )
         .err()
         .map(|d| d.to_string())
 }

@@ -106,11 +106,15 @@ pub struct PolicyConfig {
     pub ous: Vec<String>,
     pub fingerprints: Vec<String>,
     pub allow_files: Vec<PathBuf>,
+    /// The device must also be active in the inventory (and carry one of `tags`, if any).
+    pub inventory: bool,
+    pub tags: Vec<String>,
 }
 
 impl PolicyConfig {
     pub fn is_open(&self) -> bool {
-        self.device_ids.is_empty()
+        !self.inventory
+            && self.device_ids.is_empty()
             && self.spiffe_ids.is_empty()
             && self.ous.is_empty()
             && self.fingerprints.is_empty()
@@ -164,6 +168,15 @@ pub struct RouteConfig {
     pub default_headers: bool,
     /// Also send Envoy's X-Forwarded-Client-Cert.
     pub xfcc: bool,
+}
+
+/// Where the gateway reads the device inventory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InventoryConfig {
+    /// A CA directory (its `inventory.db`) or a PostgreSQL URL, as given.
+    pub location: String,
+    /// How often an SQLite inventory is read for changes (PostgreSQL notifies).
+    pub poll: Duration,
 }
 
 /// Flags given together with `--config`, which override the file at start-up and at every
@@ -252,6 +265,7 @@ pub struct GateConfig {
     pub routes: Vec<RouteConfig>,
     pub tunnels: Vec<TunnelConfig>,
     pub threads: Option<usize>,
+    pub inventory: Option<InventoryConfig>,
 }
 
 /// Where the raw configuration came from: how errors name places, and how relative paths
@@ -393,6 +407,40 @@ pub fn parse_listen(s: &str) -> Result<SocketAddr, String> {
         .map_err(|_| format!("`{s}` is not an address:port such as 127.0.0.1:8443"))
 }
 
+/// Reads `allow = { inventory = true, tags = [...] }` into `policy`.
+fn apply_allow(
+    allow: &Option<At<raw::RawAllow>>,
+    key: &str,
+    policy: &mut PolicyConfig,
+    has_inventory: bool,
+    src: &Source<'_>,
+) -> Result<(), ConfigError> {
+    let Some(a) = allow else { return Ok(()) };
+    let v = a.get_ref();
+    if !v.tags.is_empty() && !v.inventory {
+        return Err(src.err(
+            key,
+            a.span(),
+            "tags come from the inventory: write allow = { inventory = true, tags = [...] }",
+        ));
+    }
+    if v.inventory && !has_inventory {
+        return Err(src.err(
+            key,
+            a.span(),
+            "inventory = true needs the inventory's location: set server.inventory (--inventory) to the CA directory or a postgres:// URL",
+        ));
+    }
+    for t in &v.tags {
+        if t.is_empty() || t.chars().any(|c| c.is_control() || c == ',') {
+            return Err(src.err(key, a.span(), format!("`{t}` is not a tag")));
+        }
+    }
+    policy.inventory = v.inventory;
+    policy.tags = v.tags.clone();
+    Ok(())
+}
+
 /// Parses `crl_check` (`strict` or `lenient`).
 fn crl_check(v: &Option<At<String>>, key: &str, src: &Source<'_>) -> Result<CrlCheck, ConfigError> {
     match v {
@@ -412,6 +460,7 @@ fn tunnel_from_raw(
     i: usize,
     t: raw::RawTunnel,
     src: &Source<'_>,
+    has_inventory: bool,
 ) -> Result<TunnelConfig, ConfigError> {
     let key = |k: &str| format!("tcp[{i}].{k}");
     let side_server = t.cert.is_some() || t.key.is_some();
@@ -526,6 +575,21 @@ fn tunnel_from_raw(
                 }
             },
         };
+        let mut policy = PolicyConfig {
+            device_ids: t.allow_device_ids.clone(),
+            spiffe_ids: t.allow_spiffe_ids.clone(),
+            ous: t.allow_ous.clone(),
+            fingerprints: t.allow_fingerprints.clone(),
+            allow_files: t
+                .allow_file
+                .clone()
+                .into_vec()
+                .into_iter()
+                .map(|p| src.resolve(p))
+                .collect(),
+            ..PolicyConfig::default()
+        };
+        apply_allow(&t.allow, &key("allow"), &mut policy, has_inventory, src)?;
         TunnelSide::Server {
             tls: ListenerTls {
                 cert: src.resolve(c.get_ref().clone()),
@@ -545,18 +609,7 @@ fn tunnel_from_raw(
             crl_check: crl_check(&t.crl_check, &key("crl_check"), src)?,
             pin_sha256: t.pin_sha256,
             verify_depth,
-            policy: PolicyConfig {
-                device_ids: t.allow_device_ids,
-                spiffe_ids: t.allow_spiffe_ids,
-                ous: t.allow_ous,
-                fingerprints: t.allow_fingerprints,
-                allow_files: t
-                    .allow_file
-                    .into_vec()
-                    .into_iter()
-                    .map(|p| src.resolve(p))
-                    .collect(),
-            },
+            policy,
             proxy_protocol: t.proxy_protocol.unwrap_or(false),
         }
     } else {
@@ -786,6 +839,48 @@ impl GateConfig {
             },
         };
 
+        let inventory = match &s.inventory {
+            None => {
+                if let Some(p) = &s.inventory_poll {
+                    return Err(src.err(
+                        "server.inventory_poll",
+                        p.span(),
+                        "is set but there is no inventory: set server.inventory too",
+                    ));
+                }
+                None
+            }
+            Some(loc) => {
+                let given = loc.get_ref().trim();
+                if given.is_empty() {
+                    return Err(src.err(
+                        "server.inventory",
+                        loc.span(),
+                        "is empty: give a CA directory or a postgres:// URL",
+                    ));
+                }
+                let location = if given.contains("://") || given.starts_with("sqlite:") {
+                    given.to_string()
+                } else {
+                    src.resolve(PathBuf::from(given)).display().to_string()
+                };
+                mtlsgate_store::Location::parse(&location)
+                    .map_err(|e| src.err("server.inventory", loc.span(), e.to_string()))?;
+                let poll = match &s.inventory_poll {
+                    None => defaults::INVENTORY_POLL,
+                    Some(v) => parse_timeout(v.get_ref())
+                        .filter(|d| !d.is_zero())
+                        .ok_or_else(|| {
+                            src.err(
+                                "server.inventory_poll",
+                                v.span(),
+                                format!("`{}` is not a duration such as 1s or 500ms", v.get_ref()),
+                            )
+                        })?,
+                };
+                Some(InventoryConfig { location, poll })
+            }
+        };
         let mut timeouts = Timeouts::default();
         let t = raw.timeouts;
         for (key, val, slot) in [
@@ -918,7 +1013,7 @@ impl GateConfig {
                     headers.push((hname.clone(), v.to_string()));
                 }
             }
-            let policy = PolicyConfig {
+            let mut policy = PolicyConfig {
                 device_ids: r.allow_device_ids,
                 spiffe_ids: r.allow_spiffe_ids,
                 ous: r.allow_ous,
@@ -929,7 +1024,15 @@ impl GateConfig {
                     .into_iter()
                     .map(|p| src.resolve(p))
                     .collect(),
+                ..PolicyConfig::default()
             };
+            apply_allow(
+                &r.allow,
+                &key("allow"),
+                &mut policy,
+                inventory.is_some(),
+                &src,
+            )?;
             routes.push(RouteConfig {
                 prefix,
                 upstream_path: upstream_path(up.get_ref()),
@@ -943,7 +1046,7 @@ impl GateConfig {
         }
         let mut tunnels = Vec::new();
         for (i, t) in raw.tunnels.into_iter().enumerate() {
-            tunnels.push(tunnel_from_raw(i, t, &src)?);
+            tunnels.push(tunnel_from_raw(i, t, &src, inventory.is_some())?);
         }
         for (i, t) in tunnels.iter().enumerate() {
             if tunnels[..i].iter().any(|o| o.listen == t.listen)
@@ -994,6 +1097,7 @@ impl GateConfig {
             routes,
             tunnels,
             threads,
+            inventory,
         };
         if !c.routes.is_empty()
             && c.tls.is_none()
@@ -1160,6 +1264,11 @@ impl GateConfig {
                 d("headers", ra.headers != rb.headers);
                 d("default_headers", ra.default_headers != rb.default_headers);
                 d("xfcc", ra.xfcc != rb.xfcc);
+                d(
+                    "allow",
+                    (ra.policy.inventory, &ra.policy.tags)
+                        != (rb.policy.inventory, &rb.policy.tags),
+                );
             }
         }
         if a.tunnels.len() != b.tunnels.len() {
@@ -1207,6 +1316,22 @@ impl GateConfig {
             ));
             next.threads = self.threads;
         }
+        if next.inventory.as_ref().map(|i| &i.location)
+            != self.inventory.as_ref().map(|i| &i.location)
+        {
+            kept.push(format!(
+                "server.inventory changed to {} but needs a restart; still {}",
+                next.inventory
+                    .as_ref()
+                    .map(|i| i.location.as_str())
+                    .unwrap_or("none"),
+                self.inventory
+                    .as_ref()
+                    .map(|i| i.location.as_str())
+                    .unwrap_or("none")
+            ));
+            next.inventory = self.inventory.clone();
+        }
         let old: Vec<SocketAddr> = self.tunnels.iter().map(|t| t.listen).collect();
         let new: Vec<SocketAddr> = next.tunnels.iter().map(|t| t.listen).collect();
         if old != new {
@@ -1221,7 +1346,12 @@ impl GateConfig {
             .filter(|s| s.apply == settings::Apply::Restart)
             .all(|s| matches!(
                 s.key,
-                "server.listen" | "server.admin_listen" | "server.threads" | "tcp.listen"
+                "server.listen"
+                    | "server.admin_listen"
+                    | "server.threads"
+                    | "server.inventory"
+                    | "server.inventory_poll"
+                    | "tcp.listen"
             )));
         kept
     }

@@ -68,6 +68,7 @@ pub struct RawTunnel {
     pub idle: Option<At<String>>,
     pub connect_timeout: Option<At<String>>,
     pub max_connections: Option<At<i64>>,
+    pub allow: Option<At<RawAllow>>,
 }
 
 #[derive(Deserialize, Default, Debug)]
@@ -95,6 +96,19 @@ pub struct RawServer {
     pub access_log: Option<At<String>>,
     pub max_header_bytes: Option<At<i64>>,
     pub threads: Option<At<i64>>,
+    /// A CA directory or a PostgreSQL URL: the device inventory routes may consult.
+    pub inventory: Option<At<String>>,
+    pub inventory_poll: Option<At<String>>,
+}
+
+/// `allow = { inventory = true, tags = ["…"] }` on a route or tunnel.
+#[derive(Deserialize, Default, Debug, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct RawAllow {
+    #[serde(default)]
+    pub inventory: bool,
+    #[serde(default)]
+    pub tags: Vec<String>,
 }
 
 /// A path or a list of paths (`client_ca = "ca.crt"` or `client_ca = ["a.crt", "b.crt"]`).
@@ -164,4 +178,5 @@ pub struct RawRoute {
     pub headers: Option<At<toml::Table>>,
     pub default_headers: Option<bool>,
     pub xfcc: Option<bool>,
+    pub allow: Option<At<RawAllow>>,
 }

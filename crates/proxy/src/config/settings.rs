@@ -59,6 +59,8 @@ pub const SETTINGS: &[Setting] = &[
     s("server.max_header_bytes", None, Reload),
     s("server.admin_listen", Some("--admin-listen"), Restart),
     s("server.threads", Some("--threads"), Restart),
+    s("server.inventory", Some("--inventory"), Restart),
+    s("server.inventory_poll", Some("--inventory-poll"), Restart),
     s("timeouts.handshake", None, Reload),
     s("timeouts.header_read", None, Reload),
     s("timeouts.idle", None, Reload),
@@ -88,6 +90,7 @@ pub const SETTINGS: &[Setting] = &[
     s("route.headers", Some("--header"), Reload),
     s("route.default_headers", None, Reload),
     s("route.xfcc", Some("--xfcc"), Reload),
+    s("route.allow", Some("--inventory"), Reload),
     s("tcp.listen", Some("--listen"), Restart),
     s("tcp.target", Some("--target"), Reload),
     s("tcp.cert", Some("--cert"), Reload),
@@ -124,6 +127,7 @@ pub const SETTINGS: &[Setting] = &[
     s("tcp.idle", Some("--idle-timeout"), Reload),
     s("tcp.connect_timeout", Some("--connect-timeout"), Reload),
     s("tcp.max_connections", Some("--max-connections"), Reload),
+    s("tcp.allow", Some("--inventory"), Reload),
 ];
 
 /// The setting for a key; `route[3].upstream` and `route.upstream` name the same one.
@@ -170,6 +174,8 @@ pub mod defaults {
     /// (MQTT keep-alives are often a minute or more apart).
     pub const TUNNEL_IDLE: Duration = Duration::from_secs(600);
     pub const TUNNEL_MAX_CONNECTIONS: usize = 100_000;
+    /// How often a gateway reads an SQLite inventory for changes.
+    pub const INVENTORY_POLL: Duration = Duration::from_secs(1);
 }
 
 #[cfg(test)]
