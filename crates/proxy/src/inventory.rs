@@ -367,7 +367,7 @@ async fn connect(location: &Location, roots: &[String]) -> Result<Inventory, Str
         match Inventory::open(location, root).await {
             Ok(db) => return Ok(db),
             Err(mtlsgate_store::StoreError::OtherCa { .. }) => {
-                last = format!("it does not belong to a CA this gateway trusts for its clients (no certificate of the client CA bundle is recorded in it)");
+                last = "it does not belong to a CA this gateway trusts for its clients (no certificate of the client CA bundle is recorded in it)".to_string();
             }
             Err(e) => return Err(e.to_string()),
         }
