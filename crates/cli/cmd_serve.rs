@@ -27,6 +27,7 @@ fn lower(s: &Serve) -> Result<RawConfig> {
             key: s.key.clone().map(flag),
             key_passphrase_file: s.key_passphrase_file.clone().map(flag),
             client_ca: s.client_ca.clone().into(),
+            trusted_ca: s.trusted_ca.clone().into(),
             verify_client: s.verify_client.clone().map(flag),
             verify_depth: Some(flag(s.verify_depth)),
             crl: s.crl.clone().into(),

@@ -63,7 +63,7 @@ Stop: SIGTERM or Ctrl-C finish in-flight requests first.")]
 pub struct Serve {
     /// TOML configuration file (listeners, routes, policies). Excludes the one-route flags;
     /// --admin-listen and --threads override the file.
-    #[arg(long, value_name = "FILE", conflicts_with_all = ["listen", "cert", "key", "key_passphrase_file", "client_ca", "upstream", "upstream_ca", "upstream_cert", "upstream_key", "upstream_key_passphrase_file", "upstream_server_name", "allow_file", "allow_device_id", "inventory", "allow_tag", "inventory_poll", "verify_client", "verify_depth", "crl", "crl_check", "pin_sha256", "no_resumption", "reject_at_handshake", "no_verify_cache", "access_log", "header", "xfcc"])]
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["listen", "cert", "key", "key_passphrase_file", "client_ca", "trusted_ca", "upstream", "upstream_ca", "upstream_cert", "upstream_key", "upstream_key_passphrase_file", "upstream_server_name", "allow_file", "allow_device_id", "inventory", "allow_tag", "inventory_poll", "verify_client", "verify_depth", "crl", "crl_check", "pin_sha256", "no_resumption", "reject_at_handshake", "no_verify_cache", "access_log", "header", "xfcc"])]
     pub config: Option<PathBuf>,
     /// Address to listen on [default: 0.0.0.0:8443; without --cert, 127.0.0.1:8080].
     #[arg(long, value_name = "ADDR")]
@@ -82,6 +82,10 @@ pub struct Serve {
     /// Trusted client CA bundle(s) or pinned certificates, as ssl_client_certificate.
     #[arg(long, value_name = "FILE")]
     pub client_ca: Vec<PathBuf>,
+    /// CA bundle(s) that verify clients without being named in the TLS CertificateRequest,
+    /// as nginx's ssl_trusted_certificate.
+    #[arg(long, value_name = "FILE")]
+    pub trusted_ca: Vec<PathBuf>,
     /// Upstream URL for the default route: http://HOST:PORT or https://HOST:PORT.
     #[arg(long, value_name = "URL", required_unless_present = "config")]
     pub upstream: Option<String>,

@@ -63,11 +63,17 @@ impl ClientAuth {
         generation: u64,
         bundle: &[Vec<u8>],
     ) -> Self {
-        let hints = bundle
+        // Each CA named once, however often the bundles repeat it.
+        let mut subjects: Vec<Vec<u8>> = Vec::with_capacity(bundle.len());
+        for s in bundle
             .iter()
             .filter_map(|der| mtlsgate_pki::certinfo::raw_subject(der))
-            .map(DistinguishedName::from)
-            .collect();
+        {
+            if !subjects.contains(&s) {
+                subjects.push(s);
+            }
+        }
+        let hints = subjects.into_iter().map(DistinguishedName::from).collect();
         ClientAuth {
             verifier,
             mode,

@@ -102,17 +102,20 @@ pub struct Snapshot {
     pub tunnels: Vec<Tunnel>,
 }
 
-/// Builds the client verifier from the configured bundle, pins and CRLs; returns the
-/// bundle too (its subjects are the CertificateRequest's CA names).
+/// Builds the client verifier from the configured bundles, pins and CRLs; returns the
+/// advertised certificates too (their subjects are the CertificateRequest's CA names; the
+/// `trusted_ca` ones verify clients without being named, as nginx's
+/// `ssl_trusted_certificate`).
 pub fn build_verifier(cfg: &GateConfig) -> Result<(Verifier, Vec<Vec<u8>>), GateError> {
-    let files: Vec<PathBuf> = cfg
+    let advertised: Vec<PathBuf> = cfg
         .client_ca
         .iter()
         .chain(cfg.pin_cert.iter())
         .cloned()
         .collect();
     verifier_from(
-        &files,
+        &advertised,
+        &cfg.trusted_ca,
         &cfg.crl,
         cfg.crl_check,
         &cfg.pin_sha256,
@@ -121,14 +124,19 @@ pub fn build_verifier(cfg: &GateConfig) -> Result<(Verifier, Vec<Vec<u8>>), Gate
 }
 
 fn verifier_from(
-    bundle_files: &[PathBuf],
+    advertised_files: &[PathBuf],
+    trusted_files: &[PathBuf],
     crl_files: &[PathBuf],
     crl_check: crate::config::CrlCheck,
     pins: &[String],
     depth: usize,
 ) -> Result<(Verifier, Vec<Vec<u8>>), GateError> {
-    let mut bundle = Vec::new();
-    for p in bundle_files {
+    let mut advertised = Vec::new();
+    for p in advertised_files {
+        advertised.extend(pemfile::read_certs(p)?);
+    }
+    let mut bundle = advertised.clone();
+    for p in trusted_files {
         bundle.extend(pemfile::read_certs(p)?);
     }
     let mut crls = Vec::new();
@@ -153,11 +161,11 @@ fn verifier_from(
             crls.push(der);
         }
     }
-    let mut v = Verifier::new(bundle.clone(), crls, depth)?.with_crl_check(crl_check);
+    let mut v = Verifier::new(bundle, crls, depth)?.with_crl_check(crl_check);
     for fp in pins {
         v.pin_fingerprint(fp)?;
     }
-    Ok((v, bundle))
+    Ok((v, advertised))
 }
 
 /// An inventory location for logs and pages: a path, or a URL without its password.
@@ -208,7 +216,7 @@ fn build_tunnel(
             proxy_protocol,
         } => {
             let (verifier, bundle) =
-                verifier_from(client_ca, crl, *crl_check, pin_sha256, *verify_depth)?;
+                verifier_from(client_ca, &[], crl, *crl_check, pin_sha256, *verify_depth)?;
             let auth = Arc::new(ClientAuth::new(
                 Arc::new(verifier),
                 crate::config::VerifyMode::Require,

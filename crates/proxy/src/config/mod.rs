@@ -245,6 +245,8 @@ pub struct GateConfig {
     /// `None`: a plain-HTTP listener (egress), which verifies no clients.
     pub tls: Option<ListenerTls>,
     pub client_ca: Vec<PathBuf>,
+    /// Verify clients but are not named to them (nginx's `ssl_trusted_certificate`).
+    pub trusted_ca: Vec<PathBuf>,
     pub verify: VerifyMode,
     pub verify_depth: usize,
     pub crl: Vec<PathBuf>,
@@ -1079,6 +1081,7 @@ impl GateConfig {
             listen,
             tls,
             client_ca: resolve_all(s.client_ca),
+            trusted_ca: resolve_all(s.trusted_ca),
             verify,
             verify_depth,
             crl: resolve_all(s.crl),
@@ -1111,6 +1114,7 @@ impl GateConfig {
         if !c.routes.is_empty()
             && c.verify != VerifyMode::Off
             && c.client_ca.is_empty()
+            && c.trusted_ca.is_empty()
             && c.pin_sha256.is_empty()
             && c.pin_cert.is_empty()
         {
@@ -1130,6 +1134,7 @@ impl GateConfig {
             v.extend(t.key_passphrase_file.iter().cloned());
         }
         v.extend(self.client_ca.iter().cloned());
+        v.extend(self.trusted_ca.iter().cloned());
         v.extend(self.crl.iter().cloned());
         v.extend(self.pin_cert.iter().cloned());
         for r in &self.routes {
@@ -1189,6 +1194,7 @@ impl GateConfig {
             la.map(|t| &t.key_passphrase_file) != lb.map(|t| &t.key_passphrase_file),
         );
         diff("server.client_ca", a.client_ca != b.client_ca);
+        diff("server.trusted_ca", a.trusted_ca != b.trusted_ca);
         diff("server.verify_client", a.verify != b.verify);
         diff("server.verify_depth", a.verify_depth != b.verify_depth);
         diff("server.crl", a.crl != b.crl);

@@ -80,6 +80,10 @@ pub struct RawServer {
     pub key_passphrase_file: Option<At<PathBuf>>,
     #[serde(default)]
     pub client_ca: OneOrMany,
+    /// CAs that verify clients without being named in the CertificateRequest (nginx's
+    /// `ssl_trusted_certificate`).
+    #[serde(default)]
+    pub trusted_ca: OneOrMany,
     pub verify_client: Option<At<String>>,
     pub verify_depth: Option<At<i64>>,
     #[serde(default)]
