@@ -288,6 +288,13 @@ fn bad_tokens_csrs_and_requests_are_refused_with_a_sentence() {
         json(&text)["error"],
         "/v1/enroll does not take GET requests"
     );
+    let big = serde_json::json!({"csr": "x".repeat(300 * 1024)});
+    let (status, body) = post(&w, &srv, "/v1/enroll", &big, &[]);
+    assert_eq!(status, 413, "{body}");
+    assert!(
+        error(&body).starts_with("the request body cannot be read: "),
+        "{body}"
+    );
     // Polling with a wrong poll token.
     let (status, text) = curl(
         &w,

@@ -21,7 +21,7 @@ use axum::body::Body;
 use axum::Router;
 use http::{Request, Response};
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use mtlsgate_pki::verify::{Purpose, Verifier};
 use rustls::client::danger::HandshakeSignatureValid;
@@ -36,6 +36,11 @@ use crate::server_cert::Resolver;
 
 /// How long a TLS handshake may take.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a request head may take to arrive (HTTP/1.1; a slow client loses the
+/// connection instead of holding it).
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// Requests in flight on one HTTP/2 connection.
+const MAX_STREAMS: u32 = 100;
 /// How long open connections may take to finish after shutdown was asked for.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -238,7 +243,15 @@ impl Connection {
                 Ok::<_, Infallible>(resp)
             }
         });
-        let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+        let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(HEADER_READ_TIMEOUT);
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .max_concurrent_streams(MAX_STREAMS);
         let conn = builder.serve_connection(TokioIo::new(tls), svc);
         if let Err(e) = watcher.watch(conn.into_owned()).await {
             tracing::debug!(%remote, "connection ended: {e}");

@@ -500,7 +500,9 @@ pub enum TokenCommand {
 #[derive(Args, Debug)]
 #[command(
     after_help = "The token is shown once and stored only as a hash. Give it to one device:
-  mtlsgate agent enroll --server https://ca.example:8444 --token mtg_…"
+  mtlsgate agent enroll --server https://ca.example:8444 --token mtg_… --root-fingerprint SHA256
+With --server URL the token is made by the CA server (`mtlsgate ca serve`), whose lifetimes
+(--min-lifetime, --max-lifetime) apply to --lifetime."
 )]
 pub struct TokenCreate {
     /// Bind the token to this device ID (dev1 becomes dev1.<device domain>) [default: the
