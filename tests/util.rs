@@ -686,6 +686,22 @@ impl Nginx {
     }
 }
 
+impl Drop for Nginx {
+    /// Stops nginx with SIGTERM, so that its master stops its workers too (SIGKILL, which
+    /// `Proc` sends, would leave the workers running, holding the port).
+    fn drop(&mut self) {
+        let pid = self.proc.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.proc.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
 /// Debian's nginx binary.
 pub fn nginx_bin() -> &'static str {
     ["/usr/sbin/nginx", "/usr/local/sbin/nginx", "/usr/bin/nginx"]
