@@ -126,6 +126,25 @@ fn a_token_and_the_root_fingerprint_enroll_a_device(db: Db) {
         line.ends_with("ms") && line.contains(" 127.0.0.1:"),
         "{line}"
     );
+    // The admin API with curl: a short device ID, an empty body.
+    let short = id.split('.').next().expect("short");
+    let (status, body) = curl(
+        &w,
+        &[
+            "-X",
+            "POST",
+            "--cacert",
+            "ca/ca.crt",
+            "--cert",
+            "ca/admin.crt",
+            "--key",
+            "ca/admin.key",
+            &format!("{}/v1/devices/{short}/deny", srv.url()),
+        ],
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(json(&body)["status"], "denied");
+    assert_eq!(json(&body)["id"], id.as_str());
     assert_eq!(srv.proc.stop(), 0, "{}", srv.proc.stderr());
 }
 

@@ -117,24 +117,7 @@ fn json<T: Serialize>(status: StatusCode, body: &T, device: Option<&str>) -> Res
     r
 }
 
-/// The request body as `T`. An empty body is `T::default()` when `empty_ok`.
-fn body<T: DeserializeOwned + Default>(
-    b: Result<Bytes, BytesRejection>,
-    empty_ok: bool,
-) -> Result<T> {
-    let b =
-        b.map_err(|e| ApiError::new(e.status(), format!("the request body cannot be read: {e}")))?;
-    if empty_ok && b.iter().all(u8::is_ascii_whitespace) {
-        return Ok(T::default());
-    }
-    serde_json::from_slice(&b).map_err(|e| {
-        ApiError::bad_request(format!(
-            "the request body is not the JSON this endpoint takes: {e}"
-        ))
-    })
-}
-
-/// Like [`body`], for bodies without a default.
+/// The request body as `T` (JSON; the Content-Type is not insisted on).
 fn body_required<T: DeserializeOwned>(b: Result<Bytes, BytesRejection>) -> Result<T> {
     let b =
         b.map_err(|e| ApiError::new(e.status(), format!("the request body cannot be read: {e}")))?;
@@ -143,6 +126,14 @@ fn body_required<T: DeserializeOwned>(b: Result<Bytes, BytesRejection>) -> Resul
             "the request body is not the JSON this endpoint takes: {e}"
         ))
     })
+}
+
+/// Like [`body_required`], with an empty body meaning `T::default()`.
+fn body<T: DeserializeOwned + Default>(b: Result<Bytes, BytesRejection>) -> Result<T> {
+    match &b {
+        Ok(bytes) if bytes.iter().all(u8::is_ascii_whitespace) => Ok(T::default()),
+        _ => body_required(b),
+    }
 }
 
 fn path<T>(p: Result<Path<T>, PathRejection>) -> Result<T> {
@@ -484,7 +475,7 @@ async fn set_status(
         }
     };
     let id = device_id(&app, &id)?;
-    let b: StatusBody = body(b, true)?;
+    let b: StatusBody = body(b)?;
     let d = app
         .auth
         .set_status(
@@ -506,7 +497,7 @@ async fn tags(
 ) -> Result<Response> {
     let who = admin(&app, &chain).await?;
     let id = device_id(&app, &path(p)?)?;
-    let b: TagsBody = body(b, true)?;
+    let b: TagsBody = body(b)?;
     let d = app
         .auth
         .tag(
