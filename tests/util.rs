@@ -1195,3 +1195,47 @@ pub fn burst_answers(w: &Work, rel: &str) -> Vec<serde_json::Value> {
         .map(json)
         .collect()
 }
+
+/// A kept-alive HTTP/1.1 connection over mTLS held by tests/peers/keepalive.py: one
+/// `GET /` answered, then waiting for the server to close it.
+pub struct KeptAlive {
+    child: std::process::Child,
+    out: std::io::BufReader<std::process::ChildStdout>,
+}
+
+impl KeptAlive {
+    /// Opens it to `127.0.0.1:port` with the client certificate `cert`/`key` (paths in the
+    /// work directory), trusting `ca`; returns it with the status of the first answer.
+    pub fn open(w: &Work, port: u16, ca: &str, cert: &str, key: &str) -> (KeptAlive, String) {
+        use std::io::BufRead;
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peers/keepalive.py");
+        let mut child = Command::new("python3")
+            .args([script, &port.to_string(), "--ca", ca, "--cert", cert])
+            .args(["--key", key])
+            .current_dir(w.root())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("python3 keepalive.py");
+        let mut out = std::io::BufReader::new(child.stdout.take().expect("stdout"));
+        let mut status = String::new();
+        out.read_line(&mut status).expect("the first answer");
+        (KeptAlive { child, out }, status.trim().to_string())
+    }
+
+    /// Waits (up to 30 s) for the server to close the connection: true when it did.
+    pub fn closed(mut self) -> bool {
+        use std::io::BufRead;
+        let mut verdict = String::new();
+        self.out.read_line(&mut verdict).expect("the verdict");
+        let _ = self.child.wait();
+        verdict.trim() == "closed"
+    }
+}
+
+impl Drop for KeptAlive {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -8,3 +8,4 @@ mod enroll;
 mod faults;
 mod refusals;
 mod renew;
+mod revoke;

@@ -1,10 +1,7 @@
 //! The gateway's inventory policy (`--inventory CA_DIR`, SQLite): only devices the
 //! inventory says are active pass; a revocation reaches the gateway within its poll
 //! interval and closes the device's kept-alive connection; tags narrow a route. (The
-//! PostgreSQL flow with two gateways and the agent is in `tests/fleet/`.)
-
-use std::io::{Read, Write};
-use std::time::{Duration, Instant};
+//! PostgreSQL flow with two gateways and the agent is in `tests/fleet/revoke.rs`.)
 
 use crate::util::*;
 
@@ -33,37 +30,10 @@ fn only_active_devices_pass_and_a_revocation_closes_a_kept_alive_connection() {
     );
 
     // A kept-alive connection of the enrolled device, then its revocation.
-    let script = format!(
-        "import socket,ssl,sys,time\nctx=ssl.create_default_context(cafile='ca.crt')\nctx.load_cert_chain('edge.crt','edge.key')\ns=ctx.wrap_socket(socket.create_connection(('127.0.0.1',{})),server_hostname='localhost')\ns.sendall(b'GET / HTTP/1.1\\r\\nHost: localhost\\r\\n\\r\\n')\nd=b''\nwhile b'\\r\\n\\r\\n' not in d: d+=s.recv(65536)\nh,_,b=d.partition(b'\\r\\n\\r\\n')\nn=int([l for l in h.split(b'\\r\\n') if l.lower().startswith(b'content-length')][0].split(b':')[1])\nwhile len(b)<n: b+=s.recv(65536)\nprint(h.split(b' ')[1].decode(), flush=True)\nsys.stdin.readline()\nt=time.time()\ns.settimeout(15)\ntry:\n  r=s.recv(10)\nexcept socket.timeout:\n  r=b'?'\nexcept OSError:\n  r=b''\nprint('closed' if r==b'' else 'open %r' % r, flush=True)\n",
-        g.port
-    );
-    let mut py = std::process::Command::new("python3")
-        .args(["-c", &script])
-        .current_dir(w.root())
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("python");
-    let mut out = py.stdout.take().expect("stdout");
-    let mut first = [0u8; 4];
-    out.read_exact(&mut first).expect("first reply");
-    assert_eq!(&first[..3], b"200");
+    let (held, status) = KeptAlive::open(&w, g.port, "ca.crt", "edge.crt", "edge.key");
+    assert_eq!(status, "200");
     w.mg(&["devices", "revoke", &id, "--dir", "ca"]).ok();
-    let t = Instant::now();
-    py.stdin
-        .take()
-        .expect("stdin")
-        .write_all(b"go\n")
-        .expect("go");
-    let mut rest = String::new();
-    out.read_to_string(&mut rest).expect("verdict");
-    assert_eq!(
-        rest.trim(),
-        "closed",
-        "the kept-alive connection stayed open"
-    );
-    assert!(t.elapsed() < Duration::from_secs(10));
-    let _ = py.wait();
+    assert!(held.closed(), "the kept-alive connection stayed open");
     let (code, body) = curl_as(&w, "edge.crt", "edge.key", &g.url("/"));
     assert!(code == 403 || code == 400, "{code}: {body}");
     assert!(body.contains("revoked"), "{body}");
