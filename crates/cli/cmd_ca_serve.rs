@@ -51,7 +51,7 @@ fn policy(a: &CaServe) -> Result<Policy> {
     Ok(p)
 }
 
-fn listen_addr(s: &str) -> Result<SocketAddr> {
+pub fn listen_addr(s: &str) -> Result<SocketAddr> {
     s.to_socket_addrs()
         .with_context(|| format!("--listen {s}: expected HOST:PORT, like 0.0.0.0:8444"))?
         .next()

@@ -100,30 +100,43 @@ fn seed001_walkthrough_with_the_example_appserver() {
 }
 
 #[test]
-fn quickstart_runs_the_demo_and_stops_on_ctrl_c() {
+fn quickstart_runs_the_whole_system_and_stops_on_ctrl_c() {
     let w = Work::new();
     let mut g = Gate::start(
         &w,
-        &["quickstart", "--dir", "qs", "--listen", "127.0.0.1:0"],
+        &[
+            "quickstart",
+            "--dir",
+            "qs",
+            "--listen",
+            "127.0.0.1:0",
+            "--ca-listen",
+            "127.0.0.1:0",
+        ],
     );
     let url = g.url("/");
     let (code, body) = curl(&w, &["--cacert", "qs/ca.crt", &url]);
     assert_eq!(code, 400);
     assert!(body.contains("No required SSL certificate was sent"));
-    let (code, body) = curl(
-        &w,
-        &[
-            "--cacert",
-            "qs/ca.crt",
-            "--cert",
-            "qs/dev1.crt",
-            "--key",
-            "qs/dev1.key",
-            &url,
-        ],
-    );
-    assert_eq!(code, 200);
+    // dev1 was enrolled by the agent: its key was made in qs/dev1 (0600).
+    assert_eq!(mode(&w.path("qs/dev1/client.key")), 0o600);
+    let dev1 = [
+        "--cacert",
+        "qs/dev1/ca.crt",
+        "--cert",
+        "qs/dev1/client.crt",
+        "--key",
+        "qs/dev1/client.key",
+        url.as_str(),
+    ];
+    let (code, body) = curl(&w, &dev1);
+    assert_eq!(code, 200, "{body}");
     assert!(body.starts_with("Access Granted!\n"), "{body}");
+    assert!(
+        body.contains("SSL-Client: CN=dev1.d.example.local"),
+        "{body}"
+    );
+    // dev2 holds a certificate from the same CA, but never enrolled.
     let (code, body) = curl(
         &w,
         &[
@@ -137,14 +150,38 @@ fn quickstart_runs_the_demo_and_stops_on_ctrl_c() {
         ],
     );
     assert_eq!(code, 403);
-    assert!(body.contains("dev2.d.example.local"), "{body}");
+    assert!(
+        body.contains("device dev2.d.example.local is not in the inventory"),
+        "{body}"
+    );
     let printed = g.access_log();
     assert!(
         printed.contains(
-            "curl --cacert qs/ca.crt --cert qs/dev1.crt --key qs/dev1.key https://localhost:"
+            "curl --cacert qs/dev1/ca.crt --cert qs/dev1/client.crt --key qs/dev1/client.key https://localhost:"
         ),
         "{printed}"
     );
+    // The revoke command it prints, run as printed (the program's path aside).
+    let revoke = printed
+        .lines()
+        .find(|l| l.contains(" devices revoke "))
+        .unwrap_or_else(|| panic!("no revoke command in {printed}"));
+    let args: Vec<&str> = revoke.split_whitespace().skip(1).collect();
+    assert_eq!(
+        args,
+        [
+            "devices",
+            "revoke",
+            "dev1.d.example.local",
+            "--dir",
+            "qs/ca"
+        ]
+    );
+    w.mg(&args).ok();
+    eventually("the gateway to refuse the revoked dev1", || {
+        let (code, body) = curl(&w, &dev1);
+        code == 403 && body.contains("device dev1.d.example.local is revoked")
+    });
     g.proc.signal("INT");
     let deadline = Instant::now() + Duration::from_secs(20);
     let status = loop {

@@ -29,7 +29,8 @@ pub enum Command {
     /// Carry TCP (MQTT and other non-HTTP protocols) over mTLS: terminate it in front of a
     /// backend (with --cert/--key), or open it to a remote (without).
     Tunnel(Box<Tunnel>),
-    /// Set up a demo (CA, certificates, allowlist, demo app, gateway) and show what to try.
+    /// Set up a demo of the whole system (CA, CA server, a device enrolled by the agent,
+    /// demo app, gateway consulting the inventory) and show what to try.
     Quickstart(Quickstart),
     /// Make enrollment tokens for devices.
     #[command(subcommand)]
@@ -276,7 +277,10 @@ pub struct Quickstart {
     /// Where the demo gateway listens.
     #[arg(long, default_value = "127.0.0.1:8443", value_name = "ADDR")]
     pub listen: String,
-    /// Only create the CA, certificates and allowlist; start nothing.
+    /// Where the demo's CA server (`mtlsgate ca serve`) listens.
+    #[arg(long, default_value = "127.0.0.1:8444", value_name = "ADDR")]
+    pub ca_listen: String,
+    /// Only create the CA and the certificates, and enroll dev1; leave nothing running.
     #[arg(long)]
     pub no_serve: bool,
 }

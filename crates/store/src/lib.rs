@@ -393,6 +393,9 @@ const TOKEN_COLUMNS: &str =
 pub struct Inventory {
     pool: Pool,
     location: Location,
+    /// For SQLite: marks the file as open in this process while any clone lives
+    /// ([`sqlite::OpenInProcess`]).
+    _open: Option<std::sync::Arc<sqlite::OpenInProcess>>,
 }
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -515,9 +518,15 @@ impl Inventory {
 
     async fn open_checked(path: &Path, create: bool, root_serial: Option<&str>) -> Result<Self> {
         let name = path.display().to_string();
+        let already_open = sqlite::open_in_process(path);
         let size = match std::fs::metadata(path) {
             Ok(m) => {
-                sqlite::check_file(path, &name, m.len())?;
+                // The raw header check opens and closes the file outside SQLite, which
+                // would drop the POSIX locks of the connections this process already has
+                // on it; the file was checked when the first of them opened it.
+                if already_open.is_none() {
+                    sqlite::check_file(path, &name, m.len())?;
+                }
                 Some(m.len())
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -558,6 +567,7 @@ impl Inventory {
         let inv = Inventory {
             pool: Pool::Sqlite(pool),
             location: Location::Sqlite(path.to_path_buf()),
+            _open: Some(already_open.unwrap_or_else(|| sqlite::mark_open(path))),
         };
         inv.migrate().await?;
         Ok(inv)
@@ -580,6 +590,7 @@ impl Inventory {
         Ok(Inventory {
             pool: Pool::Postgres(pool),
             location: loc.clone(),
+            _open: None,
         })
     }
 

@@ -1,12 +1,46 @@
 //! SQLite-only integrity checks: an inventory file is looked at before SQLite opens it
 //! (SQLite would take an empty or overwritten file for a new database), so that a damaged
-//! or foreign inventory is refused and never replaced.
+//! or foreign inventory is refused and never replaced. The raw look happens only while no
+//! connection of this process has the file open ([`open_in_process`]): closing any
+//! descriptor of a SQLite file drops every POSIX lock the process holds on it, including
+//! those of its SQLite connections, and another process could then remove the
+//! write-ahead log under them (a second inventory in one process — the quickstart's CA
+//! server and gateway — stopped seeing changes that way).
 
 use std::path::Path;
 
 use sqlx::sqlite::SqliteConnectOptions;
 
 use crate::{normalize_serial, Result, StoreError};
+
+/// Held (in an `Arc`) by every [`crate::Inventory`] on a SQLite file while it is open.
+pub(crate) struct OpenInProcess;
+
+/// The SQLite files this process has open, by canonical path.
+static OPEN: std::sync::Mutex<Vec<(std::path::PathBuf, std::sync::Weak<OpenInProcess>)>> =
+    std::sync::Mutex::new(Vec::new());
+
+fn canonical(path: &Path) -> std::path::PathBuf {
+    std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf())
+}
+
+/// The mark of an inventory of this process that has `path` open, if one lives.
+pub(crate) fn open_in_process(path: &Path) -> Option<std::sync::Arc<OpenInProcess>> {
+    let key = canonical(path);
+    let mut open = OPEN.lock().unwrap_or_else(|p| p.into_inner());
+    open.retain(|(_, w)| w.strong_count() > 0);
+    open.iter()
+        .find(|(p, _)| *p == key)
+        .and_then(|(_, w)| w.upgrade())
+}
+
+/// Marks `path` as open in this process, for as long as the returned mark lives.
+pub(crate) fn mark_open(path: &Path) -> std::sync::Arc<OpenInProcess> {
+    let mark = std::sync::Arc::new(OpenInProcess);
+    let mut open = OPEN.lock().unwrap_or_else(|p| p.into_inner());
+    open.push((canonical(path), std::sync::Arc::downgrade(&mark)));
+    mark
+}
 
 /// Files up to this size get SQLite's `PRAGMA quick_check` when opened.
 const QUICK_CHECK_MAX_BYTES: u64 = 64 << 20;
