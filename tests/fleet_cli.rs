@@ -7,7 +7,7 @@ use std::path::Path;
 
 use mtlsgate_authority::{Authority, EnrollRequest, Enrolled, Location, Policy};
 
-use crate::util::Work;
+use crate::util::{openssl_csr, Work};
 
 /// Runs `f` on a small runtime.
 fn block_on<F: std::future::Future>(f: F) -> F::Output {
@@ -18,33 +18,9 @@ fn block_on<F: std::future::Future>(f: F) -> F::Output {
         .block_on(f)
 }
 
-/// A CSR made by openssl (its subject is ignored by the CA).
-fn openssl_csr(w: &Work, name: &str) -> Vec<u8> {
-    w.cmd(
-        "openssl",
-        &[
-            "req",
-            "-new",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            &format!("{name}.key"),
-            "-out",
-            &format!("{name}.csr"),
-            "-subj",
-            "/CN=whatever",
-        ],
-    )
-    .ok();
-    std::fs::read(w.path(&format!("{name}.csr"))).expect("csr")
-}
-
 /// Enrolls a device as the CA server would: with `token`, or pending without one.
 fn enroll(w: &Work, db: Option<&str>, token: Option<&str>, name: &str) -> Enrolled {
-    let csr = openssl_csr(w, name);
+    let csr = openssl_csr(w, name, "/CN=whatever");
     let dir = w.path("ca");
     block_on(async {
         let loc = db.map(|u| Location::Postgres(u.to_string()));

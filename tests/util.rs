@@ -796,6 +796,31 @@ impl Gate {
     }
 }
 
+/// `openssl req` with a new P-256 key: writes `NAME.key` and `NAME.csr` (subject `subj`)
+/// and returns the CSR (PEM).
+pub fn openssl_csr(w: &Work, name: &str, subj: &str) -> Vec<u8> {
+    w.cmd(
+        "openssl",
+        &[
+            "req",
+            "-new",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            &format!("{name}.key"),
+            "-out",
+            &format!("{name}.csr"),
+            "-subj",
+            subj,
+        ],
+    )
+    .ok();
+    std::fs::read(w.path(&format!("{name}.csr"))).expect("csr")
+}
+
 /// Enrolls a device through the authority library, as `mtlsgate ca serve` does, with a
 /// token made by `mtlsgate token create` (`token_args`, e.g. `["--tag", "lab"]`): writes
 /// `NAME.key` (made by openssl) and `NAME.crt` (leaf + intermediate); returns the device ID
@@ -814,26 +839,7 @@ pub fn enroll_device(
     }
     let out = w.mg(&a).ok();
     let token = out.lines().last().expect("a token").trim().to_string();
-    w.cmd(
-        "openssl",
-        &[
-            "req",
-            "-new",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            &format!("{name}.key"),
-            "-out",
-            &format!("{name}.csr"),
-            "-subj",
-            "/CN=ignored",
-        ],
-    )
-    .ok();
-    let csr = std::fs::read(w.path(&format!("{name}.csr"))).expect("csr");
+    let csr = openssl_csr(w, name, "/CN=ignored");
     let dir = w.path(ca_dir);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -928,6 +934,24 @@ pub fn fleet_ca(w: &Work, db: &Db) {
         "ca",
         "--device-domain",
         "d.example.local",
+    ];
+    let f = db.flags();
+    a.extend(s(&f));
+    w.mg(&a).ok();
+}
+
+/// `cert issue server localhost --dir ca --out .` on the inventory `db`: `localhost.crt`
+/// and `localhost.key` for a gateway or a strict peer.
+pub fn fleet_server_cert(w: &Work, db: &Db) {
+    let mut a = vec![
+        "cert",
+        "issue",
+        "server",
+        "localhost",
+        "--dir",
+        "ca",
+        "--out",
+        ".",
     ];
     let f = db.flags();
     a.extend(s(&f));

@@ -38,19 +38,7 @@ fn as_device(w: &Work, dir: &str, port: u16) -> u16 {
 fn the_agent_renews_in_place_while_a_strict_peer_keeps_accepting_it(db: Db) {
     let w = Work::new();
     fleet_ca(&w, &db);
-    let mut issue = vec![
-        "cert",
-        "issue",
-        "server",
-        "localhost",
-        "--dir",
-        "ca",
-        "--out",
-        ".",
-    ];
-    let f = db.flags();
-    issue.extend(crate::util::s(&f));
-    w.mg(&issue).ok();
+    crate::util::fleet_server_cert(&w, &db);
     let srv = CaServer::start_for(&w, &db, &["--min-lifetime", "1s"]);
     let token = server_token(&w, &srv, &["--lifetime", "6s"]);
     let id = agent_enroll(&w, &srv, &token, "dev");

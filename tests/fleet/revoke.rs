@@ -39,19 +39,7 @@ fn gateway(w: &Work, db: &Db, up: &Upstream) -> Gate {
 fn a_revocation_reaches_two_gateways_and_closes_kept_alive_connections(db: Db) {
     let w = Work::new();
     fleet_ca(&w, &db);
-    let mut issue = vec![
-        "cert",
-        "issue",
-        "server",
-        "localhost",
-        "--dir",
-        "ca",
-        "--out",
-        ".",
-    ];
-    let f = db.flags();
-    issue.extend(crate::util::s(&f));
-    w.mg(&issue).ok();
+    crate::util::fleet_server_cert(&w, &db);
     let srv = CaServer::start_for(&w, &db, &[]);
     let token = server_token(&w, &srv, &[]);
     let id = agent_enroll(&w, &srv, &token, "dev");

@@ -11,25 +11,7 @@ fn seed001_walkthrough_with_the_example_appserver() {
     pki(&w);
     w.write("whitelist.txt", "# seed 001\ndev1.d.example.local\n");
     // A client whose subject has an escaped comma, made by openssl and signed by the CA.
-    w.cmd(
-        "openssl",
-        &[
-            "req",
-            "-new",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            "dev3.key",
-            "-out",
-            "dev3.csr",
-            "-subj",
-            "/O=Acme, Inc./CN=dev3.d.example.local",
-        ],
-    )
-    .ok();
+    openssl_csr(&w, "dev3", "/O=Acme, Inc./CN=dev3.d.example.local");
     w.mg(&[
         "cert", "sign", "dev3.csr", "--kind", "client", "--dir", "ca", "--out", "dev3.crt",
     ])
