@@ -26,12 +26,29 @@ fn duration(flag: &str, v: &str) -> Result<time::Duration> {
     parse_duration(v).with_context(|| flag.to_string())
 }
 
+/// `TAG=DURATION` of --tag-lifetime.
+fn tag_lifetime(v: &str) -> Result<(String, time::Duration)> {
+    let (tag, d) = v
+        .split_once('=')
+        .filter(|(t, d)| !t.trim().is_empty() && !d.trim().is_empty())
+        .with_context(|| format!("--tag-lifetime {v}: expected TAG=DURATION, like cameras=6h"))?;
+    Ok((
+        tag.trim().to_string(),
+        duration(&format!("--tag-lifetime {v}"), d.trim())?,
+    ))
+}
+
 fn policy(a: &CaServe) -> Result<Policy> {
     let p = Policy {
         default_lifetime: duration("--default-lifetime", &a.default_lifetime)?,
         max_lifetime: duration("--max-lifetime", &a.max_lifetime)?,
         min_lifetime: duration("--min-lifetime", &a.min_lifetime)?,
         recovery_grace: duration("--recovery-grace", &a.recovery_grace)?,
+        tag_lifetimes: a
+            .tag_lifetime
+            .iter()
+            .map(|v| tag_lifetime(v))
+            .collect::<Result<_>>()?,
     };
     if p.min_lifetime > p.max_lifetime {
         anyhow::bail!(
@@ -39,6 +56,15 @@ fn policy(a: &CaServe) -> Result<Policy> {
             a.min_lifetime,
             a.max_lifetime
         );
+    }
+    for ((tag, d), given) in p.tag_lifetimes.iter().zip(&a.tag_lifetime) {
+        if *d < p.min_lifetime || *d > p.max_lifetime {
+            anyhow::bail!(
+                "--tag-lifetime {given}: the lifetime for tag {tag} is outside --min-lifetime {} … --max-lifetime {}",
+                a.min_lifetime,
+                a.max_lifetime
+            );
+        }
     }
     if p.default_lifetime < p.min_lifetime || p.default_lifetime > p.max_lifetime {
         anyhow::bail!(

@@ -354,3 +354,57 @@ fn the_seed_bundle_command_feeds_nginx() {
     let (status, _) = curl(&w, &["--cacert", "ca/ca.crt", &url]);
     assert_eq!(status, 400, "no certificate");
 }
+
+/// Seconds from now until the first certificate of `file` expires (openssl's reading).
+fn seconds_left(w: &Work, file: &str) -> i64 {
+    let out = w
+        .cmd("openssl", &["x509", "-in", file, "-noout", "-enddate"])
+        .ok();
+    let end = out.trim().trim_start_matches("notAfter=");
+    let date = w
+        .cmd("date", &["-u", "-d", end, "+%s"])
+        .ok()
+        .trim()
+        .parse::<i64>()
+        .expect("epoch seconds");
+    date - time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+#[test]
+fn lifetimes_are_set_per_tag_and_per_token() {
+    let w = Work::new();
+    fleet_ca(&w, &Db::Sqlite);
+    let err = w
+        .mg(&[
+            "ca",
+            "serve",
+            "--dir",
+            "ca",
+            "--listen",
+            "127.0.0.1:0",
+            "--tag-lifetime",
+            "cams=90d",
+        ])
+        .fails();
+    assert!(
+        err.contains("--tag-lifetime cams=90d: the lifetime for tag cams is outside --min-lifetime 60s … --max-lifetime 30d"),
+        "{err}"
+    );
+    let srv = CaServer::start_for(
+        &w,
+        &Db::Sqlite,
+        &["--tag-lifetime", "cams=2h", "--tag-lifetime", "lab=6h"],
+    );
+    let by_tag = server_token(&w, &srv, &["--tag", "lab", "--tag", "cams"]);
+    agent_enroll(&w, &srv, &by_tag, "cam");
+    let left = seconds_left(&w, "cam/client.crt");
+    assert!((7000..=7200).contains(&left), "{left} s left, not 2 h");
+    let by_token = server_token(&w, &srv, &["--tag", "cams", "--lifetime", "3h"]);
+    agent_enroll(&w, &srv, &by_token, "cam2");
+    let left = seconds_left(&w, "cam2/client.crt");
+    assert!((10600..=10800).contains(&left), "{left} s left, not 3 h");
+    let untagged = server_token(&w, &srv, &[]);
+    agent_enroll(&w, &srv, &untagged, "other");
+    let left = seconds_left(&w, "other/client.crt");
+    assert!((86200..=86400).contains(&left), "{left} s left, not 24 h");
+}

@@ -54,7 +54,7 @@ pub const POLL_PREFIX: &str = "mtp_";
 pub const RETRY_AFTER_SECS: u32 = 5;
 
 /// Lifetimes the CA applies.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Policy {
     /// Lifetime of a device certificate when neither its token nor the device sets one.
     pub default_lifetime: Duration,
@@ -64,6 +64,9 @@ pub struct Policy {
     pub min_lifetime: Duration,
     /// How long after its certificate expired a device may still recover.
     pub recovery_grace: Duration,
+    /// Lifetimes by tag: a device without a lifetime of its own (from its token) that
+    /// carries one of these tags gets the shortest of its tags' lifetimes.
+    pub tag_lifetimes: Vec<(String, Duration)>,
 }
 
 impl Default for Policy {
@@ -73,6 +76,7 @@ impl Default for Policy {
             max_lifetime: Duration::days(30),
             min_lifetime: Duration::seconds(60),
             recovery_grace: Duration::days(30),
+            tag_lifetimes: Vec::new(),
         }
     }
 }
@@ -721,10 +725,19 @@ impl Authority {
         Ok(given)
     }
 
-    /// Lifetime of a device certificate: the device's (or token's), else the default,
-    /// within the policy's bounds.
-    fn lifetime(&self, secs: Option<i64>) -> Duration {
+    /// Lifetime of a device certificate: the device's (or token's), else the shortest
+    /// lifetime set for one of its `tags`, else the default, within the policy's bounds.
+    pub fn lifetime(&self, secs: Option<i64>, tags: &[String]) -> Duration {
+        let by_tag = || {
+            self.policy
+                .tag_lifetimes
+                .iter()
+                .filter(|(t, _)| tags.contains(t))
+                .map(|(_, d)| *d)
+                .min()
+        };
         secs.map(Duration::seconds)
+            .or_else(by_tag)
             .unwrap_or(self.policy.default_lifetime)
             .min(self.policy.max_lifetime)
             .max(self.policy.min_lifetime)
@@ -825,14 +838,12 @@ impl Authority {
         &self,
         csr: &DeviceCsr,
         id: &str,
-        lifetime_secs: Option<i64>,
+        lifetime: Duration,
         via: Via,
         seen: &Seen,
         (action, detail): (&str, Option<String>),
     ) -> Result<DeviceIssued> {
-        let issued = self
-            .signer()?
-            .sign_device(csr, id, self.lifetime(lifetime_secs))?;
+        let issued = self.signer()?.sign_device(csr, id, lifetime)?;
         let (recovery_token, recovery) = self.new_recovery(&issued);
         let recovery_expires = recovery.expires_at;
         let at = seen.now.unix_timestamp();
@@ -947,7 +958,7 @@ impl Authority {
             .issue_device(
                 &csr,
                 &id,
-                t.lifetime_secs,
+                self.lifetime(t.lifetime_secs, &t.tags),
                 Via::Token { hash, device },
                 &seen,
                 ("enroll", host),
@@ -988,7 +999,7 @@ impl Authority {
                     .issue_device(
                         &csr,
                         &id,
-                        d.lifetime_secs,
+                        self.lifetime(d.lifetime_secs, &d.tags),
                         Via::Poll { poll_hash: hash },
                         &seen,
                         ("enroll", Some("approved enrollment collected".into())),
@@ -1059,7 +1070,7 @@ impl Authority {
         self.issue_device(
             &csr,
             &id,
-            d.lifetime_secs,
+            self.lifetime(d.lifetime_secs, &d.tags),
             Via::Renewal { serial: current },
             &seen,
             ("renew", Some(format!("renewed with {}", info.serial))),
@@ -1144,7 +1155,7 @@ impl Authority {
         self.issue_device(
             &csr,
             &id,
-            d.lifetime_secs,
+            self.lifetime(d.lifetime_secs, &d.tags),
             Via::Recovery {
                 serial: current,
                 recovery_hash: hash,

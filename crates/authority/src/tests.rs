@@ -74,6 +74,7 @@ both!(
     certificates_revocation_and_crl,
     a_thousand_concurrent_enrollments,
     administrators_are_recognised_by_their_certificate,
+    lifetimes_come_from_the_token_then_the_tags_then_the_default,
 );
 
 fn now() -> OffsetDateTime {
@@ -1009,4 +1010,38 @@ async fn administrators_are_recognised_by_their_certificate(fx: Fx) {
         ErrorKind::Unauthenticated,
     );
     assert!(e.to_string().contains("was revoked"), "{e}");
+}
+
+async fn lifetimes_come_from_the_token_then_the_tags_then_the_default(mut fx: Fx) {
+    fx.auth.policy.tag_lifetimes = vec![
+        ("cams".into(), Duration::hours(2)),
+        ("lab".into(), Duration::hours(6)),
+    ];
+    let tags = |t: &[&str]| t.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+    assert_eq!(
+        fx.auth.lifetime(None, &tags(&["other"])),
+        Duration::hours(24)
+    );
+    assert_eq!(fx.auth.lifetime(None, &tags(&["lab"])), Duration::hours(6));
+    assert_eq!(
+        fx.auth.lifetime(None, &tags(&["lab", "cams"])),
+        Duration::hours(2)
+    );
+    assert_eq!(
+        fx.auth.lifetime(Some(3 * 3600), &tags(&["cams"])),
+        Duration::hours(3)
+    );
+    assert_eq!(fx.auth.lifetime(Some(1), &[]), Duration::seconds(60));
+    assert_eq!(fx.auth.lifetime(Some(1 << 40), &[]), Duration::days(30));
+
+    // Enrolled with a token tagged lab: the certificate lives six hours.
+    let key = KeyPair::generate().expect("key");
+    let i = enroll(&fx, &key).await;
+    let c = chain(&i.certificate);
+    let info = CertInfo::from_der(&c[0]).expect("info");
+    let left = info.not_after - now();
+    assert!(
+        left > Duration::hours(6) - Duration::minutes(1) && left <= Duration::hours(6),
+        "{left}"
+    );
 }

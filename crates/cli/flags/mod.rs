@@ -404,6 +404,10 @@ pub struct CaServe {
     /// No device certificate lives shorter (tokens asking for less are refused).
     #[arg(long, default_value = "60s", value_name = "DURATION")]
     pub min_lifetime: String,
+    /// Lifetime of the certificates of devices with this tag, e.g. cameras=6h
+    /// (repeatable); a token's --lifetime still wins, and of several tags the shortest.
+    #[arg(long, value_name = "TAG=DURATION")]
+    pub tag_lifetime: Vec<String>,
     /// How long after its certificate expired a device may still recover.
     #[arg(long, default_value = "30d", value_name = "DURATION")]
     pub recovery_grace: String,
