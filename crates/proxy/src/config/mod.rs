@@ -522,6 +522,50 @@ fn crl_check(v: &Option<At<String>>, key: &str, src: &Source<'_>) -> Result<CrlC
 }
 
 /// Validates one `[[tcp]]` section (or the `mtlsgate tunnel` flags).
+/// The upstream TLS settings of a route or a tunnel, as written.
+struct RawUpstreamTls<'a> {
+    ca: raw::OneOrMany,
+    cert: Option<&'a At<PathBuf>>,
+    key: Option<&'a At<PathBuf>>,
+    key_passphrase_file: Option<&'a At<PathBuf>>,
+    server_name: Option<&'a At<String>>,
+}
+
+/// Resolves the paths of `t` and checks it: the server name must be a host name or an IP
+/// address, and the client certificate and key come together. `key` names a setting of
+/// the route or tunnel in messages.
+fn upstream_tls(
+    src: &Source<'_>,
+    key: &dyn Fn(&str) -> String,
+    t: RawUpstreamTls<'_>,
+) -> Result<UpstreamTls, ConfigError> {
+    let path = |p: Option<&At<PathBuf>>| p.map(|p| src.resolve(p.get_ref().clone()));
+    if let Some(n) = t.server_name {
+        if rustls::pki_types::ServerName::try_from(n.get_ref().as_str()).is_err() {
+            return Err(src.err(
+                &key("upstream_server_name"),
+                n.span(),
+                format!("`{}` is not a host name or IP address", n.get_ref()),
+            ));
+        }
+    }
+    if t.cert.is_some() != t.key.is_some() {
+        let at = t.cert.or(t.key).map(|p| p.span()).unwrap_or(0..0);
+        return Err(src.err(
+            &key("upstream_cert"),
+            at,
+            "upstream_cert and upstream_key go together: give both, or neither",
+        ));
+    }
+    Ok(UpstreamTls {
+        ca: t.ca.into_vec().into_iter().map(|p| src.resolve(p)).collect(),
+        cert: path(t.cert),
+        key: path(t.key),
+        key_passphrase_file: path(t.key_passphrase_file),
+        server_name: t.server_name.map(|n| n.get_ref().clone()),
+    })
+}
+
 fn tunnel_from_raw(
     i: usize,
     t: raw::RawTunnel,
@@ -688,37 +732,17 @@ fn tunnel_from_raw(
                 format!("{}: client_ca and allowlists belong to a tunnel that terminates mTLS; give cert and key too", key("client_ca")),
             ));
         }
-        let tls = UpstreamTls {
-            ca: t
-                .upstream_ca
-                .into_vec()
-                .into_iter()
-                .map(|p| src.resolve(p))
-                .collect(),
-            cert: t
-                .upstream_cert
-                .as_ref()
-                .map(|p| src.resolve(p.get_ref().clone())),
-            key: t
-                .upstream_key
-                .as_ref()
-                .map(|p| src.resolve(p.get_ref().clone())),
-            key_passphrase_file: t
-                .upstream_key_passphrase_file
-                .as_ref()
-                .map(|p| src.resolve(p.get_ref().clone())),
-            server_name: t.upstream_server_name.as_ref().map(|n| n.get_ref().clone()),
-        };
-        if tls.cert.is_some() != tls.key.is_some() {
-            return Err(ConfigError::new(
-                src.whole(),
-                format!(
-                    "{} and {} go together: give both, or neither",
-                    key("upstream_cert"),
-                    key("upstream_key")
-                ),
-            ));
-        }
+        let tls = upstream_tls(
+            src,
+            &key,
+            RawUpstreamTls {
+                ca: t.upstream_ca,
+                cert: t.upstream_cert.as_ref(),
+                key: t.upstream_key.as_ref(),
+                key_passphrase_file: t.upstream_key_passphrase_file.as_ref(),
+                server_name: t.upstream_server_name.as_ref(),
+            },
+        )?;
         TunnelSide::Client { tls }
     };
     Ok(TunnelConfig {
@@ -1056,49 +1080,17 @@ impl GateConfig {
             let upstream = parse_upstream(up.get_ref())
                 .map_err(|m| src.err(&key("upstream"), up.span(), m))?;
             let https = upstream.scheme_str() == Some("https");
-            let upstream_tls = UpstreamTls {
-                ca: r
-                    .upstream_ca
-                    .into_vec()
-                    .into_iter()
-                    .map(|p| src.resolve(p))
-                    .collect(),
-                cert: r
-                    .upstream_cert
-                    .as_ref()
-                    .map(|p| src.resolve(p.get_ref().clone())),
-                key: r
-                    .upstream_key
-                    .as_ref()
-                    .map(|p| src.resolve(p.get_ref().clone())),
-                key_passphrase_file: r
-                    .upstream_key_passphrase_file
-                    .as_ref()
-                    .map(|p| src.resolve(p.get_ref().clone())),
-                server_name: r.upstream_server_name.as_ref().map(|n| n.get_ref().clone()),
-            };
-            if let Some(n) = &r.upstream_server_name {
-                if rustls::pki_types::ServerName::try_from(n.get_ref().as_str()).is_err() {
-                    return Err(src.err(
-                        &key("upstream_server_name"),
-                        n.span(),
-                        format!("`{}` is not a host name or IP address", n.get_ref()),
-                    ));
-                }
-            }
-            if upstream_tls.cert.is_some() != upstream_tls.key.is_some() {
-                let at = r
-                    .upstream_cert
-                    .as_ref()
-                    .or(r.upstream_key.as_ref())
-                    .map(|p| p.span())
-                    .unwrap_or(0..0);
-                return Err(src.err(
-                    &key("upstream_cert"),
-                    at,
-                    "upstream_cert and upstream_key go together: give both, or neither",
-                ));
-            }
+            let upstream_tls = upstream_tls(
+                &src,
+                &key,
+                RawUpstreamTls {
+                    ca: r.upstream_ca,
+                    cert: r.upstream_cert.as_ref(),
+                    key: r.upstream_key.as_ref(),
+                    key_passphrase_file: r.upstream_key_passphrase_file.as_ref(),
+                    server_name: r.upstream_server_name.as_ref(),
+                },
+            )?;
             if !https && upstream_tls != UpstreamTls::default() {
                 return Err(src.err(
                     &key("upstream"),
