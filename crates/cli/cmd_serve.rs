@@ -9,7 +9,7 @@ use mtlsgate_proxy::config::raw::{flag, RawAllow, RawConfig, RawRoute, RawServer
 use mtlsgate_proxy::config::{GateConfig, Overrides, Source};
 use mtlsgate_proxy::{admin, watch, Gateway};
 
-use crate::flags::Serve;
+use crate::flags::{InventoryFlags, Serve};
 
 /// Lowers the one-route flags into the raw form gate.toml parses into.
 fn lower(s: &Serve) -> Result<RawConfig> {
@@ -42,8 +42,8 @@ fn lower(s: &Serve) -> Result<RawConfig> {
             admin_listen: s.admin_listen.clone().map(flag),
             access_log: Some(flag(s.access_log.clone())),
             max_header_bytes: None,
-            inventory: s.inventory.clone().map(flag),
-            inventory_poll: s.inventory_poll.clone().map(flag),
+            inventory: s.inventory.inventory.clone().map(flag),
+            inventory_poll: s.inventory.inventory_poll.clone().map(flag),
             threads: s
                 .threads
                 .map(|t| flag(i64::try_from(t).unwrap_or(i64::MAX))),
@@ -52,25 +52,36 @@ fn lower(s: &Serve) -> Result<RawConfig> {
         timeouts: Default::default(),
         routes: vec![RawRoute {
             upstream: s.upstream.clone().map(flag),
-            upstream_ca: s.upstream_ca.clone().into(),
-            upstream_cert: s.upstream_cert.clone().map(flag),
-            upstream_key: s.upstream_key.clone().map(flag),
-            upstream_key_passphrase_file: s.upstream_key_passphrase_file.clone().map(flag),
-            upstream_server_name: s.upstream_server_name.clone().map(flag),
+            upstream_ca: s.upstream_tls.upstream_ca.clone().into(),
+            upstream_cert: s.upstream_tls.upstream_cert.clone().map(flag),
+            upstream_key: s.upstream_tls.upstream_key.clone().map(flag),
+            upstream_key_passphrase_file: s
+                .upstream_tls
+                .upstream_key_passphrase_file
+                .clone()
+                .map(flag),
+            upstream_server_name: s.upstream_tls.upstream_server_name.clone().map(flag),
             allow_device_ids: s.allow_device_id.clone(),
             allow_file: s.allow_file.clone().into(),
             headers: (!headers.is_empty()).then(|| flag(headers)),
             xfcc: s.xfcc.then_some(true),
-            allow: s.inventory.is_some().then(|| {
-                flag(RawAllow {
-                    inventory: true,
-                    tags: s.allow_tag.clone(),
-                })
-            }),
+            allow: s.inventory.allow(),
             ..RawRoute::default()
         }],
         tunnels: Vec::new(),
     })
+}
+
+impl InventoryFlags {
+    /// `allow = { inventory = true, tags = […] }` when --inventory is given.
+    pub fn allow(&self) -> Option<mtlsgate_proxy::config::raw::At<RawAllow>> {
+        self.inventory.as_ref().map(|_| {
+            flag(RawAllow {
+                inventory: true,
+                tags: self.allow_tag.clone(),
+            })
+        })
+    }
 }
 
 /// Resolves flags or file into the configuration to run.

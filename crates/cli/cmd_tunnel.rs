@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use anyhow::Result;
-use mtlsgate_proxy::config::raw::{flag, RawAllow, RawConfig, RawServer, RawTunnel};
+use mtlsgate_proxy::config::raw::{flag, RawConfig, RawServer, RawTunnel};
 use mtlsgate_proxy::config::{GateConfig, Source};
 
 use crate::cmd_serve::{init_logging, run_gateway, runtime, shutdown_signal};
@@ -15,8 +15,8 @@ fn lower(t: &Tunnel) -> RawConfig {
     RawConfig {
         server: RawServer {
             admin_listen: t.admin_listen.clone().map(flag),
-            inventory: t.inventory.clone().map(flag),
-            inventory_poll: t.inventory_poll.clone().map(flag),
+            inventory: t.inventory.inventory.clone().map(flag),
+            inventory_poll: t.inventory.inventory_poll.clone().map(flag),
             threads: t
                 .threads
                 .map(|n| flag(i64::try_from(n).unwrap_or(i64::MAX))),
@@ -39,20 +39,19 @@ fn lower(t: &Tunnel) -> RawConfig {
             allow_device_ids: t.allow_device_id.clone(),
             allow_file: t.allow_file.clone().into(),
             proxy_protocol: t.proxy_protocol.then_some(true),
-            upstream_ca: t.upstream_ca.clone().into(),
-            upstream_cert: t.upstream_cert.clone().map(flag),
-            upstream_key: t.upstream_key.clone().map(flag),
-            upstream_key_passphrase_file: t.upstream_key_passphrase_file.clone().map(flag),
-            upstream_server_name: t.upstream_server_name.clone().map(flag),
+            upstream_ca: t.upstream_tls.upstream_ca.clone().into(),
+            upstream_cert: t.upstream_tls.upstream_cert.clone().map(flag),
+            upstream_key: t.upstream_tls.upstream_key.clone().map(flag),
+            upstream_key_passphrase_file: t
+                .upstream_tls
+                .upstream_key_passphrase_file
+                .clone()
+                .map(flag),
+            upstream_server_name: t.upstream_tls.upstream_server_name.clone().map(flag),
             idle: t.idle_timeout.clone().map(flag),
             connect_timeout: t.connect_timeout.clone().map(flag),
             max_connections: t.max_connections.map(flag),
-            allow: t.inventory.is_some().then(|| {
-                flag(RawAllow {
-                    inventory: true,
-                    tags: t.allow_tag.clone(),
-                })
-            }),
+            allow: t.inventory.allow(),
             ..RawTunnel::default()
         }],
     }

@@ -90,41 +90,16 @@ pub struct Serve {
     /// Upstream URL for the default route: http://HOST:PORT or https://HOST:PORT.
     #[arg(long, value_name = "URL", required_unless_present = "config")]
     pub upstream: Option<String>,
-    /// CA bundle that signs an https:// upstream's certificate, as nginx's
-    /// proxy_ssl_trusted_certificate [default: the system's trust store].
-    #[arg(long, value_name = "FILE")]
-    pub upstream_ca: Vec<PathBuf>,
-    /// Client certificate (chain) presented to an https:// upstream, as proxy_ssl_certificate;
-    /// reloaded when the file changes.
-    #[arg(long, value_name = "FILE", requires = "upstream_key")]
-    pub upstream_cert: Option<PathBuf>,
-    /// Key of --upstream-cert, as proxy_ssl_certificate_key.
-    #[arg(long, value_name = "FILE", requires = "upstream_cert")]
-    pub upstream_key: Option<PathBuf>,
-    /// File whose first line decrypts --upstream-key.
-    #[arg(long, value_name = "FILE")]
-    pub upstream_key_passphrase_file: Option<PathBuf>,
-    /// Name to verify the upstream's certificate against (and send as SNI), as
-    /// proxy_ssl_name [default: the host of --upstream].
-    #[arg(long, value_name = "NAME")]
-    pub upstream_server_name: Option<String>,
+    #[command(flatten)]
+    pub upstream_tls: UpstreamTlsFlags,
     /// Allowlist file: one device ID per line, # comments (reloaded when it changes).
     #[arg(long, value_name = "FILE")]
     pub allow_file: Vec<PathBuf>,
     /// Allow this device ID (repeatable).
     #[arg(long, value_name = "ID")]
     pub allow_device_id: Vec<String>,
-    /// Let in only devices the inventory says are active: a CA directory (its
-    /// inventory.db) or a postgres:// URL shared with `mtlsgate ca serve`. Revocations
-    /// reach the gateway within a second and close the device's open connections.
-    #[arg(long, value_name = "CA_DIR_OR_URL")]
-    pub inventory: Option<String>,
-    /// With --inventory: the device must also carry one of these tags (repeatable).
-    #[arg(long, value_name = "TAG", requires = "inventory")]
-    pub allow_tag: Vec<String>,
-    /// How often an SQLite inventory is read for changes [default: 1s].
-    #[arg(long, value_name = "DURATION", requires = "inventory")]
-    pub inventory_poll: Option<String>,
+    #[command(flatten)]
+    pub inventory: InventoryFlags,
     /// Client verification: require (nginx on), optional, optional_no_ca, off
     /// [default: require; off without --cert].
     #[arg(long, value_name = "MODE")]
@@ -168,6 +143,47 @@ pub struct Serve {
     /// Worker threads [default: one per core].
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
+}
+
+/// The device inventory as a policy, shared by `serve` and `tunnel`.
+#[derive(Args, Debug, Clone, Default)]
+pub struct InventoryFlags {
+    /// Let in only devices the inventory says are active: a CA directory (its
+    /// inventory.db) or a postgres:// URL shared with `mtlsgate ca serve`. Revocations
+    /// reach the gateway within a second and close the device's open connections.
+    #[arg(long, value_name = "CA_DIR_OR_URL")]
+    pub inventory: Option<String>,
+    /// With --inventory: the device must also carry one of these tags (repeatable).
+    #[arg(long, value_name = "TAG", requires = "inventory")]
+    pub allow_tag: Vec<String>,
+    /// How often an SQLite inventory is read for changes [default: 1s].
+    #[arg(long, value_name = "DURATION", requires = "inventory")]
+    pub inventory_poll: Option<String>,
+}
+
+/// TLS towards an https:// upstream or a tunnel's target (nginx's `proxy_ssl_*`), shared
+/// by `serve` and `tunnel`.
+#[derive(Args, Debug, Clone, Default)]
+pub struct UpstreamTlsFlags {
+    /// CA bundle that signs the certificate of an https:// upstream (or of the tunnel's
+    /// target), as nginx's proxy_ssl_trusted_certificate [default: the system's trust
+    /// store].
+    #[arg(long, value_name = "FILE")]
+    pub upstream_ca: Vec<PathBuf>,
+    /// Client certificate (chain) presented to the upstream or target, as
+    /// proxy_ssl_certificate; reloaded when the file changes.
+    #[arg(long, value_name = "FILE", requires = "upstream_key")]
+    pub upstream_cert: Option<PathBuf>,
+    /// Key of --upstream-cert, as proxy_ssl_certificate_key.
+    #[arg(long, value_name = "FILE", requires = "upstream_cert")]
+    pub upstream_key: Option<PathBuf>,
+    /// File whose first line decrypts --upstream-key.
+    #[arg(long, value_name = "FILE")]
+    pub upstream_key_passphrase_file: Option<PathBuf>,
+    /// Name to verify the upstream's certificate against (and send as SNI), as
+    /// proxy_ssl_name [default: the host of --upstream or --target].
+    #[arg(long, value_name = "NAME")]
+    pub upstream_server_name: Option<String>,
 }
 
 /// `mtlsgate tunnel`: one TCP tunnel from flags (several, and HTTP routes beside them:
@@ -222,36 +238,14 @@ pub struct Tunnel {
     /// Allow this device ID (repeatable).
     #[arg(long, value_name = "ID")]
     pub allow_device_id: Vec<String>,
-    /// Let in only devices the inventory says are active: a CA directory (its
-    /// inventory.db) or a postgres:// URL shared with `mtlsgate ca serve`. Revocations
-    /// reach the gateway within a second and close the device's open tunnels.
-    #[arg(long, value_name = "CA_DIR_OR_URL")]
-    pub inventory: Option<String>,
-    /// With --inventory: the device must also carry one of these tags (repeatable).
-    #[arg(long, value_name = "TAG", requires = "inventory")]
-    pub allow_tag: Vec<String>,
-    /// How often an SQLite inventory is read for changes [default: 1s].
-    #[arg(long, value_name = "DURATION", requires = "inventory")]
-    pub inventory_poll: Option<String>,
+    #[command(flatten)]
+    pub inventory: InventoryFlags,
     /// Send a PROXY protocol v2 header to the target: the client's address, and its device
     /// ID as the SSL TLV's CN.
     #[arg(long)]
     pub proxy_protocol: bool,
-    /// CA bundle that signs the target's certificate [default: the system's trust store].
-    #[arg(long, value_name = "FILE")]
-    pub upstream_ca: Vec<PathBuf>,
-    /// Client certificate presented to the target.
-    #[arg(long, value_name = "FILE", requires = "upstream_key")]
-    pub upstream_cert: Option<PathBuf>,
-    /// Key of --upstream-cert.
-    #[arg(long, value_name = "FILE", requires = "upstream_cert")]
-    pub upstream_key: Option<PathBuf>,
-    /// File whose first line decrypts --upstream-key.
-    #[arg(long, value_name = "FILE")]
-    pub upstream_key_passphrase_file: Option<PathBuf>,
-    /// Name to verify the target's certificate against [default: the host of --target].
-    #[arg(long, value_name = "NAME")]
-    pub upstream_server_name: Option<String>,
+    #[command(flatten)]
+    pub upstream_tls: UpstreamTlsFlags,
     /// Close a tunnel when nothing moved either way for this long [default: 10m].
     #[arg(long, value_name = "DURATION")]
     pub idle_timeout: Option<String>,

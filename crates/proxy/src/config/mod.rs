@@ -558,7 +558,12 @@ fn upstream_tls(
         ));
     }
     Ok(UpstreamTls {
-        ca: t.ca.into_vec().into_iter().map(|p| src.resolve(p)).collect(),
+        ca: t
+            .ca
+            .into_vec()
+            .into_iter()
+            .map(|p| src.resolve(p))
+            .collect(),
         cert: path(t.cert),
         key: path(t.key),
         key_passphrase_file: path(t.key_passphrase_file),
