@@ -1,0 +1,319 @@
+#!/usr/bin/env python3
+"""Device lifecycle figures: enrollments and renewals per second of `mtlsgate ca serve` on
+one core, with SQLite and with PostgreSQL, and the time from `mtlsgate devices revoke` to
+the refusal at two gateways (`mtlsgate serve --inventory`).
+
+The CA server (and later the two gateways) run pinned to core 1; the load tool
+(`mtlsgate-fleet-load`), the revoke command and PostgreSQL are not pinned to it: the load
+tool runs on core 0, PostgreSQL wherever the kernel puts it. Each inventory is fresh.
+
+Run it through bench/fleet, which builds what it needs."""
+
+import argparse
+import json
+import os
+import re
+import signal
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+WORK = ROOT / "bench" / "work" / "fleet"
+RESULTS = ROOT / "bench" / "results"
+SERVER_CPU = "1"
+LOAD_CPU = "0"
+TARGET_RENEW_SQLITE = 2000.0
+TARGET_REVOKE_P99_MS = 1000.0
+
+
+def log(msg):
+    print(msg, flush=True)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Proc:
+    """A background process whose output goes to a file; waits for a line in it."""
+
+    def __init__(self, name, cmd, cwd):
+        self.name = name
+        self.out = WORK / f"{name}.log"
+        self.proc = subprocess.Popen(cmd, cwd=cwd, stdout=open(self.out, "w"), stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL)
+
+    def wait_for(self, pattern, timeout=30):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            m = re.search(pattern, self.out.read_text(errors="replace"))
+            if m:
+                return m
+            if self.proc.poll() is not None:
+                raise SystemExit(f"{self.name} exited with {self.proc.returncode}:\n{self.out.read_text()}")
+            time.sleep(0.05)
+        raise SystemExit(f"{self.name}: no {pattern!r} within {timeout}s:\n{self.out.read_text()}")
+
+    def cpu_seconds(self):
+        try:
+            f = (Path("/proc") / str(self.proc.pid) / "stat").read_text().rsplit(")", 1)[1].split()
+            return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+        except OSError:
+            return 0.0
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def run(cmd, cwd=WORK):
+    r = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
+    if r.returncode != 0:
+        raise SystemExit(f"{' '.join(map(str, cmd))} failed:\n{r.stdout}{r.stderr}")
+    return r.stdout
+
+
+class Postgres:
+    """A throwaway PostgreSQL (scripts/postgres), under /tmp so that the user postgres can
+    reach it when the benchmark runs as root."""
+
+    def __init__(self):
+        self.dir = tempfile.mkdtemp(prefix="mtlsgate-bench-pg-", dir="/tmp")
+        self.port = free_port()
+        run([str(ROOT / "scripts" / "postgres"), "start", self.dir, str(self.port)], cwd=ROOT)
+        self.url = f"postgres://postgres@127.0.0.1:{self.port}/postgres"
+        self.version = run(["psql", self.url, "-Atc", "SHOW server_version"]).strip()
+
+    def stop(self):
+        subprocess.run([str(ROOT / "scripts" / "postgres"), "stop", self.dir], cwd=ROOT, capture_output=True)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def backend_run(args, name, database):
+    """One CA on a fresh inventory: enrollment and renewal rates, then revocation latency
+    at two gateways. Returns the figures."""
+    mg = str(Path(args.bin) / "mtlsgate")
+    load = str(Path(args.bin) / "mtlsgate-fleet-load")
+    ca = f"{name}-ca"
+    db = ["--database", database] if database else []
+    run([mg, "ca", "init", "--dir", ca, "--name", f"Bench {name}", "--device-domain", "d.bench.local", *db])
+    port = free_port()
+    srv = Proc(f"{name}-ca-serve", ["taskset", "-c", SERVER_CPU, mg, "ca", "serve", "--dir", ca,
+                                    "--listen", f"127.0.0.1:{port}", *db], WORK)
+    procs = [srv]
+    try:
+        srv.wait_for(r"listening on 127\.0\.0\.1:")
+        url = f"https://127.0.0.1:{port}"
+        target = ["--url", url, "--ca-dir", ca, *db]
+        log(f"== {name}: {args.devices} enrollments, then {args.devices} renewals, {args.concurrency} at a time")
+        cpu0 = srv.cpu_seconds()
+        out = run(["taskset", "-c", LOAD_CPU, load, "lifecycle", *target, "--devices", str(args.devices),
+                   "--concurrency", str(args.concurrency)])
+        life = json.loads(out.strip().splitlines()[-1])
+        life["server_cpu_seconds"] = srv.cpu_seconds() - cpu0
+        for phase in ("enroll", "renew"):
+            p = life[phase]
+            log(f"   {phase}: {p['ops_per_sec']:.0f}/s, p50 {p['p50_ms']:.1f} ms, p99 {p['p99_ms']:.1f} ms"
+                f" ({p['ok']} ok, {p['errors']} errors)")
+            if p["errors"]:
+                log(f"   first error: {p['first_error']}")
+
+        # Revocation: two gateways on the same inventory, in front of a fixed upstream.
+        run([mg, "cert", "issue", "server", "localhost", "--dns", "localhost", "--ip", "127.0.0.1",
+             "--dir", ca, "--out", f"{name}-gw", *db])
+        up_port = free_port()
+        up = Proc(f"{name}-upstream", [str(Path(args.bin) / "mtlsgate-bench"), "upstream", "--listen",
+                                       f"127.0.0.1:{up_port}"], WORK)
+        procs.append(up)
+        up.wait_for("upstream listening")
+        inventory = database or ca
+        gws = []
+        for i in (1, 2):
+            gw = Proc(f"{name}-gateway{i}", ["taskset", "-c", SERVER_CPU, mg, "serve", "--listen", "127.0.0.1:0",
+                                             "--cert", f"{name}-gw/localhost.crt", "--key", f"{name}-gw/localhost.key",
+                                             "--client-ca", f"{ca}/root.crt",
+                                             "--upstream", f"http://127.0.0.1:{up_port}",
+                                             "--inventory", inventory], WORK)
+            procs.append(gw)
+            m = gw.wait_for(r"listening on 127\.0\.0\.1:(\d+)")
+            gws.append(f"127.0.0.1:{m.group(1)}")
+        log(f"== {name}: {args.revocations} revocations (`mtlsgate devices revoke ID --dir …`), two gateways")
+        out = run(["taskset", "-c", LOAD_CPU, load, "revoke", *target, "--devices", str(args.revocations),
+                   *sum((["--gateway", g] for g in gws), []),
+                   "--", mg, "devices", "revoke", "{id}", "--dir", ca, *db])
+        rev = json.loads(out.strip().splitlines()[-1])
+        for i, g in enumerate(rev["gateways"], 1):
+            log(f"   gateway {i}: connection closed p50 {g['closed']['p50_ms']:.0f} ms, p99 {g['closed']['p99_ms']:.0f} ms;"
+                f" new request refused p50 {g['refused']['p50_ms']:.0f} ms, p99 {g['refused']['p99_ms']:.0f} ms")
+        log(f"   the revoke command itself: p50 {rev['command']['p50_ms']:.0f} ms")
+        return {"lifecycle": life, "revoke": rev}
+    finally:
+        for p in reversed(procs):
+            p.stop()
+
+
+def crypto_ceiling(seconds):
+    out = subprocess.run(["taskset", "-c", SERVER_CPU, "openssl", "speed", "-seconds", str(seconds), "ecdsap256",
+                          "ecdhx25519"], capture_output=True, text=True).stdout
+    sign = verify = ecdh = None
+    for line in out.splitlines():
+        m = re.match(r"\s*256 bits ecdsa \(nistp256\)\s+\S+s\s+\S+s\s+([\d.]+)\s+([\d.]+)", line)
+        if m:
+            sign, verify = float(m.group(1)), float(m.group(2))
+        m = re.match(r"\s*253 bits ecdh \(X25519\)\s+\S+s\s+([\d.]+)", line)
+        if m:
+            ecdh = float(m.group(1))
+    if not (sign and verify and ecdh):
+        raise SystemExit(f"cannot read `openssl speed` output:\n{out}")
+    # The server's public-key work per request (a new TLS 1.3 connection each):
+    # enrollment: handshake sign + 2 X25519, the CSR's signature, the certificate's signature;
+    # renewal: the same plus the client's CertificateVerify and its chain (leaf, intermediate).
+    enroll = 2 / sign + 1 / verify + 2 / ecdh
+    renew = 2 / sign + 4 / verify + 2 / ecdh
+    return {"ecdsa_sign_per_s": sign, "ecdsa_verify_per_s": verify, "x25519_per_s": ecdh,
+            "enroll_per_s": 1 / enroll, "renew_per_s": 1 / renew}
+
+
+def loadavg():
+    return Path("/proc/loadavg").read_text().split()[:3]
+
+
+def report(args, res, ceiling, load_before, load_after, pg_version, command):
+    lines = ["# Device lifecycle: `mtlsgate ca serve`, agents and gateways", ""]
+    lines.append(f"`mtlsgate ca serve` pinned to core {SERVER_CPU} (one tokio worker); the load tool "
+                 f"(`mtlsgate-fleet-load`) on core {LOAD_CPU}; PostgreSQL {pg_version or '(not run)'} not pinned "
+                 "(scripts/postgres: fsync off). A new TLS 1.3 connection per request, as an agent makes; "
+                 f"P-256 keys and CSRs made before the clock starts. {args.devices} devices, "
+                 f"{args.concurrency} requests at a time.")
+    lines.append("")
+    lines.append("| figure | SQLite | PostgreSQL | target | SQLite / target |")
+    lines.append("|---|---|---|---|---|")
+
+    def cell(b, f):
+        return f(res[b]) if b in res else "–"
+
+    def lf(phase, key, fmt):
+        return lambda r: fmt.format(r["lifecycle"][phase][key])
+
+    for phase, title in (("enroll", "Enrollments/s (token, new key)"), ("renew", "Renewals/s (mTLS, new key)")):
+        target = f"≥ {TARGET_RENEW_SQLITE:.0f}" if phase == "renew" else "–"
+        ratio = "–"
+        if phase == "renew" and "sqlite" in res:
+            ratio = f"{res['sqlite']['lifecycle']['renew']['ops_per_sec'] / TARGET_RENEW_SQLITE:.2f}×"
+        lines.append(f"| {title} | {cell('sqlite', lf(phase, 'ops_per_sec', '{:.0f}'))} | "
+                     f"{cell('postgres', lf(phase, 'ops_per_sec', '{:.0f}'))} | {target} | {ratio} |")
+        for k in ("p50_ms", "p99_ms"):
+            lines.append(f"|   {k[:3]} latency, ms | {cell('sqlite', lf(phase, k, '{:.1f}'))} | "
+                         f"{cell('postgres', lf(phase, k, '{:.1f}'))} | | |")
+        lines.append(f"|   errors | {cell('sqlite', lf(phase, 'errors', '{}'))} | "
+                     f"{cell('postgres', lf(phase, 'errors', '{}'))} | 0 | |")
+    lines.append("")
+    lines.append(f"Revocation: for each of {args.revocations} devices, a kept-alive HTTP/1.1 connection through "
+                 "each of two gateways (`mtlsgate serve --inventory`), then `mtlsgate devices revoke ID --dir CA` "
+                 "(with `--database URL` on PostgreSQL); the time from the command's start until the gateway "
+                 "closed the kept-alive connection, and until a new request through it was refused (tried every "
+                 "5 ms). SQLite gateways poll every second (the default); PostgreSQL ones LISTEN.")
+    lines.append("")
+    lines.append("| from `devices revoke` to | SQLite p50 | SQLite p99 | PostgreSQL p50 | PostgreSQL p99 | target (PostgreSQL p99) | PostgreSQL p99 / target |")
+    lines.append("|---|---|---|---|---|---|---|")
+    for g in (0, 1):
+        for what, title in (("closed", "kept-alive connection closed"), ("refused", "new request refused")):
+            row = [f"gateway {g + 1}: {title}"]
+            for b in ("sqlite", "postgres"):
+                for k in ("p50_ms", "p99_ms"):
+                    row.append(cell(b, lambda r: f"{r['revoke']['gateways'][g][what][k]:.0f} ms"))
+            ratio = cell("postgres", lambda r: f"{r['revoke']['gateways'][g][what]['p99_ms'] / TARGET_REVOKE_P99_MS:.2f}×")
+            row += [f"≤ {TARGET_REVOKE_P99_MS:.0f} ms", ratio]
+            lines.append("| " + " | ".join(row) + " |")
+    row = ["the revoke command's own run time"]
+    for b in ("sqlite", "postgres"):
+        for k in ("p50_ms", "p99_ms"):
+            row.append(cell(b, lambda r: f"{r['revoke']['command'][k]:.0f} ms"))
+    lines.append("| " + " | ".join(row + ["", ""]) + " |")
+    lines.append("")
+    if ceiling:
+        lines.append(f"Crypto ceiling on core {SERVER_CPU} (`openssl speed ecdsap256 ecdhx25519`): ECDSA P-256 "
+                     f"{ceiling['ecdsa_sign_per_s']:.0f} signs/s, {ceiling['ecdsa_verify_per_s']:.0f} verifies/s, "
+                     f"X25519 {ceiling['x25519_per_s']:.0f} ops/s. A renewal costs the server 2 signatures "
+                     "(handshake, certificate), 4 verifications (client CertificateVerify, leaf, intermediate, "
+                     f"CSR) and 2 X25519 → at most {ceiling['renew_per_s']:.0f} renewals/s; an enrollment 2 "
+                     f"signatures, 1 verification, 2 X25519 → at most {ceiling['enroll_per_s']:.0f}/s.")
+        lines.append("")
+    for b in ("sqlite", "postgres"):
+        if b in res:
+            lc = res[b]["lifecycle"]
+            busy = lc["server_cpu_seconds"] / max(lc["enroll"]["seconds"] + lc["renew"]["seconds"], 1e-9)
+            lines.append(f"CA server CPU while timed ({b}): {busy * 100:.0f}% of its core.")
+    lines.append("")
+    lines.append(f"Machine load (1/5/15 min): before {' '.join(load_before)}, after {' '.join(load_after)} "
+                 "(2 cores, shared with other work).")
+    lines.append("")
+    lines.append(f"Command: `{command}`")
+    lines.append("")
+    return "\n".join(lines)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--bin", required=True, help="directory with mtlsgate, mtlsgate-bench, mtlsgate-fleet-load")
+    ap.add_argument("--devices", type=int, default=5000)
+    ap.add_argument("--concurrency", type=int, default=64)
+    ap.add_argument("--revocations", type=int, default=100)
+    ap.add_argument("--only", default="sqlite,postgres")
+    ap.add_argument("--smoke", action="store_true", help="tiny counts, to check the harness")
+    args = ap.parse_args()
+    if args.smoke:
+        args.devices, args.concurrency, args.revocations = 20, 4, 2
+    if WORK.exists():
+        shutil.rmtree(WORK)
+    WORK.mkdir(parents=True)
+    only = args.only.split(",")
+    load_before = loadavg()
+    log(f"== load average {' '.join(load_before)}")
+    res = {}
+    pg = None
+    try:
+        if "sqlite" in only:
+            res["sqlite"] = backend_run(args, "sqlite", None)
+        if "postgres" in only:
+            pg = Postgres()
+            res["postgres"] = backend_run(args, "postgres", pg.url)
+    finally:
+        if pg:
+            pg.stop()
+    ceiling = None if args.smoke else crypto_ceiling(3)
+    load_after = loadavg()
+    failed = [f"{b} {p}" for b, r in res.items() for p in ("enroll", "renew") if r["lifecycle"][p]["errors"]]
+    command = "bench/fleet " + " ".join(sys.argv[3:] if sys.argv[1:2] == ["--bin"] else sys.argv[1:])
+    text = report(args, res, ceiling, load_before, load_after, pg.version if pg else None, command.strip())
+    name = "fleet-smoke" if args.smoke else "fleet"
+    if args.smoke:
+        # The smoke run checks the harness; its figures mean nothing and are not kept.
+        out = WORK / f"{name}.md"
+    else:
+        RESULTS.mkdir(exist_ok=True)
+        out = RESULTS / f"{name}.md"
+        (RESULTS / f"{name}.json").write_text(json.dumps({"results": res, "ceiling": ceiling,
+                                                          "load_before": load_before, "load_after": load_after},
+                                                         indent=1) + "\n")
+    out.write_text(text)
+    log(f"== wrote {out.relative_to(ROOT)}")
+    print(text)
+    if failed:
+        raise SystemExit(f"requests failed: {', '.join(failed)}")
+
+
+if __name__ == "__main__":
+    main()
