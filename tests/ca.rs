@@ -1871,3 +1871,32 @@ fn the_same_name_issued_ten_times_at_once_is_issued_once() {
         vec!["ca.crt", "mtlsgate-ca", "same.crt", "same.key"]
     );
 }
+
+/// A `ca init` killed mid-way leaves its staging directory behind; the next `ca init` in
+/// the same place removes it (its builder is gone) and leaves a live one alone.
+#[test]
+fn init_removes_staging_directories_of_killed_runs() {
+    let w = Work::new();
+    std::fs::create_dir_all(w.path(".mtlsgate-ca-init-dead")).expect("mkdir");
+    // A process that has exited: its PID names nobody now.
+    let gone = std::process::Command::new("true")
+        .spawn()
+        .and_then(|mut c| c.wait().map(|_| c.id()))
+        .expect("true");
+    w.write(".mtlsgate-ca-init-dead/.owner", &gone.to_string());
+    w.write(".mtlsgate-ca-init-dead/root.key", "half a key");
+    std::fs::create_dir_all(w.path(".mtlsgate-ca-init-live")).expect("mkdir");
+    w.write(
+        ".mtlsgate-ca-init-live/.owner",
+        &std::process::id().to_string(),
+    );
+    w.mg(&["ca", "init", "--dir", "ca"]).ok();
+    assert!(
+        !w.path(".mtlsgate-ca-init-dead").exists(),
+        "{:?}",
+        w.listing(".")
+    );
+    assert!(w.path(".mtlsgate-ca-init-live").exists());
+    assert!(!w.path("ca/.owner").exists());
+    assert!(w.path("ca/ca.toml").exists());
+}

@@ -22,11 +22,14 @@ fn lower(s: &Serve) -> Result<RawConfig> {
     }
     Ok(RawConfig {
         server: RawServer {
+            server_name: Vec::new(),
+            routes: Vec::new(),
             listen: s.listen.clone().map(flag),
             cert: s.cert.clone().map(flag),
             key: s.key.clone().map(flag),
             key_passphrase_file: s.key_passphrase_file.clone().map(flag),
             client_ca: s.client_ca.clone().into(),
+            trusted_ca: s.trusted_ca.clone().into(),
             verify_client: s.verify_client.clone().map(flag),
             verify_depth: Some(flag(s.verify_depth)),
             crl: s.crl.clone().into(),
@@ -45,6 +48,7 @@ fn lower(s: &Serve) -> Result<RawConfig> {
                 .threads
                 .map(|t| flag(i64::try_from(t).unwrap_or(i64::MAX))),
         },
+        vhosts: Vec::new(),
         timeouts: Default::default(),
         routes: vec![RawRoute {
             upstream: s.upstream.clone().map(flag),

@@ -12,4 +12,5 @@ mod paths;
 mod refusals;
 mod tunnels;
 mod upstream_tls;
+mod vhosts;
 mod walkthroughs;

@@ -135,6 +135,7 @@ impl StagedCa {
     /// meanwhile and is not an empty directory.
     pub fn commit(self) -> Result<PathBuf> {
         let staging = self.staging.keep();
+        let _ = std::fs::remove_file(staging.join(STAGING_OWNER));
         if let Err(e) = std::fs::rename(&staging, &self.target) {
             let _ = std::fs::remove_dir_all(&staging);
             if self.target.exists() {
@@ -242,11 +243,44 @@ fn ca_params(cn: &str, org: &str, path_len: u8, validity: Duration) -> Certifica
         KeyUsagePurpose::DigitalSignature,
     ];
     let n = now();
-    p.not_before = n - Duration::minutes(5);
+    // Backdated for clocks a little behind the CA's: five minutes, or a tenth of a short
+    // lifetime, so that most of a short-lived certificate's life (and the renewal point
+    // an agent computes from notBefore) lies ahead.
+    p.not_before = n - Duration::minutes(5).min(validity / 10);
     p.not_after = n + validity;
     p.serial_number = Some(random_serial());
     p.use_authority_key_identifier_extension = true;
     p
+}
+
+/// Name prefix of the staging directories `ca init` builds a CA in.
+const STAGING_PREFIX: &str = ".mtlsgate-ca-init-";
+/// File in a staging directory naming the process that builds it.
+const STAGING_OWNER: &str = ".owner";
+
+/// Removes staging directories left by a `ca init` that was killed mid-way (its process is
+/// gone). Ones whose owner still runs, or that cannot be attributed, are left alone.
+fn remove_abandoned_staging(parent: &Path) {
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        if !name.to_string_lossy().starts_with(STAGING_PREFIX) {
+            continue;
+        }
+        let path = e.path();
+        let Ok(owner) = std::fs::read_to_string(path.join(STAGING_OWNER)) else {
+            continue;
+        };
+        let Ok(pid) = owner.trim().parse::<u32>() else {
+            continue;
+        };
+        let alive = Path::new(&format!("/proc/{pid}")).exists();
+        if !alive {
+            let _ = std::fs::remove_dir_all(&path);
+        }
+    }
 }
 
 /// Creates a root and an intermediate in a staging directory next to `dir`.
@@ -282,13 +316,21 @@ pub fn init(dir: &Path, opts: &InitOptions<'_>) -> Result<StagedCa> {
         path: parent.clone(),
         cause,
     })?;
+    remove_abandoned_staging(&parent);
     let staging = tempfile::Builder::new()
-        .prefix(".mtlsgate-ca-init-")
+        .prefix(STAGING_PREFIX)
         .tempdir_in(&parent)
         .map_err(|cause| PkiError::Write {
             path: parent.clone(),
             cause,
         })?;
+    // Who is building it: a later `ca init` removes a staging directory whose builder is
+    // gone (killed mid-way), and leaves one alone while its process still runs.
+    fsutil::write_atomic(
+        &staging.path().join(STAGING_OWNER),
+        std::process::id().to_string().as_bytes(),
+        PUBLIC_MODE,
+    )?;
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
@@ -577,7 +619,10 @@ fn leaf_base(kind: CertKind, validity: Duration) -> CertificateParams {
         _ => vec![ExtendedKeyUsagePurpose::ClientAuth],
     };
     let n = now();
-    p.not_before = n - Duration::minutes(5);
+    // Backdated for clocks a little behind the CA's: five minutes, or a tenth of a short
+    // lifetime, so that most of a short-lived certificate's life (and the renewal point
+    // an agent computes from notBefore) lies ahead.
+    p.not_before = n - Duration::minutes(5).min(validity / 10);
     p.not_after = n + validity;
     p.serial_number = Some(random_serial());
     p.use_authority_key_identifier_extension = true;

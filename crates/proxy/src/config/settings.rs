@@ -42,6 +42,7 @@ pub const SETTINGS: &[Setting] = &[
         Reload,
     ),
     s("server.client_ca", Some("--client-ca"), Reload),
+    s("server.trusted_ca", Some("--trusted-ca"), Reload),
     s("server.verify_client", Some("--verify-client"), Reload),
     s("server.verify_depth", Some("--verify-depth"), Reload),
     s("server.crl", Some("--crl"), Reload),
