@@ -677,6 +677,10 @@ def tunnel_report(args, gateways, results, load):
         "tls-connect`, a full handshake (no resumption) with the client certificate, one byte echoed, close. "
         "MQTT: `mtlsgate-bench mqtt-pub`, each publisher an mTLS connection through the tunnel writing one "
         "PUBLISH (QoS 0) per TLS record; a subscriber on the broker counts what arrives within the time.",
+        "",
+        "Idle memory: every tunnel uses the same client certificate (the servers keep no per-device state "
+        "beyond the connection). Where mtlsgate's bytes per idle tunnel go, and what would take them away: "
+        "[tunnel-memory.md](tunnel-memory.md).",
     ]
     return "\n".join(lines) + "\n", rows, verdicts
 

@@ -11,8 +11,11 @@
 //!   [`tunnel`]).
 //! - `mtlsgate-bench mqtt-pub ...`: MQTT 3.1.1 publishers through a tunnel and a subscriber
 //!   on the broker (see [`mqtt`]).
+//! - `mtlsgate-bench soak-client ...`: the soak test's long-lived well-behaved clients (see
+//!   [`soak`]).
 
 mod mqtt;
+mod soak;
 mod tunnel;
 
 use std::net::SocketAddr;
@@ -32,7 +35,8 @@ fn usage() -> Error {
        mtlsgate-bench echo --listen ADDR
        mtlsgate-bench idle --connect ADDR --count N --ca F --cert F --key F [--server-name NAME] [--echo]
        mtlsgate-bench tls-connect --connect ADDR --cert F --key F [--concurrency N] [--seconds S] [--server-name NAME]
-       mtlsgate-bench mqtt-pub --connect ADDR --broker ADDR --ca F --cert F --key F [--publishers K] [--seconds S] [--payload BYTES] [--server-name NAME]".into()
+       mtlsgate-bench mqtt-pub --connect ADDR --broker ADDR --ca F --cert F --key F [--publishers K] [--seconds S] [--payload BYTES] [--server-name NAME]
+       mtlsgate-bench soak-client --connect ADDR --ca F --cert F --key F [--keepalive N] [--idle N] [--slow N] [--interval S] [--idle-ping S] [--retry-for S] [--seconds S] [--report S]".into()
 }
 
 fn main() -> Result<(), Error> {
@@ -105,6 +109,35 @@ fn main() -> Result<(), Error> {
             )?;
             rt.block_on(mqtt::run(opts, tls))
         }
+        "soak-client" => {
+            let secs = |name: &str, default: &str| -> Result<std::time::Duration, Error> {
+                Ok(std::time::Duration::from_secs_f64(
+                    flag(name).unwrap_or_else(|| default.into()).parse()?,
+                ))
+            };
+            let count = |name: &str, default: &str| -> Result<usize, Error> {
+                Ok(flag(name).unwrap_or_else(|| default.into()).parse()?)
+            };
+            let opts = soak::Options {
+                connect: flag("--connect").ok_or_else(usage)?.parse()?,
+                server_name: flag("--server-name").unwrap_or_else(|| "localhost".into()),
+                keepalive: count("--keepalive", "1000")?,
+                idle: count("--idle", "8000")?,
+                slow: count("--slow", "1000")?,
+                interval: secs("--interval", "2")?,
+                idle_ping: secs("--idle-ping", "50")?,
+                retry_for: secs("--retry-for", "10")?,
+                seconds: secs("--seconds", "600")?,
+                report: secs("--report", "5")?,
+            };
+            let tls = client_config(
+                Path::new(&flag("--ca").ok_or_else(usage)?),
+                Path::new(&flag("--cert").ok_or_else(usage)?),
+                Path::new(&flag("--key").ok_or_else(usage)?),
+                Some(b"http/1.1"),
+            )?;
+            rt.block_on(soak::run(opts, tls))
+        }
         _ => Err(usage()),
     }
 }
@@ -116,7 +149,9 @@ async fn upstream(listen: SocketAddr) -> Result<(), Error> {
         let (tcp, _) = listener.accept().await?;
         let _ = tcp.set_nodelay(true);
         tokio::spawn(async move {
-            let svc = hyper::service::service_fn(|_req: Request<hyper::body::Incoming>| async {
+            // The body (the soak test's slow POSTs) is read before the answer.
+            let svc = hyper::service::service_fn(|req: Request<hyper::body::Incoming>| async {
+                let _ = http_body_util::BodyExt::collect(req.into_body()).await;
                 Ok::<_, std::convert::Infallible>(Response::new(Full::new(Bytes::from_static(
                     b"Access Granted!\n",
                 ))))
