@@ -212,9 +212,15 @@ backend be
 
     def worker_pid(self):
         if self.kind == "nginx":
-            kids = children(self.proc.pid)
-            if kids:
-                return kids[0]
+            # The master listens (and the kernel accepts) before it forks the worker: wait
+            # for the worker, or the master's RSS would be measured (0 KiB per connection).
+            deadline = time.time() + 10
+            while time.time() < deadline:
+                kids = children(self.proc.pid)
+                if kids:
+                    return kids[0]
+                time.sleep(0.05)
+            raise SystemExit("nginx started no worker within 10 s")
         return self.proc.pid
 
     def stop(self):
