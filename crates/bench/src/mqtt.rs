@@ -253,7 +253,7 @@ pub async fn run(o: Options, tls: rustls::ClientConfig) -> Result<(), Error> {
                 }
                 n += 1;
                 // One core runs every publisher: let the others (and the subscriber) in.
-                if n % 16 == 0 {
+                if n.is_multiple_of(16) {
                     tokio::task::yield_now().await;
                 }
             }

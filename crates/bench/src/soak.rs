@@ -391,7 +391,7 @@ pub async fn run(o: Options, tls: rustls::ClientConfig) -> Result<(), Error> {
                 seed,
             )));
             started += 1;
-            if started % 50 == 0 {
+            if started.is_multiple_of(50) {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
