@@ -317,7 +317,7 @@ mod tests {
         let c = connect_packet("d1");
         assert_eq!(
             c,
-            [0x10, 12, 0, 4, b'M', b'Q', b'T', b'T', 4, 2, 0, 0, 0, 2, b'd', b'1']
+            [0x10, 14, 0, 4, b'M', b'Q', b'T', b'T', 4, 2, 0, 0, 0, 2, b'd', b'1']
         );
         let p = publish_packet("bench/1", 3);
         assert_eq!(p[0], 0x30);
