@@ -199,18 +199,28 @@ backend be
             return ["haproxy", "-db", "-f", str(self.dir / "haproxy.cfg")]
         raise ValueError(self.kind)
 
+    def env(self):
+        return None
+
     def start(self):
         cmd = ["taskset", "-c", GW_CPU] + self.command()
         self.err = open(self.dir / "stderr.log", "w")
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=self.err)
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=self.err,
+                                     env=self.env())
         wait_port(self.port, self.proc, self.kind)
         return self
 
     def worker_pid(self):
         if self.kind == "nginx":
-            kids = children(self.proc.pid)
-            if kids:
-                return kids[0]
+            # The master listens (and the kernel accepts) before it forks the worker: wait
+            # for the worker, or the master's RSS would be measured (0 KiB per connection).
+            deadline = time.time() + 10
+            while time.time() < deadline:
+                kids = children(self.proc.pid)
+                if kids:
+                    return kids[0]
+                time.sleep(0.05)
+            raise SystemExit("nginx started no worker within 10 s")
         return self.proc.pid
 
     def stop(self):
@@ -329,6 +339,358 @@ def allowlist_figure(args, pki, up_port, entries):
     return out
 
 
+# ---------------------------------------------------------------------------------------
+# TCP tunnels: mtlsgate tunnel vs nginx's stream module vs HAProxy in mode tcp.
+
+NGINX_STREAM_MODULE = "/usr/lib/nginx/modules/ngx_stream_module.so"
+
+
+class TunnelGateway(Gateway):
+    """One TLS-terminating tunnel in front of `127.0.0.1:target`: the same certificates,
+    TLS 1.3, client certificates required, resumption off, no connection logs."""
+
+    def __init__(self, kind, args, pki, target_port):
+        super().__init__(kind, args, pki, target_port, False)
+        self.dir = WORK / f"tunnel-{kind}"
+        self.dir.mkdir(parents=True, exist_ok=True)
+
+    def env(self):
+        if self.kind == "mtlsgate":
+            # nginx's stream access_log is off by default and HAProxy logs nothing without
+            # a `log` line; mtlsgate's per-tunnel "open"/"closed" lines are info-level.
+            return dict(os.environ, RUST_LOG="warn")
+        return None
+
+    def command(self):
+        p = self.pki
+        conns = self.args.tunnel_idle + 500
+        if self.kind == "mtlsgate":
+            # Tunnels never resume (every connection is verified in the handshake).
+            return [str(Path(self.args.bin) / "mtlsgate"), "tunnel", "--listen", f"127.0.0.1:{self.port}",
+                    "--cert", str(p.server_crt), "--key", str(p.server_key), "--client-ca", str(p.client_ca),
+                    "--target", f"127.0.0.1:{self.upstream}", "--threads", "1", "--max-connections", str(conns)]
+        if self.kind == "nginx":
+            d = self.dir
+            conf = f"""
+load_module {NGINX_STREAM_MODULE};
+worker_processes 1;
+worker_rlimit_nofile {self.args.nofile};
+daemon off;
+pid {d}/nginx.pid;
+error_log stderr error;
+events {{ worker_connections {min(2 * conns, self.args.nofile - 100)}; }}
+stream {{
+  server {{
+    listen 127.0.0.1:{self.port} ssl;
+    ssl_certificate {p.server_crt};
+    ssl_certificate_key {p.server_key};
+    ssl_protocols TLSv1.3;
+    ssl_client_certificate {p.client_ca};
+    ssl_verify_client on;
+    ssl_verify_depth 2;
+    ssl_session_cache off;
+    ssl_session_tickets off;
+    proxy_pass 127.0.0.1:{self.upstream};
+    proxy_timeout 10m;
+  }}
+}}
+"""
+            (d / "nginx.conf").write_text(conf)
+            return ["nginx", "-e", "stderr", "-p", str(d), "-c", str(d / "nginx.conf")]
+        if self.kind == "haproxy":
+            conf = f"""
+global
+  nbthread 1
+  maxconn {conns}
+  tune.ssl.cachesize 0
+  ssl-default-bind-options ssl-min-ver TLSv1.3
+defaults
+  mode tcp
+  timeout connect 5s
+  timeout client 10m
+  timeout server 10m
+frontend fe
+  bind 127.0.0.1:{self.port} ssl crt {p.server_pem} ca-file {p.client_ca} verify required no-tls-tickets
+  default_backend be
+backend be
+  server target 127.0.0.1:{self.upstream}
+"""
+            (self.dir / "haproxy.cfg").write_text(conf)
+            return ["haproxy", "-db", "-f", str(self.dir / "haproxy.cfg")]
+        raise ValueError(self.kind)
+
+
+def cpu_seconds(pid):
+    """User + system CPU time of a process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def bench_tool(args, *argv, timeout=None):
+    """Runs `mtlsgate-bench ARGV` on the load core; returns its JSON line."""
+    cmd = ["taskset", "-c", LOAD_CPU, str(Path(args.bin) / "mtlsgate-bench"), *argv]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    if out.returncode != 0:
+        raise SystemExit(f"mtlsgate-bench {argv[0]} failed: {out.stderr.strip()}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def tls_connect(args, pki, port, seconds, conns):
+    return bench_tool(args, "tls-connect", "--connect", f"127.0.0.1:{port}", "--cert", str(pki.client_crt),
+                      "--key", str(pki.client_key), "--concurrency", str(conns), "--seconds", str(seconds),
+                      timeout=seconds + 60)
+
+
+def tunnel_idle(args, pki, gw, count):
+    pid = gw.worker_pid()
+    # A few connections first, so that lazily allocated state is counted in the baseline.
+    tls_connect(args, pki, gw.port, 0.3, 1)
+    time.sleep(0.3)
+    before = rss_kib(pid)
+    client = subprocess.Popen(
+        ["taskset", "-c", LOAD_CPU, str(Path(args.bin) / "mtlsgate-bench"), "idle", "--echo",
+         "--connect", f"127.0.0.1:{gw.port}", "--count", str(count), "--ca", str(pki.ca_bundle),
+         "--cert", str(pki.client_crt), "--key", str(pki.client_key)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    line = client.stdout.readline()
+    if not line.startswith("open "):
+        client.kill()
+        raise SystemExit(f"idle tunnel client failed: {client.stderr.read().strip()} (see {gw.dir}/stderr.log)")
+    time.sleep(1.0)
+    after = rss_kib(pid)
+    client.stdin.close()
+    client.wait(timeout=60)
+    return {"rss_before_kib": before, "rss_after_kib": after, "kib_per_conn": (after - before) / count}
+
+
+class ClientTunnel:
+    """`mtlsgate tunnel` in client mode on the load core: plain TCP in, mTLS out to `port`
+    (the same client in front of every server)."""
+
+    def __init__(self, args, pki, port):
+        self.port = free_port()
+        self.dir = WORK / "tunnel-client"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.err = open(self.dir / "stderr.log", "w")
+        cmd = ["taskset", "-c", LOAD_CPU, str(Path(args.bin) / "mtlsgate"), "tunnel",
+               "--listen", f"127.0.0.1:{self.port}", "--target", f"127.0.0.1:{port}",
+               "--upstream-ca", str(pki.ca_bundle), "--upstream-cert", str(pki.client_crt),
+               "--upstream-key", str(pki.client_key), "--upstream-server-name", "localhost", "--threads", "1"]
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=self.err,
+                                     env=dict(os.environ, RUST_LOG="warn"))
+        wait_port(self.port, self.proc, "client tunnel")
+
+    def stop(self):
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.err.close()
+
+
+def tunnel_throughput(args, pki, gw, seconds):
+    client = ClientTunnel(args, pki, gw.port)
+    try:
+        cmd = ["taskset", "-c", LOAD_CPU, "iperf3", "-c", "127.0.0.1", "-p", str(client.port), "-t", f"{seconds:g}", "-J"]
+        if not args.smoke:
+            cmd += ["--omit", "1"]
+        cpu0 = cpu_seconds(gw.worker_pid())
+        t0 = time.time()
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60)
+        wall = time.time() - t0
+        cpu = cpu_seconds(gw.worker_pid()) - cpu0
+    finally:
+        client.stop()
+    try:
+        r = json.loads(out.stdout)
+    except json.JSONDecodeError:
+        raise SystemExit(f"iperf3 failed: {out.stderr.strip()} {out.stdout[-500:]} (see {gw.dir}/stderr.log)")
+    if "error" in r:
+        raise SystemExit(f"iperf3 failed: {r['error']} (see {gw.dir}/stderr.log)")
+    bps = r["end"]["sum_received"]["bits_per_second"]
+    return {"gbit_per_s": bps / 1e9, "bytes": r["end"]["sum_received"]["bytes"],
+            "gateway_cpu_pct": 100 * cpu / wall}
+
+
+def tunnel_handshakes(args, pki, gw, seconds, conns):
+    if not args.smoke:
+        tls_connect(args, pki, gw.port, 1, conns)
+    cpu0 = cpu_seconds(gw.worker_pid())
+    r = tls_connect(args, pki, gw.port, seconds, conns)
+    r["gateway_cpu_pct"] = 100 * (cpu_seconds(gw.worker_pid()) - cpu0) / seconds
+    return r
+
+
+def tunnel_mqtt(args, pki, gw, broker_port, seconds, publishers):
+    cpu0 = cpu_seconds(gw.worker_pid())
+    t0 = time.time()
+    r = bench_tool(args, "mqtt-pub", "--connect", f"127.0.0.1:{gw.port}", "--broker", f"127.0.0.1:{broker_port}",
+                   "--ca", str(pki.ca_bundle), "--cert", str(pki.client_crt), "--key", str(pki.client_key),
+                   "--publishers", str(publishers), "--seconds", str(seconds), "--payload", "32",
+                   timeout=seconds + 120)
+    # The CPU share over the publishing time (connecting the publishers is a small part).
+    r["gateway_cpu_pct"] = 100 * (cpu_seconds(gw.worker_pid()) - cpu0) / max(seconds, time.time() - t0 - 0.7)
+    return r
+
+
+class Backends:
+    """The tunnels' targets, on the load core: a TCP echo server, an iperf3 server and a
+    mosquitto broker."""
+
+    def __init__(self, args):
+        d = WORK / "backends"
+        d.mkdir(parents=True, exist_ok=True)
+        self.procs = []
+        self.echo = free_port()
+        self._start(["taskset", "-c", LOAD_CPU, str(Path(args.bin) / "mtlsgate-bench"), "echo",
+                     "--listen", f"127.0.0.1:{self.echo}"], self.echo, "echo backend", d / "echo.log")
+        self.iperf = free_port()
+        self._start(["taskset", "-c", LOAD_CPU, "iperf3", "-s", "-B", "127.0.0.1", "-p", str(self.iperf)],
+                    self.iperf, "iperf3 server", d / "iperf3.log")
+        self.mqtt = free_port()
+        (d / "mosquitto.conf").write_text(
+            f"listener {self.mqtt} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_connections -1\n"
+            "user root\nlog_dest stderr\nlog_type error\nlog_type warning\n")
+        self._start(["taskset", "-c", LOAD_CPU, "mosquitto", "-c", str(d / "mosquitto.conf")], self.mqtt,
+                    "mosquitto", d / "mosquitto.log")
+
+    def _start(self, cmd, port, what, log_path):
+        err = open(log_path, "w")
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=err, stderr=err)
+        self.procs.append((proc, err))
+        wait_port(port, proc, what)
+
+    def stop(self):
+        for proc, err in self.procs:
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            err.close()
+
+
+TUNNEL_FIGURES = ["tunnel_idle_memory", "tunnel_throughput", "tunnel_handshakes", "tunnel_mqtt"]
+
+
+def run_tunnels(args, pki, gateways):
+    results = {k: {g: [] for g in gateways} for k in TUNNEL_FIGURES}
+    backends = Backends(args)
+    secs = args.seconds
+    try:
+        for rnd in range(args.rounds):
+            order = gateways[rnd % len(gateways):] + gateways[:rnd % len(gateways)]
+            for key in TUNNEL_FIGURES:
+                for g in order:
+                    target = {"tunnel_throughput": backends.iperf, "tunnel_mqtt": backends.mqtt}.get(key, backends.echo)
+                    gw = TunnelGateway(g, args, pki, target).start()
+                    try:
+                        if key == "tunnel_idle_memory":
+                            r = tunnel_idle(args, pki, gw, args.tunnel_idle)
+                            msg = (f"{r['kib_per_conn']:.1f} KiB/tunnel ({r['rss_before_kib']} -> "
+                                   f"{r['rss_after_kib']} KiB for {args.tunnel_idle})")
+                        elif key == "tunnel_throughput":
+                            r = tunnel_throughput(args, pki, gw, secs)
+                            msg = f"{r['gbit_per_s']:.2f} Gbit/s, gateway CPU {r['gateway_cpu_pct']:.0f}%"
+                        elif key == "tunnel_handshakes":
+                            r = tunnel_handshakes(args, pki, gw, secs, 32)
+                            if r["failed"] or not r["ok"]:
+                                raise SystemExit(f"{g}, {key}: {r['failed']} failed, {r['ok']} ok, first error "
+                                                 f"{r['first_error']} (see {gw.dir}/stderr.log)")
+                            msg = f"{r['per_s']:.0f} connections/s, gateway CPU {r['gateway_cpu_pct']:.0f}%"
+                        else:
+                            r = tunnel_mqtt(args, pki, gw, backends.mqtt, secs, args.mqtt_publishers)
+                            if r["first_error"] or not r["received_in_time"]:
+                                raise SystemExit(f"{g}, {key}: {r} (see {gw.dir}/stderr.log)")
+                            msg = (f"{r['received_per_s']:.0f} msg/s received ({r['sent_per_s']:.0f}/s sent), "
+                                   f"gateway CPU {r['gateway_cpu_pct']:.0f}%")
+                    finally:
+                        gw.stop()
+                    results[key][g].append(r)
+                    log(f"round {rnd + 1} {key:20} {g:9} {msg}")
+    finally:
+        backends.stop()
+    return results
+
+
+def tunnel_rows(args, gateways, results):
+    """(title, unit, {gateway: median}, higher is better, target) for the tunnel table."""
+    def m(key, field):
+        return {g: med([r[field] for r in results[key][g]]) for g in gateways}
+    k = args.mqtt_publishers
+    return [
+        (f"Resident memory per idle mTLS tunnel ({args.tunnel_idle} open, echo backend)", "KiB",
+         m("tunnel_idle_memory", "kib_per_conn"), False, ("best", 0.5)),
+        ("One bulk stream through the tunnel (iperf3)", "Gbit/s", m("tunnel_throughput", "gbit_per_s"), True,
+         ("nginx", 1.0)),
+        ("  gateway CPU on core 0 meanwhile", "%", m("tunnel_throughput", "gateway_cpu_pct"), False, None),
+        ("New tunnel connections/s (full handshake + 1-byte echo, 32 at a time)", "conn/s",
+         m("tunnel_handshakes", "per_s"), True, ("nginx", 2.0)),
+        ("  gateway CPU on core 0 meanwhile", "%", m("tunnel_handshakes", "gateway_cpu_pct"), False, None),
+        (f"MQTT messages/s through the tunnel to mosquitto ({k} publishers, QoS 0, 32-byte payload)", "msg/s",
+         m("tunnel_mqtt", "received_per_s"), True, ("nginx", 1.0)),
+        ("  PUBLISH packets written by the publishers", "msg/s", m("tunnel_mqtt", "sent_per_s"), True, None),
+        ("  gateway CPU on core 0 meanwhile", "%", m("tunnel_mqtt", "gateway_cpu_pct"), False, None),
+    ]
+
+
+def tunnel_report(args, gateways, results, load):
+    rows = tunnel_rows(args, gateways, results)
+    peers = [g for g in gateways if g != "mtlsgate"]
+    head = ("| figure | unit | " + " | ".join(gateways) + " | " + " | ".join(f"mtlsgate/{p}" for p in peers)
+            + " | target |")
+    lines = [
+        "## TCP tunnels" + (" (smoke run: not a measurement)" if args.smoke else ""),
+        "",
+        f"`mtlsgate tunnel` vs nginx's stream module vs HAProxy in `mode tcp`: one worker each on core {GW_CPU}, "
+        f"terminating mTLS (TLS 1.3, the same P-256 certificates, client certificate required, resumption off) "
+        f"in front of a backend on core {LOAD_CPU} (a TCP echo server, iperf3, or mosquitto). The clients run on "
+        f"core {LOAD_CPU}. Medians of {args.rounds} round(s) of {args.seconds:g} s per figure, servers in turn. "
+        f"Load average when the tunnel figures started: {load[0]}; when they ended: {load[1]}.",
+        "",
+        head,
+        "|" + "---|" * (3 + len(gateways) + len(peers)),
+    ]
+    verdicts = []
+    for title, unit, vals, higher, target in rows:
+        cells = [f"{vals[g]:.2f}" if unit in ("KiB", "Gbit/s") else f"{vals[g]:.0f}" for g in gateways]
+        ratios = [f"{vals['mtlsgate'] / vals[p]:.2f}×" if "mtlsgate" in vals and vals[p] else "–" for p in peers]
+        goal = ""
+        if target and "mtlsgate" in vals:
+            ref, want = target
+            if ref == "best":
+                refs = [vals[p] for p in peers]
+                ref_val = (max(refs) if higher else min(refs)) if refs else None
+                ref_name = "the better peer"
+            else:
+                ref_val = vals.get(ref)
+                ref_name = ref
+            if ref_val:
+                ratio = vals["mtlsgate"] / ref_val
+                met = ratio >= want if higher else ratio <= want
+                goal = f"{'≥' if higher else '≤'} {want:g}× {ref_name}: {'met' if met else 'missed'} ({ratio:.2f}×)"
+                verdicts.append((title, met, ratio))
+        lines.append(f"| {title} | {unit} | " + " | ".join(cells) + " | " + " | ".join(ratios) + f" | {goal} |")
+    lines += [
+        "",
+        "Throughput: `iperf3 -c` → `mtlsgate tunnel` in client mode (plain in, mTLS out; the same client for "
+        "every server) → the server under test → `iperf3 -s`; the client side, iperf3 and the backends share "
+        f"core {LOAD_CPU}, so when the server under test is not at 100% of core {GW_CPU} the figure is the load "
+        "side's limit and the CPU row says what the server spent on it. New connections: `mtlsgate-bench "
+        "tls-connect`, a full handshake (no resumption) with the client certificate, one byte echoed, close. "
+        "MQTT: `mtlsgate-bench mqtt-pub`, each publisher an mTLS connection through the tunnel writing one "
+        "PUBLISH (QoS 0) per TLS record; a subscriber on the broker counts what arrives within the time.",
+        "",
+        "Idle memory: every tunnel uses the same client certificate (the servers keep no per-device state "
+        "beyond the connection). Where mtlsgate's bytes per idle tunnel go, and what would take them away: "
+        "[tunnel-memory.md](tunnel-memory.md).",
+    ]
+    return "\n".join(lines) + "\n", rows, verdicts
+
+
 def crypto_ceiling(seconds):
     out = subprocess.run(["taskset", "-c", GW_CPU, "openssl", "speed", "-seconds", str(seconds), "ecdsap256", "ecdhx25519"],
                          capture_output=True, text=True).stdout
@@ -367,13 +729,20 @@ def main():
     ap.add_argument("--smoke", action="store_true", help="one second per figure, one round")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--seconds", type=float, default=8)
-    ap.add_argument("--idle", type=int, default=10000, help="idle connections for the memory figure")
+    ap.add_argument("--idle", type=int, default=10000, help="idle connections for the HTTP memory figure")
+    ap.add_argument("--tunnel-idle", type=int, default=9000, help="idle tunnels for the tunnel memory figure")
+    ap.add_argument("--mqtt-publishers", type=int, default=100, help="publishers for the MQTT figure")
     ap.add_argument("--only", help="comma-separated gateways to run")
+    ap.add_argument("--part", default="http,tunnels",
+                    help="comma-separated: http, tunnels (a full run of one part keeps the other's last results)")
     args = ap.parse_args()
     args.bin = str(Path(args.bin).resolve())
     if args.smoke:
-        args.rounds, args.seconds, args.idle = 1, 1, 200
+        args.rounds, args.seconds, args.idle, args.tunnel_idle, args.mqtt_publishers = 1, 1, 200, 200, 10
     gateways = args.only.split(",") if args.only else GATEWAYS
+    parts = args.part.split(",")
+    if not set(parts) <= {"http", "tunnels"}:
+        raise SystemExit(f"--part: http, tunnels or both, not {args.part}")
     if os.cpu_count() and os.cpu_count() < 2:
         global LOAD_CPU
         LOAD_CPU = "0"
@@ -384,23 +753,20 @@ def main():
     except (ValueError, OSError):
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-    # HAProxy reserves two descriptors per connection (client and server side): with a
-    # hard limit of 20,000 descriptors (as in this sandbox), 9,000 idle connections is the
-    # most all three gateways can hold.
+    # HAProxy reserves two descriptors per connection (client and server side), and a tunnel
+    # holds two in every server: with a hard limit of 20,000 descriptors (as in this
+    # sandbox), 9,500 connections is the most all three gateways can hold.
     fit = (nofile - 1000) // 2
     if args.idle > fit:
         log(f"note: the descriptor limit is {nofile}; measuring {fit} idle connections instead of {args.idle}")
         args.idle = fit
+    if args.tunnel_idle > fit:
+        log(f"note: the descriptor limit is {nofile}; measuring {fit} idle tunnels instead of {args.tunnel_idle}")
+        args.tunnel_idle = fit
     args.nofile = nofile
     args.maxconn = min(args.idle + 500, (nofile - 200) // 2)
     WORK.mkdir(parents=True, exist_ok=True)
     pki = Pki(str(Path(args.bin) / "mtlsgate"))
-    up_port = free_port()
-    upstream = subprocess.Popen(["taskset", "-c", LOAD_CPU, str(Path(args.bin) / "mtlsgate-bench"), "upstream",
-                                 "--listen", f"127.0.0.1:{up_port}"], stderr=subprocess.DEVNULL)
-    wait_port(up_port, upstream, "upstream")
-    results = {k: {g: [] for g in gateways} for k, *_ in FIGURES}
-    results["idle_memory"] = {g: [] for g in gateways}
     versions = {
         "nginx": subprocess.run(["nginx", "-v"], capture_output=True, text=True).stderr.strip(),
         "haproxy": subprocess.run(["haproxy", "-v"], capture_output=True, text=True).stdout.splitlines()[0],
@@ -408,6 +774,37 @@ def main():
         "oha": subprocess.run([args.oha, "--version"], capture_output=True, text=True).stdout.strip(),
         "mtlsgate": subprocess.run([str(Path(args.bin) / "mtlsgate"), "--version"], capture_output=True, text=True).stdout.strip(),
     }
+    http = tunnels = None
+    if "http" in parts:
+        http = run_http(args, pki, gateways, versions)
+    if "tunnels" in parts:
+        versions.update({
+            "iperf3": subprocess.run(["iperf3", "--version"], capture_output=True, text=True).stdout.splitlines()[0],
+            "mosquitto": subprocess.run(["mosquitto", "-h"], capture_output=True, text=True).stdout.splitlines()[0],
+        })
+        load_start = " ".join(f"{x:.2f}" for x in os.getloadavg())
+        t0 = time.time()
+        results = run_tunnels(args, pki, gateways)
+        load = (load_start, " ".join(f"{x:.2f}" for x in os.getloadavg()))
+        md, rows, verdicts = tunnel_report(args, gateways, results, load)
+        md += "\nVersions: " + "; ".join(f"{k}: {v}" for k, v in versions.items()) + "\n"
+        tunnels = (md, {
+            "rounds": args.rounds, "seconds": args.seconds, "idle_tunnels": args.tunnel_idle,
+            "mqtt_publishers": args.mqtt_publishers, "load_average": {"start": load[0], "end": load[1]},
+            "duration_s": round(time.time() - t0), "versions": versions, "raw": results,
+            "medians": {title: vals for title, _, vals, _, _ in rows},
+            "targets": {title: {"met": met, "ratio": ratio} for title, met, ratio in verdicts},
+        })
+    write_results(args, http, tunnels)
+
+
+def run_http(args, pki, gateways, versions):
+    up_port = free_port()
+    upstream = subprocess.Popen(["taskset", "-c", LOAD_CPU, str(Path(args.bin) / "mtlsgate-bench"), "upstream",
+                                 "--listen", f"127.0.0.1:{up_port}"], stderr=subprocess.DEVNULL)
+    wait_port(up_port, upstream, "upstream")
+    results = {k: {g: [] for g in gateways} for k, *_ in FIGURES}
+    results["idle_memory"] = {g: [] for g in gateways}
     try:
         for rnd in range(args.rounds):
             order = gateways[rnd % len(gateways):] + gateways[:rnd % len(gateways)]
@@ -444,7 +841,38 @@ def main():
     finally:
         upstream.terminate()
         upstream.wait()
-    report(args, gateways, results, ceiling, versions, allow)
+    return report(args, gateways, results, ceiling, versions, allow)
+
+
+TUNNEL_HEADING = "## TCP tunnels"
+
+
+def write_results(args, http, tunnels):
+    """Writes the HTTP table and the tunnel table into one file; a full run of one part keeps
+    the other part of the last full run."""
+    out_dir = WORK if args.smoke else RESULTS
+    out_dir.mkdir(parents=True, exist_ok=True)
+    name = "smoke" if args.smoke else "latest"
+    md_path, json_path = out_dir / f"{name}.md", out_dir / f"{name}.json"
+    old_md = md_path.read_text() if md_path.exists() and not args.smoke else ""
+    old_json = json.loads(json_path.read_text()) if json_path.exists() and not args.smoke else {}
+    cut = old_md.find("\n" + TUNNEL_HEADING)
+    old_http_md = old_md[:cut + 1] if cut >= 0 else old_md
+    old_tunnel_md = old_md[cut + 1:] if cut >= 0 else ""
+    http_md, http_json = http if http else (old_http_md, {k: v for k, v in old_json.items() if k != "tunnels"})
+    tunnel_md, tunnel_json = tunnels if tunnels else (old_tunnel_md, old_json.get("tunnels"))
+    if not http_md:
+        http_md = "# mtlsgate vs nginx vs HAProxy\n"
+    md = http_md + ("\n" + tunnel_md if tunnel_md else "")
+    data = dict(http_json)
+    if tunnel_json:
+        data["tunnels"] = tunnel_json
+    print()
+    if tunnels:
+        print(tunnels[0])
+    md_path.write_text(md)
+    json_path.write_text(json.dumps(data, indent=2) + "\n")
+    print(f"written to {md_path} and .json")
 
 
 def med(vals):
@@ -520,16 +948,11 @@ def report(args, gateways, results, ceiling, versions, allow):
     md = "\n".join(lines) + "\n"
     print()
     print(md)
-    out_dir = WORK if args.smoke else RESULTS
-    out_dir.mkdir(parents=True, exist_ok=True)
-    name = "smoke" if args.smoke else "latest"
-    (out_dir / f"{name}.md").write_text(md)
-    (out_dir / f"{name}.json").write_text(json.dumps({
+    return md, {
         "rounds": args.rounds, "seconds": args.seconds, "idle_connections": args.idle,
         "versions": versions, "crypto_ceiling": ceiling, "allowlist": allow, "raw": results,
         "medians": {title: vals for title, _, vals, _ in rows},
-    }, indent=2) + "\n")
-    print(f"written to {out_dir / (name + '.md')} and .json")
+    }
 
 
 if __name__ == "__main__":

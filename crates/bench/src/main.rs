@@ -4,7 +4,19 @@
 //!   answers `Access Granted!` to anything, HTTP/1.1 keep-alive, one thread.
 //! - `mtlsgate-bench idle --connect ADDR --count N --ca F --cert F --key F`: opens N mTLS
 //!   connections (TLS 1.3, one HTTP/1.1 request each so the gateway has verified the client
-//!   and proxied once), prints `open N`, and holds them until stdin closes.
+//!   and proxied once), prints `open N`, and holds them until stdin closes. With `--echo` the
+//!   request is one byte, read back from an echo backend through a TCP tunnel.
+//! - `mtlsgate-bench echo --listen ADDR`: a TCP echo backend for the tunnel figures.
+//! - `mtlsgate-bench tls-connect ...`: new mTLS connections as fast as N tasks can (see
+//!   [`tunnel`]).
+//! - `mtlsgate-bench mqtt-pub ...`: MQTT 3.1.1 publishers through a tunnel and a subscriber
+//!   on the broker (see [`mqtt`]).
+//! - `mtlsgate-bench soak-client ...`: the soak test's long-lived well-behaved clients (see
+//!   [`soak`]).
+
+mod mqtt;
+mod soak;
+mod tunnel;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -19,7 +31,12 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 type Error = Box<dyn std::error::Error + Send + Sync>;
 
 fn usage() -> Error {
-    "usage: mtlsgate-bench upstream --listen ADDR | idle --connect ADDR --count N --ca F --cert F --key F [--server-name NAME]".into()
+    "usage: mtlsgate-bench upstream --listen ADDR
+       mtlsgate-bench echo --listen ADDR
+       mtlsgate-bench idle --connect ADDR --count N --ca F --cert F --key F [--server-name NAME] [--echo]
+       mtlsgate-bench tls-connect --connect ADDR --cert F --key F [--concurrency N] [--seconds S] [--server-name NAME]
+       mtlsgate-bench mqtt-pub --connect ADDR --broker ADDR --ca F --cert F --key F [--publishers K] [--seconds S] [--payload BYTES] [--server-name NAME]
+       mtlsgate-bench soak-client --connect ADDR --ca F --cert F --key F [--keepalive N] [--idle N] [--slow N] [--interval S] [--idle-ping S] [--retry-for S] [--seconds S] [--report S]".into()
 }
 
 fn main() -> Result<(), Error> {
@@ -47,7 +64,79 @@ fn main() -> Result<(), Error> {
                 PathBuf::from(flag("--key").ok_or_else(usage)?),
             );
             let name = flag("--server-name").unwrap_or_else(|| "localhost".into());
-            rt.block_on(idle(addr, count, files, name))
+            let echo = args.iter().any(|a| a == "--echo");
+            rt.block_on(idle(addr, count, files, name, echo))
+        }
+        "echo" => {
+            let listen: SocketAddr = flag("--listen").ok_or_else(usage)?.parse()?;
+            rt.block_on(tunnel::echo(listen))
+        }
+        "tls-connect" => {
+            let addr: SocketAddr = flag("--connect").ok_or_else(usage)?.parse()?;
+            let cert = PathBuf::from(flag("--cert").ok_or_else(usage)?);
+            let key = PathBuf::from(flag("--key").ok_or_else(usage)?);
+            let concurrency: usize = flag("--concurrency")
+                .unwrap_or_else(|| "32".into())
+                .parse()?;
+            let seconds: f64 = flag("--seconds").unwrap_or_else(|| "5".into()).parse()?;
+            let name = flag("--server-name").unwrap_or_else(|| "localhost".into());
+            rt.block_on(tunnel::tls_connect(
+                addr,
+                (&cert, &key),
+                concurrency,
+                std::time::Duration::from_secs_f64(seconds),
+                name,
+            ))
+        }
+        "mqtt-pub" => {
+            let opts = mqtt::Options {
+                connect: flag("--connect").ok_or_else(usage)?.parse()?,
+                broker: flag("--broker").ok_or_else(usage)?.parse()?,
+                publishers: flag("--publishers")
+                    .unwrap_or_else(|| "100".into())
+                    .parse()?,
+                seconds: std::time::Duration::from_secs_f64(
+                    flag("--seconds").unwrap_or_else(|| "5".into()).parse()?,
+                ),
+                payload: flag("--payload").unwrap_or_else(|| "32".into()).parse()?,
+                server_name: flag("--server-name").unwrap_or_else(|| "localhost".into()),
+            };
+            let tls = client_config(
+                Path::new(&flag("--ca").ok_or_else(usage)?),
+                Path::new(&flag("--cert").ok_or_else(usage)?),
+                Path::new(&flag("--key").ok_or_else(usage)?),
+                None,
+            )?;
+            rt.block_on(mqtt::run(opts, tls))
+        }
+        "soak-client" => {
+            let secs = |name: &str, default: &str| -> Result<std::time::Duration, Error> {
+                Ok(std::time::Duration::from_secs_f64(
+                    flag(name).unwrap_or_else(|| default.into()).parse()?,
+                ))
+            };
+            let count = |name: &str, default: &str| -> Result<usize, Error> {
+                Ok(flag(name).unwrap_or_else(|| default.into()).parse()?)
+            };
+            let opts = soak::Options {
+                connect: flag("--connect").ok_or_else(usage)?.parse()?,
+                server_name: flag("--server-name").unwrap_or_else(|| "localhost".into()),
+                keepalive: count("--keepalive", "1000")?,
+                idle: count("--idle", "8000")?,
+                slow: count("--slow", "1000")?,
+                interval: secs("--interval", "2")?,
+                idle_ping: secs("--idle-ping", "50")?,
+                retry_for: secs("--retry-for", "10")?,
+                seconds: secs("--seconds", "600")?,
+                report: secs("--report", "5")?,
+            };
+            let tls = client_config(
+                Path::new(&flag("--ca").ok_or_else(usage)?),
+                Path::new(&flag("--cert").ok_or_else(usage)?),
+                Path::new(&flag("--key").ok_or_else(usage)?),
+                Some(b"http/1.1"),
+            )?;
+            rt.block_on(soak::run(opts, tls))
         }
         _ => Err(usage()),
     }
@@ -60,7 +149,9 @@ async fn upstream(listen: SocketAddr) -> Result<(), Error> {
         let (tcp, _) = listener.accept().await?;
         let _ = tcp.set_nodelay(true);
         tokio::spawn(async move {
-            let svc = hyper::service::service_fn(|_req: Request<hyper::body::Incoming>| async {
+            // The body (the soak test's slow POSTs) is read before the answer.
+            let svc = hyper::service::service_fn(|req: Request<hyper::body::Incoming>| async {
+                let _ = http_body_util::BodyExt::collect(req.into_body()).await;
                 Ok::<_, std::convert::Infallible>(Response::new(Full::new(Bytes::from_static(
                     b"Access Granted!\n",
                 ))))
@@ -72,11 +163,11 @@ async fn upstream(listen: SocketAddr) -> Result<(), Error> {
     }
 }
 
-fn client_config(ca: &Path, cert: &Path, key: &Path) -> Result<rustls::ClientConfig, Error> {
-    let mut roots = rustls::RootCertStore::empty();
-    for der in mtlsgate_pki::pemfile::read_certs(ca)? {
-        roots.add(CertificateDer::from(der))?;
-    }
+/// The client's certificate chain and key, from PEM files.
+fn client_identity(
+    cert: &Path,
+    key: &Path,
+) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), Error> {
     let chain: Vec<CertificateDer<'static>> = mtlsgate_pki::pemfile::read_certs(cert)?
         .into_iter()
         .map(CertificateDer::from)
@@ -85,13 +176,28 @@ fn client_config(ca: &Path, cert: &Path, key: &Path) -> Result<rustls::ClientCon
         .into_iter()
         .find(|b| b.label.ends_with("PRIVATE KEY"))
         .ok_or("no private key")?;
-    let key = PrivateKeyDer::Pkcs8(block.der.into());
+    Ok((chain, PrivateKeyDer::Pkcs8(block.der.into())))
+}
+
+/// TLS 1.3, the server verified against `ca`, the client certificate presented, `alpn`
+/// offered if given.
+fn client_config(
+    ca: &Path,
+    cert: &Path,
+    key: &Path,
+    alpn: Option<&[u8]>,
+) -> Result<rustls::ClientConfig, Error> {
+    let mut roots = rustls::RootCertStore::empty();
+    for der in mtlsgate_pki::pemfile::read_certs(ca)? {
+        roots.add(CertificateDer::from(der))?;
+    }
+    let (chain, key) = client_identity(cert, key)?;
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_root_certificates(roots)
         .with_client_auth_cert(chain, key)?;
-    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    cfg.alpn_protocols = alpn.map(|p| vec![p.to_vec()]).unwrap_or_default();
     Ok(cfg)
 }
 
@@ -100,11 +206,22 @@ async fn idle(
     count: usize,
     (ca, cert, key): (PathBuf, PathBuf, PathBuf),
     name: String,
+    echo: bool,
 ) -> Result<(), Error> {
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(client_config(&ca, &cert, &key)?));
+    let alpn = (!echo).then_some(&b"http/1.1"[..]);
+    let connector =
+        tokio_rustls::TlsConnector::from(Arc::new(client_config(&ca, &cert, &key, alpn)?));
     let server_name = ServerName::try_from(name.clone())?;
     let mut held = Vec::with_capacity(count);
-    let request = format!("GET / HTTP/1.1\r\nHost: {name}\r\n\r\n");
+    // Through a tunnel to an echo backend, one byte there and back says the tunnel is open.
+    let (request, answer): (String, &'static [u8]) = if echo {
+        ("x".into(), b"x")
+    } else {
+        (
+            format!("GET / HTTP/1.1\r\nHost: {name}\r\n\r\n"),
+            b"Access Granted!\n",
+        )
+    };
     // Open in small batches so the gateway's accept queue never overflows.
     for chunk_start in (0..count).step_by(100) {
         let n = (count - chunk_start).min(100);
@@ -125,7 +242,7 @@ async fn idle(
                         return Err::<_, Error>("closed before answering".into());
                     }
                     got.extend_from_slice(&buf[..k]);
-                    if got.windows(16).any(|w| w == b"Access Granted!\n") {
+                    if got.windows(answer.len()).any(|w| w == answer) {
                         break;
                     }
                 }
