@@ -1231,11 +1231,21 @@ impl KeptAlive {
     /// Opens it to `127.0.0.1:port` with the client certificate `cert`/`key` (paths in the
     /// work directory), trusting `ca`; returns it with the status of the first answer.
     pub fn open(w: &Work, port: u16, ca: &str, cert: &str, key: &str) -> (KeptAlive, String) {
+        Self::open_for(w, port, (ca, cert, key), 30)
+    }
+
+    /// [`KeptAlive::open`], waiting up to `wait` seconds for the server to close it.
+    pub fn open_for(
+        w: &Work,
+        port: u16,
+        (ca, cert, key): (&str, &str, &str),
+        wait: u32,
+    ) -> (KeptAlive, String) {
         use std::io::BufRead;
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peers/keepalive.py");
         let mut child = Command::new("python3")
             .args([script, &port.to_string(), "--ca", ca, "--cert", cert])
-            .args(["--key", key])
+            .args(["--key", key, "--wait", &wait.to_string()])
             .current_dir(w.root())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -1247,7 +1257,8 @@ impl KeptAlive {
         (KeptAlive { child, out }, status.trim().to_string())
     }
 
-    /// Waits (up to 30 s) for the server to close the connection: true when it did.
+    /// Waits (up to the time given when it was opened) for the server to close the
+    /// connection: true when it did.
     pub fn closed(mut self) -> bool {
         use std::io::BufRead;
         let mut verdict = String::new();

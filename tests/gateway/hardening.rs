@@ -261,6 +261,22 @@ fn a_kept_alive_http1_connection_waits_for_idle_not_header_read() {
 }
 
 #[test]
+fn a_kept_alive_connection_lives_as_long_as_idle_says() {
+    // hyper closes a connection waiting for its next request head after 30 s unless told
+    // otherwise; the gateway's own timers (header_read, idle) are the only ones that count.
+    let w = Work::new();
+    pki(&w);
+    let up = Upstream::start(&w);
+    let g = gate_toml(&w, &up, "", "header_read = \"5s\"\nidle = \"75s\"");
+    let (held, status) = KeptAlive::open_for(&w, g.port, ("ca.crt", "dev1.crt", "dev1.key"), 35);
+    assert_eq!(status, "200");
+    assert!(
+        !held.closed(),
+        "the kept-alive connection was closed within 35 s of idling, under idle = 75s"
+    );
+}
+
+#[test]
 fn plain_http_on_the_tls_port_gets_nginx_answer() {
     let w = Work::new();
     pki(&w);

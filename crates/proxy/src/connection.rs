@@ -296,7 +296,11 @@ where
         drive(c, &conn, &timeouts, &mut stop, |c| c.graceful_shutdown()).await
     } else {
         let mut b = hyper::server::conn::http1::Builder::new();
+        // hyper's own header timer (30 s by default) would also run while a kept-alive
+        // connection waits for its next request, and close it before `idle`; the watchdog
+        // below keeps both header_read and idle.
         b.timer(TokioTimer::new())
+            .header_read_timeout(None)
             .max_buf_size(max_header.max(8192));
         let c = b.serve_connection(io, svc).with_upgrades();
         drive(c, &conn, &timeouts, &mut stop, |c| c.graceful_shutdown()).await
