@@ -749,6 +749,43 @@ impl Verifier {
         }
     }
 
+    /// Checks that `leaf` is valid for `name` (a DNS name or an IP address), as a TLS client
+    /// checks a server: against the subject alternative names only, never the CN. Call it
+    /// after [`Verifier::verify`] accepted the chain (name constraints are checked there).
+    pub fn check_name(
+        leaf: &CertificateDer<'_>,
+        name: &rustls_pki_types::ServerName<'_>,
+    ) -> std::result::Result<(), Failure> {
+        let shown = match name {
+            rustls_pki_types::ServerName::DnsName(d) => d.as_ref().to_string(),
+            rustls_pki_types::ServerName::IpAddress(ip) => {
+                std::net::IpAddr::from(*ip).to_string()
+            }
+            _ => "the name".to_string(),
+        };
+        let has = x509_parser::parse_x509_certificate(leaf)
+            .map(|(_, x)| {
+                let info = certinfo::CertInfo::from_parsed(leaf, &x);
+                let dns = info.dns_names.iter().map(|d| format!("DNS:{d}"));
+                let ips = info.ip_addresses.iter().map(|i| format!("IP:{i}"));
+                crate::printable::printable(&dns.chain(ips).collect::<Vec<_>>().join(", "))
+                    .into_owned()
+            })
+            .unwrap_or_default();
+        let refused = || {
+            Failure::Other(if has.is_empty() {
+                format!(
+                    "the certificate is not valid for {shown}: it has no DNS or IP subject alternative names (the CN is not used for names)"
+                )
+            } else {
+                format!("the certificate is not valid for {shown}: it names only {has}")
+            })
+        };
+        let ee = EndEntityCert::try_from(leaf).map_err(|_| refused())?;
+        ee.verify_is_valid_for_subject_name(name)
+            .map_err(|_| refused())
+    }
+
     /// rustls-webpki's decision for a v3 leaf.
     fn decide(
         &self,
