@@ -686,6 +686,22 @@ impl Nginx {
     }
 }
 
+impl Drop for Nginx {
+    /// Stops nginx with SIGTERM, so that its master stops its workers too (SIGKILL, which
+    /// `Proc` sends, would leave the workers running, holding the port).
+    fn drop(&mut self) {
+        let pid = self.proc.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.proc.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
 /// Debian's nginx binary.
 pub fn nginx_bin() -> &'static str {
     ["/usr/sbin/nginx", "/usr/local/sbin/nginx", "/usr/bin/nginx"]
@@ -852,4 +868,330 @@ pub fn enroll_device(
         }
         mtlsgate_authority::Enrolled::Pending { .. } => panic!("a token enrolls at once"),
     }
+}
+
+// ---- fleet helpers: the CA server, the agent, PostgreSQL ----
+
+/// Where a fleet test's CA keeps its inventory.
+#[derive(Debug, Clone)]
+pub enum Db {
+    /// `ca/inventory.db`.
+    Sqlite,
+    /// A fresh database on `MTLSGATE_TEST_POSTGRES`.
+    Postgres(String),
+}
+
+impl Db {
+    pub fn sqlite() -> Db {
+        Db::Sqlite
+    }
+
+    /// A fresh database `t_<random>` on the test server named by `MTLSGATE_TEST_POSTGRES`
+    /// (`scripts/test` starts one; locally `scripts/postgres start DIR PORT`). Fails without
+    /// it: a PostgreSQL test is never skipped.
+    pub fn postgres() -> Db {
+        Db::Postgres(mtlsgate_store::test_support::new_database_blocking())
+    }
+
+    /// The flags that name this inventory (`--database URL`, or none).
+    pub fn flags(&self) -> Vec<String> {
+        match self {
+            Db::Sqlite => vec![],
+            Db::Postgres(u) => vec!["--database".into(), u.clone()],
+        }
+    }
+}
+
+/// Runs a fleet flow `fn name(db: Db)` once on SQLite and once on PostgreSQL:
+/// `both!(name, other)` makes `name::sqlite` and `name::postgres`.
+macro_rules! both {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[test]
+            fn sqlite() {
+                super::$name(crate::util::Db::sqlite())
+            }
+            #[test]
+            fn postgres() {
+                super::$name(crate::util::Db::postgres())
+            }
+        }
+    )*};
+}
+
+/// `ca init --dir ca --device-domain d.example.local` with the inventory `db`.
+pub fn fleet_ca(w: &Work, db: &Db) {
+    let mut a = vec![
+        "ca",
+        "init",
+        "--dir",
+        "ca",
+        "--device-domain",
+        "d.example.local",
+    ];
+    let f = db.flags();
+    a.extend(s(&f));
+    w.mg(&a).ok();
+}
+
+/// A running `mtlsgate ca serve`, its port and its root's fingerprint.
+pub struct CaServer {
+    pub proc: Proc,
+    pub port: u16,
+    pub fingerprint: String,
+}
+
+impl CaServer {
+    /// Starts `mtlsgate ca serve ARGS` (which should include `--listen 127.0.0.1:0`, or a
+    /// port of its own) and waits until it listens.
+    pub fn start(w: &Work, args: &[&str]) -> CaServer {
+        let mut a = vec!["ca", "serve"];
+        a.extend_from_slice(args);
+        let out = w.path(&format!("ca-serve-{}.out", rand_suffix()));
+        let mut proc = Proc::spawn(w.root(), &bin(), &a, &out);
+        let rest = proc.wait_for("listening on 127.0.0.1:");
+        let port = rest
+            .split_whitespace()
+            .next()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("no port in {rest:?}"));
+        let fingerprint = proc
+            .wait_for("root CA SHA-256 fingerprint: ")
+            .trim()
+            .to_string();
+        CaServer {
+            proc,
+            port,
+            fingerprint,
+        }
+    }
+
+    /// `ca serve --dir ca --listen 127.0.0.1:0` on the inventory `db`, with `extra` flags.
+    pub fn start_for(w: &Work, db: &Db, extra: &[&str]) -> CaServer {
+        let mut a = vec!["--dir", "ca", "--listen", "127.0.0.1:0"];
+        let f = db.flags();
+        a.extend(s(&f));
+        a.extend_from_slice(extra);
+        Self::start(w, &a)
+    }
+
+    /// `https://localhost:PORT`.
+    pub fn url(&self) -> String {
+        format!("https://localhost:{}", self.port)
+    }
+
+    /// Kills it with SIGKILL (no clean shutdown) and waits for it.
+    pub fn kill9(&mut self) {
+        self.proc.signal("KILL");
+        let _ = self.proc.child.wait();
+    }
+}
+
+/// `mtlsgate token create --server URL --dir ca EXTRA…`: the token (its last line).
+pub fn server_token(w: &Work, srv: &CaServer, extra: &[&str]) -> String {
+    let url = srv.url();
+    let mut a = vec!["token", "create", "--server", &url, "--dir", "ca"];
+    a.extend_from_slice(extra);
+    let out = w.mg(&a).ok();
+    out.lines().last().expect("token line").trim().to_string()
+}
+
+/// `mtlsgate agent enroll --server URL --token T --root-fingerprint FP --dir DIR`: the
+/// device ID (from `agent whoami`).
+pub fn agent_enroll(w: &Work, srv: &CaServer, token: &str, dir: &str) -> String {
+    let url = srv.url();
+    w.mg(&[
+        "agent",
+        "enroll",
+        "--server",
+        &url,
+        "--token",
+        token,
+        "--root-fingerprint",
+        &srv.fingerprint,
+        "--dir",
+        dir,
+    ])
+    .ok();
+    w.mg(&["agent", "whoami", "--dir", dir])
+        .ok()
+        .trim()
+        .to_string()
+}
+
+/// `mtlsgate ARGS… --server URL --dir ca` (a fleet command through the admin API).
+pub fn fleet_cmd(w: &Work, srv: &CaServer, args: &[&str]) -> Run {
+    let url = srv.url();
+    let mut a = args.to_vec();
+    a.extend_from_slice(&["--server", &url, "--dir", "ca"]);
+    w.mg(&a)
+}
+
+/// The serial of the first certificate in a PEM file, as openssl prints it (upper hex).
+pub fn pem_serial(w: &Work, file: &str) -> String {
+    let out = w
+        .cmd("openssl", &["x509", "-in", file, "-noout", "-serial"])
+        .ok();
+    out.trim()
+        .trim_start_matches("serial=")
+        .trim_start_matches('0')
+        .to_string()
+}
+
+/// JSON text parsed (the test fails on anything else).
+pub fn json(text: &str) -> serde_json::Value {
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+}
+
+/// A PostgreSQL server of the test's own (`scripts/postgres`) on a free port, for tests
+/// that stop and start it; stopped on drop.
+pub struct OwnPostgres {
+    dir: tempfile::TempDir,
+    pub port: u16,
+}
+
+const POSTGRES_SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/postgres");
+
+impl OwnPostgres {
+    pub fn start() -> OwnPostgres {
+        // Under /tmp: the user postgres must reach it when the tests run as root.
+        let dir = tempfile::Builder::new()
+            .prefix("mtlsgate-own-pg")
+            .tempdir_in("/tmp")
+            .expect("tempdir");
+        let pg = OwnPostgres {
+            dir,
+            port: free_port(),
+        };
+        pg.start_again();
+        pg
+    }
+
+    /// `postgres://postgres@127.0.0.1:PORT/postgres`.
+    pub fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    fn script(&self, args: &[&str]) {
+        let out = Command::new(POSTGRES_SCRIPT)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("scripts/postgres");
+        assert!(
+            out.status.success(),
+            "scripts/postgres {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Stops the server (fast shutdown: open connections are cut).
+    pub fn stop(&self) {
+        self.script(&["stop", &self.dir.path().display().to_string()]);
+    }
+
+    /// Starts the same server (same data, same port) again.
+    pub fn start_again(&self) {
+        let port = self.port.to_string();
+        self.script(&["start", &self.dir.path().display().to_string(), &port]);
+    }
+}
+
+impl Drop for OwnPostgres {
+    fn drop(&mut self) {
+        let _ = Command::new(POSTGRES_SCRIPT)
+            .args(["stop", &self.dir.path().display().to_string()])
+            .stdin(Stdio::null())
+            .output();
+    }
+}
+
+/// Runs tests/peers/enroll_burst.py: the bodies (JSON lines in `input`) are POSTed to
+/// `URL/v1/enroll`, `threads` at a time, trusting `cafile`; answers are appended to
+/// `output` as they arrive. Returns the running process.
+pub fn enroll_burst(
+    w: &Work,
+    url: &str,
+    cafile: &str,
+    threads: usize,
+    input: &str,
+    output: &str,
+) -> Proc {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peers/enroll_burst.py");
+    let t = threads.to_string();
+    Proc::spawn(
+        w.root(),
+        "python3",
+        &[script, url, cafile, &t, input, output],
+        &w.path(&format!("burst-{}.out", rand_suffix())),
+    )
+}
+
+/// A device CSR (PEM) with a new P-256 key made here (its subject is ignored by the CA).
+pub fn new_csr() -> String {
+    let key = rcgen::KeyPair::generate().expect("key");
+    rcgen::CertificateParams::new(Vec::<String>::new())
+        .expect("params")
+        .serialize_request(&key)
+        .expect("csr")
+        .pem()
+        .expect("pem")
+}
+
+/// `n` enrollment tokens made in one go through the authority library (as `token create`
+/// would make them, without starting `n` processes), for the CA in `ca/` on `db`.
+pub fn library_tokens(w: &Work, db: &Db, n: usize) -> Vec<String> {
+    use mtlsgate_authority::{Authority, Location, Policy, TokenRequest};
+    let dir = w.path("ca");
+    let loc = match db {
+        Db::Sqlite => None,
+        Db::Postgres(u) => Some(Location::Postgres(u.clone())),
+    };
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(async {
+            let auth = Authority::open(&dir, loc.as_ref(), Policy::default())
+                .await
+                .expect("open the CA");
+            let mut out = Vec::with_capacity(n);
+            for _ in 0..n {
+                let t = auth
+                    .create_token(
+                        TokenRequest {
+                            ttl: time::Duration::hours(1),
+                            ..Default::default()
+                        },
+                        "test",
+                        time::OffsetDateTime::now_utc(),
+                    )
+                    .await
+                    .expect("token");
+                out.push(t.token);
+            }
+            auth.close().await;
+            out
+        })
+}
+
+/// Writes one `POST /v1/enroll` body per token (a new key and CSR each) to `rel`.
+pub fn enroll_bodies(w: &Work, tokens: &[String], rel: &str) {
+    let mut text = String::new();
+    for t in tokens {
+        let body = serde_json::json!({"csr": new_csr(), "token": t, "agent_version": "burst"});
+        text.push_str(&body.to_string());
+        text.push('\n');
+    }
+    w.write(rel, &text);
+}
+
+/// The answers tests/peers/enroll_burst.py wrote so far.
+pub fn burst_answers(w: &Work, rel: &str) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(w.path(rel))
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.ends_with('}'))
+        .map(json)
+        .collect()
 }

@@ -4,7 +4,7 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
-use mtlsgate_authority::{Action, Device, DeviceFilter, DeviceStatus};
+use mtlsgate_authority::{Action, Device, DeviceStatus};
 use mtlsgate_pki::certinfo::human_time;
 use mtlsgate_pki::duration::parse_duration;
 use mtlsgate_pki::printable::printable;
@@ -49,21 +49,13 @@ fn list(a: DevicesList) -> Result<ExitCode> {
         })?),
         None => None,
     };
-    let expiring_before = match &a.expiring {
-        Some(d) => {
-            let d = parse_duration(d).context("--expiring")?;
-            Some((OffsetDateTime::now_utc() + d).unix_timestamp())
-        }
+    let expiring = match &a.expiring {
+        Some(d) => Some(parse_duration(d).context("--expiring")?),
         None => None,
     };
     let devices = block_on(async {
         let fleet = Fleet::open(&a.target).await?;
-        let r = fleet
-            .devices(&DeviceFilter {
-                status,
-                expiring_before,
-            })
-            .await;
+        let r = fleet.devices(status, expiring).await;
         fleet.close().await;
         r
     })??;

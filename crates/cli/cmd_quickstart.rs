@@ -141,6 +141,7 @@ async fn serve_demo(
             client_ca: vec![dir.join("ca.crt")].into(),
             ..RawServer::default()
         },
+        vhosts: Vec::new(),
         timeouts: Default::default(),
         routes: vec![RawRoute {
             upstream: Some(flag(format!("http://{app_addr}"))),

@@ -22,6 +22,8 @@ fn lower(s: &Serve) -> Result<RawConfig> {
     }
     Ok(RawConfig {
         server: RawServer {
+            server_name: Vec::new(),
+            routes: Vec::new(),
             listen: s.listen.clone().map(flag),
             cert: s.cert.clone().map(flag),
             key: s.key.clone().map(flag),
@@ -46,6 +48,7 @@ fn lower(s: &Serve) -> Result<RawConfig> {
                 .threads
                 .map(|t| flag(i64::try_from(t).unwrap_or(i64::MAX))),
         },
+        vhosts: Vec::new(),
         timeouts: Default::default(),
         routes: vec![RawRoute {
             upstream: s.upstream.clone().map(flag),

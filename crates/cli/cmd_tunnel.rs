@@ -22,6 +22,7 @@ fn lower(t: &Tunnel) -> RawConfig {
                 .map(|n| flag(i64::try_from(n).unwrap_or(i64::MAX))),
             ..RawServer::default()
         },
+        vhosts: Vec::new(),
         timeouts: Default::default(),
         routes: Vec::new(),
         tunnels: vec![RawTunnel {

@@ -1,24 +1,28 @@
-//! How fleet commands (`token`, `devices`) reach a CA. Today: the CA directory and its
-//! inventory, through the authority library. The HTTPS admin API (`--server URL`, with an
-//! admin client certificate) will be a second variant of [`Fleet`] with the same methods;
-//! the commands only call these methods and print.
+//! How fleet commands (`token`, `devices`) reach a CA: the CA directory and its inventory,
+//! through the authority library ([`Fleet::Local`]), or the CA server's admin API with an
+//! administrator's client certificate ([`Fleet::Server`], `--server URL`). Both give the
+//! authority's own records, so the commands only call these methods and print, the same
+//! way for either.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use mtlsgate_authority::{
-    Action, Authority, Device, DeviceDetail, DeviceFilter, Location, NewTokenSecret, Policy,
-    TokenRequest,
+    Action, Authority, Device, DeviceDetail, DeviceFilter, DeviceStatus, Location, NewTokenSecret,
+    Policy, TokenRequest,
 };
-use time::OffsetDateTime;
+use mtlsgate_ca_server::client::AdminClient;
+use mtlsgate_ca_server::wire::TokenBody;
+use time::{Duration, OffsetDateTime};
 
-use crate::flags::{Database, FleetTarget};
+use crate::flags::{Database, FleetTarget, DEFAULT_CA_DIR};
 
 /// A CA that fleet commands talk to.
 pub enum Fleet {
     /// The CA directory and its inventory (SQLite file or PostgreSQL), used directly.
     Local(Box<Authority>),
-    // Server(AdminClient): the CA server's admin API, `--server URL` (not yet).
+    /// The CA server's admin API (`--server URL`).
+    Server(Box<AdminClient>),
 }
 
 /// The inventory location of the CA in `dir`, from `--database`/`MTLSGATE_DATABASE`.
@@ -40,23 +44,57 @@ pub fn actor() -> String {
     format!("{user} (cli)")
 }
 
+/// A file given by its flag, or else `name` in the CA directory (when one is given).
+fn file_or_in_dir(
+    given: &Option<PathBuf>,
+    dir: Option<&Path>,
+    name: &str,
+    flag: &str,
+) -> Result<PathBuf> {
+    match (given, dir) {
+        (Some(p), _) => Ok(p.clone()),
+        (None, Some(d)) => Ok(d.join(name)),
+        (None, None) => {
+            anyhow::bail!("with --server, give {flag} FILE, or --dir CA_DIR to use CA_DIR/{name}")
+        }
+    }
+}
+
 impl Fleet {
     pub async fn open(t: &FleetTarget) -> Result<Fleet> {
-        Ok(Fleet::Local(Box::new(
-            open_authority(&t.ca.dir, &t.db).await?,
-        )))
+        match &t.server {
+            None => {
+                let dir = t
+                    .dir
+                    .clone()
+                    .unwrap_or_else(|| PathBuf::from(DEFAULT_CA_DIR));
+                Ok(Fleet::Local(Box::new(open_authority(&dir, &t.db).await?)))
+            }
+            Some(url) => {
+                let dir = t.dir.as_deref();
+                let cert = file_or_in_dir(&t.admin_cert, dir, "admin.crt", "--admin-cert")?;
+                let key = file_or_in_dir(&t.admin_key, dir, "admin.key", "--admin-key")?;
+                let ca = file_or_in_dir(&t.ca_file, dir, "ca.crt", "--ca-file")?;
+                let c = AdminClient::new(url, &ca, &cert, &key)
+                    .with_context(|| format!("cannot use the CA server {url}"))?;
+                Ok(Fleet::Server(Box::new(c)))
+            }
+        }
     }
 
     pub async fn close(self) {
         match self {
             Fleet::Local(a) => a.close().await,
+            Fleet::Server(_) => {}
         }
     }
 
-    /// The full form of a device ID the user typed (`dev1` → `dev1.<device domain>`).
+    /// The full form of a device ID the user typed (`dev1` → `dev1.<device domain>`);
+    /// the server completes short IDs itself.
     pub fn device_id(&self, id: &str) -> Result<String> {
         match self {
             Fleet::Local(a) => Ok(a.device_id(id)?),
+            Fleet::Server(_) => Ok(id.trim().to_ascii_lowercase()),
         }
     }
 
@@ -65,18 +103,39 @@ impl Fleet {
             Fleet::Local(a) => Ok(a
                 .create_token(t, &actor(), OffsetDateTime::now_utc())
                 .await?),
+            Fleet::Server(c) => Ok(c
+                .create_token(&TokenBody {
+                    device_id: t.device_id,
+                    ttl_secs: t.ttl.whole_seconds(),
+                    tags: t.tags,
+                    lifetime_secs: t.lifetime.map(|l| l.whole_seconds()),
+                })
+                .await?),
         }
     }
 
-    pub async fn devices(&self, f: &DeviceFilter) -> Result<Vec<Device>> {
+    /// Devices with `status`, and/or whose certificate expires within `expiring`.
+    pub async fn devices(
+        &self,
+        status: Option<DeviceStatus>,
+        expiring: Option<Duration>,
+    ) -> Result<Vec<Device>> {
         match self {
-            Fleet::Local(a) => Ok(a.devices(f).await?),
+            Fleet::Local(a) => Ok(a
+                .devices(&DeviceFilter {
+                    status,
+                    expiring_before: expiring
+                        .map(|d| (OffsetDateTime::now_utc() + d).unix_timestamp()),
+                })
+                .await?),
+            Fleet::Server(c) => Ok(c.devices(status.map(|s| s.as_str()), expiring).await?),
         }
     }
 
     pub async fn device(&self, id: &str) -> Result<DeviceDetail> {
         match self {
             Fleet::Local(a) => Ok(a.device(id).await?),
+            Fleet::Server(c) => Ok(c.device(id).await?),
         }
     }
 
@@ -90,6 +149,7 @@ impl Fleet {
             Fleet::Local(a) => Ok(a
                 .set_status(id, action, &actor(), reason, OffsetDateTime::now_utc())
                 .await?),
+            Fleet::Server(c) => Ok(c.set_status(id, action, reason).await?),
         }
     }
 
@@ -98,6 +158,7 @@ impl Fleet {
             Fleet::Local(a) => Ok(a
                 .tag(id, add, remove, &actor(), OffsetDateTime::now_utc())
                 .await?),
+            Fleet::Server(c) => Ok(c.tag(id, add, remove).await?),
         }
     }
 }

@@ -34,7 +34,7 @@ fn only_active_devices_pass_and_a_revocation_closes_a_kept_alive_connection() {
 
     // A kept-alive connection of the enrolled device, then its revocation.
     let script = format!(
-        "import socket,ssl,sys,time\nctx=ssl.create_default_context(cafile='ca.crt')\nctx.load_cert_chain('edge.crt','edge.key')\ns=ctx.wrap_socket(socket.create_connection(('127.0.0.1',{})),server_hostname='localhost')\ns.sendall(b'GET / HTTP/1.1\\r\\nHost: localhost\\r\\n\\r\\n')\nd=s.recv(65536)\nprint(d.split(b' ')[1].decode(), flush=True)\nsys.stdin.readline()\nt=time.time()\ns.settimeout(15)\ntry:\n  r=s.recv(10)\nexcept Exception:\n  r=b'?'\nprint('closed' if r==b'' else 'open', flush=True)\n",
+        "import socket,ssl,sys,time\nctx=ssl.create_default_context(cafile='ca.crt')\nctx.load_cert_chain('edge.crt','edge.key')\ns=ctx.wrap_socket(socket.create_connection(('127.0.0.1',{})),server_hostname='localhost')\ns.sendall(b'GET / HTTP/1.1\\r\\nHost: localhost\\r\\n\\r\\n')\nd=b''\nwhile b'\\r\\n\\r\\n' not in d: d+=s.recv(65536)\nh,_,b=d.partition(b'\\r\\n\\r\\n')\nn=int([l for l in h.split(b'\\r\\n') if l.lower().startswith(b'content-length')][0].split(b':')[1])\nwhile len(b)<n: b+=s.recv(65536)\nprint(h.split(b' ')[1].decode(), flush=True)\nsys.stdin.readline()\nt=time.time()\ns.settimeout(15)\ntry:\n  r=s.recv(10)\nexcept socket.timeout:\n  r=b'?'\nexcept OSError:\n  r=b''\nprint('closed' if r==b'' else 'open %r' % r, flush=True)\n",
         g.port
     );
     let mut py = std::process::Command::new("python3")

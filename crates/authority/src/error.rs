@@ -23,6 +23,8 @@ pub enum ErrorKind {
     Conflict,
     /// The token or recovery token expired (410).
     Gone,
+    /// The inventory database cannot be reached right now: try again later (503).
+    Unavailable,
     /// Something is wrong on the CA's side (500).
     Internal,
 }
@@ -69,6 +71,10 @@ pub enum AuthorityError {
     },
     #[error("device {id} is {status}; only active devices get certificates{}", not_active_hint(*.status, .id))]
     NotActive { id: String, status: DeviceStatus },
+    #[error("{what}, and no client certificate was presented")]
+    NoClientCertificate { what: &'static str },
+    #[error("the client certificate {subject} is not an administrator's (it has no URI SAN urn:mtlsgate:role:admin); use admin.crt from the CA directory, or one made with `mtlsgate cert issue admin NAME`")]
+    NotAdmin { subject: String },
     #[error("the client certificate is not valid: {reason}")]
     ClientCertificate { reason: String },
     #[error("the client certificate {subject} names no device of this CA")]
@@ -141,6 +147,7 @@ impl AuthorityError {
                 | StoreError::TokenUsed { .. } => ErrorKind::Conflict,
                 StoreError::TokenUnknown => ErrorKind::Unauthenticated,
                 StoreError::TokenExpired { .. } => ErrorKind::Gone,
+                StoreError::Unavailable(_) => ErrorKind::Unavailable,
                 _ => ErrorKind::Internal,
             },
             A::Pki(e) => match e {
@@ -166,10 +173,12 @@ impl AuthorityError {
             | A::ClientCertificate { .. }
             | A::NotADevice { .. }
             | A::PollToken { .. }
+            | A::NoClientCertificate { .. }
             | A::RecoveryUnknown { .. } => ErrorKind::Unauthenticated,
             A::NotActive { .. }
             | A::Superseded { .. }
             | A::CertRevoked { .. }
+            | A::NotAdmin { .. }
             | A::Clone { .. } => ErrorKind::Forbidden,
             A::RecoveryExpired { .. } => ErrorKind::Gone,
         }

@@ -31,9 +31,10 @@ use mtlsgate_store::{
 };
 pub use mtlsgate_store::{
     AuditEntry, Backend, CertRecord, Device, DeviceFilter, DeviceStatus, Inventory, Location,
+    PostgresOptions,
 };
 use rand::RngCore;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sha2::Digest;
 use time::{Duration, OffsetDateTime};
 use zeroize::Zeroizing;
@@ -204,7 +205,7 @@ pub struct TokenRequest {
 }
 
 /// A new enrollment token: the clear token exists only here.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct NewTokenSecret {
     pub token: String,
     pub expires_at: i64,
@@ -291,12 +292,21 @@ pub struct RecoverRequest {
 }
 
 /// A device with its certificates and audit trail.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DeviceDetail {
     #[serde(flatten)]
     pub device: Device,
     pub certificates: Vec<CertRecord>,
     pub audit: Vec<AuditEntry>,
+}
+
+/// An administrator, as [`Authority::check_admin`] recognised them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Admin {
+    /// The name written into the audit trail: `CN (admin API)`.
+    pub actor: String,
+    /// Serial of the certificate presented.
+    pub serial: String,
 }
 
 /// Signed CRLs and what they hold.
@@ -484,13 +494,24 @@ impl Authority {
     /// `ca_dir/inventory.db`), which must exist, be whole and hold this CA's root. The
     /// keys are not loaded: see [`Authority::load_keys`].
     pub async fn open(ca_dir: &Path, database: Option<&Location>, policy: Policy) -> Result<Self> {
+        Self::open_with(ca_dir, database, policy, PostgresOptions::default()).await
+    }
+
+    /// [`Authority::open`], with how a PostgreSQL inventory is waited for (the CA server
+    /// waits a few seconds, so that requests fail soon while the database is away).
+    pub async fn open_with(
+        ca_dir: &Path,
+        database: Option<&Location>,
+        policy: Policy,
+        pg: PostgresOptions,
+    ) -> Result<Self> {
         let ca = Ca::open(ca_dir)?;
         let root = CertInfo::from_der(&ca.root_der)?;
         let loc = match database {
             Some(l) => l.clone(),
             None => Location::Sqlite(ca_dir.join(Location::FILE)),
         };
-        let inv = Inventory::open(&loc, &root.serial).await?;
+        let inv = Inventory::open_with(&loc, &root.serial, pg).await?;
         let verifier = Verifier::new(
             vec![ca.root_der.clone(), ca.intermediate_der.clone()],
             vec![],
@@ -989,6 +1010,11 @@ impl Authority {
         csr: &[u8],
         seen: Seen,
     ) -> Result<DeviceIssued> {
+        if client_chain.is_empty() {
+            return Err(AuthorityError::NoClientCertificate {
+                what: "renewal needs the device's current certificate",
+            });
+        }
         self.verifier
             .verify(client_chain, Purpose::Client, unix_time(seen.now))
             .map_err(|f| AuthorityError::ClientCertificate {
@@ -1127,6 +1153,52 @@ impl Authority {
             ("recover", Some(format!("recovered from {}", info.serial))),
         )
         .await
+    }
+
+    // ---- administrators ----
+
+    /// Checks that `client_chain` (the TLS client certificate, leaf first) is an
+    /// administrator's: it verifies against this CA at `now`, carries the URI SAN
+    /// [`ADMIN_URI`], and is not revoked in the inventory. Returns who it is, for the
+    /// audit trail.
+    pub async fn check_admin(
+        &self,
+        client_chain: &[CertificateDer<'_>],
+        now: OffsetDateTime,
+    ) -> Result<Admin> {
+        if client_chain.is_empty() {
+            return Err(AuthorityError::NoClientCertificate {
+                what: "the admin API needs an administrator's certificate (mtlsgate cert issue admin NAME)",
+            });
+        }
+        self.verifier
+            .verify(client_chain, Purpose::Client, unix_time(now))
+            .map_err(|f| AuthorityError::ClientCertificate {
+                reason: f.to_string(),
+            })?;
+        let info = CertInfo::from_der(&client_chain[0])?;
+        if !info.uris.iter().any(|u| u == ADMIN_URI) {
+            return Err(AuthorityError::NotAdmin {
+                subject: info.subject,
+            });
+        }
+        match self.inv.get(&info.serial).await {
+            Ok(rec) if rec.revoked_at.is_some() => {
+                return Err(AuthorityError::ClientCertificate {
+                    reason: format!("certificate {} was revoked", info.serial),
+                })
+            }
+            Ok(_) | Err(StoreError::UnknownSerial(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+        let name = info
+            .common_name
+            .clone()
+            .unwrap_or_else(|| info.subject.clone());
+        Ok(Admin {
+            actor: format!("{name} (admin API)"),
+            serial: info.serial,
+        })
     }
 
     // ---- devices: operators ----

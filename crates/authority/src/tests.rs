@@ -73,6 +73,7 @@ both!(
     status_changes_follow_the_machine,
     certificates_revocation_and_crl,
     a_thousand_concurrent_enrollments,
+    administrators_are_recognised_by_their_certificate,
 );
 
 fn now() -> OffsetDateTime {
@@ -956,4 +957,56 @@ fn secrets_have_their_format() {
     assert!(!well_formed("mtg_short", TOKEN_PREFIX));
     assert_ne!(new_secret(TOKEN_PREFIX), t);
     assert_eq!(token_hash(&t).len(), 64);
+}
+
+async fn administrators_are_recognised_by_their_certificate(fx: Fx) {
+    let dir = fx.auth.ca().dir.clone();
+    let admin = chain(&std::fs::read_to_string(dir.join("admin.crt")).expect("admin.crt"));
+    let who = fx.auth.check_admin(&admin, now()).await.expect("admin");
+    assert_eq!(who.actor, "admin (admin API)");
+    // No certificate: 401, saying a certificate is needed.
+    let e = kind_of(
+        fx.auth.check_admin(&[], now()).await,
+        ErrorKind::Unauthenticated,
+    );
+    assert!(
+        e.to_string()
+            .contains("no client certificate was presented"),
+        "{e}"
+    );
+    // A device's certificate: 403.
+    let key = KeyPair::generate().expect("key");
+    let dev = enroll(&fx, &key).await;
+    let e = kind_of(
+        fx.auth.check_admin(&chain(&dev.certificate), now()).await,
+        ErrorKind::Forbidden,
+    );
+    assert!(e.to_string().contains("is not an administrator's"), "{e}");
+    // Expired (checked at a later time): 401.
+    kind_of(
+        fx.auth
+            .check_admin(&admin, now() + Duration::days(400))
+            .await,
+        ErrorKind::Unauthenticated,
+    );
+    // Renewal without a certificate says what it needs.
+    let e = kind_of(
+        fx.auth.renew(&[], &csr(&key), Seen::at(now())).await,
+        ErrorKind::Unauthenticated,
+    );
+    assert_eq!(
+        e.to_string(),
+        "renewal needs the device's current certificate, and no client certificate was presented"
+    );
+    // A revoked administrator certificate is refused.
+    let serial = who.serial.clone();
+    fx.auth
+        .revoke_cert(&serial, Reason::KeyCompromise, "test", now())
+        .await
+        .expect("revoked");
+    let e = kind_of(
+        fx.auth.check_admin(&admin, now()).await,
+        ErrorKind::Unauthenticated,
+    );
+    assert!(e.to_string().contains("was revoked"), "{e}");
 }

@@ -304,15 +304,34 @@ pub struct Database {
 }
 
 /// Which CA a fleet command (`token`, `devices`) works on: its directory and inventory,
-/// used directly. (An HTTPS admin client, `--server URL`, will be another way to reach a
-/// CA: see `crate::fleet::Fleet`.)
+/// used directly, or with `--server URL` the admin API of `mtlsgate ca serve`, as an
+/// administrator (see `crate::fleet::Fleet`).
 #[derive(Args, Debug, Clone)]
 pub struct FleetTarget {
-    #[command(flatten)]
-    pub ca: CaDir,
+    /// CA directory [default: mtlsgate-ca]. With --server, where admin.crt, admin.key and
+    /// ca.crt are taken from unless --admin-cert, --admin-key and --ca-file name them.
+    #[arg(long = "dir", env = "MTLSGATE_CA_DIR", value_name = "DIR")]
+    pub dir: Option<PathBuf>,
     #[command(flatten)]
     pub db: Database,
+    /// Work through the CA server's admin API (`mtlsgate ca serve`), https://HOST:PORT,
+    /// instead of the CA directory and its inventory.
+    #[arg(long, value_name = "URL")]
+    pub server: Option<String>,
+    /// With --server: the administrator's client certificate [default: DIR/admin.crt].
+    #[arg(long, env = "MTLSGATE_ADMIN_CERT", value_name = "FILE")]
+    pub admin_cert: Option<PathBuf>,
+    /// With --server: the administrator's key [default: DIR/admin.key].
+    #[arg(long, env = "MTLSGATE_ADMIN_KEY", value_name = "FILE")]
+    pub admin_key: Option<PathBuf>,
+    /// With --server: the CA certificates the server's certificate must chain to
+    /// [default: DIR/ca.crt].
+    #[arg(long, value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
 }
+
+/// The CA directory when none is given.
+pub const DEFAULT_CA_DIR: &str = "mtlsgate-ca";
 
 /// The CA keys' passphrase, when `ca init` encrypted them.
 #[derive(Args, Debug, Clone)]
@@ -336,6 +355,57 @@ pub enum CaCommand {
     /// Write a signed CRL (intermediate's CRL followed by the root's) for nginx `ssl_crl`
     /// or `mtlsgate serve --crl`.
     Crl(CaCrl),
+    /// Run the CA's HTTPS API: device enrollment, renewal and recovery, the CA bundle and
+    /// CRL, and the admin API that `mtlsgate devices`/`token create --server URL` use.
+    Serve(CaServe),
+}
+
+#[derive(Args, Debug)]
+#[command(after_help = "Example:
+  mtlsgate ca serve --dir ca --listen 0.0.0.0:8444 --dns ca.example.com
+  # on a device, with a token from `mtlsgate token create --dir ca`:
+  mtlsgate agent enroll --server https://ca.example.com:8444 --token mtg_… \\
+      --root-fingerprint <the fingerprint ca serve prints>
+
+Endpoints (docs/device-lifecycle.md): POST /v1/enroll, GET /v1/enroll/ID, POST /v1/renew
+(mTLS), POST /v1/recover, GET /v1/ca.pem, GET /v0.2/ca-bundle, GET /v1/crl, GET /healthz,
+and the admin API under /v1/devices and /v1/tokens (an administrator's client certificate:
+admin.crt in the CA directory, or `mtlsgate cert issue admin NAME`).
+The server's own certificate is issued by the CA for --dns and --ip, kept in memory only,
+and renewed by the server at two thirds of --server-cert-lifetime, without a restart.
+Stop: SIGTERM or Ctrl-C finish requests under way first.")]
+pub struct CaServe {
+    #[command(flatten)]
+    pub ca: CaDir,
+    #[command(flatten)]
+    pub db: Database,
+    #[command(flatten)]
+    pub pass: Passphrase,
+    /// Address to listen on, e.g. 0.0.0.0:8444.
+    #[arg(long, value_name = "ADDR")]
+    pub listen: String,
+    /// DNS name in the server's certificate (repeatable); devices reach the server by one
+    /// of them [default: localhost].
+    #[arg(long, value_name = "NAME")]
+    pub dns: Vec<String>,
+    /// IP address in the server's certificate (repeatable) [default: 127.0.0.1 and ::1].
+    #[arg(long, value_name = "ADDR")]
+    pub ip: Vec<IpAddr>,
+    /// Lifetime of a device certificate when its token does not set one.
+    #[arg(long, default_value = "24h", value_name = "DURATION")]
+    pub default_lifetime: String,
+    /// No device certificate lives longer (tokens asking for more are refused).
+    #[arg(long, default_value = "30d", value_name = "DURATION")]
+    pub max_lifetime: String,
+    /// No device certificate lives shorter (tokens asking for less are refused).
+    #[arg(long, default_value = "60s", value_name = "DURATION")]
+    pub min_lifetime: String,
+    /// How long after its certificate expired a device may still recover.
+    #[arg(long, default_value = "30d", value_name = "DURATION")]
+    pub recovery_grace: String,
+    /// Lifetime of the server's own certificate (renewed at two thirds of it).
+    #[arg(long, default_value = "7d", value_name = "DURATION")]
+    pub server_cert_lifetime: String,
 }
 
 #[derive(Args, Debug)]
@@ -456,7 +526,9 @@ pub enum TokenCommand {
 #[derive(Args, Debug)]
 #[command(
     after_help = "The token is shown once and stored only as a hash. Give it to one device:
-  mtlsgate agent enroll --server https://ca.example:8444 --token mtg_…"
+  mtlsgate agent enroll --server https://ca.example:8444 --token mtg_… --root-fingerprint SHA256
+With --server URL the token is made by the CA server (`mtlsgate ca serve`), whose lifetimes
+(--min-lifetime, --max-lifetime) apply to --lifetime."
 )]
 pub struct TokenCreate {
     /// Bind the token to this device ID (dev1 becomes dev1.<device domain>) [default: the

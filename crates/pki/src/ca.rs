@@ -243,7 +243,10 @@ fn ca_params(cn: &str, org: &str, path_len: u8, validity: Duration) -> Certifica
         KeyUsagePurpose::DigitalSignature,
     ];
     let n = now();
-    p.not_before = n - Duration::minutes(5);
+    // Backdated for clocks a little behind the CA's: five minutes, or a tenth of a short
+    // lifetime, so that most of a short-lived certificate's life (and the renewal point
+    // an agent computes from notBefore) lies ahead.
+    p.not_before = n - Duration::minutes(5).min(validity / 10);
     p.not_after = n + validity;
     p.serial_number = Some(random_serial());
     p.use_authority_key_identifier_extension = true;
@@ -616,7 +619,10 @@ fn leaf_base(kind: CertKind, validity: Duration) -> CertificateParams {
         _ => vec![ExtendedKeyUsagePurpose::ClientAuth],
     };
     let n = now();
-    p.not_before = n - Duration::minutes(5);
+    // Backdated for clocks a little behind the CA's: five minutes, or a tenth of a short
+    // lifetime, so that most of a short-lived certificate's life (and the renewal point
+    // an agent computes from notBefore) lies ahead.
+    p.not_before = n - Duration::minutes(5).min(validity / 10);
     p.not_after = n + validity;
     p.serial_number = Some(random_serial());
     p.use_authority_key_identifier_extension = true;

@@ -53,6 +53,8 @@ pub struct ClientAuth {
     reject_at_handshake: bool,
     generation: u64,
     hints: Vec<DistinguishedName>,
+    /// Which server block's rules these are (their verdicts are cached apart).
+    scope: usize,
 }
 
 impl ClientAuth {
@@ -80,7 +82,14 @@ impl ClientAuth {
             reject_at_handshake,
             generation,
             hints,
+            scope: 0,
         }
+    }
+
+    /// These rules as server block number `scope`'s.
+    pub fn scoped(mut self, scope: usize) -> Self {
+        self.scope = scope;
+        self
     }
 
     pub fn mode(&self) -> VerifyMode {
@@ -184,8 +193,9 @@ impl Default for VerifyCache {
     }
 }
 
-fn chain_key(chain: &[CertificateDer<'_>]) -> [u8; 32] {
+fn chain_key(scope: usize, chain: &[CertificateDer<'_>]) -> [u8; 32] {
     let mut h = Sha256::new();
+    h.update((scope as u64).to_be_bytes());
     for c in chain {
         h.update((c.len() as u32).to_be_bytes());
         h.update(c.as_ref());
@@ -208,7 +218,7 @@ impl VerifyCache {
             let v = Arc::new(auth.check(&peer.chain, UnixTime::now()));
             return (peer, v, true);
         }
-        let key = chain_key(chain);
+        let key = chain_key(auth.scope, chain);
         let cached = self.map.lock().ok().and_then(|m| m.get(&key).cloned());
         if let Some((peer, v)) = cached {
             if peer.still_holds(&v, auth, now) {

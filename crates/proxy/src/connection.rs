@@ -41,6 +41,8 @@ pub struct Conn {
     pub tls_cipher: &'static str,
     pub resumed: bool,
     pub http2: bool,
+    /// The server block the connection chose by SNI (0: the default).
+    pub server: usize,
     pub peer: Arc<Peer>,
     verdict: Mutex<Arc<Verdict>>,
     pub clock: Arc<Clock>,
@@ -53,6 +55,7 @@ impl Conn {
         state: Arc<State>,
         remote: SocketAddr,
         tls: Option<&rustls::ServerConnection>,
+        server: usize,
         peer: Arc<Peer>,
         verdict: Arc<Verdict>,
     ) -> Conn {
@@ -68,6 +71,7 @@ impl Conn {
             resumed: tls
                 .is_some_and(|t| t.handshake_kind() == Some(rustls::HandshakeKind::Resumed)),
             http2: tls.is_some_and(|t| t.alpn_protocol() == Some(b"h2")),
+            server,
             peer,
             verdict: Mutex::new(verdict),
             clock: Arc::new(Clock::new()),
@@ -84,8 +88,9 @@ impl Conn {
     pub fn verdict(&self, snap: &Snapshot) -> Arc<Verdict> {
         let mut v = self.verdict.lock().unwrap_or_else(|p| p.into_inner());
         let now = OffsetDateTime::now_utc().unix_timestamp();
-        if !self.peer.still_holds(&v, &snap.auth, now) {
-            *v = Arc::new(snap.auth.check(&self.peer.chain, UnixTime::now()));
+        let auth = &snap.server(self.server).auth;
+        if !self.peer.still_holds(&v, auth, now) {
+            *v = Arc::new(auth.check(&self.peer.chain, UnixTime::now()));
             if let Some(CertProblem::Invalid(f)) = &v.problem {
                 self.state.metrics.verify_failure(f);
                 tracing::info!(

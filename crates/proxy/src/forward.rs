@@ -173,7 +173,7 @@ fn still_allowed(conn: &Conn, path: &[u8]) -> Option<String> {
     if let Some(why) = conn.state.inventory_closes(conn.identity()) {
         return Some(why);
     }
-    let Some(route) = snap.routes.find(path) else {
+    let Some(route) = snap.server(conn.server).routes.find(path) else {
         return Some("no route serves its path any more".into());
     };
     crate::pipeline::authorize(conn, &verdict, route)

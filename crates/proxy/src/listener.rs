@@ -211,17 +211,21 @@ async fn accept(
     let _ = tcp.set_nodelay(true);
     let snap = state.load_full();
     let handshake = snap.config.timeouts.handshake;
-    let Some(server_tls) = snap.tls.clone() else {
+    if snap.servers[0].tls.is_none() {
         // A plain-HTTP (egress) listener: no certificate to ask for.
         let (peer, verdict) = (
             Arc::new(Peer::none()),
-            Arc::new(snap.auth.check(&[], rustls::pki_types::UnixTime::now())),
+            Arc::new(
+                snap.servers[0]
+                    .auth
+                    .check(&[], rustls::pki_types::UnixTime::now()),
+            ),
         );
         drop(snap);
-        let conn = Arc::new(Conn::new(state.clone(), remote, None, peer, verdict));
+        let conn = Arc::new(Conn::new(state.clone(), remote, None, 0, peer, verdict));
         connection::serve(conn, tcp, stop).await;
         return;
-    };
+    }
     let mut first = [0u8; 1];
     match tokio::time::timeout(handshake, tcp.peek(&mut first)).await {
         Ok(Ok(1)) if first[0] == TLS_HANDSHAKE => {}
@@ -236,8 +240,7 @@ async fn accept(
             return;
         }
     }
-    let acceptor = tokio_rustls::TlsAcceptor::from(server_tls);
-    let tls = match tokio::time::timeout(handshake, acceptor.accept(tcp)).await {
+    let (server, tls) = match tokio::time::timeout(handshake, handshake_for(&snap, tcp)).await {
         Ok(Ok(t)) => t,
         Ok(Err(e)) => {
             m.handshake_errors.fetch_add(1, Relaxed);
@@ -256,12 +259,10 @@ async fn accept(
     } else {
         m.handshakes_full.fetch_add(1, Relaxed);
     }
+    let auth = &snap.server(server).auth;
     let (peer, verdict) = match session.peer_certificates() {
         Some(chain) if !chain.is_empty() => {
-            let (peer, verdict, fresh) =
-                state
-                    .cache
-                    .lookup(&snap.auth, chain, snap.config.verify_cache);
+            let (peer, verdict, fresh) = state.cache.lookup(auth, chain, snap.config.verify_cache);
             if fresh {
                 if let Some(CertProblem::Invalid(f)) = &verdict.problem {
                     tracing::info!(
@@ -275,7 +276,7 @@ async fn accept(
         }
         _ => (
             Arc::new(Peer::none()),
-            Arc::new(snap.auth.check(&[], rustls::pki_types::UnixTime::now())),
+            Arc::new(auth.check(&[], rustls::pki_types::UnixTime::now())),
         ),
     };
     match &verdict.problem {
@@ -288,10 +289,33 @@ async fn accept(
         state.clone(),
         remote,
         Some(session),
+        server,
         peer,
         verdict,
     ));
     connection::serve(conn, tls, stop).await;
+}
+
+/// The TLS handshake with the server block the client's SNI chooses (read from its
+/// ClientHello first when the listener has virtual hosts); returns the block's number.
+async fn handshake_for(
+    snap: &crate::state::Snapshot,
+    tcp: TcpStream,
+) -> std::io::Result<(usize, tokio_rustls::server::TlsStream<TcpStream>)> {
+    if snap.servers.len() == 1 {
+        let cfg = snap.servers[0].tls.clone().ok_or_else(no_tls)?;
+        let tls = tokio_rustls::TlsAcceptor::from(cfg).accept(tcp).await?;
+        return Ok((0, tls));
+    }
+    let start =
+        tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), tcp).await?;
+    let server = snap.server_for_sni(start.client_hello().server_name());
+    let cfg = snap.server(server).tls.clone().ok_or_else(no_tls)?;
+    Ok((server, start.into_stream(cfg).await?))
+}
+
+fn no_tls() -> std::io::Error {
+    std::io::Error::other("this server block has no TLS configuration")
 }
 
 /// Answers plain HTTP sent to the TLS port as nginx does, then closes.

@@ -85,7 +85,7 @@ async fn stages(
     routed: &mut Option<String>,
 ) -> Result<Response<Body>, Refusal> {
     authenticate(verdict)?;
-    let target = route(snap, &req)?;
+    let target = route(snap, conn.server, &req)?;
     *routed = Some(target.route.prefix.clone());
     authorize(conn, verdict, target.route)?;
     let (up, client_upgrade) = rewrite(conn, verdict, &target, req)?;
@@ -109,12 +109,26 @@ pub struct Target<'s> {
     pub host: String,
 }
 
-/// Stage 2: checks Host, normalises the path and finds the route.
-pub fn route<'s>(snap: &'s Snapshot, req: &Request<Incoming>) -> Result<Target<'s>, Refusal> {
+/// Stage 2: checks Host (a Host naming another virtual host than the one the connection's
+/// SNI chose is misdirected, 421 as in nginx), normalises the path and finds the route.
+pub fn route<'s>(
+    snap: &'s Snapshot,
+    server: usize,
+    req: &Request<Incoming>,
+) -> Result<Target<'s>, Refusal> {
     let host = host_of(req).map_err(Refusal::BadRequest)?;
+    if snap.servers.len() > 1 {
+        if let Some(named) = snap.server_named(&host) {
+            if named != server {
+                return Err(Refusal::Misdirected {
+                    host: mtlsgate_pki::printable::printable(&host).into_owned(),
+                });
+            }
+        }
+    }
     let path =
         path::normalize(req.uri().path()).map_err(|e| Refusal::BadRequest(BadRequest::Path(e)))?;
-    let Some(route) = snap.routes.find(path.decoded()) else {
+    let Some(route) = snap.server(server).routes.find(path.decoded()) else {
         return Err(Refusal::NoRoute {
             path: mtlsgate_pki::printable::printable(path.encoded()).into_owned(),
         });

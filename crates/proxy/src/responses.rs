@@ -74,6 +74,10 @@ pub enum Refusal {
     NoRoute {
         path: String,
     },
+    /// The Host names another virtual host than the one the connection's SNI chose.
+    Misdirected {
+        host: String,
+    },
     /// The route's policy refused the client.
     Denied(Denial),
     UpstreamUnreachable {
@@ -108,6 +112,7 @@ impl Refusal {
         "upstream_failed",
         "upstream_timeout",
         "upstream_tls",
+        "misdirected",
     ];
 
     pub fn slot(&self) -> usize {
@@ -121,6 +126,7 @@ impl Refusal {
             Refusal::UpstreamFailed { .. } => 6,
             Refusal::UpstreamTimeout { .. } => 7,
             Refusal::UpstreamTls { .. } => 8,
+            Refusal::Misdirected { .. } => 9,
         }
     }
 
@@ -134,6 +140,7 @@ impl Refusal {
                 StatusCode::BAD_REQUEST
             }
             Refusal::NoRoute { .. } => StatusCode::NOT_FOUND,
+            Refusal::Misdirected { .. } => StatusCode::MISDIRECTED_REQUEST,
             Refusal::Denied(_) => StatusCode::FORBIDDEN,
             Refusal::UpstreamUnreachable { .. }
             | Refusal::UpstreamFailed { .. }
@@ -149,6 +156,7 @@ impl Refusal {
             Refusal::BadCertificate(_) => "The SSL certificate error",
             Refusal::BadRequest(_) => "bad request",
             Refusal::NoRoute { .. } => "no route for this path",
+            Refusal::Misdirected { .. } => "misdirected request",
             Refusal::Denied(_) => "access denied",
             Refusal::UpstreamUnreachable { .. } | Refusal::UpstreamFailed { .. } => {
                 "upstream unavailable"
@@ -166,6 +174,9 @@ impl Refusal {
             Refusal::BadCertificate(f) => Some(printable(&f.to_string()).into_owned()),
             Refusal::BadRequest(b) => Some(b.to_string()),
             Refusal::NoRoute { path } => Some(format!("{path} matches no configured route prefix")),
+            Refusal::Misdirected { host } => Some(format!(
+                "this connection was opened (TLS SNI) for another server than {host}; open a new connection for {host}"
+            )),
             Refusal::Denied(d) => Some(d.to_string()),
             Refusal::UpstreamUnreachable { upstream, cause } => Some(format!(
                 "the upstream {upstream} cannot be reached ({cause})"
@@ -202,6 +213,7 @@ pub fn rescue(r: &Refusal, metrics: &Metrics, remote: SocketAddr) -> Response<Bo
         Refusal::NoCertificate | Refusal::BadCertificate(_) => {}
         Refusal::BadRequest(_) => tracing::info!(%remote, "bad request: {why}"),
         Refusal::NoRoute { .. } => tracing::debug!(%remote, "no route: {why}"),
+        Refusal::Misdirected { .. } => tracing::info!(%remote, "misdirected: {why}"),
         Refusal::Denied(_) => tracing::info!(%remote, "denied: {why}"),
         Refusal::UpstreamUnreachable { .. }
         | Refusal::UpstreamFailed { .. }
@@ -279,6 +291,7 @@ mod tests {
                 upstream: "u".into(),
                 why: "w".into(),
             },
+            Refusal::Misdirected { host: "h".into() },
         ];
         assert_eq!(all.len(), Refusal::LABELS.len());
         for (i, r) in all.iter().enumerate() {

@@ -94,12 +94,34 @@ impl RouteTable {
 pub struct Snapshot {
     pub generation: u64,
     pub config: GateConfig,
-    /// `None` for a plain-HTTP (egress) listener.
-    pub tls: Option<Arc<ServerConfig>>,
-    pub auth: Arc<ClientAuth>,
-    pub routes: RouteTable,
+    /// The listener's server blocks: the first is the default, the others are virtual
+    /// hosts chosen by SNI.
+    pub servers: Vec<Server>,
     /// By position in `config.tunnels`.
     pub tunnels: Vec<Tunnel>,
+}
+
+impl Snapshot {
+    /// Server block number `i` (the default one if there is no such block).
+    pub fn server(&self, i: usize) -> &Server {
+        self.servers.get(i).unwrap_or(&self.servers[0])
+    }
+
+    /// The block a TLS client's SNI chooses: one that names it, else the default.
+    pub fn server_for_sni(&self, sni: Option<&str>) -> usize {
+        let Some(name) = sni.map(str::to_ascii_lowercase) else {
+            return 0;
+        };
+        self.servers
+            .iter()
+            .position(|s| s.answers(&name))
+            .unwrap_or(0)
+    }
+
+    /// The block that names `host`, if any does.
+    pub fn server_named(&self, host: &str) -> Option<usize> {
+        self.servers.iter().position(|s| s.answers(host))
+    }
 }
 
 /// Builds the client verifier from the configured bundles, pins and CRLs; returns the
@@ -175,6 +197,9 @@ fn display_location(given: &str) -> String {
         .unwrap_or_else(|_| given.to_string())
 }
 
+/// Cache scopes of tunnels start here (server blocks count from 0).
+const TUNNEL_SCOPE: usize = 1 << 20;
+
 /// A TCP tunnel, compiled.
 pub struct Tunnel {
     pub config: TunnelConfig,
@@ -200,6 +225,7 @@ pub enum TunnelRuntime {
 
 fn build_tunnel(
     t: &TunnelConfig,
+    index: usize,
     generation: u64,
     load: Load,
     inventory: Option<&Arc<InventoryState>>,
@@ -217,13 +243,17 @@ fn build_tunnel(
         } => {
             let (verifier, bundle) =
                 verifier_from(client_ca, &[], crl, *crl_check, pin_sha256, *verify_depth)?;
-            let auth = Arc::new(ClientAuth::new(
-                Arc::new(verifier),
-                crate::config::VerifyMode::Require,
-                true,
-                generation,
-                &bundle,
-            ));
+            let auth = Arc::new(
+                ClientAuth::new(
+                    Arc::new(verifier),
+                    crate::config::VerifyMode::Require,
+                    true,
+                    generation,
+                    &bundle,
+                )
+                // Verdicts cached apart from the HTTP server blocks'.
+                .scoped(TUNNEL_SCOPE + index),
+            );
             let policy = Arc::new(Policy::build(policy, load)?);
             let cert =
                 tls::load_server_cert(&tls.cert, &tls.key, tls.key_passphrase_file.as_deref())?;
@@ -267,51 +297,100 @@ fn build_tunnel(
     })
 }
 
-fn build(
-    cfg: GateConfig,
+/// One server block, compiled: what a connection that chose it (by SNI) uses.
+pub struct Server {
+    /// Lower-case names (`*.example.com` allowed); empty for a default server that names
+    /// none.
+    pub names: Vec<String>,
+    /// `None` for a plain-HTTP (egress) listener.
+    pub tls: Option<Arc<ServerConfig>>,
+    pub auth: Arc<ClientAuth>,
+    pub routes: RouteTable,
+}
+
+impl Server {
+    /// Whether this server answers to `host` (lower-case, no port).
+    pub fn answers(&self, host: &str) -> bool {
+        self.names.iter().any(|n| match n.strip_prefix("*.") {
+            Some(suffix) => host.strip_suffix(suffix).is_some_and(|head| {
+                head.ends_with('.') && head.len() > 1 && !head[..head.len() - 1].contains('.')
+            }),
+            None => n == host,
+        })
+    }
+}
+
+/// What one server block is built from.
+struct ServerSpec<'a> {
+    index: usize,
+    names: &'a [String],
+    cfg: &'a GateConfig,
+}
+
+/// Figures the snapshot keeps for the metrics.
+#[derive(Default)]
+struct Gauges {
+    server_not_after: i64,
+    ca_not_after: i64,
+    entries: u64,
+}
+
+#[allow(clippy::too_many_arguments)]
+fn build_server(
+    spec: ServerSpec<'_>,
+    listener: &GateConfig,
     generation: u64,
     resumption: Option<&Resumption>,
-    metrics: &Metrics,
     previous: Option<&Snapshot>,
-    inventory: Option<&Arc<InventoryState>>,
-) -> Result<Snapshot, GateError> {
-    let load = if previous.is_some() {
-        Load::Reload
-    } else {
-        Load::Start
-    };
-    let (verifier, bundle) = build_verifier(&cfg)?;
-    let auth = Arc::new(ClientAuth::new(
-        Arc::new(verifier),
-        cfg.verify,
-        cfg.reject_at_handshake,
-        generation,
-        &bundle,
-    ));
+    load: Load,
+    gauges: &mut Gauges,
+) -> Result<Server, GateError> {
+    let cfg = spec.cfg;
+    let (verifier, bundle) = build_verifier(cfg)?;
+    let auth = Arc::new(
+        ClientAuth::new(
+            Arc::new(verifier),
+            cfg.verify,
+            cfg.reject_at_handshake,
+            generation,
+            &bundle,
+        )
+        .scoped(spec.index),
+    );
     let ca_not_after = mtlsgate_pki::certinfo::chain_not_after(&bundle)
         .map(|t| t.unix_timestamp())
         .unwrap_or(0);
-    let (tls, server_not_after) = match &cfg.tls {
+    if ca_not_after != 0 && (gauges.ca_not_after == 0 || ca_not_after < gauges.ca_not_after) {
+        gauges.ca_not_after = ca_not_after;
+    }
+    let tls = match &cfg.tls {
         Some(t) => {
             let cert = tls::load_server_cert(&t.cert, &t.key, t.key_passphrase_file.as_deref())?;
             let not_after =
                 mtlsgate_pki::certinfo::chain_not_after(&cert.chain[..cert.chain.len().min(1)])
                     .map(|t| t.unix_timestamp())
                     .unwrap_or(0);
-            let resumption = if cfg.resumption { resumption } else { None };
-            let config = tls::server_config(
+            if not_after != 0
+                && (gauges.server_not_after == 0 || not_after < gauges.server_not_after)
+            {
+                gauges.server_not_after = not_after;
+            }
+            let resumption = if listener.resumption {
+                resumption
+            } else {
+                None
+            };
+            Some(tls::server_config(
                 cert,
                 &t.cert,
                 Arc::new(HandshakeVerifier::new(auth.clone())),
                 resumption,
                 &[b"h2", b"http/1.1"],
-            )?;
-            (Some(config), not_after)
+            )?)
         }
-        None => (None, 0),
+        None => None,
     };
     let mut routes = Vec::with_capacity(cfg.routes.len());
-    let mut entries = 0u64;
     for r in &cfg.routes {
         let parts = r.upstream.clone().into_parts();
         let (Some(scheme), Some(authority)) = (parts.scheme, parts.authority) else {
@@ -321,15 +400,15 @@ fn build(
             )));
         };
         let policy = Policy::build(&r.policy, load)?;
-        entries += policy.len() as u64;
+        gauges.entries += policy.len() as u64;
         // Pooled upstream connections survive reloads while the route's upstream and its
-        // settings stay; new TLS material (a renewed client certificate) is swapped in.
+        // settings stay; new TLS material (a renewed client certificate) gets a new pool.
         let (wanted, material) =
-            UpstreamClient::plan(cfg.timeouts.upstream_connect, r.upstream_tls.as_ref())?;
+            UpstreamClient::plan(listener.timeouts.upstream_connect, r.upstream_tls.as_ref())?;
         let reused = previous.and_then(|p| {
-            p.routes
-                .routes
+            p.servers
                 .iter()
+                .flat_map(|s| s.routes.routes.iter())
                 .find(|old| {
                     old.authority == authority
                         && old.scheme == scheme
@@ -352,25 +431,76 @@ fn build(
         });
     }
     routes.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));
+    Ok(Server {
+        names: spec.names.to_vec(),
+        tls,
+        auth,
+        routes: RouteTable { routes },
+    })
+}
+
+fn build(
+    cfg: GateConfig,
+    generation: u64,
+    resumption: Option<&Resumption>,
+    metrics: &Metrics,
+    previous: Option<&Snapshot>,
+    inventory: Option<&Arc<InventoryState>>,
+) -> Result<Snapshot, GateError> {
+    let load = if previous.is_some() {
+        Load::Reload
+    } else {
+        Load::Start
+    };
+    let mut gauges = Gauges::default();
+    let mut servers = Vec::with_capacity(1 + cfg.vhosts.len());
+    servers.push(build_server(
+        ServerSpec {
+            index: 0,
+            names: &cfg.server_names,
+            cfg: &cfg,
+        },
+        &cfg,
+        generation,
+        resumption,
+        previous,
+        load,
+        &mut gauges,
+    )?);
+    for (i, v) in cfg.vhosts.iter().enumerate() {
+        servers.push(build_server(
+            ServerSpec {
+                index: i + 1,
+                names: &v.names,
+                cfg: &v.config,
+            },
+            &cfg,
+            generation,
+            resumption,
+            previous,
+            load,
+            &mut gauges,
+        )?);
+    }
     let mut tunnels = Vec::with_capacity(cfg.tunnels.len());
-    for t in &cfg.tunnels {
-        let built = build_tunnel(t, generation, load, inventory)?;
+    for (i, t) in cfg.tunnels.iter().enumerate() {
+        let built = build_tunnel(t, i, generation, load, inventory)?;
         if let TunnelRuntime::Server { policy, .. } = &built.side {
-            entries += policy.len() as u64;
+            gauges.entries += policy.len() as u64;
         }
         tunnels.push(built);
     }
     metrics
         .server_cert_not_after
-        .store(server_not_after, Relaxed);
-    metrics.client_ca_not_after.store(ca_not_after, Relaxed);
-    metrics.allowlist_entries.store(entries, Relaxed);
+        .store(gauges.server_not_after, Relaxed);
+    metrics
+        .client_ca_not_after
+        .store(gauges.ca_not_after, Relaxed);
+    metrics.allowlist_entries.store(gauges.entries, Relaxed);
     Ok(Snapshot {
         generation,
         config: cfg,
-        tls,
-        auth,
-        routes: RouteTable { routes },
+        servers,
         tunnels,
     })
 }

@@ -72,7 +72,9 @@ pub enum StoreError {
     #[error("`{0}` is not a database URL mtlsgate can use: give postgres://USER@HOST:PORT/DATABASE (without --database the inventory is the CA directory's inventory.db)")]
     BadLocation(String),
     #[error("inventory query failed: {0}")]
-    Query(#[from] sqlx::Error),
+    Query(sqlx::Error),
+    #[error("the inventory database cannot be reached right now ({0}); try again once it is back")]
+    Unavailable(sqlx::Error),
     #[error("no certificate with serial {0} in the inventory (see `mtlsgate ca list`)")]
     UnknownSerial(String),
     #[error("certificate {serial} is already revoked (since {at})")]
@@ -100,6 +102,43 @@ pub enum StoreError {
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+impl From<sqlx::Error> for StoreError {
+    /// A query error, or [`StoreError::Unavailable`] when the database itself is away
+    /// (connection refused or lost, no connection within the wait, the server shutting
+    /// down): a caller such as the CA server answers those with "try again later".
+    fn from(e: sqlx::Error) -> Self {
+        if database_away(&e) {
+            StoreError::Unavailable(e)
+        } else {
+            StoreError::Query(e)
+        }
+    }
+}
+
+/// Whether `e` means the database cannot be reached now, rather than a refused query.
+fn database_away(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        // SQLSTATE class 08 (connection exception), 57P01–57P03 (the server is shutting
+        // down, crashed, or cannot accept connections yet).
+        sqlx::Error::Database(d) => d
+            .code()
+            .is_some_and(|c| c.starts_with("08") || matches!(&*c, "57P01" | "57P02" | "57P03")),
+        _ => false,
+    }
+}
+
+impl StoreError {
+    /// The database is away (see [`StoreError::Unavailable`]).
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, StoreError::Unavailable(_))
+    }
+}
 
 /// Where the inventory lives.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -364,6 +403,28 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(120);
 /// Connections to PostgreSQL per process.
 const POSTGRES_CONNECTIONS: u32 = 5;
 
+/// How an inventory on PostgreSQL waits for its database. Commands keep the defaults (a
+/// command waits up to two minutes for a connection); a long-running server waits less,
+/// so that while the database is away its requests fail soon with
+/// [`StoreError::Unavailable`], and work again once it is back (the pool reconnects).
+/// SQLite is a local file with one connection per process: its tasks always queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PostgresOptions {
+    /// How long a query waits for a connection (connecting included).
+    pub wait: Duration,
+    /// Connections per process.
+    pub connections: u32,
+}
+
+impl Default for PostgresOptions {
+    fn default() -> Self {
+        PostgresOptions {
+            wait: ACQUIRE_TIMEOUT,
+            connections: POSTGRES_CONNECTIONS,
+        }
+    }
+}
+
 impl Inventory {
     /// Creates a new inventory (`ca init` only). An SQLite file that exists already, or a
     /// PostgreSQL database that already holds an inventory, is refused untouched.
@@ -378,7 +439,7 @@ impl Inventory {
                 Self::open_checked(path, true, None).await
             }
             Location::Postgres(url) => {
-                let inv = Self::connect_postgres(loc, url).await?;
+                let inv = Self::connect_postgres(loc, url, PostgresOptions::default()).await?;
                 if inv.postgres_tables().await? > 0 {
                     inv.close().await;
                     return Err(StoreError::InventoryExists {
@@ -396,10 +457,15 @@ impl Inventory {
     /// An empty, damaged or foreign inventory is refused before anything is written to
     /// it; an older one is upgraded.
     pub async fn open(loc: &Location, root_serial: &str) -> Result<Self> {
+        Self::open_with(loc, root_serial, PostgresOptions::default()).await
+    }
+
+    /// [`Inventory::open`], with how PostgreSQL is waited for.
+    pub async fn open_with(loc: &Location, root_serial: &str, pg: PostgresOptions) -> Result<Self> {
         match loc {
             Location::Sqlite(path) => Self::open_checked(path, false, Some(root_serial)).await,
             Location::Postgres(url) => {
-                let inv = Self::connect_postgres(loc, url).await?;
+                let inv = Self::connect_postgres(loc, url, pg).await?;
                 let checked = async {
                     if inv.postgres_tables().await? < 2 {
                         return Err(StoreError::NoInventory {
@@ -497,14 +563,14 @@ impl Inventory {
         Ok(inv)
     }
 
-    async fn connect_postgres(loc: &Location, url: &str) -> Result<Self> {
+    async fn connect_postgres(loc: &Location, url: &str, pg: PostgresOptions) -> Result<Self> {
         let opts: PgConnectOptions = url.parse().map_err(|cause| StoreError::Open {
             path: loc.to_string(),
             cause,
         })?;
         let pool = PgPoolOptions::new()
-            .max_connections(POSTGRES_CONNECTIONS)
-            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .max_connections(pg.connections.max(1))
+            .acquire_timeout(pg.wait)
             .connect_with(opts)
             .await
             .map_err(|cause| StoreError::Open {
@@ -1140,6 +1206,29 @@ mod tests {
             pem: "PEM".into(),
             revision: None,
         }
+    }
+
+    #[test]
+    fn an_unreachable_database_is_told_apart_from_a_refused_query() {
+        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        for e in [
+            sqlx::Error::Io(refused),
+            sqlx::Error::PoolTimedOut,
+            sqlx::Error::PoolClosed,
+        ] {
+            let s = StoreError::from(e);
+            assert!(s.is_unavailable(), "{s}");
+            assert!(
+                s.to_string()
+                    .starts_with("the inventory database cannot be reached right now ("),
+                "{s}"
+            );
+        }
+        let s = StoreError::from(sqlx::Error::RowNotFound);
+        assert!(
+            !s.is_unavailable() && matches!(s, StoreError::Query(_)),
+            "{s}"
+        );
     }
 
     fn io(e: std::io::Error) -> StoreError {

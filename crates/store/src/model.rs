@@ -3,12 +3,12 @@
 
 use std::fmt;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::{Result, StoreError};
 
 /// One certificate the CA issued.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, sqlx::FromRow)]
 pub struct CertRecord {
     pub serial: String,
     /// `root`, `intermediate`, `server`, `client` or `admin`.
@@ -29,7 +29,7 @@ pub struct CertRecord {
 }
 
 /// Where a device stands (docs/device-lifecycle.md, "Device status machine").
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum DeviceStatus {
     Pending,
@@ -64,13 +64,14 @@ impl DeviceStatus {
 }
 
 impl fmt::Display for DeviceStatus {
+    /// The name, honouring width and alignment (`{:<11}` in tables).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+        f.pad(self.as_str())
     }
 }
 
-/// A device in the inventory.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+/// A device in the inventory (as JSON, without its pending CSR and poll token hash).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Device {
     pub id: String,
     pub status: DeviceStatus,
@@ -306,7 +307,7 @@ impl Audit {
 }
 
 /// An audit record as stored.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, sqlx::FromRow)]
 pub struct AuditEntry {
     pub id: i64,
     pub at: i64,

@@ -1,5 +1,6 @@
-//! A STAND-IN for `mtlsgate ca serve`, for the agent's tests only, until the real server
-//! exists (then end-to-end tests run the agent against `mtlsgate ca serve` itself).
+//! A STAND-IN for `mtlsgate ca serve`, for the agent's own tests (fast, in process, and
+//! able to misbehave on purpose). The end-to-end tests in tests/fleet/ run the agent
+//! against `mtlsgate ca serve` itself.
 //!
 //! It speaks the contract's JSON (docs/device-lifecycle.md) for the endpoints the agent
 //! uses — `POST /v1/enroll` (201 issued with a token, 202 pending without one),

@@ -234,6 +234,16 @@ pub struct TunnelConfig {
     pub max_connections: usize,
 }
 
+/// A further `[[server]]` block on the listener: a virtual host chosen by SNI, with its own
+/// certificate, client verification and routes. Only its server-level settings and routes
+/// are used; the listener's settings are the first block's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VirtualHost {
+    /// Lower-case names (`api.example.com`, `*.example.com`).
+    pub names: Vec<String>,
+    pub config: GateConfig,
+}
+
 /// The validated configuration of one gateway.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GateConfig {
@@ -241,6 +251,10 @@ pub struct GateConfig {
     pub source: Option<PathBuf>,
     /// Flags that override the file.
     pub overrides: Overrides,
+    /// The names the first (default) server answers to; empty: any.
+    pub server_names: Vec<String>,
+    /// Further servers on the same listener, chosen by SNI.
+    pub vhosts: Vec<VirtualHost>,
     pub listen: SocketAddr,
     /// `None`: a plain-HTTP listener (egress), which verifies no clients.
     pub tls: Option<ListenerTls>,
@@ -407,6 +421,56 @@ pub fn parse_listen(s: &str) -> Result<SocketAddr, String> {
     };
     t.parse()
         .map_err(|_| format!("`{s}` is not an address:port such as 127.0.0.1:8443"))
+}
+
+/// Checks `server_name` values: host names, optionally `*.` wildcards; lower-cased.
+fn check_server_names(names: &[String], src: &Source<'_>) -> Result<Vec<String>, ConfigError> {
+    let mut out = Vec::with_capacity(names.len());
+    for n in names {
+        let body = n.strip_prefix("*.").unwrap_or(n);
+        let ok = !body.is_empty()
+            && body
+                .split('.')
+                .all(|l| !l.is_empty() && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'));
+        if !ok {
+            return Err(ConfigError::new(
+                src.whole(),
+                format!("server_name `{n}` is not a host name (or *.domain)"),
+            ));
+        }
+        out.push(n.to_ascii_lowercase());
+    }
+    Ok(out)
+}
+
+/// Listener-wide settings written in a later `[[server]]` block.
+fn block_conflicts(b: &raw::RawServer) -> Vec<&'static str> {
+    let mut v = Vec::new();
+    if b.listen.is_some() {
+        v.push("listen");
+    }
+    if b.admin_listen.is_some() {
+        v.push("admin_listen");
+    }
+    if b.threads.is_some() {
+        v.push("threads");
+    }
+    if b.access_log.is_some() {
+        v.push("access_log");
+    }
+    if b.max_header_bytes.is_some() {
+        v.push("max_header_bytes");
+    }
+    if b.inventory.is_some() || b.inventory_poll.is_some() {
+        v.push("inventory");
+    }
+    if b.resumption.is_some() {
+        v.push("resumption");
+    }
+    if b.verify_cache.is_some() {
+        v.push("verify_cache");
+    }
+    v
 }
 
 /// Reads `allow = { inventory = true, tags = [...] }` into `policy`.
@@ -702,6 +766,34 @@ impl GateConfig {
     }
 
     fn parse_toml(name: &str, text: &str) -> Result<RawConfig, ConfigError> {
+        let located = |e: toml::de::Error| {
+            let at = e.span().map(|s| line_of(text, s)).unwrap_or_default();
+            // Name the key when the error points into a `key = value` line.
+            let key = e.span().and_then(|s| key_at(text, s.start));
+            let message = match key {
+                Some(k) if !e.message().contains(&format!("`{k}`")) => {
+                    format!("{k}: {}", e.message())
+                }
+                _ => e.message().to_string(),
+            };
+            ConfigError::new(format!("{name}{at}"), message)
+        };
+        // `[[server]]` blocks (virtual hosts) or one `[server]`: the shape decides.
+        let hosts = toml::from_str::<toml::Table>(text)
+            .ok()
+            .is_some_and(|t| t.get("server").is_some_and(|v| v.is_array()));
+        if hosts {
+            let h: raw::RawConfigHosts = toml::from_str(text).map_err(located)?;
+            let mut servers = h.server.into_iter();
+            let first = servers.next().unwrap_or_default();
+            return Ok(RawConfig {
+                server: first,
+                vhosts: servers.collect(),
+                timeouts: h.timeouts,
+                routes: h.routes,
+                tunnels: h.tunnels,
+            });
+        }
         toml::from_str(text).map_err(|e| {
             let at = e.span().map(|s| line_of(text, s)).unwrap_or_default();
             // Name the key when the error points into a `key = value` line.
@@ -717,8 +809,20 @@ impl GateConfig {
     }
 
     /// Applies the defaults and validates: the one place both forms are checked.
-    pub fn from_raw(raw: RawConfig, src: Source<'_>) -> Result<GateConfig, ConfigError> {
-        let s = raw.server;
+    pub fn from_raw(mut raw: RawConfig, src: Source<'_>) -> Result<GateConfig, ConfigError> {
+        let vhost_blocks = std::mem::take(&mut raw.vhosts);
+        if !vhost_blocks.is_empty() && !raw.routes.is_empty() {
+            return Err(ConfigError::new(
+                src.whole(),
+                "with several [[server]] blocks, each server's routes go inside it as [[server.route]]",
+            ));
+        }
+        let mut s = raw.server;
+        // Routes written inside the server block come first.
+        let mut all_routes = std::mem::take(&mut s.routes);
+        all_routes.append(&mut raw.routes);
+        raw.routes = all_routes;
+        let server_names = check_server_names(&s.server_name, &src)?;
         let span = |v: &At<String>| v.span();
 
         let tls = match (&s.cert, &s.key) {
@@ -1075,9 +1179,68 @@ impl GateConfig {
         let resolve_all = |v: raw::OneOrMany| -> Vec<PathBuf> {
             v.into_vec().into_iter().map(|p| src.resolve(p)).collect()
         };
+        let mut vhosts = Vec::with_capacity(vhost_blocks.len());
+        for (i, mut block) in vhost_blocks.into_iter().enumerate() {
+            let place = format!("server[{}]", i + 1);
+            let names = check_server_names(&block.server_name, &src)?;
+            if names.is_empty() {
+                return Err(ConfigError::new(
+                    src.whole(),
+                    format!("{place}.server_name is missing: every [[server]] but the first (the default) names the hosts it serves"),
+                ));
+            }
+            if let Some(other) = block_conflicts(&block).first() {
+                return Err(ConfigError::new(
+                    src.whole(),
+                    format!("{place}.{other} is a setting of the listener: write it in the first [[server]] block only"),
+                ));
+            }
+            if block.cert.is_none() || block.key.is_none() {
+                return Err(ConfigError::new(
+                    src.whole(),
+                    format!("{place} needs its own cert and key: a virtual host is chosen by SNI during the TLS handshake"),
+                ));
+            }
+            let routes = std::mem::take(&mut block.routes);
+            if routes.is_empty() {
+                return Err(ConfigError::new(
+                    src.whole(),
+                    format!("{place} has no [[server.route]]: give it at least one"),
+                ));
+            }
+            let sub = GateConfig::from_raw(
+                RawConfig {
+                    server: block,
+                    routes,
+                    ..RawConfig::default()
+                },
+                src,
+            )?;
+            vhosts.push(VirtualHost { names, config: sub });
+        }
+        if !vhosts.is_empty() && tls.is_none() {
+            return Err(ConfigError::new(
+                src.whole(),
+                "virtual hosts need TLS: the first [[server]] needs a cert and key too",
+            ));
+        }
+        let all_names: Vec<&String> = server_names
+            .iter()
+            .chain(vhosts.iter().flat_map(|v| v.names.iter()))
+            .collect();
+        for (i, n) in all_names.iter().enumerate() {
+            if all_names[..i].contains(n) {
+                return Err(ConfigError::new(
+                    src.whole(),
+                    format!("server_name {n} is given to two servers; each name belongs to one"),
+                ));
+            }
+        }
         let c = GateConfig {
             source: None,
             overrides: Overrides::default(),
+            server_names,
+            vhosts,
             listen,
             tls,
             client_ca: resolve_all(s.client_ca),
@@ -1168,6 +1331,9 @@ impl GateConfig {
                     v.extend(tls.key_passphrase_file.iter().cloned());
                 }
             }
+        }
+        for h in &self.vhosts {
+            v.extend(h.config.watched_files());
         }
         if let Some(s) = &self.source {
             v.push(s.clone());
@@ -1275,6 +1441,22 @@ impl GateConfig {
                     (ra.policy.inventory, &ra.policy.tags)
                         != (rb.policy.inventory, &rb.policy.tags),
                 );
+            }
+        }
+        if a.server_names != b.server_names {
+            out.push("server.server_name".into());
+        }
+        if a.vhosts.len() != b.vhosts.len() {
+            out.push(format!(
+                "server (now {} blocks instead of {})",
+                b.vhosts.len() + 1,
+                a.vhosts.len() + 1
+            ));
+        } else {
+            for (i, (va, vb)) in a.vhosts.iter().zip(&b.vhosts).enumerate() {
+                if va != vb {
+                    out.push(format!("server[{}]", i + 1));
+                }
             }
         }
         if a.tunnels.len() != b.tunnels.len() {

@@ -22,6 +22,23 @@ pub fn flag<T>(v: T) -> At<T> {
 pub struct RawConfig {
     #[serde(default)]
     pub server: RawServer,
+    /// Further `[[server]]` blocks on the same listener (virtual hosts chosen by SNI); the
+    /// first block is `server`.
+    #[serde(skip)]
+    pub vhosts: Vec<RawServer>,
+    #[serde(default)]
+    pub timeouts: RawTimeouts,
+    #[serde(default, rename = "route")]
+    pub routes: Vec<RawRoute>,
+    #[serde(default, rename = "tcp")]
+    pub tunnels: Vec<RawTunnel>,
+}
+
+/// gate.toml with `[[server]]` blocks (virtual hosts) instead of one `[server]`.
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfigHosts {
+    pub server: Vec<RawServer>,
     #[serde(default)]
     pub timeouts: RawTimeouts,
     #[serde(default, rename = "route")]
@@ -74,6 +91,13 @@ pub struct RawTunnel {
 #[derive(Deserialize, Default, Debug)]
 #[serde(deny_unknown_fields)]
 pub struct RawServer {
+    /// The names this server answers to (SNI and Host), as nginx's `server_name`:
+    /// `api.example.com` or `*.example.com`.
+    #[serde(default)]
+    pub server_name: Vec<String>,
+    /// Routes of this server block (`[[server.route]]`).
+    #[serde(default, rename = "route")]
+    pub routes: Vec<RawRoute>,
     pub listen: Option<At<String>>,
     pub cert: Option<At<PathBuf>>,
     pub key: Option<At<PathBuf>>,

@@ -1,0 +1,136 @@
+//! `mtlsgate ca serve`: opens the CA (keys and inventory), starts the HTTPS API of
+//! `mtlsgate-ca-server`, says where it listens, the root's fingerprint and the command a
+//! device runs to enroll, and stops on SIGTERM or Ctrl-C.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
+use std::process::ExitCode;
+use std::time::Duration as StdDuration;
+
+use anyhow::{Context, Result};
+use mtlsgate_authority::{Authority, Policy, PostgresOptions};
+use mtlsgate_ca_server::{CaServer, ServerNames};
+use mtlsgate_pki::certinfo::human_time;
+use mtlsgate_pki::duration::parse_duration;
+
+use crate::cmd_ca::ca_passphrase;
+use crate::flags::CaServe;
+use crate::fleet::location;
+
+/// How long a request waits for a PostgreSQL connection before it is answered with 503
+/// (the database is away); SQLite requests queue for the file instead.
+const DATABASE_WAIT: StdDuration = StdDuration::from_secs(5);
+/// PostgreSQL connections of the server.
+const DATABASE_CONNECTIONS: u32 = 10;
+
+fn duration(flag: &str, v: &str) -> Result<time::Duration> {
+    parse_duration(v).with_context(|| flag.to_string())
+}
+
+fn policy(a: &CaServe) -> Result<Policy> {
+    let p = Policy {
+        default_lifetime: duration("--default-lifetime", &a.default_lifetime)?,
+        max_lifetime: duration("--max-lifetime", &a.max_lifetime)?,
+        min_lifetime: duration("--min-lifetime", &a.min_lifetime)?,
+        recovery_grace: duration("--recovery-grace", &a.recovery_grace)?,
+    };
+    if p.min_lifetime > p.max_lifetime {
+        anyhow::bail!(
+            "--min-lifetime {} is longer than --max-lifetime {}",
+            a.min_lifetime,
+            a.max_lifetime
+        );
+    }
+    if p.default_lifetime < p.min_lifetime || p.default_lifetime > p.max_lifetime {
+        anyhow::bail!(
+            "--default-lifetime {} is outside --min-lifetime {} … --max-lifetime {}",
+            a.default_lifetime,
+            a.min_lifetime,
+            a.max_lifetime
+        );
+    }
+    Ok(p)
+}
+
+fn listen_addr(s: &str) -> Result<SocketAddr> {
+    s.to_socket_addrs()
+        .with_context(|| format!("--listen {s}: expected HOST:PORT, like 0.0.0.0:8444"))?
+        .next()
+        .with_context(|| format!("--listen {s}: the name has no address"))
+}
+
+/// Resolves when SIGTERM or SIGINT arrives.
+async fn stop_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::warn!("cannot watch for SIGTERM/SIGINT; stop the server with SIGKILL");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: stopping (requests under way finish first)"),
+        _ = int.recv() => tracing::info!("interrupted: stopping (requests under way finish first)"),
+    }
+}
+
+pub fn run(a: CaServe) -> Result<ExitCode> {
+    crate::cmd_serve::init_logging();
+    let policy = policy(&a)?;
+    let lifetime = duration("--server-cert-lifetime", &a.server_cert_lifetime)?;
+    let listen = listen_addr(&a.listen)?;
+    let names = ServerNames {
+        dns: if a.dns.is_empty() {
+            vec!["localhost".into()]
+        } else {
+            a.dns.clone()
+        },
+        ips: if a.ip.is_empty() {
+            vec![
+                IpAddr::V4(Ipv4Addr::LOCALHOST),
+                IpAddr::V6(Ipv6Addr::LOCALHOST),
+            ]
+        } else {
+            a.ip.clone()
+        },
+        lifetime,
+    };
+    let rt = crate::cmd_serve::runtime(None)?;
+    rt.block_on(async {
+        let dir = &a.ca.dir;
+        let loc = location(dir, &a.db)?;
+        let pg = PostgresOptions {
+            wait: DATABASE_WAIT,
+            connections: DATABASE_CONNECTIONS,
+        };
+        let mut auth = Authority::open_with(dir, Some(&loc), policy, pg).await?;
+        let pass = ca_passphrase(auth.ca(), &a.pass)?;
+        auth.load_keys(pass.as_deref().map(|v| v.as_slice()))?;
+        let fingerprint = mtlsgate_pki::verify::fingerprint_sha256(&auth.ca().root_der);
+        let server = CaServer::bind(auth, listen, names.clone()).await?;
+        let addr = server.local_addr()?;
+        let p = server.presented();
+        let mut shown_names: Vec<String> = names.dns.clone();
+        shown_names.extend(names.ips.iter().map(|i| i.to_string()));
+        tracing::info!(
+            "listening on {addr} (HTTPS; inventory {loc}; server certificate {} for {}, renewed at {})",
+            p.serial,
+            shown_names.join(", "),
+            human_time(p.renew_at)
+        );
+        tracing::info!("root CA SHA-256 fingerprint: {fingerprint}");
+        let host = &names.dns[0];
+        tracing::info!(
+            "enroll a device: mtlsgate agent enroll --server https://{host}:{} --root-fingerprint {fingerprint} --token TOKEN",
+            addr.port()
+        );
+        tracing::info!(
+            "  (TOKEN from `mtlsgate token create --dir {}`; without --token the device waits for `mtlsgate devices approve ID`)",
+            dir.display()
+        );
+        server.run(stop_signal()).await?;
+        tracing::info!("stopped");
+        anyhow::Ok(())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,238 @@
+//! Faults: the server killed with SIGKILL in the middle of a burst of enrollments, the
+//! PostgreSQL server stopped and started under a running CA server, and a thousand
+//! enrollments racing.
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use crate::util::{
+    burst_answers, curl, enroll_bodies, enroll_burst, fleet_ca, json, library_tokens, server_token,
+    CaServer, Db, OwnPostgres, Work,
+};
+
+both!(
+    a_server_killed_mid_burst_loses_no_issued_certificate,
+    a_thousand_enrollments_race
+);
+
+/// `ca list --json` on `db`: every serial, in order.
+fn inventory_serials(w: &Work, db: &Db) -> Vec<String> {
+    let mut a = vec!["ca", "list", "--json", "--dir", "ca"];
+    let f = db.flags();
+    a.extend(crate::util::s(&f));
+    json(&w.mg(&a).ok())
+        .as_array()
+        .expect("rows")
+        .iter()
+        .map(|r| r["serial"].as_str().expect("serial").to_string())
+        .collect()
+}
+
+/// The serials the burst's clients received (201 answers).
+fn received(answers: &[serde_json::Value]) -> Vec<String> {
+    answers
+        .iter()
+        .filter(|a| a["status"] == 201)
+        .map(|a| a["body"]["serial"].as_str().expect("serial").to_string())
+        .collect()
+}
+
+fn a_server_killed_mid_burst_loses_no_issued_certificate(db: Db) {
+    let w = Work::new();
+    fleet_ca(&w, &db);
+    let tokens = library_tokens(&w, &db, 50);
+    enroll_bodies(&w, &tokens, "bodies.jsonl");
+    let mut srv = CaServer::start_for(&w, &db, &[]);
+    let url = srv.url();
+    let mut burst = enroll_burst(&w, &url, "ca/ca.crt", 50, "bodies.jsonl", "answers.jsonl");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while burst_answers(&w, "answers.jsonl").len() < 20 {
+        assert!(
+            Instant::now() < deadline,
+            "no 20 answers: {}",
+            burst.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    srv.kill9();
+    let killed_at = burst_answers(&w, "answers.jsonl").len();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while burst.child.try_wait().ok().flatten().is_none() {
+        assert!(Instant::now() < deadline, "the burst did not end");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let answers = burst_answers(&w, "answers.jsonl");
+    assert_eq!(answers.len(), 50, "{}", burst.stderr());
+    let got = received(&answers);
+    eprintln!(
+        "{} answers when killed, {} certificates received, {} requests failed",
+        killed_at,
+        got.len(),
+        answers.iter().filter(|a| a["status"] == 0).count()
+    );
+    assert!(got.len() >= 20, "{answers:?}");
+    assert!(
+        answers
+            .iter()
+            .all(|a| a["status"] == 201 || a["status"] == 0),
+        "only issued certificates or no answer: {answers:?}"
+    );
+
+    // Restarted: every serial a client received is in the inventory, none twice.
+    let port = srv.port.to_string();
+    let listen = format!("127.0.0.1:{port}");
+    let mut a = vec!["--dir", "ca", "--listen", &listen];
+    let f = db.flags();
+    a.extend(crate::util::s(&f));
+    let srv = CaServer::start(&w, &a);
+    let serials = inventory_serials(&w, &db);
+    let unique: HashSet<&String> = serials.iter().collect();
+    assert_eq!(unique.len(), serials.len(), "a serial twice: {serials:?}");
+    for s in &got {
+        assert!(
+            unique.contains(s),
+            "{s} was handed out but is not in the inventory"
+        );
+    }
+    // And it enrolls again.
+    let token = server_token(&w, &srv, &[]);
+    let body = serde_json::json!({"csr": crate::util::new_csr(), "token": token});
+    w.write("one.json", &body.to_string());
+    let (status, text) = curl(
+        &w,
+        &[
+            "--cacert",
+            "ca/ca.crt",
+            "--data-binary",
+            "@one.json",
+            &format!("{}/v1/enroll", srv.url()),
+        ],
+    );
+    assert_eq!(status, 201, "{text}");
+}
+
+fn a_thousand_enrollments_race(db: Db) {
+    let w = Work::new();
+    fleet_ca(&w, &db);
+    let started = Instant::now();
+    let tokens = library_tokens(&w, &db, 1000);
+    enroll_bodies(&w, &tokens, "bodies.jsonl");
+    let prepared = started.elapsed();
+    let srv = CaServer::start_for(&w, &db, &[]);
+    let started = Instant::now();
+    let mut burst = enroll_burst(
+        &w,
+        &srv.url(),
+        "ca/ca.crt",
+        100,
+        "bodies.jsonl",
+        "answers.jsonl",
+    );
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while burst.child.try_wait().ok().flatten().is_none() {
+        assert!(Instant::now() < deadline, "the burst did not end");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    eprintln!(
+        "tokens and CSRs made in {prepared:?}; 1,000 enrollments answered in {:?}",
+        started.elapsed()
+    );
+    let answers = burst_answers(&w, "answers.jsonl");
+    assert_eq!(answers.len(), 1000, "{}", burst.stderr());
+    let bad: Vec<&serde_json::Value> = answers.iter().filter(|a| a["status"] != 201).collect();
+    assert!(
+        bad.is_empty(),
+        "{} refused, e.g. {:?}",
+        bad.len(),
+        bad.first()
+    );
+    let ids: HashSet<&str> = answers
+        .iter()
+        .map(|a| a["body"]["device_id"].as_str().expect("id"))
+        .collect();
+    let serials: HashSet<String> = received(&answers).into_iter().collect();
+    assert_eq!((ids.len(), serials.len()), (1000, 1000));
+    let inventory: HashSet<String> = inventory_serials(&w, &db).into_iter().collect();
+    assert!(serials.is_subset(&inventory));
+    drop(srv);
+}
+
+/// The inventory's PostgreSQL stops under a running server: enrollment answers 503 with a
+/// sentence (soon, not after minutes), the server stays up, and once PostgreSQL is back
+/// enrollments work again without a restart.
+#[test]
+fn enrollment_answers_503_while_postgresql_is_away_and_works_once_it_is_back() {
+    let pg = OwnPostgres::start();
+    let db = Db::Postgres(pg.url());
+    let w = Work::new();
+    fleet_ca(&w, &db);
+    let mut srv = CaServer::start_for(&w, &db, &[]);
+    let t1 = server_token(&w, &srv, &[]);
+    let t2 = server_token(&w, &srv, &[]);
+    let enroll = |token: &str| {
+        w.write(
+            "body.json",
+            &serde_json::json!({"csr": crate::util::new_csr(), "token": token}).to_string(),
+        );
+        let (status, text) = curl(
+            &w,
+            &[
+                "--cacert",
+                "ca/ca.crt",
+                "--data-binary",
+                "@body.json",
+                &format!("{}/v1/enroll", srv.url()),
+            ],
+        );
+        (status, json(&text))
+    };
+    assert_eq!(enroll(&t1).0, 201);
+
+    pg.stop();
+    let asked = Instant::now();
+    let (status, body) = enroll(&t2);
+    let took = asked.elapsed();
+    assert_eq!(status, 503, "{body}");
+    let e = body["error"].as_str().unwrap_or_default();
+    assert!(
+        e.starts_with("the inventory database cannot be reached right now (")
+            && e.ends_with("); try again once it is back"),
+        "{e}"
+    );
+    assert!(took < Duration::from_secs(30), "answered after {took:?}");
+    let headers = w
+        .cmd(
+            "curl",
+            &[
+                "-sS",
+                "-o",
+                "/dev/null",
+                "-D",
+                "-",
+                "--cacert",
+                "ca/ca.crt",
+                "--data-binary",
+                "@body.json",
+                &format!("{}/v1/enroll", srv.url()),
+            ],
+        )
+        .ok();
+    assert!(
+        headers.to_ascii_lowercase().contains("retry-after: 5"),
+        "{headers}"
+    );
+    let (status, _) = curl(
+        &w,
+        &["--cacert", "ca/ca.crt", &format!("{}/healthz", srv.url())],
+    );
+    assert_eq!(status, 200, "the server is still up");
+
+    pg.start_again();
+    let (status, body) = enroll(&t2);
+    assert_eq!(status, 201, "{body}");
+    assert!(
+        srv.proc.child.try_wait().expect("wait").is_none(),
+        "never restarted"
+    );
+    assert_eq!(srv.proc.stop(), 0);
+}

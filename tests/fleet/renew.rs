@@ -1,0 +1,245 @@
+//! Renewal in place while a peer that requires client certificates keeps accepting the
+//! device, recovery after expiry, and a cloned state directory caught and quarantined.
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use crate::util::{
+    agent_enroll, fleet_ca, fleet_cmd, free_port, json, pem_serial, server_token, CaServer, Db,
+    Proc, Work,
+};
+
+both!(
+    the_agent_renews_in_place_while_a_strict_peer_keeps_accepting_it,
+    an_expired_device_recovers_and_its_clone_is_quarantined
+);
+
+/// curl presenting the device's files to `https://localhost:PORT/`: the HTTP status (0
+/// when the handshake failed).
+fn as_device(w: &Work, dir: &str, port: u16) -> u16 {
+    let url = format!("https://localhost:{port}/");
+    crate::util::curl(
+        w,
+        &[
+            "-o",
+            "/dev/null",
+            "--cacert",
+            "ca/ca.crt",
+            "--cert",
+            &format!("{dir}/client.crt"),
+            "--key",
+            &format!("{dir}/client.key"),
+            &url,
+        ],
+    )
+    .0
+}
+
+fn the_agent_renews_in_place_while_a_strict_peer_keeps_accepting_it(db: Db) {
+    let w = Work::new();
+    fleet_ca(&w, &db);
+    let mut issue = vec![
+        "cert",
+        "issue",
+        "server",
+        "localhost",
+        "--dir",
+        "ca",
+        "--out",
+        ".",
+    ];
+    let f = db.flags();
+    issue.extend(crate::util::s(&f));
+    w.mg(&issue).ok();
+    let srv = CaServer::start_for(&w, &db, &["--min-lifetime", "1s"]);
+    let token = server_token(&w, &srv, &["--lifetime", "6s"]);
+    let id = agent_enroll(&w, &srv, &token, "dev");
+
+    // A peer that requires a client certificate of this CA and fails the handshake otherwise.
+    let port = free_port();
+    let accept = port.to_string();
+    let _peer = Proc::spawn(
+        w.root(),
+        "openssl",
+        &[
+            "s_server",
+            "-accept",
+            &accept,
+            "-cert",
+            "localhost.crt",
+            "-key",
+            "localhost.key",
+            "-CAfile",
+            "ca/ca.crt",
+            "-Verify",
+            "1",
+            "-verify_return_error",
+            "-www",
+        ],
+        &w.path("s_server.out"),
+    );
+    crate::util::eventually("s_server listening", || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    assert_eq!(as_device(&w, "dev", port), 200);
+    let (without, _) = crate::util::curl(
+        &w,
+        &[
+            "--cacert",
+            "ca/ca.crt",
+            &format!("https://localhost:{port}/"),
+        ],
+    );
+    assert_eq!(
+        without, 0,
+        "the peer refuses a client without a certificate"
+    );
+
+    let mut agent = Proc::spawn(
+        w.root(),
+        &crate::util::bin(),
+        &[
+            "agent",
+            "run",
+            "--dir",
+            "dev",
+            "--on-renew",
+            "echo renewed >> hook.log",
+        ],
+        &w.path("agent.out"),
+    );
+    let mut serials = HashSet::from([pem_serial(&w, "dev/client.crt")]);
+    let mut requests = 0;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while w
+        .path("hook.log")
+        .exists()
+        .then(|| w.read("hook.log").lines().count())
+        < Some(3)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "fewer than 3 renewals in 60 s:\n{}",
+            agent.stderr()
+        );
+        assert_eq!(
+            as_device(&w, "dev", port),
+            200,
+            "request {requests} failed; agent:\n{}",
+            agent.stderr()
+        );
+        requests += 1;
+        serials.insert(pem_serial(&w, "dev/client.crt"));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(agent.stop(), 0, "{}", agent.stderr());
+    assert_eq!(as_device(&w, "dev", port), 200);
+    serials.insert(pem_serial(&w, "dev/client.crt"));
+    let hook = w.read("hook.log");
+    assert!(
+        hook.lines().count() >= 3 && hook.lines().all(|l| l == "renewed"),
+        "{hook}"
+    );
+    assert!(serials.len() >= 4, "initial + 3 renewals, saw {serials:?}");
+    assert!(
+        requests >= 10,
+        "only {requests} requests during the renewals"
+    );
+    // The inventory has each of them, all the device's, the newest current.
+    let shown = json(&fleet_cmd(&w, &srv, &["devices", "show", &id, "--json"]).ok());
+    let recorded: HashSet<String> = shown["certificates"]
+        .as_array()
+        .expect("certificates")
+        .iter()
+        .map(|c| c["serial"].as_str().expect("serial").to_string())
+        .collect();
+    assert!(serials.is_subset(&recorded), "{serials:?} vs {recorded:?}");
+    assert_eq!(
+        shown["cert_serial"],
+        pem_serial(&w, "dev/client.crt").as_str()
+    );
+    let renewals = shown["audit"]
+        .as_array()
+        .expect("audit")
+        .iter()
+        .filter(|e| e["action"] == "renew")
+        .count();
+    assert!(renewals >= 3, "{shown}");
+}
+
+fn an_expired_device_recovers_and_its_clone_is_quarantined(db: Db) {
+    let w = Work::new();
+    fleet_ca(&w, &db);
+    let srv = CaServer::start_for(&w, &db, &["--min-lifetime", "1s"]);
+    let token = server_token(&w, &srv, &["--lifetime", "3s"]);
+    let id = agent_enroll(&w, &srv, &token, "dev");
+    let first = pem_serial(&w, "dev/client.crt");
+
+    // Offline past expiry.
+    std::thread::sleep(Duration::from_millis(3500));
+    w.cmd(
+        "openssl",
+        &["x509", "-in", "dev/client.crt", "-noout", "-checkend", "0"],
+    )
+    .fails();
+    // A copy of the state directory, taken before the recovery.
+    w.cmd("cp", &["-a", "dev", "dev-copy"]).ok();
+
+    let r = w.mg(&["agent", "run", "--once", "--dir", "dev"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stderr.contains("recovered"), "{}", r.stderr);
+    let second = pem_serial(&w, "dev/client.crt");
+    assert_ne!(first, second);
+    let verified = w
+        .cmd(
+            "openssl",
+            &[
+                "verify",
+                "-CAfile",
+                "dev/ca.crt",
+                "-untrusted",
+                "dev/client.crt",
+                "dev/client.crt",
+            ],
+        )
+        .ok();
+    assert_eq!(verified.trim(), "dev/client.crt: OK");
+
+    // The copy recovers with a recovery token that was replaced: a clone.
+    let err = w
+        .mg(&["agent", "run", "--once", "--dir", "dev-copy"])
+        .fails();
+    assert!(
+        err.contains(&format!("recovery refused by {}: device {id} presented a recovery token that was already replaced", srv.url())),
+        "{err}"
+    );
+    let shown = json(&fleet_cmd(&w, &srv, &["devices", "show", &id, "--json"]).ok());
+    assert_eq!(shown["status"], "quarantined", "{shown}");
+    let clone = shown["audit"]
+        .as_array()
+        .expect("audit")
+        .iter()
+        .find(|e| e["action"] == "clone")
+        .unwrap_or_else(|| panic!("no clone entry: {shown}"));
+    assert!(
+        clone["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("device quarantined")),
+        "{clone}"
+    );
+
+    // The original is refused too now, saying why, until an operator allows it again.
+    let state = json(&w.read("dev/agent.json"));
+    let due = state["next_renewal"].as_i64().expect("next_renewal");
+    while time::OffsetDateTime::now_utc().unix_timestamp() < due {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let err = w.mg(&["agent", "run", "--once", "--dir", "dev"]).fails();
+    assert!(
+        err.contains(&format!(
+            "device {id} is quarantined; only active devices get certificates"
+        )),
+        "{err}"
+    );
+    assert!(err.contains("refused by"), "{err}");
+}
