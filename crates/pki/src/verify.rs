@@ -558,9 +558,49 @@ pub struct Verifier {
     pinned: HashSet<[u8; 32]>,
     crls: Vec<CertRevocationList<'static>>,
     crl_ders: Vec<Vec<u8>>,
+    /// Per CRL (same order as `crl_ders`): its issuer's name and what makes it unusable
+    /// on its own (no CRL number, or a critical one), found once when the CRL is loaded.
+    crl_facts: Vec<CrlFacts>,
     max_depth: usize,
     crl_check: CrlCheck,
 }
+
+/// What is known of a CRL without its issuer's certificate.
+struct CrlFacts {
+    /// The issuer name, DER (as x509-parser's `as_raw`).
+    issuer: Vec<u8>,
+    /// Why the CRL does not conform to RFC 5280 5.2.3, if it does not.
+    defect: Option<&'static str>,
+}
+
+/// RFC 5280 5.2.3: a CRL must carry a CRL number, marked non-critical.
+fn crl_facts(der: &[u8]) -> CrlFacts {
+    let Ok((_, crl)) = x509_parser::parse_x509_crl(der) else {
+        return CrlFacts {
+            issuer: Vec::new(),
+            defect: Some("it cannot be parsed"),
+        };
+    };
+    let number = crl
+        .extensions()
+        .iter()
+        .find(|e| e.oid.to_id_string() == OID_CRL_NUMBER);
+    let defect = match number {
+        None => Some("it has no CRL number, which RFC 5280 requires in every CRL (openssl ca -gencrl writes one when a crlnumber file is configured)"),
+        Some(e) if e.critical => Some("its CRL number extension is marked critical, which RFC 5280 forbids"),
+        Some(_) => None,
+    };
+    CrlFacts {
+        issuer: crl.issuer().as_raw().to_vec(),
+        defect,
+    }
+}
+
+const OID_CRL_NUMBER: &str = "2.5.29.20";
+const OID_SUBJECT_KEY_ID: &str = "2.5.29.14";
+const OID_AUTHORITY_KEY_ID: &str = "2.5.29.35";
+const OID_NAME_CONSTRAINTS: &str = "2.5.29.30";
+const OID_DSA: &str = "1.2.840.10040.4.1";
 
 /// How CRLs decide when they cannot say whether a certificate is revoked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -607,6 +647,13 @@ fn sha256(der: &[u8]) -> [u8; 32] {
 /// SHA-256 fingerprint of a DER certificate, lowercase hex.
 pub fn fingerprint_sha256(der: &[u8]) -> String {
     hex::encode(sha256(der))
+}
+
+/// The path webpki accepted: the trust anchor's index in the bundle and the intermediates'
+/// indices in the presented chain, from the leaf's issuer upwards.
+struct DecidedPath {
+    anchor: Option<usize>,
+    intermediates: Vec<usize>,
 }
 
 /// What walking a chain found.
@@ -656,12 +703,14 @@ impl Verifier {
                 })?;
             owned.push(CertRevocationList::from(c));
         }
+        let crl_facts = crls.iter().map(|d| crl_facts(d)).collect();
         Ok(Verifier {
             anchors,
             anchor_ders: bundle,
             pinned,
             crls: owned,
             crl_ders: crls,
+            crl_facts,
             max_depth: max_depth.max(1),
             crl_check: CrlCheck::Strict,
         })
@@ -731,7 +780,7 @@ impl Verifier {
             None => self.decide(chain, purpose, now),
         };
         match decided {
-            Ok(()) => Ok(()),
+            Ok(path) => self.audit_decided(chain, &path, now),
             Err(e) => {
                 let fallback = match &parsed {
                     Some(x) => ErrorContext::of(x, purpose, chain.len(), self.max_depth),
@@ -786,13 +835,156 @@ impl Verifier {
             .map_err(|_| refused())
     }
 
-    /// rustls-webpki's decision for a v3 leaf.
+    /// The checks webpki leaves out, on the path it accepted: the profile rules of
+    /// [`Verifier::path_failure`] (the trust anchor included, which webpki reads only for
+    /// its name and key).
+    fn audit_decided(
+        &self,
+        chain: &[CertificateDer<'_>],
+        path: &DecidedPath,
+        now: UnixTime,
+    ) -> std::result::Result<(), Failure> {
+        let now_t = unix_to_time(now);
+        let mut certs = Vec::with_capacity(path.intermediates.len() + 2);
+        for der in std::iter::once(&chain[0])
+            .chain(path.intermediates.iter().filter_map(|&i| chain.get(i)))
+        {
+            match parse_cert(der) {
+                Some(x) => certs.push(x),
+                None => return Err(Failure::Other("a certificate in the chain cannot be parsed".into())),
+            }
+        }
+        let anchor = path
+            .anchor
+            .and_then(|i| self.anchor_ders.get(i))
+            .and_then(|d| parse_cert(d));
+        if let Some(a) = anchor {
+            certs.push(a);
+        }
+        let refs: Vec<&X509Certificate<'_>> = certs.iter().collect();
+        match self.path_failure(&refs, now_t) {
+            Some(f) => Err(f),
+            None => Ok(()),
+        }
+    }
+
+    /// What RFC 5280 forbids that webpki accepts, checked on a path that is otherwise
+    /// accepted: `path` is the leaf, the intermediates upwards, then the trust anchor.
+    fn path_failure(
+        &self,
+        path: &[&X509Certificate<'_>],
+        now: OffsetDateTime,
+    ) -> Option<Failure> {
+        let name = |x: &X509Certificate<'_>| dn::rfc2253(x.subject());
+        let other = |s: String| Some(Failure::Other(s));
+        for x in path {
+            for e in x.extensions().iter().filter(|e| e.critical) {
+                let which = match e.oid.to_id_string().as_str() {
+                    OID_AUTHORITY_KEY_ID => "authority key identifier",
+                    OID_SUBJECT_KEY_ID => "subject key identifier",
+                    _ => continue,
+                };
+                return other(format!(
+                    "{} marks its {which} extension critical, which RFC 5280 forbids",
+                    name(x)
+                ));
+            }
+        }
+        let leaf = path.first()?;
+        if !leaf.is_ca() {
+            if matches!(leaf.key_usage(), Ok(Some(ku)) if ku.value.key_cert_sign()) {
+                return other(format!(
+                    "{} is not a CA certificate, but its key usage allows signing certificates (keyCertSign), which RFC 5280 forbids",
+                    name(leaf)
+                ));
+            }
+            if leaf
+                .extensions()
+                .iter()
+                .any(|e| e.oid.to_id_string() == OID_NAME_CONSTRAINTS)
+            {
+                return other(format!(
+                    "{} is not a CA certificate, but it carries name constraints, which only CA certificates may",
+                    name(leaf)
+                ));
+            }
+        }
+        if let Some(key) = unusable_leaf_key(leaf) {
+            return other(format!(
+                "{} has {key}, which TLS cannot use; use ECDSA P-256/P-384, Ed25519 or RSA (2048 bits or more)",
+                name(leaf)
+            ));
+        }
+        for (i, ca) in path.iter().enumerate().skip(1) {
+            if ca.subject().as_raw().len() <= 2 {
+                let below = path[i - 1];
+                return other(format!(
+                    "the CA certificate that issued {} has an empty subject name, which RFC 5280 forbids for a CA",
+                    name(below)
+                ));
+            }
+            if matches!(ca.key_usage(), Ok(Some(ku)) if !ku.value.key_cert_sign()) {
+                return other(format!(
+                    "{} is a CA certificate, but its key usage does not allow signing certificates (keyCertSign is missing)",
+                    name(ca)
+                ));
+            }
+        }
+        if path.len() > 1 {
+            let anchor = path[path.len() - 1];
+            if let Some(f) = unknown_critical(anchor) {
+                return Some(f);
+            }
+            if let Some(f) = time_failure(anchor, false, now) {
+                return Some(f);
+            }
+        }
+        if self.crl_check == CrlCheck::Strict && !self.crl_facts.is_empty() {
+            for pair in path.windows(2) {
+                if let Some(f) = self.crl_defect(pair[0], pair[1]) {
+                    return Some(f);
+                }
+            }
+        }
+        None
+    }
+
+    /// Strict CRL checking: the CRLs `issuer` published must include one it could sign
+    /// (its key usage, if any, allows cRLSign) and that conforms to RFC 5280 (a CRL number,
+    /// not critical). Revocation itself and missing CRLs are decided elsewhere.
+    fn crl_defect(&self, x: &X509Certificate<'_>, issuer: &X509Certificate<'_>) -> Option<Failure> {
+        let mut first_defect = None;
+        for f in &self.crl_facts {
+            if f.issuer != x.issuer().as_raw() || f.issuer != issuer.subject().as_raw() {
+                continue;
+            }
+            let defect = if matches!(issuer.key_usage(), Ok(Some(ku)) if !ku.value.crl_sign()) {
+                Some("the CA's key usage does not allow signing CRLs (cRLSign is missing)")
+            } else {
+                f.defect
+            };
+            match defect {
+                None => return None,
+                Some(d) => {
+                    first_defect.get_or_insert(d);
+                }
+            }
+        }
+        first_defect.map(|d| {
+            Failure::Other(format!(
+                "the CRL of {} cannot be used: {d}; whether the certificate was revoked cannot be checked (crl_check = \"lenient\" accepts certificates without a usable CRL)",
+                dn::rfc2253(issuer.subject())
+            ))
+        })
+    }
+
+    /// rustls-webpki's decision for a v3 leaf: the path it built, by index.
     fn decide(
         &self,
         chain: &[CertificateDer<'_>],
         purpose: Purpose,
         now: UnixTime,
-    ) -> std::result::Result<(), webpki::Error> {
+    ) -> std::result::Result<DecidedPath, webpki::Error> {
         let ee = EndEntityCert::try_from(&chain[0])?;
         let usage = match purpose {
             Purpose::Client => KeyUsage::client_auth(),
@@ -830,7 +1022,20 @@ impl Verifier {
             revocation,
             Some(&depth_check),
         )
-        .map(|_| ())
+        .map(|p| DecidedPath {
+            anchor: self.anchors.iter().position(|a| {
+                a.subject.as_ref() == p.anchor().subject.as_ref()
+                    && a.subject_public_key_info.as_ref()
+                        == p.anchor().subject_public_key_info.as_ref()
+            }),
+            intermediates: p
+                .intermediate_certificates()
+                .filter_map(|c| {
+                    let der = c.der();
+                    chain.iter().position(|d| d.as_ref() == der.as_ref())
+                })
+                .collect(),
+        })
     }
 
     /// The CRL entry revoking `x`, from a CRL whose signature verifies with the key of one
@@ -1003,6 +1208,7 @@ impl Verifier {
         // 2. Walk up: find each issuer in the bundle or the presented chain.
         let mut current = &leaf;
         let mut length = 1;
+        let mut path: Vec<&X509Certificate<'_>> = vec![&leaf];
         loop {
             let named: Vec<&X509Certificate<'_>> = anchors
                 .iter()
@@ -1017,6 +1223,15 @@ impl Verifier {
                         length: length + 1,
                         max_depth: self.max_depth,
                     });
+                }
+                if let Some(anchor) = named
+                    .iter()
+                    .find(|a| current.verify_signature(Some(a.public_key())).is_ok())
+                {
+                    path.push(anchor);
+                }
+                if let Some(f) = self.path_failure(&path, now_t) {
+                    return Walk::Refused(f);
                 }
                 return Walk::Clean { length };
             }
@@ -1076,6 +1291,7 @@ impl Verifier {
                 return Walk::Refused(f);
             }
             length += 1;
+            path.push(issuer);
             if length > MAX_WALK {
                 return Walk::Refused(Failure::ChainTooLong {
                     length,
@@ -1198,6 +1414,35 @@ fn time_failure(x: &X509Certificate<'_>, is_leaf: bool, now: OffsetDateTime) -> 
             not_before: nb,
             now,
         });
+    }
+    None
+}
+
+fn parse_cert(der: &[u8]) -> Option<X509Certificate<'_>> {
+    x509_parser::parse_x509_certificate(der).ok().map(|(_, x)| x)
+}
+
+/// A leaf key of a kind no TLS implementation mtlsgate talks to accepts: DSA, or ECDSA on
+/// a curve other than P-256, P-384 and P-521. Described for the message.
+fn unusable_leaf_key(x: &X509Certificate<'_>) -> Option<String> {
+    let spki = x.public_key();
+    if spki.algorithm.algorithm.to_id_string() == OID_DSA {
+        return Some("a DSA key".into());
+    }
+    if let Ok(PublicKey::EC(_)) = spki.parsed() {
+        let curve = spki
+            .algorithm
+            .parameters
+            .as_ref()
+            .and_then(|p| p.as_oid().ok())
+            .map(|o| o.to_id_string())
+            .unwrap_or_else(|| "unnamed".into());
+        if !matches!(
+            curve.as_str(),
+            "1.2.840.10045.3.1.7" | "1.3.132.0.34" | "1.3.132.0.35"
+        ) {
+            return Some(format!("an ECDSA key on an unsupported curve ({curve})"));
+        }
     }
     None
 }
