@@ -446,10 +446,12 @@ fn verify(v: CertVerify) -> Result<ExitCode> {
     let unix = UnixTime::since_unix_epoch(std::time::Duration::from_secs(
         u64::try_from(when.unix_timestamp()).unwrap_or(0),
     ));
-    let verdict = verifier.verify(&ders, purpose, unix).and_then(|()| match &name {
-        Some(n) => Verifier::check_name(leaf, n),
-        None => Ok(()),
-    });
+    let verdict = verifier
+        .verify(&ders, purpose, unix)
+        .and_then(|()| match &name {
+            Some(n) => Verifier::check_name(leaf, n),
+            None => Ok(()),
+        });
     match verdict {
         Ok(()) => {
             let whose = match &v.name {
@@ -466,7 +468,11 @@ fn verify(v: CertVerify) -> Result<ExitCode> {
                 },
                 human_time(info.not_after),
                 human_duration(remaining),
-                if at.is_some() { "left at that time" } else { "left" }
+                if at.is_some() {
+                    "left at that time"
+                } else {
+                    "left"
+                }
             );
             Ok(ExitCode::SUCCESS)
         }
