@@ -18,6 +18,13 @@
 //!
 //! Pinned certificates (bundle certificates that are not CAs, or are self-signed) are also
 //! decided by the walk: trusted as they are, but within their validity and not revoked.
+//!
+//! On a path that webpki or the walk accepted, [`Verifier::path_failure`] then refuses what
+//! RFC 5280 forbids and webpki lets through (the x509-limbo cases): critical AKI/SKI, a
+//! leaf with keyCertSign or name constraints, a CA without keyCertSign or with an empty
+//! subject, an expired trust anchor or one with an unknown critical extension, leaf keys
+//! TLS cannot use, and (strict CRL checking) CRLs without a non-critical CRL number or from
+//! a CA without cRLSign.
 
 use std::collections::HashSet;
 use std::fmt;
