@@ -1900,3 +1900,113 @@ fn init_removes_staging_directories_of_killed_runs() {
     assert!(!w.path("ca/.owner").exists());
     assert!(w.path("ca/ca.toml").exists());
 }
+
+/// `cert verify --at` verifies as of another time, `--name` checks the server name the way
+/// a TLS client does (subject alternative names only); OpenSSL agrees on the same files.
+#[test]
+fn cert_verify_at_a_time_and_for_a_name() {
+    let w = Work::new();
+    w.with_ca();
+    w.mg(&[
+        "cert",
+        "issue",
+        "server",
+        "api",
+        "--dns",
+        "api.example.com",
+        "--ip",
+        "10.1.2.3",
+        "--valid",
+        "30d",
+        "--out",
+        ".",
+    ])
+    .ok();
+    let verify = |extra: &[&str]| {
+        let mut args = vec!["cert", "verify", "api.crt", "--ca", "mtlsgate-ca/ca.crt"];
+        args.extend_from_slice(extra);
+        w.mg(&args)
+    };
+    let openssl = |extra: &[&str]| {
+        let mut args = vec![
+            "verify",
+            "-CAfile",
+            "mtlsgate-ca/ca.crt",
+            "-purpose",
+            "sslserver",
+        ];
+        args.extend_from_slice(extra);
+        args.push("api.crt");
+        w.cmd("openssl", &args)
+    };
+
+    // --name: a DNS SAN and an IP SAN match (and imply --purpose server); another name
+    // does not, and the refusal says which names the certificate has.
+    let out = verify(&["--name", "api.example.com"]).ok();
+    assert!(
+        out.starts_with(
+            "OK: CN=api is valid for TLS server authentication for api.example.com until "
+        ),
+        "{out}"
+    );
+    openssl(&["-verify_hostname", "api.example.com"]).ok();
+    let out = verify(&["--name", "10.1.2.3"]).ok();
+    assert!(out.contains(" for 10.1.2.3 until "), "{out}");
+    openssl(&["-verify_ip", "10.1.2.3"]).ok();
+    let err = verify(&["--name", "other.example.com"]).fails();
+    assert!(
+        err.contains("the certificate is not valid for other.example.com: it names only DNS:api.example.com, IP:10.1.2.3"),
+        "{err}"
+    );
+    openssl(&["-verify_hostname", "other.example.com"]).fails();
+    // The CN is not a name a client checks.
+    verify(&["--name", "api"]).fails();
+
+    // --at, as Unix seconds and as RFC 3339: inside the validity it passes, after it the
+    // certificate has expired, before it it is not yet valid.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    let tomorrow = (now + 86_400).to_string();
+    let out = verify(&["--at", &tomorrow, "--purpose", "server"]).ok();
+    assert!(out.contains("left at that time)"), "{out}");
+    openssl(&["-attime", &tomorrow]).ok();
+    let in_60_days = (now + 60 * 86_400).to_string();
+    let err = verify(&["--at", &in_60_days, "--purpose", "server"]).fails();
+    assert!(
+        err.contains("expired: the certificate expired at "),
+        "{err}"
+    );
+    let err = openssl(&["-attime", &in_60_days]).fails();
+    assert!(err.contains("certificate has expired"), "{err}");
+    let err = verify(&["--at", "2000-01-01T00:00:00Z", "--purpose", "server"]).fails();
+    assert!(
+        err.contains("not yet valid: CN=api becomes valid at "),
+        "{err}"
+    );
+    let err = verify(&[
+        "--at",
+        "2100-01-01T00:00:00+02:00",
+        "--name",
+        "api.example.com",
+    ])
+    .fails();
+    assert!(err.contains("expired: "), "{err}");
+
+    // Bad values: one sentence naming the flag and the accepted forms, non-zero exit.
+    for bad in ["yesterday", "2030-13-01T00:00:00Z", "-5", "2030-01-31"] {
+        let err = verify(&[&format!("--at={bad}")]).fails();
+        assert!(
+            err.contains(&format!("invalid --at `{bad}`: expected an RFC 3339 time such as 2030-01-31T12:00:00Z, or Unix seconds")),
+            "{bad}: {err}"
+        );
+    }
+    let err = verify(&["--name", "bad name!"]).fails();
+    assert!(
+        err.contains(
+            "invalid --name `bad name!`: expected a DNS name (server.example.com) or an IP address"
+        ),
+        "{err}"
+    );
+}

@@ -9,7 +9,7 @@ use mtlsgate_authority::{admin_request, Authority, Signed};
 use mtlsgate_pki::ca::{CertKind, LeafRequest};
 use mtlsgate_pki::certinfo::{human_duration, human_time, openssl_time, CertInfo};
 use mtlsgate_pki::duration::parse_duration;
-use mtlsgate_pki::pki_types::{CertificateDer, UnixTime};
+use mtlsgate_pki::pki_types::{CertificateDer, ServerName, UnixTime};
 use mtlsgate_pki::printable::printable;
 use mtlsgate_pki::verify::{Purpose, Verifier};
 use mtlsgate_pki::{ca, fsutil, key, p12, pemfile, PkiError};
@@ -406,6 +406,18 @@ fn print_info(o: &mut impl Write, c: &CertInfo, now: OffsetDateTime) -> std::io:
 }
 
 fn verify(v: CertVerify) -> Result<ExitCode> {
+    let at = v.at.as_deref().map(parse_at).transpose()?;
+    let name = v
+        .name
+        .as_deref()
+        .map(|n| {
+            ServerName::try_from(n.to_string()).map_err(|_| PkiError::InvalidInput {
+                what: "--name",
+                value: n.into(),
+                reason: "expected a DNS name (server.example.com) or an IP address".into(),
+            })
+        })
+        .transpose()?;
     let chain = pemfile::read_certs(&v.file)?;
     let bundle = pemfile::read_certs(&v.ca).context("reading the CA bundle (--ca)")?;
     let mut crls = Vec::new();
@@ -413,7 +425,12 @@ fn verify(v: CertVerify) -> Result<ExitCode> {
         crls.extend(pemfile::read_crls(f)?);
     }
     let verifier = Verifier::new(bundle, crls, v.depth)?;
-    let purpose = match v.purpose {
+    let kind = v.purpose.unwrap_or(if name.is_some() {
+        LeafKind::Server
+    } else {
+        LeafKind::Client
+    });
+    let purpose = match kind {
         LeafKind::Client => Purpose::Client,
         LeafKind::Server => Purpose::Server,
     };
@@ -421,19 +438,41 @@ fn verify(v: CertVerify) -> Result<ExitCode> {
         .iter()
         .map(|d| CertificateDer::from(d.as_slice()))
         .collect();
-    let info = CertInfo::from_der(&chain[0])?;
-    match verifier.verify(&ders, purpose, UnixTime::now()) {
+    let Some(leaf) = ders.first() else {
+        anyhow::bail!("{}: no certificate in it", display(&v.file));
+    };
+    let info = CertInfo::from_der(leaf)?;
+    let when = at.unwrap_or_else(OffsetDateTime::now_utc);
+    let unix = UnixTime::since_unix_epoch(std::time::Duration::from_secs(
+        u64::try_from(when.unix_timestamp()).unwrap_or(0),
+    ));
+    let verdict = verifier
+        .verify(&ders, purpose, unix)
+        .and_then(|()| match &name {
+            Some(n) => Verifier::check_name(leaf, n),
+            None => Ok(()),
+        });
+    match verdict {
         Ok(()) => {
-            let now = OffsetDateTime::now_utc();
+            let whose = match &v.name {
+                Some(n) => format!(" for {}", printable(n)),
+                None => String::new(),
+            };
+            let remaining = info.seconds_remaining(when);
             println!(
-                "OK: {} is valid for TLS {} authentication until {} ({} left)",
+                "OK: {} is valid for TLS {} authentication{whose} until {} ({} {})",
                 info.subject,
                 match purpose {
                     Purpose::Client => "client",
                     Purpose::Server => "server",
                 },
                 human_time(info.not_after),
-                human_duration(info.seconds_remaining(now))
+                human_duration(remaining),
+                if at.is_some() {
+                    "left at that time"
+                } else {
+                    "left"
+                }
             );
             Ok(ExitCode::SUCCESS)
         }
@@ -442,6 +481,25 @@ fn verify(v: CertVerify) -> Result<ExitCode> {
             Ok(ExitCode::from(1))
         }
     }
+}
+
+/// `--at`: RFC 3339, or whole seconds since 1970.
+fn parse_at(s: &str) -> Result<OffsetDateTime, PkiError> {
+    let t = s.trim();
+    let parsed = if !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()) {
+        t.parse::<i64>()
+            .ok()
+            .and_then(|n| OffsetDateTime::from_unix_timestamp(n).ok())
+    } else {
+        OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok()
+    };
+    parsed
+        .filter(|d| d.unix_timestamp() >= 0)
+        .ok_or_else(|| PkiError::InvalidInput {
+            what: "--at",
+            value: s.into(),
+            reason: "expected an RFC 3339 time such as 2030-01-31T12:00:00Z, or Unix seconds such as 1900000000 (not before 1970)".into(),
+        })
 }
 
 fn display(p: &Path) -> String {

@@ -743,12 +743,20 @@ pub struct CertVerify {
     /// CRL file(s) to check revocation against.
     #[arg(long, value_name = "FILE")]
     pub crl: Vec<PathBuf>,
-    /// What the certificate must be good for.
-    #[arg(long, value_enum, default_value_t = LeafKind::Client)]
-    pub purpose: LeafKind,
+    /// What the certificate must be good for [default: client, or server with --name].
+    #[arg(long, value_enum)]
+    pub purpose: Option<LeafKind>,
     /// Maximum chain depth below the leaf, like nginx ssl_verify_depth.
     #[arg(long, default_value_t = mtlsgate_pki::verify::DEFAULT_DEPTH)]
     pub depth: usize,
+    /// Verify as of this time instead of now: RFC 3339 (2030-01-31T12:00:00Z) or Unix
+    /// seconds.
+    #[arg(long, value_name = "TIME")]
+    pub at: Option<String>,
+    /// Also check that the leaf is valid for this DNS name or IP address, as a TLS client
+    /// checks a server (subject alternative names only); implies --purpose server.
+    #[arg(long, value_name = "HOST")]
+    pub name: Option<String>,
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]

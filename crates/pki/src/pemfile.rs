@@ -88,21 +88,26 @@ pub fn certs_from_blocks(name: &str, blocks: Vec<Block>) -> Result<Vec<Vec<u8>>>
 /// All CRLs in a file.
 pub fn read_crls(path: &Path) -> Result<Vec<Vec<u8>>> {
     let name = path.display().to_string();
-    let crls: Vec<Vec<u8>> = read_blocks(path)?
+    crls_from_blocks(&name, read_blocks(path)?)
+}
+
+/// CRLs out of already-parsed blocks; errors if there are none or one cannot be parsed.
+pub fn crls_from_blocks(name: &str, blocks: Vec<Block>) -> Result<Vec<Vec<u8>>> {
+    let crls: Vec<Vec<u8>> = blocks
         .into_iter()
         .filter(|b| b.label == "X509 CRL" || b.label == "DER")
         .map(|b| b.der)
         .collect();
     if crls.is_empty() {
         return Err(PkiError::Missing {
-            path: name,
+            path: name.into(),
             what: "CRL (expected a `-----BEGIN X509 CRL-----` block)".into(),
         });
     }
     for der in &crls {
         if let Err(e) = x509_parser::parse_x509_crl(der) {
             return Err(PkiError::BadCertificate {
-                path: name,
+                path: name.into(),
                 reason: format!(
                     "a CRL in it cannot be parsed: {}",
                     crate::error::parse_reason(&e)

@@ -18,6 +18,13 @@
 //!
 //! Pinned certificates (bundle certificates that are not CAs, or are self-signed) are also
 //! decided by the walk: trusted as they are, but within their validity and not revoked.
+//!
+//! On a path that webpki or the walk accepted, [`Verifier::path_failure`] then refuses what
+//! RFC 5280 forbids and webpki lets through (the x509-limbo cases): critical AKI/SKI, a
+//! leaf with keyCertSign or name constraints, a CA without keyCertSign or with an empty
+//! subject, an expired trust anchor or one with an unknown critical extension, leaf keys
+//! TLS cannot use, and (strict CRL checking) CRLs without a non-critical CRL number or from
+//! a CA without cRLSign.
 
 use std::collections::HashSet;
 use std::fmt;
@@ -558,9 +565,49 @@ pub struct Verifier {
     pinned: HashSet<[u8; 32]>,
     crls: Vec<CertRevocationList<'static>>,
     crl_ders: Vec<Vec<u8>>,
+    /// Per CRL (same order as `crl_ders`): its issuer's name and what makes it unusable
+    /// on its own (no CRL number, or a critical one), found once when the CRL is loaded.
+    crl_facts: Vec<CrlFacts>,
     max_depth: usize,
     crl_check: CrlCheck,
 }
+
+/// What is known of a CRL without its issuer's certificate.
+struct CrlFacts {
+    /// The issuer name, DER (as x509-parser's `as_raw`).
+    issuer: Vec<u8>,
+    /// Why the CRL does not conform to RFC 5280 5.2.3, if it does not.
+    defect: Option<&'static str>,
+}
+
+/// RFC 5280 5.2.3: a CRL must carry a CRL number, marked non-critical.
+fn crl_facts(der: &[u8]) -> CrlFacts {
+    let Ok((_, crl)) = x509_parser::parse_x509_crl(der) else {
+        return CrlFacts {
+            issuer: Vec::new(),
+            defect: Some("it cannot be parsed"),
+        };
+    };
+    let number = crl
+        .extensions()
+        .iter()
+        .find(|e| e.oid.to_id_string() == OID_CRL_NUMBER);
+    let defect = match number {
+        None => Some("it has no CRL number, which RFC 5280 requires in every CRL (openssl ca -gencrl writes one when a crlnumber file is configured)"),
+        Some(e) if e.critical => Some("its CRL number extension is marked critical, which RFC 5280 forbids"),
+        Some(_) => None,
+    };
+    CrlFacts {
+        issuer: crl.issuer().as_raw().to_vec(),
+        defect,
+    }
+}
+
+const OID_CRL_NUMBER: &str = "2.5.29.20";
+const OID_SUBJECT_KEY_ID: &str = "2.5.29.14";
+const OID_AUTHORITY_KEY_ID: &str = "2.5.29.35";
+const OID_NAME_CONSTRAINTS: &str = "2.5.29.30";
+const OID_DSA: &str = "1.2.840.10040.4.1";
 
 /// How CRLs decide when they cannot say whether a certificate is revoked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -607,6 +654,13 @@ fn sha256(der: &[u8]) -> [u8; 32] {
 /// SHA-256 fingerprint of a DER certificate, lowercase hex.
 pub fn fingerprint_sha256(der: &[u8]) -> String {
     hex::encode(sha256(der))
+}
+
+/// The path webpki accepted: the trust anchor's index in the bundle and the intermediates'
+/// indices in the presented chain, from the leaf's issuer upwards.
+struct DecidedPath {
+    anchor: Option<usize>,
+    intermediates: Vec<usize>,
 }
 
 /// What walking a chain found.
@@ -656,12 +710,14 @@ impl Verifier {
                 })?;
             owned.push(CertRevocationList::from(c));
         }
+        let crl_facts = crls.iter().map(|d| crl_facts(d)).collect();
         Ok(Verifier {
             anchors,
             anchor_ders: bundle,
             pinned,
             crls: owned,
             crl_ders: crls,
+            crl_facts,
             max_depth: max_depth.max(1),
             crl_check: CrlCheck::Strict,
         })
@@ -731,7 +787,7 @@ impl Verifier {
             None => self.decide(chain, purpose, now),
         };
         match decided {
-            Ok(()) => Ok(()),
+            Ok(path) => self.audit_decided(chain, &path, now),
             Err(e) => {
                 let fallback = match &parsed {
                     Some(x) => ErrorContext::of(x, purpose, chain.len(), self.max_depth),
@@ -749,13 +805,191 @@ impl Verifier {
         }
     }
 
-    /// rustls-webpki's decision for a v3 leaf.
+    /// Checks that `leaf` is valid for `name` (a DNS name or an IP address), as a TLS client
+    /// checks a server: against the subject alternative names only, never the CN. Call it
+    /// after [`Verifier::verify`] accepted the chain (name constraints are checked there).
+    pub fn check_name(
+        leaf: &CertificateDer<'_>,
+        name: &rustls_pki_types::ServerName<'_>,
+    ) -> std::result::Result<(), Failure> {
+        let shown = match name {
+            rustls_pki_types::ServerName::DnsName(d) => d.as_ref().to_string(),
+            rustls_pki_types::ServerName::IpAddress(ip) => std::net::IpAddr::from(*ip).to_string(),
+            _ => "the name".to_string(),
+        };
+        let has = x509_parser::parse_x509_certificate(leaf)
+            .map(|(_, x)| {
+                let info = certinfo::CertInfo::from_parsed(leaf, &x);
+                let dns = info.dns_names.iter().map(|d| format!("DNS:{d}"));
+                let ips = info.ip_addresses.iter().map(|i| format!("IP:{i}"));
+                crate::printable::printable(&dns.chain(ips).collect::<Vec<_>>().join(", "))
+                    .into_owned()
+            })
+            .unwrap_or_default();
+        let refused = || {
+            Failure::Other(if has.is_empty() {
+                format!(
+                    "the certificate is not valid for {shown}: it has no DNS or IP subject alternative names (the CN is not used for names)"
+                )
+            } else {
+                format!("the certificate is not valid for {shown}: it names only {has}")
+            })
+        };
+        let ee = EndEntityCert::try_from(leaf).map_err(|_| refused())?;
+        ee.verify_is_valid_for_subject_name(name)
+            .map_err(|_| refused())
+    }
+
+    /// The checks webpki leaves out, on the path it accepted: the profile rules of
+    /// [`Verifier::path_failure`] (the trust anchor included, which webpki reads only for
+    /// its name and key).
+    fn audit_decided(
+        &self,
+        chain: &[CertificateDer<'_>],
+        path: &DecidedPath,
+        now: UnixTime,
+    ) -> std::result::Result<(), Failure> {
+        let now_t = unix_to_time(now);
+        let mut certs = Vec::with_capacity(path.intermediates.len() + 2);
+        for der in std::iter::once(&chain[0])
+            .chain(path.intermediates.iter().filter_map(|&i| chain.get(i)))
+        {
+            match parse_cert(der) {
+                Some(x) => certs.push(x),
+                None => {
+                    return Err(Failure::Other(
+                        "a certificate in the chain cannot be parsed".into(),
+                    ))
+                }
+            }
+        }
+        let anchor = path
+            .anchor
+            .and_then(|i| self.anchor_ders.get(i))
+            .and_then(|d| parse_cert(d));
+        if let Some(a) = anchor {
+            certs.push(a);
+        }
+        let refs: Vec<&X509Certificate<'_>> = certs.iter().collect();
+        match self.path_failure(&refs, now_t) {
+            Some(f) => Err(f),
+            None => Ok(()),
+        }
+    }
+
+    /// What RFC 5280 forbids that webpki accepts, checked on a path that is otherwise
+    /// accepted: `path` is the leaf, the intermediates upwards, then the trust anchor.
+    fn path_failure(&self, path: &[&X509Certificate<'_>], now: OffsetDateTime) -> Option<Failure> {
+        let name = |x: &X509Certificate<'_>| dn::rfc2253(x.subject());
+        let other = |s: String| Some(Failure::Other(s));
+        for x in path {
+            for e in x.extensions().iter().filter(|e| e.critical) {
+                let which = match e.oid.to_id_string().as_str() {
+                    OID_AUTHORITY_KEY_ID => "authority key identifier",
+                    OID_SUBJECT_KEY_ID => "subject key identifier",
+                    _ => continue,
+                };
+                return other(format!(
+                    "{} marks its {which} extension critical, which RFC 5280 forbids",
+                    name(x)
+                ));
+            }
+        }
+        let leaf = path.first()?;
+        if !leaf.is_ca() {
+            if matches!(leaf.key_usage(), Ok(Some(ku)) if ku.value.key_cert_sign()) {
+                return other(format!(
+                    "{} is not a CA certificate, but its key usage allows signing certificates (keyCertSign), which RFC 5280 forbids",
+                    name(leaf)
+                ));
+            }
+            if leaf
+                .extensions()
+                .iter()
+                .any(|e| e.oid.to_id_string() == OID_NAME_CONSTRAINTS)
+            {
+                return other(format!(
+                    "{} is not a CA certificate, but it carries name constraints, which only CA certificates may",
+                    name(leaf)
+                ));
+            }
+        }
+        if let Some(key) = unusable_leaf_key(leaf) {
+            return other(format!(
+                "{} has {key}, which TLS cannot use; use ECDSA P-256/P-384, Ed25519 or RSA (2048 bits or more)",
+                name(leaf)
+            ));
+        }
+        for (i, ca) in path.iter().enumerate().skip(1) {
+            if ca.subject().as_raw().len() <= 2 {
+                let below = path[i - 1];
+                return other(format!(
+                    "the CA certificate that issued {} has an empty subject name, which RFC 5280 forbids for a CA",
+                    name(below)
+                ));
+            }
+            if matches!(ca.key_usage(), Ok(Some(ku)) if !ku.value.key_cert_sign()) {
+                return other(format!(
+                    "{} is a CA certificate, but its key usage does not allow signing certificates (keyCertSign is missing)",
+                    name(ca)
+                ));
+            }
+        }
+        if path.len() > 1 {
+            let anchor = path[path.len() - 1];
+            if let Some(f) = unknown_critical(anchor) {
+                return Some(f);
+            }
+            if let Some(f) = time_failure(anchor, false, now) {
+                return Some(f);
+            }
+        }
+        if self.crl_check == CrlCheck::Strict && !self.crl_facts.is_empty() {
+            for pair in path.windows(2) {
+                if let Some(f) = self.crl_defect(pair[0], pair[1]) {
+                    return Some(f);
+                }
+            }
+        }
+        None
+    }
+
+    /// Strict CRL checking: the CRLs `issuer` published must include one it could sign
+    /// (its key usage, if any, allows cRLSign) and that conforms to RFC 5280 (a CRL number,
+    /// not critical). Revocation itself and missing CRLs are decided elsewhere.
+    fn crl_defect(&self, x: &X509Certificate<'_>, issuer: &X509Certificate<'_>) -> Option<Failure> {
+        let mut first_defect = None;
+        for f in &self.crl_facts {
+            if f.issuer != x.issuer().as_raw() || f.issuer != issuer.subject().as_raw() {
+                continue;
+            }
+            let defect = if matches!(issuer.key_usage(), Ok(Some(ku)) if !ku.value.crl_sign()) {
+                Some("the CA's key usage does not allow signing CRLs (cRLSign is missing)")
+            } else {
+                f.defect
+            };
+            match defect {
+                None => return None,
+                Some(d) => {
+                    first_defect.get_or_insert(d);
+                }
+            }
+        }
+        first_defect.map(|d| {
+            Failure::Other(format!(
+                "the CRL of {} cannot be used: {d}; whether the certificate was revoked cannot be checked (crl_check = \"lenient\" accepts certificates without a usable CRL)",
+                dn::rfc2253(issuer.subject())
+            ))
+        })
+    }
+
+    /// rustls-webpki's decision for a v3 leaf: the path it built, by index.
     fn decide(
         &self,
         chain: &[CertificateDer<'_>],
         purpose: Purpose,
         now: UnixTime,
-    ) -> std::result::Result<(), webpki::Error> {
+    ) -> std::result::Result<DecidedPath, webpki::Error> {
         let ee = EndEntityCert::try_from(&chain[0])?;
         let usage = match purpose {
             Purpose::Client => KeyUsage::client_auth(),
@@ -793,7 +1027,20 @@ impl Verifier {
             revocation,
             Some(&depth_check),
         )
-        .map(|_| ())
+        .map(|p| DecidedPath {
+            anchor: self.anchors.iter().position(|a| {
+                a.subject.as_ref() == p.anchor().subject.as_ref()
+                    && a.subject_public_key_info.as_ref()
+                        == p.anchor().subject_public_key_info.as_ref()
+            }),
+            intermediates: p
+                .intermediate_certificates()
+                .filter_map(|c| {
+                    let der = c.der();
+                    chain.iter().position(|d| d.as_ref() == der.as_ref())
+                })
+                .collect(),
+        })
     }
 
     /// The CRL entry revoking `x`, from a CRL whose signature verifies with the key of one
@@ -966,6 +1213,7 @@ impl Verifier {
         // 2. Walk up: find each issuer in the bundle or the presented chain.
         let mut current = &leaf;
         let mut length = 1;
+        let mut path: Vec<&X509Certificate<'_>> = vec![&leaf];
         loop {
             let named: Vec<&X509Certificate<'_>> = anchors
                 .iter()
@@ -980,6 +1228,15 @@ impl Verifier {
                         length: length + 1,
                         max_depth: self.max_depth,
                     });
+                }
+                if let Some(anchor) = named
+                    .iter()
+                    .find(|a| current.verify_signature(Some(a.public_key())).is_ok())
+                {
+                    path.push(anchor);
+                }
+                if let Some(f) = self.path_failure(&path, now_t) {
+                    return Walk::Refused(f);
                 }
                 return Walk::Clean { length };
             }
@@ -1039,6 +1296,7 @@ impl Verifier {
                 return Walk::Refused(f);
             }
             length += 1;
+            path.push(issuer);
             if length > MAX_WALK {
                 return Walk::Refused(Failure::ChainTooLong {
                     length,
@@ -1161,6 +1419,37 @@ fn time_failure(x: &X509Certificate<'_>, is_leaf: bool, now: OffsetDateTime) -> 
             not_before: nb,
             now,
         });
+    }
+    None
+}
+
+fn parse_cert(der: &[u8]) -> Option<X509Certificate<'_>> {
+    x509_parser::parse_x509_certificate(der)
+        .ok()
+        .map(|(_, x)| x)
+}
+
+/// A leaf key of a kind no TLS implementation mtlsgate talks to accepts: DSA, or ECDSA on
+/// a curve other than P-256, P-384 and P-521. Described for the message.
+fn unusable_leaf_key(x: &X509Certificate<'_>) -> Option<String> {
+    let spki = x.public_key();
+    if spki.algorithm.algorithm.to_id_string() == OID_DSA {
+        return Some("a DSA key".into());
+    }
+    if let Ok(PublicKey::EC(_)) = spki.parsed() {
+        let curve = spki
+            .algorithm
+            .parameters
+            .as_ref()
+            .and_then(|p| p.as_oid().ok())
+            .map(|o| o.to_id_string())
+            .unwrap_or_else(|| "unnamed".into());
+        if !matches!(
+            curve.as_str(),
+            "1.2.840.10045.3.1.7" | "1.3.132.0.34" | "1.3.132.0.35"
+        ) {
+            return Some(format!("an ECDSA key on an unsupported curve ({curve})"));
+        }
     }
     None
 }
@@ -2246,5 +2535,353 @@ mod tests {
         let msg = e.to_string();
         assert!(msg.starts_with("CRL: it cannot be used: "), "{msg}");
         assert!(!msg.contains("BadDer") && !msg.contains("Error"), "{msg}");
+    }
+
+    // ---- RFC 5280 rules webpki does not apply (the x509-limbo families), each rebuilt
+    // from our own certificates.
+
+    /// A root made from `ca_params` after `edit`.
+    fn root_with(name: &str, edit: impl FnOnce(&mut CertificateParams)) -> TestCa {
+        let key = KeyPair::generate().expect("key");
+        let mut p = ca_params(name, T0 - Duration::days(365), T0 + Duration::days(3650));
+        edit(&mut p);
+        let der = p.self_signed(&key).expect("self-signed").der().to_vec();
+        TestCa {
+            der,
+            issuer: Issuer::new(p, key),
+        }
+    }
+
+    /// Rewrites the extensions of a signed certificate (`ext_tag` 0xa3) or CRL (0xa0) and
+    /// signs it again with `signer`. `edit` gets each extension's DER.
+    fn rewrite_extensions(
+        der: &[u8],
+        signer: &KeyPair,
+        ext_tag: u8,
+        mut edit: impl FnMut(&mut Vec<Vec<u8>>),
+    ) -> Vec<u8> {
+        let signed = crate::der::split_signed(der).expect("signed");
+        let parts = crate::der::elements(signed.tbs.value).expect("tbs");
+        let mut rebuilt: Vec<Vec<u8>> = Vec::new();
+        for t in &parts {
+            if t.tag != ext_tag {
+                rebuilt.push(t.raw.to_vec());
+                continue;
+            }
+            let seq = crate::der::read_one(t.value).expect("extensions");
+            let mut exts: Vec<Vec<u8>> = crate::der::elements(seq.value)
+                .expect("extension list")
+                .iter()
+                .map(|e| e.raw.to_vec())
+                .collect();
+            edit(&mut exts);
+            let refs: Vec<&[u8]> = exts.iter().map(|e| e.as_slice()).collect();
+            let seq = crate::der::encode(crate::der::SEQUENCE, &refs);
+            rebuilt.push(crate::der::encode(ext_tag, &[&seq]));
+        }
+        let refs: Vec<&[u8]> = rebuilt.iter().map(|e| e.as_slice()).collect();
+        let tbs = crate::der::encode(crate::der::SEQUENCE, &refs);
+        let sig = signer.sign(&tbs).expect("sign");
+        crate::der::assemble_signed(&tbs, signed.algorithm.raw, &sig)
+    }
+
+    /// The OID (DER contents) of an extension.
+    fn ext_oid(ext: &[u8]) -> Vec<u8> {
+        let e = crate::der::read_one(ext).expect("extension");
+        crate::der::elements(e.value).expect("fields")[0]
+            .value
+            .to_vec()
+    }
+
+    /// The extension with the same OID and value, marked critical.
+    fn make_critical(ext: &[u8]) -> Vec<u8> {
+        let e = crate::der::read_one(ext).expect("extension");
+        let f = crate::der::elements(e.value).expect("fields");
+        let value = f.last().expect("value").raw;
+        crate::der::encode(
+            crate::der::SEQUENCE,
+            &[f[0].raw, &[0x01, 0x01, 0xff], value],
+        )
+    }
+
+    const SKI: &[u8] = &[0x55, 0x1d, 0x0e];
+    const AKI: &[u8] = &[0x55, 0x1d, 0x23];
+    const CRL_NUMBER: &[u8] = &[0x55, 0x1d, 0x14];
+
+    fn with_critical(der: &[u8], signer: &KeyPair, ext_tag: u8, oid: &[u8]) -> Vec<u8> {
+        rewrite_extensions(der, signer, ext_tag, |exts| {
+            let e = exts
+                .iter_mut()
+                .find(|e| ext_oid(e) == oid)
+                .expect("extension present");
+            *e = make_critical(e);
+        })
+    }
+
+    #[track_caller]
+    fn refused_other(r: std::result::Result<(), Failure>, has: &str) {
+        let f = refused(
+            r,
+            "other",
+            "certificate verify failed",
+            "verification failed: ",
+        );
+        assert!(f.to_string().contains(has), "{f}\n  should contain\n{has}");
+    }
+
+    #[test]
+    fn critical_key_identifiers_are_refused() {
+        // limbo rfc5280::ski::critical-ski, rfc5280::aki::critical-aki
+        let (r, i) = pki();
+        let l = leaf(&i);
+        let v = verifier(&[&r.der], vec![], DEFAULT_DEPTH);
+        assert_eq!(check(&v, &[&l, &i.der], Purpose::Client, T0), Ok(()));
+        // The root's SKI marked critical (same key and name, so the chain still links).
+        let bad_root = with_critical(&r.der, r.issuer.key(), 0xa3, SKI);
+        let v = verifier(&[&bad_root], vec![], DEFAULT_DEPTH);
+        refused_other(
+            check(&v, &[&l, &i.der], Purpose::Client, T0),
+            "CN=Test Root marks its subject key identifier extension critical",
+        );
+        // The same root under a v1 leaf (decided by the walk, not webpki).
+        let l1 = to_v1(&leaf(&i), i.issuer.key());
+        refused_other(
+            check(&v, &[&l1, &i.der], Purpose::Client, T0),
+            "subject key identifier extension critical",
+        );
+        // A leaf whose AKI is critical.
+        let with_aki = leaf_with(&i, |p| p.use_authority_key_identifier_extension = true);
+        let bad_leaf = with_critical(&with_aki, i.issuer.key(), 0xa3, AKI);
+        let v = verifier(&[&r.der], vec![], DEFAULT_DEPTH);
+        assert_eq!(check(&v, &[&with_aki, &i.der], Purpose::Client, T0), Ok(()));
+        refused_other(
+            check(&v, &[&bad_leaf, &i.der], Purpose::Client, T0),
+            "CN=dev1.d.example.local marks its authority key identifier extension critical",
+        );
+    }
+
+    #[test]
+    fn a_root_with_an_unknown_critical_extension_is_refused() {
+        // limbo rfc5280::unknown-critical-extension-root
+        let odd = |critical: bool| {
+            root_with("Odd Root", |p| {
+                let mut e = rcgen::CustomExtension::from_oid_content(
+                    &[1, 3, 6, 1, 4, 1, 55738, 666, 1],
+                    vec![0x05, 0x00],
+                );
+                e.set_criticality(critical);
+                p.custom_extensions = vec![e];
+            })
+        };
+        let r = odd(true);
+        let l = leaf(&r);
+        let v = verifier(&[&r.der], vec![], DEFAULT_DEPTH);
+        refused_other(
+            check(&v, &[&l], Purpose::Client, T0),
+            "CN=Odd Root has a critical extension (1.3.6.1.4.1.55738.666.1)",
+        );
+        // Not critical: ignored, as RFC 5280 says.
+        let r = odd(false);
+        let l = leaf(&r);
+        let v = verifier(&[&r.der], vec![], DEFAULT_DEPTH);
+        assert_eq!(check(&v, &[&l], Purpose::Client, T0), Ok(()));
+    }
+
+    #[test]
+    fn key_usage_must_agree_with_basic_constraints() {
+        use rcgen::KeyUsagePurpose as Ku;
+        // limbo rfc5280::root-inconsistent-ca-extensions: cA=TRUE without keyCertSign.
+        let r = root_with("Inconsistent Root", |p| {
+            p.key_usages = vec![Ku::DigitalSignature, Ku::CrlSign]
+        });
+        let l = leaf(&r);
+        let v = verifier(&[&r.der], vec![], DEFAULT_DEPTH);
+        refused_other(
+            check(&v, &[&l], Purpose::Client, T0),
+            "CN=Inconsistent Root is a CA certificate, but its key usage does not allow signing certificates (keyCertSign is missing)",
+        );
+        // The way mtlsgate's own CA makes roots is fine.
+        let r = root_with("Good Root", |p| {
+            p.key_usages = vec![Ku::KeyCertSign, Ku::CrlSign]
+        });
+        let v = verifier(&[&r.der], vec![], DEFAULT_DEPTH);
+        assert_eq!(check(&v, &[&leaf(&r)], Purpose::Client, T0), Ok(()));
+        // limbo rfc5280::leaf-ku-keycertsign: a leaf that is no CA may not sign certificates.
+        let l = leaf_with(&r, |p| {
+            p.key_usages = vec![Ku::DigitalSignature, Ku::KeyCertSign]
+        });
+        refused_other(
+            check(&v, &[&l], Purpose::Client, T0),
+            "CN=dev1.d.example.local is not a CA certificate, but its key usage allows signing certificates (keyCertSign)",
+        );
+        let l = leaf_with(&r, |p| p.key_usages = vec![Ku::DigitalSignature]);
+        assert_eq!(check(&v, &[&l], Purpose::Client, T0), Ok(()));
+    }
+
+    #[test]
+    fn name_constraints_in_a_leaf_are_refused() {
+        // limbo rfc5280::nc::not-allowed-in-ee-{critical,noncritical}
+        let (r, i) = pki();
+        let l = leaf_with(&i, |p| {
+            p.name_constraints = Some(rcgen::NameConstraints {
+                permitted_subtrees: vec![rcgen::GeneralSubtree::DnsName("example.local".into())],
+                excluded_subtrees: vec![],
+            })
+        });
+        let v = verifier(&[&r.der], vec![], DEFAULT_DEPTH);
+        refused_other(
+            check(&v, &[&l, &i.der], Purpose::Client, T0),
+            "CN=dev1.d.example.local is not a CA certificate, but it carries name constraints",
+        );
+    }
+
+    #[test]
+    fn the_trust_anchor_must_be_valid_and_named() {
+        // limbo rfc5280::validity::expired-root: webpki reads only the anchor's name and key.
+        let key = KeyPair::generate().expect("key");
+        let p = ca_params(
+            "Old Root",
+            T0 - Duration::days(3650),
+            T0 - Duration::days(2),
+        );
+        let r = TestCa {
+            der: p.self_signed(&key).expect("root").der().to_vec(),
+            issuer: Issuer::new(p, key),
+        };
+        let i = intermediate(&r, "Young Intermediate", T0 + Duration::days(100), true);
+        let l = leaf_with(&i, |p| p.not_before = T0 - Duration::days(10));
+        let v = verifier(&[&r.der], vec![], DEFAULT_DEPTH);
+        refused(
+            check(&v, &[&l, &i.der], Purpose::Client, T0),
+            "expired",
+            "certificate has expired",
+            "expired: the issuing CA certificate CN=Old Root expired at ",
+        );
+        assert_eq!(
+            check(&v, &[&l, &i.der], Purpose::Client, T0 - Duration::days(3)),
+            Ok(())
+        );
+        // limbo rfc5280::ca-empty-subject: a CA must have a subject name.
+        let nameless = root_with("x", |p| {
+            p.distinguished_name = rcgen::DistinguishedName::new()
+        });
+        let l = leaf(&nameless);
+        let v = verifier(&[&nameless.der], vec![], DEFAULT_DEPTH);
+        refused_other(
+            check(&v, &[&l], Purpose::Client, T0),
+            "the CA certificate that issued CN=dev1.d.example.local has an empty subject name",
+        );
+    }
+
+    #[test]
+    fn leaf_keys_tls_cannot_use_are_refused() {
+        // limbo webpki::forbidden-p192-leaf, webpki::forbidden-dsa-leaf (public keys made
+        // with openssl; rcgen cannot generate them).
+        let p192 = "-----BEGIN PUBLIC KEY-----\nMEkwEwYHKoZIzj0CAQYIKoZIzj0DAQEDMgAENYiG5eW9m1y7VI5g1+/uaNA6z+3j\nfBDlBrhJzL0M8vQO7VkPpqM8lqv3sMFHEeJS\n-----END PUBLIC KEY-----\n";
+        let dsa = "-----BEGIN PUBLIC KEY-----\nMIIBvjCCATMGByqGSM44BAEwggEmAoGBAIOslAzRyZtWGbT0ox7qInzreUN2HS8H\nwUiGtTiaveDLya04OKfIjr7cyBT3bh35Om0yXCl2xxVkiOeTdvTqE7crcXw0O6sX\nUTE/JuQjr6VaNdNwmB35t8Rgcb88JZrS9Sli2GPOI4kqbZuEGJiJXsh3emzLyqYE\n0QIGCWGUqiCbAh0A4widfMpBG8TjpdtdwEHx5DPzKf8zt2+OKA//JwKBgDBHw1q1\nwEbSwJ46MAxc84m5uOngGg+/A0XdXPq2oHxF0q5Y3+ygACAoummH/lnANFM/MJ13\nYxTJ4qid/FM6aSNEG7ExxGwiUkE22E7Myi5m2E6bDemTgEL7G8jNfyV1n2ZmBon4\nMRkN/mhTVF3IKwtHeRoi0PCUxebg3J+HEHDuA4GEAAKBgA0ttXj3r3j1/eZBE40W\nYQ5dvFlqgqietKuLVqm0wELpBqoQKtQJXKn2T6csi/UbpTtCMK1C+js/wLWDdrtP\nvnNSKnyB9Hi+KSdB8UnsMknteFCaEGyaILA2BqChnNMYK9eKPq9x4Uh1/no+QBxG\nXkc8QP2ocwSXoj/sF9iI1/m1\n-----END PUBLIC KEY-----\n";
+        let (r, i) = pki();
+        let v = verifier(&[&r.der], vec![], DEFAULT_DEPTH);
+        for (pem, what) in [
+            (
+                p192,
+                "an ECDSA key on an unsupported curve (1.2.840.10045.3.1.1)",
+            ),
+            (dsa, "a DSA key"),
+        ] {
+            // A P-256 leaf with its public key swapped for this one, signed again.
+            let spki = pem::parse(pem).expect("pem").into_contents();
+            let l = leaf_with(&i, |p| {
+                p.distinguished_name = rcgen::DistinguishedName::new();
+                p.distinguished_name.push(DnType::CommonName, "odd");
+            });
+            let signed = crate::der::split_signed(&l).expect("signed");
+            let parts = crate::der::elements(signed.tbs.value).expect("tbs");
+            let mut fields: Vec<&[u8]> = parts.iter().map(|t| t.raw).collect();
+            fields[6] = &spki; // version, serial, algorithm, issuer, validity, subject, key
+            let tbs = crate::der::encode(crate::der::SEQUENCE, &fields);
+            let sig = i.issuer.key().sign(&tbs).expect("sign");
+            let l = crate::der::assemble_signed(&tbs, signed.algorithm.raw, &sig);
+            refused_other(
+                check(&v, &[&l, &i.der], Purpose::Client, T0),
+                &format!("CN=odd has {what}, which TLS cannot use"),
+            );
+        }
+    }
+
+    #[test]
+    fn crls_without_a_crl_number_or_with_a_critical_one_cannot_be_used() {
+        // limbo crl::crlnumber-missing, crl::crlnumber-critical
+        let (r, i) = pki();
+        let l = leaf(&i);
+        let good = crl(&i, &[]);
+        let missing = rewrite_extensions(&good, i.issuer.key(), 0xa0, |exts| {
+            exts.retain(|e| ext_oid(e) != CRL_NUMBER)
+        });
+        let critical = with_critical(&good, i.issuer.key(), 0xa0, CRL_NUMBER);
+        let l1 = to_v1(&leaf(&i), i.issuer.key());
+        for (bad, why) in [
+            (&missing, "it has no CRL number"),
+            (&critical, "its CRL number extension is marked critical"),
+        ] {
+            let v = verifier(&[&r.der], vec![bad.clone(), crl(&r, &[])], DEFAULT_DEPTH);
+            for chain in [[&l[..], &i.der[..]], [&l1[..], &i.der[..]]] {
+                refused_other(
+                    check(&v, &chain, Purpose::Client, T0),
+                    &format!("the CRL of CN=Test Intermediate cannot be used: {why}"),
+                );
+            }
+            // Lenient checking takes a CRL it cannot use for a missing one.
+            let lenient = verifier(&[&r.der], vec![bad.clone(), crl(&r, &[])], DEFAULT_DEPTH)
+                .with_crl_check(CrlCheck::Lenient);
+            assert_eq!(check(&lenient, &[&l, &i.der], Purpose::Client, T0), Ok(()));
+            // A conforming CRL of the same CA beside it is enough.
+            let v = verifier(
+                &[&r.der],
+                vec![bad.clone(), good.clone(), crl(&r, &[])],
+                DEFAULT_DEPTH,
+            );
+            assert_eq!(check(&v, &[&l, &i.der], Purpose::Client, T0), Ok(()));
+        }
+    }
+
+    #[test]
+    fn a_crl_from_a_ca_without_crlsign_cannot_be_used() {
+        use rcgen::KeyUsagePurpose as Ku;
+        // limbo crl::issuer-missing-crlsign: the root's key usage is keyCertSign only.
+        let key = KeyPair::generate().expect("key");
+        let mut p = ca_params(
+            "Cert-only Root",
+            T0 - Duration::days(365),
+            T0 + Duration::days(3650),
+        );
+        p.key_usages = vec![Ku::KeyCertSign];
+        let r = TestCa {
+            der: p.self_signed(&key).expect("root").der().to_vec(),
+            issuer: Issuer::new(
+                p.clone(),
+                KeyPair::from_pem(&key.serialize_pem()).expect("key"),
+            ),
+        };
+        // rcgen will not sign a CRL for it: sign with the same key and name, usage unsaid.
+        p.key_usages = vec![];
+        let crl_signer = TestCa {
+            der: r.der.clone(),
+            issuer: Issuer::new(p, key),
+        };
+        let l = leaf(&r);
+        let v = verifier(&[&r.der], vec![crl(&crl_signer, &[])], DEFAULT_DEPTH);
+        refused_other(
+            check(&v, &[&l], Purpose::Client, T0),
+            "the CRL of CN=Cert-only Root cannot be used: the CA's key usage does not allow signing CRLs (cRLSign is missing)",
+        );
+        let r = root_with("Full Root", |p| {
+            p.key_usages = vec![Ku::KeyCertSign, Ku::CrlSign]
+        });
+        let v = verifier(&[&r.der], vec![crl(&r, &[])], DEFAULT_DEPTH);
+        assert_eq!(check(&v, &[&leaf(&r)], Purpose::Client, T0), Ok(()));
+        // No key usage at all allows everything (limbo crl::issuer-no-keyusage-extension).
+        let (r, i) = pki();
+        let v = verifier(&[&r.der], vec![crl(&i, &[]), crl(&r, &[])], DEFAULT_DEPTH);
+        assert_eq!(check(&v, &[&leaf(&i), &i.der], Purpose::Client, T0), Ok(()));
     }
 }
