@@ -432,6 +432,53 @@ mod tests {
     }
 
     #[test]
+    fn connection_wide_headers_render_as_per_request_ones() {
+        let plan = HeaderPlan::build(
+            &[
+                ("x-uri".into(), "$request_uri".into()),
+                (
+                    "x-mix".into(),
+                    "$scheme://$host$request_uri from $remote_addr".into(),
+                ),
+                ("x-port".into(), "$remote_port".into()),
+                ("x-empty".into(), "$ssl_client_s_dn".into()),
+            ],
+            true,
+            true,
+        )
+        .expect("plan");
+        let outcome = VerifyOutcome::None;
+        let cx = |uri: &'static str| RenderCtx {
+            identity: None,
+            outcome: &outcome,
+            remote: "192.0.2.7:4711".parse().expect("addr"),
+            remote_ip: "192.0.2.7",
+            host: "api.example",
+            request_uri: uri,
+            scheme: "https",
+            tls_protocol: "TLSv1.3",
+            tls_cipher: "TLS_AES_128_GCM_SHA256",
+            resumed: false,
+            now: OffsetDateTime::now_utc(),
+        };
+        // Rendered for the connection's first request, applied to a later one.
+        let fixed = plan.render_connection_wide(&cx("/first"));
+        let mut cached = HeaderMap::new();
+        plan.apply(&mut cached, &cx("/second?x=1"), Some(&fixed));
+        let mut fresh = HeaderMap::new();
+        plan.apply(&mut fresh, &cx("/second?x=1"), None);
+        assert_eq!(cached, fresh);
+        assert_eq!(cached["x-uri"], "/second?x=1");
+        assert_eq!(
+            cached["x-mix"],
+            "https://api.example/second?x=1 from 192.0.2.7"
+        );
+        assert_eq!(cached["ssl-client-verify"], "NONE");
+        assert_eq!(cached["x-port"], "4711");
+        assert!(!cached.contains_key("x-empty"));
+    }
+
+    #[test]
     fn underscore_and_case_variants_are_identity_headers() {
         let plan = HeaderPlan::build(
             &[("X-Device".into(), "$client_device_id".into())],

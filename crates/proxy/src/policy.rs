@@ -353,6 +353,35 @@ mod tests {
     }
 
     #[test]
+    fn a_policy_is_unchanged_until_its_file_or_settings_change() {
+        let dir = std::env::temp_dir().join(format!("mtlsgate-policy-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let file = dir.join("allow.txt");
+        std::fs::write(&file, "dev1\ndev2\n").expect("write");
+        let cfg = PolicyConfig {
+            allow_files: vec![file.clone()],
+            ..PolicyConfig::default()
+        };
+        let p = Policy::build(&cfg, Load::Start).expect("policy");
+        assert!(p.unchanged(&cfg));
+        let other = PolicyConfig {
+            device_ids: vec!["dev3".into()],
+            ..cfg.clone()
+        };
+        assert!(!p.unchanged(&other), "other settings");
+        // Replaced by rename, as editors and the agent do: another file.
+        let tmp = dir.join("allow.tmp");
+        std::fs::write(&tmp, "dev1\ndev2\n").expect("write");
+        std::fs::rename(&tmp, &file).expect("rename");
+        assert!(!p.unchanged(&cfg), "replaced file");
+        let p = Policy::build(&cfg, Load::Reload).expect("policy");
+        assert!(p.unchanged(&cfg));
+        std::fs::remove_file(&file).expect("remove");
+        assert!(!p.unchanged(&cfg), "file gone");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn whitelist_format() {
         let ids: Vec<&str> =
             parse_list("# devices\nMyDeviceId.d.wott.local\n\n  other  # trailing\n#x\n").collect();
