@@ -267,7 +267,7 @@ def oha(args, pki, port, seconds, conns, keepalive=True, http2=False):
     }
 
 
-def idle_memory(args, pki, gw, count):
+def idle_memory(args, pki, gw, count, h2=False):
     pid = gw.worker_pid()
     # One request first, so that lazily allocated state is counted in the baseline.
     oha(args, pki, gw.port, 0.3, 1)
@@ -275,7 +275,8 @@ def idle_memory(args, pki, gw, count):
     before = rss_kib(pid)
     client = subprocess.Popen(
         ["taskset", "-c", LOAD_CPU, str(Path(args.bin) / "mtlsgate-bench"), "idle", "--connect", f"127.0.0.1:{gw.port}",
-         "--count", str(count), "--ca", str(pki.ca_bundle), "--cert", str(pki.client_crt), "--key", str(pki.client_key)],
+         "--count", str(count), "--ca", str(pki.ca_bundle), "--cert", str(pki.client_crt), "--key", str(pki.client_key)]
+        + (["--h2"] if h2 else []),
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     line = client.stdout.readline()
     if not line.startswith("open "):
@@ -288,9 +289,64 @@ def idle_memory(args, pki, gw, count):
     return {"rss_before_kib": before, "rss_after_kib": after, "kib_per_conn": (after - before) / count}
 
 
+class NginxUpstream:
+    """The second, common upstream: nginx answering the same fixed `Access Granted!` body
+    (one worker, keep-alive, on the load core), so that no keep-alive or HTTP/2 figure
+    depends on the upstream chosen."""
+
+    def __init__(self, args):
+        self.port = free_port()
+        d = WORK / "upstream-nginx"
+        d.mkdir(parents=True, exist_ok=True)
+        conf = f"""
+worker_processes 1;
+worker_rlimit_nofile {args.nofile};
+daemon off;
+pid {d}/nginx.pid;
+error_log stderr error;
+events {{ worker_connections 4096; }}
+http {{
+  access_log off;
+  keepalive_requests 10000000;
+  keepalive_timeout 300s;
+  client_body_temp_path {d}/t1; proxy_temp_path {d}/t2; fastcgi_temp_path {d}/t3;
+  uwsgi_temp_path {d}/t4; scgi_temp_path {d}/t5;
+  server {{
+    listen 127.0.0.1:{self.port};
+    location / {{ default_type text/plain; return 200 "Access Granted!\\n"; }}
+  }}
+}}
+"""
+        (d / "nginx.conf").write_text(conf)
+        self.err = open(d / "stderr.log", "w")
+        self.proc = subprocess.Popen(["taskset", "-c", LOAD_CPU, "nginx", "-e", "stderr", "-p", str(d), "-c",
+                                      str(d / "nginx.conf")], stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.DEVNULL, stderr=self.err)
+        wait_port(self.port, self.proc, "nginx upstream")
+
+    def stop(self):
+        # SIGTERM (not SIGKILL) so that nginx's worker goes too.
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.err.close()
+
+
+def gateway_cpu(gw):
+    """CPU seconds (user + system) the gateway has used so far: its process and, for nginx,
+    its worker."""
+    return cpu_seconds(gw.proc.pid) + sum(cpu_seconds(c) for c in children(gw.proc.pid))
+
+
 def allowlist_figure(args, pki, up_port, entries):
-    """mtlsgate alone: memory of a large allowlist, reload time, and full-handshake rate and
-    p99 with the list while it is rewritten (and so reloaded) every second."""
+    """mtlsgate alone: memory of a large allowlist, reload time, and the full-handshake and
+    keep-alive rates and p99 with the list, while it is rewritten (and so reloaded) every
+    second and while it stays."""
+    import threading
     d = WORK / "allow"
     d.mkdir(parents=True, exist_ok=True)
     big = d / "allow.txt"
@@ -299,12 +355,16 @@ def allowlist_figure(args, pki, up_port, entries):
     out = {"entries": entries}
     for label, extra in (("without", []), ("with", ["--allow-file", str(big)])):
         gw = Gateway("mtlsgate", args, pki, up_port, False, extra).start()
+        stop = [False]
+        t = None
         try:
             oha(args, pki, gw.port, 0.3, 1)
             out[f"rss_{label}_kib"] = rss_kib(gw.proc.pid)
-            stop = [False]
+            runs = {}
             if label == "with":
-                import threading
+                # The list loaded and unchanged: what the lookups cost under keep-alive load.
+                runs["keepalive_static"] = oha(args, pki, gw.port, args.seconds, 50)
+
                 def rewrite():
                     n = 0
                     while not stop[0]:
@@ -315,17 +375,22 @@ def allowlist_figure(args, pki, up_port, entries):
                         os.replace(tmp, big)
                 t = threading.Thread(target=rewrite)
                 t.start()
-            r = oha(args, pki, gw.port, args.seconds, 32, keepalive=False)
+            runs["handshakes"] = oha(args, pki, gw.port, args.seconds, 32, keepalive=False)
+            runs["keepalive"] = oha(args, pki, gw.port, args.seconds, 50)
             stop[0] = True
-            if label == "with":
+            if t:
                 t.join()
                 time.sleep(1.5)
         finally:
+            stop[0] = True
+            if t:
+                t.join()
             gw.stop()
-        if r["failed"] or not r["ok"]:
-            raise SystemExit(f"allowlist figure ({label}): {r['failed']} failed requests")
-        out[f"handshakes_{label}"] = r["rps"]
-        out[f"p99_{label}_ms"] = r["p99_ms"]
+        for what, r in runs.items():
+            if r["failed"] or not r["ok"]:
+                raise SystemExit(f"allowlist figure ({label}, {what}): {r['failed']} failed requests")
+            out[f"{what}_{label}"] = r["rps"]
+            out[f"{what}_p99_{label}_ms"] = r["p99_ms"]
         if label == "with":
             times = [float(m) for m in re.findall(r"reloaded in ([\d.]+) ms", (gw.dir / "stderr.log").read_text())]
             out["reloads"] = len(times)
@@ -334,8 +399,11 @@ def allowlist_figure(args, pki, up_port, entries):
     out["list_mib"] = (out["rss_with_kib"] - out["rss_without_kib"]) / 1024
     log(f"allowlist: {entries} entries take {out['list_mib']:.1f} MiB; {out['reloads']} reloads, median "
         f"{out['reload_ms_median']:.0f} ms, max {out['reload_ms_max']:.0f} ms; full handshakes "
-        f"{out['handshakes_without']:.0f}/s p99 {out['p99_without_ms']:.1f} ms without, "
-        f"{out['handshakes_with']:.0f}/s p99 {out['p99_with_ms']:.1f} ms with the list reloading every second")
+        f"{out['handshakes_without']:.0f}/s p99 {out['handshakes_p99_without_ms']:.1f} ms without, "
+        f"{out['handshakes_with']:.0f}/s p99 {out['handshakes_p99_with_ms']:.1f} ms reloading; keep-alive "
+        f"{out['keepalive_without']:.0f}/s p99 {out['keepalive_p99_without_ms']:.2f} ms without, "
+        f"{out['keepalive_static_with']:.0f}/s p99 {out['keepalive_static_p99_with_ms']:.2f} ms with the list, "
+        f"{out['keepalive_with']:.0f}/s p99 {out['keepalive_p99_with_ms']:.2f} ms reloading")
     return out
 
 
@@ -719,6 +787,11 @@ FIGURES = [
     ("resumed_handshakes", "Resumed handshakes/s (new connection per request, resumption on)", True, dict(keepalive=False, conns=32)),
     ("keepalive_h1", "Keep-alive HTTP/1.1 requests/s, 50 connections", True, dict(keepalive=True, conns=50)),
     ("keepalive_h2", "HTTP/2 requests/s, 50 connections", True, dict(keepalive=True, conns=50, http2=True)),
+    # The same two with nginx as the (common) upstream instead of mtlsgate-bench's.
+    ("keepalive_h1_nginx_up", "Keep-alive HTTP/1.1 requests/s, 50 connections, nginx as the upstream", True,
+     dict(keepalive=True, conns=50, upstream="nginx")),
+    ("keepalive_h2_nginx_up", "HTTP/2 requests/s, 50 connections, nginx as the upstream", True,
+     dict(keepalive=True, conns=50, http2=True, upstream="nginx")),
 ]
 
 
@@ -733,6 +806,9 @@ def main():
     ap.add_argument("--tunnel-idle", type=int, default=9000, help="idle tunnels for the tunnel memory figure")
     ap.add_argument("--mqtt-publishers", type=int, default=100, help="publishers for the MQTT figure")
     ap.add_argument("--only", help="comma-separated gateways to run")
+    ap.add_argument("--upstream", default="bench,nginx",
+                    help="comma-separated upstreams for the keep-alive and HTTP/2 figures: bench "
+                         "(mtlsgate-bench upstream), nginx")
     ap.add_argument("--part", default="http,tunnels",
                     help="comma-separated: http, tunnels (a full run of one part keeps the other's last results)")
     args = ap.parse_args()
@@ -741,6 +817,9 @@ def main():
         args.rounds, args.seconds, args.idle, args.tunnel_idle, args.mqtt_publishers = 1, 1, 200, 200, 10
     gateways = args.only.split(",") if args.only else GATEWAYS
     parts = args.part.split(",")
+    args.upstream = args.upstream.split(",")
+    if not set(args.upstream) <= {"bench", "nginx"} or "bench" not in args.upstream:
+        raise SystemExit(f"--upstream: bench, or bench,nginx, not {','.join(args.upstream)}")
     if not set(parts) <= {"http", "tunnels"}:
         raise SystemExit(f"--part: http, tunnels or both, not {args.part}")
     if os.cpu_count() and os.cpu_count() < 2:
@@ -803,37 +882,49 @@ def run_http(args, pki, gateways, versions):
     upstream = subprocess.Popen(["taskset", "-c", LOAD_CPU, str(Path(args.bin) / "mtlsgate-bench"), "upstream",
                                  "--listen", f"127.0.0.1:{up_port}"], stderr=subprocess.DEVNULL)
     wait_port(up_port, upstream, "upstream")
-    results = {k: {g: [] for g in gateways} for k, *_ in FIGURES}
+    nginx_up = NginxUpstream(args) if "nginx" in args.upstream else None
+    figures = [f for f in FIGURES if f[3].get("upstream", "bench") in args.upstream]
+    results = {k: {g: [] for g in gateways} for k, *_ in figures}
     results["idle_memory"] = {g: [] for g in gateways}
+    results["idle_memory_h2"] = {g: [] for g in gateways}
     try:
         for rnd in range(args.rounds):
             order = gateways[rnd % len(gateways):] + gateways[:rnd % len(gateways)]
-            for key, title, resume, o in FIGURES:
+            for key, title, resume, o in figures:
                 for g in order:
                     if o.get("uncached") and g != "mtlsgate":
                         continue  # nginx and HAProxy have no chain cache: figure 1 is theirs
                     extra = ["--no-verify-cache"] if o.get("uncached") and g == "mtlsgate" else []
-                    gw = Gateway(g, args, pki, up_port, resume, extra).start()
+                    port = nginx_up.port if o.get("upstream") == "nginx" else up_port
+                    gw = Gateway(g, args, pki, port, resume, extra).start()
                     try:
                         if not args.smoke:
                             oha(args, pki, gw.port, 1, o["conns"], o["keepalive"], o.get("http2", False))
+                        # The gateway's own CPU time over the run: with the load generator
+                        # and the upstream on one core, that core can be the limit, and the
+                        # requests per gateway CPU-second still show each gateway's cost.
+                        cpu0 = gateway_cpu(gw)
                         r = oha(args, pki, gw.port, args.seconds, o["conns"], o["keepalive"], o.get("http2", False))
+                        r["gateway_cpu_s"] = gateway_cpu(gw) - cpu0
+                        r["per_cpu_s"] = r["ok"] / r["gateway_cpu_s"] if r["gateway_cpu_s"] else 0.0
                     finally:
                         gw.stop()
                     if r["failed"] or not r["ok"]:
                         raise SystemExit(f"{g}, {key}: {r['failed']} failed requests, {r['ok']} ok "
                                          f"(see {gw.dir}/stderr.log)")
                     results[key][g].append(r)
-                    log(f"round {rnd + 1} {key:20} {g:9} {r['rps']:10.0f}/s  p50 {r['p50_ms']:.2f} ms  p99 {r['p99_ms']:.2f} ms")
-            for g in order:
-                gw = Gateway(g, args, pki, up_port, True).start()
-                try:
-                    m = idle_memory(args, pki, gw, args.idle)
-                finally:
-                    gw.stop()
-                results["idle_memory"][g].append(m)
-                log(f"round {rnd + 1} idle_memory          {g:9} {m['kib_per_conn']:.1f} KiB/connection "
-                    f"({m['rss_before_kib']} -> {m['rss_after_kib']} KiB for {args.idle})")
+                    log(f"round {rnd + 1} {key:20} {g:9} {r['rps']:10.0f}/s  p50 {r['p50_ms']:.2f} ms  "
+                        f"p99 {r['p99_ms']:.2f} ms  {r['per_cpu_s']:.0f} per gateway CPU-second")
+            for key, h2 in (("idle_memory", False), ("idle_memory_h2", True)):
+                for g in order:
+                    gw = Gateway(g, args, pki, up_port, True).start()
+                    try:
+                        m = idle_memory(args, pki, gw, args.idle, h2)
+                    finally:
+                        gw.stop()
+                    results[key][g].append(m)
+                    log(f"round {rnd + 1} {key:20} {g:9} {m['kib_per_conn']:.1f} KiB/connection "
+                        f"({m['rss_before_kib']} -> {m['rss_after_kib']} KiB for {args.idle})")
         allow = None
         if "mtlsgate" in gateways:
             allow = allowlist_figure(args, pki, up_port, 10000 if args.smoke else 1000000)
@@ -841,7 +932,9 @@ def run_http(args, pki, gateways, versions):
     finally:
         upstream.terminate()
         upstream.wait()
-    return report(args, gateways, results, ceiling, versions, allow)
+        if nginx_up:
+            nginx_up.stop()
+    return report(args, gateways, results, ceiling, versions, allow, figures)
 
 
 TUNNEL_HEADING = "## TCP tunnels"
@@ -875,27 +968,44 @@ def write_results(args, http, tunnels):
     print(f"written to {md_path} and .json")
 
 
+def unique_titles(rows):
+    """The rows' medians by title, a sub-row ("  p99 latency") named after its figure."""
+    out, parent = {}, ""
+    for title, _, vals, _ in rows:
+        if title.startswith("  "):
+            out[f"{parent} / {title.strip()}"] = vals
+        else:
+            parent = title
+            out[title] = vals
+    return out
+
+
 def med(vals):
     return statistics.median(vals) if vals else float("nan")
 
 
-def report(args, gateways, results, ceiling, versions, allow):
+def report(args, gateways, results, ceiling, versions, allow, figures):
     rows = []  # (figure, unit, {gateway: value}, higher_is_better)
-    for key, title, _, o in FIGURES:
+    for key, title, _, o in figures:
         src = {g: results["full_handshakes"][g] if o.get("uncached") and g != "mtlsgate" else results[key][g]
                for g in gateways}
         rows.append((title, "req/s", {g: med([r["rps"] for r in src[g]]) for g in gateways}, True))
+        rows.append(("  per gateway CPU-second", "req", {g: med([r["per_cpu_s"] for r in src[g]]) for g in gateways},
+                     True))
         if key.startswith("keepalive"):
             rows.append(("  p50 latency", "ms", {g: med([r["p50_ms"] for r in results[key][g]]) for g in gateways}, False))
             rows.append(("  p99 latency", "ms", {g: med([r["p99_ms"] for r in results[key][g]]) for g in gateways}, False))
-    rows.append((f"Resident memory per idle mTLS connection ({args.idle} open)", "KiB",
+    rows.append((f"Resident memory per idle mTLS connection, HTTP/1.1 ({args.idle} open)", "KiB",
                  {g: med([m["kib_per_conn"] for m in results["idle_memory"][g]]) for g in gateways}, False))
-    full = rows[0][2]
+    rows.append((f"Resident memory per idle mTLS connection, HTTP/2 ({args.idle} open)", "KiB",
+                 {g: med([m["kib_per_conn"] for m in results["idle_memory_h2"][g]]) for g in gateways}, False))
+    by_title = {title: vals for title, _, vals, _ in rows}
+    full = by_title[FIGURES[0][1]]
     rows.append(("Full handshakes as a share of the crypto ceiling", "%",
                  {g: 100 * full[g] / ceiling["handshakes_per_s"] for g in gateways}, True))
     if "mtlsgate" in gateways:
         uncached = dict(full)
-        uncached["mtlsgate"] = rows[1][2]["mtlsgate"]
+        uncached["mtlsgate"] = by_title[FIGURES[1][1]]["mtlsgate"]
         rows.append(("  the same, mtlsgate re-verifying every chain", "%",
                      {g: 100 * uncached[g] / ceiling["handshakes_per_s"] for g in gateways}, True))
     peers = [g for g in gateways if g != "mtlsgate"]
@@ -929,8 +1039,12 @@ def report(args, gateways, results, ceiling, versions, allow):
             f"Allowlist of {allow['entries']:,} device IDs (mtlsgate alone, full handshakes, 32 at a time): "
             f"the list adds {allow['list_mib']:.1f} MiB resident; rewritten every second, it reloaded "
             f"{allow['reloads']} times in {allow['reload_ms_median']:.0f} ms (median, max {allow['reload_ms_max']:.0f} ms); "
-            f"handshakes {allow['handshakes_without']:.0f}/s with p99 {allow['p99_without_ms']:.1f} ms without the list, "
-            f"{allow['handshakes_with']:.0f}/s with p99 {allow['p99_with_ms']:.1f} ms with it while reloading.",
+            f"full handshakes {allow['handshakes_without']:.0f}/s with p99 {allow['handshakes_p99_without_ms']:.1f} ms "
+            f"without the list, {allow['handshakes_with']:.0f}/s with p99 {allow['handshakes_p99_with_ms']:.1f} ms with "
+            f"it while reloading; keep-alive HTTP/1.1 (50 connections) {allow['keepalive_without']:.0f}/s with p99 "
+            f"{allow['keepalive_p99_without_ms']:.2f} ms without the list, {allow['keepalive_static_with']:.0f}/s with p99 "
+            f"{allow['keepalive_static_p99_with_ms']:.2f} ms with it unchanged, {allow['keepalive_with']:.0f}/s with p99 "
+            f"{allow['keepalive_p99_with_ms']:.2f} ms with it while reloading.",
             "",
         ]
     lines += [
@@ -951,7 +1065,7 @@ def report(args, gateways, results, ceiling, versions, allow):
     return md, {
         "rounds": args.rounds, "seconds": args.seconds, "idle_connections": args.idle,
         "versions": versions, "crypto_ceiling": ceiling, "allowlist": allow, "raw": results,
-        "medians": {title: vals for title, _, vals, _ in rows},
+        "medians": unique_titles(rows),
     }
 
 

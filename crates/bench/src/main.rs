@@ -5,7 +5,8 @@
 //! - `mtlsgate-bench idle --connect ADDR --count N --ca F --cert F --key F`: opens N mTLS
 //!   connections (TLS 1.3, one HTTP/1.1 request each so the gateway has verified the client
 //!   and proxied once), prints `open N`, and holds them until stdin closes. With `--echo` the
-//!   request is one byte, read back from an echo backend through a TCP tunnel.
+//!   request is one byte, read back from an echo backend through a TCP tunnel; with `--h2`
+//!   the connections speak HTTP/2 (one request each, then idle).
 //! - `mtlsgate-bench echo --listen ADDR`: a TCP echo backend for the tunnel figures.
 //! - `mtlsgate-bench tls-connect ...`: new mTLS connections as fast as N tasks can (see
 //!   [`tunnel`]).
@@ -33,7 +34,7 @@ type Error = Box<dyn std::error::Error + Send + Sync>;
 fn usage() -> Error {
     "usage: mtlsgate-bench upstream --listen ADDR
        mtlsgate-bench echo --listen ADDR
-       mtlsgate-bench idle --connect ADDR --count N --ca F --cert F --key F [--server-name NAME] [--echo]
+       mtlsgate-bench idle --connect ADDR --count N --ca F --cert F --key F [--server-name NAME] [--echo | --h2]
        mtlsgate-bench tls-connect --connect ADDR --cert F --key F [--concurrency N] [--seconds S] [--server-name NAME]
        mtlsgate-bench mqtt-pub --connect ADDR --broker ADDR --ca F --cert F --key F [--publishers K] [--seconds S] [--payload BYTES] [--server-name NAME]
        mtlsgate-bench soak-client --connect ADDR --ca F --cert F --key F [--keepalive N] [--idle N] [--slow N] [--interval S] [--idle-ping S] [--retry-for S] [--seconds S] [--report S]".into()
@@ -65,6 +66,9 @@ fn main() -> Result<(), Error> {
             );
             let name = flag("--server-name").unwrap_or_else(|| "localhost".into());
             let echo = args.iter().any(|a| a == "--echo");
+            if args.iter().any(|a| a == "--h2") {
+                return rt.block_on(idle_h2(addr, count, files, name));
+            }
             rt.block_on(idle(addr, count, files, name, echo))
         }
         "echo" => {
@@ -258,6 +262,58 @@ async fn idle(
     let mut stdin = tokio::io::stdin();
     let mut sink = [0u8; 64];
     while stdin.read(&mut sink).await.unwrap_or(0) > 0 {}
+    drop(held);
+    Ok(())
+}
+
+/// `idle --h2`: like [`idle`], over HTTP/2 (ALPN h2, one GET each).
+async fn idle_h2(
+    addr: SocketAddr,
+    count: usize,
+    (ca, cert, key): (PathBuf, PathBuf, PathBuf),
+    name: String,
+) -> Result<(), Error> {
+    use http_body_util::{BodyExt, Empty};
+    let connector =
+        tokio_rustls::TlsConnector::from(Arc::new(client_config(&ca, &cert, &key, Some(b"h2"))?));
+    let server_name = ServerName::try_from(name.clone())?;
+    let mut held = Vec::with_capacity(count);
+    for chunk_start in (0..count).step_by(100) {
+        let n = (count - chunk_start).min(100);
+        let mut tasks = Vec::with_capacity(n);
+        for _ in 0..n {
+            let connector = connector.clone();
+            let server_name = server_name.clone();
+            let uri = format!("https://{name}/");
+            tasks.push(tokio::spawn(async move {
+                let tcp = tokio::net::TcpStream::connect(addr).await?;
+                let tls = connector.connect(server_name, tcp).await?;
+                let (mut send, conn) = hyper::client::conn::http2::handshake(
+                    hyper_util::rt::TokioExecutor::new(),
+                    hyper_util::rt::TokioIo::new(tls),
+                )
+                .await?;
+                let driver = tokio::spawn(conn);
+                let req = Request::get(uri).body(Empty::<Bytes>::new())?;
+                let resp = send.send_request(req).await?;
+                let body = resp.into_body().collect().await?.to_bytes();
+                if !body.starts_with(b"Access Granted!") {
+                    return Err::<_, Error>("unexpected answer".into());
+                }
+                Ok((send, driver))
+            }));
+        }
+        for t in tasks {
+            held.push(t.await??);
+        }
+    }
+    println!("open {}", held.len());
+    let mut stdin = tokio::io::stdin();
+    let mut sink = [0u8; 64];
+    while stdin.read(&mut sink).await.unwrap_or(0) > 0 {}
+    for (_, driver) in &held {
+        driver.abort();
+    }
     drop(held);
     Ok(())
 }

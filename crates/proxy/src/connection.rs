@@ -27,6 +27,7 @@ use tokio::sync::{watch, Notify};
 
 use crate::client_auth::{CertProblem, Peer, Verdict};
 use crate::config::Timeouts;
+use crate::headers::{ConnectionHeaders, HeaderPlan, RenderCtx};
 use crate::identity::ClientIdentity;
 use crate::responses::Body;
 use crate::state::{Snapshot, State};
@@ -48,6 +49,19 @@ pub struct Conn {
     pub clock: Arc<Clock>,
     /// Asks the connection to finish what is in flight and close (HTTP/2 GOAWAY).
     close: Notify,
+    /// The identity headers that are the same for every request, last rendered.
+    headers: Mutex<Option<HeaderCache>>,
+}
+
+/// A route's connection-wide identity headers as rendered for this connection, and what
+/// they were rendered for: the snapshot's generation and the route's plan in it (a plan
+/// is never moved or freed while its snapshot lives, and generations are never reused),
+/// and the client's verdict (held, so its address cannot be reused meanwhile).
+struct HeaderCache {
+    generation: u64,
+    plan: usize,
+    verdict: Arc<Verdict>,
+    rendered: Arc<ConnectionHeaders>,
 }
 
 impl Conn {
@@ -76,7 +90,34 @@ impl Conn {
             verdict: Mutex::new(verdict),
             clock: Arc::new(Clock::new()),
             close: Notify::new(),
+            headers: Mutex::new(None),
         }
+    }
+
+    /// The connection-wide identity headers of `plan` (a route of snapshot `generation`)
+    /// under `verdict`: rendered by the first request that needs them, then reused.
+    pub fn connection_headers(
+        &self,
+        generation: u64,
+        plan: &HeaderPlan,
+        verdict: &Arc<Verdict>,
+        cx: &RenderCtx<'_>,
+    ) -> Arc<ConnectionHeaders> {
+        let key = plan as *const HeaderPlan as usize;
+        let mut cache = self.headers.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = cache.as_ref() {
+            if c.generation == generation && c.plan == key && Arc::ptr_eq(&c.verdict, verdict) {
+                return c.rendered.clone();
+            }
+        }
+        let rendered = Arc::new(plan.render_connection_wide(cx));
+        *cache = Some(HeaderCache {
+            generation,
+            plan: key,
+            verdict: verdict.clone(),
+            rendered: rendered.clone(),
+        });
+        rendered
     }
 
     pub fn identity(&self) -> Option<&ClientIdentity> {
@@ -119,8 +160,6 @@ pub struct Clock {
     idle_since: AtomicU64,
     /// 1 + when the head of a request began arriving; 0 when none is arriving.
     head_since: AtomicU64,
-    /// Wakes the watchdog when a header deadline starts.
-    wake: Notify,
 }
 
 impl Clock {
@@ -130,7 +169,6 @@ impl Clock {
             in_flight: AtomicU32::new(0),
             idle_since: AtomicU64::new(0),
             head_since: AtomicU64::new(0),
-            wake: Notify::new(),
         }
     }
 
@@ -139,10 +177,12 @@ impl Clock {
     }
 
     /// Bytes of a request head arrived; starts the header deadline if it is not running.
+    /// The watchdog is not woken: it never sleeps longer than `header_read`, so it sees the
+    /// deadline in time (waking it on every request would cost a wake-up and a new timer
+    /// per request on a kept-alive connection).
     fn head_started(&self) {
         if self.head_since.load(Relaxed) == 0 {
             self.head_since.store(self.now_ms() + 1, Relaxed);
-            self.wake.notify_one();
         }
     }
 
@@ -160,7 +200,10 @@ impl Clock {
         InFlight(self.clone())
     }
 
-    /// What the timers say now.
+    /// What the timers say now: which ran out, or how long the watchdog may sleep — never
+    /// more than `header_read`, so that a request head that starts while it sleeps (which
+    /// does not wake it) is timed from when it started: the watchdog wakes before that
+    /// head's deadline and then sleeps until it.
     fn check(&self, t: &Timeouts) -> Result<Duration, Expiry> {
         let now = self.now_ms();
         let ms = |d: Duration| d.as_millis() as u64;
@@ -178,7 +221,7 @@ impl Clock {
             return if now >= deadline {
                 Err(Expiry::Idle)
             } else {
-                Ok(Duration::from_millis(deadline - now))
+                Ok(Duration::from_millis(deadline - now).min(t.header_read))
             };
         }
         // Requests in flight: nothing to time here (the upstream timeout covers them).
@@ -209,12 +252,7 @@ async fn watchdog(clock: &Clock, timeouts: &Timeouts) -> Expiry {
     loop {
         match clock.check(timeouts) {
             Err(e) => return e,
-            Ok(wait) => {
-                tokio::select! {
-                    _ = tokio::time::sleep(wait.max(Duration::from_millis(5))) => {}
-                    _ = clock.wake.notified() => {}
-                }
-            }
+            Ok(wait) => tokio::time::sleep(wait.max(Duration::from_millis(5))).await,
         }
     }
 }

@@ -42,7 +42,8 @@ pub async fn forward(
 ) -> Result<Response<Body>, Refusal> {
     let route = target.route;
     let timeout = snap.config.timeouts.upstream_response;
-    let upstream = route.authority.to_string();
+    // Named only in refusals: not formatted for requests that succeed.
+    let upstream = || route.authority.to_string();
     let (parts, body) = req.into_parts();
     let (body, body_failed) = RequestBody::new(body);
     let req = Request::from_parts(parts, body);
@@ -58,24 +59,27 @@ pub async fn forward(
                     .clone()
                     .unwrap_or_else(|| route.authority.host().to_string());
                 if let Some(why) = tls_failure(&e, &name, t.cert.is_some()) {
-                    return Err(Refusal::UpstreamTls { upstream, why });
+                    return Err(Refusal::UpstreamTls {
+                        upstream: upstream(),
+                        why,
+                    });
                 }
             }
             return Err(if e.is_connect() {
                 Refusal::UpstreamUnreachable {
-                    upstream,
+                    upstream: upstream(),
                     cause: root_cause(&e),
                 }
             } else {
                 Refusal::UpstreamFailed {
-                    upstream,
+                    upstream: upstream(),
                     cause: root_cause(&e),
                 }
             });
         }
         Err(_) => {
             return Err(Refusal::UpstreamTimeout {
-                upstream,
+                upstream: upstream(),
                 after: timeout,
             })
         }
@@ -84,7 +88,7 @@ pub async fn forward(
         let Some(client_side) = client_upgrade else {
             // nginx answers 502 too: the client cannot follow a switch it did not ask for.
             return Err(Refusal::UpstreamFailed {
-                upstream,
+                upstream: upstream(),
                 cause: "it switched protocols (101) on a request that asked for no upgrade".into(),
             });
         };

@@ -70,6 +70,13 @@ impl Var {
     fn parse(name: &str) -> Option<Var> {
         VARS.iter().find(|(n, _)| *n == name).map(|(_, v)| *v)
     }
+
+    /// Whether the value can change from one request to the next on one connection (the
+    /// request's Host and URI, the time left); every other variable depends only on the
+    /// connection and the client's verdict.
+    fn per_request(self) -> bool {
+        matches!(self, Var::Host | Var::RequestUri | Var::SslClientVRemain)
+    }
 }
 
 fn var_names() -> String {
@@ -134,6 +141,13 @@ impl HeaderTemplate {
 
     /// Renders the template. Returns `None` for an empty result (nginx sends no header
     /// whose value is empty).
+    /// Whether the template uses only connection-wide variables (see [`Var::per_request`]).
+    fn connection_wide(&self) -> bool {
+        self.pieces
+            .iter()
+            .all(|p| !matches!(p, Piece::Var(v) if v.per_request()))
+    }
+
     pub fn render(&self, cx: &RenderCtx<'_>) -> Option<HeaderValue> {
         let mut out = String::new();
         for p in &self.pieces {
@@ -297,8 +311,34 @@ impl HeaderPlan {
                 .any(|p| n.len() >= p.len() && eq(&n[..p.len()], p.as_bytes()))
     }
 
-    /// Removes every identity header the client sent, then sets the gateway's.
-    pub fn apply(&self, headers: &mut HeaderMap, cx: &RenderCtx<'_>) {
+    /// The values of the headers whose templates use only connection-wide variables, and
+    /// of `X-Forwarded-Client-Cert`: the same for every request on a connection (under one
+    /// verdict), so a connection renders them once ([`HeaderPlan::apply`] takes them).
+    pub fn render_connection_wide(&self, cx: &RenderCtx<'_>) -> ConnectionHeaders {
+        ConnectionHeaders {
+            values: self
+                .set
+                .iter()
+                .map(|(_, tpl)| {
+                    if tpl.connection_wide() {
+                        Fixed::Value(tpl.render(cx))
+                    } else {
+                        Fixed::PerRequest
+                    }
+                })
+                .collect(),
+            xfcc: if self.xfcc { xfcc_value(cx) } else { None },
+        }
+    }
+
+    /// Removes every identity header the client sent, then sets the gateway's; those in
+    /// `fixed` (rendered for this plan and connection) are taken from there.
+    pub fn apply(
+        &self,
+        headers: &mut HeaderMap,
+        cx: &RenderCtx<'_>,
+        fixed: Option<&ConnectionHeaders>,
+    ) {
         if headers.keys().any(|k| self.is_identity(k.as_str())) {
             let spoofed: Vec<HeaderName> = headers
                 .keys()
@@ -309,32 +349,63 @@ impl HeaderPlan {
                 headers.remove(&k);
             }
         }
-        for (name, tpl) in &self.set {
-            if let Some(v) = tpl.render(cx) {
+        for (i, (name, tpl)) in self.set.iter().enumerate() {
+            let value = match fixed.and_then(|f| f.values.get(i)) {
+                Some(Fixed::Value(v)) => v.clone(),
+                Some(Fixed::PerRequest) | None => tpl.render(cx),
+            };
+            if let Some(v) = value {
                 headers.insert(name.clone(), v);
             }
         }
         if self.xfcc {
-            if let Some(id) = cx.identity.filter(|_| cx.outcome.is_success()) {
-                let mut v = format!(
-                    "Hash={};Subject=\"{}\"",
-                    id.info.sha256_fingerprint,
-                    id.info.subject.replace('\\', "\\\\").replace('"', "\\\"")
-                );
-                for u in &id.info.uris {
-                    v.push_str(";URI=");
-                    v.push_str(u);
-                }
-                for d in &id.info.dns_names {
-                    v.push_str(";DNS=");
-                    v.push_str(d);
-                }
-                if let Ok(hv) = HeaderValue::from_str(&v) {
-                    headers.insert(HeaderName::from_static("x-forwarded-client-cert"), hv);
-                }
+            let value = match fixed {
+                Some(f) => f.xfcc.clone(),
+                None => xfcc_value(cx),
+            };
+            if let Some(hv) = value {
+                headers.insert(HeaderName::from_static("x-forwarded-client-cert"), hv);
             }
         }
     }
+}
+
+/// `X-Forwarded-Client-Cert` (Envoy's form) for a verified client.
+fn xfcc_value(cx: &RenderCtx<'_>) -> Option<HeaderValue> {
+    let id = cx.identity.filter(|_| cx.outcome.is_success())?;
+    let mut v = format!(
+        "Hash={};Subject=\"{}\"",
+        id.info.sha256_fingerprint,
+        id.info.subject.replace('\\', "\\\\").replace('"', "\\\"")
+    );
+    for u in &id.info.uris {
+        v.push_str(";URI=");
+        v.push_str(u);
+    }
+    for d in &id.info.dns_names {
+        v.push_str(";DNS=");
+        v.push_str(d);
+    }
+    HeaderValue::from_str(&v).ok()
+}
+
+/// One header of a plan as rendered for a connection.
+#[derive(Debug, Clone)]
+enum Fixed {
+    /// The template uses only connection-wide variables: its value (None: rendered empty,
+    /// so not set).
+    Value(Option<HeaderValue>),
+    /// The template uses a per-request variable: rendered for each request.
+    PerRequest,
+}
+
+/// A plan's connection-wide headers, rendered once for a connection
+/// ([`HeaderPlan::render_connection_wide`]).
+#[derive(Debug, Clone)]
+pub struct ConnectionHeaders {
+    /// By position in the plan's `set`.
+    values: Vec<Fixed>,
+    xfcc: Option<HeaderValue>,
 }
 
 #[cfg(test)]
@@ -358,6 +429,53 @@ mod tests {
         assert!(e
             .to_string()
             .contains("unknown variable `$ssl_client_bogus`"));
+    }
+
+    #[test]
+    fn connection_wide_headers_render_as_per_request_ones() {
+        let plan = HeaderPlan::build(
+            &[
+                ("x-uri".into(), "$request_uri".into()),
+                (
+                    "x-mix".into(),
+                    "$scheme://$host$request_uri from $remote_addr".into(),
+                ),
+                ("x-port".into(), "$remote_port".into()),
+                ("x-empty".into(), "$ssl_client_s_dn".into()),
+            ],
+            true,
+            true,
+        )
+        .expect("plan");
+        let outcome = VerifyOutcome::None;
+        let cx = |uri: &'static str| RenderCtx {
+            identity: None,
+            outcome: &outcome,
+            remote: "192.0.2.7:4711".parse().expect("addr"),
+            remote_ip: "192.0.2.7",
+            host: "api.example",
+            request_uri: uri,
+            scheme: "https",
+            tls_protocol: "TLSv1.3",
+            tls_cipher: "TLS_AES_128_GCM_SHA256",
+            resumed: false,
+            now: OffsetDateTime::now_utc(),
+        };
+        // Rendered for the connection's first request, applied to a later one.
+        let fixed = plan.render_connection_wide(&cx("/first"));
+        let mut cached = HeaderMap::new();
+        plan.apply(&mut cached, &cx("/second?x=1"), Some(&fixed));
+        let mut fresh = HeaderMap::new();
+        plan.apply(&mut fresh, &cx("/second?x=1"), None);
+        assert_eq!(cached, fresh);
+        assert_eq!(cached["x-uri"], "/second?x=1");
+        assert_eq!(
+            cached["x-mix"],
+            "https://api.example/second?x=1 from 192.0.2.7"
+        );
+        assert_eq!(cached["ssl-client-verify"], "NONE");
+        assert_eq!(cached["x-port"], "4711");
+        assert!(!cached.contains_key("x-empty"));
     }
 
     #[test]

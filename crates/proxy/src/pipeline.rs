@@ -29,6 +29,7 @@ use time::OffsetDateTime;
 
 use crate::access_log::{self, LogLine};
 use crate::client_auth::{CertProblem, Verdict};
+use crate::config::AccessLog;
 use crate::connection::{Conn, Tracked};
 use crate::headers::RenderCtx;
 use crate::path::{self, NormalPath};
@@ -41,13 +42,17 @@ pub async fn handle(conn: &Arc<Conn>, req: Request<Incoming>) -> Response<Tracke
     let started = Instant::now();
     let snap = conn.state.load_full();
     let verdict = conn.verdict(&snap);
-    let method = req.method().clone();
-    let target = req
-        .uri()
-        .path_and_query()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| req.uri().to_string());
-    let mut routed: Option<String> = None;
+    // What only the access log needs is kept only when it is on.
+    let logging = snap.config.access_log != AccessLog::Off;
+    let seen = logging.then(|| {
+        let target = req
+            .uri()
+            .path_and_query()
+            .map(|p| p.as_str().to_string())
+            .unwrap_or_else(|| req.uri().to_string());
+        (req.method().clone(), target)
+    });
+    let mut routed: Option<&str> = None;
     let mut close_after = None;
     let resp = match stages(conn, &snap, &verdict, req, &mut routed).await {
         Ok(r) => r,
@@ -61,34 +66,36 @@ pub async fn handle(conn: &Arc<Conn>, req: Request<Incoming>) -> Response<Tracke
     };
     let status = resp.status().as_u16();
     conn.state.metrics.response(status);
-    access_log::write(
-        snap.config.access_log,
-        &LogLine {
-            conn,
-            verdict: &verdict,
-            method: &method,
-            target: &target,
-            route: routed.as_deref(),
-            status,
-            bytes: hyper::body::Body::size_hint(resp.body()).exact(),
-            started,
-        },
-    );
+    if let Some((method, target)) = &seen {
+        access_log::write(
+            snap.config.access_log,
+            &LogLine {
+                conn,
+                verdict: &verdict,
+                method,
+                target,
+                route: routed,
+                status,
+                bytes: hyper::body::Body::size_hint(resp.body()).exact(),
+                started,
+            },
+        );
+    }
     resp.map(|b| Tracked::new(b, in_flight, close_after))
 }
 
-async fn stages(
+async fn stages<'s>(
     conn: &Arc<Conn>,
-    snap: &Snapshot,
-    verdict: &Verdict,
+    snap: &'s Snapshot,
+    verdict: &Arc<Verdict>,
     req: Request<Incoming>,
-    routed: &mut Option<String>,
+    routed: &mut Option<&'s str>,
 ) -> Result<Response<Body>, Refusal> {
     authenticate(verdict)?;
     let target = route(snap, conn.server, &req)?;
-    *routed = Some(target.route.prefix.clone());
+    *routed = Some(&target.route.prefix);
     authorize(conn, verdict, target.route)?;
-    let (up, client_upgrade) = rewrite(conn, verdict, &target, req)?;
+    let (up, client_upgrade) = rewrite(conn, snap.generation, verdict, &target, req)?;
     crate::forward::forward(conn, snap, &target, up, client_upgrade).await
 }
 
@@ -232,18 +239,14 @@ fn is_upgrade(req: &Request<Incoming>) -> bool {
 /// Stage 4: the request the upstream receives, and the client's side of an upgrade.
 pub fn rewrite(
     conn: &Conn,
-    verdict: &Verdict,
+    generation: u64,
+    verdict: &Arc<Verdict>,
     target: &Target<'_>,
     mut req: Request<Incoming>,
 ) -> Result<(Request<Incoming>, Option<OnUpgrade>), Refusal> {
     let route = target.route;
     let upgrade = is_upgrade(&req);
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
-    let request_uri = req
-        .uri()
-        .path_and_query()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_default();
     let (mut parts, body) = req.into_parts();
     let pq = route.upstream_target(&target.path, parts.uri.query());
     let uri = http::Uri::builder()
@@ -267,13 +270,14 @@ pub fn rewrite(
             .headers
             .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     }
+    let request_uri = parts.uri.path_and_query().map_or("", |p| p.as_str());
     let cx = RenderCtx {
         identity: conn.identity(),
         outcome: &verdict.outcome,
         remote: conn.remote,
         remote_ip: &conn.remote_ip,
         host: &target.host,
-        request_uri: &request_uri,
+        request_uri,
         scheme: if conn.tls_protocol.is_empty() {
             "http"
         } else {
@@ -284,7 +288,8 @@ pub fn rewrite(
         resumed: conn.resumed,
         now: OffsetDateTime::now_utc(),
     };
-    route.headers.apply(&mut parts.headers, &cx);
+    let fixed = conn.connection_headers(generation, &route.headers, verdict, &cx);
+    route.headers.apply(&mut parts.headers, &cx, Some(&fixed));
     parts.uri = uri;
     parts.version = Version::HTTP_11;
     Ok((Request::from_parts(parts, body), client_upgrade))

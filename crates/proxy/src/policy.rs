@@ -63,9 +63,37 @@ impl std::fmt::Debug for IdKey {
     }
 }
 
+/// What a list file looked like when it was read (the same file, size and modification
+/// time): a reload reuses a compiled policy whose files all still look the same, instead of
+/// reading a million-line list again because another file (a renewed certificate) changed.
+/// Taken before the file is read, so a change during the read makes the stamps differ.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Stamp {
+    dev: u64,
+    ino: u64,
+    len: u64,
+    mtime: (i64, i64),
+}
+
+impl Stamp {
+    fn of(path: &Path) -> Option<Stamp> {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::metadata(path).ok()?;
+        Some(Stamp {
+            dev: m.dev(),
+            ino: m.ino(),
+            len: m.len(),
+            mtime: (m.mtime(), m.mtime_nsec()),
+        })
+    }
+}
+
 /// A compiled policy.
 #[derive(Debug, Default)]
 pub struct Policy {
+    /// What it was compiled from, and its files' stamps (for [`Policy::unchanged`]).
+    built_from: PolicyConfig,
+    stamps: Vec<Option<Stamp>>,
     open: bool,
     /// Also ask the inventory (and require one of these tags, if any).
     inventory: bool,
@@ -151,6 +179,8 @@ impl Policy {
                 && cfg.ous.is_empty()
                 && cfg.fingerprints.is_empty()
                 && cfg.allow_files.is_empty()),
+            built_from: cfg.clone(),
+            stamps: cfg.allow_files.iter().map(|f| Stamp::of(f)).collect(),
             ..Policy::default()
         };
         p.names.extend(
@@ -213,6 +243,17 @@ impl Policy {
             tracing::info!("allowlist {}: {entries} entries", path.display());
         }
         Ok(())
+    }
+
+    /// Whether building `cfg` now would give this policy again: the same settings, and
+    /// every list file still the same file with the same size and modification time.
+    pub fn unchanged(&self, cfg: &PolicyConfig) -> bool {
+        self.built_from == *cfg
+            && cfg
+                .allow_files
+                .iter()
+                .zip(&self.stamps)
+                .all(|(f, s)| s.is_some() && Stamp::of(f) == *s)
     }
 
     /// Number of entries (for metrics).
@@ -309,6 +350,35 @@ mod tests {
         assert!(set.contains(&IdKey::new(long)));
         assert!(!set.contains(&IdKey::new("dev1.d.example.loca")));
         assert!(!set.contains(&IdKey::new(&long[..40])));
+    }
+
+    #[test]
+    fn a_policy_is_unchanged_until_its_file_or_settings_change() {
+        let dir = std::env::temp_dir().join(format!("mtlsgate-policy-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let file = dir.join("allow.txt");
+        std::fs::write(&file, "dev1\ndev2\n").expect("write");
+        let cfg = PolicyConfig {
+            allow_files: vec![file.clone()],
+            ..PolicyConfig::default()
+        };
+        let p = Policy::build(&cfg, Load::Start).expect("policy");
+        assert!(p.unchanged(&cfg));
+        let other = PolicyConfig {
+            device_ids: vec!["dev3".into()],
+            ..cfg.clone()
+        };
+        assert!(!p.unchanged(&other), "other settings");
+        // Replaced by rename, as editors and the agent do: another file.
+        let tmp = dir.join("allow.tmp");
+        std::fs::write(&tmp, "dev1\ndev2\n").expect("write");
+        std::fs::rename(&tmp, &file).expect("rename");
+        assert!(!p.unchanged(&cfg), "replaced file");
+        let p = Policy::build(&cfg, Load::Reload).expect("policy");
+        assert!(p.unchanged(&cfg));
+        std::fs::remove_file(&file).expect("remove");
+        assert!(!p.unchanged(&cfg), "file gone");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -38,7 +38,8 @@ pub struct Route {
     /// When the upstream URL has a path, it replaces the matched prefix (nginx's
     /// `proxy_pass http://host/path/` rule); otherwise the normalised path passes.
     pub replace_prefix: Option<String>,
-    pub policy: Policy,
+    /// Shared with the next snapshot when its settings and list files did not change.
+    pub policy: Arc<Policy>,
     pub headers: HeaderPlan,
     /// The pooled client to this route's upstream.
     pub upstream: UpstreamClient,
@@ -399,7 +400,19 @@ fn build_server(
                 "the upstream URL has no scheme or host",
             )));
         };
-        let policy = Policy::build(&r.policy, load)?;
+        // A large allowlist that did not change is not read again (a reload because a
+        // certificate was renewed keeps it as it is).
+        let kept = previous.and_then(|p| {
+            p.servers
+                .iter()
+                .flat_map(|s| s.routes.routes.iter())
+                .find(|old| old.policy.unchanged(&r.policy))
+                .map(|old| old.policy.clone())
+        });
+        let policy = match kept {
+            Some(p) => p,
+            None => Arc::new(Policy::build(&r.policy, load)?),
+        };
         gauges.entries += policy.len() as u64;
         // Pooled upstream connections survive reloads while the route's upstream and its
         // settings stay; new TLS material (a renewed client certificate) gets a new pool.

@@ -99,15 +99,41 @@ pub fn start(state: Arc<State>) -> Result<Watching, std::io::Error> {
                 }
             }
             let (s, t, w) = (st.clone(), tg.clone(), w.clone());
-            let _ = tokio::task::spawn_blocking(move || {
-                if s.reload().is_ok() {
-                    rewatch(&s, &t, w.as_ref());
+            let (done, finished) = tokio::sync::oneshot::channel::<()>();
+            let spawned = std::thread::Builder::new()
+                .name("mtlsgate-reload".into())
+                .spawn(move || {
+                    lower_priority();
+                    if s.reload().is_ok() {
+                        rewatch(&s, &t, w.as_ref());
+                    }
+                    let _ = done.send(());
+                });
+            match spawned {
+                Ok(_) => {
+                    let _ = finished.await;
                 }
-            })
-            .await;
+                Err(e) => tracing::error!(
+                    "cannot start a thread to reload ({e}); the previous configuration stays"
+                ),
+            }
         }
     });
     Ok(Watching { _watcher: watcher })
+}
+
+/// The nice value of the thread that builds a new snapshot.
+const RELOAD_NICE: i32 = 10;
+
+/// Builds a reload at a lower priority than the threads serving connections: reading a
+/// million-line allowlist takes a core for a while, and where the workers have every core
+/// busy, the requests come first (the reload then takes longer). Applies to the calling
+/// thread only (on Linux the nice value is per thread); that is why a reload gets a thread
+/// of its own rather than one of the runtime's blocking threads.
+fn lower_priority() {
+    if let Err(e) = rustix::process::setpriority_process(None, RELOAD_NICE) {
+        tracing::debug!("cannot lower the reload thread's priority: {e}");
+    }
 }
 
 /// Takes the watched set from the current configuration, watching new directories.
