@@ -269,17 +269,7 @@ fn the_approval_queue_approves_and_denies(db: Db) {
 fn the_seed_bundle_command_feeds_nginx() {
     let w = Work::new();
     fleet_ca(&w, &Db::Sqlite);
-    w.mg(&[
-        "cert",
-        "issue",
-        "server",
-        "localhost",
-        "--dir",
-        "ca",
-        "--out",
-        ".",
-    ])
-    .ok();
+    crate::util::fleet_server_cert(&w, &Db::Sqlite);
     let srv = CaServer::start_for(&w, &Db::Sqlite, &[]);
     let token = server_token(&w, &srv, &[]);
     let id = agent_enroll(&w, &srv, &token, "dev");
