@@ -250,7 +250,7 @@ fn print_files(dir: &Path) {
     println!("  CA (keys, inventory):  {d}/ca/");
     println!("  CA bundle:             {d}/ca.crt");
     println!("  server certificate:    {d}/localhost.crt (key {d}/localhost.key)");
-    println!("  device dev1:           {d}/dev1/client.crt, client.key, ca.crt (enrolled by the agent: dev1.{DOMAIN}, active in the inventory)");
+    println!("  device dev1:           {d}/dev1/client.crt, client.key, ca.crt (enrolled by the agent: dev1.{DOMAIN}; `devices list` shows its status)");
     println!("  device dev2:           {d}/dev2.crt (issued by hand: dev2.{DOMAIN}, not in the inventory)");
 }
 
