@@ -274,6 +274,9 @@ def main():
     ap.add_argument("--only", default="sqlite,postgres")
     ap.add_argument("--smoke", action="store_true", help="tiny counts, to check the harness")
     args = ap.parse_args()
+    # The harness runs its peers in a work directory of its own: a relative --bin (such as
+    # target/debug) must be resolved against where we were started.
+    args.bin = str(Path(args.bin).resolve())
     if args.smoke:
         args.devices, args.concurrency, args.revocations = 20, 4, 2
     if WORK.exists():
