@@ -23,9 +23,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
-};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqliteSynchronous};
+use sqlx::{ConnectOptions, Connection};
+use std::sync::Arc;
+use tokio::sync::MutexGuard;
 
 pub use model::*;
 use model::{tags_to_text, DeviceRow, TokenRow};
@@ -229,8 +230,31 @@ pub enum Backend {
 
 #[derive(Clone)]
 enum Pool {
-    Sqlite(SqlitePool),
+    Sqlite(Arc<SqliteConn>),
     Postgres(PgPool),
+}
+
+/// The one SQLite connection of an inventory, taken in turn (see [`Inventory::create`]).
+/// Not a one-connection sqlx pool: a pool tests the connection with a round trip to its
+/// worker thread when it is taken and again when it is given back, which cost more than
+/// the statements themselves (a renewal's three takes became nine round trips). A file
+/// on this machine cannot go stale the way a network connection can. `None` once closed.
+struct SqliteConn(tokio::sync::Mutex<Option<SqliteConnection>>);
+
+impl SqliteConn {
+    /// Takes the connection, waiting at most [`ACQUIRE_TIMEOUT`] for the task using it.
+    /// The guard holds `Some` (a closed inventory is an error).
+    async fn take(
+        &self,
+    ) -> std::result::Result<MutexGuard<'_, Option<SqliteConnection>>, sqlx::Error> {
+        let guard = tokio::time::timeout(ACQUIRE_TIMEOUT, self.0.lock())
+            .await
+            .map_err(|_| sqlx::Error::PoolTimedOut)?;
+        if guard.is_none() {
+            return Err(sqlx::Error::PoolClosed);
+        }
+        Ok(guard)
+    }
 }
 
 /// Runs `$body` with `$p` bound to whichever pool the inventory has. The body is compiled
@@ -238,7 +262,11 @@ enum Pool {
 macro_rules! on_pool {
     ($inv:expr, |$p:ident| $body:expr) => {
         match &$inv.pool {
-            Pool::Sqlite($p) => $body,
+            Pool::Sqlite(c) => {
+                let mut conn = c.take().await?;
+                let $p = conn.as_mut().ok_or(sqlx::Error::PoolClosed)?;
+                $body
+            }
             Pool::Postgres($p) => $body,
         }
     };
@@ -251,8 +279,13 @@ macro_rules! on_pool {
 macro_rules! transaction {
     ($inv:expr, $sqlite_begin:expr, $pg_begin:expr, |$tx:ident, $pg:ident| $body:block) => {
         match &$inv.pool {
-            Pool::Sqlite(p) => {
-                let mut $tx = p.begin_with($sqlite_begin).await?;
+            Pool::Sqlite(c) => {
+                let mut conn = c.take().await?;
+                let mut $tx = conn
+                    .as_mut()
+                    .ok_or(sqlx::Error::PoolClosed)?
+                    .begin_with($sqlite_begin)
+                    .await?;
                 let $pg = false;
                 let out = $body;
                 $tx.commit().await?;
@@ -559,22 +592,21 @@ impl Inventory {
             // one connection. What NORMAL gives up: after a power loss or an operating
             // system crash, the last commits before the latest sync may be missing.
             .synchronous(SqliteSynchronous::Normal)
+            // Pages kept in memory: up to 32 MiB (SQLite's default is 2 MiB), so that a
+            // CA server with tens of thousands of devices reads its indexes from memory
+            // rather than through the kernel at every renewal. Only pages read are kept.
+            .pragma("cache_size", "-32768")
             .busy_timeout(Duration::from_secs(30));
         // One connection per process: every write is a transaction on it, in turn (so
         // concurrent tasks queue instead of meeting "database is locked"), other processes
         // wait through the busy timeout, and SQLite removes the write-ahead log when this
         // connection closes.
-        let pool = SqlitePoolOptions::new()
-            .max_connections(1)
-            .acquire_timeout(ACQUIRE_TIMEOUT)
-            .connect_with(opts)
-            .await
-            .map_err(|cause| StoreError::Open {
-                path: name.clone(),
-                cause,
-            })?;
+        let conn = opts.connect().await.map_err(|cause| StoreError::Open {
+            path: name.clone(),
+            cause,
+        })?;
         let inv = Inventory {
-            pool: Pool::Sqlite(pool),
+            pool: Pool::Sqlite(Arc::new(SqliteConn(tokio::sync::Mutex::new(Some(conn))))),
             location: Location::Sqlite(path.to_path_buf()),
             _open: Some(already_open.unwrap_or_else(|| sqlite::mark_open(path))),
         };
@@ -619,7 +651,13 @@ impl Inventory {
 
     async fn migrate(&self) -> Result<()> {
         let res = match &self.pool {
-            Pool::Sqlite(p) => SQLITE_MIGRATIONS.run(p).await,
+            Pool::Sqlite(c) => match c.take().await {
+                Ok(mut conn) => match conn.as_mut() {
+                    Some(conn) => SQLITE_MIGRATIONS.run_direct(conn).await,
+                    None => Err(sqlx::Error::PoolClosed.into()),
+                },
+                Err(e) => Err(e.into()),
+            },
             Pool::Postgres(p) => POSTGRES_MIGRATIONS.run(p).await,
         };
         match res {
@@ -644,11 +682,14 @@ impl Inventory {
     /// file first, so `inventory.db` alone holds everything (a copy of it is a backup).
     pub async fn close(self) {
         match self.pool {
-            Pool::Sqlite(p) => {
+            Pool::Sqlite(c) => {
+                let Some(mut conn) = c.0.lock().await.take() else {
+                    return;
+                };
                 let _ = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
-                    .execute(&p)
+                    .execute(&mut conn)
                     .await;
-                p.close().await;
+                let _ = conn.close().await;
             }
             Pool::Postgres(p) => p.close().await,
         }
@@ -709,31 +750,41 @@ impl Inventory {
         audit: &Audit,
     ) -> Result<CertRecord> {
         let s = normalize_serial(serial);
-        let done: Option<String> = transaction!(self, |tx, pg| {
-            let rev = next_revision!(tx, pg);
-            let done: Option<String> = sqlx::query_scalar(
-                "UPDATE certificates SET revoked_at = $1, revocation_reason = $2, revision = $3
+        // The body runs while this task holds the SQLite connection: what it must look up
+        // after a rollback is looked up once it returned (the block below ends there).
+        let changed: Result<Option<String>> = async {
+            Ok(transaction!(self, |tx, pg| {
+                let rev = next_revision!(tx, pg);
+                let done: Option<String> = sqlx::query_scalar(
+                    "UPDATE certificates SET revoked_at = $1, revocation_reason = $2, revision = $3
                  WHERE serial = $4 AND revoked_at IS NULL RETURNING serial",
-            )
-            .bind(at)
-            .bind(reason)
-            .bind(rev)
-            .bind(&s)
-            .fetch_optional(&mut *tx)
-            .await?;
-            if done.is_none() {
-                // Nothing changed: roll back (the revision is not taken).
-                drop(tx);
+                )
+                .bind(at)
+                .bind(reason)
+                .bind(rev)
+                .bind(&s)
+                .fetch_optional(&mut *tx)
+                .await?;
+                if done.is_none() {
+                    // Nothing changed: roll back (the revision is not taken).
+                    drop(tx);
+                    return Ok(None);
+                }
+                write_audit!(tx, audit);
+                done
+            }))
+        }
+        .await;
+        match changed? {
+            Some(done) => self.get(&done).await,
+            None => {
                 let existing = self.get(&s).await?;
-                return Err(StoreError::AlreadyRevoked {
+                Err(StoreError::AlreadyRevoked {
                     serial: existing.serial,
                     at: existing.revoked_at.unwrap_or(0),
-                });
+                })
             }
-            write_audit!(tx, audit);
-            done
-        });
-        self.get(&done.unwrap_or(s)).await
+        }
     }
 
     /// Revoked certificates, oldest revocation first.
@@ -777,7 +828,10 @@ impl Inventory {
     pub async fn record_issuance(&self, i: &Issuance) -> Result<Option<Device>> {
         let c = &i.cert;
         let device_id = i.device.as_ref().map(|d| d.id.clone());
-        transaction!(self, |tx, pg| {
+        // The body runs while this task holds the SQLite connection: a refused token is
+        // explained once the block below returned it.
+        let refused_token: Result<Option<&str>> = async {
+            transaction!(self, |tx, pg| {
             if let Some(d) = &i.device {
                 match &d.via {
                     Via::Token { hash, device } => {
@@ -793,7 +847,7 @@ impl Inventory {
                         .await?;
                         if used.is_none() {
                             drop(tx);
-                            return Err(self.why_token_refused(hash).await);
+                            return Ok(Some(hash.as_str()));
                         }
                         insert_device!(tx, device, rev, Some(c));
                     }
@@ -883,6 +937,12 @@ impl Inventory {
             insert_cert!(tx, c);
             write_audit!(tx, &i.audit);
         });
+            Ok(None)
+        }
+        .await;
+        if let Some(hash) = refused_token? {
+            return Err(self.why_token_refused(hash).await);
+        }
         match device_id {
             Some(id) => self.device(&id).await,
             None => Ok(None),

@@ -5,6 +5,7 @@ use std::collections::HashSet;
 
 use crate::test_support;
 use crate::*;
+use sqlx::sqlite::SqlitePoolOptions;
 
 const ROOT: &str = "4A01";
 
