@@ -24,6 +24,8 @@ import sys
 import time
 from pathlib import Path
 
+from openssl_speed import ecdsa_x25519_per_s
+
 ROOT = Path(__file__).resolve().parent.parent
 WORK = ROOT / "bench" / "work"
 RESULTS = ROOT / "bench" / "results"
@@ -268,20 +270,26 @@ def oha(args, pki, port, seconds, conns, keepalive=True, http2=False):
 
 
 def idle_memory(args, pki, gw, count, h2=False):
-    pid = gw.worker_pid()
     # One request first, so that lazily allocated state is counted in the baseline.
     oha(args, pki, gw.port, 0.3, 1)
+    return idle_rss(args, pki, gw, count, ["--h2"] if h2 else [], "idle client failed")
+
+
+def idle_rss(args, pki, gw, count, mode, failure):
+    """The gateway worker's RSS before and with `count` idle connections held open by
+    `mtlsgate-bench idle` (`mode`: its extra flags), per connection."""
+    pid = gw.worker_pid()
     time.sleep(0.3)
     before = rss_kib(pid)
     client = subprocess.Popen(
-        ["taskset", "-c", LOAD_CPU, str(Path(args.bin) / "mtlsgate-bench"), "idle", "--connect", f"127.0.0.1:{gw.port}",
-         "--count", str(count), "--ca", str(pki.ca_bundle), "--cert", str(pki.client_crt), "--key", str(pki.client_key)]
-        + (["--h2"] if h2 else []),
+        ["taskset", "-c", LOAD_CPU, str(Path(args.bin) / "mtlsgate-bench"), "idle", *mode,
+         "--connect", f"127.0.0.1:{gw.port}", "--count", str(count), "--ca", str(pki.ca_bundle),
+         "--cert", str(pki.client_crt), "--key", str(pki.client_key)],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     line = client.stdout.readline()
     if not line.startswith("open "):
         client.kill()
-        raise SystemExit(f"idle client failed: {client.stderr.read().strip()}")
+        raise SystemExit(f"{failure}: {client.stderr.read().strip()} (see {gw.dir}/stderr.log)")
     time.sleep(1.0)
     after = rss_kib(pid)
     client.stdin.close()
@@ -510,25 +518,9 @@ def tls_connect(args, pki, port, seconds, conns):
 
 
 def tunnel_idle(args, pki, gw, count):
-    pid = gw.worker_pid()
     # A few connections first, so that lazily allocated state is counted in the baseline.
     tls_connect(args, pki, gw.port, 0.3, 1)
-    time.sleep(0.3)
-    before = rss_kib(pid)
-    client = subprocess.Popen(
-        ["taskset", "-c", LOAD_CPU, str(Path(args.bin) / "mtlsgate-bench"), "idle", "--echo",
-         "--connect", f"127.0.0.1:{gw.port}", "--count", str(count), "--ca", str(pki.ca_bundle),
-         "--cert", str(pki.client_crt), "--key", str(pki.client_key)],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    line = client.stdout.readline()
-    if not line.startswith("open "):
-        client.kill()
-        raise SystemExit(f"idle tunnel client failed: {client.stderr.read().strip()} (see {gw.dir}/stderr.log)")
-    time.sleep(1.0)
-    after = rss_kib(pid)
-    client.stdin.close()
-    client.wait(timeout=60)
-    return {"rss_before_kib": before, "rss_after_kib": after, "kib_per_conn": (after - before) / count}
+    return idle_rss(args, pki, gw, count, ["--echo"], "idle tunnel client failed")
 
 
 class ClientTunnel:
@@ -760,18 +752,7 @@ def tunnel_report(args, gateways, results, load):
 
 
 def crypto_ceiling(seconds):
-    out = subprocess.run(["taskset", "-c", GW_CPU, "openssl", "speed", "-seconds", str(seconds), "ecdsap256", "ecdhx25519"],
-                         capture_output=True, text=True).stdout
-    sign = verify = ecdh = None
-    for line in out.splitlines():
-        m = re.match(r"\s*256 bits ecdsa \(nistp256\)\s+\S+s\s+\S+s\s+([\d.]+)\s+([\d.]+)", line)
-        if m:
-            sign, verify = float(m.group(1)), float(m.group(2))
-        m = re.match(r"\s*253 bits ecdh \(X25519\)\s+\S+s\s+([\d.]+)", line)
-        if m:
-            ecdh = float(m.group(1))
-    if not (sign and verify and ecdh):
-        raise SystemExit(f"cannot read `openssl speed` output:\n{out}")
+    sign, verify, ecdh = ecdsa_x25519_per_s(GW_CPU, seconds)
     # A full TLS 1.3 mTLS handshake costs the server: one ECDSA signature (its
     # CertificateVerify), three verifications (the client's CertificateVerify, its leaf
     # and its intermediate) and two X25519 operations (key generation and agreement).

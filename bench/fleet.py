@@ -22,6 +22,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from openssl_speed import ecdsa_x25519_per_s
+
 ROOT = Path(__file__).resolve().parent.parent
 WORK = ROOT / "bench" / "work" / "fleet"
 RESULTS = ROOT / "bench" / "results"
@@ -165,18 +167,7 @@ def backend_run(args, name, database):
 
 
 def crypto_ceiling(seconds):
-    out = subprocess.run(["taskset", "-c", SERVER_CPU, "openssl", "speed", "-seconds", str(seconds), "ecdsap256",
-                          "ecdhx25519"], capture_output=True, text=True).stdout
-    sign = verify = ecdh = None
-    for line in out.splitlines():
-        m = re.match(r"\s*256 bits ecdsa \(nistp256\)\s+\S+s\s+\S+s\s+([\d.]+)\s+([\d.]+)", line)
-        if m:
-            sign, verify = float(m.group(1)), float(m.group(2))
-        m = re.match(r"\s*253 bits ecdh \(X25519\)\s+\S+s\s+([\d.]+)", line)
-        if m:
-            ecdh = float(m.group(1))
-    if not (sign and verify and ecdh):
-        raise SystemExit(f"cannot read `openssl speed` output:\n{out}")
+    sign, verify, ecdh = ecdsa_x25519_per_s(SERVER_CPU, seconds)
     # The server's public-key work per request (a new TLS 1.3 connection each):
     # enrollment: handshake sign + 2 X25519, the CSR's signature, the certificate's signature;
     # renewal: the same plus the client's CertificateVerify and its chain (leaf, intermediate).
