@@ -263,13 +263,7 @@ pub fn describe_key(x: &X509Certificate<'_>) -> KeyDescription {
             bits: r.key_size(),
         },
         Ok(PublicKey::EC(ec)) => {
-            let curve = spki
-                .algorithm
-                .parameters
-                .as_ref()
-                .and_then(|p| p.as_oid().ok())
-                .map(|o| o.to_id_string())
-                .unwrap_or_default();
+            let curve = curve_oid(spki).unwrap_or_default();
             let (name, bits) = match curve.as_str() {
                 "1.2.840.10045.3.1.7" => ("ECDSA P-256", 256),
                 "1.3.132.0.34" => ("ECDSA P-384", 384),
@@ -343,6 +337,16 @@ pub fn human_duration(secs: i64) -> String {
     } else {
         format!("{s}s")
     }
+}
+
+/// The named curve of an EC public key, as a dotted OID (`None` when the parameters name
+/// none).
+pub(crate) fn curve_oid(spki: &x509_parser::x509::SubjectPublicKeyInfo<'_>) -> Option<String> {
+    spki.algorithm
+        .parameters
+        .as_ref()
+        .and_then(|p| p.as_oid().ok())
+        .map(|o| o.to_id_string())
 }
 
 #[cfg(test)]

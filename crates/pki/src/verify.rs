@@ -1437,13 +1437,7 @@ fn unusable_leaf_key(x: &X509Certificate<'_>) -> Option<String> {
         return Some("a DSA key".into());
     }
     if let Ok(PublicKey::EC(_)) = spki.parsed() {
-        let curve = spki
-            .algorithm
-            .parameters
-            .as_ref()
-            .and_then(|p| p.as_oid().ok())
-            .map(|o| o.to_id_string())
-            .unwrap_or_else(|| "unnamed".into());
+        let curve = crate::certinfo::curve_oid(spki).unwrap_or_else(|| "unnamed".into());
         if !matches!(
             curve.as_str(),
             "1.2.840.10045.3.1.7" | "1.3.132.0.34" | "1.3.132.0.35"
