@@ -259,6 +259,9 @@ impl SqliteConn {
 
 /// Runs `$body` with `$p` bound to whichever pool the inventory has. The body is compiled
 /// once per back end; SQL texts use `$1` placeholders, which both understand.
+/// On SQLite the body holds the inventory's one connection: it must not call another
+/// `Inventory` method (that would wait for the connection it holds); the same holds for
+/// [`transaction!`].
 macro_rules! on_pool {
     ($inv:expr, |$p:ident| $body:expr) => {
         match &$inv.pool {
@@ -832,111 +835,111 @@ impl Inventory {
         // explained once the block below returned it.
         let refused_token: Result<Option<&str>> = async {
             transaction!(self, |tx, pg| {
-            if let Some(d) = &i.device {
-                match &d.via {
-                    Via::Token { hash, device } => {
-                        let rev = next_revision!(tx, pg);
-                        let used: Option<String> = sqlx::query_scalar(
-                            "UPDATE tokens SET used_at = $1, used_by = $2
-                             WHERE hash = $3 AND used_at IS NULL AND expires_at > $1 RETURNING hash",
-                        )
-                        .bind(d.seen.at)
-                        .bind(&d.id)
-                        .bind(hash)
-                        .fetch_optional(&mut *tx)
-                        .await?;
-                        if used.is_none() {
-                            drop(tx);
-                            return Ok(Some(hash.as_str()));
-                        }
-                        insert_device!(tx, device, rev, Some(c));
-                    }
-                    Via::Poll { poll_hash } => {
-                        let done: Option<String> = sqlx::query_scalar(
-                            "UPDATE devices SET cert_serial = $1, cert_not_after = $2, last_seen = $3,
-                                    last_addr = COALESCE($4, last_addr), agent_version = COALESCE($5, agent_version),
-                                    pending_csr = NULL, poll_hash = NULL
-                             WHERE id = $6 AND status = 'active' AND poll_hash = $7 AND cert_serial IS NULL
-                             RETURNING id",
-                        )
-                        .bind(&c.serial)
-                        .bind(c.not_after)
-                        .bind(d.seen.at)
-                        .bind(&d.seen.addr)
-                        .bind(&d.seen.agent_version)
-                        .bind(&d.id)
-                        .bind(poll_hash)
-                        .fetch_optional(&mut *tx)
-                        .await?;
-                        if done.is_none() {
-                            return Err(StoreError::Changed {
-                                id: d.id.clone(),
-                                what: "it is no longer an approved device waiting for its first certificate",
-                            });
-                        }
-                    }
-                    Via::Renewal { serial } | Via::Recovery { serial, .. } => {
-                        if let Via::Recovery { recovery_hash, .. } = &d.via {
-                            let replaced: Option<String> = sqlx::query_scalar(
-                                "UPDATE recovery SET replaced_at = $1
-                                 WHERE hash = $2 AND device_id = $3 AND replaced_at IS NULL RETURNING hash",
+                if let Some(d) = &i.device {
+                    match &d.via {
+                        Via::Token { hash, device } => {
+                            let rev = next_revision!(tx, pg);
+                            let used: Option<String> = sqlx::query_scalar(
+                                "UPDATE tokens SET used_at = $1, used_by = $2
+                                 WHERE hash = $3 AND used_at IS NULL AND expires_at > $1 RETURNING hash",
                             )
                             .bind(d.seen.at)
-                            .bind(recovery_hash)
                             .bind(&d.id)
+                            .bind(hash)
                             .fetch_optional(&mut *tx)
                             .await?;
-                            if replaced.is_none() {
+                            if used.is_none() {
+                                drop(tx);
+                                return Ok(Some(hash.as_str()));
+                            }
+                            insert_device!(tx, device, rev, Some(c));
+                        }
+                        Via::Poll { poll_hash } => {
+                            let done: Option<String> = sqlx::query_scalar(
+                                "UPDATE devices SET cert_serial = $1, cert_not_after = $2, last_seen = $3,
+                                        last_addr = COALESCE($4, last_addr), agent_version = COALESCE($5, agent_version),
+                                        pending_csr = NULL, poll_hash = NULL
+                                 WHERE id = $6 AND status = 'active' AND poll_hash = $7 AND cert_serial IS NULL
+                                 RETURNING id",
+                            )
+                            .bind(&c.serial)
+                            .bind(c.not_after)
+                            .bind(d.seen.at)
+                            .bind(&d.seen.addr)
+                            .bind(&d.seen.agent_version)
+                            .bind(&d.id)
+                            .bind(poll_hash)
+                            .fetch_optional(&mut *tx)
+                            .await?;
+                            if done.is_none() {
                                 return Err(StoreError::Changed {
                                     id: d.id.clone(),
-                                    what: "its recovery token was replaced meanwhile",
+                                    what: "it is no longer an approved device waiting for its first certificate",
                                 });
                             }
                         }
-                        let done: Option<String> = sqlx::query_scalar(
-                            "UPDATE devices SET prev_serial = cert_serial, cert_serial = $1, cert_not_after = $2,
-                                    last_seen = $3, last_addr = COALESCE($4, last_addr),
-                                    agent_version = COALESCE($5, agent_version)
-                             WHERE id = $6 AND status = 'active' AND cert_serial = $7
-                             RETURNING id",
-                        )
-                        .bind(&c.serial)
-                        .bind(c.not_after)
-                        .bind(d.seen.at)
-                        .bind(&d.seen.addr)
-                        .bind(&d.seen.agent_version)
-                        .bind(&d.id)
-                        .bind(serial)
-                        .fetch_optional(&mut *tx)
-                        .await?;
-                        if done.is_none() {
-                            return Err(StoreError::Changed {
-                                id: d.id.clone(),
-                                what: "its certificate was renewed or its status changed meanwhile",
-                            });
+                        Via::Renewal { serial } | Via::Recovery { serial, .. } => {
+                            if let Via::Recovery { recovery_hash, .. } = &d.via {
+                                let replaced: Option<String> = sqlx::query_scalar(
+                                    "UPDATE recovery SET replaced_at = $1
+                                     WHERE hash = $2 AND device_id = $3 AND replaced_at IS NULL RETURNING hash",
+                                )
+                                .bind(d.seen.at)
+                                .bind(recovery_hash)
+                                .bind(&d.id)
+                                .fetch_optional(&mut *tx)
+                                .await?;
+                                if replaced.is_none() {
+                                    return Err(StoreError::Changed {
+                                        id: d.id.clone(),
+                                        what: "its recovery token was replaced meanwhile",
+                                    });
+                                }
+                            }
+                            let done: Option<String> = sqlx::query_scalar(
+                                "UPDATE devices SET prev_serial = cert_serial, cert_serial = $1, cert_not_after = $2,
+                                        last_seen = $3, last_addr = COALESCE($4, last_addr),
+                                        agent_version = COALESCE($5, agent_version)
+                                 WHERE id = $6 AND status = 'active' AND cert_serial = $7
+                                 RETURNING id",
+                            )
+                            .bind(&c.serial)
+                            .bind(c.not_after)
+                            .bind(d.seen.at)
+                            .bind(&d.seen.addr)
+                            .bind(&d.seen.agent_version)
+                            .bind(&d.id)
+                            .bind(serial)
+                            .fetch_optional(&mut *tx)
+                            .await?;
+                            if done.is_none() {
+                                return Err(StoreError::Changed {
+                                    id: d.id.clone(),
+                                    what: "its certificate was renewed or its status changed meanwhile",
+                                });
+                            }
                         }
                     }
+                    sqlx::query(
+                        "UPDATE recovery SET replaced_at = $1 WHERE device_id = $2 AND replaced_at IS NULL",
+                    )
+                    .bind(d.seen.at)
+                    .bind(&d.id)
+                    .execute(&mut *tx)
+                    .await?;
+                    sqlx::query(
+                        "INSERT INTO recovery (hash, device_id, issued_at, expires_at) VALUES ($1, $2, $3, $4)",
+                    )
+                    .bind(&d.recovery.hash)
+                    .bind(&d.id)
+                    .bind(d.seen.at)
+                    .bind(d.recovery.expires_at)
+                    .execute(&mut *tx)
+                    .await?;
                 }
-                sqlx::query(
-                    "UPDATE recovery SET replaced_at = $1 WHERE device_id = $2 AND replaced_at IS NULL",
-                )
-                .bind(d.seen.at)
-                .bind(&d.id)
-                .execute(&mut *tx)
-                .await?;
-                sqlx::query(
-                    "INSERT INTO recovery (hash, device_id, issued_at, expires_at) VALUES ($1, $2, $3, $4)",
-                )
-                .bind(&d.recovery.hash)
-                .bind(&d.id)
-                .bind(d.seen.at)
-                .bind(d.recovery.expires_at)
-                .execute(&mut *tx)
-                .await?;
-            }
-            insert_cert!(tx, c);
-            write_audit!(tx, &i.audit);
-        });
+                insert_cert!(tx, c);
+                write_audit!(tx, &i.audit);
+            });
             Ok(None)
         }
         .await;
