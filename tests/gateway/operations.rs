@@ -66,6 +66,39 @@ fn reload_under_load_loses_no_request() {
     );
 }
 
+/// Files changing in the watched directories while the gateway starts (a SQLite inventory
+/// written beside the CA bundle, say) once deadlocked it before it listened: notify's event
+/// thread, running the change callback, waited for a lock that the start held while it
+/// asked that same thread to watch the next directory (about one start in three hung).
+/// Eight starts, with both watched directories busy.
+#[test]
+fn the_gateway_starts_while_its_watched_directories_keep_changing() {
+    let w = Work::new();
+    pki(&w);
+    std::fs::create_dir_all(w.path("lists")).expect("mkdir");
+    w.write("lists/whitelist.txt", "dev1.d.example.local\n");
+    let up = Upstream::start(&w);
+    let stop = Arc::new(AtomicBool::new(false));
+    let noise = {
+        let (stop, root) = (stop.clone(), w.root().to_path_buf());
+        std::thread::spawn(move || {
+            let mut i = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let _ = std::fs::write(root.join("noise"), i.to_string());
+                let _ = std::fs::write(root.join("lists/noise"), i.to_string());
+                i += 1;
+            }
+        })
+    };
+    for _ in 0..8 {
+        let g = serve(&w, &up, &["--allow-file", "lists/whitelist.txt"]);
+        let (code, body) = get_as(&w, &g, "dev1", "/", &[]);
+        assert_eq!(code, 200, "{body}");
+    }
+    stop.store(true, Ordering::Relaxed);
+    let _ = noise.join();
+}
+
 #[test]
 fn broken_config_on_sighup_keeps_the_old_state() {
     let w = Work::new();

@@ -143,15 +143,24 @@ fn rewatch(
     watcher: Option<&Arc<Mutex<notify::RecommendedWatcher>>>,
 ) {
     let next = Targets::of(state);
-    let Ok(mut t) = targets.lock() else { return };
+    // The new directories are taken, and the names replaced, under the lock; the watches
+    // are added after it is released. notify's event thread both runs the callback (which
+    // takes this lock) and adds watches (which `watch` waits for): holding the lock across
+    // `watch` deadlocked a gateway at start when a file in a directory watched a moment
+    // earlier (a SQLite inventory being written) changed meanwhile.
+    let added: Vec<PathBuf> = {
+        let Ok(mut t) = targets.lock() else { return };
+        let added = next.dirs.difference(&t.dirs).cloned().collect();
+        *t = next;
+        added
+    };
     if let Some(w) = watcher {
         if let Ok(mut w) = w.lock() {
-            for d in next.dirs.difference(&t.dirs) {
+            for d in &added {
                 if let Err(e) = w.watch(d, RecursiveMode::NonRecursive) {
                     tracing::warn!("cannot watch {} ({e}); reload with SIGHUP", d.display());
                 }
             }
         }
     }
-    *t = next;
 }
