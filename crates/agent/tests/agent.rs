@@ -735,15 +735,17 @@ fn spawn_run(dir: &Path, control: &Control) -> tokio::task::JoinHandle<mtlsgate_
 #[tokio::test]
 async fn run_renews_when_due_and_at_once_when_told_then_stops_cleanly() {
     let s = StandIn::start().await;
-    s.world().lifetime_secs = 3;
+    // Long enough to still be valid when the agent starts on a loaded machine (with 3 s,
+    // a slow enrollment left an expired certificate, which only recovery can replace).
+    s.world().lifetime_secs = 8;
     let tmp = tempfile::tempdir().expect("tmp");
     let dir = tmp.path().join("state");
     enrolled(&s, &dir).await;
     s.world().lifetime_secs = 3600;
     let control = Control::new();
     let task = spawn_run(&dir, &control);
-    // Due at two thirds of 3 s (± 5 %).
-    wait_until("the scheduled renewal", Duration::from_secs(6), || {
+    // Due at two thirds of 8 s (± 5 %).
+    wait_until("the scheduled renewal", Duration::from_secs(30), || {
         s.world().count("POST", "/v1/renew") == 1
     })
     .await;
@@ -751,7 +753,7 @@ async fn run_renews_when_due_and_at_once_when_told_then_stops_cleanly() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(s.world().count("POST", "/v1/renew"), 1);
     control.renew_now();
-    wait_until("the forced renewal", Duration::from_secs(5), || {
+    wait_until("the forced renewal", Duration::from_secs(20), || {
         s.world().count("POST", "/v1/renew") == 2
     })
     .await;
