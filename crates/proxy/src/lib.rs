@@ -35,6 +35,7 @@ pub mod responses;
 pub mod state;
 pub mod tls;
 pub mod tunnel;
+pub mod tunnel_tls;
 pub mod upstream;
 pub mod watch;
 

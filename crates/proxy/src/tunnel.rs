@@ -11,9 +11,12 @@
 //!
 //! Bytes are copied without per-byte work, and **no buffer is held while a connection is
 //! idle**: the copy waits for a socket to become readable, takes a buffer from a small
-//! per-thread pool, moves what is there, and gives the buffer back. Half-close is passed
-//! on; a tunnel with nothing moving for `idle` is closed; when a reload (or an inventory
-//! change) refuses a connected device, its tunnel is closed at once.
+//! per-thread pool, moves what is there, and gives the buffer back. The server side's TLS
+//! does the same with its record buffers (`tunnel_tls`, on rustls' unbuffered API), and
+//! the client's certificate chain is read from the TLS session when a reload rechecks it,
+//! not copied. Half-close is passed on; a tunnel with nothing moving for `idle` is closed;
+//! when a reload (or an inventory change) refuses a connected device, its tunnel is closed
+//! at once.
 
 use std::cell::RefCell;
 use std::future::Future;
@@ -33,39 +36,48 @@ use tokio::time::Instant;
 use crate::client_auth::CertProblem;
 use crate::identity::ClientIdentity;
 use crate::state::{State, TunnelRuntime};
+use crate::tunnel_tls::{self, ServerTls};
 
 /// Size of a copy buffer: four TLS records' worth of plaintext. One record's worth (16 KiB)
 /// made a bulk stream cost four reads and four writes where nginx makes one of each:
 /// 64 KiB took one iperf3 stream through a tunnel from 0.80× to 1.12–1.15× nginx's rate
 /// (bench/run --part tunnels). Idle tunnels hold none (see the module documentation).
-const BUF: usize = 64 * 1024;
+pub(crate) const BUF: usize = 64 * 1024;
 /// Buffers kept per thread for reuse (at most 2 MiB per thread): enough for the transfers
 /// that run at once on a busy thread, so that new connections rarely allocate one.
 const POOL_MAX: usize = 32;
 
 thread_local! {
-    static POOL: RefCell<Vec<Box<[u8]>>> = const { RefCell::new(Vec::new()) };
+    static POOL: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
 }
 
-/// A copy buffer on loan from the thread's pool, returned when dropped.
-struct Loan(Option<Box<[u8]>>);
+/// A buffer of `BUF` bytes on loan from the thread's pool, returned when dropped (a buffer
+/// grown past `BUF` is freed instead).
+pub(crate) struct Loan(Option<Vec<u8>>);
 
 impl Loan {
-    fn take() -> Loan {
+    pub(crate) fn take() -> Loan {
         let b = POOL
             .with(|p| p.borrow_mut().pop())
-            .unwrap_or_else(|| vec![0u8; BUF].into_boxed_slice());
+            .unwrap_or_else(|| vec![0u8; BUF]);
         Loan(Some(b))
     }
 
-    fn buf(&mut self) -> &mut [u8] {
+    pub(crate) fn buf(&mut self) -> &mut [u8] {
         self.0.as_deref_mut().unwrap_or_default()
+    }
+
+    /// Makes the buffer `len` bytes long, keeping its contents.
+    pub(crate) fn grow(&mut self, len: usize) {
+        if let Some(b) = self.0.as_mut() {
+            b.resize(len, 0);
+        }
     }
 }
 
 impl Drop for Loan {
     fn drop(&mut self) {
-        if let Some(b) = self.0.take() {
+        if let Some(b) = self.0.take().filter(|b| b.len() == BUF) {
             POOL.with(|p| {
                 let mut p = p.borrow_mut();
                 if p.len() < POOL_MAX {
@@ -85,12 +97,6 @@ pub trait HasSocket {
 impl HasSocket for TcpStream {
     fn socket(&self) -> &TcpStream {
         self
-    }
-}
-
-impl HasSocket for tokio_rustls::server::TlsStream<TcpStream> {
-    fn socket(&self) -> &TcpStream {
-        self.get_ref().0
     }
 }
 
@@ -154,13 +160,13 @@ pub enum Ended {
 }
 
 /// Carries bytes both ways until both sides have closed, nothing moves for `idle`,
-/// `recheck` (called when the snapshot changes) refuses the client, or shutdown.
+/// `recheck` (called with `a` when the snapshot changes) refuses the client, or shutdown.
 async fn pump<A, B>(
     mut a: A,
     mut b: B,
     idle: Duration,
     mut generations: Option<watch::Receiver<u64>>,
-    recheck: impl Fn() -> Option<String>,
+    recheck: impl Fn(&A) -> Option<String>,
     mut stop: watch::Receiver<bool>,
 ) -> Ended
 where
@@ -212,7 +218,7 @@ where
                 Err(e) => return Ended::Error(e.to_string()),
             },
             Ev::Changed => {
-                if let Some(why) = recheck() {
+                if let Some(why) = recheck(&a) {
                     return Ended::Refused(why);
                 }
             }
@@ -317,9 +323,9 @@ async fn serve(
             ..
         } => {
             let proxy_protocol = *proxy_protocol;
-            let acceptor = tokio_rustls::TlsAcceptor::from(tls.clone());
+            let config = tls.clone();
             drop(snap);
-            let tls = match with_timeout(handshake, acceptor.accept(tcp)).await {
+            let tls = match with_timeout(handshake, tunnel_tls::accept(tcp, config)).await {
                 Some(Ok(s)) => s,
                 Some(Err(e)) => {
                     // Refusals were logged, with the device ID, by the handshake verifier.
@@ -331,19 +337,15 @@ async fn serve(
                     return;
                 }
             };
-            let chain: Vec<CertificateDer<'static>> = tls
-                .get_ref()
-                .1
-                .peer_certificates()
-                .map(|c| c.iter().map(|d| d.clone().into_owned()).collect())
-                .unwrap_or_default();
+            // The chain stays in the TLS session (no copy per tunnel); rechecks read it there.
+            let chain = tls.peer_certificates().unwrap_or_default();
             let identity = chain.first().and_then(|leaf| ClientIdentity::new(leaf));
             let device = identity
                 .as_ref()
                 .map(|i| i.device_label().into_owned())
                 .unwrap_or_else(|| "-".into());
             // Checked again after the handshake: the state may have changed meanwhile.
-            if let Some(why) = refused(&state, index, &chain, identity.as_ref()) {
+            if let Some(why) = refused(&state, index, chain, identity.as_ref()) {
                 tracing::info!(%remote, %device, "tunnel {listen}: refused: {why}");
                 return;
             }
@@ -366,7 +368,7 @@ async fn serve(
                     remote,
                     local.unwrap_or(remote),
                     identity.as_ref().and_then(|i| i.device_id()),
-                    crate::tls::protocol_name(tls.get_ref().1.protocol_version()),
+                    crate::tls::protocol_name(tls.protocol_version()),
                 );
                 if let Err(e) = backend.write_all(&header).await {
                     tracing::warn!(%remote, "tunnel {listen}: cannot send the PROXY header to {target} ({e})");
@@ -380,7 +382,10 @@ async fn serve(
                 backend,
                 idle,
                 Some(state.subscribe()),
-                move || refused(&st, index, &chain, identity.as_ref()),
+                move |tls: &ServerTls| {
+                    let chain = tls.peer_certificates().unwrap_or_default();
+                    refused(&st, index, chain, identity.as_ref())
+                },
                 stop,
             )
             .await;
@@ -421,7 +426,7 @@ async fn serve(
                 }
             };
             tracing::info!(%remote, "tunnel {listen}: open to {target}");
-            let ended = pump(tcp, tls, idle, None, || None, stop).await;
+            let ended = pump(tcp, tls, idle, None, |_| None, stop).await;
             log_end(&ended, remote, "-", listen);
         }
     }
