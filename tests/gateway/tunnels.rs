@@ -322,3 +322,42 @@ print('refused', 'alert access denied' in out)
     assert_eq!(lines.get(1), Some(&"keyupdate True True True"), "{out}");
     assert_eq!(lines.get(2), Some(&"refused True"), "{out}");
 }
+
+/// A client that sends without ever reading what comes back (here its own echo) stalls
+/// the tunnel's writes to it; nothing moves, so the tunnel closes after the idle timeout
+/// instead of holding the connection, and a copy buffer, for ever.
+#[test]
+fn a_client_that_stops_reading_is_closed_after_the_idle_timeout() {
+    let w = Work::new();
+    pki(&w);
+    w.write("whitelist.txt", "dev1.d.example.local\n");
+    let backend = Backend::start(&w, "echo");
+    let g = server_tunnel(&w, backend.port, &["--idle-timeout", "1s"]);
+    let script = format!(
+        r#"
+import socket, ssl, time
+ctx = ssl.create_default_context(cafile='ca.crt')
+ctx.load_cert_chain('dev1.crt', 'dev1.key')
+s = ctx.wrap_socket(socket.create_connection(('127.0.0.1', {p})), server_hostname='localhost')
+s.settimeout(30)
+chunk = b'x' * 65536
+t = time.time()
+try:
+    while time.time() - t < 60:
+        s.sendall(chunk)
+    print('never closed')
+except socket.timeout:
+    print('stuck after %.1f' % (time.time() - t))
+except (OSError, ssl.SSLError):
+    print('closed after %.1f' % (time.time() - t))
+"#,
+        p = g.port
+    );
+    let out = w.cmd("python3", &["-c", &script]).ok();
+    let secs: f64 = out
+        .trim()
+        .strip_prefix("closed after ")
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("the stalled tunnel was not closed: {out}"));
+    assert!(secs < 20.0, "closed only after {secs} s");
+}

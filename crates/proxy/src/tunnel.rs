@@ -114,8 +114,10 @@ enum Moved {
     Eof,
 }
 
-/// Moves whatever `src` has ready into `dst`, with a buffer on loan for the duration.
-async fn transfer<S, D>(src: &mut S, dst: &mut D) -> std::io::Result<Moved>
+/// Moves whatever `src` has ready into `dst`, with a buffer on loan for the duration. A
+/// write that makes no headway for `idle` (the other end stopped reading) fails with
+/// `TimedOut`, so a stalled peer cannot hold the tunnel, and the buffer, for ever.
+async fn transfer<S, D>(src: &mut S, dst: &mut D, idle: Duration) -> std::io::Result<Moved>
 where
     S: AsyncRead + Unpin,
     D: AsyncWrite + Unpin,
@@ -140,13 +142,27 @@ where
         if n == 0 {
             break Ok(Moved::Eof);
         }
-        dst.write_all(&loan.buf()[..n]).await?;
+        stalled(idle, dst.write_all(&loan.buf()[..n])).await?;
         wrote = true;
     };
     if wrote {
-        dst.flush().await?;
+        stalled(idle, dst.flush()).await?;
     }
     result
+}
+
+/// `io` within `idle`, or a `TimedOut` error.
+async fn stalled<T>(
+    idle: Duration,
+    io: impl Future<Output = std::io::Result<T>>,
+) -> std::io::Result<T> {
+    match tokio::time::timeout(idle, io).await {
+        Ok(r) => r,
+        Err(_) => Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "the peer stopped reading",
+        )),
+    }
 }
 
 /// Why a tunnel ended.
@@ -201,20 +217,22 @@ where
             }
         };
         match ev {
-            Ev::A => match transfer(&mut a, &mut b).await {
+            Ev::A => match transfer(&mut a, &mut b, idle).await {
                 Ok(Moved::Some) => last = Instant::now(),
                 Ok(Moved::Eof) => {
                     a_eof = true;
-                    let _ = b.shutdown().await;
+                    let _ = stalled(idle, b.shutdown()).await;
                 }
+                Err(e) if e.kind() == std::io::ErrorKind::TimedOut => return Ended::Idle,
                 Err(e) => return Ended::Error(e.to_string()),
             },
-            Ev::B => match transfer(&mut b, &mut a).await {
+            Ev::B => match transfer(&mut b, &mut a, idle).await {
                 Ok(Moved::Some) => last = Instant::now(),
                 Ok(Moved::Eof) => {
                     b_eof = true;
-                    let _ = a.shutdown().await;
+                    let _ = stalled(idle, a.shutdown()).await;
                 }
+                Err(e) if e.kind() == std::io::ErrorKind::TimedOut => return Ended::Idle,
                 Err(e) => return Ended::Error(e.to_string()),
             },
             Ev::Changed => {
