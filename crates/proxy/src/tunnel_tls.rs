@@ -21,9 +21,7 @@ use std::task::{ready, Context, Poll};
 
 use rustls::pki_types::CertificateDer;
 use rustls::server::UnbufferedServerConnection;
-use rustls::unbuffered::{
-    ConnectionState, EncodeError, EncryptError, InsufficientSizeError, UnbufferedStatus,
-};
+use rustls::unbuffered::{ConnectionState, EncodeError, EncryptError, UnbufferedStatus};
 use rustls::{ProtocolVersion, ServerConfig};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
@@ -128,6 +126,36 @@ pub async fn accept(tcp: TcpStream, config: Arc<ServerConfig>) -> io::Result<Ser
     }
 }
 
+/// Has `write` put bytes at the end of the pending ciphertext `out[..len]` (taking a buffer
+/// on loan if there is none), growing the buffer when rustls says how much room it needs.
+fn put<E: std::fmt::Display>(
+    out: &mut Option<Loan>,
+    len: &mut usize,
+    mut write: impl FnMut(&mut [u8]) -> Result<usize, E>,
+    room_needed: impl Fn(&E) -> Option<usize>,
+) -> io::Result<()> {
+    let o = out.get_or_insert_with(Loan::take);
+    loop {
+        match write(&mut o.buf()[*len..]) {
+            Ok(n) => {
+                *len += n;
+                return Ok(());
+            }
+            Err(e) => match room_needed(&e) {
+                Some(r) => o.grow(*len + r),
+                None => return Err(invalid(e)),
+            },
+        }
+    }
+}
+
+fn encrypt_room(e: &EncryptError) -> Option<usize> {
+    match e {
+        EncryptError::InsufficientSize(i) => Some(i.required_size),
+        _ => None,
+    }
+}
+
 impl ServerTls {
     /// The client's certificate chain, leaf first, as verified in the handshake.
     pub fn peer_certificates(&self) -> Option<&[CertificateDer<'static>]> {
@@ -175,19 +203,15 @@ impl ServerTls {
                     }
                 }
                 ConnectionState::EncodeTlsData(mut e) => {
-                    let o = out.get_or_insert_with(Loan::take);
-                    loop {
-                        match e.encode(&mut o.buf()[*out_len..]) {
-                            Ok(n) => {
-                                *out_len += n;
-                                break;
-                            }
-                            Err(EncodeError::InsufficientSize(InsufficientSizeError {
-                                required_size,
-                            })) => o.grow(*out_len + required_size),
-                            Err(e) => return Err(invalid(e)),
-                        }
-                    }
+                    put(
+                        out,
+                        out_len,
+                        |b| e.encode(b),
+                        |e| match e {
+                            EncodeError::InsufficientSize(i) => Some(i.required_size),
+                            _ => None,
+                        },
+                    )?;
                 }
                 // Sent by the caller, in order, from `out`.
                 ConnectionState::TransmitTlsData(t) => t.done(),
@@ -198,34 +222,10 @@ impl ServerTls {
                     match std::mem::replace(&mut op, Op::Look) {
                         Op::Look => {}
                         Op::Encrypt(data) => {
-                            let o = out.get_or_insert_with(Loan::take);
-                            loop {
-                                match w.encrypt(data, &mut o.buf()[*out_len..]) {
-                                    Ok(n) => {
-                                        *out_len += n;
-                                        break;
-                                    }
-                                    Err(EncryptError::InsufficientSize(
-                                        InsufficientSizeError { required_size },
-                                    )) => o.grow(*out_len + required_size),
-                                    Err(e) => return Err(invalid(e)),
-                                }
-                            }
+                            put(out, out_len, |b| w.encrypt(data, b), encrypt_room)?
                         }
                         Op::CloseNotify => {
-                            let o = out.get_or_insert_with(Loan::take);
-                            loop {
-                                match w.queue_close_notify(&mut o.buf()[*out_len..]) {
-                                    Ok(n) => {
-                                        *out_len += n;
-                                        break;
-                                    }
-                                    Err(EncryptError::InsufficientSize(
-                                        InsufficientSizeError { required_size },
-                                    )) => o.grow(*out_len + required_size),
-                                    Err(e) => return Err(invalid(e)),
-                                }
-                            }
+                            put(out, out_len, |b| w.queue_close_notify(b), encrypt_room)?
                         }
                     }
                     result = Some(Driven::Ready);
