@@ -419,14 +419,17 @@ impl StateDir {
                 )
             })
         };
-        if key_from != self.client_key() {
-            rename(key_from, &self.client_key())?;
-        }
         for name in ["ca.crt", "agent.json"] {
             let staged = self.staged(name);
             if staged.exists() {
                 rename(&staged, &self.dir.join(name))?;
             }
+        }
+        // The key and the certificate last and back to back: a program reading both files
+        // between these two renames sees a new key with the old certificate (two files
+        // cannot change at once), so nothing else happens in between.
+        if key_from != self.client_key() {
+            rename(key_from, &self.client_key())?;
         }
         rename(&self.staged("client.crt"), &self.client_crt())?;
         if key_from == self.pending_key() {
