@@ -9,3 +9,4 @@ mod faults;
 mod refusals;
 mod renew;
 mod revoke;
+mod sync;

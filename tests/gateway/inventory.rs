@@ -78,7 +78,7 @@ fn tags_narrow_a_route_and_the_metrics_show_the_inventory() {
 }
 
 #[test]
-fn a_gateway_started_without_its_inventory_refuses_and_says_so() {
+fn a_gateway_started_without_its_inventory_answers_503_and_says_why() {
     let w = Work::new();
     pki(&w);
     let (_id, _) = enroll_device(&w, "ca", None, "edge", &[]);
@@ -93,11 +93,143 @@ fn a_gateway_started_without_its_inventory_refuses_and_says_so() {
     let admin = g.proc.wait_for("admin listener on http://");
     let admin = admin.split_whitespace().next().expect("addr").to_string();
     g.proc.wait_for("cannot read the device inventory");
+    // Nothing has refused the device: the gateway cannot decide yet (503, not 403).
     let (code, body) = curl_as(&w, "edge.crt", "edge.key", &g.url("/"));
-    assert_eq!(code, 403, "{body}");
+    assert_eq!(code, 503, "{body}");
     assert!(body.contains("has not been read yet"), "{body}");
-    let (_, h) = curl(&w, &[&format!("http://{admin}/healthz")]);
-    assert!(h.starts_with("ok, degraded: the device inventory"), "{h}");
+    let (code, h) = curl(&w, &[&format!("http://{admin}/healthz")]);
+    assert_eq!(code, 503, "{h}");
+    assert!(
+        h.starts_with("starting: the device inventory") && h.contains("does not belong to a CA"),
+        "{h}"
+    );
     let (_, m) = curl(&w, &[&format!("http://{admin}/metrics")]);
     assert!(m.contains("mtlsgate_inventory_up 0"), "{m}");
+}
+
+/// A device enrolled after the gateway last read the inventory is let in at its first
+/// request: the gateway reads the inventory once more before it refuses a device it does
+/// not know (here the poll is ten minutes, so only that read can find it). A device that
+/// never enrolled is still refused, and says why.
+#[test]
+fn a_device_enrolled_a_moment_ago_is_let_in_at_its_first_request() {
+    let w = Work::new();
+    pki(&w);
+    let _ = enroll_device(&w, "ca", None, "edge", &[]);
+    let up = Upstream::start(&w);
+    let g = serve(&w, &up, &["--inventory", "ca", "--inventory-poll", "10m"]);
+    eventually("the inventory to be read", || {
+        curl_as(&w, "edge.crt", "edge.key", &g.url("/")).0 == 200
+    });
+    let (id, _) = enroll_device(&w, "ca", None, "late", &[]);
+    let (code, body) = curl_as(&w, "late.crt", "late.key", &g.url("/"));
+    assert_eq!(code, 200, "{id}: {body}");
+    for _ in 0..2 {
+        let (code, body) = get_as(&w, &g, "dev1", "/", &[]);
+        assert_eq!(code, 403, "{body}");
+        assert!(
+            body.contains("device dev1.d.example.local is not in the inventory"),
+            "{body}"
+        );
+    }
+}
+
+/// An active device is never refused while the gateway reads a large inventory: requests
+/// that arrive before the first read completes are answered 503 with `Retry-After` (the
+/// gateway cannot tell yet), `/healthz` says `starting` with 503, and once the read is
+/// done the device gets 200. (150,000 devices are written straight into the SQLite file so
+/// that the read takes long enough to be met.)
+#[test]
+fn an_active_device_gets_503_not_403_while_a_large_inventory_is_read() {
+    let w = Work::new();
+    pki(&w);
+    let _ = enroll_device(&w, "ca", None, "edge", &[]);
+    let fill = w.cmd(
+        "python3",
+        &[
+            "-c",
+            "import sqlite3, sys\n\
+             db = sqlite3.connect('ca/inventory.db')\n\
+             db.executemany(\"INSERT INTO devices (id, status, tags, first_seen, created_by, revision) VALUES (?, 'active', '[]', 0, 'test', 1)\", ((f'filler{i}.d.example.local',) for i in range(150000)))\n\
+             db.commit()\n",
+        ],
+    );
+    assert_eq!(fill.code, 0, "{}", fill.stderr);
+    let up = Upstream::start(&w);
+    let mut g = gate(&w, &up, &["--admin-listen", "127.0.0.1:0"]);
+    let admin = g.proc.wait_for("admin listener on http://");
+    let admin = admin.split_whitespace().next().expect("addr").to_string();
+    let health = w
+        .cmd(
+            "curl",
+            &[
+                "-sS",
+                "-i",
+                "--max-time",
+                "20",
+                &format!("http://{admin}/healthz"),
+            ],
+        )
+        .stdout;
+    let mut answers = Vec::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let out = w
+            .cmd(
+                "curl",
+                &[
+                    "-sS",
+                    "-i",
+                    "--max-time",
+                    "20",
+                    "--cacert",
+                    "ca.crt",
+                    "--cert",
+                    "edge.crt",
+                    "--key",
+                    "edge.key",
+                    &g.url("/"),
+                ],
+            )
+            .stdout;
+        let done = status_of(&out) == Some(200);
+        answers.push(out);
+        if done {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{answers:?}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let waited: Vec<&String> = answers
+        .iter()
+        .filter(|a| status_of(a) != Some(200))
+        .collect();
+    for a in &waited {
+        assert_eq!(status_of(a), Some(503), "{a}");
+        let lower = a.to_ascii_lowercase();
+        assert!(lower.contains("retry-after: 1"), "{a}");
+        assert!(
+            a.contains("the gateway is starting: the device inventory (")
+                && a.contains("has not been read yet"),
+            "{a}"
+        );
+    }
+    assert!(
+        !waited.is_empty(),
+        "the first request came after the inventory was read, so this test saw nothing: {health}"
+    );
+    if status_of(&health) == Some(503) {
+        assert!(
+            health.contains("starting: the device inventory ("),
+            "{health}"
+        );
+    } else {
+        assert_eq!(status_of(&health), Some(200), "{health}");
+    }
+    g.proc.wait_for("150001 devices at revision");
+}
+
+/// The status of `curl -i` output (`HTTP/1.1 200 OK` or `HTTP/2 200`).
+fn status_of(head: &str) -> Option<u16> {
+    head.split_whitespace().nth(1)?.parse().ok()
 }

@@ -156,7 +156,7 @@ pub struct InventoryFlags {
     /// With --inventory: the device must also carry one of these tags (repeatable).
     #[arg(long, value_name = "TAG", requires = "inventory")]
     pub allow_tag: Vec<String>,
-    /// How often an SQLite inventory is read for changes [default: 1s].
+    /// How often an SQLite inventory is checked for changes [default: 500ms].
     #[arg(long, value_name = "DURATION", requires = "inventory")]
     pub inventory_poll: Option<String>,
 }

@@ -41,10 +41,18 @@ pub async fn serve(
             get(move || {
                 let s = s3.clone();
                 async move {
-                    // Serving, perhaps from the last known inventory: the body says which.
-                    match s.inventory.as_ref().and_then(|i| i.degraded()) {
-                        Some(why) => format!("ok, degraded: {why}\n"),
-                        None => "ok\n".to_string(),
+                    // Serving, perhaps from the last known inventory: the body says which. Until
+                    // the inventory is first read, 503 (a load balancer sends no one yet).
+                    use crate::inventory::SyncHealth;
+                    match s.inventory.as_ref().map(|i| i.health()) {
+                        None | Some(SyncHealth::Ok) => (http::StatusCode::OK, "ok\n".to_string()),
+                        Some(SyncHealth::Degraded(why)) => {
+                            (http::StatusCode::OK, format!("ok, degraded: {why}\n"))
+                        }
+                        Some(SyncHealth::Starting(why)) => (
+                            http::StatusCode::SERVICE_UNAVAILABLE,
+                            format!("starting: {why}\n"),
+                        ),
                     }
                 }
             }),

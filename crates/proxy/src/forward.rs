@@ -180,7 +180,7 @@ fn still_allowed(conn: &Conn, path: &[u8]) -> Option<String> {
     let Some(route) = snap.server(conn.server).routes.find(path) else {
         return Some("no route serves its path any more".into());
     };
-    crate::pipeline::authorize(conn, &verdict, route)
+    crate::pipeline::recheck(conn, &verdict, route)
         .err()
         .map(|r| r.detail().unwrap_or_default())
 }

@@ -54,12 +54,13 @@ impl Gateway {
         };
         let state = State::new(cfg)?;
         if let (Some((location, roots, poll)), Some(inv)) = (inventory, state.inventory.clone()) {
+            let s = state.clone();
             tokio::spawn(crate::inventory::sync(
-                state.clone(),
                 inv,
                 location,
                 roots,
                 poll,
+                Arc::new(move || s.inventory_changed()),
             ));
         }
         let listener = match http {

@@ -32,7 +32,9 @@ use crate::client_auth::{CertProblem, Verdict};
 use crate::config::AccessLog;
 use crate::connection::{Conn, Tracked};
 use crate::headers::RenderCtx;
+use crate::inventory::InventoryDenial;
 use crate::path::{self, NormalPath};
+use crate::policy::Denial;
 use crate::responses::{rescue, BadRequest, Body, Refusal};
 use crate::state::{Route, Snapshot};
 
@@ -94,7 +96,7 @@ async fn stages<'s>(
     authenticate(verdict)?;
     let target = route(snap, conn.server, &req)?;
     *routed = Some(&target.route.prefix);
-    authorize(conn, verdict, target.route)?;
+    authorize(conn, verdict, target.route).await?;
     let (up, client_upgrade) = rewrite(conn, snap.generation, verdict, &target, req)?;
     crate::forward::forward(conn, snap, &target, up, client_upgrade).await
 }
@@ -179,17 +181,44 @@ fn host_of(req: &Request<Incoming>) -> Result<String, BadRequest> {
     Ok(authority.host().to_ascii_lowercase())
 }
 
-/// Stage 3: may this client use this route?
-pub fn authorize(conn: &Conn, verdict: &Verdict, route: &Route) -> Result<(), Refusal> {
-    route
-        .policy
-        .authorize(
-            &route.prefix,
-            conn.identity(),
-            verdict.outcome.is_success(),
-            conn.state.inventory.as_deref(),
-        )
-        .map_err(Refusal::Denied)
+/// Stage 3: may this client use this route? A device the inventory view does not know is
+/// asked about once more after a fresh read (it may have enrolled a moment ago), and while
+/// the inventory has not been read at all the answer is 503, not a refusal.
+pub async fn authorize(conn: &Conn, verdict: &Verdict, route: &Route) -> Result<(), Refusal> {
+    let answer = policy_answer(conn, verdict, route);
+    if let (Err(Denial::Inventory(InventoryDenial::Unknown { .. })), Some(inv), Some(device)) = (
+        &answer,
+        conn.state.inventory.as_deref(),
+        conn.identity().and_then(|i| i.device_id()),
+    ) {
+        inv.catch_up(device).await;
+        return policy_answer(conn, verdict, route).map_err(refusal);
+    }
+    answer.map_err(refusal)
+}
+
+/// Stage 3 without waiting: for an open connection's re-check, which asks about a client
+/// that was let in before.
+pub fn recheck(conn: &Conn, verdict: &Verdict, route: &Route) -> Result<(), Refusal> {
+    policy_answer(conn, verdict, route).map_err(refusal)
+}
+
+fn policy_answer(conn: &Conn, verdict: &Verdict, route: &Route) -> Result<(), Denial> {
+    route.policy.authorize(
+        &route.prefix,
+        conn.identity(),
+        verdict.outcome.is_success(),
+        conn.state.inventory.as_deref(),
+    )
+}
+
+fn refusal(d: Denial) -> Refusal {
+    match d {
+        Denial::Inventory(InventoryDenial::NotLoaded { location }) => {
+            Refusal::InventoryStarting { location }
+        }
+        d => Refusal::Denied(d),
+    }
 }
 
 /// Headers that belong to one hop and are never forwarded.

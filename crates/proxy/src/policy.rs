@@ -303,6 +303,13 @@ impl Policy {
                     location: location.into(),
                 }),
             };
+            if let (Err(crate::inventory::InventoryDenial::Unknown { .. }), Some(i)) =
+                (&result, inventory)
+            {
+                // A device enrolled a moment ago: have the inventory read soon (the request
+                // path waits for that read; a handshake cannot).
+                i.nudge();
+            }
             result.map_err(Denial::Inventory)?;
             if !self.lists {
                 return Ok(());

@@ -80,6 +80,12 @@ pub enum Refusal {
     },
     /// The route's policy refused the client.
     Denied(Denial),
+    /// The route asks the device inventory, which has not been read yet (the gateway is
+    /// starting, or its inventory has been unreachable since it started): 503 with
+    /// `Retry-After`, never 403, since nothing has refused the device.
+    InventoryStarting {
+        location: String,
+    },
     UpstreamUnreachable {
         upstream: String,
         cause: String,
@@ -113,6 +119,7 @@ impl Refusal {
         "upstream_timeout",
         "upstream_tls",
         "misdirected",
+        "inventory_starting",
     ];
 
     pub fn slot(&self) -> usize {
@@ -127,6 +134,7 @@ impl Refusal {
             Refusal::UpstreamTimeout { .. } => 7,
             Refusal::UpstreamTls { .. } => 8,
             Refusal::Misdirected { .. } => 9,
+            Refusal::InventoryStarting { .. } => 10,
         }
     }
 
@@ -146,6 +154,7 @@ impl Refusal {
             | Refusal::UpstreamFailed { .. }
             | Refusal::UpstreamTls { .. } => StatusCode::BAD_GATEWAY,
             Refusal::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            Refusal::InventoryStarting { .. } => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -163,6 +172,7 @@ impl Refusal {
             }
             Refusal::UpstreamTls { .. } => "upstream TLS failed",
             Refusal::UpstreamTimeout { .. } => "upstream timed out",
+            Refusal::InventoryStarting { .. } => "starting",
         }
     }
 
@@ -189,6 +199,12 @@ impl Refusal {
                 after.as_secs_f64()
             )),
             Refusal::UpstreamTls { upstream, why } => Some(format!("{upstream}: {why}")),
+            Refusal::InventoryStarting { location } => Some(
+                crate::inventory::InventoryDenial::NotLoaded {
+                    location: location.clone(),
+                }
+                .to_string(),
+            ),
         }
     }
 
@@ -215,17 +231,23 @@ pub fn rescue(r: &Refusal, metrics: &Metrics, remote: SocketAddr) -> Response<Bo
         Refusal::NoRoute { .. } => tracing::debug!(%remote, "no route: {why}"),
         Refusal::Misdirected { .. } => tracing::info!(%remote, "misdirected: {why}"),
         Refusal::Denied(_) => tracing::info!(%remote, "denied: {why}"),
+        Refusal::InventoryStarting { .. } => tracing::info!(%remote, "not yet: {why}"),
         Refusal::UpstreamUnreachable { .. }
         | Refusal::UpstreamFailed { .. }
         | Refusal::UpstreamTimeout { .. }
         | Refusal::UpstreamTls { .. } => tracing::warn!(%remote, "{why}"),
     }
-    page(
+    let mut resp = page(
         r.status(),
         r.title(),
         detail.as_deref(),
         r.closes_connection(),
-    )
+    );
+    if let Refusal::InventoryStarting { .. } = r {
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    resp
 }
 
 /// A plain-text reply from the gateway itself: `STATUS REASON: TITLE`, then the detail.
@@ -292,6 +314,9 @@ mod tests {
                 why: "w".into(),
             },
             Refusal::Misdirected { host: "h".into() },
+            Refusal::InventoryStarting {
+                location: "l".into(),
+            },
         ];
         assert_eq!(all.len(), Refusal::LABELS.len());
         for (i, r) in all.iter().enumerate() {

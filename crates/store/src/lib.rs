@@ -318,6 +318,15 @@ macro_rules! next_revision {
         )
         .fetch_one(&mut *$tx)
         .await?;
+        // When the revision was taken (Unix milliseconds), so that a gateway can measure
+        // how long a change took to reach it (its commit-to-apply delay).
+        sqlx::query(
+            "INSERT INTO meta (name, value) VALUES ('revision_ms', $1)
+             ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+        )
+        .bind(unix_millis())
+        .execute(&mut *$tx)
+        .await?;
         if $pg {
             sqlx::query("SELECT pg_notify($1, $2)")
                 .bind(NOTIFY_CHANNEL)
@@ -1204,6 +1213,10 @@ impl Inventory {
                     sqlx::query_scalar("SELECT value FROM meta WHERE name = 'revision'")
                         .fetch_one(&mut *tx)
                         .await?;
+                let revision_ms: Option<i64> =
+                    sqlx::query_scalar("SELECT value FROM meta WHERE name = 'revision_ms'")
+                        .fetch_optional(&mut *tx)
+                        .await?;
                 let rows: Vec<DeviceRow> = sqlx::query_as(&dev_sql)
                     .bind(revision)
                     .fetch_all(&mut *tx)
@@ -1222,6 +1235,7 @@ impl Inventory {
                     .collect::<Result<Vec<_>>>()?;
                 Ok(Changes {
                     revision: current,
+                    revision_ms,
                     devices,
                     revoked,
                 })
@@ -1242,6 +1256,14 @@ impl Inventory {
             }
         }
     }
+}
+
+/// The wall clock in Unix milliseconds (0 before 1970).
+fn unix_millis() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
 }
 
 /// Uppercase hex without leading zero bytes (the form the inventory stores).

@@ -368,6 +368,9 @@ pub struct RevokedSerial {
 pub struct Changes {
     /// The newest revision the inventory holds (the gateway asks from here next time).
     pub revision: i64,
+    /// When that revision was taken (Unix milliseconds, the writer's clock); `None` in an
+    /// inventory no writer has changed since this was recorded.
+    pub revision_ms: Option<i64>,
     pub devices: Vec<Device>,
     pub revoked: Vec<RevokedSerial>,
 }

@@ -176,7 +176,7 @@ pub mod defaults {
     pub const TUNNEL_IDLE: Duration = Duration::from_secs(600);
     pub const TUNNEL_MAX_CONNECTIONS: usize = 100_000;
     /// How often a gateway reads an SQLite inventory for changes.
-    pub const INVENTORY_POLL: Duration = Duration::from_secs(1);
+    pub const INVENTORY_POLL: Duration = Duration::from_millis(500);
 }
 
 #[cfg(test)]
