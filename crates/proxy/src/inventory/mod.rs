@@ -10,6 +10,9 @@
 
 mod sync;
 
+#[cfg(test)]
+mod interleaving;
+
 pub use sync::{sync, InventoryState, SyncHealth};
 
 use std::collections::{HashMap, HashSet};

@@ -123,12 +123,9 @@ impl InventoryState {
 
     /// A device the view does not know asks to come in: unless a read already did not
     /// know it at the view's current revision, asks for a read that begins after this call
-    /// and waits for it, at most [`CATCH_UP_LIMIT`]. The caller then asks the view again.
-    /// While the database is unreachable there is nothing to wait for.
+    /// and waits for it, at most [`CATCH_UP_LIMIT`] (while the database is unreachable,
+    /// the read that follows reconnection counts). The caller then asks the view again.
     pub async fn catch_up(&self, device: &str) {
-        if !self.is_up() {
-            return;
-        }
         let device = device.to_ascii_lowercase();
         let revision = self.view.load().revision;
         if self
@@ -143,7 +140,7 @@ impl InventoryState {
         self.wanted.notify_one();
         let read = tokio::time::timeout(CATCH_UP_LIMIT, done.wait_for(|d| *d >= target)).await;
         let view = self.view.load();
-        if matches!(read, Ok(Ok(_))) && !view.knows(&device) {
+        if matches!(read, Ok(Ok(_))) && self.is_up() && !view.knows(&device) {
             if let Ok(mut m) = self.misses.lock() {
                 if m.len() >= MISSES_MAX {
                     m.clear();
@@ -259,6 +256,7 @@ impl InventoryState {
     }
 
     /// Read `n` is complete (successful or not): requests waiting for it go on.
+    /// (A failed read ends the follow; its waiters see the last view.)
     fn end_read(&self, n: u64) {
         self.done.send_if_modified(|d| {
             let newer = n > *d;
