@@ -19,7 +19,9 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+import urllib.request
 from pathlib import Path
 
 from openssl_speed import ecdsa_x25519_per_s
@@ -160,10 +162,111 @@ def backend_run(args, name, database):
             log(f"   gateway {i}: connection closed p50 {g['closed']['p50_ms']:.0f} ms, p99 {g['closed']['p99_ms']:.0f} ms;"
                 f" new request refused p50 {g['refused']['p50_ms']:.0f} ms, p99 {g['refused']['p99_ms']:.0f} ms")
         log(f"   the revoke command itself: p50 {rev['command']['p50_ms']:.0f} ms")
-        return {"lifecycle": life, "revoke": rev}
+        for gw in gws_procs(procs):
+            gw.stop()
+        starts = start_during_changes(args, name, mg, load, ca, db, database, target, up_port, procs)
+        return {"lifecycle": life, "revoke": rev, "starts": starts}
     finally:
         for p in reversed(procs):
             p.stop()
+
+
+def gws_procs(procs):
+    return [p for p in procs if "-gateway" in p.name]
+
+
+def metrics(addr):
+    """A gateway's /metrics as {name: value} (unlabelled series only)."""
+    text = urllib.request.urlopen(f"http://{addr}/metrics", timeout=10).read().decode()
+    out = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#") and "{" not in line:
+            k, v = line.rsplit(" ", 1)
+            out[k] = float(v)
+    return out
+
+
+def db_revision(ca, database):
+    if database:
+        return int(run(["psql", database, "-Atc", "SELECT value FROM meta WHERE name = 'revision'"]).strip())
+    import sqlite3
+    con = sqlite3.connect(f"file:{WORK / ca / 'inventory.db'}?mode=ro", uri=True)
+    try:
+        return con.execute("SELECT value FROM meta WHERE name = 'revision'").fetchone()[0]
+    finally:
+        con.close()
+
+
+def start_during_changes(args, name, mg, load, ca, db, database, target, up_port, procs):
+    """Gateways started one after another while devices enroll (the load tool) and are
+    denied, allowed and revoked (the CLI): once the changes stop, every gateway must be at
+    the database's revision; reports each one's start-to-loaded time and its worst
+    commit-to-apply delay (`mtlsgate_inventory_apply_delay_max_seconds`)."""
+    ids = [d["id"] for d in json.loads(run([mg, "devices", "list", "--dir", ca, "--json", *db]))
+           if d.get("status") == "active"][: max(args.start_gateways * 4, 8)]
+    log(f"== {name}: {args.start_gateways} gateways started 200 ms apart during enrollments and "
+        f"deny/allow/revoke commands on an inventory of {len(ids)}+ devices")
+    stop = threading.Event()
+    changes = {"cli": 0}
+
+    def cli_stream():
+        i = 0
+        while not stop.is_set() and i < len(ids):
+            dev = ids[i]
+            for verb in ("deny", "allow") if i % 3 else ("revoke",):
+                run([mg, "devices", verb, dev, "--dir", ca, *db])
+                changes["cli"] += 1
+            i += 1
+
+    enroll = subprocess.Popen(["taskset", "-c", LOAD_CPU, load, "lifecycle", *target, "--devices",
+                               str(args.start_enrollments), "--concurrency", "2"], cwd=WORK,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    t = threading.Thread(target=cli_stream)
+    t.start()
+    inventory = database or ca
+    started = []
+    t0 = time.time()
+    try:
+        for i in range(args.start_gateways):
+            gw = Proc(f"{name}-late-gateway{i + 1}", ["taskset", "-c", SERVER_CPU, mg, "serve", "--listen",
+                                                       "127.0.0.1:0", "--cert", f"{name}-gw/localhost.crt",
+                                                       "--key", f"{name}-gw/localhost.key", "--client-ca",
+                                                       f"{ca}/root.crt", "--upstream", f"http://127.0.0.1:{up_port}",
+                                                       "--inventory", inventory, "--admin-listen", "127.0.0.1:0"],
+                      WORK)
+            procs.append(gw)
+            at = time.time()
+            admin = gw.wait_for(r"admin listener on http://(\S+)").group(1)
+            started.append((gw, admin, at))
+            time.sleep(0.2)
+        for gw, _, _ in started:
+            gw.wait_for(r"devices at revision", timeout=120)
+    finally:
+        t.join()
+        enroll.wait()
+        stop.set()
+    changes_s = time.time() - t0
+    time.sleep(1.5)
+    want = db_revision(ca, database)
+    rows = []
+    for i, (gw, admin, at) in enumerate(started, 1):
+        m = metrics(admin)
+        text = gw.out.read_text(errors="replace")
+        rows.append({"gateway": i, "revision": int(m.get("mtlsgate_inventory_revision", -1)), "database": want,
+                     "devices": int(m.get("mtlsgate_inventory_devices", 0)),
+                     "applied": int(m.get("mtlsgate_inventory_apply_delay_seconds_count", 0)),
+                     "worst_delay_ms": m.get("mtlsgate_inventory_apply_delay_max_seconds", 0) * 1000,
+                     "lag_s": m.get("mtlsgate_inventory_lag_seconds", -1)})
+        r = rows[-1]
+        log(f"   gateway {i}: revision {r['revision']} (database {want}), {r['devices']} devices, "
+            f"{r['applied']} reads applied changes, worst commit-to-apply {r['worst_delay_ms']:.0f} ms")
+    for gw, _, _ in started:
+        gw.stop()
+    behind = [r["gateway"] for r in rows if r["revision"] != want]
+    if behind:
+        raise SystemExit(f"{name}: gateways {behind} are behind the database after the changes stopped")
+    return {"gateways": rows, "cli_changes": changes["cli"], "enrollments": args.start_enrollments,
+            "seconds": changes_s}
 
 
 def crypto_ceiling(seconds):
@@ -215,7 +318,7 @@ def report(args, res, ceiling, load_before, load_after, pg_version, command):
                  "each of two gateways (`mtlsgate serve --inventory`), then `mtlsgate devices revoke ID --dir CA` "
                  "(with `--database URL` on PostgreSQL); the time from the command's start until the gateway "
                  "closed the kept-alive connection, and until a new request through it was refused (tried every "
-                 "5 ms). SQLite gateways poll every second (the default); PostgreSQL ones LISTEN.")
+                 "5 ms). SQLite gateways check every 500 ms (the default); PostgreSQL ones LISTEN.")
     lines.append("")
     lines.append("| from `devices revoke` to | SQLite p50 | SQLite p99 | PostgreSQL p50 | PostgreSQL p99 | target (PostgreSQL p99) | PostgreSQL p99 / target |")
     lines.append("|---|---|---|---|---|---|---|")
@@ -234,6 +337,21 @@ def report(args, res, ceiling, load_before, load_after, pg_version, command):
             row.append(cell(b, lambda r: f"{r['revoke']['command'][k]:.0f} ms"))
     lines.append("| " + " | ".join(row + ["", ""]) + " |")
     lines.append("")
+    if any("starts" in res[b] for b in res):
+        lines.append(f"Gateways started during changes: {args.start_gateways} gateways started 200 ms apart "
+                     f"(`--admin-listen`) while {args.start_enrollments} devices enroll and renew (the load tool, "
+                     "2 at a time) and `devices deny`/`allow`/`revoke` run one after another; 1.5 s after the "
+                     "changes stop, each gateway's revision must equal the database's (the run fails otherwise). "
+                     "Worst commit-to-apply delay: `mtlsgate_inventory_apply_delay_max_seconds`, from the "
+                     "writer's commit to the gateway's view.")
+        lines.append("")
+        lines.append("| backend | gateway | devices in view | at the database's revision | reads that applied changes | worst commit-to-apply |")
+        lines.append("|---|---|---|---|---|---|")
+        for b in ("sqlite", "postgres"):
+            for r in res.get(b, {}).get("starts", {}).get("gateways", []):
+                lines.append(f"| {b} | {r['gateway']} | {r['devices']} | {'yes' if r['revision'] == r['database'] else 'NO'} "
+                             f"| {r['applied']} | {r['worst_delay_ms']:.0f} ms |")
+        lines.append("")
     if ceiling:
         lines.append(f"Crypto ceiling on core {SERVER_CPU} (`openssl speed ecdsap256 ecdhx25519`): ECDSA P-256 "
                      f"{ceiling['ecdsa_sign_per_s']:.0f} signs/s, {ceiling['ecdsa_verify_per_s']:.0f} verifies/s, "
@@ -263,6 +381,8 @@ def main():
     ap.add_argument("--concurrency", type=int, default=64)
     ap.add_argument("--revocations", type=int, default=100)
     ap.add_argument("--only", default="sqlite,postgres")
+    ap.add_argument("--start-gateways", type=int, default=4, help="gateways started during changes")
+    ap.add_argument("--start-enrollments", type=int, default=300, help="enrollments during their start")
     ap.add_argument("--smoke", action="store_true", help="tiny counts, to check the harness")
     args = ap.parse_args()
     # The harness runs its peers in a work directory of its own: a relative --bin (such as
@@ -270,6 +390,7 @@ def main():
     args.bin = str(Path(args.bin).resolve())
     if args.smoke:
         args.devices, args.concurrency, args.revocations = 20, 4, 2
+        args.start_gateways, args.start_enrollments = 2, 10
     if WORK.exists():
         shutil.rmtree(WORK)
     WORK.mkdir(parents=True)

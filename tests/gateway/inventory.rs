@@ -75,6 +75,25 @@ fn tags_narrow_a_route_and_the_metrics_show_the_inventory() {
     eventually("the lab device to be refused", || {
         curl_as(&w, "lab.crt", "lab.key", &g.url("/")).0 == 403
     });
+    // The change was applied: its commit-to-apply delay is counted, and the view's lag is
+    // reported.
+    let (_, m) = curl(&w, &[&format!("http://{admin}/metrics")]);
+    let value = |name: &str| -> f64 {
+        m.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in {m}"))
+    };
+    assert!(
+        value("mtlsgate_inventory_apply_delay_seconds_count") >= 1.0,
+        "{m}"
+    );
+    assert!(
+        value("mtlsgate_inventory_apply_delay_max_seconds") >= 0.0,
+        "{m}"
+    );
+    let lag = value("mtlsgate_inventory_lag_seconds");
+    assert!((0.0..60.0).contains(&lag), "{m}");
+    assert_eq!(value("mtlsgate_inventory_loaded"), 1.0, "{m}");
 }
 
 #[test]

@@ -274,6 +274,7 @@ struct DelayHistogram {
     buckets: [AtomicU64; DELAY_BUCKETS.len()],
     count: AtomicU64,
     sum_ms: AtomicU64,
+    max_ms: AtomicI64,
 }
 
 impl DelayHistogram {
@@ -288,6 +289,7 @@ impl DelayHistogram {
         self.count.fetch_add(1, Relaxed);
         self.sum_ms
             .fetch_add(u64::try_from(ms).unwrap_or(0), Relaxed);
+        self.max_ms.fetch_max(ms, Relaxed);
     }
 
     fn render(&self, out: &mut String) {
@@ -308,6 +310,11 @@ impl DelayHistogram {
             out,
             "mtlsgate_inventory_apply_delay_seconds_bucket{{le=\"+Inf\"}} {count}\nmtlsgate_inventory_apply_delay_seconds_sum {:.3}\nmtlsgate_inventory_apply_delay_seconds_count {count}",
             self.sum_ms.load(Relaxed) as f64 / 1000.0
+        );
+        let _ = writeln!(
+            out,
+            "# HELP mtlsgate_inventory_apply_delay_max_seconds The longest commit-to-apply delay seen since the gateway started.\n# TYPE mtlsgate_inventory_apply_delay_max_seconds gauge\nmtlsgate_inventory_apply_delay_max_seconds {:.3}",
+            self.max_ms.load(Relaxed) as f64 / 1000.0
         );
     }
 }
