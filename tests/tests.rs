@@ -6,6 +6,7 @@
 mod util;
 
 mod ca;
+mod dist;
 mod fleet;
 mod fleet_cli;
 mod gateway;

@@ -127,6 +127,33 @@ pub fn runtime(threads: Option<usize>) -> Result<tokio::runtime::Runtime> {
     rt.context("cannot start the async runtime")
 }
 
+/// `serve --check`: everything start-up reads and checks, without binding or serving.
+fn check(s: &Serve) -> Result<ExitCode> {
+    let what = match &s.config {
+        Some(p) => p.display().to_string(),
+        None => "the flags".to_string(),
+    };
+    let cfg = config(s).with_context(|| format!("{what}: the configuration is not valid"))?;
+    let summary = format!(
+        "{} route(s), {} tunnel(s), {} server block(s){}",
+        cfg.routes.len(),
+        cfg.tunnels.len(),
+        1 + cfg.vhosts.len(),
+        match &cfg.inventory {
+            Some(i) => format!(
+                ", inventory {}",
+                mtlsgate_proxy::state::display_location(&i.location)
+            ),
+            None => String::new(),
+        }
+    );
+    let listen = cfg.listen;
+    let built = crate::block_on(async move { mtlsgate_proxy::state::State::new(cfg).map(drop) })?;
+    built.with_context(|| format!("{what}: the configuration is not valid"))?;
+    println!("{what}: the configuration is valid: listen {listen}, {summary}; every file it names was read");
+    Ok(ExitCode::SUCCESS)
+}
+
 /// Completes on SIGTERM or SIGINT.
 pub async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};
@@ -220,6 +247,9 @@ pub async fn run_gateway(
 }
 
 pub fn run(s: Serve) -> Result<ExitCode> {
+    if s.check {
+        return check(&s);
+    }
     let cfg = config(&s)?;
     init_logging();
     let rt = runtime(cfg.threads)?;

@@ -283,6 +283,61 @@ fn config_errors_name_the_file_line_and_key() {
     assert!(e.contains("localhost.crt"), "{e}");
 }
 
+/// `serve --check` (as `nginx -t`): a good configuration is reported valid with what would
+/// run, and nothing listens; a bad one — a syntax error, a missing file, a key that does
+/// not match its certificate — exits 1 naming what is wrong, and nothing listens either.
+#[test]
+fn serve_check_reads_everything_and_starts_nothing() {
+    let w = Work::new();
+    pki(&w);
+    let port = free_port().to_string();
+    let listen = format!("127.0.0.1:{port}");
+    w.write(
+        "gate.toml",
+        &format!("[server]\nlisten = \"{listen}\"\ncert = \"localhost.crt\"\nkey = \"localhost.key\"\nclient_ca = \"ca.crt\"\n\n[[route]]\nupstream = \"http://127.0.0.1:1\"\n"),
+    );
+    let out = w.mg(&["serve", "--config", "gate.toml", "--check"]).ok();
+    assert_eq!(
+        out.trim(),
+        format!("gate.toml: the configuration is valid: listen {listen}, 1 route(s), 0 tunnel(s), 1 server block(s); every file it names was read")
+    );
+    // It returned without serving: the port is still free.
+    assert!(std::net::TcpListener::bind(&listen).is_ok());
+    w.write(
+        "bad.toml",
+        "[server]\nlisten = \"127.0.0.1:0\"\ncert = \"localhost.crt\"\nkey = \"localhost.key\"\nclient_ca = \"ca.crt\"\nverify_client = \"sometimes\"\n\n[[route]]\nupstream = \"http://127.0.0.1:1\"\n",
+    );
+    let e = w.mg(&["serve", "--config", "bad.toml", "--check"]).fails();
+    assert!(
+        e.contains("bad.toml: the configuration is not valid: bad.toml:6: server.verify_client: `sometimes` is not a mode"),
+        "{e}"
+    );
+    let flags = |key: &str| {
+        w.mg(&[
+            "serve",
+            "--listen",
+            &listen,
+            "--cert",
+            "localhost.crt",
+            "--key",
+            key,
+            "--client-ca",
+            "ca.crt",
+            "--upstream",
+            "http://127.0.0.1:1",
+            "--check",
+        ])
+    };
+    let e = flags("dev1.key").fails();
+    assert!(
+        e.contains("the flags: the configuration is not valid") && e.contains("localhost.crt"),
+        "{e}"
+    );
+    let e = flags("missing.key").fails();
+    assert!(e.contains("missing.key"), "{e}");
+    assert!(std::net::TcpListener::bind(&listen).is_ok());
+}
+
 /// A reload applies every setting it can — each change is named in the log and the ones
 /// that can be seen from outside are checked — and refuses, loudly, the three that need a
 /// restart.

@@ -143,6 +143,11 @@ pub struct Serve {
     /// Worker threads [default: one per core].
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
+    /// Check the configuration and every file it names (certificates, keys, CA bundles,
+    /// CRLs, allowlists), say what would run, and exit without listening (as `nginx -t`):
+    /// exit status 0 when it would start, 1 with the reason when not.
+    #[arg(long)]
+    pub check: bool,
 }
 
 /// The device inventory as a policy, shared by `serve` and `tunnel`.

@@ -192,7 +192,7 @@ fn verifier_from(
 }
 
 /// An inventory location for logs and pages: a path, or a URL without its password.
-fn display_location(given: &str) -> String {
+pub fn display_location(given: &str) -> String {
     mtlsgate_store::Location::parse(given)
         .map(|l| l.to_string())
         .unwrap_or_else(|_| given.to_string())
