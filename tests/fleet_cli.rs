@@ -362,3 +362,97 @@ fn devices_on_postgresql() {
     assert!(err.contains("already holds an mtlsgate inventory"), "{err}");
     assert!(!w.path("ca2").exists() && !Path::new(&w.path("ca2")).exists());
 }
+
+/// `mtlsgate login` checks the server accepts the administrator's certificate, then
+/// remembers it (0600, paths made absolute), so that `token create` and `devices list`
+/// from any directory go to the server without flags; `--dir` still means the local CA;
+/// a certificate the server refuses saves nothing; `logout` forgets it.
+#[test]
+fn login_remembers_the_server_for_fleet_commands() {
+    use crate::util::{fleet_ca, fleet_server_cert, CaServer, Db};
+    let w = Work::new();
+    let db = Db::sqlite();
+    fleet_ca(&w, &db);
+    fleet_server_cert(&w, &db);
+    let srv = CaServer::start_for(&w, &db, &[]);
+    let url = srv.url();
+    let profile = w.path(".mtlsgate-profile.toml");
+
+    // A device's certificate is not an administrator's: refused, nothing saved.
+    let _ = enroll(&w, None, None, "dev");
+    let token = w.mg(&["token", "create", "--dir", "ca"]).ok();
+    let token = token.lines().last().expect("token").trim().to_string();
+    let (id, _) = issued_id(enroll(&w, None, Some(&token), "edge"));
+    assert!(!id.is_empty());
+    w.mg(&[
+        "cert", "issue", "client", "notadmin", "--dir", "ca", "--out", ".",
+    ])
+    .ok();
+    let e = w
+        .mg(&[
+            "login",
+            "--server",
+            &url,
+            "--ca-file",
+            "ca/ca.crt",
+            "--admin-cert",
+            "notadmin.crt",
+            "--admin-key",
+            "notadmin.key",
+        ])
+        .fails();
+    assert!(e.contains("nothing was saved"), "{e}");
+    assert!(!profile.exists());
+
+    let out = w.mg(&["login", "--server", &url, "--dir", "ca"]).ok();
+    assert!(
+        out.starts_with(&format!("logged in to {url} as the administrator of /"))
+            && out.contains("(1 device(s) waiting for approval)"),
+        "{out}"
+    );
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&profile)
+        .expect("profile")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let text = std::fs::read_to_string(&profile).expect("profile");
+    assert!(text.contains(&format!("server = \"{url}\"")), "{text}");
+    assert!(!text.contains("PRIVATE KEY"), "{text}");
+
+    // From another directory, no flags: through the server (its request log shows it).
+    std::fs::create_dir_all(w.path("elsewhere")).expect("mkdir");
+    let run_in = |dir: &str, args: &[&str]| {
+        let o = std::process::Command::new(crate::util::bin())
+            .args(args)
+            .current_dir(w.path(dir))
+            .env("MTLSGATE_PROFILE", &profile)
+            .env_remove("MTLSGATE_CA_DIR")
+            .env_remove("MTLSGATE_DATABASE")
+            .env_remove("MTLSGATE_SERVER")
+            .output()
+            .expect("run");
+        (
+            o.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    };
+    let (code, out, err) = run_in("elsewhere", &["devices", "list", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains(&id), "{out}");
+    let (code, _, err) = run_in("elsewhere", &["token", "create"]);
+    assert_eq!(code, 0, "{err}");
+    let log = srv.proc.stderr();
+    assert!(log.contains("POST /v1/tokens"), "{log}");
+    // --dir alone means the local CA directory, not the profile.
+    let (code, _, err) = run_in("elsewhere", &["devices", "list", "--dir", "nowhere"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("nowhere"), "{err}");
+
+    let out = w.mg(&["logout"]).ok();
+    assert!(out.starts_with("removed "), "{out}");
+    assert!(!profile.exists());
+    let (code, _, _) = run_in("elsewhere", &["devices", "list"]);
+    assert_ne!(code, 0, "without the profile there is no CA here");
+}

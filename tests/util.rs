@@ -87,6 +87,15 @@ impl Work {
             .env_remove("MTLSGATE_CA_DIR")
             .env_remove("MTLSGATE_CA_PASSPHRASE_FILE")
             .env_remove("MTLSGATE_DATABASE")
+            .env_remove("MTLSGATE_SERVER")
+            .env_remove("MTLSGATE_CA_FILE")
+            .env_remove("MTLSGATE_ADMIN_CERT")
+            .env_remove("MTLSGATE_ADMIN_KEY")
+            // Each test has its own operator profile (`mtlsgate login`), never the user's.
+            .env(
+                "MTLSGATE_PROFILE",
+                self.root().join(".mtlsgate-profile.toml"),
+            )
             .stdin(Stdio::null())
             .output()
             .unwrap_or_else(|e| panic!("cannot run {prog}: {e}"));

@@ -60,8 +60,81 @@ fn file_or_in_dir(
     }
 }
 
+/// An administrator's client for `url`, with files from flags or the CA directory.
+fn admin_client(
+    url: &str,
+    dir: Option<&Path>,
+    admin_cert: &Option<PathBuf>,
+    admin_key: &Option<PathBuf>,
+    ca_file: &Option<PathBuf>,
+) -> Result<(AdminClient, crate::profile::Profile)> {
+    let cert = file_or_in_dir(admin_cert, dir, "admin.crt", "--admin-cert")?;
+    let key = file_or_in_dir(admin_key, dir, "admin.key", "--admin-key")?;
+    let ca = file_or_in_dir(ca_file, dir, "ca.crt", "--ca-file")?;
+    let c = AdminClient::new(url, &ca, &cert, &key)
+        .with_context(|| format!("cannot use the CA server {url}"))?;
+    let p = crate::profile::Profile {
+        server: url.to_string(),
+        ca_file: crate::profile::absolute(&ca)?,
+        admin_cert: crate::profile::absolute(&cert)?,
+        admin_key: crate::profile::absolute(&key)?,
+    };
+    Ok((c, p))
+}
+
+/// `mtlsgate login`: checks the server answers the administrator, then saves the profile.
+pub fn login(l: crate::flags::Login) -> Result<std::process::ExitCode> {
+    let (client, profile) = admin_client(
+        &l.server,
+        l.dir.as_deref(),
+        &l.admin_cert,
+        &l.admin_key,
+        &l.ca_file,
+    )?;
+    let pending = crate::block_on(client.devices(Some(DeviceStatus::Pending.as_str()), None))?
+        .with_context(|| {
+            format!(
+                "{} did not accept the administrator's certificate {}; nothing was saved",
+                l.server,
+                profile.admin_cert.display()
+            )
+        })?;
+    let path = crate::profile::save(&profile)?;
+    println!(
+        "logged in to {} as the administrator of {} ({} device(s) waiting for approval); saved in {}",
+        profile.server,
+        profile.admin_cert.display(),
+        pending.len(),
+        path.display()
+    );
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+/// `mtlsgate logout`.
+pub fn logout() -> Result<std::process::ExitCode> {
+    match crate::profile::remove()? {
+        Some(p) => println!("removed {}", p.display()),
+        None => println!("there was no profile to remove"),
+    }
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
 impl Fleet {
     pub async fn open(t: &FleetTarget) -> Result<Fleet> {
+        let remembered = match (&t.server, &t.dir, &t.db.database) {
+            (None, None, None) => crate::profile::load()?,
+            _ => None,
+        };
+        if let Some(p) = remembered {
+            let (c, _) = admin_client(
+                &p.server,
+                None,
+                &Some(t.admin_cert.clone().unwrap_or(p.admin_cert)),
+                &Some(t.admin_key.clone().unwrap_or(p.admin_key)),
+                &Some(t.ca_file.clone().unwrap_or(p.ca_file)),
+            )?;
+            return Ok(Fleet::Server(Box::new(c)));
+        }
         match &t.server {
             None => {
                 let dir = t
@@ -71,12 +144,13 @@ impl Fleet {
                 Ok(Fleet::Local(Box::new(open_authority(&dir, &t.db).await?)))
             }
             Some(url) => {
-                let dir = t.dir.as_deref();
-                let cert = file_or_in_dir(&t.admin_cert, dir, "admin.crt", "--admin-cert")?;
-                let key = file_or_in_dir(&t.admin_key, dir, "admin.key", "--admin-key")?;
-                let ca = file_or_in_dir(&t.ca_file, dir, "ca.crt", "--ca-file")?;
-                let c = AdminClient::new(url, &ca, &cert, &key)
-                    .with_context(|| format!("cannot use the CA server {url}"))?;
+                let (c, _) = admin_client(
+                    url,
+                    t.dir.as_deref(),
+                    &t.admin_cert,
+                    &t.admin_key,
+                    &t.ca_file,
+                )?;
                 Ok(Fleet::Server(Box::new(c)))
             }
         }

@@ -14,6 +14,7 @@ mod cmd_token;
 mod cmd_tunnel;
 mod flags;
 mod fleet;
+mod profile;
 
 use std::process::ExitCode;
 
@@ -32,6 +33,8 @@ fn main() -> ExitCode {
         Command::Token(t) => cmd_token::run(t),
         Command::Devices(d) => cmd_devices::run(d),
         Command::Agent(a) => cmd_agent::run(a),
+        Command::Login(l) => fleet::login(l),
+        Command::Logout => fleet::logout(),
     };
     match result {
         Ok(code) => code,
