@@ -2010,3 +2010,104 @@ fn cert_verify_at_a_time_and_for_a_name() {
         "{err}"
     );
 }
+
+/// A passphrase asked for at a terminal (a real one: tmux), as openssl does: `ca init
+/// --encrypt` asks twice with echo off and encrypts the keys; `cert issue` then asks once.
+/// Without a terminal the command says how to give the passphrase instead.
+#[test]
+fn an_encrypted_ca_asks_for_its_passphrase_at_a_terminal() {
+    use std::time::{Duration, Instant};
+    let w = Work::new();
+    let sock = format!("mtlsgate-test-{}", std::process::id());
+    let sock = format!("{sock}-{}", w.root().display().to_string().len());
+    let tmux = |args: &[&str]| {
+        let mut a = vec!["-L", sock.as_str()];
+        a.extend_from_slice(args);
+        w.cmd("tmux", &a)
+    };
+    let screen = || tmux(&["capture-pane", "-p", "-t", "t"]).stdout;
+    let wait_screen = |needle: &str| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let s = screen();
+            if s.contains(needle) {
+                return s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no {needle:?} on the screen:\n{s}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    let root = w.root().display().to_string();
+    let cmd = format!(
+        "cd {root} && {} ca init --dir ca --encrypt; echo EXIT=$?; sleep 60",
+        crate::util::bin()
+    );
+    tmux(&[
+        "new-session",
+        "-d",
+        "-s",
+        "t",
+        "-x",
+        "200",
+        "-y",
+        "50",
+        &cmd,
+    ])
+    .ok();
+    wait_screen("New passphrase for the CA keys in ca:");
+    tmux(&["send-keys", "-t", "t", "s3cret-words", "Enter"]).ok();
+    wait_screen("The same passphrase again:");
+    tmux(&["send-keys", "-t", "t", "s3cret-words", "Enter"]).ok();
+    let s = wait_screen("EXIT=");
+    assert!(s.contains("EXIT=0"), "{s}");
+    assert!(
+        !s.contains("s3cret-words"),
+        "the passphrase was echoed:\n{s}"
+    );
+    let key = std::fs::read_to_string(w.path("ca/intermediate.key")).expect("key");
+    assert!(key.contains("ENCRYPTED PRIVATE KEY"), "{key}");
+    tmux(&["kill-server"]);
+
+    // No terminal: the way to give it, and nothing issued.
+    let e = w
+        .mg(&[
+            "cert", "issue", "client", "dev1", "--dir", "ca", "--out", ".",
+        ])
+        .fails();
+    assert!(
+        e.contains("give their passphrase with --passphrase-file FILE")
+            && e.contains("run the command at a terminal to be asked for it"),
+        "{e}"
+    );
+    assert!(!w.path("dev1.crt").exists());
+
+    let cmd = format!(
+        "cd {root} && {} cert issue client dev1 --dir ca --out .; echo EXIT=$?; sleep 60",
+        crate::util::bin()
+    );
+    tmux(&[
+        "new-session",
+        "-d",
+        "-s",
+        "t",
+        "-x",
+        "200",
+        "-y",
+        "50",
+        &cmd,
+    ])
+    .ok();
+    wait_screen("Passphrase for the CA keys in ca:");
+    tmux(&["send-keys", "-t", "t", "s3cret-words", "Enter"]).ok();
+    let s = wait_screen("EXIT=");
+    tmux(&["kill-server"]);
+    assert!(s.contains("EXIT=0"), "{s}");
+    assert!(
+        !s.contains("s3cret-words"),
+        "the passphrase was echoed:\n{s}"
+    );
+    assert!(w.path("dev1.crt").exists());
+}

@@ -38,8 +38,11 @@ pub fn run(cmd: CaCommand) -> Result<ExitCode> {
 pub fn ca_passphrase(ca: &Ca, p: &Passphrase) -> Result<Option<Zeroizing<Vec<u8>>>> {
     match (&p.passphrase_file, ca.meta.encrypted) {
         (Some(f), _) => Ok(Some(key::read_passphrase(f)?)),
+        (None, true) if crate::prompt::at_terminal() => Ok(Some(crate::prompt::passphrase(
+            &format!("Passphrase for the CA keys in {}: ", ca.dir.display()),
+        )?)),
         (None, true) => anyhow::bail!(
-            "the CA keys in {} are encrypted: give their passphrase with --passphrase-file FILE (or MTLSGATE_CA_PASSPHRASE_FILE)",
+            "the CA keys in {} are encrypted: give their passphrase with --passphrase-file FILE (or MTLSGATE_CA_PASSPHRASE_FILE), or run the command at a terminal to be asked for it",
             ca.dir.display()
         ),
         (None, false) => Ok(None),
@@ -47,9 +50,15 @@ pub fn ca_passphrase(ca: &Ca, p: &Passphrase) -> Result<Option<Zeroizing<Vec<u8>
 }
 
 fn init(a: CaInit) -> Result<ExitCode> {
-    let pass = match &a.passphrase_file {
-        Some(f) => Some(key::read_passphrase(f)?),
-        None => None,
+    let pass = match (&a.passphrase_file, a.encrypt) {
+        (Some(f), _) => Some(key::read_passphrase(f)?),
+        (None, true) if crate::prompt::at_terminal() => Some(crate::prompt::new_passphrase(
+            &format!("the CA keys in {}", a.ca.dir.display()),
+        )?),
+        (None, true) => anyhow::bail!(
+            "--encrypt asks for the passphrase at a terminal, and there is none: give it with --passphrase-file FILE"
+        ),
+        (None, false) => None,
     };
     let opts = InitOptions {
         name: a.name.clone(),

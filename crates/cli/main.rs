@@ -15,6 +15,7 @@ mod cmd_tunnel;
 mod flags;
 mod fleet;
 mod profile;
+mod prompt;
 
 use std::process::ExitCode;
 

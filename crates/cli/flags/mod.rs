@@ -465,6 +465,10 @@ pub struct CaInit {
     /// Encrypt the CA keys (PKCS#8, PBES2 AES-256) with the passphrase on this file's first line.
     #[arg(long, value_name = "FILE")]
     pub passphrase_file: Option<PathBuf>,
+    /// Encrypt the CA keys with a passphrase asked for at the terminal (twice). Later
+    /// commands that sign ask for it at a terminal too, or read --passphrase-file.
+    #[arg(long, conflicts_with = "passphrase_file")]
+    pub encrypt: bool,
     /// Root CA validity.
     #[arg(long, default_value = "10y", value_name = "DURATION")]
     pub root_valid: String,
