@@ -5,6 +5,86 @@
 
 use crate::util::*;
 
+/// An HTTPS nginx that answers with the Host it received and the protocol it spoke.
+const HOST_ECHO: &str = "ssl_certificate {root}/localhost.crt;\n    ssl_certificate_key {root}/localhost.key;\n    location / { default_type text/plain; return 200 \"$http_host|$server_protocol\\n\"; }";
+
+/// `mtlsgate serve` as an egress listener (no --cert/--key) in front of `upstream`.
+fn egress(w: &Work, upstream: &str, extra: &[&str]) -> Gate {
+    let mut a = vec![
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--upstream",
+        upstream,
+        "--upstream-ca",
+        "ca.crt",
+    ];
+    a.extend_from_slice(extra);
+    Gate::start(w, &a)
+}
+
+#[test]
+fn the_egress_listener_sends_the_upstreams_own_host_over_http1_and_http2() {
+    let w = Work::new();
+    pki(&w);
+    for (api, spoken) in [
+        (Nginx::start(&w, HOST_ECHO), "HTTP/1.1"),
+        (Nginx::start_http2(&w, HOST_ECHO), "HTTP/2.0"),
+    ] {
+        let g = egress(&w, &format!("https://localhost:{}", api.port), &[]);
+        let (code, body) = curl(&w, &[&format!("http://127.0.0.1:{}/x", g.port)]);
+        assert_eq!(code, 200, "{spoken}: {body}");
+        assert_eq!(body, format!("localhost:{}|{spoken}\n", api.port));
+    }
+}
+
+#[test]
+fn host_header_client_keeps_the_clients_host_and_upstream_sends_the_upstreams() {
+    let w = Work::new();
+    pki(&w);
+    // The egress listener told to keep the client's Host, in front of an upstream that
+    // offers HTTP/2: the Host arrives alone, over HTTP/1.1 (as nginx's proxy_pass speaks).
+    let api = Nginx::start_http2(&w, HOST_ECHO);
+    let g = egress(
+        &w,
+        &format!("https://localhost:{}", api.port),
+        &["--host-header", "client"],
+    );
+    let (code, body) = curl(&w, &[&format!("http://127.0.0.1:{}/x", g.port)]);
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body, format!("127.0.0.1:{}|HTTP/1.1\n", g.port));
+    // The mTLS gateway keeps the client's Host by default; told otherwise, it sends the
+    // upstream's own.
+    let up = Upstream::start(&w);
+    let g = serve(&w, &up, &[]);
+    let (code, body) = get_as(&w, &g, "dev1", "/", &[]);
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(header(&body, "host"), format!("localhost:{}", g.port));
+    let g = serve(&w, &up, &["--host-header", "upstream"]);
+    for http2 in [false, true] {
+        let extra: &[&str] = if http2 { &["--http2"] } else { &[] };
+        let (code, body) = get_as(&w, &g, "dev1", "/", extra);
+        assert_eq!(code, 200, "{body}");
+        assert_eq!(header(&body, "host"), format!("127.0.0.1:{}", up.port));
+    }
+    // A wrong value says which values there are.
+    let r = w
+        .mg(&[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--upstream",
+            &up.url(),
+            "--host-header",
+            "mine",
+        ])
+        .fails();
+    assert!(
+        r.contains("--host-header: `mine` is not a Host to send; use client"),
+        "{r}"
+    );
+}
+
 /// Python's `http.server`, which answers HTTP/1.0 (as Flask's development server does),
 /// serving the work directory.
 fn http10_upstream(w: &Work) -> (Proc, u16) {

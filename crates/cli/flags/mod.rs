@@ -64,7 +64,7 @@ Stop: SIGTERM or Ctrl-C finish in-flight requests first.")]
 pub struct Serve {
     /// TOML configuration file (listeners, routes, policies). Excludes the one-route flags;
     /// --admin-listen and --threads override the file.
-    #[arg(long, value_name = "FILE", conflicts_with_all = ["listen", "cert", "key", "key_passphrase_file", "client_ca", "trusted_ca", "upstream", "upstream_ca", "upstream_cert", "upstream_key", "upstream_key_passphrase_file", "upstream_server_name", "allow_file", "allow_device_id", "inventory", "allow_tag", "inventory_poll", "verify_client", "verify_depth", "crl", "crl_check", "pin_sha256", "no_resumption", "reject_at_handshake", "no_verify_cache", "access_log", "header", "xfcc"])]
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["listen", "cert", "key", "key_passphrase_file", "client_ca", "trusted_ca", "upstream", "upstream_ca", "upstream_cert", "upstream_key", "upstream_key_passphrase_file", "upstream_server_name", "allow_file", "allow_device_id", "inventory", "allow_tag", "inventory_poll", "verify_client", "verify_depth", "crl", "crl_check", "pin_sha256", "no_resumption", "reject_at_handshake", "no_verify_cache", "access_log", "header", "xfcc", "host_header"])]
     pub config: Option<PathBuf>,
     /// Address to listen on [default: 0.0.0.0:8443; without --cert, 127.0.0.1:8080].
     #[arg(long, value_name = "ADDR")]
@@ -134,6 +134,12 @@ pub struct Serve {
     /// Also send Envoy's X-Forwarded-Client-Cert.
     #[arg(long)]
     pub xfcc: bool,
+    /// The Host the upstream receives: client (the one the client sent, as nginx's
+    /// `proxy_set_header Host $http_host`) or upstream (the host of the --upstream URL, as
+    /// nginx's proxy_pass; over HTTP/2 as :authority alone) [default: client; upstream
+    /// without --cert]. A route that keeps the client's Host speaks HTTP/1.1 to its upstream.
+    #[arg(long, value_name = "client|upstream")]
+    pub host_header: Option<String>,
     /// Access log: text, json or off.
     #[arg(long, value_name = "FORMAT", default_value = defaults::ACCESS_LOG)]
     pub access_log: String,
