@@ -648,7 +648,8 @@ pub struct IssueCommon {
     /// Key algorithm of the new key.
     #[arg(long, value_enum, default_value_t = KeyTypeArg::P256)]
     pub key_type: KeyTypeArg,
-    /// Replace NAME.crt and NAME.key if they exist.
+    /// Replace NAME.crt and NAME.key if they exist, and a ca.crt that holds another CA's
+    /// certificates.
     #[arg(long)]
     pub force: bool,
 }

@@ -511,14 +511,31 @@ impl Ca {
     /// Opens the CA in `dir`, refusing a missing CA or one written by a newer version.
     pub fn open(dir: &Path) -> Result<Self> {
         let meta_path = dir.join("ca.toml");
-        if !meta_path.exists() {
-            return Err(PkiError::NoCa(dir.to_path_buf()));
+        let denied = |e: &std::io::Error| e.kind() == std::io::ErrorKind::PermissionDenied;
+        // A CA this user may not read is not a missing one (`Path::exists` says false to both).
+        match std::fs::metadata(&meta_path) {
+            Ok(_) => {}
+            Err(e) if denied(&e) => return Err(PkiError::CaDenied(dir.to_path_buf())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(PkiError::NoCa(dir.to_path_buf()))
+            }
+            Err(cause) => {
+                return Err(PkiError::Read {
+                    path: meta_path,
+                    cause,
+                })
+            }
         }
-        let text =
-            String::from_utf8(fsutil::read(&meta_path)?).map_err(|_| PkiError::BadCaConfig {
-                path: meta_path.clone(),
-                reason: "not UTF-8 text".into(),
-            })?;
+        let bytes = match fsutil::read(&meta_path) {
+            Err(PkiError::Read { cause, .. }) if denied(&cause) => {
+                return Err(PkiError::CaDenied(dir.to_path_buf()))
+            }
+            r => r?,
+        };
+        let text = String::from_utf8(bytes).map_err(|_| PkiError::BadCaConfig {
+            path: meta_path.clone(),
+            reason: "not UTF-8 text".into(),
+        })?;
         #[derive(Deserialize)]
         struct Version {
             format: u32,
