@@ -302,7 +302,7 @@ pub struct CaDir {
 #[derive(Args, Debug, Clone, Default)]
 pub struct Database {
     /// The inventory's database: a PostgreSQL URL (postgres://USER@HOST:PORT/DB) [default:
-    /// DIR/inventory.db].
+    /// the one `ca init --database` recorded in DIR/ca.toml, else DIR/inventory.db].
     #[arg(long, env = "MTLSGATE_DATABASE", value_name = "URL")]
     pub database: Option<String>,
 }
@@ -439,7 +439,8 @@ pub struct CaInit {
     #[arg(long, default_value = "5y", value_name = "DURATION")]
     pub intermediate_valid: String,
     /// Keep the inventory in this PostgreSQL database (it must hold no inventory yet)
-    /// instead of DIR/inventory.db; later commands need the same --database.
+    /// instead of DIR/inventory.db. Recorded in DIR/ca.toml without its password: later
+    /// commands find it, and need --database again only for a URL with a password.
     #[arg(long, env = "MTLSGATE_DATABASE", value_name = "URL")]
     pub database: Option<String>,
 }
