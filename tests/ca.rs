@@ -364,6 +364,78 @@ fn issue_refuses_to_overwrite_and_bad_names() {
 }
 
 #[test]
+fn issue_refuses_to_replace_another_cas_bundle_in_out() {
+    let w = Work::new();
+    w.with_ca();
+    w.mg(&["ca", "init", "--dir", "other"]).ok();
+    w.mg(&[
+        "cert", "issue", "client", "c1", "--dir", "other", "--out", "out",
+    ])
+    .ok();
+    let theirs = w.read("out/ca.crt");
+    // Another CA's bundle is not replaced, and nothing is written or recorded.
+    let err = w
+        .mg(&["cert", "issue", "client", "c2", "--out", "out"])
+        .fails();
+    assert!(
+        err.contains("out/ca.crt holds another CA's certificates: refusing to replace it"),
+        "{err}"
+    );
+    assert_eq!(w.read("out/ca.crt"), theirs);
+    assert_eq!(w.listing("out"), ["c1.crt", "c1.key", "ca.crt"]);
+    assert!(!w.mg(&["ca", "list"]).ok().contains("c2"));
+    // The same CA's bundle is rewritten as before; --force replaces another's.
+    w.mg(&[
+        "cert", "issue", "client", "c3", "--dir", "other", "--out", "out",
+    ])
+    .ok();
+    assert_eq!(w.read("out/ca.crt"), theirs);
+    w.mg(&["cert", "issue", "client", "c2", "--out", "out", "--force"])
+        .ok();
+    assert_eq!(w.read("out/ca.crt"), w.mg(&["ca", "bundle"]).ok());
+}
+
+#[test]
+fn a_ca_directory_that_cannot_be_read_is_not_called_missing() {
+    let w = Work::new();
+    w.with_ca();
+    // As another user than the CA's owner (root reads anything: then as nobody, who cannot
+    // enter the work directory), the CA directory is out of reach.
+    let uid = w.cmd("id", &["-u"]).ok();
+    let dir = w.path("mtlsgate-ca");
+    let mut cmd = if uid.trim() == "0" {
+        let mut c = std::process::Command::new("setpriv");
+        c.args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            crate::util::BIN,
+        ]);
+        c
+    } else {
+        w.cmd("chmod", &["000", "mtlsgate-ca"]).ok();
+        std::process::Command::new(crate::util::BIN)
+    };
+    let o = cmd
+        .args(["ca", "list", "--dir"])
+        .arg(&dir)
+        .env_remove("MTLSGATE_CA_DIR")
+        .output()
+        .expect("run");
+    let _ = w.cmd("chmod", &["700", "mtlsgate-ca"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "{err}");
+    assert!(!err.contains("run `mtlsgate ca init"), "{err}");
+    assert!(
+        err.contains(&format!(
+            "cannot read the CA in {}: permission denied",
+            dir.display()
+        )),
+        "{err}"
+    );
+}
+
+#[test]
 fn missing_ca_and_newer_ca_format_are_refused() {
     let w = Work::new();
     let err = w.mg(&["cert", "issue", "client", "c1"]).fails();

@@ -315,6 +315,31 @@ fn devices_on_the_ca_directory_inventory() {
 }
 
 #[test]
+fn a_postgresql_password_is_not_recorded_and_forgetting_it_says_so() {
+    let url = mtlsgate_store::test_support::new_database_blocking();
+    // The test server trusts local connections: any password is accepted.
+    let (scheme, rest) = url.split_once("://").expect("a URL");
+    let (user, host) = rest.split_once('@').expect("a user in the test URL");
+    let with_password = format!("{scheme}://{user}:s3cret@{host}");
+    let w = Work::new();
+    w.mg(&["ca", "init", "--dir", "ca", "--database", &with_password])
+        .ok();
+    let meta = w.read("ca/ca.toml");
+    assert!(!meta.contains("s3cret"), "{meta}");
+    assert!(meta.contains(&format!("database = \"{url}\"")), "{meta}");
+    let err = w.mg(&["ca", "list", "--dir", "ca"]).fails();
+    assert!(
+        err.contains(&format!("keeps its inventory in PostgreSQL at {url}"))
+            && err
+                .contains("its password is not recorded: give --database URL or MTLSGATE_DATABASE"),
+        "{err}"
+    );
+    assert!(!err.contains("restore it from a backup"), "{err}");
+    w.mg(&["ca", "list", "--dir", "ca", "--database", &with_password])
+        .ok();
+}
+
+#[test]
 fn devices_on_postgresql() {
     let url = mtlsgate_store::test_support::new_database_blocking();
     let w = Work::new();
@@ -336,12 +361,15 @@ fn devices_on_postgresql() {
         "the inventory is in PostgreSQL"
     );
     devices_lifecycle(&w, Some(&url), &["--database", &url]);
-    // Without --database the CA directory has no inventory, and says where to look.
-    let err = w.mg(&["ca", "list", "--dir", "ca"]).fails();
+    // ca init recorded the database in ca.toml: a command without --database uses it.
     assert!(
-        err.contains("give --database URL or MTLSGATE_DATABASE"),
-        "{err}"
+        w.read("ca/ca.toml")
+            .contains(&format!("database = \"{url}\"")),
+        "{}",
+        w.read("ca/ca.toml")
     );
+    let out = w.mg(&["ca", "list", "--dir", "ca"]).ok();
+    assert!(out.contains("revoked"), "{out}");
     // MTLSGATE_DATABASE does what --database does.
     let out = std::process::Command::new(crate::util::bin())
         .args(["devices", "list", "--dir", "ca"])

@@ -652,11 +652,20 @@ impl Nginx {
 
     /// Like [`Nginx::start`], with `http_extra` inside the `http` block.
     pub fn start_with(w: &Work, server_body: &str, http_extra: &str) -> Nginx {
+        Self::start_listening(w, "ssl", server_body, http_extra)
+    }
+
+    /// Like [`Nginx::start`], offering HTTP/2 by ALPN (`listen … ssl http2`).
+    pub fn start_http2(w: &Work, server_body: &str) -> Nginx {
+        Self::start_listening(w, "ssl http2", server_body, "")
+    }
+
+    fn start_listening(w: &Work, listen: &str, server_body: &str, http_extra: &str) -> Nginx {
         let port = free_port();
         let root = w.root().display().to_string();
         let body = server_body.replace("{root}", &root);
         let conf = format!(
-            "worker_processes 1;\ndaemon off;\npid {root}/nginx-{port}.pid;\nerror_log stderr;\nevents {{}}\nhttp {{\n  access_log off;\n  client_body_temp_path {root}/t1;\n  proxy_temp_path {root}/t2;\n  fastcgi_temp_path {root}/t3;\n  uwsgi_temp_path {root}/t4;\n  scgi_temp_path {root}/t5;\n  {http_extra}\n  server {{\n    listen 127.0.0.1:{port} ssl;\n    {body}\n  }}\n}}\n"
+            "worker_processes 1;\ndaemon off;\npid {root}/nginx-{port}.pid;\nerror_log stderr;\nevents {{}}\nhttp {{\n  access_log off;\n  client_body_temp_path {root}/t1;\n  proxy_temp_path {root}/t2;\n  fastcgi_temp_path {root}/t3;\n  uwsgi_temp_path {root}/t4;\n  scgi_temp_path {root}/t5;\n  {http_extra}\n  server {{\n    listen 127.0.0.1:{port} {listen};\n    {body}\n  }}\n}}\n"
         );
         let conf_path = w.path(&format!("nginx-{port}.conf"));
         std::fs::write(&conf_path, conf).expect("nginx.conf");

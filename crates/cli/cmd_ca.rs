@@ -79,6 +79,9 @@ fn init(a: CaInit) -> Result<ExitCode> {
         database.as_ref(),
         time::Duration::days(ADMIN_VALIDITY_DAYS),
     ))??;
+    if let Some(url) = &a.database {
+        mtlsgate_pki::ca::record_database(&made.dir, url)?;
+    }
     let root_subject = made.root.info.subject.clone();
     let int_subject = made.intermediate.info.subject.clone();
     let dir = made.dir.clone();

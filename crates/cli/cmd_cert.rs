@@ -96,6 +96,7 @@ fn issue_request(mut req: LeafRequest, common: IssueCommon) -> Result<ExitCode> 
     let name = req.name.clone();
     let crt_path = common.out.join(format!("{name}.crt"));
     let key_path = common.out.join(format!("{name}.key"));
+    let ca_path = common.out.join("ca.crt");
     let (issued, bundle) = block_on(async {
         // Opened first: a missing CA or a damaged inventory is refused before any file is
         // written.
@@ -110,6 +111,11 @@ fn issue_request(mut req: LeafRequest, common: IssueCommon) -> Result<ExitCode> 
                         );
                     }
                 }
+            }
+            // NAME.key is never overwritten without --force; nor is another CA's ca.crt,
+            // which whatever reads it trusts.
+            if !common.force {
+                refuse_other_bundle(&ca_path, &auth.bundle_pem())?;
             }
             if !common.out.is_dir() {
                 std::fs::create_dir_all(&common.out)
@@ -129,7 +135,6 @@ fn issue_request(mut req: LeafRequest, common: IssueCommon) -> Result<ExitCode> 
         auth.close().await;
         done
     })??;
-    let ca_path = common.out.join("ca.crt");
     fsutil::write_atomic(&ca_path, bundle.as_bytes(), fsutil::PUBLIC_MODE)?;
     let i = &issued.info;
     let is_admin = i.uris.iter().any(|u| u == mtlsgate_authority::ADMIN_URI);
@@ -157,6 +162,29 @@ fn issue_request(mut req: LeafRequest, common: IssueCommon) -> Result<ExitCode> 
     println!("        {} (private key, 0600)", key_path.display());
     println!("        {} (CA bundle)", ca_path.display());
     Ok(ExitCode::SUCCESS)
+}
+
+/// Refuses to replace a `ca.crt` that holds other certificates than this CA's bundle.
+fn refuse_other_bundle(ca_path: &Path, bundle: &str) -> Result<()> {
+    let existing = match std::fs::read(ca_path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", ca_path.display())),
+    };
+    let ours = pemfile::certs_from_blocks(
+        "the CA bundle",
+        pemfile::parse_blocks("the CA bundle", bundle.as_bytes())?,
+    )?;
+    let theirs = pemfile::parse_blocks(&ca_path.display().to_string(), &existing)
+        .and_then(|b| pemfile::certs_from_blocks(&ca_path.display().to_string(), b))
+        .unwrap_or_default();
+    if theirs != ours {
+        anyhow::bail!(
+            "{} holds another CA's certificates: refusing to replace it (what trusts it would stop trusting its peers); use --force to replace it, or another --out",
+            ca_path.display()
+        );
+    }
+    Ok(())
 }
 
 /// `--force`: record, then replace the files.

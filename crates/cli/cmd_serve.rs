@@ -65,6 +65,7 @@ fn lower(s: &Serve) -> Result<RawConfig> {
             allow_file: s.allow_file.clone().into(),
             headers: (!headers.is_empty()).then(|| flag(headers)),
             xfcc: s.xfcc.then_some(true),
+            host_header: s.host_header.clone().map(flag),
             allow: s.inventory.allow(),
             ..RawRoute::default()
         }],

@@ -25,8 +25,23 @@ pub enum Fleet {
     Server(Box<AdminClient>),
 }
 
-/// The inventory location of the CA in `dir`, from `--database`/`MTLSGATE_DATABASE`.
+/// The inventory location of the CA in `dir`, from `--database`/`MTLSGATE_DATABASE`, or
+/// else the database `ca init --database` recorded in `ca.toml`.
 pub fn location(dir: &Path, db: &Database) -> Result<Location> {
+    if db.database.is_none() {
+        // A CA that cannot be opened is reported when the authority opens it.
+        if let Ok(ca) = mtlsgate_pki::ca::Ca::open(dir) {
+            if let Some(url) = &ca.meta.database {
+                if ca.meta.database_password {
+                    anyhow::bail!(
+                        "the CA in {} keeps its inventory in PostgreSQL at {url} (recorded by `ca init`), and its password is not recorded: give --database URL or MTLSGATE_DATABASE",
+                        dir.display()
+                    );
+                }
+                return Ok(Location::for_ca(dir, Some(url))?);
+            }
+        }
+    }
     Ok(Location::for_ca(dir, db.database.as_deref())?)
 }
 

@@ -11,6 +11,7 @@ mod operations;
 mod paths;
 mod refusals;
 mod tunnels;
+mod upstream_http;
 mod upstream_tls;
 mod vhosts;
 mod walkthroughs;

@@ -97,7 +97,7 @@ Stop: SIGTERM or Ctrl-C finish in-flight requests first.")]
 pub struct Serve {
     /// TOML configuration file (listeners, routes, policies). Excludes the one-route flags;
     /// --admin-listen and --threads override the file.
-    #[arg(long, value_name = "FILE", conflicts_with_all = ["listen", "cert", "key", "key_passphrase_file", "client_ca", "trusted_ca", "upstream", "upstream_ca", "upstream_cert", "upstream_key", "upstream_key_passphrase_file", "upstream_server_name", "allow_file", "allow_device_id", "inventory", "allow_tag", "inventory_poll", "verify_client", "verify_depth", "crl", "crl_check", "pin_sha256", "no_resumption", "reject_at_handshake", "no_verify_cache", "access_log", "header", "xfcc"])]
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["listen", "cert", "key", "key_passphrase_file", "client_ca", "trusted_ca", "upstream", "upstream_ca", "upstream_cert", "upstream_key", "upstream_key_passphrase_file", "upstream_server_name", "allow_file", "allow_device_id", "inventory", "allow_tag", "inventory_poll", "verify_client", "verify_depth", "crl", "crl_check", "pin_sha256", "no_resumption", "reject_at_handshake", "no_verify_cache", "access_log", "header", "xfcc", "host_header"])]
     pub config: Option<PathBuf>,
     /// Address to listen on [default: 0.0.0.0:8443; without --cert, 127.0.0.1:8080].
     #[arg(long, value_name = "ADDR")]
@@ -167,6 +167,12 @@ pub struct Serve {
     /// Also send Envoy's X-Forwarded-Client-Cert.
     #[arg(long)]
     pub xfcc: bool,
+    /// The Host the upstream receives: client (the one the client sent, as nginx's
+    /// `proxy_set_header Host $http_host`) or upstream (the host of the --upstream URL, as
+    /// nginx's proxy_pass; over HTTP/2 as :authority alone) [default: client; upstream
+    /// without --cert]. A route that keeps the client's Host speaks HTTP/1.1 to its upstream.
+    #[arg(long, value_name = "client|upstream")]
+    pub host_header: Option<String>,
     /// Access log: text, json or off.
     #[arg(long, value_name = "FORMAT", default_value = defaults::ACCESS_LOG)]
     pub access_log: String,
@@ -334,7 +340,7 @@ pub struct CaDir {
 #[derive(Args, Debug, Clone, Default)]
 pub struct Database {
     /// The inventory's database: a PostgreSQL URL (postgres://USER@HOST:PORT/DB) [default:
-    /// DIR/inventory.db].
+    /// the one `ca init --database` recorded in DIR/ca.toml, else DIR/inventory.db].
     #[arg(long, env = "MTLSGATE_DATABASE", value_name = "URL")]
     pub database: Option<String>,
 }
@@ -476,7 +482,8 @@ pub struct CaInit {
     #[arg(long, default_value = "5y", value_name = "DURATION")]
     pub intermediate_valid: String,
     /// Keep the inventory in this PostgreSQL database (it must hold no inventory yet)
-    /// instead of DIR/inventory.db; later commands need the same --database.
+    /// instead of DIR/inventory.db. Recorded in DIR/ca.toml without its password: later
+    /// commands find it, and need --database again only for a URL with a password.
     #[arg(long, env = "MTLSGATE_DATABASE", value_name = "URL")]
     pub database: Option<String>,
 }
@@ -685,7 +692,8 @@ pub struct IssueCommon {
     /// Key algorithm of the new key.
     #[arg(long, value_enum, default_value_t = KeyTypeArg::P256)]
     pub key_type: KeyTypeArg,
-    /// Replace NAME.crt and NAME.key if they exist.
+    /// Replace NAME.crt and NAME.key if they exist, and a ca.crt that holds another CA's
+    /// certificates.
     #[arg(long)]
     pub force: bool,
 }

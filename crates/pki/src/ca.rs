@@ -86,6 +86,86 @@ pub struct CaMeta {
     pub device_domain: String,
     pub key_type: KeyType,
     pub encrypted: bool,
+    /// Where the inventory lives when it is not `inventory.db` in the directory: a
+    /// PostgreSQL URL without its password (`ca init --database` records it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database: Option<String>,
+    /// Whether that URL had a password, which is not recorded (it stays with
+    /// `--database` or `MTLSGATE_DATABASE`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub database_password: bool,
+}
+
+/// Records in `DIR/ca.toml` the database that holds the CA's inventory (`ca init
+/// --database URL`), without the URL's password, so that a command given no `--database`
+/// finds it (or says that it needs the password).
+pub fn record_database(dir: &Path, url: &str) -> Result<()> {
+    let path = dir.join("ca.toml");
+    let text = String::from_utf8(fsutil::read(&path)?).map_err(|_| PkiError::BadCaConfig {
+        path: path.clone(),
+        reason: "not UTF-8 text".into(),
+    })?;
+    let mut meta: CaMeta = toml::from_str(&text).map_err(|e| PkiError::BadCaConfig {
+        path: path.clone(),
+        reason: e.to_string(),
+    })?;
+    let (bare, had_password) = without_password(url);
+    meta.database = Some(bare);
+    meta.database_password = had_password;
+    let toml = toml::to_string(&meta).map_err(|e| PkiError::BadCaConfig {
+        path: path.clone(),
+        reason: e.to_string(),
+    })?;
+    fsutil::write_atomic(
+        &path,
+        format!("# mtlsgate CA; written by `mtlsgate ca init`\n{toml}").as_bytes(),
+        PUBLIC_MODE,
+    )
+}
+
+/// A database URL without its password (in the user part, or a `password=` parameter),
+/// and whether it had one.
+fn without_password(url: &str) -> (String, bool) {
+    let (head, query) = match url.split_once('?') {
+        Some((h, q)) => (h, Some(q)),
+        None => (url, None),
+    };
+    let mut had = false;
+    let mut out = match head.split_once("://") {
+        Some((scheme, rest)) => {
+            let end = rest.find('/').unwrap_or(rest.len());
+            let (authority, tail) = rest.split_at(end);
+            match authority.rsplit_once('@') {
+                Some((userinfo, host)) => {
+                    let user = match userinfo.split_once(':') {
+                        Some((user, _)) => {
+                            had = true;
+                            user
+                        }
+                        None => userinfo,
+                    };
+                    format!("{scheme}://{user}@{host}{tail}")
+                }
+                None => head.to_string(),
+            }
+        }
+        None => head.to_string(),
+    };
+    if let Some(q) = query {
+        let kept: Vec<&str> = q
+            .split('&')
+            .filter(|p| {
+                let secret = p.split('=').next() == Some("password");
+                had |= secret;
+                !secret
+            })
+            .collect();
+        if !kept.is_empty() {
+            out.push('?');
+            out.push_str(&kept.join("&"));
+        }
+    }
+    (out, had)
 }
 
 /// Options for `ca init`.
@@ -385,6 +465,8 @@ pub fn init(dir: &Path, opts: &InitOptions<'_>) -> Result<StagedCa> {
         device_domain: opts.device_domain.to_ascii_lowercase(),
         key_type: opts.key_type,
         encrypted: opts.passphrase.is_some(),
+        database: None,
+        database_password: false,
     };
     let toml = toml::to_string(&meta).map_err(|e| PkiError::BadCaConfig {
         path: sp.join("ca.toml"),
@@ -511,14 +593,31 @@ impl Ca {
     /// Opens the CA in `dir`, refusing a missing CA or one written by a newer version.
     pub fn open(dir: &Path) -> Result<Self> {
         let meta_path = dir.join("ca.toml");
-        if !meta_path.exists() {
-            return Err(PkiError::NoCa(dir.to_path_buf()));
+        let denied = |e: &std::io::Error| e.kind() == std::io::ErrorKind::PermissionDenied;
+        // A CA this user may not read is not a missing one (`Path::exists` says false to both).
+        match std::fs::metadata(&meta_path) {
+            Ok(_) => {}
+            Err(e) if denied(&e) => return Err(PkiError::CaDenied(dir.to_path_buf())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(PkiError::NoCa(dir.to_path_buf()))
+            }
+            Err(cause) => {
+                return Err(PkiError::Read {
+                    path: meta_path,
+                    cause,
+                })
+            }
         }
-        let text =
-            String::from_utf8(fsutil::read(&meta_path)?).map_err(|_| PkiError::BadCaConfig {
-                path: meta_path.clone(),
-                reason: "not UTF-8 text".into(),
-            })?;
+        let bytes = match fsutil::read(&meta_path) {
+            Err(PkiError::Read { cause, .. }) if denied(&cause) => {
+                return Err(PkiError::CaDenied(dir.to_path_buf()))
+            }
+            r => r?,
+        };
+        let text = String::from_utf8(bytes).map_err(|_| PkiError::BadCaConfig {
+            path: meta_path.clone(),
+            reason: "not UTF-8 text".into(),
+        })?;
         #[derive(Deserialize)]
         struct Version {
             format: u32,
@@ -1003,6 +1102,23 @@ fn ip_from(b: &[u8]) -> Option<IpAddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn database_urls_are_recorded_without_their_password() {
+        let cases = [
+            ("postgres://u@h:5432/db", "postgres://u@h:5432/db", false),
+            ("postgres://u:pw@h/db", "postgres://u@h/db", true),
+            (
+                "postgresql://u@h/db?sslmode=require&password=pw",
+                "postgresql://u@h/db?sslmode=require",
+                true,
+            ),
+            ("postgres://h/db", "postgres://h/db", false),
+        ];
+        for (url, bare, had) in cases {
+            assert_eq!(without_password(url), (bare.to_string(), had), "{url}");
+        }
+    }
 
     const DOMAIN: &str = "d.example.local";
 

@@ -34,6 +34,8 @@ pub enum PkiError {
     CaExists(PathBuf),
     #[error("no CA in {0}: run `mtlsgate ca init --dir {0}` first")]
     NoCa(PathBuf),
+    #[error("cannot read the CA in {0}: permission denied (run as the user that owns it, or give this user read access)")]
+    CaDenied(PathBuf),
     #[error("{path} was written by a newer mtlsgate (CA format {found}, this version understands up to {supported}); upgrade mtlsgate")]
     NewerFormat {
         path: PathBuf,

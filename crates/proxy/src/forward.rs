@@ -109,6 +109,15 @@ pub async fn forward(
         resp.headers_mut().remove(http::header::CONTENT_LENGTH);
     }
     strip_hop_by_hop(resp.headers_mut());
+    // The client's connection keeps its own protocol: an HTTP/1.0 upstream (Python's
+    // http.server, Flask's development server) must not make hyper answer the client in
+    // HTTP/1.0 and close its kept-alive connection. hyper still answers an HTTP/1.0 client
+    // in HTTP/1.0.
+    *resp.version_mut() = if conn.http2 {
+        http::Version::HTTP_2
+    } else {
+        http::Version::HTTP_11
+    };
     Ok(resp.map(|b| b.boxed()))
 }
 

@@ -8,6 +8,7 @@ use http::header::{HeaderName, HeaderValue};
 use http::HeaderMap;
 use time::OffsetDateTime;
 
+use crate::config::HostHeader;
 use crate::error::GateError;
 use crate::identity::{ClientIdentity, VerifyOutcome};
 use mtlsgate_pki::printable::printable;
@@ -256,6 +257,8 @@ pub struct HeaderPlan {
     pub set: Vec<(HeaderName, HeaderTemplate)>,
     owned: Vec<String>,
     pub xfcc: bool,
+    /// Which Host the upstream receives.
+    pub host: HostHeader,
 }
 
 impl HeaderPlan {
@@ -263,6 +266,7 @@ impl HeaderPlan {
         extra: &[(String, String)],
         default_headers: bool,
         xfcc: bool,
+        host: HostHeader,
     ) -> Result<HeaderPlan, GateError> {
         let mut set: Vec<(HeaderName, HeaderTemplate)> = Vec::new();
         if default_headers {
@@ -287,7 +291,12 @@ impl HeaderPlan {
         }
         let mut owned: Vec<String> = set.iter().map(|(n, _)| normalized(n.as_str())).collect();
         owned.push("x-forwarded-client-cert".into());
-        Ok(HeaderPlan { set, owned, xfcc })
+        Ok(HeaderPlan {
+            set,
+            owned,
+            xfcc,
+            host,
+        })
     }
 
     /// Whether a header name is one of the gateway's (no allocation: runs per header).
@@ -445,6 +454,7 @@ mod tests {
             ],
             true,
             true,
+            HostHeader::Client,
         )
         .expect("plan");
         let outcome = VerifyOutcome::None;
@@ -484,6 +494,7 @@ mod tests {
             &[("X-Device".into(), "$client_device_id".into())],
             true,
             false,
+            HostHeader::Client,
         )
         .expect("plan");
         for n in [

@@ -29,7 +29,7 @@ use time::OffsetDateTime;
 
 use crate::access_log::{self, LogLine};
 use crate::client_auth::{CertProblem, Verdict};
-use crate::config::AccessLog;
+use crate::config::{AccessLog, HostHeader};
 use crate::connection::{Conn, Tracked};
 use crate::headers::RenderCtx;
 use crate::inventory::InventoryDenial;
@@ -284,10 +284,22 @@ pub fn rewrite(
         .path_and_query(pq)
         .build()
         .map_err(|_| Refusal::BadRequest(BadRequest::Path(path::PathError::NotOriginForm)))?;
-    if parts.version == Version::HTTP_2 {
-        if let Some(a) = parts.uri.authority() {
-            if let Ok(v) = HeaderValue::from_str(a.as_str()) {
-                parts.headers.entry(header::HOST).or_insert(v);
+    match route.headers.host {
+        // The upstream's own host: with no Host header, hyper's client sends the upstream
+        // URL's authority — as `Host` over HTTP/1.1, as `:authority` alone over HTTP/2
+        // (where a Host header beside it is refused as a duplicate).
+        HostHeader::Upstream => {
+            parts.headers.remove(header::HOST);
+        }
+        // The client's (such a route speaks HTTP/1.1 to its upstream: see
+        // `UpstreamTls::http2`); an HTTP/2 client names it in `:authority`.
+        HostHeader::Client => {
+            if parts.version == Version::HTTP_2 {
+                if let Some(a) = parts.uri.authority() {
+                    if let Ok(v) = HeaderValue::from_str(a.as_str()) {
+                        parts.headers.entry(header::HOST).or_insert(v);
+                    }
+                }
             }
         }
     }

@@ -439,7 +439,7 @@ fn build_server(
             authority,
             replace_prefix: r.upstream_path.clone(),
             policy,
-            headers: HeaderPlan::build(&r.headers, r.default_headers, r.xfcc)?,
+            headers: HeaderPlan::build(&r.headers, r.default_headers, r.xfcc, r.host_header)?,
             upstream,
         });
     }

@@ -2,8 +2,8 @@
 //! `proxy_ssl_*`): the upstream's certificate is verified against the route's CA bundle (or
 //! the system's trust store) and its name (`upstream_server_name`, like `proxy_ssl_name`),
 //! and a client certificate is presented when one is configured. HTTP/2 is used when the
-//! upstream offers it by ALPN. The trust anchors and the client certificate live behind
-//! swaps, so a reload (the agent renewing a short-lived certificate in place) takes effect
+//! upstream offers it by ALPN (on routes that send the upstream its own Host). The trust
+//! anchors and the client certificate live behind swaps, so a reload (the agent renewing a short-lived certificate in place) takes effect
 //! for new connections while pooled and in-flight ones finish undisturbed. Failed TLS
 //! handshakes are described in words for the 502 page ([`tls_failure`]).
 
@@ -156,7 +156,7 @@ impl UpstreamClient {
             .map_err(|e| GateError::UpstreamTls(format!("no usable TLS version ({e})")))?
             .with_webpki_verifier(m.verifier)
             .with_client_cert_resolver(Arc::new(Present(m.client_cert)));
-        // ALPN (h2, http/1.1) is set by the connector builder below.
+        // ALPN (h2 when `t.http2`, http/1.1) is set by the connector builder below.
         let builder = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(cfg)
             .https_only();
@@ -169,7 +169,12 @@ impl UpstreamClient {
             }
             None => builder,
         };
-        let connector = builder.enable_http1().enable_http2().wrap_connector(http);
+        let builder = builder.enable_http1();
+        let connector = if t.http2 {
+            builder.enable_http2().wrap_connector(http)
+        } else {
+            builder.wrap_connector(http)
+        };
         Ok(UpstreamClient {
             inner: Inner::Tls(pool(connector)),
             built_from,

@@ -136,6 +136,31 @@ pub struct UpstreamTls {
     /// The name checked against the upstream's certificate and sent as SNI
     /// (`proxy_ssl_name`); by default the host of the upstream URL.
     pub server_name: Option<String>,
+    /// Offer HTTP/2 by ALPN. Off for a route that keeps the client's Host: HTTP/2 names
+    /// the server in `:authority`, which is the upstream's, so such a route speaks HTTP/1.1
+    /// (as nginx's `proxy_pass`).
+    pub http2: bool,
+}
+
+/// The Host an upstream receives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HostHeader {
+    /// The client's Host, as nginx's `proxy_set_header Host $http_host` (the default on a
+    /// TLS listener, in front of an app).
+    Client,
+    /// The authority of the upstream URL, as nginx's `proxy_pass` sends by default
+    /// (`$proxy_host`); over HTTP/2, as `:authority` alone (the egress listener's default).
+    Upstream,
+}
+
+impl HostHeader {
+    fn parse(s: &str) -> Option<HostHeader> {
+        match s {
+            "client" => Some(HostHeader::Client),
+            "upstream" => Some(HostHeader::Upstream),
+            _ => None,
+        }
+    }
 }
 
 /// The listener's certificate and key; without them the listener speaks plain HTTP (an
@@ -168,6 +193,9 @@ pub struct RouteConfig {
     pub default_headers: bool,
     /// Also send Envoy's X-Forwarded-Client-Cert.
     pub xfcc: bool,
+    /// The Host the upstream receives: by default the client's on a TLS listener, the
+    /// upstream's on an egress (plain-HTTP) listener.
+    pub host_header: HostHeader,
 }
 
 /// Where the gateway reads the device inventory.
@@ -568,6 +596,8 @@ fn upstream_tls(
         key: path(t.key),
         key_passphrase_file: path(t.key_passphrase_file),
         server_name: t.server_name.map(|n| n.get_ref().clone()),
+        // Set by the route (from its Host setting); tunnels offer no ALPN.
+        http2: false,
     })
 }
 
@@ -1103,6 +1133,20 @@ impl GateConfig {
                     format!("`{}` is plain HTTP, but upstream TLS settings are given (upstream_ca, upstream_cert, upstream_key, upstream_server_name): write https://", up.get_ref()),
                 ));
             }
+            let host_header = match &r.host_header {
+                None if tls.is_some() => HostHeader::Client,
+                None => HostHeader::Upstream,
+                Some(v) => HostHeader::parse(v.get_ref()).ok_or_else(|| {
+                    src.err(
+                        &key("host_header"),
+                        v.span(),
+                        format!(
+                            "`{}` is not a Host to send; use client (the Host the client sent) or upstream (the host of the upstream URL)",
+                            v.get_ref()
+                        ),
+                    )
+                })?,
+            };
             let mut headers = Vec::new();
             if let Some(table) = &r.headers {
                 for (hname, v) in table.get_ref() {
@@ -1139,12 +1183,16 @@ impl GateConfig {
             routes.push(RouteConfig {
                 prefix,
                 upstream_path: upstream_path(up.get_ref()),
-                upstream_tls: https.then_some(upstream_tls),
+                upstream_tls: https.then_some(UpstreamTls {
+                    http2: host_header == HostHeader::Upstream,
+                    ..upstream_tls
+                }),
                 upstream,
                 policy,
                 headers,
                 default_headers: r.default_headers.unwrap_or(defaults::DEFAULT_HEADERS),
                 xfcc: r.xfcc.unwrap_or(defaults::XFCC),
+                host_header,
             });
         }
         let mut tunnels = Vec::new();
@@ -1433,6 +1481,7 @@ impl GateConfig {
                 d("headers", ra.headers != rb.headers);
                 d("default_headers", ra.default_headers != rb.default_headers);
                 d("xfcc", ra.xfcc != rb.xfcc);
+                d("host_header", ra.host_header != rb.host_header);
                 d(
                     "allow",
                     (ra.policy.inventory, &ra.policy.tags)

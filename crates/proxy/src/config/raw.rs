@@ -206,5 +206,7 @@ pub struct RawRoute {
     pub headers: Option<At<toml::Table>>,
     pub default_headers: Option<bool>,
     pub xfcc: Option<bool>,
+    /// `client` or `upstream`.
+    pub host_header: Option<At<String>>,
     pub allow: Option<At<RawAllow>>,
 }

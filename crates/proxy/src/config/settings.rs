@@ -91,6 +91,7 @@ pub const SETTINGS: &[Setting] = &[
     s("route.headers", Some("--header"), Reload),
     s("route.default_headers", None, Reload),
     s("route.xfcc", Some("--xfcc"), Reload),
+    s("route.host_header", Some("--host-header"), Reload),
     s("route.allow", Some("--inventory"), Reload),
     s("tcp.listen", Some("--listen"), Restart),
     s("tcp.target", Some("--target"), Reload),
