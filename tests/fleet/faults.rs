@@ -1,6 +1,6 @@
 //! Faults: the server killed with SIGKILL in the middle of a burst of enrollments, the
-//! PostgreSQL server stopped and started under a running CA server, and a thousand
-//! enrollments racing.
+//! PostgreSQL server stopped and started under a running CA server, a thousand
+//! enrollments racing, and stderr on a full disk (`ca serve`, `agent run --once`).
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
@@ -235,4 +235,85 @@ fn enrollment_answers_503_while_postgresql_is_away_and_works_once_it_is_back() {
         "never restarted"
     );
     assert_eq!(srv.proc.stop(), 0);
+}
+
+/// `mtlsgate ARGS` in `w` with its stderr on /dev/full (a full log disk), stdout to `out`.
+fn spawn_logging_to_a_full_disk(w: &Work, args: &[&str], out: &str) -> std::process::Child {
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .expect("/dev/full");
+    std::process::Command::new(crate::util::bin())
+        .args(args)
+        .current_dir(w.root())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::fs::File::create(w.path(out)).expect("stdout file"))
+        .stderr(full)
+        .spawn()
+        .expect("spawn mtlsgate")
+}
+
+#[test]
+fn ca_serve_keeps_serving_when_its_log_disk_is_full() {
+    let db = Db::sqlite();
+    let w = Work::new();
+    fleet_ca(&w, &db);
+    let port = crate::util::free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut a = vec!["ca", "serve", "--dir", "ca", "--listen", &listen];
+    let f = db.flags();
+    a.extend(crate::util::s(&f));
+    let mut child = spawn_logging_to_a_full_disk(&w, &a, "ca-serve.out");
+    let healthz = format!("https://localhost:{port}/healthz");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(Some(st)) = child.try_wait() {
+            panic!("ca serve exited ({st}) with its stderr on a full disk");
+        }
+        if curl(&w, &["--cacert", "ca/ca.crt", &healthz]).0 == 200 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "ca serve never answered /healthz"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Every request logs a line: the server keeps answering.
+    for _ in 0..5 {
+        assert_eq!(curl(&w, &["--cacert", "ca/ca.crt", &healthz]).0, 200);
+    }
+    assert!(child.try_wait().expect("wait").is_none(), "ca serve exited");
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+#[test]
+fn agent_run_once_renews_and_runs_its_hook_when_its_log_disk_is_full() {
+    let db = Db::sqlite();
+    let w = Work::new();
+    fleet_ca(&w, &db);
+    let srv = CaServer::start_for(&w, &db, &["--min-lifetime", "1s"]);
+    let token = server_token(&w, &srv, &["--lifetime", "3s"]);
+    crate::util::agent_enroll(&w, &srv, &token, "dev");
+    let first = crate::util::pem_serial(&w, "dev/client.crt");
+    // Past expiry: `--once` must get a new certificate (by recovery).
+    std::thread::sleep(Duration::from_millis(3500));
+    let mut child = spawn_logging_to_a_full_disk(
+        &w,
+        &[
+            "agent",
+            "run",
+            "--once",
+            "--dir",
+            "dev",
+            "--on-renew",
+            "echo renewed >> hook.log",
+        ],
+        "agent.out",
+    );
+    let st = child.wait().expect("wait");
+    assert_eq!(st.code(), Some(0), "agent run --once: {st}");
+    assert_ne!(crate::util::pem_serial(&w, "dev/client.crt"), first);
+    assert_eq!(w.read("hook.log"), "renewed\n");
 }
