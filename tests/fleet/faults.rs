@@ -1,6 +1,8 @@
 //! Faults: the server killed with SIGKILL in the middle of a burst of enrollments, the
 //! PostgreSQL server stopped and started under a running CA server, a thousand
-//! enrollments racing, and stderr on a full disk (`ca serve`, `agent run --once`).
+//! enrollments racing, stderr on a full disk (`ca serve`, `agent run --once`), and clients
+//! that try to hold `ca serve`'s connections (silent, trickling, idle HTTP/2, many at once
+//! under a low descriptor limit).
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
@@ -316,4 +318,210 @@ fn agent_run_once_renews_and_runs_its_hook_when_its_log_disk_is_full() {
     assert_eq!(st.code(), Some(0), "agent run --once: {st}");
     assert_ne!(crate::util::pem_serial(&w, "dev/client.crt"), first);
     assert_eq!(w.read("hook.log"), "renewed\n");
+}
+
+fn peer(name: &str) -> String {
+    concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peers/").to_string() + name
+}
+
+/// `python3 tests/peers/SCRIPT PORT ARGS…` in `w`, its JSON answer.
+fn python_peer(w: &Work, script: &str, port: u16, args: &[&str]) -> serde_json::Value {
+    let script = peer(script);
+    let port = port.to_string();
+    let mut a = vec![script.as_str(), port.as_str()];
+    a.extend_from_slice(args);
+    json(&w.cmd("python3", &a).ok())
+}
+
+/// How long after it began the peer saw the server close its connection.
+fn closed_after(r: &serde_json::Value) -> f64 {
+    r["closed_after"].as_f64().unwrap_or(99.0)
+}
+
+#[test]
+fn ca_serve_closes_connections_that_miss_their_deadlines() {
+    let db = Db::sqlite();
+    let w = Work::new();
+    fleet_ca(&w, &db);
+    let srv = CaServer::start_for(
+        &w,
+        &db,
+        &[
+            "--first-request-timeout",
+            "2s",
+            "--header-timeout",
+            "2s",
+            "--body-timeout",
+            "2s",
+            "--idle-timeout",
+            "2s",
+        ],
+    );
+    let ca = ["--ca", "ca/ca.crt"];
+    // TLS, then nothing.
+    let r = python_peer(&w, "rawtls.py", srv.port, &[ca[0], ca[1], "--send", ""]);
+    assert!(
+        closed_after(&r) < 20.0,
+        "a silent connection was not closed at the 2 s first-request deadline: {r}"
+    );
+    // A request head at once, its body one byte every 0.5 s.
+    let r = python_peer(
+        &w,
+        "slowclients.py",
+        srv.port,
+        &["body", ca[0], ca[1], "--delay", "0.5"],
+    );
+    assert!(
+        closed_after(&r) < 20.0,
+        "a trickled body was not cut off at the 2 s body deadline: {r}"
+    );
+    // HTTP/2: SETTINGS and one PING, then nothing.
+    let r = python_peer(
+        &w,
+        "h2client.py",
+        srv.port,
+        &["ping", ca[0], ca[1], "--delay", "30"],
+    );
+    assert!(
+        closed_after(&r) < 20.0,
+        "an idle HTTP/2 connection was not closed at the 2 s first-request deadline: {r}"
+    );
+    // HTTP/2: a HEADERS frame one byte every 0.5 s, never finished in time.
+    let r = python_peer(
+        &w,
+        "h2client.py",
+        srv.port,
+        &["trickle", ca[0], ca[1], "--delay", "0.5"],
+    );
+    assert!(
+        closed_after(&r) < 20.0,
+        "an unfinished HEADERS frame was not cut off at the 2 s header deadline: {r}"
+    );
+    assert!(r["sent"].as_u64() < r["total"].as_u64(), "{r}");
+    // HTTP/1.1: a trickled head.
+    let r = python_peer(
+        &w,
+        "rawtls.py",
+        srv.port,
+        &[
+            ca[0],
+            ca[1],
+            "--send",
+            "GET /healthz HTTP/1.1\\r\\nHost: localhost\\r\\nUser-Agent: slowslowslowslowslow\\r\\n\\r\\n",
+            "--delay",
+            "0.5",
+        ],
+    );
+    assert!(
+        closed_after(&r) < 20.0,
+        "a trickled request head was not cut off at the 2 s header deadline: {r}"
+    );
+    // A kept-alive connection after its request: closed when idle.
+    let r = python_peer(
+        &w,
+        "rawtls.py",
+        srv.port,
+        &[
+            ca[0],
+            ca[1],
+            "--send",
+            "GET /healthz HTTP/1.1\\r\\nHost: localhost\\r\\n\\r\\n",
+        ],
+    );
+    assert!(
+        r["response"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("HTTP/1.1 200"),
+        "{r}"
+    );
+    assert!(
+        closed_after(&r) < 20.0,
+        "an idle kept-alive connection was not closed at the 2 s idle deadline: {r}"
+    );
+    // And the server still serves.
+    let (status, _) = curl(
+        &w,
+        &["--cacert", "ca/ca.crt", &format!("{}/healthz", srv.url())],
+    );
+    assert_eq!(status, 200);
+}
+
+#[test]
+fn idle_connections_from_one_address_do_not_keep_ca_serve_unreachable_under_a_low_descriptor_limit()
+{
+    use std::io::BufRead;
+    let db = Db::sqlite();
+    let w = Work::new();
+    fleet_ca(&w, &db);
+    // 64 descriptors; 60 connections that finish TLS and send nothing, from 127.0.0.2.
+    let bin = crate::util::bin();
+    let mut a = vec!["--nofile=64:64", bin.as_str(), "ca", "serve"];
+    a.extend_from_slice(&["--dir", "ca", "--listen", "127.0.0.1:0"]);
+    // A long first-request deadline: the per-address cap is what frees the server here.
+    a.extend_from_slice(&["--max-connections-per-address", "8"]);
+    a.extend_from_slice(&["--first-request-timeout", "60s"]);
+    let mut srv = crate::util::Proc::spawn(w.root(), "prlimit", &a, &w.path("ca-serve.out"));
+    let rest = srv.wait_for("listening on 127.0.0.1:");
+    let port: u16 = rest
+        .split_whitespace()
+        .next()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no port in {rest:?}"));
+    let script = peer("slowclients.py");
+    let mut hold = std::process::Command::new("python3")
+        .args([
+            script.as_str(),
+            &port.to_string(),
+            "hold",
+            "--ca",
+            "ca/ca.crt",
+            "--count",
+            "60",
+            "--source",
+            "127.0.0.2",
+        ])
+        .current_dir(w.root())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3");
+    let mut err = std::io::BufReader::new(hold.stderr.take().expect("stderr"));
+    let mut line = String::new();
+    while !line.starts_with("holding") {
+        line.clear();
+        if err.read_line(&mut line).expect("read") == 0 {
+            panic!("the holding client ended early");
+        }
+    }
+    // While they are held, another client is served.
+    let (status, text) = curl(
+        &w,
+        &[
+            "--max-time",
+            "10",
+            "--cacert",
+            "ca/ca.crt",
+            &format!("https://localhost:{port}/healthz"),
+        ],
+    );
+    drop(hold.stdin.take());
+    let out = hold.wait_with_output().expect("wait");
+    let held = json(&String::from_utf8_lossy(&out.stdout));
+    assert_eq!(
+        status,
+        200,
+        "/healthz unreachable while {held} idle connections were held: {text}\n{}",
+        srv.stderr()
+    );
+    let opened = held["opened"].as_u64().unwrap_or(0);
+    assert!(
+        (1..=8).contains(&opened),
+        "the per-address cap holds 8: {held}"
+    );
+    assert!(
+        srv.child.try_wait().expect("wait").is_none(),
+        "ca serve exited"
+    );
 }
