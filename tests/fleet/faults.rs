@@ -1,6 +1,7 @@
 //! Faults: the server killed with SIGKILL in the middle of a burst of enrollments, the
 //! PostgreSQL server stopped and started under a running CA server, a thousand
-//! enrollments racing, stderr on a full disk (`ca serve`, `agent run --once`), and clients
+//! enrollments racing, the inventory's disk full under a running server (a file size
+//! limit), stderr on a full disk (`ca serve`, `agent run --once`), and clients
 //! that try to hold `ca serve`'s connections (silent, trickling, idle HTTP/2, many at once
 //! under a low descriptor limit).
 
@@ -524,4 +525,85 @@ fn idle_connections_from_one_address_do_not_keep_ca_serve_unreachable_under_a_lo
         srv.child.try_wait().expect("wait").is_none(),
         "ca serve exited"
     );
+}
+
+#[test]
+fn enrollment_on_a_full_inventory_disk_is_503_and_works_once_there_is_space() {
+    let db = Db::sqlite();
+    let w = Work::new();
+    fleet_ca(&w, &db);
+    // SIGXFSZ ignored (as it is inherited through exec), so that a file size limit makes
+    // writes fail instead of killing the server: the inventory's disk "fills up".
+    let bin = crate::util::bin();
+    let mut proc = crate::util::Proc::spawn(
+        w.root(),
+        "sh",
+        &[
+            "-c",
+            "trap '' XFSZ; exec \"$@\"",
+            "sh",
+            &bin,
+            "ca",
+            "serve",
+            "--dir",
+            "ca",
+            "--listen",
+            "127.0.0.1:0",
+        ],
+        &w.path("ca-serve.out"),
+    );
+    let rest = proc.wait_for("listening on 127.0.0.1:");
+    let port: u16 = rest
+        .split_whitespace()
+        .next()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no port in {rest:?}"));
+    let fingerprint = proc
+        .wait_for("root CA SHA-256 fingerprint: ")
+        .trim()
+        .to_string();
+    let srv = CaServer {
+        proc,
+        port,
+        fingerprint,
+    };
+    let pid = srv.proc.child.id().to_string();
+    let token = server_token(&w, &srv, &[]);
+    let body = serde_json::json!({"csr": crate::util::new_csr(), "token": token});
+    w.write("enroll.json", &body.to_string());
+    let enroll = |w: &Work| {
+        curl(
+            w,
+            &[
+                "-D",
+                "headers.txt",
+                "--cacert",
+                "ca/ca.crt",
+                "--data-binary",
+                "@enroll.json",
+                &format!("{}/v1/enroll", srv.url()),
+            ],
+        )
+    };
+    // The write-ahead log may not grow: the disk is full.
+    let wal = std::fs::metadata(w.path("ca/inventory.db-wal"))
+        .expect("inventory.db-wal")
+        .len();
+    w.cmd("prlimit", &["--pid", &pid, &format!("--fsize={wal}:")])
+        .ok();
+    let (status, text) = enroll(&w);
+    assert_eq!(status, 503, "{text}\n{}", srv.proc.stderr());
+    let headers = w.read("headers.txt").to_ascii_lowercase();
+    assert!(headers.contains("retry-after:"), "{headers}");
+    assert!(
+        json(&text)["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("free space")),
+        "{text}"
+    );
+    // Space again: the same token enrolls (it was not spent), without a restart.
+    w.cmd("prlimit", &["--pid", &pid, "--fsize=unlimited:"])
+        .ok();
+    let (status, text) = enroll(&w);
+    assert_eq!(status, 201, "{text}\n{}", srv.proc.stderr());
 }

@@ -78,7 +78,7 @@ pub enum StoreError {
     Query(sqlx::Error),
     #[error("the inventory database cannot be reached right now ({0}); try again once it is back")]
     Unavailable(sqlx::Error),
-    #[error("the inventory database's disk is full, so nothing was written ({0}); free space on it and try again")]
+    #[error("the inventory database could not write to its disk, which is full or refuses writes, so nothing was written ({0}); free space on it and try again")]
     Full(sqlx::Error),
     #[error("no certificate with serial {0} in the inventory (see `mtlsgate ca list`)")]
     UnknownSerial(String),
@@ -123,8 +123,9 @@ impl From<sqlx::Error> for StoreError {
     }
 }
 
-/// Whether `e` means the database's disk (or its size limit) is full: SQLite's
-/// SQLITE_FULL (13), PostgreSQL's disk_full (53100).
+/// Whether `e` means the database's disk (or a size limit) refused a write: SQLite's
+/// SQLITE_FULL (13) and SQLITE_IOERR_WRITE (778: a write failed, as when a file size limit
+/// is reached), PostgreSQL's disk_full (53100).
 fn disk_full(e: &sqlx::Error) -> bool {
     match e {
         sqlx::Error::Database(d) => match d.try_downcast_ref::<sqlx::sqlite::SqliteError>() {
@@ -132,7 +133,7 @@ fn disk_full(e: &sqlx::Error) -> bool {
             Some(_) => d
                 .code()
                 .and_then(|c| c.parse::<i32>().ok())
-                .is_some_and(|n| n & 0xff == 13),
+                .is_some_and(|n| n & 0xff == 13 || n == 778),
             None => d.code().is_some_and(|c| c == "53100"),
         },
         _ => false,
