@@ -30,7 +30,7 @@ pub fn run(cmd: CaCommand) -> Result<ExitCode> {
         CaCommand::List(a) => list(a),
         CaCommand::Revoke(a) => revoke(a),
         CaCommand::Crl(a) => crl(a),
-        CaCommand::Serve(a) => crate::cmd_ca_serve::run(a),
+        CaCommand::Serve(a) => crate::cmd_ca_serve::run(*a),
     }
 }
 

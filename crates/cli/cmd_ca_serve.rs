@@ -8,7 +8,7 @@ use std::time::Duration as StdDuration;
 
 use anyhow::{Context, Result};
 use mtlsgate_authority::{Authority, Policy, PostgresOptions};
-use mtlsgate_ca_server::{CaServer, ServerNames};
+use mtlsgate_ca_server::{CaServer, Limits, ServerNames};
 use mtlsgate_pki::certinfo::human_time;
 use mtlsgate_pki::duration::parse_duration;
 
@@ -77,6 +77,33 @@ fn policy(a: &CaServe) -> Result<Policy> {
     Ok(p)
 }
 
+/// The connections' deadlines and caps from the flags.
+fn limits(a: &CaServe) -> Result<Limits> {
+    let secs = |flag: &str, v: &str| -> Result<StdDuration> {
+        let d = duration(flag, v)?;
+        Ok(StdDuration::from_secs(d.whole_seconds().unsigned_abs()))
+    };
+    for (flag, n) in [
+        ("--max-connections", a.max_connections),
+        (
+            "--max-connections-per-address",
+            a.max_connections_per_address,
+        ),
+    ] {
+        if n == 0 {
+            anyhow::bail!("{flag} 0: at least one connection must be allowed");
+        }
+    }
+    Ok(Limits {
+        first_request: secs("--first-request-timeout", &a.first_request_timeout)?,
+        header_read: secs("--header-timeout", &a.header_timeout)?,
+        body_read: secs("--body-timeout", &a.body_timeout)?,
+        idle: secs("--idle-timeout", &a.idle_timeout)?,
+        max_connections: a.max_connections,
+        max_per_address: a.max_connections_per_address,
+    })
+}
+
 pub fn listen_addr(s: &str) -> Result<SocketAddr> {
     s.to_socket_addrs()
         .with_context(|| format!("--listen {s}: expected HOST:PORT, like 0.0.0.0:8444"))?
@@ -103,6 +130,7 @@ async fn stop_signal() {
 pub fn run(a: CaServe) -> Result<ExitCode> {
     crate::cmd_serve::init_logging();
     let policy = policy(&a)?;
+    let limits = limits(&a)?;
     let lifetime = duration("--server-cert-lifetime", &a.server_cert_lifetime)?;
     let listen = listen_addr(&a.listen)?;
     let names = ServerNames {
@@ -133,7 +161,9 @@ pub fn run(a: CaServe) -> Result<ExitCode> {
         let pass = ca_passphrase(auth.ca(), &a.pass)?;
         auth.load_keys(pass.as_deref().map(|v| v.as_slice()))?;
         let fingerprint = mtlsgate_pki::verify::fingerprint_sha256(&auth.ca().root_der);
-        let server = CaServer::bind(auth, listen, names.clone()).await?;
+        let server = CaServer::bind(auth, listen, names.clone())
+            .await?
+            .with_limits(limits);
         let addr = server.local_addr()?;
         let p = server.presented();
         let mut shown_names: Vec<String> = names.dns.clone();

@@ -99,13 +99,15 @@ pub fn config(s: &Serve) -> Result<GateConfig> {
     })
 }
 
-/// Sets up stderr logging (RUST_LOG overrides the default `info`).
+/// Sets up stderr logging (RUST_LOG overrides the default `info`). A line that cannot be
+/// written is dropped (see [`crate::log_sink`]).
 pub fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(crate::log_sink::stderr)
+        .log_internal_errors(false)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
         .try_init();

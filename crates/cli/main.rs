@@ -14,6 +14,7 @@ mod cmd_token;
 mod cmd_tunnel;
 mod flags;
 mod fleet;
+mod log_sink;
 mod profile;
 mod prompt;
 
@@ -40,7 +41,7 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("mtlsgate: error: {e:#}");
+            log_sink::line(format_args!("mtlsgate: error: {e:#}"));
             ExitCode::from(1)
         }
     }

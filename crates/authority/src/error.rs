@@ -147,7 +147,7 @@ impl AuthorityError {
                 | StoreError::TokenUsed { .. } => ErrorKind::Conflict,
                 StoreError::TokenUnknown => ErrorKind::Unauthenticated,
                 StoreError::TokenExpired { .. } => ErrorKind::Gone,
-                StoreError::Unavailable(_) => ErrorKind::Unavailable,
+                StoreError::Unavailable(_) | StoreError::Full(_) => ErrorKind::Unavailable,
                 _ => ErrorKind::Internal,
             },
             A::Pki(e) => match e {

@@ -17,6 +17,7 @@
 
 mod api;
 pub mod client;
+mod deadlines;
 pub mod error;
 mod listener;
 pub mod server_cert;
@@ -30,6 +31,7 @@ use mtlsgate_authority::Authority;
 use mtlsgate_pki::verify::{Verifier, DEFAULT_DEPTH};
 use tokio::net::TcpListener;
 
+pub use deadlines::Limits;
 pub use error::{ApiError, ServerError};
 pub use server_cert::{Presented, ServerNames};
 
@@ -42,6 +44,7 @@ pub struct CaServer {
     cert: Arc<ServerCert>,
     tls: Arc<rustls::ServerConfig>,
     verifier: Arc<Verifier>,
+    limits: Limits,
 }
 
 impl CaServer {
@@ -78,7 +81,14 @@ impl CaServer {
             cert: Arc::new(cert),
             tls,
             verifier: Arc::new(verifier),
+            limits: Limits::default(),
         })
+    }
+
+    /// Sets the connections' deadlines and caps (default: [`Limits::default`]).
+    pub fn with_limits(mut self, limits: Limits) -> CaServer {
+        self.limits = limits;
+        self
     }
 
     /// The bound address (useful with port 0).
@@ -106,6 +116,7 @@ impl CaServer {
             self.tls,
             api::router(app),
             self.verifier,
+            self.limits,
             shutdown,
         )
         .await;

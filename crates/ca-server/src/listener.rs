@@ -7,6 +7,10 @@
 //! peer's address as extensions ([`ClientChain`], [`RemoteAddr`]), and gets one log line:
 //! method, path, status, device ID when known, latency.
 //!
+//! Connections are capped at accept and kept to deadlines (first request, request head,
+//! request body, idle; see [`crate::deadlines`]). When accept fails (out of file
+//! descriptors) the loop backs off, up to a second, instead of spinning.
+//!
 //! On shutdown the listener stops accepting, open connections finish their requests
 //! (HTTP/2 gets a GOAWAY), and what is still open after the drain time is dropped.
 
@@ -31,14 +35,12 @@ use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{DigitallySignedStruct, DistinguishedName, ServerConfig, SignatureScheme};
 use tokio::net::{TcpListener, TcpStream};
 
+use crate::deadlines::{self, Caps, Clock, Full, Limits, TimedBody, Watched};
 use crate::error::ServerError;
 use crate::server_cert::Resolver;
 
 /// How long a TLS handshake may take.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long a request head may take to arrive (HTTP/1.1; a slow client loses the
-/// connection instead of holding it).
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// Requests in flight on one HTTP/2 connection.
 const MAX_STREAMS: u32 = 100;
 /// How long open connections may take to finish after shutdown was asked for.
@@ -140,27 +142,62 @@ pub(crate) async fn serve(
     tls: Arc<ServerConfig>,
     router: Router,
     verifier: Arc<Verifier>,
+    limits: Limits,
     shutdown: impl Future<Output = ()>,
 ) {
     let graceful = GracefulShutdown::new();
     let mut shutdown = pin!(shutdown);
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    let caps = Caps::new(&limits);
+    let limits = Arc::new(limits);
+    let mut backoff = ACCEPT_BACKOFF_MIN;
     loop {
         tokio::select! {
             r = listener.accept() => match r {
                 Ok((tcp, remote)) => {
+                    backoff = ACCEPT_BACKOFF_MIN;
+                    let admitted = match caps.admit(remote.ip()) {
+                        Ok(a) => a,
+                        Err(full) => {
+                            // Closed at once: a descriptor held by no one.
+                            drop(tcp);
+                            if caps.may_warn() {
+                                match full {
+                                    Full::Total => tracing::warn!(
+                                        "{} connections are open (--max-connections); closing new ones",
+                                        limits.max_connections
+                                    ),
+                                    Full::Address => tracing::warn!(
+                                        "{} connections are open from {} (--max-connections-per-address); closing new ones from it",
+                                        limits.max_per_address,
+                                        remote.ip()
+                                    ),
+                                }
+                            }
+                            continue;
+                        }
+                    };
                     let conn = Connection {
                         acceptor: acceptor.clone(),
                         router: router.clone(),
                         verifier: verifier.clone(),
+                        limits: limits.clone(),
                         remote,
                     };
-                    tokio::spawn(conn.run(tcp, graceful.watcher()));
+                    let watcher = graceful.watcher();
+                    tokio::spawn(async move {
+                        conn.run(tcp, watcher).await;
+                        drop(admitted);
+                    });
                 }
                 Err(e) => {
-                    // Out of file descriptors and the like: back off, keep serving.
-                    tracing::warn!("accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    // Out of file descriptors and the like: back off (longer each time, up
+                    // to a second), keep serving.
+                    if backoff == ACCEPT_BACKOFF_MIN {
+                        tracing::warn!("accept failed: {e}; retrying");
+                    }
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(ACCEPT_BACKOFF_MAX);
                 }
             },
             _ = &mut shutdown => break,
@@ -178,10 +215,15 @@ pub(crate) async fn serve(
     }
 }
 
+/// The first and the longest wait after a failed accept.
+const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(50);
+const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+
 struct Connection {
     acceptor: tokio_rustls::TlsAcceptor,
     router: Router,
     verifier: Arc<Verifier>,
+    limits: Arc<Limits>,
     remote: SocketAddr,
 }
 
@@ -200,61 +242,85 @@ impl Connection {
                 return;
             }
         };
-        let chain: Vec<CertificateDer<'static>> = tls
-            .get_ref()
-            .1
+        let session = tls.get_ref().1;
+        let h2 = session.alpn_protocol() == Some(b"h2");
+        let chain: Vec<CertificateDer<'static>> = session
             .peer_certificates()
             .map(|c| c.iter().map(|d| d.clone().into_owned()).collect())
             .unwrap_or_default();
         let chain = ClientChain(Arc::new(chain));
         let verifier = self.verifier;
         let router = self.router;
-        let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
-            let chain = chain.clone();
-            let mut router = router.clone();
-            let verifier = verifier.clone();
-            async move {
-                let started = Instant::now();
-                let method = req.method().clone();
-                let path = req.uri().path().to_string();
-                let mut req = req.map(Body::new);
-                req.extensions_mut().insert(chain.clone());
-                req.extensions_mut().insert(RemoteAddr(remote));
-                let resp: Response<Body> =
-                    match tower_service::Service::call(&mut router, req).await {
-                        Ok(r) => r,
-                        Err(never) => match never {},
-                    };
-                let device = resp
-                    .extensions()
-                    .get::<LoggedDevice>()
-                    .map(|d| d.0.clone())
-                    .or_else(|| verified_device(&verifier, &chain));
-                tracing::info!(
-                    "{remote} {method} {} {} device={} {:.1}ms",
-                    mtlsgate_pki::printable::printable(&path),
-                    resp.status().as_u16(),
-                    device
-                        .as_deref()
-                        .map(|d| mtlsgate_pki::printable::printable(d).into_owned())
-                        .unwrap_or_else(|| "-".into()),
-                    started.elapsed().as_secs_f64() * 1000.0
-                );
-                Ok::<_, Infallible>(resp)
-            }
-        });
-        let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+        let limits = self.limits;
+        let clock = Clock::new();
+        let svc = {
+            let clock = clock.clone();
+            let body_read = limits.body_read;
+            hyper::service::service_fn(move |req: Request<Incoming>| {
+                let chain = chain.clone();
+                let mut router = router.clone();
+                let verifier = verifier.clone();
+                let clock = clock.clone();
+                async move {
+                    let _in_flight = clock.request(!h2);
+                    let started = Instant::now();
+                    let method = req.method().clone();
+                    let path = req.uri().path().to_string();
+                    let mut req =
+                        req.map(|b| Body::new(TimedBody::new(b, body_read, clock.clone())));
+                    req.extensions_mut().insert(chain.clone());
+                    req.extensions_mut().insert(RemoteAddr(remote));
+                    let resp: Response<Body> =
+                        match tower_service::Service::call(&mut router, req).await {
+                            Ok(r) => r,
+                            Err(never) => match never {},
+                        };
+                    let device = resp
+                        .extensions()
+                        .get::<LoggedDevice>()
+                        .map(|d| d.0.clone())
+                        .or_else(|| verified_device(&verifier, &chain));
+                    tracing::info!(
+                        "{remote} {method} {} {} device={} {:.1}ms",
+                        mtlsgate_pki::printable::printable(&path),
+                        resp.status().as_u16(),
+                        device
+                            .as_deref()
+                            .map(|d| mtlsgate_pki::printable::printable(d).into_owned())
+                            .unwrap_or_else(|| "-".into()),
+                        started.elapsed().as_secs_f64() * 1000.0
+                    );
+                    Ok::<_, Infallible>(resp)
+                }
+            })
+        };
+        let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+        // The protocol ALPN chose, only: the deadlines follow its framing.
+        let mut builder = match h2 {
+            true => builder.http2_only(),
+            false => builder.http1_only(),
+        };
+        // hyper's own header timer would also run while a kept-alive connection waits for
+        // its next request; the watchdog keeps the header and idle deadlines instead.
         builder
             .http1()
             .timer(TokioTimer::new())
-            .header_read_timeout(HEADER_READ_TIMEOUT);
+            .header_read_timeout(None);
         builder
             .http2()
             .timer(TokioTimer::new())
             .max_concurrent_streams(MAX_STREAMS);
-        let conn = builder.serve_connection(TokioIo::new(tls), svc);
-        if let Err(e) = watcher.watch(conn.into_owned()).await {
-            tracing::debug!(%remote, "connection ended: {e}");
+        let io = TokioIo::new(Watched::new(tls, clock.clone(), h2));
+        let conn = builder.serve_connection(io, svc);
+        tokio::select! {
+            r = watcher.watch(conn.into_owned()) => {
+                if let Err(e) = r {
+                    tracing::debug!(%remote, "connection ended: {e}");
+                }
+            }
+            e = deadlines::watchdog(&clock, &limits) => {
+                tracing::debug!(%remote, "connection closed: {}", e.explain());
+            }
         }
     }
 }

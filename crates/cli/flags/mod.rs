@@ -400,7 +400,7 @@ pub enum CaCommand {
     Crl(CaCrl),
     /// Run the CA's HTTPS API: device enrollment, renewal and recovery, the CA bundle and
     /// CRL, and the admin API that `mtlsgate devices`/`token create --server URL` use.
-    Serve(CaServe),
+    Serve(Box<CaServe>),
 }
 
 #[derive(Args, Debug)]
@@ -453,6 +453,27 @@ pub struct CaServe {
     /// Lifetime of the server's own certificate (renewed at two thirds of it).
     #[arg(long, default_value = "7d", value_name = "DURATION")]
     pub server_cert_lifetime: String,
+    /// A connection that sends no request this long after its TLS handshake is closed.
+    #[arg(long, default_value = "10s", value_name = "DURATION")]
+    pub first_request_timeout: String,
+    /// A request head (HTTP/1.1 header, HTTP/2 HEADERS) must arrive within this time of
+    /// its first byte, or the connection is closed.
+    #[arg(long, default_value = "10s", value_name = "DURATION")]
+    pub header_timeout: String,
+    /// A request body must arrive within this time of its head, or the connection is closed.
+    #[arg(long, default_value = "30s", value_name = "DURATION")]
+    pub body_timeout: String,
+    /// A connection with no request in flight for this long is closed.
+    #[arg(long, default_value = "60s", value_name = "DURATION")]
+    pub idle_timeout: String,
+    /// Connections open at once; more are closed at once (keep it below the open-file
+    /// limit, `ulimit -n`, minus a few dozen for the server's own files).
+    #[arg(long, default_value_t = 512, value_name = "N")]
+    pub max_connections: usize,
+    /// Connections open at once from one IP address (devices behind one NAT share one);
+    /// more are closed at once.
+    #[arg(long, default_value_t = 64, value_name = "N")]
+    pub max_connections_per_address: usize,
 }
 
 #[derive(Args, Debug)]

@@ -78,6 +78,8 @@ pub enum StoreError {
     Query(sqlx::Error),
     #[error("the inventory database cannot be reached right now ({0}); try again once it is back")]
     Unavailable(sqlx::Error),
+    #[error("the inventory database could not write to its disk, which is full or refuses writes, so nothing was written ({0}); free space on it and try again")]
+    Full(sqlx::Error),
     #[error("no certificate with serial {0} in the inventory (see `mtlsgate ca list`)")]
     UnknownSerial(String),
     #[error("certificate {serial} is already revoked (since {at})")]
@@ -111,11 +113,30 @@ impl From<sqlx::Error> for StoreError {
     /// (connection refused or lost, no connection within the wait, the server shutting
     /// down): a caller such as the CA server answers those with "try again later".
     fn from(e: sqlx::Error) -> Self {
-        if database_away(&e) {
+        if disk_full(&e) {
+            StoreError::Full(e)
+        } else if database_away(&e) {
             StoreError::Unavailable(e)
         } else {
             StoreError::Query(e)
         }
+    }
+}
+
+/// Whether `e` means the database's disk (or a size limit) refused a write: SQLite's
+/// SQLITE_FULL (13) and SQLITE_IOERR_WRITE (778: a write failed, as when a file size limit
+/// is reached), PostgreSQL's disk_full (53100).
+fn disk_full(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Database(d) => match d.try_downcast_ref::<sqlx::sqlite::SqliteError>() {
+            // An extended result code: the primary code is its low byte.
+            Some(_) => d
+                .code()
+                .and_then(|c| c.parse::<i32>().ok())
+                .is_some_and(|n| n & 0xff == 13 || n == 778),
+            None => d.code().is_some_and(|c| c == "53100"),
+        },
+        _ => false,
     }
 }
 
@@ -137,9 +158,10 @@ fn database_away(e: &sqlx::Error) -> bool {
 }
 
 impl StoreError {
-    /// The database is away (see [`StoreError::Unavailable`]).
+    /// The database is away (see [`StoreError::Unavailable`]) or its disk is full: the
+    /// request may succeed later.
     pub fn is_unavailable(&self) -> bool {
-        matches!(self, StoreError::Unavailable(_))
+        matches!(self, StoreError::Unavailable(_) | StoreError::Full(_))
     }
 }
 
@@ -239,19 +261,41 @@ enum Pool {
 /// worker thread when it is taken and again when it is given back, which cost more than
 /// the statements themselves (a renewal's three takes became nine round trips). A file
 /// on this machine cannot go stale the way a network connection can. `None` once closed.
-struct SqliteConn(tokio::sync::Mutex<Option<SqliteConnection>>);
+///
+/// A transaction that failed (a full disk fails its commit, and SQLite may already have
+/// rolled it back, so sqlx's own rollback fails too) can leave the connection believing a
+/// transaction is still open, which would refuse every later `BEGIN`: [`SqliteConn::take`]
+/// finds such a connection and replaces it with a fresh one (closing the old one rolls
+/// back whatever it still held).
+struct SqliteConn {
+    conn: tokio::sync::Mutex<Option<SqliteConnection>>,
+    /// How to open a replacement.
+    options: SqliteConnectOptions,
+}
 
 impl SqliteConn {
     /// Takes the connection, waiting at most [`ACQUIRE_TIMEOUT`] for the task using it.
-    /// The guard holds `Some` (a closed inventory is an error).
+    /// The guard holds `Some` (a closed inventory is an error), a connection with no
+    /// transaction open.
     async fn take(
         &self,
     ) -> std::result::Result<MutexGuard<'_, Option<SqliteConnection>>, sqlx::Error> {
-        let guard = tokio::time::timeout(ACQUIRE_TIMEOUT, self.0.lock())
+        let mut guard = tokio::time::timeout(ACQUIRE_TIMEOUT, self.conn.lock())
             .await
             .map_err(|_| sqlx::Error::PoolTimedOut)?;
-        if guard.is_none() {
+        let Some(conn) = guard.as_mut() else {
             return Err(sqlx::Error::PoolClosed);
+        };
+        if conn.is_in_transaction() {
+            // The rollback of a dropped transaction is queued on the connection's worker
+            // thread; a round trip lets it finish.
+            let _ = conn.ping().await;
+        }
+        if conn.is_in_transaction() {
+            let fresh = self.options.connect().await?;
+            if let Some(old) = guard.replace(fresh) {
+                let _ = old.close_hard().await;
+            }
         }
         Ok(guard)
     }
@@ -618,7 +662,10 @@ impl Inventory {
             cause,
         })?;
         let inv = Inventory {
-            pool: Pool::Sqlite(Arc::new(SqliteConn(tokio::sync::Mutex::new(Some(conn))))),
+            pool: Pool::Sqlite(Arc::new(SqliteConn {
+                conn: tokio::sync::Mutex::new(Some(conn)),
+                options: opts.create_if_missing(false),
+            })),
             location: Location::Sqlite(path.to_path_buf()),
             _open: Some(already_open.unwrap_or_else(|| sqlite::mark_open(path))),
         };
@@ -695,7 +742,7 @@ impl Inventory {
     pub async fn close(self) {
         match self.pool {
             Pool::Sqlite(c) => {
-                let Some(mut conn) = c.0.lock().await.take() else {
+                let Some(mut conn) = c.conn.lock().await.take() else {
                     return;
                 };
                 let _ = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")

@@ -697,3 +697,72 @@ fn locations() {
         .to_string()
         .starts_with("`mysql://x` is not a database URL"));
 }
+
+/// Sets the SQLite connection's page limit: its current size (so that the next write that
+/// needs a page fails with "database or disk is full", as on a full disk), or unlimited.
+async fn set_sqlite_full(inv: &Inventory, full: bool) {
+    let Pool::Sqlite(c) = &inv.pool else {
+        panic!("an SQLite inventory");
+    };
+    let mut guard = c.take().await.expect("connection");
+    let conn = guard.as_mut().expect("open");
+    let pages: i64 = sqlx::query_scalar("PRAGMA page_count")
+        .fetch_one(&mut *conn)
+        .await
+        .expect("page_count");
+    let limit = if full { pages } else { 1 << 30 };
+    sqlx::query(&format!("PRAGMA max_page_count = {limit}"))
+        .execute(&mut *conn)
+        .await
+        .expect("max_page_count");
+}
+
+#[tokio::test]
+async fn a_write_that_fails_on_a_full_sqlite_database_leaves_later_writes_working() {
+    let fx = sqlite().await;
+    let inv = &fx.inv;
+    inv.insert_token(&token("h1", 100), &audit("token"))
+        .await
+        .expect("token");
+    let big = |serial: &str| CertRecord {
+        pem: "P".repeat(256 * 1024),
+        ..cert(serial, "client", None)
+    };
+    set_sqlite_full(inv, true).await;
+    let e = inv
+        .record(&big("5B01"))
+        .await
+        .expect_err("the database is full");
+    assert!(e.is_unavailable(), "a full disk is a try-again-later: {e}");
+    assert!(e.to_string().contains("full"), "{e}");
+    let mut issuance = enrollment("dev1", "h1", "5B02");
+    issuance.cert.pem = big("5B02").pem;
+    // (The failed write may have left a fresh connection, without the limit.)
+    set_sqlite_full(inv, true).await;
+    let e = inv
+        .record_issuance(&issuance)
+        .await
+        .expect_err("the database is full");
+    assert!(e.is_unavailable(), "{e}");
+    assert!(
+        inv.token("h1")
+            .await
+            .expect("token")
+            .is_some_and(|t| t.used_at.is_none()),
+        "a failed enrollment leaves its token unspent"
+    );
+    // Space freed: every write works again, without a restart.
+    set_sqlite_full(inv, false).await;
+    inv.record(&big("5B01"))
+        .await
+        .expect("record after space was freed");
+    inv.record_issuance(&issuance)
+        .await
+        .expect("enrollment after space was freed");
+    assert!(inv
+        .token("h1")
+        .await
+        .expect("token")
+        .is_some_and(|t| t.used_by.as_deref() == Some("dev1")));
+    fx.inv.close().await;
+}
