@@ -7,7 +7,10 @@ use crate::util::{
     Work,
 };
 
-both!(a_revoked_device_renews_nothing_and_its_serial_is_in_the_crl);
+both!(
+    a_revoked_device_renews_nothing_and_its_serial_is_in_the_crl,
+    recovery_refuses_a_certificate_revoked_for_key_compromise
+);
 
 /// POSTs `body` (JSON) to `path` with curl, trusting ca/ca.crt; `extra` goes first.
 fn post(
@@ -311,4 +314,141 @@ fn bad_tokens_csrs_and_requests_are_refused_with_a_sentence() {
         json(&text)["error"],
         format!("the poll token does not belong to device {first}, or it was already spent")
     );
+}
+
+/// The body of a recovery of the device in `dir` made with what a thief of the state
+/// directory has: `client.key`, `client.crt` and the recovery token of `agent.json`. The
+/// new CSR is signed by the old key too; `signature` is the old key's ECDSA-SHA256 over
+/// SHA-256 of the CSR's DER (openssl `dgst -sign` hashes the digest again, as the agent does).
+fn stolen_recovery(w: &Work, dir: &str, id: &str) -> serde_json::Value {
+    let subj = format!("/CN={id}");
+    w.cmd(
+        "openssl",
+        &[
+            "req",
+            "-new",
+            "-key",
+            &format!("{dir}/client.key"),
+            "-subj",
+            &subj,
+            "-outform",
+            "DER",
+            "-out",
+            "stolen.der",
+        ],
+    )
+    .ok();
+    w.cmd(
+        "openssl",
+        &[
+            "dgst",
+            "-sha256",
+            "-binary",
+            "-out",
+            "stolen.sha256",
+            "stolen.der",
+        ],
+    )
+    .ok();
+    w.cmd(
+        "openssl",
+        &[
+            "dgst",
+            "-sha256",
+            "-sign",
+            &format!("{dir}/client.key"),
+            "-out",
+            "stolen.sig",
+            "stolen.sha256",
+        ],
+    )
+    .ok();
+    w.cmd(
+        "openssl",
+        &[
+            "req",
+            "-inform",
+            "DER",
+            "-in",
+            "stolen.der",
+            "-out",
+            "stolen.csr",
+        ],
+    )
+    .ok();
+    let csr = w.read("stolen.csr");
+    let sig = w
+        .cmd("openssl", &["base64", "-A", "-in", "stolen.sig"])
+        .ok()
+        .trim()
+        .to_string();
+    let state = json(&w.read(&format!("{dir}/agent.json")));
+    let leaf = w.read(&format!("{dir}/client.crt"));
+    let leaf = leaf
+        .split_inclusive("-----END CERTIFICATE-----\n")
+        .next()
+        .expect("leaf")
+        .to_string();
+    serde_json::json!({
+        "device_id": id,
+        "recovery_token": state["recovery_token"],
+        "csr": csr,
+        "signature": sig,
+        "certificate": leaf,
+    })
+}
+
+fn recovery_refuses_a_certificate_revoked_for_key_compromise(db: Db) {
+    let w = Work::new();
+    fleet_ca(&w, &db);
+    let srv = CaServer::start_for(&w, &db, &[]);
+    let token = server_token(&w, &srv, &[]);
+    let id = agent_enroll(&w, &srv, &token, "dev");
+    let serial = pem_serial(&w, "dev/client.crt");
+    let mut a = vec![
+        "ca",
+        "revoke",
+        &serial,
+        "--reason",
+        "keyCompromise",
+        "--dir",
+        "ca",
+    ];
+    let f = db.flags();
+    a.extend(crate::util::s(&f));
+    w.mg(&a).ok();
+
+    // Renewal with the revoked certificate is refused ...
+    let device = ["--cert", "dev/client.crt", "--key", "dev/client.key"];
+    let renew = serde_json::json!({"csr": new_csr(), "agent_version": "curl"});
+    let (status, body) = post(&w, &srv, "/v1/renew", &renew, &device);
+    assert_eq!(status, 403, "{body}");
+    // ... and so is recovery with it, by whoever holds the stolen state directory: the
+    // device is quarantined and waits for an operator.
+    let stolen = stolen_recovery(&w, "dev", &id);
+    let (status, body) = post(&w, &srv, "/v1/recover", &stolen, &[]);
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(
+        body["error"],
+        format!("certificate {serial} of device {id} was revoked (keyCompromise), so it recovers nothing; the device is quarantined: after checking it, an operator can allow it again (mtlsgate devices allow {id}), and then it can recover")
+    );
+    let shown = json(&fleet_cmd(&w, &srv, &["devices", "show", &id, "--json"]).ok());
+    assert_eq!(shown["status"], "quarantined", "{shown}");
+    assert!(
+        shown["audit"]
+            .as_array()
+            .expect("audit")
+            .iter()
+            .any(|e| e["action"] == "quarantine"
+                && e["detail"].as_str().is_some_and(|d| d.contains("revoked"))),
+        "{shown}"
+    );
+    let (status, body) = post(&w, &srv, "/v1/recover", &stolen, &[]);
+    assert_eq!(status, 403, "{body}");
+
+    // Once an operator allowed the device, it recovers (once: the token rotates).
+    fleet_cmd(&w, &srv, &["devices", "allow", &id]).ok();
+    let (status, body) = post(&w, &srv, "/v1/recover", &stolen, &[]);
+    assert_eq!(status, 200, "{body}");
+    assert_ne!(body["serial"].as_str(), Some(serial.as_str()));
 }

@@ -95,6 +95,12 @@ pub enum AuthorityError {
     RecoveryExpired { id: String, at: i64 },
     #[error("certificate {serial} is not the last certificate of device {id}; recovery needs the device's last certificate")]
     RecoveryWrongCertificate { id: String, serial: String },
+    #[error("certificate {serial} of device {id} was revoked ({reason}), so it recovers nothing; the device is quarantined: after checking it, an operator can allow it again (mtlsgate devices allow {id}), and then it can recover")]
+    RecoveryRevoked {
+        id: String,
+        serial: String,
+        reason: String,
+    },
     #[error("the recovery signature does not verify with the key of device {id}'s last certificate (sign the SHA-256 of the new CSR's DER with the old key)")]
     RecoverySignature { id: String },
     #[error("device {id} presented a recovery token that was already replaced: another device holds the same identity (a clone). The device is quarantined; after checking it, an operator can allow it again (mtlsgate devices allow {id})")]
@@ -178,6 +184,7 @@ impl AuthorityError {
             A::NotActive { .. }
             | A::Superseded { .. }
             | A::CertRevoked { .. }
+            | A::RecoveryRevoked { .. }
             | A::NotAdmin { .. }
             | A::Clone { .. } => ErrorKind::Forbidden,
             A::RecoveryExpired { .. } => ErrorKind::Gone,

@@ -1152,6 +1152,9 @@ impl Authority {
         let digest = sha2::Sha256::digest(&csr.der);
         pkidevice::verify_signature_by_certificate_key(&old, &digest, &r.signature)
             .map_err(|_| AuthorityError::RecoverySignature { id: id.clone() })?;
+        if let Some(revoked_at) = known.revoked_at {
+            self.recover_revoked(&id, &known, revoked_at, &seen).await?;
+        }
         self.issue_device(
             &csr,
             &id,
@@ -1164,6 +1167,63 @@ impl Authority {
             ("recover", Some(format!("recovered from {}", info.serial))),
         )
         .await
+    }
+
+    /// Recovery with a certificate that was revoked (by `ca revoke`, for a stolen key, say):
+    /// whoever holds the device's state directory has the key and the recovery token, so
+    /// the device is quarantined and refused, until an operator allows it again (an
+    /// `allow` recorded after the revocation lets the next recovery through).
+    async fn recover_revoked(
+        &self,
+        id: &str,
+        known: &CertRecord,
+        revoked_at: i64,
+        seen: &Seen,
+    ) -> Result<()> {
+        let allowed_since = self
+            .inv
+            .audit_of(id, 100)
+            .await?
+            .iter()
+            .any(|e| e.action == Action::Allow.as_str() && e.at >= revoked_at);
+        if allowed_since {
+            return Ok(());
+        }
+        let reason = known
+            .revocation_reason
+            .clone()
+            .unwrap_or_else(|| "no reason given".into());
+        let audit = Audit::new(seen.now.unix_timestamp(), "mtlsgate", "quarantine")
+            .device(id)
+            .serial(&known.serial)
+            .detail(format!(
+                "recovery with certificate {}, revoked ({reason}){}; device quarantined",
+                known.serial,
+                seen.addr
+                    .as_deref()
+                    .map(|a| format!(", from {a}"))
+                    .unwrap_or_default()
+            ));
+        match self
+            .inv
+            .update_status(
+                id,
+                Action::Quarantine.sources(),
+                DeviceStatus::Quarantined,
+                None,
+                &audit,
+            )
+            .await
+        {
+            Ok(_) => {}
+            Err(StoreError::StatusChanged { .. }) => self.inv.log(&audit).await?,
+            Err(e) => return Err(e.into()),
+        }
+        Err(AuthorityError::RecoveryRevoked {
+            id: id.into(),
+            serial: known.serial.clone(),
+            reason,
+        })
     }
 
     // ---- administrators ----
