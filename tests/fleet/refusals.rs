@@ -9,7 +9,8 @@ use crate::util::{
 
 both!(
     a_revoked_device_renews_nothing_and_its_serial_is_in_the_crl,
-    recovery_refuses_a_certificate_revoked_for_key_compromise
+    recovery_refuses_a_certificate_revoked_for_key_compromise,
+    the_admin_role_comes_only_from_an_admin_certificate_in_the_inventory
 );
 
 /// POSTs `body` (JSON) to `path` with curl, trusting ca/ca.crt; `extra` goes first.
@@ -451,4 +452,115 @@ fn recovery_refuses_a_certificate_revoked_for_key_compromise(db: Db) {
     let (status, body) = post(&w, &srv, "/v1/recover", &stolen, &[]);
     assert_eq!(status, 200, "{body}");
     assert_ne!(body["serial"].as_str(), Some(serial.as_str()));
+}
+
+fn the_admin_role_comes_only_from_an_admin_certificate_in_the_inventory(db: Db) {
+    let w = Work::new();
+    fleet_ca(&w, &db);
+    let srv = CaServer::start_for(&w, &db, &[]);
+    // A CSR that asks for the administrators' URI SAN.
+    w.cmd(
+        "openssl",
+        &[
+            "req",
+            "-new",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "mallory.key",
+            "-subj",
+            "/CN=mallory",
+            "-addext",
+            "subjectAltName=URI:urn:mtlsgate:role:admin",
+            "-out",
+            "mallory.csr",
+        ],
+    )
+    .ok();
+    let mut a = vec![
+        "cert",
+        "sign",
+        "mallory.csr",
+        "--kind",
+        "client",
+        "--dir",
+        "ca",
+        "--out",
+        "mallory.crt",
+    ];
+    let f = db.flags();
+    a.extend(crate::util::s(&f));
+    let err = w.mg(&a).fails();
+    assert!(
+        err.contains("it asks for the URI SAN urn:mtlsgate:role:admin; roles of mtlsgate (urn:mtlsgate:role:…) are given only by `mtlsgate cert issue admin NAME`, never from a CSR"),
+        "{err}"
+    );
+    assert!(!w.path("mallory.crt").exists());
+
+    // The same CSR signed with the intermediate's key outside mtlsgate: the certificate
+    // verifies against the CA and carries the URI SAN, but the inventory does not record
+    // it as an administrator's, so the admin API refuses it.
+    w.cmd(
+        "openssl",
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "mallory.csr",
+            "-CA",
+            "ca/intermediate.crt",
+            "-CAkey",
+            "ca/intermediate.key",
+            "-copy_extensions",
+            "copyall",
+            "-days",
+            "1",
+            "-out",
+            "mallory.crt",
+        ],
+    )
+    .ok();
+    let text = w
+        .cmd(
+            "openssl",
+            &["x509", "-in", "mallory.crt", "-noout", "-text"],
+        )
+        .ok();
+    assert!(text.contains("URI:urn:mtlsgate:role:admin"), "{text}");
+    let mallory = ["--cert", "mallory.crt", "--key", "mallory.key"];
+    let devices = format!("{}/v1/devices", srv.url());
+    let mut a = mallory.to_vec();
+    a.extend_from_slice(&["--cacert", "ca/ca.crt", &devices]);
+    let (status, text) = curl(&w, &a);
+    assert_eq!(status, 403, "{text}");
+    let serial = pem_serial(&w, "mallory.crt");
+    assert_eq!(
+        json(&text)["error"],
+        format!("the client certificate CN=mallory is not an administrator's: its serial {serial} is not recorded in the inventory as an administrator certificate; use admin.crt from the CA directory, or one made with `mtlsgate cert issue admin NAME`")
+    );
+    let (status, body) = post(
+        &w,
+        &srv,
+        "/v1/tokens",
+        &serde_json::json!({"ttl_secs": 60}),
+        &mallory,
+    );
+    assert_eq!(status, 403, "{body}");
+    // admin.crt still works.
+    let (status, text) = curl(
+        &w,
+        &[
+            "--cert",
+            "ca/admin.crt",
+            "--key",
+            "ca/admin.key",
+            "--cacert",
+            "ca/ca.crt",
+            &devices,
+        ],
+    );
+    assert_eq!(status, 200, "{text}");
 }

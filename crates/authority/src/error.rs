@@ -75,6 +75,8 @@ pub enum AuthorityError {
     NoClientCertificate { what: &'static str },
     #[error("the client certificate {subject} is not an administrator's (it has no URI SAN urn:mtlsgate:role:admin); use admin.crt from the CA directory, or one made with `mtlsgate cert issue admin NAME`")]
     NotAdmin { subject: String },
+    #[error("the client certificate {subject} is not an administrator's: its serial {serial} is not recorded in the inventory as an administrator certificate; use admin.crt from the CA directory, or one made with `mtlsgate cert issue admin NAME`")]
+    AdminNotRecorded { subject: String, serial: String },
     #[error("the client certificate is not valid: {reason}")]
     ClientCertificate { reason: String },
     #[error("the client certificate {subject} names no device of this CA")]
@@ -186,6 +188,7 @@ impl AuthorityError {
             | A::CertRevoked { .. }
             | A::RecoveryRevoked { .. }
             | A::NotAdmin { .. }
+            | A::AdminNotRecorded { .. }
             | A::Clone { .. } => ErrorKind::Forbidden,
             A::RecoveryExpired { .. } => ErrorKind::Gone,
         }

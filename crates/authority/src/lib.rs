@@ -1230,8 +1230,8 @@ impl Authority {
 
     /// Checks that `client_chain` (the TLS client certificate, leaf first) is an
     /// administrator's: it verifies against this CA at `now`, carries the URI SAN
-    /// [`ADMIN_URI`], and is not revoked in the inventory. Returns who it is, for the
-    /// audit trail.
+    /// [`ADMIN_URI`], is recorded in the inventory as an administrator's (kind `admin`,
+    /// same SHA-256), and is not revoked there. Returns who it is, for the audit trail.
     pub async fn check_admin(
         &self,
         client_chain: &[CertificateDer<'_>],
@@ -1259,7 +1259,13 @@ impl Authority {
                     reason: format!("certificate {} was revoked", info.serial),
                 })
             }
-            Ok(_) | Err(StoreError::UnknownSerial(_)) => {}
+            Ok(rec) if rec.kind == "admin" && rec.sha256 == info.sha256_fingerprint => {}
+            Ok(_) | Err(StoreError::UnknownSerial(_)) => {
+                return Err(AuthorityError::AdminNotRecorded {
+                    subject: info.subject,
+                    serial: info.serial,
+                })
+            }
             Err(e) => return Err(e.into()),
         }
         let name = info
