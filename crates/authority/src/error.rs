@@ -87,6 +87,12 @@ pub enum AuthorityError {
         serial: String,
         current: String,
     },
+    #[error("device {id} renewed with certificate {serial}, which was already replaced by {current}: another device holds the same identity (a clone). The device is quarantined; after checking it, an operator can allow it again (mtlsgate devices allow {id})")]
+    CloneRenewal {
+        id: String,
+        serial: String,
+        current: String,
+    },
     #[error("certificate {serial} was revoked; a revoked certificate renews nothing")]
     CertRevoked { serial: String },
     #[error("the poll token does not belong to device {id}, or it was already spent")]
@@ -187,6 +193,7 @@ impl AuthorityError {
             | A::Superseded { .. }
             | A::CertRevoked { .. }
             | A::RecoveryRevoked { .. }
+            | A::CloneRenewal { .. }
             | A::NotAdmin { .. }
             | A::AdminNotRecorded { .. }
             | A::Clone { .. } => ErrorKind::Forbidden,

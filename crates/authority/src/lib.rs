@@ -1053,12 +1053,10 @@ impl Authority {
             });
         }
         let current = d.cert_serial.clone().unwrap_or_default();
-        if info.serial != current && d.prev_serial.as_deref() != Some(info.serial.as_str()) {
-            return Err(AuthorityError::Superseded {
-                id,
-                serial: info.serial,
-                current,
-            });
+        let retry =
+            info.serial != current && d.prev_serial.as_deref() == Some(info.serial.as_str());
+        if info.serial != current && !retry {
+            return Err(self.superseded(&id, &info, &current, &seen).await);
         }
         let rec = self.inv.get(&info.serial).await?;
         if rec.revoked_at.is_some() || rec.sha256 != info.sha256_fingerprint {
@@ -1067,15 +1065,105 @@ impl Authority {
             });
         }
         let csr = pkidevice::check_device_csr(csr)?;
+        let (via, detail) = if retry {
+            // The answer that carried `current` was lost: it is abandoned (revoked), and
+            // the device keeps no previous serial, so the retry works once. An operator's
+            // revocation of `current` stands.
+            if self.inv.get(&current).await?.revoked_at.is_some() {
+                return Err(AuthorityError::CertRevoked { serial: current });
+            }
+            (
+                Via::Retry {
+                    abandoned: current.clone(),
+                    presented: info.serial.clone(),
+                    reason: Reason::Superseded.as_str().into(),
+                },
+                format!(
+                    "renewed with {} again (the answer with {current} was lost; {current} revoked)",
+                    info.serial
+                ),
+            )
+        } else {
+            (
+                Via::Renewal { serial: current },
+                format!("renewed with {}", info.serial),
+            )
+        };
         self.issue_device(
             &csr,
             &id,
             self.lifetime(d.lifetime_secs, &d.tags),
-            Via::Renewal { serial: current },
+            via,
             &seen,
-            ("renew", Some(format!("renewed with {}", info.serial))),
+            ("renew", Some(detail)),
         )
         .await
+    }
+
+    /// A renewal with a certificate of device `id` that is neither its current one nor
+    /// the one a lost answer may retry with: two holders of one identity (a clone). The
+    /// device is quarantined (audit `clone`). A certificate the inventory does not give
+    /// this device is only refused.
+    async fn superseded(
+        &self,
+        id: &str,
+        info: &CertInfo,
+        current: &str,
+        seen: &Seen,
+    ) -> AuthorityError {
+        let ours = match self.inv.get(&info.serial).await {
+            Ok(rec) => {
+                rec.device_id.as_deref() == Some(id) && rec.sha256 == info.sha256_fingerprint
+            }
+            Err(StoreError::UnknownSerial(_)) => false,
+            Err(e) => return e.into(),
+        };
+        if !ours {
+            return AuthorityError::Superseded {
+                id: id.into(),
+                serial: info.serial.clone(),
+                current: current.into(),
+            };
+        }
+        let audit = Audit::new(seen.now.unix_timestamp(), "mtlsgate", "clone")
+            .device(id)
+            .serial(&info.serial)
+            .detail(format!(
+                "certificate {}, already replaced by {current}, was presented for renewal{}; device quarantined",
+                info.serial,
+                seen.addr
+                    .as_deref()
+                    .map(|a| format!(" from {a}"))
+                    .unwrap_or_default()
+            ));
+        if let Err(e) = self.quarantine(id, &audit).await {
+            return e;
+        }
+        AuthorityError::CloneRenewal {
+            id: id.into(),
+            serial: info.serial.clone(),
+            current: current.into(),
+        }
+    }
+
+    /// Quarantines device `id` with `audit` (only logged when it is no longer in a status
+    /// that can be quarantined).
+    async fn quarantine(&self, id: &str, audit: &Audit) -> Result<()> {
+        match self
+            .inv
+            .update_status(
+                id,
+                Action::Quarantine.sources(),
+                DeviceStatus::Quarantined,
+                None,
+                audit,
+            )
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(StoreError::StatusChanged { .. }) => Ok(self.inv.log(audit).await?),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Recovers a device whose certificate expired while it was offline: its current
@@ -1204,21 +1292,7 @@ impl Authority {
                     .map(|a| format!(", from {a}"))
                     .unwrap_or_default()
             ));
-        match self
-            .inv
-            .update_status(
-                id,
-                Action::Quarantine.sources(),
-                DeviceStatus::Quarantined,
-                None,
-                &audit,
-            )
-            .await
-        {
-            Ok(_) => {}
-            Err(StoreError::StatusChanged { .. }) => self.inv.log(&audit).await?,
-            Err(e) => return Err(e.into()),
-        }
+        self.quarantine(id, &audit).await?;
         Err(AuthorityError::RecoveryRevoked {
             id: id.into(),
             serial: known.serial.clone(),

@@ -878,6 +878,46 @@ impl Inventory {
                                 });
                             }
                         }
+                        Via::Retry {
+                            abandoned,
+                            presented,
+                            reason,
+                        } => {
+                            let rev = next_revision!(tx, pg);
+                            let done: Option<String> = sqlx::query_scalar(
+                                "UPDATE devices SET prev_serial = NULL, cert_serial = $1, cert_not_after = $2,
+                                        last_seen = $3, last_addr = COALESCE($4, last_addr),
+                                        agent_version = COALESCE($5, agent_version)
+                                 WHERE id = $6 AND status = 'active' AND cert_serial = $7 AND prev_serial = $8
+                                 RETURNING id",
+                            )
+                            .bind(&c.serial)
+                            .bind(c.not_after)
+                            .bind(d.seen.at)
+                            .bind(&d.seen.addr)
+                            .bind(&d.seen.agent_version)
+                            .bind(&d.id)
+                            .bind(abandoned)
+                            .bind(presented)
+                            .fetch_optional(&mut *tx)
+                            .await?;
+                            if done.is_none() {
+                                return Err(StoreError::Changed {
+                                    id: d.id.clone(),
+                                    what: "its certificate was renewed or its status changed meanwhile",
+                                });
+                            }
+                            sqlx::query(
+                                "UPDATE certificates SET revoked_at = $1, revocation_reason = $2, revision = $3
+                                 WHERE serial = $4 AND revoked_at IS NULL",
+                            )
+                            .bind(d.seen.at)
+                            .bind(reason)
+                            .bind(rev)
+                            .bind(abandoned)
+                            .execute(&mut *tx)
+                            .await?;
+                        }
                         Via::Renewal { serial } | Via::Recovery { serial, .. } => {
                             if let Via::Recovery { recovery_hash, .. } = &d.via {
                                 let replaced: Option<String> = sqlx::query_scalar(
