@@ -23,6 +23,8 @@ pub enum ErrorKind {
     Conflict,
     /// The token or recovery token expired (410).
     Gone,
+    /// Too many requests: try again later (429).
+    TooMany,
     /// The inventory database cannot be reached right now: try again later (503).
     Unavailable,
     /// Something is wrong on the CA's side (500).
@@ -95,6 +97,22 @@ pub enum AuthorityError {
     },
     #[error("certificate {serial} was revoked; a revoked certificate renews nothing")]
     CertRevoked { serial: String },
+    #[error("the {what} is {len} bytes long; at most {max} are taken")]
+    TooLong {
+        what: &'static str,
+        len: usize,
+        max: usize,
+    },
+    #[error("this CA server enrolls devices with a token only (ca serve --no-approval-queue); ask the operator for one (mtlsgate token create)")]
+    NoApprovalQueue,
+    #[error("the approval queue is full ({waiting} devices wait for an operator: mtlsgate devices list --status pending); try again later, or enroll with a token (mtlsgate token create)")]
+    QueueFull { waiting: u64 },
+    #[error("too many enrollments without a token from {addr} (at most {burst}, then one per {refill} s); try again later, or enroll with a token (mtlsgate token create)")]
+    TooManyEnrollments {
+        addr: String,
+        burst: u32,
+        refill: i64,
+    },
     #[error("the poll token does not belong to device {id}, or it was already spent")]
     PollToken { id: String },
     #[error("the recovery token is not one this CA gave device {id}")]
@@ -179,7 +197,9 @@ impl AuthorityError {
                 ErrorKind::Conflict
             }
             A::KeysNotLoaded => ErrorKind::Internal,
+            A::QueueFull { .. } | A::TooManyEnrollments { .. } => ErrorKind::TooMany,
             A::BadTag { .. }
+            | A::TooLong { .. }
             | A::BadLifetime { .. }
             | A::RecoverySignature { .. }
             | A::RecoveryWrongCertificate { .. } => ErrorKind::BadInput,
@@ -194,6 +214,7 @@ impl AuthorityError {
             | A::CertRevoked { .. }
             | A::RecoveryRevoked { .. }
             | A::CloneRenewal { .. }
+            | A::NoApprovalQueue
             | A::NotAdmin { .. }
             | A::AdminNotRecorded { .. }
             | A::Clone { .. } => ErrorKind::Forbidden,

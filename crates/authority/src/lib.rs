@@ -16,6 +16,7 @@ mod error;
 #[cfg(test)]
 mod tests;
 
+use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -67,6 +68,16 @@ pub struct Policy {
     /// Lifetimes by tag: a device without a lifetime of its own (from its token) that
     /// carries one of these tags gets the shortest of its tags' lifetimes.
     pub tag_lifetimes: Vec<(String, Duration)>,
+    /// Whether devices may enroll without a token, waiting for an operator's approval.
+    pub approval_queue: bool,
+    /// At most this many devices wait for approval at once.
+    pub pending_limit: u64,
+    /// A registration still pending after this long is removed.
+    pub pending_ttl: Duration,
+    /// Token-less enrollments one address may make at once…
+    pub enroll_burst: u32,
+    /// …and one more each time this has passed.
+    pub enroll_refill: Duration,
 }
 
 impl Default for Policy {
@@ -77,6 +88,11 @@ impl Default for Policy {
             min_lifetime: Duration::seconds(60),
             recovery_grace: Duration::days(30),
             tag_lifetimes: Vec::new(),
+            approval_queue: true,
+            pending_limit: 1000,
+            pending_ttl: Duration::days(7),
+            enroll_burst: 10,
+            enroll_refill: Duration::minutes(1),
         }
     }
 }
@@ -328,6 +344,37 @@ pub struct Authority {
     inv: Inventory,
     policy: Policy,
     verifier: Verifier,
+    enroll_buckets: std::sync::Mutex<HashMap<String, Bucket>>,
+}
+
+/// What one address may still enroll without a token: `left` enrollments at `at`.
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    left: f64,
+    at: OffsetDateTime,
+}
+
+/// Addresses remembered before full buckets are forgotten.
+const MAX_BUCKETS: usize = 10_000;
+/// Longest hostname a device may send (a DNS name's length).
+pub const MAX_HOSTNAME: usize = 253;
+/// Longest agent version a device may send.
+pub const MAX_AGENT_VERSION: usize = 64;
+/// Longest reason an operator may give for a status change.
+pub const MAX_REASON: usize = 1024;
+/// Largest device CSR (DER) taken: an RSA 8192 CSR is about 2 KiB.
+pub const MAX_DEVICE_CSR: usize = 8 * 1024;
+
+/// Refuses free text longer than `max` bytes.
+fn check_text(what: &'static str, v: Option<&str>, max: usize) -> Result<()> {
+    match v {
+        Some(t) if t.len() > max => Err(AuthorityError::TooLong {
+            what,
+            len: t.len(),
+            max,
+        }),
+        _ => Ok(()),
+    }
 }
 
 /// SHA-256, lower-case hex: how tokens are stored.
@@ -527,6 +574,7 @@ impl Authority {
             inv,
             policy,
             verifier,
+            enroll_buckets: std::sync::Mutex::new(HashMap::new()),
         })
     }
 
@@ -883,7 +931,20 @@ impl Authority {
     /// transaction. Without: the device is registered as pending with its CSR, and gets a
     /// poll token to collect its certificate once an operator approved it.
     pub async fn enroll(&self, r: EnrollRequest, now: OffsetDateTime) -> Result<Enrolled> {
+        check_text("hostname", r.hostname.as_deref(), MAX_HOSTNAME)?;
+        check_text(
+            "agent version",
+            r.agent_version.as_deref(),
+            MAX_AGENT_VERSION,
+        )?;
         let csr = pkidevice::check_device_csr(&r.csr)?;
+        if csr.der.len() > MAX_DEVICE_CSR {
+            return Err(AuthorityError::TooLong {
+                what: "CSR",
+                len: csr.der.len(),
+                max: MAX_DEVICE_CSR,
+            });
+        }
         let seen = Seen {
             now,
             addr: r.addr.clone(),
@@ -892,6 +953,19 @@ impl Authority {
         let at = now.unix_timestamp();
         let host = r.hostname.as_deref().map(|h| format!("hostname {h}"));
         let Some(token) = &r.token else {
+            if !self.policy.approval_queue {
+                return Err(AuthorityError::NoApprovalQueue);
+            }
+            if let Some(addr) = &r.addr {
+                self.take_enrollment(addr, now)?;
+            }
+            self.inv
+                .expire_pending((now - self.policy.pending_ttl).unix_timestamp())
+                .await?;
+            let waiting = self.inv.count_pending().await?;
+            if waiting >= self.policy.pending_limit {
+                return Err(AuthorityError::QueueFull { waiting });
+            }
             let id = self.random_device_id();
             let poll_token = new_secret(POLL_PREFIX);
             let device = NewDevice {
@@ -973,18 +1047,62 @@ impl Authority {
         Ok(Enrolled::Issued(issued))
     }
 
+    /// Takes one token-less enrollment from `addr`'s allowance (a token bucket: at most
+    /// `enroll_burst` at once, one more per `enroll_refill`).
+    fn take_enrollment(&self, addr: &str, now: OffsetDateTime) -> Result<()> {
+        let burst = f64::from(self.policy.enroll_burst.max(1));
+        let refill = self.policy.enroll_refill.as_seconds_f64().max(0.001);
+        let mut buckets = self
+            .enroll_buckets
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let fill =
+            |b: &Bucket| (b.left + (now - b.at).as_seconds_f64().max(0.0) / refill).min(burst);
+        if buckets.len() >= MAX_BUCKETS {
+            buckets.retain(|_, b| fill(b) < burst);
+        }
+        let b = buckets.entry(addr.to_string()).or_insert(Bucket {
+            left: burst,
+            at: now,
+        });
+        let left = fill(b);
+        if left < 1.0 {
+            *b = Bucket { left, at: now };
+            return Err(AuthorityError::TooManyEnrollments {
+                addr: addr.to_string(),
+                burst: self.policy.enroll_burst.max(1),
+                refill: self.policy.enroll_refill.whole_seconds().max(1),
+            });
+        }
+        *b = Bucket {
+            left: left - 1.0,
+            at: now,
+        };
+        Ok(())
+    }
+
     /// A pending device asks for its certificate with its poll token: still pending, or
-    /// (once approved) its certificate — the poll token is then spent.
+    /// (once approved) its certificate — the poll token is then spent. An unknown device
+    /// gets the answer a wrong poll token gets.
     pub async fn poll(&self, device_id: &str, poll_token: &str, seen: Seen) -> Result<Enrolled> {
+        check_text(
+            "agent version",
+            seen.agent_version.as_deref(),
+            MAX_AGENT_VERSION,
+        )?;
         let id = device_id.trim().to_ascii_lowercase();
-        let d = self
-            .inv
-            .device(&id)
-            .await?
-            .ok_or_else(|| StoreError::UnknownDevice(id.clone()))?;
+        let refused = || AuthorityError::PollToken {
+            id: mtlsgate_pki::printable::printable(&id).into_owned(),
+        };
+        if id.len() > MAX_HOSTNAME {
+            return Err(refused());
+        }
+        let Some(d) = self.inv.device(&id).await? else {
+            return Err(refused());
+        };
         let hash = token_hash(poll_token);
         if !well_formed(poll_token, POLL_PREFIX) || d.poll_hash.as_deref() != Some(hash.as_str()) {
-            return Err(AuthorityError::PollToken { id });
+            return Err(refused());
         }
         match d.status {
             DeviceStatus::Pending => Ok(Enrolled::Pending {
@@ -1021,6 +1139,11 @@ impl Authority {
         csr: &[u8],
         seen: Seen,
     ) -> Result<DeviceIssued> {
+        check_text(
+            "agent version",
+            seen.agent_version.as_deref(),
+            MAX_AGENT_VERSION,
+        )?;
         if client_chain.is_empty() {
             return Err(AuthorityError::NoClientCertificate {
                 what: "renewal needs the device's current certificate",
@@ -1172,6 +1295,11 @@ impl Authority {
     /// token that was already replaced means two devices share the identity: the device
     /// is quarantined and [`AuthorityError::Clone`] returned.
     pub async fn recover(&self, r: RecoverRequest, seen: Seen) -> Result<DeviceIssued> {
+        check_text(
+            "agent version",
+            seen.agent_version.as_deref(),
+            MAX_AGENT_VERSION,
+        )?;
         let id = r.device_id.trim().to_ascii_lowercase();
         let at = seen.now.unix_timestamp();
         if !well_formed(&r.recovery_token, RECOVERY_PREFIX) {
@@ -1365,6 +1493,7 @@ impl Authority {
         reason: Option<&str>,
         now: OffsetDateTime,
     ) -> Result<Device> {
+        check_text("reason", reason, MAX_REASON)?;
         let id = id.trim().to_ascii_lowercase();
         let d = self
             .inv

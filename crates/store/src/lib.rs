@@ -1028,6 +1028,31 @@ impl Inventory {
             .ok_or_else(|| StoreError::UnknownDevice(d.id.clone()))
     }
 
+    /// Removes the registrations still pending (never approved) that were made before
+    /// `before` (unix seconds); how many.
+    pub async fn expire_pending(&self, before: i64) -> Result<u64> {
+        let done = on_pool!(self, |p| {
+            sqlx::query(
+            "DELETE FROM devices WHERE status = 'pending' AND cert_serial IS NULL AND first_seen < $1"
+        )
+        .bind(before)
+        .execute(p)
+        .await?
+        .rows_affected()
+        });
+        Ok(done)
+    }
+
+    /// How many devices wait for approval.
+    pub async fn count_pending(&self) -> Result<u64> {
+        let n: i64 = on_pool!(self, |p| sqlx::query_scalar(
+            "SELECT COUNT(*) FROM devices WHERE status = 'pending'"
+        )
+        .fetch_one(p)
+        .await?);
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
     /// Compare-and-set of a device's status: it becomes `to` only while it is one of
     /// `from` ([`StoreError::StatusChanged`] says what it is now otherwise). The change
     /// takes the next revision; with `revoke_certificates` (a CRL reason), every
