@@ -767,3 +767,46 @@ fn token_less_enrollment_is_rate_limited_capped_bounded_and_expires(db: Db) {
     );
     assert_eq!(status, 201, "{body}");
 }
+
+#[test]
+fn durations_from_the_wire_are_bounded() {
+    let w = Work::new();
+    fleet_ca(&w, &Db::Sqlite);
+    let srv = CaServer::start_for(&w, &Db::Sqlite, &[]);
+    let admin = ["--cert", "ca/admin.crt", "--key", "ca/admin.key"];
+    let error = |v: &serde_json::Value| v["error"].as_str().unwrap_or_default().to_string();
+    for ttl in [i64::MAX, 366 * 86_400 + 1, 0, -5] {
+        let (status, body) = post(
+            &w,
+            &srv,
+            "/v1/tokens",
+            &serde_json::json!({"ttl_secs": ttl}),
+            &admin,
+        );
+        assert_eq!(status, 400, "{ttl}: {body}");
+        assert_eq!(
+            error(&body),
+            format!("token TTL {ttl}s is outside what this CA allows (1s to 31622400s)")
+        );
+    }
+    let (status, body) = post(
+        &w,
+        &srv,
+        "/v1/tokens",
+        &serde_json::json!({"ttl_secs": 3600, "lifetime_secs": i64::MAX}),
+        &admin,
+    );
+    assert_eq!(status, 400, "{body}");
+    // The longest TTL taken gives a token that expires in a year, not in the past.
+    let (status, body) = post(
+        &w,
+        &srv,
+        "/v1/tokens",
+        &serde_json::json!({"ttl_secs": 366 * 86_400}),
+        &admin,
+    );
+    assert_eq!(status, 201, "{body}");
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let expires = body["expires_at"].as_i64().expect("expires_at");
+    assert!(expires > now + 365 * 86_400, "{body}");
+}

@@ -354,6 +354,8 @@ struct Bucket {
     at: OffsetDateTime,
 }
 
+/// The longest an enrollment token may be valid (a year and a day).
+pub const MAX_TOKEN_TTL: Duration = Duration::days(366);
 /// Addresses remembered before full buckets are forgotten.
 const MAX_BUCKETS: usize = 10_000;
 /// Longest hostname a device may send (a DNS name's length).
@@ -800,14 +802,16 @@ impl Authority {
         now: OffsetDateTime,
     ) -> Result<NewTokenSecret> {
         let at = now.unix_timestamp();
-        if t.ttl <= Duration::ZERO {
-            return Err(AuthorityError::BadLifetime {
-                what: "token TTL",
-                given: t.ttl.whole_seconds(),
-                min: 1,
-                max: i64::MAX,
-            });
+        let bad_ttl = || AuthorityError::BadLifetime {
+            what: "token TTL",
+            given: t.ttl.whole_seconds(),
+            min: 1,
+            max: MAX_TOKEN_TTL.whole_seconds(),
+        };
+        if t.ttl < Duration::SECOND || t.ttl > MAX_TOKEN_TTL {
+            return Err(bad_ttl());
         }
+        let expires_at = at.checked_add(t.ttl.whole_seconds()).ok_or_else(bad_ttl)?;
         let device_id = match &t.device_id {
             Some(id) => {
                 let full = ca::normalize_device_id(id, self.domain())?.to_ascii_lowercase();
@@ -830,7 +834,6 @@ impl Authority {
             .map(|l| self.check_lifetime("certificate lifetime", l))
             .transpose()?;
         let token = new_secret(TOKEN_PREFIX);
-        let expires_at = at + t.ttl.whole_seconds();
         let mut audit = Audit::new(at, actor, "token").detail(format!(
             "expires {expires_at}{}",
             if tags.is_empty() {
