@@ -49,7 +49,15 @@ fn policy(a: &CaServe) -> Result<Policy> {
             .iter()
             .map(|v| tag_lifetime(v))
             .collect::<Result<_>>()?,
+        approval_queue: !a.no_approval_queue,
+        pending_limit: a.pending_limit,
+        pending_ttl: duration("--pending-ttl", &a.pending_ttl)?,
+        enroll_burst: a.enroll_burst,
+        enroll_refill: duration("--enroll-refill", &a.enroll_refill)?,
     };
+    if a.enroll_burst == 0 {
+        anyhow::bail!("--enroll-burst 0: give at least 1 (to refuse enrollments without a token, use --no-approval-queue)");
+    }
     if p.min_lifetime > p.max_lifetime {
         anyhow::bail!(
             "--min-lifetime {} is longer than --max-lifetime {}",
@@ -180,10 +188,17 @@ pub fn run(a: CaServe) -> Result<ExitCode> {
             "enroll a device: mtlsgate agent enroll --server https://{host}:{} --root-fingerprint {fingerprint} --token TOKEN",
             addr.port()
         );
-        tracing::info!(
-            "  (TOKEN from `mtlsgate token create --dir {}`; without --token the device waits for `mtlsgate devices approve ID`)",
-            dir.display()
-        );
+        if a.no_approval_queue {
+            tracing::info!(
+                "  (TOKEN from `mtlsgate token create --dir {}`; enrollments without a token are refused: --no-approval-queue)",
+                dir.display()
+            );
+        } else {
+            tracing::info!(
+                "  (TOKEN from `mtlsgate token create --dir {}`; without --token the device waits for `mtlsgate devices approve ID`)",
+                dir.display()
+            );
+        }
         server.run(stop_signal()).await?;
         tracing::info!("stopped");
         anyhow::Ok(())

@@ -398,3 +398,51 @@ fn lifetimes_are_set_per_tag_and_per_token() {
     let left = seconds_left(&w, "other/client.crt");
     assert!((86200..=86400).contains(&left), "{left} s left, not 24 h");
 }
+
+#[test]
+fn the_agent_refuses_a_state_directory_others_can_write() {
+    let w = Work::new();
+    let db = Db::Sqlite;
+    fleet_ca(&w, &db);
+    let srv = CaServer::start_for(&w, &db, &[]);
+    let token = server_token(&w, &srv, &[]);
+    w.cmd("mkdir", &["-m", "0777", "dev"]).ok();
+    let url = srv.url();
+    let enroll = |w: &Work| {
+        w.mg(&[
+            "agent",
+            "enroll",
+            "--server",
+            &url,
+            "--token",
+            &token,
+            "--root-fingerprint",
+            &srv.fingerprint,
+            "--dir",
+            "dev",
+        ])
+    };
+    let err = enroll(&w).fails();
+    assert!(
+        err.contains("dev is writable by others (mode 0777): whoever can write there can replace the device's key and certificate; make it private with `chmod 700 dev`"),
+        "{err}"
+    );
+    assert!(!w.path("dev/client.key").exists());
+    w.cmd("chmod", &["0770", "dev"]).ok();
+    let err = enroll(&w).fails();
+    assert!(
+        err.contains("dev is writable by group (mode 0770)"),
+        "{err}"
+    );
+
+    // Made private, the same token enrolls (it was not spent) ...
+    w.cmd("chmod", &["0700", "dev"]).ok();
+    enroll(&w).ok();
+    // ... and a directory opened up later is refused by `agent run` too.
+    w.cmd("chmod", &["0757", "dev"]).ok();
+    let err = w.mg(&["agent", "run", "--once", "--dir", "dev"]).fails();
+    assert!(
+        err.contains("dev is writable by others (mode 0757)"),
+        "{err}"
+    );
+}

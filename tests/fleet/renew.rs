@@ -11,7 +11,8 @@ use crate::util::{
 
 both!(
     the_agent_renews_in_place_while_a_strict_peer_keeps_accepting_it,
-    an_expired_device_recovers_and_its_clone_is_quarantined
+    an_expired_device_recovers_and_its_clone_is_quarantined,
+    a_lost_answer_retries_once_and_a_superseded_certificate_quarantines
 );
 
 /// curl presenting the device's files to `https://localhost:PORT/`: the HTTP status (0
@@ -230,4 +231,122 @@ fn an_expired_device_recovers_and_its_clone_is_quarantined(db: Db) {
         "{err}"
     );
     assert!(err.contains("refused by"), "{err}");
+}
+
+/// `POST /v1/renew` with curl, presenting `NAME.crt`/`NAME.key` and a CSR for a new key
+/// `NEW.key`; on 200 the new chain is written to `NEW.crt`. The status and the answer.
+fn renew_as(w: &Work, srv: &CaServer, name: &str, new: &str) -> (u16, serde_json::Value) {
+    w.cmd(
+        "openssl",
+        &[
+            "req",
+            "-new",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            &format!("{new}.key"),
+            "-subj",
+            "/CN=x",
+            "-out",
+            &format!("{new}.csr"),
+        ],
+    )
+    .ok();
+    let body = serde_json::json!({"csr": w.read(&format!("{new}.csr")), "agent_version": "curl"});
+    w.write("renew.json", &body.to_string());
+    let (status, text) = crate::util::curl(
+        w,
+        &[
+            "--cacert",
+            "ca/ca.crt",
+            "--cert",
+            &format!("{name}.crt"),
+            "--key",
+            &format!("{name}.key"),
+            "-H",
+            "Content-Type: application/json",
+            "--data-binary",
+            "@renew.json",
+            &format!("{}/v1/renew", srv.url()),
+        ],
+    );
+    let answer = json(&text);
+    if status == 200 {
+        w.write(
+            &format!("{new}.crt"),
+            answer["certificate"].as_str().expect("certificate"),
+        );
+    }
+    (status, answer)
+}
+
+fn a_lost_answer_retries_once_and_a_superseded_certificate_quarantines(db: Db) {
+    let w = Work::new();
+    fleet_ca(&w, &db);
+    let srv = CaServer::start_for(&w, &db, &[]);
+    let token = server_token(&w, &srv, &[]);
+    let id = agent_enroll(&w, &srv, &token, "dev");
+    w.cmd("cp", &["dev/client.crt", "a.crt"]).ok();
+    w.cmd("cp", &["dev/client.key", "a.key"]).ok();
+    let a = pem_serial(&w, "a.crt");
+
+    // A renews to B; the answer is "lost", and A renews again, to C: the retry works once,
+    // and B, which nobody should hold, is revoked.
+    let (status, body) = renew_as(&w, &srv, "a", "b");
+    assert_eq!(status, 200, "{body}");
+    let b = pem_serial(&w, "b.crt");
+    let (status, body) = renew_as(&w, &srv, "a", "c");
+    assert_eq!(status, 200, "{body}");
+    let c = pem_serial(&w, "c.crt");
+    let shown = json(&fleet_cmd(&w, &srv, &["devices", "show", &id, "--json"]).ok());
+    assert_eq!(shown["status"], "active", "{shown}");
+    assert_eq!(shown["cert_serial"], c.as_str(), "{shown}");
+    let cert = |shown: &serde_json::Value, serial: &str| {
+        shown["certificates"]
+            .as_array()
+            .expect("certificates")
+            .iter()
+            .find(|x| x["serial"] == serial)
+            .cloned()
+            .unwrap_or_else(|| panic!("no {serial} in {shown}"))
+    };
+    assert_eq!(
+        cert(&shown, &b)["revocation_reason"],
+        "superseded",
+        "{shown}"
+    );
+    assert!(cert(&shown, &a)["revoked_at"].is_null(), "{shown}");
+
+    // B turns up after all: two holders of one identity. Refused, and the device is
+    // quarantined (audit `clone`), so that C renews nothing either.
+    let (status, body) = renew_as(&w, &srv, "b", "d");
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(
+        body["error"],
+        format!("device {id} renewed with certificate {b}, which was already replaced by {c}: another device holds the same identity (a clone). The device is quarantined; after checking it, an operator can allow it again (mtlsgate devices allow {id})")
+    );
+    let shown = json(&fleet_cmd(&w, &srv, &["devices", "show", &id, "--json"]).ok());
+    assert_eq!(shown["status"], "quarantined", "{shown}");
+    assert!(
+        shown["audit"]
+            .as_array()
+            .expect("audit")
+            .iter()
+            .any(|e| e["action"] == "clone" && e["serial"] == b.as_str()),
+        "{shown}"
+    );
+    let (status, body) = renew_as(&w, &srv, "c", "e");
+    assert_eq!(status, 403, "{body}");
+
+    // Allowed again, the holder of C renews; after that, A (superseded twice) quarantines.
+    fleet_cmd(&w, &srv, &["devices", "allow", &id]).ok();
+    let (status, body) = renew_as(&w, &srv, "c", "f");
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = renew_as(&w, &srv, "a", "g");
+    assert_eq!(status, 403, "{body}");
+    let shown = json(&fleet_cmd(&w, &srv, &["devices", "show", &id, "--json"]).ok());
+    assert_eq!(shown["status"], "quarantined", "{shown}");
 }

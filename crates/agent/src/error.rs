@@ -27,6 +27,8 @@ pub enum AgentError {
         server: String,
         wanted: String,
     },
+    #[error("{} {reason}", .dir.display())]
+    UnsafeDir { dir: PathBuf, reason: String },
     #[error("{} cannot be read: {reason}", .path.display())]
     StateUnreadable { path: PathBuf, reason: String },
     #[error("{} has state format {found}, but this mtlsgate understands format {supported} only; it was written by another version of mtlsgate", .path.display())]

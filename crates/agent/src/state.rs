@@ -352,11 +352,53 @@ impl StateDir {
         })
     }
 
+    /// Refuses a directory (opened as `dir`) that someone else could write to: writable by
+    /// group or others, or owned by another user than the agent's — they could swap the
+    /// key and certificate the agent writes, or read what it leaves there.
+    fn check_private(&self, dir: &std::fs::File) -> Result<()> {
+        let st = rustix::fs::fstat(dir).map_err(|e| {
+            AgentError::io(
+                format!("cannot inspect {}", self.dir.display()),
+                std::io::Error::from(e),
+            )
+        })?;
+        let mode = st.st_mode & 0o7777;
+        let writable_by = if mode & 0o002 != 0 {
+            Some("others")
+        } else if mode & 0o020 != 0 {
+            Some("group")
+        } else {
+            None
+        };
+        if let Some(who) = writable_by {
+            return Err(AgentError::UnsafeDir {
+                dir: self.dir.clone(),
+                reason: format!(
+                    "is writable by {who} (mode {mode:04o}): whoever can write there can replace the device's key and certificate; make it private with `chmod 700 {}`",
+                    self.dir.display()
+                ),
+            });
+        }
+        let me = rustix::process::geteuid().as_raw();
+        if st.st_uid != me {
+            return Err(AgentError::UnsafeDir {
+                dir: self.dir.clone(),
+                reason: format!(
+                    "belongs to user {}, not to the user this agent runs as ({me}): its owner can replace the device's key and certificate; run the agent as that user, or hand the directory over with `chown {me} {}`",
+                    st.st_uid,
+                    self.dir.display()
+                ),
+            });
+        }
+        Ok(())
+    }
+
     /// Takes the directory's lock (`flock(2)` on the directory), waiting up to `wait` for
     /// another agent to finish.
     pub async fn lock(&self, wait: Duration) -> Result<DirLock> {
         let file = std::fs::File::open(&self.dir)
             .map_err(|e| AgentError::io(format!("cannot open {}", self.dir.display()), e))?;
+        self.check_private(&file)?;
         let start = Instant::now();
         loop {
             match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {

@@ -23,6 +23,8 @@ pub enum ErrorKind {
     Conflict,
     /// The token or recovery token expired (410).
     Gone,
+    /// Too many requests: try again later (429).
+    TooMany,
     /// The inventory database cannot be reached right now: try again later (503).
     Unavailable,
     /// Something is wrong on the CA's side (500).
@@ -75,6 +77,8 @@ pub enum AuthorityError {
     NoClientCertificate { what: &'static str },
     #[error("the client certificate {subject} is not an administrator's (it has no URI SAN urn:mtlsgate:role:admin); use admin.crt from the CA directory, or one made with `mtlsgate cert issue admin NAME`")]
     NotAdmin { subject: String },
+    #[error("the client certificate {subject} is not an administrator's: its serial {serial} is not recorded in the inventory as an administrator certificate; use admin.crt from the CA directory, or one made with `mtlsgate cert issue admin NAME`")]
+    AdminNotRecorded { subject: String, serial: String },
     #[error("the client certificate is not valid: {reason}")]
     ClientCertificate { reason: String },
     #[error("the client certificate {subject} names no device of this CA")]
@@ -85,8 +89,30 @@ pub enum AuthorityError {
         serial: String,
         current: String,
     },
+    #[error("device {id} renewed with certificate {serial}, which was already replaced by {current}: another device holds the same identity (a clone). The device is quarantined; after checking it, an operator can allow it again (mtlsgate devices allow {id})")]
+    CloneRenewal {
+        id: String,
+        serial: String,
+        current: String,
+    },
     #[error("certificate {serial} was revoked; a revoked certificate renews nothing")]
     CertRevoked { serial: String },
+    #[error("the {what} is {len} bytes long; at most {max} are taken")]
+    TooLong {
+        what: &'static str,
+        len: usize,
+        max: usize,
+    },
+    #[error("this CA server enrolls devices with a token only (ca serve --no-approval-queue); ask the operator for one (mtlsgate token create)")]
+    NoApprovalQueue,
+    #[error("the approval queue is full ({waiting} devices wait for an operator: mtlsgate devices list --status pending); try again later, or enroll with a token (mtlsgate token create)")]
+    QueueFull { waiting: u64 },
+    #[error("too many enrollments without a token from {addr} (at most {burst}, then one per {refill} s); try again later, or enroll with a token (mtlsgate token create)")]
+    TooManyEnrollments {
+        addr: String,
+        burst: u32,
+        refill: i64,
+    },
     #[error("the poll token does not belong to device {id}, or it was already spent")]
     PollToken { id: String },
     #[error("the recovery token is not one this CA gave device {id}")]
@@ -95,6 +121,12 @@ pub enum AuthorityError {
     RecoveryExpired { id: String, at: i64 },
     #[error("certificate {serial} is not the last certificate of device {id}; recovery needs the device's last certificate")]
     RecoveryWrongCertificate { id: String, serial: String },
+    #[error("certificate {serial} of device {id} was revoked ({reason}), so it recovers nothing; the device is quarantined: after checking it, an operator can allow it again (mtlsgate devices allow {id}), and then it can recover")]
+    RecoveryRevoked {
+        id: String,
+        serial: String,
+        reason: String,
+    },
     #[error("the recovery signature does not verify with the key of device {id}'s last certificate (sign the SHA-256 of the new CSR's DER with the old key)")]
     RecoverySignature { id: String },
     #[error("device {id} presented a recovery token that was already replaced: another device holds the same identity (a clone). The device is quarantined; after checking it, an operator can allow it again (mtlsgate devices allow {id})")]
@@ -165,7 +197,9 @@ impl AuthorityError {
                 ErrorKind::Conflict
             }
             A::KeysNotLoaded => ErrorKind::Internal,
+            A::QueueFull { .. } | A::TooManyEnrollments { .. } => ErrorKind::TooMany,
             A::BadTag { .. }
+            | A::TooLong { .. }
             | A::BadLifetime { .. }
             | A::RecoverySignature { .. }
             | A::RecoveryWrongCertificate { .. } => ErrorKind::BadInput,
@@ -178,7 +212,11 @@ impl AuthorityError {
             A::NotActive { .. }
             | A::Superseded { .. }
             | A::CertRevoked { .. }
+            | A::RecoveryRevoked { .. }
+            | A::CloneRenewal { .. }
+            | A::NoApprovalQueue
             | A::NotAdmin { .. }
+            | A::AdminNotRecorded { .. }
             | A::Clone { .. } => ErrorKind::Forbidden,
             A::RecoveryExpired { .. } => ErrorKind::Gone,
         }

@@ -16,6 +16,7 @@ mod error;
 #[cfg(test)]
 mod tests;
 
+use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -67,6 +68,16 @@ pub struct Policy {
     /// Lifetimes by tag: a device without a lifetime of its own (from its token) that
     /// carries one of these tags gets the shortest of its tags' lifetimes.
     pub tag_lifetimes: Vec<(String, Duration)>,
+    /// Whether devices may enroll without a token, waiting for an operator's approval.
+    pub approval_queue: bool,
+    /// At most this many devices wait for approval at once.
+    pub pending_limit: u64,
+    /// A registration still pending after this long is removed.
+    pub pending_ttl: Duration,
+    /// Token-less enrollments one address may make at once…
+    pub enroll_burst: u32,
+    /// …and one more each time this has passed.
+    pub enroll_refill: Duration,
 }
 
 impl Default for Policy {
@@ -77,6 +88,11 @@ impl Default for Policy {
             min_lifetime: Duration::seconds(60),
             recovery_grace: Duration::days(30),
             tag_lifetimes: Vec::new(),
+            approval_queue: true,
+            pending_limit: 1000,
+            pending_ttl: Duration::days(7),
+            enroll_burst: 10,
+            enroll_refill: Duration::minutes(1),
         }
     }
 }
@@ -328,6 +344,39 @@ pub struct Authority {
     inv: Inventory,
     policy: Policy,
     verifier: Verifier,
+    enroll_buckets: std::sync::Mutex<HashMap<String, Bucket>>,
+}
+
+/// What one address may still enroll without a token: `left` enrollments at `at`.
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    left: f64,
+    at: OffsetDateTime,
+}
+
+/// The longest an enrollment token may be valid (a year and a day).
+pub const MAX_TOKEN_TTL: Duration = Duration::days(366);
+/// Addresses remembered before full buckets are forgotten.
+const MAX_BUCKETS: usize = 10_000;
+/// Longest hostname a device may send (a DNS name's length).
+pub const MAX_HOSTNAME: usize = 253;
+/// Longest agent version a device may send.
+pub const MAX_AGENT_VERSION: usize = 64;
+/// Longest reason an operator may give for a status change.
+pub const MAX_REASON: usize = 1024;
+/// Largest device CSR (DER) taken: an RSA 8192 CSR is about 2 KiB.
+pub const MAX_DEVICE_CSR: usize = 8 * 1024;
+
+/// Refuses free text longer than `max` bytes.
+fn check_text(what: &'static str, v: Option<&str>, max: usize) -> Result<()> {
+    match v {
+        Some(t) if t.len() > max => Err(AuthorityError::TooLong {
+            what,
+            len: t.len(),
+            max,
+        }),
+        _ => Ok(()),
+    }
 }
 
 /// SHA-256, lower-case hex: how tokens are stored.
@@ -527,6 +576,7 @@ impl Authority {
             inv,
             policy,
             verifier,
+            enroll_buckets: std::sync::Mutex::new(HashMap::new()),
         })
     }
 
@@ -752,14 +802,16 @@ impl Authority {
         now: OffsetDateTime,
     ) -> Result<NewTokenSecret> {
         let at = now.unix_timestamp();
-        if t.ttl <= Duration::ZERO {
-            return Err(AuthorityError::BadLifetime {
-                what: "token TTL",
-                given: t.ttl.whole_seconds(),
-                min: 1,
-                max: i64::MAX,
-            });
+        let bad_ttl = || AuthorityError::BadLifetime {
+            what: "token TTL",
+            given: t.ttl.whole_seconds(),
+            min: 1,
+            max: MAX_TOKEN_TTL.whole_seconds(),
+        };
+        if t.ttl < Duration::SECOND || t.ttl > MAX_TOKEN_TTL {
+            return Err(bad_ttl());
         }
+        let expires_at = at.checked_add(t.ttl.whole_seconds()).ok_or_else(bad_ttl)?;
         let device_id = match &t.device_id {
             Some(id) => {
                 let full = ca::normalize_device_id(id, self.domain())?.to_ascii_lowercase();
@@ -782,7 +834,6 @@ impl Authority {
             .map(|l| self.check_lifetime("certificate lifetime", l))
             .transpose()?;
         let token = new_secret(TOKEN_PREFIX);
-        let expires_at = at + t.ttl.whole_seconds();
         let mut audit = Audit::new(at, actor, "token").detail(format!(
             "expires {expires_at}{}",
             if tags.is_empty() {
@@ -883,7 +934,20 @@ impl Authority {
     /// transaction. Without: the device is registered as pending with its CSR, and gets a
     /// poll token to collect its certificate once an operator approved it.
     pub async fn enroll(&self, r: EnrollRequest, now: OffsetDateTime) -> Result<Enrolled> {
+        check_text("hostname", r.hostname.as_deref(), MAX_HOSTNAME)?;
+        check_text(
+            "agent version",
+            r.agent_version.as_deref(),
+            MAX_AGENT_VERSION,
+        )?;
         let csr = pkidevice::check_device_csr(&r.csr)?;
+        if csr.der.len() > MAX_DEVICE_CSR {
+            return Err(AuthorityError::TooLong {
+                what: "CSR",
+                len: csr.der.len(),
+                max: MAX_DEVICE_CSR,
+            });
+        }
         let seen = Seen {
             now,
             addr: r.addr.clone(),
@@ -892,6 +956,19 @@ impl Authority {
         let at = now.unix_timestamp();
         let host = r.hostname.as_deref().map(|h| format!("hostname {h}"));
         let Some(token) = &r.token else {
+            if !self.policy.approval_queue {
+                return Err(AuthorityError::NoApprovalQueue);
+            }
+            if let Some(addr) = &r.addr {
+                self.take_enrollment(addr, now)?;
+            }
+            self.inv
+                .expire_pending((now - self.policy.pending_ttl).unix_timestamp())
+                .await?;
+            let waiting = self.inv.count_pending().await?;
+            if waiting >= self.policy.pending_limit {
+                return Err(AuthorityError::QueueFull { waiting });
+            }
             let id = self.random_device_id();
             let poll_token = new_secret(POLL_PREFIX);
             let device = NewDevice {
@@ -973,18 +1050,62 @@ impl Authority {
         Ok(Enrolled::Issued(issued))
     }
 
+    /// Takes one token-less enrollment from `addr`'s allowance (a token bucket: at most
+    /// `enroll_burst` at once, one more per `enroll_refill`).
+    fn take_enrollment(&self, addr: &str, now: OffsetDateTime) -> Result<()> {
+        let burst = f64::from(self.policy.enroll_burst.max(1));
+        let refill = self.policy.enroll_refill.as_seconds_f64().max(0.001);
+        let mut buckets = self
+            .enroll_buckets
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let fill =
+            |b: &Bucket| (b.left + (now - b.at).as_seconds_f64().max(0.0) / refill).min(burst);
+        if buckets.len() >= MAX_BUCKETS {
+            buckets.retain(|_, b| fill(b) < burst);
+        }
+        let b = buckets.entry(addr.to_string()).or_insert(Bucket {
+            left: burst,
+            at: now,
+        });
+        let left = fill(b);
+        if left < 1.0 {
+            *b = Bucket { left, at: now };
+            return Err(AuthorityError::TooManyEnrollments {
+                addr: addr.to_string(),
+                burst: self.policy.enroll_burst.max(1),
+                refill: self.policy.enroll_refill.whole_seconds().max(1),
+            });
+        }
+        *b = Bucket {
+            left: left - 1.0,
+            at: now,
+        };
+        Ok(())
+    }
+
     /// A pending device asks for its certificate with its poll token: still pending, or
-    /// (once approved) its certificate — the poll token is then spent.
+    /// (once approved) its certificate — the poll token is then spent. An unknown device
+    /// gets the answer a wrong poll token gets.
     pub async fn poll(&self, device_id: &str, poll_token: &str, seen: Seen) -> Result<Enrolled> {
+        check_text(
+            "agent version",
+            seen.agent_version.as_deref(),
+            MAX_AGENT_VERSION,
+        )?;
         let id = device_id.trim().to_ascii_lowercase();
-        let d = self
-            .inv
-            .device(&id)
-            .await?
-            .ok_or_else(|| StoreError::UnknownDevice(id.clone()))?;
+        let refused = || AuthorityError::PollToken {
+            id: mtlsgate_pki::printable::printable(&id).into_owned(),
+        };
+        if id.len() > MAX_HOSTNAME {
+            return Err(refused());
+        }
+        let Some(d) = self.inv.device(&id).await? else {
+            return Err(refused());
+        };
         let hash = token_hash(poll_token);
         if !well_formed(poll_token, POLL_PREFIX) || d.poll_hash.as_deref() != Some(hash.as_str()) {
-            return Err(AuthorityError::PollToken { id });
+            return Err(refused());
         }
         match d.status {
             DeviceStatus::Pending => Ok(Enrolled::Pending {
@@ -1021,6 +1142,11 @@ impl Authority {
         csr: &[u8],
         seen: Seen,
     ) -> Result<DeviceIssued> {
+        check_text(
+            "agent version",
+            seen.agent_version.as_deref(),
+            MAX_AGENT_VERSION,
+        )?;
         if client_chain.is_empty() {
             return Err(AuthorityError::NoClientCertificate {
                 what: "renewal needs the device's current certificate",
@@ -1053,12 +1179,10 @@ impl Authority {
             });
         }
         let current = d.cert_serial.clone().unwrap_or_default();
-        if info.serial != current && d.prev_serial.as_deref() != Some(info.serial.as_str()) {
-            return Err(AuthorityError::Superseded {
-                id,
-                serial: info.serial,
-                current,
-            });
+        let retry =
+            info.serial != current && d.prev_serial.as_deref() == Some(info.serial.as_str());
+        if info.serial != current && !retry {
+            return Err(self.superseded(&id, &info, &current, &seen).await);
         }
         let rec = self.inv.get(&info.serial).await?;
         if rec.revoked_at.is_some() || rec.sha256 != info.sha256_fingerprint {
@@ -1067,15 +1191,105 @@ impl Authority {
             });
         }
         let csr = pkidevice::check_device_csr(csr)?;
+        let (via, detail) = if retry {
+            // The answer that carried `current` was lost: it is abandoned (revoked), and
+            // the device keeps no previous serial, so the retry works once. An operator's
+            // revocation of `current` stands.
+            if self.inv.get(&current).await?.revoked_at.is_some() {
+                return Err(AuthorityError::CertRevoked { serial: current });
+            }
+            (
+                Via::Retry {
+                    abandoned: current.clone(),
+                    presented: info.serial.clone(),
+                    reason: Reason::Superseded.as_str().into(),
+                },
+                format!(
+                    "renewed with {} again (the answer with {current} was lost; {current} revoked)",
+                    info.serial
+                ),
+            )
+        } else {
+            (
+                Via::Renewal { serial: current },
+                format!("renewed with {}", info.serial),
+            )
+        };
         self.issue_device(
             &csr,
             &id,
             self.lifetime(d.lifetime_secs, &d.tags),
-            Via::Renewal { serial: current },
+            via,
             &seen,
-            ("renew", Some(format!("renewed with {}", info.serial))),
+            ("renew", Some(detail)),
         )
         .await
+    }
+
+    /// A renewal with a certificate of device `id` that is neither its current one nor
+    /// the one a lost answer may retry with: two holders of one identity (a clone). The
+    /// device is quarantined (audit `clone`). A certificate the inventory does not give
+    /// this device is only refused.
+    async fn superseded(
+        &self,
+        id: &str,
+        info: &CertInfo,
+        current: &str,
+        seen: &Seen,
+    ) -> AuthorityError {
+        let ours = match self.inv.get(&info.serial).await {
+            Ok(rec) => {
+                rec.device_id.as_deref() == Some(id) && rec.sha256 == info.sha256_fingerprint
+            }
+            Err(StoreError::UnknownSerial(_)) => false,
+            Err(e) => return e.into(),
+        };
+        if !ours {
+            return AuthorityError::Superseded {
+                id: id.into(),
+                serial: info.serial.clone(),
+                current: current.into(),
+            };
+        }
+        let audit = Audit::new(seen.now.unix_timestamp(), "mtlsgate", "clone")
+            .device(id)
+            .serial(&info.serial)
+            .detail(format!(
+                "certificate {}, already replaced by {current}, was presented for renewal{}; device quarantined",
+                info.serial,
+                seen.addr
+                    .as_deref()
+                    .map(|a| format!(" from {a}"))
+                    .unwrap_or_default()
+            ));
+        if let Err(e) = self.quarantine(id, &audit).await {
+            return e;
+        }
+        AuthorityError::CloneRenewal {
+            id: id.into(),
+            serial: info.serial.clone(),
+            current: current.into(),
+        }
+    }
+
+    /// Quarantines device `id` with `audit` (only logged when it is no longer in a status
+    /// that can be quarantined).
+    async fn quarantine(&self, id: &str, audit: &Audit) -> Result<()> {
+        match self
+            .inv
+            .update_status(
+                id,
+                Action::Quarantine.sources(),
+                DeviceStatus::Quarantined,
+                None,
+                audit,
+            )
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(StoreError::StatusChanged { .. }) => Ok(self.inv.log(audit).await?),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Recovers a device whose certificate expired while it was offline: its current
@@ -1084,6 +1298,11 @@ impl Authority {
     /// token that was already replaced means two devices share the identity: the device
     /// is quarantined and [`AuthorityError::Clone`] returned.
     pub async fn recover(&self, r: RecoverRequest, seen: Seen) -> Result<DeviceIssued> {
+        check_text(
+            "agent version",
+            seen.agent_version.as_deref(),
+            MAX_AGENT_VERSION,
+        )?;
         let id = r.device_id.trim().to_ascii_lowercase();
         let at = seen.now.unix_timestamp();
         if !well_formed(&r.recovery_token, RECOVERY_PREFIX) {
@@ -1152,6 +1371,9 @@ impl Authority {
         let digest = sha2::Sha256::digest(&csr.der);
         pkidevice::verify_signature_by_certificate_key(&old, &digest, &r.signature)
             .map_err(|_| AuthorityError::RecoverySignature { id: id.clone() })?;
+        if let Some(revoked_at) = known.revoked_at {
+            self.recover_revoked(&id, &known, revoked_at, &seen).await?;
+        }
         self.issue_device(
             &csr,
             &id,
@@ -1166,12 +1388,55 @@ impl Authority {
         .await
     }
 
+    /// Recovery with a certificate that was revoked (by `ca revoke`, for a stolen key, say):
+    /// whoever holds the device's state directory has the key and the recovery token, so
+    /// the device is quarantined and refused, until an operator allows it again (an
+    /// `allow` recorded after the revocation lets the next recovery through).
+    async fn recover_revoked(
+        &self,
+        id: &str,
+        known: &CertRecord,
+        revoked_at: i64,
+        seen: &Seen,
+    ) -> Result<()> {
+        let allowed_since = self
+            .inv
+            .audit_of(id, 100)
+            .await?
+            .iter()
+            .any(|e| e.action == Action::Allow.as_str() && e.at >= revoked_at);
+        if allowed_since {
+            return Ok(());
+        }
+        let reason = known
+            .revocation_reason
+            .clone()
+            .unwrap_or_else(|| "no reason given".into());
+        let audit = Audit::new(seen.now.unix_timestamp(), "mtlsgate", "quarantine")
+            .device(id)
+            .serial(&known.serial)
+            .detail(format!(
+                "recovery with certificate {}, revoked ({reason}){}; device quarantined",
+                known.serial,
+                seen.addr
+                    .as_deref()
+                    .map(|a| format!(", from {a}"))
+                    .unwrap_or_default()
+            ));
+        self.quarantine(id, &audit).await?;
+        Err(AuthorityError::RecoveryRevoked {
+            id: id.into(),
+            serial: known.serial.clone(),
+            reason,
+        })
+    }
+
     // ---- administrators ----
 
     /// Checks that `client_chain` (the TLS client certificate, leaf first) is an
     /// administrator's: it verifies against this CA at `now`, carries the URI SAN
-    /// [`ADMIN_URI`], and is not revoked in the inventory. Returns who it is, for the
-    /// audit trail.
+    /// [`ADMIN_URI`], is recorded in the inventory as an administrator's (kind `admin`,
+    /// same SHA-256), and is not revoked there. Returns who it is, for the audit trail.
     pub async fn check_admin(
         &self,
         client_chain: &[CertificateDer<'_>],
@@ -1199,7 +1464,13 @@ impl Authority {
                     reason: format!("certificate {} was revoked", info.serial),
                 })
             }
-            Ok(_) | Err(StoreError::UnknownSerial(_)) => {}
+            Ok(rec) if rec.kind == "admin" && rec.sha256 == info.sha256_fingerprint => {}
+            Ok(_) | Err(StoreError::UnknownSerial(_)) => {
+                return Err(AuthorityError::AdminNotRecorded {
+                    subject: info.subject,
+                    serial: info.serial,
+                })
+            }
             Err(e) => return Err(e.into()),
         }
         let name = info
@@ -1225,6 +1496,7 @@ impl Authority {
         reason: Option<&str>,
         now: OffsetDateTime,
     ) -> Result<Device> {
+        check_text("reason", reason, MAX_REASON)?;
         let id = id.trim().to_ascii_lowercase();
         let d = self
             .inv

@@ -528,15 +528,22 @@ async fn renewal_rules(fx: Fx) {
     assert!(old.replaced_at.is_some(), "the recovery token rotates");
     // The answer may have been lost: renewing once more with the replaced certificate works…
     let c = renew(&fx, &a.certificate, &k2).await.expect("retry");
-    // …but after that it is superseded.
+    // …and revokes the abandoned answer…
+    let abandoned = fx.auth.inventory().get(&b.serial).await.expect("b");
+    assert_eq!(abandoned.revocation_reason.as_deref(), Some("superseded"));
+    // …but after that it is superseded: a clone, quarantined.
     let e = kind_of(renew(&fx, &a.certificate, &k2).await, ErrorKind::Forbidden);
     assert_eq!(
         e.to_string(),
         format!(
-            "certificate {} is no longer device {}'s current certificate ({} replaced it); renew with the newest certificate",
-            a.serial, a.device_id, c.serial
+            "device {0} renewed with certificate {1}, which was already replaced by {2}: another device holds the same identity (a clone). The device is quarantined; after checking it, an operator can allow it again (mtlsgate devices allow {0})",
+            a.device_id, a.serial, c.serial
         )
     );
+    fx.auth
+        .set_status(&a.device_id, Action::Allow, "alice", None, now())
+        .await
+        .expect("allowed");
     // A certificate of another CA, or none, is not a device's.
     kind_of(
         fx.auth.renew(&[], &csr(&k2), Seen::at(now())).await,

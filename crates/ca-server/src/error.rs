@@ -14,6 +14,10 @@ use crate::wire::ErrorBody;
 /// Seconds a client should wait after a 503 (the inventory database is away).
 pub const RETRY_AFTER_UNAVAILABLE: u32 = 5;
 
+/// Seconds a client should wait after a 429 (too many token-less enrollments, or the
+/// approval queue is full).
+pub const RETRY_AFTER_TOO_MANY: u32 = 60;
+
 /// Errors starting or running the CA server.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -60,6 +64,7 @@ pub fn status_of(kind: ErrorKind) -> StatusCode {
         ErrorKind::NotFound => StatusCode::NOT_FOUND,
         ErrorKind::Conflict => StatusCode::CONFLICT,
         ErrorKind::Gone => StatusCode::GONE,
+        ErrorKind::TooMany => StatusCode::TOO_MANY_REQUESTS,
         ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
     }
@@ -95,6 +100,11 @@ impl IntoResponse for ApiError {
                 http::header::RETRY_AFTER,
                 HeaderValue::from(RETRY_AFTER_UNAVAILABLE),
             );
+        } else if self.status == StatusCode::TOO_MANY_REQUESTS {
+            r.headers_mut().insert(
+                http::header::RETRY_AFTER,
+                HeaderValue::from(RETRY_AFTER_TOO_MANY),
+            );
         }
         r
     }
@@ -113,6 +123,7 @@ mod tests {
             (ErrorKind::NotFound, 404),
             (ErrorKind::Conflict, 409),
             (ErrorKind::Gone, 410),
+            (ErrorKind::TooMany, 429),
             (ErrorKind::Unavailable, 503),
             (ErrorKind::Internal, 500),
         ];

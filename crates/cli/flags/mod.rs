@@ -474,6 +474,21 @@ pub struct CaServe {
     /// more are closed at once.
     #[arg(long, default_value_t = 64, value_name = "N")]
     pub max_connections_per_address: usize,
+    /// Refuse enrollments without a token (no approval queue): devices need a token.
+    #[arg(long)]
+    pub no_approval_queue: bool,
+    /// At most this many devices wait for approval at once; more are refused (429).
+    #[arg(long, default_value_t = 1000, value_name = "N")]
+    pub pending_limit: u64,
+    /// A registration not approved within this is removed.
+    #[arg(long, default_value = "7d", value_name = "DURATION")]
+    pub pending_ttl: String,
+    /// Enrollments without a token one address may make at once (then 429)…
+    #[arg(long, default_value_t = 10, value_name = "N")]
+    pub enroll_burst: u32,
+    /// …and one more each time this has passed.
+    #[arg(long, default_value = "1m", value_name = "DURATION")]
+    pub enroll_refill: String,
 }
 
 #[derive(Args, Debug)]

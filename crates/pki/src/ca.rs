@@ -334,6 +334,9 @@ fn ca_params(cn: &str, org: &str, path_len: u8, validity: Duration) -> Certifica
 }
 
 /// Name prefix of the staging directories `ca init` builds a CA in.
+/// URI SANs that give a certificate a role in mtlsgate (`urn:mtlsgate:role:admin`): a CSR
+/// never gets one; only the CA's own requests (`cert issue admin`) carry it.
+pub const ROLE_URI_PREFIX: &str = "urn:mtlsgate:role:";
 const STAGING_PREFIX: &str = ".mtlsgate-ca-init-";
 /// File in a staging directory naming the process that builds it.
 const STAGING_OWNER: &str = ".owner";
@@ -917,7 +920,15 @@ impl Signer {
                         for gn in &san.general_names {
                             match gn {
                                 GeneralName::DNSName(d) => text_sans.push(San::Dns(d)),
-                                GeneralName::URI(u) => text_sans.push(San::Uri(u)),
+                                GeneralName::URI(u) => {
+                                    if u.to_ascii_lowercase().starts_with(ROLE_URI_PREFIX) {
+                                        return Err(PkiError::CsrRefused(format!(
+                                            "it asks for the URI SAN {}; roles of mtlsgate (urn:mtlsgate:role:…) are given only by `mtlsgate cert issue admin NAME`, never from a CSR",
+                                            crate::printable::printable(u)
+                                        )));
+                                    }
+                                    text_sans.push(San::Uri(u))
+                                }
                                 GeneralName::RFC822Name(e) => text_sans.push(San::Email(e)),
                                 GeneralName::IPAddress(b) => {
                                     if let Some(ip) = ip_from(b) {

@@ -934,6 +934,46 @@ impl Inventory {
                                 });
                             }
                         }
+                        Via::Retry {
+                            abandoned,
+                            presented,
+                            reason,
+                        } => {
+                            let rev = next_revision!(tx, pg);
+                            let done: Option<String> = sqlx::query_scalar(
+                                "UPDATE devices SET prev_serial = NULL, cert_serial = $1, cert_not_after = $2,
+                                        last_seen = $3, last_addr = COALESCE($4, last_addr),
+                                        agent_version = COALESCE($5, agent_version)
+                                 WHERE id = $6 AND status = 'active' AND cert_serial = $7 AND prev_serial = $8
+                                 RETURNING id",
+                            )
+                            .bind(&c.serial)
+                            .bind(c.not_after)
+                            .bind(d.seen.at)
+                            .bind(&d.seen.addr)
+                            .bind(&d.seen.agent_version)
+                            .bind(&d.id)
+                            .bind(abandoned)
+                            .bind(presented)
+                            .fetch_optional(&mut *tx)
+                            .await?;
+                            if done.is_none() {
+                                return Err(StoreError::Changed {
+                                    id: d.id.clone(),
+                                    what: "its certificate was renewed or its status changed meanwhile",
+                                });
+                            }
+                            sqlx::query(
+                                "UPDATE certificates SET revoked_at = $1, revocation_reason = $2, revision = $3
+                                 WHERE serial = $4 AND revoked_at IS NULL",
+                            )
+                            .bind(d.seen.at)
+                            .bind(reason)
+                            .bind(rev)
+                            .bind(abandoned)
+                            .execute(&mut *tx)
+                            .await?;
+                        }
                         Via::Renewal { serial } | Via::Recovery { serial, .. } => {
                             if let Via::Recovery { recovery_hash, .. } = &d.via {
                                 let replaced: Option<String> = sqlx::query_scalar(
@@ -1042,6 +1082,31 @@ impl Inventory {
         self.device(&d.id)
             .await?
             .ok_or_else(|| StoreError::UnknownDevice(d.id.clone()))
+    }
+
+    /// Removes the registrations still pending (never approved) that were made before
+    /// `before` (unix seconds); how many.
+    pub async fn expire_pending(&self, before: i64) -> Result<u64> {
+        let done = on_pool!(self, |p| {
+            sqlx::query(
+            "DELETE FROM devices WHERE status = 'pending' AND cert_serial IS NULL AND first_seen < $1"
+        )
+        .bind(before)
+        .execute(p)
+        .await?
+        .rows_affected()
+        });
+        Ok(done)
+    }
+
+    /// How many devices wait for approval.
+    pub async fn count_pending(&self) -> Result<u64> {
+        let n: i64 = on_pool!(self, |p| sqlx::query_scalar(
+            "SELECT COUNT(*) FROM devices WHERE status = 'pending'"
+        )
+        .fetch_one(p)
+        .await?);
+        Ok(u64::try_from(n).unwrap_or(0))
     }
 
     /// Compare-and-set of a device's status: it becomes `to` only while it is one of

@@ -348,6 +348,15 @@ pub enum Via {
     Poll { poll_hash: String },
     /// Renewal: the device is active and its current certificate is still `serial`.
     Renewal { serial: String },
+    /// The retry of a renewal whose answer was lost: the device renews with `presented`,
+    /// the certificate its current one `abandoned` replaced. Both must still be so; the
+    /// abandoned certificate is revoked (reason `reason`) at the next revision, and the
+    /// device keeps no previous serial, so that the retry works once.
+    Retry {
+        abandoned: String,
+        presented: String,
+        reason: String,
+    },
     /// Recovery: as renewal, and the recovery token `recovery_hash` is still current.
     Recovery {
         serial: String,
