@@ -49,7 +49,7 @@ impl Default for Limits {
             body_read: Duration::from_secs(30),
             idle: Duration::from_secs(60),
             max_connections: 512,
-            max_per_address: 64,
+            max_per_address: 256,
         }
     }
 }

@@ -472,7 +472,7 @@ pub struct CaServe {
     pub max_connections: usize,
     /// Connections open at once from one IP address (devices behind one NAT share one);
     /// more are closed at once.
-    #[arg(long, default_value_t = 64, value_name = "N")]
+    #[arg(long, default_value_t = 256, value_name = "N")]
     pub max_connections_per_address: usize,
     /// Refuse enrollments without a token (no approval queue): devices need a token.
     #[arg(long)]
