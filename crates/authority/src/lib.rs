@@ -965,10 +965,6 @@ impl Authority {
             self.inv
                 .expire_pending((now - self.policy.pending_ttl).unix_timestamp())
                 .await?;
-            let waiting = self.inv.count_pending().await?;
-            if waiting >= self.policy.pending_limit {
-                return Err(AuthorityError::QueueFull { waiting });
-            }
             let id = self.random_device_id();
             let poll_token = new_secret(POLL_PREFIX);
             let device = NewDevice {
@@ -983,7 +979,13 @@ impl Authority {
             };
             let mut audit = Audit::new(at, &id, "register").device(&id);
             audit.detail = host;
-            self.inv.insert_device(&device, &audit).await?;
+            self.inv
+                .insert_pending(&device, &audit, self.policy.pending_limit)
+                .await
+                .map_err(|e| match e {
+                    StoreError::QueueFull { waiting } => AuthorityError::QueueFull { waiting },
+                    e => e.into(),
+                })?;
             return Ok(Enrolled::Pending {
                 device_id: id,
                 poll_token,
