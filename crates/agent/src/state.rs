@@ -223,6 +223,31 @@ pub enum Repair {
     Discarded,
 }
 
+/// Why a state directory with `mode` owned by `owner` is unsafe for an agent running as
+/// user `me`: writable by group or others, or someone else's. `None` when it is private.
+fn unsafe_dir_reason(dir: &Path, mode: u32, owner: u32, me: u32) -> Option<String> {
+    let mode = mode & 0o7777;
+    let writable_by = if mode & 0o002 != 0 {
+        Some("others")
+    } else if mode & 0o020 != 0 {
+        Some("group")
+    } else {
+        None
+    };
+    if let Some(who) = writable_by {
+        return Some(format!(
+            "is writable by {who} (mode {mode:04o}): whoever can write there can replace the device's key and certificate; make it private with `chmod 700 {}`",
+            dir.display()
+        ));
+    }
+    (owner != me).then(|| {
+        format!(
+            "belongs to user {owner}, not to the user this agent runs as ({me}): its owner can replace the device's key and certificate; run the agent as that user, or hand the directory over with `chown {me} {}`",
+            dir.display()
+        )
+    })
+}
+
 /// The state directory.
 #[derive(Debug, Clone)]
 pub struct StateDir {
@@ -362,35 +387,14 @@ impl StateDir {
                 std::io::Error::from(e),
             )
         })?;
-        let mode = st.st_mode & 0o7777;
-        let writable_by = if mode & 0o002 != 0 {
-            Some("others")
-        } else if mode & 0o020 != 0 {
-            Some("group")
-        } else {
-            None
-        };
-        if let Some(who) = writable_by {
-            return Err(AgentError::UnsafeDir {
-                dir: self.dir.clone(),
-                reason: format!(
-                    "is writable by {who} (mode {mode:04o}): whoever can write there can replace the device's key and certificate; make it private with `chmod 700 {}`",
-                    self.dir.display()
-                ),
-            });
-        }
         let me = rustix::process::geteuid().as_raw();
-        if st.st_uid != me {
-            return Err(AgentError::UnsafeDir {
+        match unsafe_dir_reason(&self.dir, st.st_mode, st.st_uid, me) {
+            Some(reason) => Err(AgentError::UnsafeDir {
                 dir: self.dir.clone(),
-                reason: format!(
-                    "belongs to user {}, not to the user this agent runs as ({me}): its owner can replace the device's key and certificate; run the agent as that user, or hand the directory over with `chown {me} {}`",
-                    st.st_uid,
-                    self.dir.display()
-                ),
-            });
+                reason,
+            }),
+            None => Ok(()),
         }
-        Ok(())
     }
 
     /// Takes the directory's lock (`flock(2)` on the directory), waiting up to `wait` for
@@ -548,6 +552,29 @@ impl StateDir {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_private_directory_of_the_agents_user_is_safe() {
+        let dir = Path::new("/var/lib/agent");
+        assert_eq!(unsafe_dir_reason(dir, 0o40700, 1000, 1000), None);
+        assert_eq!(unsafe_dir_reason(dir, 0o40755, 1000, 1000), None);
+        let others = unsafe_dir_reason(dir, 0o40777, 1000, 1000).unwrap_or_default();
+        assert!(
+            others.starts_with("is writable by others (mode 0777)"),
+            "{others}"
+        );
+        assert!(others.ends_with("`chmod 700 /var/lib/agent`"), "{others}");
+        let group = unsafe_dir_reason(dir, 0o40770, 1000, 1000).unwrap_or_default();
+        assert!(
+            group.starts_with("is writable by group (mode 0770)"),
+            "{group}"
+        );
+        let owner = unsafe_dir_reason(dir, 0o40700, 0, 1000).unwrap_or_default();
+        assert_eq!(
+            owner,
+            "belongs to user 0, not to the user this agent runs as (1000): its owner can replace the device's key and certificate; run the agent as that user, or hand the directory over with `chown 1000 /var/lib/agent`"
+        );
+    }
 
     fn sample() -> AgentState {
         AgentState {

@@ -180,6 +180,7 @@ impl AuthorityError {
                 StoreError::TokenUnknown => ErrorKind::Unauthenticated,
                 StoreError::TokenExpired { .. } => ErrorKind::Gone,
                 StoreError::Unavailable(_) | StoreError::Full(_) => ErrorKind::Unavailable,
+                StoreError::QueueFull { .. } => ErrorKind::TooMany,
                 _ => ErrorKind::Internal,
             },
             A::Pki(e) => match e {

@@ -367,6 +367,23 @@ pub const MAX_REASON: usize = 1024;
 /// Largest device CSR (DER) taken: an RSA 8192 CSR is about 2 KiB.
 pub const MAX_DEVICE_CSR: usize = 8 * 1024;
 
+/// What one allowance of token-less enrollments belongs to: an IPv4 address, or an IPv6
+/// address's /64 (one host usually has a whole /64 to pick addresses from).
+fn rate_key(addr: &str) -> String {
+    match addr.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V6(v6)) if v6.to_ipv4_mapped().is_none() => {
+            let s = v6.segments();
+            let net = std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0);
+            format!("{net}/64")
+        }
+        Ok(std::net::IpAddr::V6(v6)) => v6
+            .to_ipv4_mapped()
+            .map(|v4| v4.to_string())
+            .unwrap_or_else(|| addr.to_string()),
+        _ => addr.to_string(),
+    }
+}
+
 /// Refuses free text longer than `max` bytes.
 fn check_text(what: &'static str, v: Option<&str>, max: usize) -> Result<()> {
     match v {
@@ -965,10 +982,6 @@ impl Authority {
             self.inv
                 .expire_pending((now - self.policy.pending_ttl).unix_timestamp())
                 .await?;
-            let waiting = self.inv.count_pending().await?;
-            if waiting >= self.policy.pending_limit {
-                return Err(AuthorityError::QueueFull { waiting });
-            }
             let id = self.random_device_id();
             let poll_token = new_secret(POLL_PREFIX);
             let device = NewDevice {
@@ -983,7 +996,13 @@ impl Authority {
             };
             let mut audit = Audit::new(at, &id, "register").device(&id);
             audit.detail = host;
-            self.inv.insert_device(&device, &audit).await?;
+            self.inv
+                .insert_pending(&device, &audit, self.policy.pending_limit)
+                .await
+                .map_err(|e| match e {
+                    StoreError::QueueFull { waiting } => AuthorityError::QueueFull { waiting },
+                    e => e.into(),
+                })?;
             return Ok(Enrolled::Pending {
                 device_id: id,
                 poll_token,
@@ -1063,8 +1082,13 @@ impl Authority {
             |b: &Bucket| (b.left + (now - b.at).as_seconds_f64().max(0.0) / refill).min(burst);
         if buckets.len() >= MAX_BUCKETS {
             buckets.retain(|_, b| fill(b) < burst);
+            if buckets.len() >= MAX_BUCKETS {
+                // Memory stays bounded; the pending limit still bounds what is written.
+                buckets.clear();
+            }
         }
-        let b = buckets.entry(addr.to_string()).or_insert(Bucket {
+        let addr = rate_key(addr);
+        let b = buckets.entry(addr.clone()).or_insert(Bucket {
             left: burst,
             at: now,
         });
@@ -1072,7 +1096,7 @@ impl Authority {
         if left < 1.0 {
             *b = Bucket { left, at: now };
             return Err(AuthorityError::TooManyEnrollments {
-                addr: addr.to_string(),
+                addr,
                 burst: self.policy.enroll_burst.max(1),
                 refill: self.policy.enroll_refill.whole_seconds().max(1),
             });

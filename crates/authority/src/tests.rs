@@ -1052,3 +1052,12 @@ async fn lifetimes_come_from_the_token_then_the_tags_then_the_default(mut fx: Fx
         "{left}"
     );
 }
+
+#[test]
+fn token_less_allowances_are_per_ipv4_address_and_per_ipv6_64() {
+    assert_eq!(rate_key("192.0.2.7"), "192.0.2.7");
+    assert_eq!(rate_key("2001:db8:1:2:aaaa::1"), "2001:db8:1:2::/64");
+    assert_eq!(rate_key("2001:db8:1:2:bbbb::9"), "2001:db8:1:2::/64");
+    assert_eq!(rate_key("::ffff:192.0.2.7"), "192.0.2.7");
+    assert_eq!(rate_key("not an address"), "not an address");
+}

@@ -104,6 +104,8 @@ pub enum StoreError {
     TokenExpired { at: i64 },
     #[error("the inventory holds a damaged record: {what}: {detail}")]
     BadRow { what: String, detail: String },
+    #[error("{waiting} devices already wait for approval")]
+    QueueFull { waiting: u64 },
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -1084,6 +1086,29 @@ impl Inventory {
             .ok_or_else(|| StoreError::UnknownDevice(d.id.clone()))
     }
 
+    /// Adds a pending registration, as [`Inventory::insert_device`], unless `limit`
+    /// devices already wait for approval ([`StoreError::QueueFull`], nothing added). They
+    /// are counted after the revision is taken: its row stays locked until the
+    /// transaction ends, so concurrent registrations count one after the other.
+    pub async fn insert_pending(&self, d: &NewDevice, audit: &Audit, limit: u64) -> Result<Device> {
+        transaction!(self, |tx, pg| {
+            let rev = next_revision!(tx, pg);
+            let n: i64 =
+                sqlx::query_scalar("SELECT COUNT(*) FROM devices WHERE status = 'pending'")
+                    .fetch_one(&mut *tx)
+                    .await?;
+            let waiting = u64::try_from(n).unwrap_or(0);
+            if waiting >= limit {
+                return Err(StoreError::QueueFull { waiting });
+            }
+            insert_device!(tx, d, rev, None);
+            write_audit!(tx, audit);
+        });
+        self.device(&d.id)
+            .await?
+            .ok_or_else(|| StoreError::UnknownDevice(d.id.clone()))
+    }
+
     /// Removes the registrations still pending (never approved) that were made before
     /// `before` (unix seconds); how many.
     pub async fn expire_pending(&self, before: i64) -> Result<u64> {
@@ -1097,16 +1122,6 @@ impl Inventory {
         .rows_affected()
         });
         Ok(done)
-    }
-
-    /// How many devices wait for approval.
-    pub async fn count_pending(&self) -> Result<u64> {
-        let n: i64 = on_pool!(self, |p| sqlx::query_scalar(
-            "SELECT COUNT(*) FROM devices WHERE status = 'pending'"
-        )
-        .fetch_one(p)
-        .await?);
-        Ok(u64::try_from(n).unwrap_or(0))
     }
 
     /// Compare-and-set of a device's status: it becomes `to` only while it is one of

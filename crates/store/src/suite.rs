@@ -58,6 +58,7 @@ both!(
     a_thousand_concurrent_enrollments_are_all_recorded,
     issuance_conditions_and_recovery_rotation,
     device_status_is_compare_and_set_and_gateways_see_each_change,
+    pending_registrations_are_capped_and_expire,
 );
 
 fn cert(serial: &str, kind: &str, device: Option<&str>) -> CertRecord {
@@ -416,6 +417,46 @@ async fn issuance_conditions_and_recovery_rotation(fx: Fx) {
         .collect();
     assert_eq!(current.len(), 1);
     assert_eq!(current[0].hash, "rec-0C02");
+    // The retry of a lost answer: the previous certificate (0B01) renews once more; the
+    // abandoned current one (0C02) is revoked at a revision, and no previous serial is kept.
+    let before = inv.revision().await.expect("revision");
+    let d = inv
+        .record_issuance(&renewal(
+            id,
+            Via::Retry {
+                abandoned: "0C02".into(),
+                presented: "0B01".into(),
+                reason: "superseded".into(),
+            },
+            "0D01",
+        ))
+        .await
+        .expect("retried")
+        .expect("device");
+    assert_eq!(d.cert_serial.as_deref(), Some("0D01"));
+    assert_eq!(d.prev_serial, None);
+    let abandoned = inv.get("0C02").await.expect("0C02");
+    assert_eq!(abandoned.revocation_reason.as_deref(), Some("superseded"));
+    let changes = inv.changes_since(before).await.expect("changes");
+    assert!(
+        changes.revoked.iter().any(|r| r.serial == "0C02"),
+        "{changes:?}"
+    );
+    // Only once.
+    let e = inv
+        .record_issuance(&renewal(
+            id,
+            Via::Retry {
+                abandoned: "0D01".into(),
+                presented: "0B01".into(),
+                reason: "superseded".into(),
+            },
+            "0D02",
+        ))
+        .await
+        .expect_err("second retry");
+    assert!(matches!(e, StoreError::Changed { .. }), "{e}");
+    assert!(inv.get("0D01").await.expect("0D01").revoked_at.is_none());
     // A pending device collects its certificate once it is approved, with its poll token.
     let mut p = new_device("dev3.d.example.local", DeviceStatus::Pending);
     p.pending_csr = Some("CSR".into());
@@ -462,7 +503,7 @@ async fn issuance_conditions_and_recovery_rotation(fx: Fx) {
         .into_iter()
         .map(|a| a.action)
         .collect();
-    assert_eq!(log, vec!["enroll", "renew", "renew"]);
+    assert_eq!(log, vec!["enroll", "renew", "renew", "renew"]);
     fx.inv.close().await;
 }
 
@@ -765,4 +806,50 @@ async fn a_write_that_fails_on_a_full_sqlite_database_leaves_later_writes_workin
         .expect("token")
         .is_some_and(|t| t.used_by.as_deref() == Some("dev1")));
     fx.inv.close().await;
+async fn pending_registrations_are_capped_and_expire(fx: Fx) {
+    let inv = &fx.inv;
+    let pending = |n: u32| {
+        let mut d = new_device(&format!("p{n}.d.example.local"), DeviceStatus::Pending);
+        d.seen.at = i64::from(n);
+        d
+    };
+    for n in 1..=3 {
+        inv.insert_pending(&pending(n), &audit("register"), 3)
+            .await
+            .expect("registered");
+    }
+    let e = inv
+        .insert_pending(&pending(4), &audit("register"), 3)
+        .await
+        .expect_err("full");
+    assert!(matches!(e, StoreError::QueueFull { waiting: 3 }), "{e}");
+    assert!(inv
+        .device("p4.d.example.local")
+        .await
+        .expect("device")
+        .is_none());
+    // Registrations made before 3 go; an approved one stays.
+    inv.update_status(
+        "p1.d.example.local",
+        &[DeviceStatus::Pending],
+        DeviceStatus::Active,
+        None,
+        &audit("approve"),
+    )
+    .await
+    .expect("approved");
+    assert_eq!(inv.expire_pending(3).await.expect("expired"), 1);
+    assert!(inv
+        .device("p2.d.example.local")
+        .await
+        .expect("device")
+        .is_none());
+    assert!(inv
+        .device("p1.d.example.local")
+        .await
+        .expect("device")
+        .is_some());
+    inv.insert_pending(&pending(4), &audit("register"), 3)
+        .await
+        .expect("room again");
 }
