@@ -500,7 +500,11 @@ fn list_shows_every_certificate_and_revocation() {
         "{line}"
     );
     let err = w.mg(&["ca", "revoke", &serial]).fails();
-    assert!(err.contains("already revoked"), "{err}");
+    // When, as a date (not Unix seconds).
+    assert!(
+        err.contains("already revoked (since 20") && err.contains(" UTC)"),
+        "{err}"
+    );
     let err = w.mg(&["ca", "revoke", "ABCDEF"]).fails();
     assert!(err.contains("no certificate with serial ABCDEF"), "{err}");
     let err = w.mg(&["ca", "revoke", "c1", "--reason", "bored"]).fails();

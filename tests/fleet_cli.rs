@@ -20,11 +20,22 @@ fn block_on<F: std::future::Future>(f: F) -> F::Output {
 
 /// Enrolls a device as the CA server would: with `token`, or pending without one.
 fn enroll(w: &Work, db: Option<&str>, token: Option<&str>, name: &str) -> Enrolled {
+    enroll_with(w, db, token, name, Policy::default())
+}
+
+/// [`enroll`] under `policy` (a lifetime of a second: a certificate that soon expires).
+fn enroll_with(
+    w: &Work,
+    db: Option<&str>,
+    token: Option<&str>,
+    name: &str,
+    policy: Policy,
+) -> Enrolled {
     let csr = openssl_csr(w, name, "/CN=whatever");
     let dir = w.path("ca");
     block_on(async {
         let loc = db.map(|u| Location::Postgres(u.to_string()));
-        let mut auth = Authority::open(&dir, loc.as_ref(), Policy::default())
+        let mut auth = Authority::open(&dir, loc.as_ref(), policy)
             .await
             .expect("open");
         auth.load_keys(None).expect("keys");
@@ -483,4 +494,43 @@ fn login_remembers_the_server_for_fleet_commands() {
     assert!(!profile.exists());
     let (code, _, _) = run_in("elsewhere", &["devices", "list"]);
     assert_ne!(code, 0, "without the profile there is no CA here");
+}
+
+#[test]
+fn an_expired_certificate_is_not_listed_as_active() {
+    let w = Work::new();
+    w.mg(&[
+        "ca",
+        "init",
+        "--dir",
+        "ca",
+        "--device-domain",
+        "d.example.local",
+    ])
+    .ok();
+    let (tok, _) = token(&w, &[], &[]);
+    let brief = Policy {
+        default_lifetime: time::Duration::seconds(1),
+        min_lifetime: time::Duration::seconds(1),
+        ..Policy::default()
+    };
+    let (expired, _) = issued_id(enroll_with(&w, None, Some(&tok), "old", brief));
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    let (tok, _) = token(&w, &[], &[]);
+    let (fresh, _) = issued_id(enroll(&w, None, Some(&tok), "new"));
+    let list = w.mg(&["devices", "list", "--dir", "ca"]).ok();
+    let status_of = |id: &str| {
+        list.lines()
+            .find(|l| l.starts_with(id))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .unwrap_or_else(|| panic!("no {id} in {list}"))
+            .to_string()
+    };
+    assert_eq!(status_of(&expired), "expired", "{list}");
+    assert_eq!(status_of(&fresh), "active", "{list}");
+    let show = w.mg(&["devices", "show", &expired, "--dir", "ca"]).ok();
+    assert!(
+        show.contains("Status:       active, but its certificate expired on "),
+        "{show}"
+    );
 }

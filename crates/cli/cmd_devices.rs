@@ -42,6 +42,21 @@ fn fmt_ts(t: Option<i64>) -> String {
         .unwrap_or_else(|| "-".into())
 }
 
+/// Whether an active device's certificate has expired: it cannot connect, whatever its
+/// status says, until it renews (recovers) or enrolls again.
+fn expired(d: &Device, now: i64) -> bool {
+    d.status == DeviceStatus::Active && d.cert_not_after.is_some_and(|t| t <= now)
+}
+
+/// The STATUS column: `expired` for an active device whose certificate has expired.
+fn status_cell(d: &Device, now: i64) -> String {
+    if expired(d, now) {
+        "expired".into()
+    } else {
+        d.status.to_string()
+    }
+}
+
 fn list(a: DevicesList) -> Result<ExitCode> {
     let status = match &a.status {
         Some(s) => Some(DeviceStatus::parse(&s.to_ascii_lowercase()).with_context(|| {
@@ -75,12 +90,13 @@ fn list(a: DevicesList) -> Result<ExitCode> {
         "{:<width$}  {:<11}  {:<20}  {:<20}  TAGS",
         "DEVICE ID", "STATUS", "CERTIFICATE UNTIL", "LAST SEEN"
     )?;
+    let now = OffsetDateTime::now_utc().unix_timestamp();
     for d in &devices {
         writeln!(
             out,
             "{:<width$}  {:<11}  {:<20}  {:<20}  {}",
             d.id,
-            d.status,
+            status_cell(d, now),
             fmt_ts(d.cert_not_after),
             fmt_ts(d.last_seen),
             d.tags.join(",")
@@ -91,7 +107,16 @@ fn list(a: DevicesList) -> Result<ExitCode> {
 
 fn print_device(o: &mut impl Write, d: &Device) -> std::io::Result<()> {
     writeln!(o, "Device:       {}", d.id)?;
-    writeln!(o, "Status:       {}", d.status)?;
+    if expired(d, OffsetDateTime::now_utc().unix_timestamp()) {
+        writeln!(
+            o,
+            "Status:       {}, but its certificate expired on {}: it cannot connect until it renews or enrolls again",
+            d.status,
+            fmt_ts(d.cert_not_after)
+        )?;
+    } else {
+        writeln!(o, "Status:       {}", d.status)?;
+    }
     writeln!(
         o,
         "Tags:         {}",

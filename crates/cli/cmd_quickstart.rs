@@ -134,7 +134,10 @@ pub fn run(q: Quickstart) -> Result<ExitCode> {
                 print_files(&dir);
                 Ok(())
             }
-            Ok(()) => serve_demo(&dir, &ca, &ca_url, listen).await,
+            Ok(()) => {
+                let dev1 = dev1_state(&ca).await;
+                serve_demo(&dir, &ca, &ca_url, listen, &dev1).await
+            }
         };
         ca_server.stop().await;
         outcome
@@ -240,6 +243,42 @@ async fn enroll_dev1(dir: &Path, ca: &Path, ca_url: &str) -> Result<()> {
     Ok(())
 }
 
+/// What the inventory says of dev1, which an earlier run may have left revoked or denied,
+/// or whose certificate may have expired: decides what the printed curl command promises.
+enum Dev1 {
+    Active,
+    Expired(String),
+    Not(mtlsgate_authority::DeviceStatus),
+    /// The inventory could not be read (the gateway will say why it refuses, if it does).
+    Unknown,
+}
+
+async fn dev1_state(ca: &Path) -> Dev1 {
+    let detail = async {
+        let auth = Authority::open(ca, None, Policy::default()).await?;
+        let d = auth.device(&format!("dev1.{DOMAIN}")).await;
+        auth.close().await;
+        anyhow::Ok(d?)
+    }
+    .await;
+    let Ok(detail) = detail else {
+        return Dev1::Unknown;
+    };
+    let d = detail.device;
+    if d.status != mtlsgate_authority::DeviceStatus::Active {
+        return Dev1::Not(d.status);
+    }
+    match d
+        .cert_not_after
+        .and_then(|t| time::OffsetDateTime::from_unix_timestamp(t).ok())
+    {
+        Some(t) if t <= time::OffsetDateTime::now_utc() => {
+            Dev1::Expired(mtlsgate_pki::certinfo::human_time(t))
+        }
+        _ => Dev1::Active,
+    }
+}
+
 fn own(a: &[&str]) -> Vec<String> {
     a.iter().map(|x| x.to_string()).collect()
 }
@@ -269,6 +308,7 @@ async fn serve_demo(
     ca: &Path,
     ca_url: &str,
     listen: std::net::SocketAddr,
+    dev1: &Dev1,
 ) -> Result<()> {
     use mtlsgate_proxy::config::raw::{flag, RawAllow, RawConfig, RawRoute, RawServer};
     use mtlsgate_proxy::config::{GateConfig, Source};
@@ -333,7 +373,18 @@ async fn serve_demo(
     println!("  # no certificate: 400 No required SSL certificate was sent");
     println!("  curl --cacert {d}/ca.crt {url}");
     println!();
-    println!("  # dev1 enrolled through the agent: 200 Access Granted!");
+    let id = format!("dev1.{DOMAIN}");
+    match dev1 {
+        Dev1::Active | Dev1::Unknown => {
+            println!("  # dev1 enrolled through the agent: 200 Access Granted!")
+        }
+        Dev1::Expired(when) => println!(
+            "  # dev1's certificate expired on {when} and its agent could not renew it: 400, the certificate has expired"
+        ),
+        Dev1::Not(status) => println!(
+            "  # dev1 is {status} (on an earlier run): 403 device {id} is {status}; remove {d} and run quickstart again to start afresh"
+        ),
+    }
     println!("  curl --cacert {d}/dev1/ca.crt --cert {d}/dev1/client.crt --key {d}/dev1/client.key {url}");
     println!();
     println!(
@@ -341,9 +392,11 @@ async fn serve_demo(
     );
     println!("  curl --cacert {d}/ca.crt --cert {d}/dev2.crt --key {d}/dev2.key {url}");
     println!();
-    println!("  # revoke dev1: within a second the gateway refuses it (403 ... is revoked)");
-    println!("  {me} devices revoke dev1.{DOMAIN} --dir {c}");
-    println!();
+    if matches!(dev1, Dev1::Active | Dev1::Unknown) {
+        println!("  # revoke dev1: within a second the gateway refuses it (403 ... is revoked)");
+        println!("  {me} devices revoke {id} --dir {c}");
+        println!();
+    }
     println!("  # enroll another device through the CA server (its key is made in {d}/dev3)");
     println!("  {me} agent enroll --server {ca_url} --ca-file {c}/ca.crt --dir {d}/dev3 \\");
     println!("      --token \"$({me} token create --dir {c} --device-id dev3 | tail -n 1)\"");

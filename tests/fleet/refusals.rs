@@ -148,8 +148,10 @@ fn bad_tokens_csrs_and_requests_are_refused_with_a_sentence() {
     let (status, body) = enroll(&t, &new_csr());
     assert_eq!(status, 409, "{body}");
     assert!(
-        error(&body).starts_with("the enrollment token was already used at ")
-            && error(&body).ends_with(&format!("by device {first}; each token enrolls one device")),
+        error(&body).starts_with("the enrollment token was already used at 20")
+            && error(&body).ends_with(&format!(
+                " UTC by device {first}; each token enrolls one device"
+            )),
         "{body}"
     );
     // Expired.
@@ -158,7 +160,8 @@ fn bad_tokens_csrs_and_requests_are_refused_with_a_sentence() {
     let (status, body) = enroll(&t, &new_csr());
     assert_eq!(status, 410, "{body}");
     assert!(
-        error(&body).starts_with("the enrollment token expired at "),
+        error(&body).starts_with("the enrollment token expired at 20")
+            && error(&body).contains(" UTC; make a new one"),
         "{body}"
     );
     // Made by another CA.

@@ -175,4 +175,38 @@ fn quickstart_runs_the_whole_system_and_stops_on_ctrl_c() {
     };
     assert!(status.success(), "{}", g.proc.stderr());
     assert!(g.access_log().contains("Stopped."));
+    // Run again in the same directory: it does not promise 200 for the revoked dev1.
+    let g = Gate::start(
+        &w,
+        &[
+            "quickstart",
+            "--dir",
+            "qs",
+            "--listen",
+            "127.0.0.1:0",
+            "--ca-listen",
+            "127.0.0.1:0",
+        ],
+    );
+    let url = g.url("/");
+    let dev1 = [
+        "--cacert",
+        "qs/dev1/ca.crt",
+        "--cert",
+        "qs/dev1/client.crt",
+        "--key",
+        "qs/dev1/client.key",
+        url.as_str(),
+    ];
+    let (code, body) = curl(&w, &dev1);
+    assert_eq!(code, 403, "{body}");
+    let printed = g.access_log();
+    assert!(!printed.contains("200 Access Granted!"), "{printed}");
+    assert!(
+        printed.contains(
+            "# dev1 is revoked (on an earlier run): 403 device dev1.d.example.local is revoked"
+        ),
+        "{printed}"
+    );
+    assert!(!printed.contains(" devices revoke "), "{printed}");
 }

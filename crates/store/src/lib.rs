@@ -82,7 +82,7 @@ pub enum StoreError {
     Full(sqlx::Error),
     #[error("no certificate with serial {0} in the inventory (see `mtlsgate ca list`)")]
     UnknownSerial(String),
-    #[error("certificate {serial} is already revoked (since {at})")]
+    #[error("certificate {serial} is already revoked (since {})", utc(*.at))]
     AlreadyRevoked { serial: String, at: i64 },
     #[error("a certificate with serial {0} is already recorded")]
     Duplicate(String),
@@ -98,9 +98,9 @@ pub enum StoreError {
         "the enrollment token is not known to this CA (it was mistyped, or made by another CA)"
     )]
     TokenUnknown,
-    #[error("the enrollment token was already used at {at} (unix time) by device {by}; each token enrolls one device")]
+    #[error("the enrollment token was already used at {} by device {by}; each token enrolls one device", utc(*.at))]
     TokenUsed { at: i64, by: String },
-    #[error("the enrollment token expired at {at} (unix time); make a new one with `mtlsgate token create`")]
+    #[error("the enrollment token expired at {}; make a new one with `mtlsgate token create`", utc(*.at))]
     TokenExpired { at: i64 },
     #[error("the inventory holds a damaged record: {what}: {detail}")]
     BadRow { what: String, detail: String },
@@ -230,6 +230,27 @@ impl fmt::Display for Location {
 }
 
 /// A URL with any password replaced by `***`.
+/// Unix seconds as `YYYY-MM-DD HH:MM:SS UTC`, for messages (no time crate here).
+fn utc(at: i64) -> String {
+    let (days, secs) = (at.div_euclid(86_400), at.rem_euclid(86_400));
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC",
+        secs / 3600,
+        secs % 3600 / 60,
+        secs % 60
+    )
+}
+
 fn redact(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_string();
@@ -1416,6 +1437,14 @@ pub fn normalize_serial(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unix_times_are_written_as_utc_dates() {
+        assert_eq!(utc(0), "1970-01-01 00:00:00 UTC");
+        assert_eq!(utc(1_796_406_122), "2026-12-04 17:42:02 UTC");
+        assert_eq!(utc(951_782_400), "2000-02-29 00:00:00 UTC");
+        assert_eq!(utc(-1), "1969-12-31 23:59:59 UTC");
+    }
 
     #[test]
     fn serial_normalization() {

@@ -1610,6 +1610,34 @@ headers = { "X-Client" = "$ssl_client_s_dn" }
 "#;
 
     #[test]
+    fn host_header_defaults_by_listener_and_sets_http2() {
+        let tls = GateConfig::from_toml("gate.toml", GOOD, Path::new(".")).expect("ok");
+        assert_eq!(tls.routes[0].host_header, HostHeader::Client);
+        let egress = "[server]\nlisten = \"127.0.0.1:8080\"\n[[route]]\nupstream = \"https://api.example:8443\"\n";
+        let c = GateConfig::from_toml("gate.toml", egress, Path::new(".")).expect("ok");
+        assert_eq!(c.routes[0].host_header, HostHeader::Upstream);
+        assert_eq!(
+            c.routes[0].upstream_tls.as_ref().map(|t| t.http2),
+            Some(true)
+        );
+        let keep = egress.replace("[[route]]\n", "[[route]]\nhost_header = \"client\"\n");
+        let k = GateConfig::from_toml("gate.toml", &keep, Path::new(".")).expect("ok");
+        assert_eq!(k.routes[0].host_header, HostHeader::Client);
+        assert_eq!(
+            k.routes[0].upstream_tls.as_ref().map(|t| t.http2),
+            Some(false)
+        );
+        assert_eq!(c.changed_settings(&k), ["route[0].host_header"]);
+        let bad = egress.replace("[[route]]\n", "[[route]]\nhost_header = \"mine\"\n");
+        let e = GateConfig::from_toml("gate.toml", &bad, Path::new(".")).expect_err("bad");
+        assert!(
+            e.to_string()
+                .starts_with("gate.toml:4: route[0].host_header: `mine` is not a Host to send"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn parses_and_resolves_paths() {
         let c = GateConfig::from_toml("gate.toml", GOOD, Path::new("/etc/gate")).expect("ok");
         assert_eq!(
