@@ -806,6 +806,8 @@ async fn a_write_that_fails_on_a_full_sqlite_database_leaves_later_writes_workin
         .expect("token")
         .is_some_and(|t| t.used_by.as_deref() == Some("dev1")));
     fx.inv.close().await;
+}
+
 async fn pending_registrations_are_capped_and_expire(fx: Fx) {
     let inv = &fx.inv;
     let pending = |n: u32| {
