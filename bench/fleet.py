@@ -205,7 +205,7 @@ def start_during_changes(args, name, mg, load, ca, db, database, target, up_port
     ids = [d["id"] for d in json.loads(run([mg, "devices", "list", "--dir", ca, "--json", *db]))
            if d.get("status") == "active"][: max(args.start_gateways * 4, 8)]
     log(f"== {name}: {args.start_gateways} gateways started 200 ms apart during enrollments and "
-        f"deny/allow/revoke commands on an inventory of {len(ids)}+ devices")
+        f"deny/allow/revoke commands on {len(ids)} of its devices")
     stop = threading.Event()
     changes = {"cli": 0}
 
@@ -384,6 +384,7 @@ def main():
     ap.add_argument("--start-gateways", type=int, default=4, help="gateways started during changes")
     ap.add_argument("--start-enrollments", type=int, default=300, help="enrollments during their start")
     ap.add_argument("--smoke", action="store_true", help="tiny counts, to check the harness")
+    ap.add_argument("--name", default="fleet", help="results file name (bench/results/NAME.md)")
     args = ap.parse_args()
     # The harness runs its peers in a work directory of its own: a relative --bin (such as
     # target/debug) must be resolved against where we were started.
@@ -413,7 +414,7 @@ def main():
     failed = [f"{b} {p}" for b, r in res.items() for p in ("enroll", "renew") if r["lifecycle"][p]["errors"]]
     command = "bench/fleet " + " ".join(sys.argv[3:] if sys.argv[1:2] == ["--bin"] else sys.argv[1:])
     text = report(args, res, ceiling, load_before, load_after, pg.version if pg else None, command.strip())
-    name = "fleet-smoke" if args.smoke else "fleet"
+    name = "fleet-smoke" if args.smoke else args.name
     if args.smoke:
         # The smoke run checks the harness; its figures mean nothing and are not kept.
         out = WORK / f"{name}.md"
