@@ -22,7 +22,7 @@ both!(
 ///
 /// curl opens the certificate and then the key; when a renewal's one swap of `..data` falls
 /// between those two opens it loads a certificate and a key of two sets and stops before
-/// connecting ("unable to set private key file", exit 58). That is the documented limit
+/// the handshake (exit 58, a problem with the local certificate). That is the documented limit
 /// of a reader that opens the two files at two moments: the next try reads one set, so
 /// such a request is tried once more. The peer never sees a mismatched pair.
 fn as_device(w: &Work, dir: &str, port: u16) -> u16 {
@@ -46,7 +46,8 @@ fn as_device(w: &Work, dir: &str, port: u16) -> u16 {
         &url,
     ];
     let mut r = w.cmd("curl", &args);
-    if r.code == 58 && r.stderr.contains("private key") {
+    // 58: curl could not use the local certificate and key (it never reached the peer).
+    if r.code == 58 {
         r = w.cmd("curl", &args);
     }
     r.stdout.trim().parse().unwrap_or(0)
