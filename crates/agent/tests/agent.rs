@@ -42,7 +42,21 @@ fn run_opts(dir: &Path, on_renew: Option<String>) -> RunOptions {
 }
 
 /// The directory's file names, sorted.
+/// The names in `dir`, the set directory (`..<time>`, behind `..data`) shown as `..<set>`.
 fn listing(dir: &Path) -> Vec<String> {
+    names(dir)
+        .into_iter()
+        .map(|n| {
+            if n.starts_with("..2") {
+                "..<set>".to_string()
+            } else {
+                n
+            }
+        })
+        .collect()
+}
+
+fn names(dir: &Path) -> Vec<String> {
     let Ok(rd) = std::fs::read_dir(dir) else {
         return Vec::new();
     };
@@ -56,7 +70,7 @@ fn listing(dir: &Path) -> Vec<String> {
 
 /// Every file's name and bytes.
 fn snapshot(dir: &Path) -> Vec<(String, Vec<u8>)> {
-    listing(dir)
+    names(dir)
         .into_iter()
         .map(|n| {
             let b = std::fs::read(dir.join(&n)).unwrap_or_default();
@@ -119,13 +133,28 @@ async fn enroll_with_token_and_root_fingerprint_writes_the_four_files() {
 
     assert_eq!(
         listing(&dir),
-        ["agent.json", "ca.crt", "client.crt", "client.key"]
+        [
+            "..<set>",
+            "..data",
+            "agent.json",
+            "ca.crt",
+            "client.crt",
+            "client.key"
+        ]
     );
     assert_eq!(mode(&dir.join("client.key")), 0o600);
     assert_eq!(mode(&dir.join("agent.json")), 0o600);
     assert_eq!(mode(&dir.join("client.crt")), 0o644);
     assert_eq!(mode(&dir.join("ca.crt")), 0o644);
     assert_eq!(mode(&dir), 0o700);
+    // The names are stable symlinks into the set directory `..data` points to (0700).
+    for name in ["client.crt", "client.key", "ca.crt"] {
+        assert_eq!(
+            std::fs::read_link(dir.join(name)).expect("a symlink"),
+            Path::new("..data").join(name)
+        );
+    }
+    assert_eq!(mode(&dir.join("..data")), 0o700);
 
     // The chain certifies the key made here and names the device.
     let chain = certs(&dir.join("client.crt"));
@@ -390,7 +419,14 @@ async fn enrollment_without_a_token_waits_for_approval_then_installs() {
     assert_eq!(e.device_id, p.device_id);
     assert_eq!(
         listing(&dir),
-        ["agent.json", "ca.crt", "client.crt", "client.key"]
+        [
+            "..<set>",
+            "..data",
+            "agent.json",
+            "ca.crt",
+            "client.crt",
+            "client.key"
+        ]
     );
     let w = s.world();
     let polls: Vec<_> = w.seen.iter().filter(|r| r.path == path).collect();
@@ -478,7 +514,14 @@ async fn no_wait_then_run_once_finishes_the_enrollment_and_runs_the_hook() {
     );
     assert_eq!(
         listing(&dir),
-        ["agent.json", "ca.crt", "client.crt", "client.key"]
+        [
+            "..<set>",
+            "..data",
+            "agent.json",
+            "ca.crt",
+            "client.crt",
+            "client.key"
+        ]
     );
 }
 
@@ -531,7 +574,14 @@ async fn run_once_renews_over_mtls_with_a_new_key_and_runs_the_hook() {
         .expect("the new key belongs to the new certificate");
     assert_eq!(
         listing(&dir),
-        ["agent.json", "ca.crt", "client.crt", "client.key"]
+        [
+            "..<set>",
+            "..data",
+            "agent.json",
+            "ca.crt",
+            "client.crt",
+            "client.key"
+        ]
     );
 
     let st = StateDir::new(&dir).state().expect("state");
