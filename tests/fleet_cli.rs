@@ -278,13 +278,14 @@ fn devices_lifecycle(w: &Work, url: Option<&str>, db: &[&str]) {
         show.contains("deny        by ") && show.contains("(cli): lost"),
         "{show}"
     );
-    // Revoke: terminal, and its certificate is revoked with it.
+    // Revoke: its certificate is revoked with it; only `devices allow` leads back (see
+    // a_revoked_device_id_enrolls_again_only_after_devices_allow).
     let out = mg(w, &["devices", "revoke", &id, "--dir", "ca"], db).ok();
     assert!(out.contains("Revoked"), "{out}");
-    let err = mg(w, &["devices", "allow", &id, "--dir", "ca"], db).fails();
+    let err = mg(w, &["devices", "approve", &id, "--dir", "ca"], db).fails();
     assert!(
         err.contains(&format!(
-            "device {id} is revoked; a revoked device cannot be allowed again: enroll it anew"
+            "device {id} is revoked; run `mtlsgate devices allow {id}` (an operator, on the CA; its revoked certificates stay revoked) to let it enroll again with a new token"
         )),
         "{err}"
     );
@@ -532,5 +533,119 @@ fn an_expired_certificate_is_not_listed_as_active() {
     assert!(
         show.contains("Status:       active, but its certificate expired on "),
         "{show}"
+    );
+}
+
+both!(a_revoked_device_id_enrolls_again_only_after_devices_allow);
+
+/// A revoked device ID stays in the inventory (audit, CRL), and every command that meets it
+/// says the same: it is revoked, and `devices allow ID` lets it enroll again with a new
+/// token. `token create` and `cert issue client --device-id` refuse it until then (and
+/// write nothing); after it, a token bound to the ID enrolls a new device under it, while
+/// the old certificate stays revoked.
+fn a_revoked_device_id_enrolls_again_only_after_devices_allow(db: crate::util::Db) {
+    let w = Work::new();
+    crate::util::fleet_ca(&w, &db);
+    let flags = db.flags();
+    let dbf: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let url = match &db {
+        crate::util::Db::Postgres(u) => Some(u.as_str()),
+        crate::util::Db::Sqlite => None,
+    };
+    let (tok, _) = token(&w, &["--device-id", "cam1"], &dbf);
+    let (id, old) = issued_id(enroll(&w, url, Some(&tok), "cam1"));
+    assert_eq!(id, "cam1.d.example.local");
+    mg(&w, &["devices", "revoke", "cam1", "--dir", "ca"], &dbf).ok();
+    let truth = format!(
+        "device {id} is revoked; run `mtlsgate devices allow {id}` (an operator, on the CA; its revoked certificates stay revoked) to let it enroll again with a new token"
+    );
+
+    // Refused, with the way back, and nothing written.
+    let err = mg(
+        &w,
+        &["token", "create", "--device-id", "cam1", "--dir", "ca"],
+        &dbf,
+    )
+    .fails();
+    assert!(err.contains(&truth), "{err}");
+    let err = mg(
+        &w,
+        &[
+            "cert",
+            "issue",
+            "client",
+            "cam1-manual",
+            "--device-id",
+            "cam1",
+            "--dir",
+            "ca",
+            "--out",
+            "out",
+        ],
+        &dbf,
+    )
+    .fails();
+    assert!(err.contains(&truth), "{err}");
+    assert!(!w.path("out/cam1-manual.key").exists());
+    assert!(!w.path("out/cam1-manual.crt").exists());
+    for action in ["approve", "deny"] {
+        let err = mg(&w, &["devices", action, "cam1", "--dir", "ca"], &dbf).fails();
+        assert!(err.contains(&truth), "{action}: {err}");
+    }
+
+    // The way back: audited; the device stays revoked until it enrolled again.
+    let out = mg(
+        &w,
+        &[
+            "devices", "allow", "cam1", "--reason", "repaired", "--dir", "ca",
+        ],
+        &dbf,
+    )
+    .ok();
+    assert!(
+        out.contains(&format!(
+            "Allowed to enroll again: device {id} stays revoked, and so do its certificates, until it enrolls with a new token: mtlsgate token create --device-id {id}"
+        )),
+        "{out}"
+    );
+    let (tok, _) = token(&w, &["--device-id", "cam1"], &dbf);
+    let (again, new) = issued_id(enroll(&w, url, Some(&tok), "cam1-new"));
+    assert_eq!(again, id);
+    assert_ne!(new, old);
+    let show = mg(&w, &["devices", "show", "cam1", "--dir", "ca"], &dbf).ok();
+    assert!(show.contains("Status:       active"), "{show}");
+    let actions: Vec<&str> = show
+        .lines()
+        .skip_while(|l| *l != "Audit:")
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().nth(2))
+        .collect();
+    assert_eq!(
+        actions,
+        vec!["token", "enroll", "revoke", "allow", "token", "enroll"],
+        "{show}"
+    );
+    let certs = json(&mg(&w, &["ca", "list", "--json", "--dir", "ca"], &dbf).ok());
+    let row = |serial: &str| {
+        certs
+            .as_array()
+            .expect("rows")
+            .iter()
+            .find(|r| r["serial"] == serial)
+            .cloned()
+            .unwrap_or_else(|| panic!("{serial} not in {certs}"))
+    };
+    assert_eq!(row(&old)["revocation_reason"], "cessationOfOperation");
+    assert!(row(&new)["revoked_at"].is_null(), "{certs}");
+    // Once it enrolled again, a bound token is refused as for any enrolled device.
+    let err = mg(
+        &w,
+        &["token", "create", "--device-id", "cam1", "--dir", "ca"],
+        &dbf,
+    )
+    .fails();
+    assert!(
+        err.contains(&format!("device {id} is already enrolled")),
+        "{err}"
     );
 }

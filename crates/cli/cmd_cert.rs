@@ -121,6 +121,9 @@ fn issue_request(mut req: LeafRequest, common: IssueCommon) -> Result<ExitCode> 
                 std::fs::create_dir_all(&common.out)
                     .with_context(|| format!("cannot create {}", common.out.display()))?;
             }
+            if let (CertKind::Client, Some(id)) = (kind, &req.device_id) {
+                auth.check_issuable(id).await?;
+            }
             let pass = ca_passphrase(auth.ca(), &common.pass)?;
             auth.load_keys(pass.as_deref().map(|v| v.as_slice()))?;
             let signed = auth.sign_leaf(&req)?;

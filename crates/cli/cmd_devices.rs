@@ -224,6 +224,13 @@ fn change(a: DevicesChange, action: Action) -> Result<ExitCode> {
         fleet.close().await;
         r
     })??;
+    if action == Action::Allow && d.status == DeviceStatus::Revoked && !a.json {
+        println!(
+            "Allowed to enroll again: device {id} stays revoked, and so do its certificates, until it enrolls with a new token: mtlsgate token create --device-id {id}",
+            id = d.id
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
     let what = match action {
         Action::Approve => "Approved",
         Action::Allow => "Allowed",

@@ -9,6 +9,7 @@ use crate::util::{
 
 both!(
     a_revoked_device_renews_nothing_and_its_serial_is_in_the_crl,
+    a_revoked_device_id_is_told_the_way_back_and_enrolls_again_after_devices_allow,
     recovery_refuses_a_certificate_revoked_for_key_compromise,
     the_admin_role_comes_only_from_an_admin_certificate_in_the_inventory,
     token_less_enrollment_is_rate_limited_capped_bounded_and_expires
@@ -60,7 +61,7 @@ fn a_revoked_device_renews_nothing_and_its_serial_is_in_the_crl(db: Db) {
     assert_eq!(status, 403, "{body}");
     assert_eq!(
         body["error"],
-        format!("device {id} is revoked; only active devices get certificates (it was revoked for good; enroll it anew)")
+        format!("device {id} is revoked; run `mtlsgate devices allow {id}` (an operator, on the CA; its revoked certificates stay revoked) to let it enroll again with a new token")
     );
 
     // The served CRL lists both of its certificates: DER by default, PEM on request.
@@ -812,4 +813,55 @@ fn durations_from_the_wire_are_bounded() {
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     let expires = body["expires_at"].as_i64().expect("expires_at");
     assert!(expires > now + 365 * 86_400, "{body}");
+}
+
+/// The server and the real agent tell a revoked device ID the same truth as the local
+/// commands: the agent cannot renew or recover (an operator must act), `token create
+/// --server` refuses a token for it; after `devices allow` a bound token enrolls a new
+/// agent under the same ID, and the old certificate stays revoked.
+fn a_revoked_device_id_is_told_the_way_back_and_enrolls_again_after_devices_allow(db: Db) {
+    let w = Work::new();
+    fleet_ca(&w, &db);
+    let srv = CaServer::start_for(&w, &db, &["--min-lifetime", "1s"]);
+    let token = server_token(&w, &srv, &["--device-id", "cam1", "--lifetime", "2s"]);
+    let id = agent_enroll(&w, &srv, &token, "dev");
+    assert_eq!(id, "cam1.d.example.local");
+    let old = pem_serial(&w, "dev/client.crt");
+    fleet_cmd(&w, &srv, &["devices", "revoke", "cam1"]).ok();
+    let truth = format!(
+        "device {id} is revoked; run `mtlsgate devices allow {id}` (an operator, on the CA; its revoked certificates stay revoked) to let it enroll again with a new token"
+    );
+
+    // The agent, once its certificate is due (here: expired), is refused with the truth.
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    let err = w.mg(&["agent", "run", "--once", "--dir", "dev"]).fails();
+    assert!(err.contains(&truth), "{err}");
+    // The admin API refuses a token for the ID with the same sentence (403).
+    let err = fleet_cmd(&w, &srv, &["token", "create", "--device-id", "cam1"]).fails();
+    assert!(err.contains(&truth), "{err}");
+
+    // The way back.
+    let out = fleet_cmd(&w, &srv, &["devices", "allow", "cam1"]).ok();
+    assert!(
+        out.contains(&format!(
+            "Allowed to enroll again: device {id} stays revoked"
+        )),
+        "{out}"
+    );
+    let token = server_token(&w, &srv, &["--device-id", "cam1"]);
+    assert_eq!(agent_enroll(&w, &srv, &token, "dev2"), id);
+    let new = pem_serial(&w, "dev2/client.crt");
+    assert_ne!(new, old);
+    let show = json(&fleet_cmd(&w, &srv, &["devices", "show", "cam1", "--json"]).ok());
+    assert_eq!(show["status"], "active", "{show}");
+    let certs = show["certificates"].as_array().expect("certificates");
+    let revoked = |serial: &str| {
+        certs
+            .iter()
+            .find(|c| c["serial"] == serial)
+            .map(|c| !c["revoked_at"].is_null())
+            .unwrap_or_else(|| panic!("{serial} not in {show}"))
+    };
+    assert!(revoked(&old), "{show}");
+    assert!(!revoked(&new), "{show}");
 }

@@ -65,13 +65,15 @@ pub enum AuthorityError {
     },
     #[error("device {id} is already enrolled; a token bound to that ID cannot enroll another device (make a token for a new ID)")]
     AlreadyEnrolled { id: String },
+    #[error("{}", revoked_sentence(.id))]
+    DeviceRevoked { id: String },
     #[error("{}", transition_refused(.id, *.status, *.action))]
     Transition {
         id: String,
         status: DeviceStatus,
         action: Action,
     },
-    #[error("device {id} is {status}; only active devices get certificates{}", not_active_hint(*.status, .id))]
+    #[error("{}", not_active(.id, *.status))]
     NotActive { id: String, status: DeviceStatus },
     #[error("{what}, and no client certificate was presented")]
     NoClientCertificate { what: &'static str },
@@ -133,6 +135,24 @@ pub enum AuthorityError {
     Clone { id: String },
 }
 
+/// What is true of a revoked device ID, and the way back: the one sentence `token create`,
+/// `cert issue`, the status machine and the agent (through the server) all show.
+pub(crate) fn revoked_sentence(id: &str) -> String {
+    format!(
+        "device {id} is revoked; run `mtlsgate devices allow {id}` (an operator, on the CA; its revoked certificates stay revoked) to let it enroll again with a new token"
+    )
+}
+
+fn not_active(id: &str, status: DeviceStatus) -> String {
+    if status == DeviceStatus::Revoked {
+        return revoked_sentence(id);
+    }
+    format!(
+        "device {id} is {status}; only active devices get certificates{}",
+        not_active_hint(status, id)
+    )
+}
+
 fn not_active_hint(status: DeviceStatus, id: &str) -> String {
     match status {
         DeviceStatus::Pending => " (an operator must approve it first)".into(),
@@ -142,8 +162,7 @@ fn not_active_hint(status: DeviceStatus, id: &str) -> String {
             )
         }
         DeviceStatus::Denied => " (an operator denied it)".into(),
-        DeviceStatus::Revoked => " (it was revoked for good; enroll it anew)".into(),
-        DeviceStatus::Active => String::new(),
+        DeviceStatus::Revoked | DeviceStatus::Active => String::new(),
     }
 }
 
@@ -153,9 +172,7 @@ fn transition_refused(id: &str, status: DeviceStatus, action: Action) -> String 
         return format!("device {id} is already {status}");
     }
     if status == DeviceStatus::Revoked {
-        return format!(
-            "device {id} is revoked; a revoked device cannot be {done} again: enroll it anew"
-        );
+        return revoked_sentence(id);
     }
     let sources: Vec<&str> = action.sources().iter().map(|s| s.as_str()).collect();
     format!(
@@ -211,6 +228,7 @@ impl AuthorityError {
             | A::NoClientCertificate { .. }
             | A::RecoveryUnknown { .. } => ErrorKind::Unauthenticated,
             A::NotActive { .. }
+            | A::DeviceRevoked { .. }
             | A::Superseded { .. }
             | A::CertRevoked { .. }
             | A::RecoveryRevoked { .. }

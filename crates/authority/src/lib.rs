@@ -358,6 +358,9 @@ struct Bucket {
 pub const MAX_TOKEN_TTL: Duration = Duration::days(366);
 /// Addresses remembered before full buckets are forgotten.
 const MAX_BUCKETS: usize = 10_000;
+/// How many of a device's newest audit entries tell whether it was allowed again after
+/// its revocation (the last `revoke` or `allow` among them decides).
+const AUDIT_SCAN: i64 = 1000;
 /// Longest hostname a device may send (a DNS name's length).
 pub const MAX_HOSTNAME: usize = 253;
 /// Longest agent version a device may send.
@@ -832,9 +835,7 @@ impl Authority {
         let device_id = match &t.device_id {
             Some(id) => {
                 let full = ca::normalize_device_id(id, self.domain())?.to_ascii_lowercase();
-                if self.inv.device(&full).await?.is_some() {
-                    return Err(AuthorityError::AlreadyEnrolled { id: full });
-                }
+                self.enrollable(&full).await?;
                 Some(full)
             }
             None => None,
@@ -1031,14 +1032,9 @@ impl Authority {
         if t.expires_at <= at {
             return Err(StoreError::TokenExpired { at: t.expires_at }.into());
         }
-        let id = match &t.device_id {
-            Some(bound) => {
-                if self.inv.device(bound).await?.is_some() {
-                    return Err(AuthorityError::AlreadyEnrolled { id: bound.clone() });
-                }
-                bound.clone()
-            }
-            None => self.random_device_id(),
+        let (id, again) = match &t.device_id {
+            Some(bound) => (bound.clone(), self.enrollable(bound).await?),
+            None => (self.random_device_id(), false),
         };
         let device = NewDevice {
             id: id.clone(),
@@ -1055,7 +1051,11 @@ impl Authority {
                 &csr,
                 &id,
                 self.lifetime(t.lifetime_secs, &t.tags),
-                Via::Token { hash, device },
+                if again {
+                    Via::Reenroll { hash, device }
+                } else {
+                    Via::Token { hash, device }
+                },
                 &seen,
                 ("enroll", host),
             )
@@ -1067,6 +1067,51 @@ impl Authority {
                 other => other,
             })?;
         Ok(Enrolled::Issued(issued))
+    }
+
+    /// Whether a token bound to `id` may enroll a device under it: `Ok(false)` for an ID
+    /// not in the inventory, `Ok(true)` for a revoked device an operator allowed to enroll
+    /// again (`devices allow`) since it was revoked; a revoked device not allowed again is
+    /// refused with the way back, any other device as already enrolled.
+    async fn enrollable(&self, id: &str) -> Result<bool> {
+        match self.inv.device(id).await? {
+            None => Ok(false),
+            Some(d) if d.status == DeviceStatus::Revoked => {
+                if self.allowed_again(id).await? {
+                    Ok(true)
+                } else {
+                    Err(AuthorityError::DeviceRevoked { id: id.into() })
+                }
+            }
+            Some(_) => Err(AuthorityError::AlreadyEnrolled { id: id.into() }),
+        }
+    }
+
+    /// Whether the last word on device `id` in the audit trail is an operator's `allow`
+    /// after its revocation (the way back for a revoked ID).
+    async fn allowed_again(&self, id: &str) -> Result<bool> {
+        let mut allowed = false;
+        for e in self.inv.audit_of(id, AUDIT_SCAN).await? {
+            if e.action == Action::Revoke.as_str() {
+                allowed = false;
+            } else if e.action == Action::Allow.as_str() {
+                allowed = true;
+            }
+        }
+        Ok(allowed)
+    }
+
+    /// The rule for `cert issue client --device-id ID` (a certificate made by the CA
+    /// directly, outside enrollment): a revoked device ID gets none until an operator
+    /// allowed it to enroll again (`devices allow ID`).
+    pub async fn check_issuable(&self, device_id: &str) -> Result<()> {
+        let id = self.device_id(device_id)?;
+        match self.inv.device(&id).await? {
+            Some(d) if d.status == DeviceStatus::Revoked && !self.allowed_again(&id).await? => {
+                Err(AuthorityError::DeviceRevoked { id })
+            }
+            _ => Ok(()),
+        }
     }
 
     /// Takes one token-less enrollment from `addr`'s allowance (a token bucket: at most
@@ -1527,9 +1572,35 @@ impl Authority {
             .device(&id)
             .await?
             .ok_or_else(|| StoreError::UnknownDevice(id.clone()))?;
-        let to = transition(&id, d.status, action)?;
         let mut audit = Audit::new(now.unix_timestamp(), actor, action.as_str()).device(&id);
         audit.detail = reason.map(str::to_string);
+        if d.status == DeviceStatus::Revoked && action == Action::Allow {
+            // The way back for a revoked ID: it stays revoked (and so do its certificates)
+            // until a token bound to it enrolls a device again; the audit records the allow.
+            audit.detail = Some(format!(
+                "may enroll again with a new token{}",
+                reason.map(|r| format!(": {r}")).unwrap_or_default()
+            ));
+            return match self
+                .inv
+                .update_status(
+                    &id,
+                    &[DeviceStatus::Revoked],
+                    DeviceStatus::Revoked,
+                    None,
+                    &audit,
+                )
+                .await
+            {
+                Err(StoreError::StatusChanged { id, now }) => Err(AuthorityError::Transition {
+                    id,
+                    status: now,
+                    action,
+                }),
+                other => Ok(other?),
+            };
+        }
+        let to = transition(&id, d.status, action)?;
         let revoke = (action == Action::Revoke).then_some(Reason::CessationOfOperation.as_str());
         match self
             .inv

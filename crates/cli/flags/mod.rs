@@ -644,11 +644,13 @@ pub enum DevicesCommand {
     Show(DevicesShow),
     /// Approve a pending device: it collects its certificate at its next poll.
     Approve(DevicesChange),
-    /// Allow a denied or quarantined device again.
+    /// Allow a denied or quarantined device again; a revoked device ID may then enroll again
+    /// with a new token (it stays revoked, and so do its certificates, until it does).
     Allow(DevicesChange),
     /// Deny a pending or active device (gateways refuse it; it can be allowed again).
     Deny(DevicesChange),
-    /// Revoke a device for good, and its certificates with it.
+    /// Revoke a device, and its certificates with it (for good: its ID enrolls again only
+    /// after `devices allow ID` and a new token).
     Revoke(DevicesChange),
     /// Add or remove tags.
     Tag(DevicesTag),

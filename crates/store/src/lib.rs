@@ -916,7 +916,7 @@ impl Inventory {
             transaction!(self, |tx, pg| {
                 if let Some(d) = &i.device {
                     match &d.via {
-                        Via::Token { hash, device } => {
+                        Via::Token { hash, device } | Via::Reenroll { hash, device } => {
                             let rev = next_revision!(tx, pg);
                             let used: Option<String> = sqlx::query_scalar(
                                 "UPDATE tokens SET used_at = $1, used_by = $2
@@ -931,7 +931,40 @@ impl Inventory {
                                 drop(tx);
                                 return Ok(Some(hash.as_str()));
                             }
-                            insert_device!(tx, device, rev, Some(c));
+                            if let Via::Reenroll { .. } = &d.via {
+                                let done: Option<String> = sqlx::query_scalar(
+                                    "UPDATE devices SET status = $1, tags = $2, last_seen = $3, last_addr = $4,
+                                            agent_version = $5, cert_serial = $6, cert_not_after = $7,
+                                            prev_serial = NULL, lifetime_secs = $8, created_by = $9,
+                                            revision = $10, pending_csr = NULL, poll_hash = NULL
+                                     WHERE id = $11 AND status = 'revoked' RETURNING id",
+                                )
+                                .bind(device.status.as_str())
+                                .bind(tags_to_text(&device.tags))
+                                .bind(device.seen.at)
+                                .bind(&device.seen.addr)
+                                .bind(&device.seen.agent_version)
+                                .bind(&c.serial)
+                                .bind(c.not_after)
+                                .bind(device.lifetime_secs)
+                                .bind(&device.created_by)
+                                .bind(rev)
+                                .bind(&device.id)
+                                .fetch_optional(&mut *tx)
+                                .await?;
+                                if done.is_none() {
+                                    return Err(StoreError::Changed {
+                                        id: device.id.clone(),
+                                        what: "it is no longer a revoked device",
+                                    });
+                                }
+                                sqlx::query("DELETE FROM recovery WHERE device_id = $1")
+                                    .bind(&device.id)
+                                    .execute(&mut *tx)
+                                    .await?;
+                            } else {
+                                insert_device!(tx, device, rev, Some(c));
+                            }
                         }
                         Via::Poll { poll_hash } => {
                             let done: Option<String> = sqlx::query_scalar(

@@ -343,6 +343,11 @@ pub struct DeviceIssuance {
 pub enum Via {
     /// Enrollment with a token: the token is consumed and the device added, as `device`.
     Token { hash: String, device: NewDevice },
+    /// Enrollment with a token bound to the ID of a revoked device that an operator allowed
+    /// to enroll again: the token is consumed and the device's row (still `revoked`)
+    /// becomes `device`, keeping its first sighting; its old recovery tokens are removed
+    /// (they belong to the revoked identity). Its revoked certificates stay revoked.
+    Reenroll { hash: String, device: NewDevice },
     /// A pending device, approved meanwhile, collects its certificate: the poll token
     /// must still be the device's, and is spent.
     Poll { poll_hash: String },

@@ -59,6 +59,7 @@ both!(
     issuance_conditions_and_recovery_rotation,
     device_status_is_compare_and_set_and_gateways_see_each_change,
     pending_registrations_are_capped_and_expire,
+    a_revoked_device_enrolls_again_only_while_it_is_revoked,
 );
 
 fn cert(serial: &str, kind: &str, device: Option<&str>) -> CertRecord {
@@ -854,4 +855,83 @@ async fn pending_registrations_are_capped_and_expire(fx: Fx) {
     inv.insert_pending(&pending(4), &audit("register"), 3)
         .await
         .expect("room again");
+}
+
+/// `Via::Reenroll`: a token bound to a revoked device's ID turns its row active again with
+/// the new certificate (first sighting kept, old recovery tokens gone, old certificate still
+/// revoked), at a new revision; once the row is no longer revoked nothing is recorded and
+/// the token stays unused.
+async fn a_revoked_device_enrolls_again_only_while_it_is_revoked(fx: Fx) {
+    let inv = &fx.inv;
+    let id = "cam1.d.example.local";
+    inv.insert_token(&token("tok", 100), &audit("token"))
+        .await
+        .expect("token");
+    inv.record_issuance(&enrollment(id, "tok", "0B01"))
+        .await
+        .expect("enrolled");
+    inv.update_status(
+        id,
+        &[DeviceStatus::Active],
+        DeviceStatus::Revoked,
+        Some("cessationOfOperation"),
+        &audit("revoke").device(id),
+    )
+    .await
+    .expect("revoked");
+    let before = inv.revision().await.expect("revision");
+    let again = |hash: &str, serial: &str| {
+        let mut i = enrollment(id, hash, serial);
+        if let Some(d) = i.device.as_mut() {
+            let Via::Token { hash, device } = d.via.clone() else {
+                unreachable!("enrollment() is by token")
+            };
+            let mut device = device;
+            device.tags = vec!["cam".into()];
+            device.seen.at = 9;
+            d.via = Via::Reenroll { hash, device };
+        }
+        i
+    };
+    inv.insert_token(&token("tok2", 100), &audit("token"))
+        .await
+        .expect("token");
+    let d = inv
+        .record_issuance(&again("tok2", "0B02"))
+        .await
+        .expect("enrolled again")
+        .expect("device");
+    assert_eq!(d.status, DeviceStatus::Active);
+    assert_eq!(d.cert_serial.as_deref(), Some("0B02"));
+    assert_eq!(d.prev_serial, None);
+    assert_eq!(d.tags, vec!["cam"]);
+    assert_eq!(d.first_seen, 5, "the first sighting is kept");
+    assert!(d.revision > before, "gateways see it");
+    assert!(inv.get("0B01").await.expect("old").revoked_at.is_some());
+    assert!(inv.recovery("rec-0B01").await.expect("read").is_none());
+    assert!(inv.recovery("rec-0B02").await.expect("read").is_some());
+    assert!(inv
+        .token("tok2")
+        .await
+        .expect("read")
+        .expect("tok2")
+        .used_at
+        .is_some());
+    // Active again: a second re-enrollment records nothing and spends no token.
+    inv.insert_token(&token("tok3", 100), &audit("token"))
+        .await
+        .expect("token");
+    let e = inv
+        .record_issuance(&again("tok3", "0B03"))
+        .await
+        .expect_err("not revoked");
+    assert!(matches!(e, StoreError::Changed { .. }), "{e}");
+    assert!(inv.get("0B03").await.is_err());
+    assert!(inv
+        .token("tok3")
+        .await
+        .expect("read")
+        .expect("tok3")
+        .used_at
+        .is_none());
 }
