@@ -11,6 +11,8 @@
 //! is the gateway's (crates/proxy/src/connection.rs), with the body deadline and the caps
 //! added.
 
+use mtlsgate_headwatch::HeadClock;
+pub(crate) use mtlsgate_headwatch::Watched;
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::IpAddr;
@@ -21,7 +23,6 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::Notify;
 
 /// Deadlines and caps of the CA server's connections.
@@ -246,6 +247,18 @@ impl Clock {
     }
 }
 
+impl HeadClock for Clock {
+    fn head_started(&self) {
+        Clock::head_started(self)
+    }
+    fn head_done(&self) {
+        Clock::head_done(self)
+    }
+    fn requests_in_flight(&self) -> bool {
+        self.in_flight.load(Relaxed) > 0
+    }
+}
+
 /// One request in flight; dropping it ends the request.
 pub(crate) struct InFlight(Arc<Clock>);
 
@@ -335,168 +348,6 @@ impl hyper::body::Body for TimedBody {
 
     fn size_hint(&self) -> hyper::body::SizeHint {
         hyper::body::Body::size_hint(&self.inner)
-    }
-}
-
-/// The TLS stream, watched: bytes that begin a request head start the header deadline
-/// (for HTTP/2 the frames are followed, so only HEADERS/CONTINUATION count).
-pub(crate) struct Watched<T> {
-    inner: T,
-    clock: Arc<Clock>,
-    h2: Option<H2Frames>,
-}
-
-impl<T> Watched<T> {
-    pub(crate) fn new(inner: T, clock: Arc<Clock>, h2: bool) -> Self {
-        Watched {
-            inner,
-            clock,
-            h2: h2.then(H2Frames::default),
-        }
-    }
-}
-
-impl<T: AsyncRead + Unpin> AsyncRead for Watched<T> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        let before = buf.filled().len();
-        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if matches!(r, Poll::Ready(Ok(()))) && buf.filled().len() > before {
-            let this = &mut *self;
-            match &mut this.h2 {
-                Some(frames) => frames.feed(&buf.filled()[before..], &this.clock),
-                None => {
-                    if this.clock.in_flight.load(Relaxed) == 0 {
-                        this.clock.head_started();
-                    }
-                }
-            }
-        }
-        r
-    }
-}
-
-impl<T: AsyncWrite + Unpin> AsyncWrite for Watched<T> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-}
-
-/// Follows HTTP/2 framing on the bytes a client sends (RFC 9113 §4.1: a 9-byte header —
-/// 24-bit length, type, flags, stream — then the payload), to see when a header block
-/// begins and ends.
-struct H2Frames {
-    /// Bytes of the client connection preface still to skip.
-    preface_left: usize,
-    header: [u8; 9],
-    have: usize,
-    payload_left: usize,
-    /// Inside a header block (HEADERS without END_HEADERS, CONTINUATION to follow).
-    in_block: bool,
-    /// The current frame's payload ends the header block.
-    ends_block: bool,
-}
-
-impl Default for H2Frames {
-    fn default() -> Self {
-        H2Frames {
-            preface_left: 24,
-            header: [0; 9],
-            have: 0,
-            payload_left: 0,
-            in_block: false,
-            ends_block: false,
-        }
-    }
-}
-
-const H2_HEADERS: u8 = 0x1;
-const H2_CONTINUATION: u8 = 0x9;
-const H2_END_HEADERS: u8 = 0x4;
-
-impl H2Frames {
-    fn feed(&mut self, mut data: &[u8], clock: &Clock) {
-        while !data.is_empty() {
-            if self.preface_left > 0 {
-                let n = self.preface_left.min(data.len());
-                self.preface_left -= n;
-                data = &data[n..];
-                continue;
-            }
-            if self.payload_left == 0 {
-                // A frame header, perhaps in pieces: until its type is known it counts as
-                // the start of a request head, so a trickled frame header is timed too.
-                if self.have == 0 {
-                    clock.head_started();
-                }
-                let n = (9 - self.have).min(data.len());
-                self.header[self.have..self.have + n].copy_from_slice(&data[..n]);
-                self.have += n;
-                data = &data[n..];
-                if self.have < 9 {
-                    continue;
-                }
-                self.have = 0;
-                let h = &self.header;
-                self.payload_left =
-                    (usize::from(h[0]) << 16) | (usize::from(h[1]) << 8) | usize::from(h[2]);
-                let (kind, flags) = (h[3], h[4]);
-                if kind == H2_HEADERS || kind == H2_CONTINUATION {
-                    self.in_block = true;
-                    self.ends_block = flags & H2_END_HEADERS != 0;
-                } else {
-                    self.ends_block = false;
-                    if !self.in_block {
-                        clock.head_done();
-                    }
-                }
-                if self.payload_left == 0 {
-                    self.frame_end(clock);
-                }
-                continue;
-            }
-            let n = self.payload_left.min(data.len());
-            self.payload_left -= n;
-            data = &data[n..];
-            if self.payload_left == 0 {
-                self.frame_end(clock);
-            }
-        }
-    }
-
-    fn frame_end(&mut self, clock: &Clock) {
-        if self.ends_block {
-            self.in_block = false;
-            self.ends_block = false;
-            clock.head_done();
-        }
     }
 }
 

@@ -10,6 +10,7 @@
 //!   expired, no longer trusted) is closed at once, not at its next request;
 //! - **shutdown**: in-flight requests finish, then the connection closes.
 
+use mtlsgate_headwatch::{HeadClock, Watched};
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -22,7 +23,7 @@ use std::time::{Duration, Instant};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use rustls::pki_types::UnixTime;
 use time::OffsetDateTime;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{watch, Notify};
 
 use crate::client_auth::{CertProblem, Peer, Verdict};
@@ -229,6 +230,18 @@ impl Clock {
     }
 }
 
+impl HeadClock for Clock {
+    fn head_started(&self) {
+        Clock::head_started(self)
+    }
+    fn head_done(&self) {
+        Clock::head_done(self)
+    }
+    fn requests_in_flight(&self) -> bool {
+        self.in_flight.load(Relaxed) > 0
+    }
+}
+
 /// One request in flight; dropping it ends the request.
 pub struct InFlight(Arc<Clock>);
 
@@ -313,11 +326,7 @@ where
     let timeouts = snap.config.timeouts.clone();
     let max_header = snap.config.max_header_bytes;
     drop(snap);
-    let io = TokioIo::new(Watched {
-        inner: io,
-        clock: conn.clock.clone(),
-        h2: conn.http2.then(H2Frames::default),
-    });
+    let io = TokioIo::new(Watched::new(io, conn.clock.clone(), conn.http2));
     let svc = {
         let conn = conn.clone();
         hyper::service::service_fn(move |req| {
@@ -443,214 +452,9 @@ where
     }
 }
 
-/// The TLS stream, watched: bytes that begin a request head start the header deadline
-/// (for HTTP/2 the frames are followed, so only HEADERS/CONTINUATION count).
-struct Watched<T> {
-    inner: T,
-    clock: Arc<Clock>,
-    h2: Option<H2Frames>,
-}
-
-impl<T: AsyncRead + Unpin> AsyncRead for Watched<T> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        let before = buf.filled().len();
-        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if matches!(r, Poll::Ready(Ok(()))) && buf.filled().len() > before {
-            let this = &mut *self;
-            match &mut this.h2 {
-                Some(frames) => frames.feed(&buf.filled()[before..], &this.clock),
-                None => {
-                    if this.clock.in_flight.load(Relaxed) == 0 {
-                        this.clock.head_started();
-                    }
-                }
-            }
-        }
-        r
-    }
-}
-
-impl<T: AsyncWrite + Unpin> AsyncWrite for Watched<T> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-}
-
-/// Follows HTTP/2 framing on the bytes a client sends (RFC 9113 §4.1: a 9-byte header —
-/// 24-bit length, type, flags, stream — then the payload), to see when a header block
-/// begins and ends. Cost: a few comparisons per frame, nothing per payload byte.
-struct H2Frames {
-    /// Bytes of the client connection preface still to skip.
-    preface_left: usize,
-    header: [u8; 9],
-    have: usize,
-    payload_left: usize,
-    /// Inside a header block (HEADERS without END_HEADERS, CONTINUATION to follow).
-    in_block: bool,
-    /// The current frame's payload ends the header block.
-    ends_block: bool,
-}
-
-impl Default for H2Frames {
-    fn default() -> Self {
-        H2Frames {
-            preface_left: 24,
-            header: [0; 9],
-            have: 0,
-            payload_left: 0,
-            in_block: false,
-            ends_block: false,
-        }
-    }
-}
-
-const H2_HEADERS: u8 = 0x1;
-const H2_CONTINUATION: u8 = 0x9;
-const H2_END_HEADERS: u8 = 0x4;
-
-impl H2Frames {
-    fn feed(&mut self, mut data: &[u8], clock: &Clock) {
-        while !data.is_empty() {
-            if self.preface_left > 0 {
-                let n = self.preface_left.min(data.len());
-                self.preface_left -= n;
-                data = &data[n..];
-                continue;
-            }
-            if self.payload_left == 0 {
-                // A frame header, perhaps in pieces. Until its type is known it counts
-                // as the start of a request head, so a trickled frame header is timed too.
-                if self.have == 0 {
-                    clock.head_started();
-                }
-                let n = (9 - self.have).min(data.len());
-                self.header[self.have..self.have + n].copy_from_slice(&data[..n]);
-                self.have += n;
-                data = &data[n..];
-                if self.have < 9 {
-                    continue;
-                }
-                self.have = 0;
-                let h = &self.header;
-                self.payload_left =
-                    (usize::from(h[0]) << 16) | (usize::from(h[1]) << 8) | usize::from(h[2]);
-                let (kind, flags) = (h[3], h[4]);
-                if kind == H2_HEADERS || kind == H2_CONTINUATION {
-                    self.in_block = true;
-                    self.ends_block = flags & H2_END_HEADERS != 0;
-                } else {
-                    self.ends_block = false;
-                    if !self.in_block {
-                        clock.head_done();
-                    }
-                }
-                if self.payload_left == 0 {
-                    self.frame_end(clock);
-                }
-                continue;
-            }
-            let n = self.payload_left.min(data.len());
-            self.payload_left -= n;
-            data = &data[n..];
-            if self.payload_left == 0 {
-                self.frame_end(clock);
-            }
-        }
-    }
-
-    fn frame_end(&mut self, clock: &Clock) {
-        if self.ends_block {
-            self.in_block = false;
-            self.ends_block = false;
-            clock.head_done();
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn frame(kind: u8, flags: u8, payload: &[u8]) -> Vec<u8> {
-        let n = payload.len();
-        let mut f = vec![
-            (n >> 16) as u8,
-            (n >> 8) as u8,
-            n as u8,
-            kind,
-            flags,
-            0,
-            0,
-            0,
-            1,
-        ];
-        f.extend_from_slice(payload);
-        f
-    }
-
-    #[test]
-    fn a_trickled_headers_frame_keeps_the_header_deadline_running() {
-        let clock = Clock::new();
-        let mut f = H2Frames::default();
-        f.feed(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", &clock);
-        assert_eq!(
-            clock.head_since.load(Relaxed),
-            0,
-            "the preface starts nothing"
-        );
-        f.feed(&frame(0x4, 0, &[0; 6]), &clock); // SETTINGS
-        assert_eq!(clock.head_since.load(Relaxed), 0, "SETTINGS is no request");
-        let headers = frame(H2_HEADERS, H2_END_HEADERS, &[0x82; 20]);
-        for b in &headers[..headers.len() - 1] {
-            f.feed(std::slice::from_ref(b), &clock);
-            assert_ne!(clock.head_since.load(Relaxed), 0);
-        }
-        f.feed(&headers[headers.len() - 1..], &clock);
-        assert_eq!(clock.head_since.load(Relaxed), 0, "END_HEADERS ends it");
-    }
-
-    #[test]
-    fn continuation_frames_belong_to_the_header_block() {
-        let clock = Clock::new();
-        let mut f = H2Frames {
-            preface_left: 0,
-            ..H2Frames::default()
-        };
-        f.feed(&frame(H2_HEADERS, 0, &[1; 5]), &clock);
-        assert_ne!(clock.head_since.load(Relaxed), 0);
-        f.feed(&frame(0x8, 0, &[0; 4]), &clock); // WINDOW_UPDATE in between (a protocol error, but no reset)
-        assert_ne!(clock.head_since.load(Relaxed), 0);
-        f.feed(&frame(H2_CONTINUATION, H2_END_HEADERS, &[1; 5]), &clock);
-        assert_eq!(clock.head_since.load(Relaxed), 0);
-    }
 
     #[test]
     fn idle_counts_only_without_requests_in_flight() {
