@@ -7,7 +7,7 @@ use std::path::Path;
 
 use mtlsgate_authority::{Authority, EnrollRequest, Enrolled, Location, Policy};
 
-use crate::util::{openssl_csr, Work};
+use crate::util::{openssl_csr, test_ca, Db, Work};
 
 /// Runs `f` on a small runtime.
 fn block_on<F: std::future::Future>(f: F) -> F::Output {
@@ -86,15 +86,7 @@ fn json(s: &str) -> serde_json::Value {
 #[test]
 fn token_create_prints_the_token_last_and_the_inventory_keeps_only_its_hash() {
     let w = Work::new();
-    w.mg(&[
-        "ca",
-        "init",
-        "--dir",
-        "ca",
-        "--device-domain",
-        "d.example.local",
-    ])
-    .ok();
+    test_ca(&w, &Db::sqlite());
     let (tok, out) = token(&w, &["--tag", "lab", "--tag", "edge", "--ttl", "2h"], &[]);
     assert!(tok.starts_with("mtg_") && tok.len() == 47, "{out}");
     let lines: Vec<&str> = out.lines().collect();
@@ -314,15 +306,7 @@ fn devices_lifecycle(w: &Work, url: Option<&str>, db: &[&str]) {
 #[test]
 fn devices_on_the_ca_directory_inventory() {
     let w = Work::new();
-    w.mg(&[
-        "ca",
-        "init",
-        "--dir",
-        "ca",
-        "--device-domain",
-        "d.example.local",
-    ])
-    .ok();
+    test_ca(&w, &Db::sqlite());
     devices_lifecycle(&w, None, &[]);
 }
 
@@ -409,10 +393,10 @@ fn devices_on_postgresql() {
 /// a certificate the server refuses saves nothing; `logout` forgets it.
 #[test]
 fn login_remembers_the_server_for_fleet_commands() {
-    use crate::util::{fleet_ca, fleet_server_cert, CaServer, Db};
+    use crate::util::{fleet_server_cert, test_ca, CaServer, Db};
     let w = Work::new();
     let db = Db::sqlite();
-    fleet_ca(&w, &db);
+    test_ca(&w, &db);
     fleet_server_cert(&w, &db);
     let srv = CaServer::start_for(&w, &db, &[]);
     let url = srv.url();
@@ -500,15 +484,7 @@ fn login_remembers_the_server_for_fleet_commands() {
 #[test]
 fn an_expired_certificate_is_not_listed_as_active() {
     let w = Work::new();
-    w.mg(&[
-        "ca",
-        "init",
-        "--dir",
-        "ca",
-        "--device-domain",
-        "d.example.local",
-    ])
-    .ok();
+    test_ca(&w, &Db::sqlite());
     let (tok, _) = token(&w, &[], &[]);
     let brief = Policy {
         default_lifetime: time::Duration::seconds(1),
@@ -545,7 +521,7 @@ both!(a_revoked_device_id_enrolls_again_only_after_devices_allow);
 /// the old certificate stays revoked.
 fn a_revoked_device_id_enrolls_again_only_after_devices_allow(db: crate::util::Db) {
     let w = Work::new();
-    crate::util::fleet_ca(&w, &db);
+    crate::util::test_ca(&w, &db);
     let flags = db.flags();
     let dbf: Vec<&str> = flags.iter().map(String::as_str).collect();
     let url = match &db {

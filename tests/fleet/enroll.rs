@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use crate::util::{
-    agent_enroll, curl, fleet_ca, fleet_cmd, json, mode, server_token, CaServer, Db, Nginx, Proc,
+    agent_enroll, curl, fleet_cmd, json, mode, server_token, test_ca, CaServer, Db, Nginx, Proc,
     Work,
 };
 
@@ -15,7 +15,7 @@ both!(
 
 fn a_token_and_the_root_fingerprint_enroll_a_device(db: Db) {
     let w = Work::new();
-    fleet_ca(&w, &db);
+    test_ca(&w, &db);
     let mut srv = CaServer::start_for(&w, &db, &[]);
     let token = server_token(&w, &srv, &["--tag", "lab"]);
     assert!(token.starts_with("mtg_"), "{token}");
@@ -193,7 +193,7 @@ fn wait_exit(p: &mut Proc) -> i32 {
 
 fn the_approval_queue_approves_and_denies(db: Db) {
     let w = Work::new();
-    fleet_ca(&w, &db);
+    test_ca(&w, &db);
     let srv = CaServer::start_for(&w, &db, &[]);
     let url = srv.url();
     let enroll = |dir: &str| {
@@ -268,7 +268,7 @@ fn the_approval_queue_approves_and_denies(db: Db) {
 #[test]
 fn the_seed_bundle_command_feeds_nginx() {
     let w = Work::new();
-    fleet_ca(&w, &Db::Sqlite);
+    test_ca(&w, &Db::Sqlite);
     crate::util::fleet_server_cert(&w, &Db::Sqlite);
     let srv = CaServer::start_for(&w, &Db::Sqlite, &[]);
     let token = server_token(&w, &srv, &[]);
@@ -363,7 +363,7 @@ fn seconds_left(w: &Work, file: &str) -> i64 {
 #[test]
 fn lifetimes_are_set_per_tag_and_per_token() {
     let w = Work::new();
-    fleet_ca(&w, &Db::Sqlite);
+    test_ca(&w, &Db::Sqlite);
     let err = w
         .mg(&[
             "ca",
@@ -403,7 +403,7 @@ fn lifetimes_are_set_per_tag_and_per_token() {
 fn the_agent_refuses_a_state_directory_others_can_write() {
     let w = Work::new();
     let db = Db::Sqlite;
-    fleet_ca(&w, &db);
+    test_ca(&w, &db);
     let srv = CaServer::start_for(&w, &db, &[]);
     let token = server_token(&w, &srv, &[]);
     w.cmd("mkdir", &["-m", "0777", "dev"]).ok();

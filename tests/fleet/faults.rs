@@ -9,7 +9,7 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use crate::util::{
-    burst_answers, curl, enroll_bodies, enroll_burst, fleet_ca, json, library_tokens, server_token,
+    burst_answers, curl, enroll_bodies, enroll_burst, json, library_tokens, server_token, test_ca,
     CaServer, Db, OwnPostgres, Work,
 };
 
@@ -42,7 +42,7 @@ fn received(answers: &[serde_json::Value]) -> Vec<String> {
 
 fn a_server_killed_mid_burst_loses_no_issued_certificate(db: Db) {
     let w = Work::new();
-    fleet_ca(&w, &db);
+    test_ca(&w, &db);
     let tokens = library_tokens(&w, &db, 50);
     enroll_bodies(&w, &tokens, "bodies.jsonl");
     let mut srv = CaServer::start_for(&w, &db, &[]);
@@ -116,7 +116,7 @@ fn a_server_killed_mid_burst_loses_no_issued_certificate(db: Db) {
 
 fn a_thousand_enrollments_race(db: Db) {
     let w = Work::new();
-    fleet_ca(&w, &db);
+    test_ca(&w, &db);
     let started = Instant::now();
     let tokens = library_tokens(&w, &db, 1000);
     enroll_bodies(&w, &tokens, "bodies.jsonl");
@@ -168,7 +168,7 @@ fn enrollment_answers_503_while_postgresql_is_away_and_works_once_it_is_back() {
     let pg = OwnPostgres::start();
     let db = Db::Postgres(pg.url());
     let w = Work::new();
-    fleet_ca(&w, &db);
+    test_ca(&w, &db);
     let mut srv = CaServer::start_for(&w, &db, &[]);
     let t1 = server_token(&w, &srv, &[]);
     let t2 = server_token(&w, &srv, &[]);
@@ -260,7 +260,7 @@ fn spawn_logging_to_a_full_disk(w: &Work, args: &[&str], out: &str) -> std::proc
 fn ca_serve_keeps_serving_when_its_log_disk_is_full() {
     let db = Db::sqlite();
     let w = Work::new();
-    fleet_ca(&w, &db);
+    test_ca(&w, &db);
     let port = crate::util::free_port();
     let listen = format!("127.0.0.1:{port}");
     let mut a = vec!["ca", "serve", "--dir", "ca", "--listen", &listen];
@@ -295,7 +295,7 @@ fn ca_serve_keeps_serving_when_its_log_disk_is_full() {
 fn agent_run_once_renews_and_runs_its_hook_when_its_log_disk_is_full() {
     let db = Db::sqlite();
     let w = Work::new();
-    fleet_ca(&w, &db);
+    test_ca(&w, &db);
     let srv = CaServer::start_for(&w, &db, &["--min-lifetime", "1s"]);
     let token = server_token(&w, &srv, &["--lifetime", "3s"]);
     crate::util::agent_enroll(&w, &srv, &token, "dev");
@@ -343,7 +343,7 @@ fn closed_after(r: &serde_json::Value) -> f64 {
 fn ca_serve_closes_connections_that_miss_their_deadlines() {
     let db = Db::sqlite();
     let w = Work::new();
-    fleet_ca(&w, &db);
+    test_ca(&w, &db);
     let srv = CaServer::start_for(
         &w,
         &db,
@@ -454,7 +454,7 @@ fn idle_connections_from_one_address_do_not_keep_ca_serve_unreachable_under_a_lo
     use std::io::BufRead;
     let db = Db::sqlite();
     let w = Work::new();
-    fleet_ca(&w, &db);
+    test_ca(&w, &db);
     // 64 descriptors; 60 connections that finish TLS and send nothing, from 127.0.0.2.
     let bin = crate::util::bin();
     let mut a = vec!["--nofile=64:64", bin.as_str(), "ca", "serve"];
@@ -531,7 +531,7 @@ fn idle_connections_from_one_address_do_not_keep_ca_serve_unreachable_under_a_lo
 fn enrollment_on_a_full_inventory_disk_is_503_and_works_once_there_is_space() {
     let db = Db::sqlite();
     let w = Work::new();
-    fleet_ca(&w, &db);
+    test_ca(&w, &db);
     // SIGXFSZ ignored (as it is inherited through exec), so that a file size limit makes
     // writes fail instead of killing the server: the inventory's disk "fills up".
     let bin = crate::util::bin();

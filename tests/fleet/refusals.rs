@@ -3,7 +3,7 @@
 //! renewal without a client certificate, unreadable requests.
 
 use crate::util::{
-    agent_enroll, curl, fleet_ca, fleet_cmd, json, new_csr, pem_serial, server_token, CaServer, Db,
+    agent_enroll, curl, fleet_cmd, json, new_csr, pem_serial, server_token, test_ca, CaServer, Db,
     Work,
 };
 
@@ -41,7 +41,7 @@ fn post(
 
 fn a_revoked_device_renews_nothing_and_its_serial_is_in_the_crl(db: Db) {
     let w = Work::new();
-    fleet_ca(&w, &db);
+    test_ca(&w, &db);
     let srv = CaServer::start_for(&w, &db, &[]);
     let token = server_token(&w, &srv, &[]);
     let id = agent_enroll(&w, &srv, &token, "dev");
@@ -128,7 +128,7 @@ fn a_revoked_device_renews_nothing_and_its_serial_is_in_the_crl(db: Db) {
 #[test]
 fn bad_tokens_csrs_and_requests_are_refused_with_a_sentence() {
     let w = Work::new();
-    fleet_ca(&w, &Db::Sqlite);
+    test_ca(&w, &Db::Sqlite);
     let srv = CaServer::start_for(&w, &Db::Sqlite, &[]);
     let enroll = |token: &str, csr: &str| {
         post(
@@ -406,7 +406,7 @@ fn stolen_recovery(w: &Work, dir: &str, id: &str) -> serde_json::Value {
 
 fn recovery_refuses_a_certificate_revoked_for_key_compromise(db: Db) {
     let w = Work::new();
-    fleet_ca(&w, &db);
+    test_ca(&w, &db);
     let srv = CaServer::start_for(&w, &db, &[]);
     let token = server_token(&w, &srv, &[]);
     let id = agent_enroll(&w, &srv, &token, "dev");
@@ -461,7 +461,7 @@ fn recovery_refuses_a_certificate_revoked_for_key_compromise(db: Db) {
 
 fn the_admin_role_comes_only_from_an_admin_certificate_in_the_inventory(db: Db) {
     let w = Work::new();
-    fleet_ca(&w, &db);
+    test_ca(&w, &db);
     let srv = CaServer::start_for(&w, &db, &[]);
     // A CSR that asks for the administrators' URI SAN.
     w.cmd(
@@ -629,7 +629,7 @@ fn poll_as(w: &Work, srv: &CaServer, id: &str, token: &str) -> (u16, serde_json:
 
 fn token_less_enrollment_is_rate_limited_capped_bounded_and_expires(db: Db) {
     let w = Work::new();
-    fleet_ca(&w, &db);
+    test_ca(&w, &db);
     let srv = CaServer::start_for(
         &w,
         &db,
@@ -775,7 +775,7 @@ fn token_less_enrollment_is_rate_limited_capped_bounded_and_expires(db: Db) {
 #[test]
 fn durations_from_the_wire_are_bounded() {
     let w = Work::new();
-    fleet_ca(&w, &Db::Sqlite);
+    test_ca(&w, &Db::Sqlite);
     let srv = CaServer::start_for(&w, &Db::Sqlite, &[]);
     let admin = ["--cert", "ca/admin.crt", "--key", "ca/admin.key"];
     let error = |v: &serde_json::Value| v["error"].as_str().unwrap_or_default().to_string();
@@ -821,7 +821,7 @@ fn durations_from_the_wire_are_bounded() {
 /// agent under the same ID, and the old certificate stays revoked.
 fn a_revoked_device_id_is_told_the_way_back_and_enrolls_again_after_devices_allow(db: Db) {
     let w = Work::new();
-    fleet_ca(&w, &db);
+    test_ca(&w, &db);
     let srv = CaServer::start_for(&w, &db, &["--min-lifetime", "1s"]);
     let token = server_token(&w, &srv, &["--device-id", "cam1", "--lifetime", "2s"]);
     let id = agent_enroll(&w, &srv, &token, "dev");

@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use crate::util::{
-    agent_enroll, fleet_ca, fleet_cmd, free_port, json, pem_serial, server_token, CaServer, Db,
+    agent_enroll, fleet_cmd, free_port, json, pem_serial, server_token, test_ca, CaServer, Db,
     Proc, Work,
 };
 
@@ -55,7 +55,7 @@ fn as_device(w: &Work, dir: &str, port: u16) -> u16 {
 
 fn the_agent_renews_in_place_while_a_strict_peer_keeps_accepting_it(db: Db) {
     let w = Work::new();
-    fleet_ca(&w, &db);
+    test_ca(&w, &db);
     crate::util::fleet_server_cert(&w, &db);
     let srv = CaServer::start_for(&w, &db, &["--min-lifetime", "1s"]);
     let token = server_token(&w, &srv, &["--lifetime", "6s"]);
@@ -175,7 +175,7 @@ fn the_agent_renews_in_place_while_a_strict_peer_keeps_accepting_it(db: Db) {
 
 fn an_expired_device_recovers_and_its_clone_is_quarantined(db: Db) {
     let w = Work::new();
-    fleet_ca(&w, &db);
+    test_ca(&w, &db);
     let srv = CaServer::start_for(&w, &db, &["--min-lifetime", "1s"]);
     let token = server_token(&w, &srv, &["--lifetime", "3s"]);
     let id = agent_enroll(&w, &srv, &token, "dev");
@@ -302,7 +302,7 @@ fn renew_as(w: &Work, srv: &CaServer, name: &str, new: &str) -> (u16, serde_json
 
 fn a_lost_answer_retries_once_and_a_superseded_certificate_quarantines(db: Db) {
     let w = Work::new();
-    fleet_ca(&w, &db);
+    test_ca(&w, &db);
     let srv = CaServer::start_for(&w, &db, &[]);
     let token = server_token(&w, &srv, &[]);
     let id = agent_enroll(&w, &srv, &token, "dev");
@@ -396,7 +396,7 @@ json.dump({"reads": reads, "mismatches": mismatches, "gone": gone, "errors": err
 /// the whole set with one rename, and a reader that resolves it once never sees a mix.
 fn a_reader_of_the_resolved_set_never_sees_a_key_of_another_certificate(db: Db) {
     let w = Work::new();
-    fleet_ca(&w, &db);
+    test_ca(&w, &db);
     crate::util::fleet_server_cert(&w, &db);
     let srv = CaServer::start_for(&w, &db, &[]);
     let token = server_token(&w, &srv, &["--lifetime", "1h"]);

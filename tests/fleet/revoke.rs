@@ -8,7 +8,7 @@
 use std::time::Instant;
 
 use crate::util::{
-    agent_enroll, curl, fleet_ca, fleet_cmd, server_token, CaServer, Db, Gate, KeptAlive, Upstream,
+    agent_enroll, curl, fleet_cmd, server_token, test_ca, CaServer, Db, Gate, KeptAlive, Upstream,
     Work,
 };
 
@@ -38,7 +38,7 @@ fn gateway(w: &Work, db: &Db, up: &Upstream) -> Gate {
 
 fn a_revocation_reaches_two_gateways_and_closes_kept_alive_connections(db: Db) {
     let w = Work::new();
-    fleet_ca(&w, &db);
+    test_ca(&w, &db);
     crate::util::fleet_server_cert(&w, &db);
     let srv = CaServer::start_for(&w, &db, &[]);
     let token = server_token(&w, &srv, &[]);

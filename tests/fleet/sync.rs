@@ -7,7 +7,7 @@
 use std::time::{Duration, Instant};
 
 use crate::util::{
-    curl, enroll_device, fleet_ca, fleet_server_cert, Db, Gate, OwnPostgres, Upstream, Work,
+    curl, enroll_device, fleet_server_cert, test_ca, Db, Gate, OwnPostgres, Upstream, Work,
 };
 
 fn gateway(w: &Work, url: &str, up: &Upstream) -> Gate {
@@ -62,7 +62,7 @@ fn revocations_made_while_a_gateway_reads_its_inventory_are_not_missed() {
         unreachable!()
     };
     let w = Work::new();
-    fleet_ca(&w, &db);
+    test_ca(&w, &db);
     fleet_server_cert(&w, &db);
     let ids: Vec<String> = (0..10)
         .map(|i| enroll_device(&w, "ca", Some(url), &format!("d{i}"), &[]).0)
@@ -120,7 +120,7 @@ fn after_a_postgresql_restart_a_revocation_reaches_both_gateways_at_once() {
     let url = pg.url();
     let db = Db::Postgres(url.clone());
     let w = Work::new();
-    fleet_ca(&w, &db);
+    test_ca(&w, &db);
     fleet_server_cert(&w, &db);
     let (id, _) = enroll_device(&w, "ca", Some(&url), "dev", &[]);
     let up = Upstream::start(&w);
