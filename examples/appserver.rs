@@ -1,4 +1,4 @@
-//! Seed 001's appserver, ported to Rust, for those who keep the allowlist check in their
+//! The whitelist.txt appserver of the nginx client-certificate walkthrough, ported to Rust, for those who keep the allowlist check in their
 //! app behind a gateway (mtlsgate or nginx) that forwards `SSL-Client` (the subject DN,
 //! RFC 2253) and `SSL-Client-Verify`.
 //!

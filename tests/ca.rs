@@ -634,7 +634,7 @@ fn crl_verifies_with_openssl_and_lists_revoked_serials() {
 fn sign_openssl_csr_and_refuse_bad_ones() {
     let w = Work::new();
     w.with_ca();
-    // A CSR made as in seed 002, but with an adequate key.
+    // A CSR made as in the openssl private-CA tutorial, but with an adequate key.
     w.cmd(
         "openssl",
         &[
@@ -696,7 +696,7 @@ fn sign_openssl_csr_and_refuse_bad_ones() {
         .ok();
     assert_eq!(a, b);
 
-    // Seed 002's 1024-bit key.
+    // The openssl tutorial's 1024-bit key.
     w.cmd(
         "openssl",
         &[
@@ -1185,7 +1185,7 @@ mod verify {
     #[test]
     fn key_too_small() {
         let w = ca();
-        // A 1024-bit leaf signed by our intermediate with openssl itself (as seed 002 does).
+        // A 1024-bit leaf signed by our intermediate with openssl itself (as the openssl tutorial does).
         w.cmd(
             "openssl",
             &[
@@ -1248,7 +1248,7 @@ mod verify {
     #[test]
     fn self_signed_not_in_bundle_and_pinned_when_in_bundle() {
         let w = ca();
-        // Seed 004: a self-signed client certificate made with openssl req -x509 (CA:TRUE).
+        // A self-signed client certificate made with openssl req -x509 (CA:TRUE).
         w.cmd(
             "openssl",
             &[
@@ -1264,7 +1264,7 @@ mod verify {
                 "-out",
                 "client.crt",
                 "-subj",
-                "/CN=seed004",
+                "/CN=pinned-client",
             ],
         )
         .ok();
@@ -1272,7 +1272,7 @@ mod verify {
             .mg(&["cert", "verify", "client.crt", "--ca", "mtlsgate-ca/ca.crt"])
             .fails();
         assert!(
-            err.contains("self-signed: CN=seed004 signed itself and is not in the CA bundle"),
+            err.contains("self-signed: CN=pinned-client signed itself and is not in the CA bundle"),
             "{err}"
         );
         // Named as the bundle itself, it is trusted as it is (nginx's behaviour).
@@ -1281,12 +1281,12 @@ mod verify {
     }
 }
 
-/// Certificates made the way seed 002 makes them: `openssl x509 -req` without an extension
+/// Certificates made the way the openssl private-CA tutorial makes them: `openssl x509 -req` without an extension
 /// file, which gives X.509 v1 certificates, all with serial 01.
 mod openssl_v1 {
     use crate::util::Work;
 
-    const PASS: &str = "pass:seed002";
+    const PASS: &str = "pass:tutorial";
 
     /// An OpenSSL CA (`openssl req -x509`) and its `openssl ca` configuration (a database
     /// and a crlnumber file, so `openssl ca -gencrl` writes a v2 CRL with a CRL number).
@@ -1388,7 +1388,7 @@ mod openssl_v1 {
     #[test]
     fn v1_client_certificate_verifies_as_with_openssl_and_inspects() {
         let w = Work::new();
-        openssl_ca(&w, "Seed CA");
+        openssl_ca(&w, "Tutorial CA");
         v1_cert(&w, "client", "client");
         // OpenSSL accepts it (nginx's $ssl_client_verify would be SUCCESS) …
         let o = w
@@ -1415,7 +1415,7 @@ mod openssl_v1 {
         .ok();
         let text = w.mg(&["cert", "inspect", "client.crt"]).ok();
         assert!(text.contains("Subject:      CN=client"), "{text}");
-        assert!(text.contains("Issuer:       CN=Seed CA"), "{text}");
+        assert!(text.contains("Issuer:       CN=Tutorial CA"), "{text}");
         assert!(text.contains("Serial:       01"), "{text}");
         assert!(text.contains("Key:          RSA (2048 bits)"), "{text}");
         assert!(text.contains("EKU:          (none: any purpose)"), "{text}");
@@ -1430,7 +1430,7 @@ mod openssl_v1 {
     #[test]
     fn expired_and_foreign_v1_certificates_are_refused() {
         let w = Work::new();
-        openssl_ca(&w, "Seed CA");
+        openssl_ca(&w, "Tutorial CA");
         // `openssl ca` without an extension section also makes v1 certificates, and it
         // takes explicit dates.
         w.cmd(
@@ -1491,7 +1491,7 @@ mod openssl_v1 {
         );
         // The same certificate signed by a CA of the same name but another key.
         let twin = Work::new();
-        openssl_ca(&twin, "Seed CA");
+        openssl_ca(&twin, "Tutorial CA");
         v1_cert(&twin, "client", "client");
         std::fs::copy(twin.path("client.crt"), w.path("twin.crt")).expect("copy");
         let err = w
@@ -1506,7 +1506,7 @@ mod openssl_v1 {
     #[test]
     fn a_crl_entry_for_serial_01_revokes_server_and_client_alike() {
         let w = Work::new();
-        openssl_ca(&w, "Seed CA");
+        openssl_ca(&w, "Tutorial CA");
         v1_cert(&w, "server", "localhost");
         v1_cert(&w, "client", "client");
         // Revoke "the client" the way `openssl ca -revoke` records it: by serial.

@@ -1,5 +1,5 @@
 //! Enrollment: with a token and the root's fingerprint, through the approval queue, and the
-//! seed's bundle command feeding a real nginx.
+//! the CA-bundle guide's command feeding a real nginx.
 
 use std::time::{Duration, Instant};
 
@@ -263,10 +263,10 @@ fn the_approval_queue_approves_and_denies(db: Db) {
     assert_eq!(audit, ["register", "deny"]);
 }
 
-/// Seed 000: the bundle from `GET /v0.2/ca-bundle`, via curl and jq, is what a real
+/// The CA-bundle guide: the bundle from `GET /v0.2/ca-bundle`, via curl and jq, is what a real
 /// nginx trusts: an enrolled device gets 200, a certificate from another CA gets 400.
 #[test]
-fn the_seed_bundle_command_feeds_nginx() {
+fn the_guides_bundle_command_feeds_nginx() {
     let w = Work::new();
     test_ca(&w, &Db::Sqlite);
     crate::util::fleet_server_cert(&w, &Db::Sqlite);
@@ -274,7 +274,7 @@ fn the_seed_bundle_command_feeds_nginx() {
     let token = server_token(&w, &srv, &[]);
     let id = agent_enroll(&w, &srv, &token, "dev");
 
-    // The seed's command verbatim. Our CA is private, so curl is told to trust it through
+    // The guide's command verbatim. Our CA is private, so curl is told to trust it through
     // CURL_CA_BUNDLE (the same as `--cacert ca/ca.crt`), leaving the command as written.
     let cmd = format!(
         "curl -s https://localhost:{}/v0.2/ca-bundle | jq -r '.ca_bundle' > cert-bundle.crt",

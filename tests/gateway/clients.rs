@@ -76,10 +76,10 @@ fn p12_python_requests_openssl_and_http2_clients() {
 }
 
 #[test]
-fn seed004_pinned_self_signed_client_api_route_and_websocket() {
+fn pinned_self_signed_client_api_route_and_websocket() {
     let w = Work::new();
     pki(&w);
-    // Seed 004: a self-signed client certificate, trusted by naming it as the client CA.
+    // A self-signed client certificate, trusted by naming it as the client CA.
     for name in ["client", "intruder"] {
         w.cmd(
             "openssl",

@@ -5,7 +5,7 @@
 use crate::util::*;
 
 #[test]
-fn seed000_identity_headers_reach_the_upstream() {
+fn nginx_style_identity_headers_reach_the_upstream() {
     let w = Work::new();
     pki(&w);
     let up = Upstream::start(&w);

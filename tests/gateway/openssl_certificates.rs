@@ -1,4 +1,4 @@
-//! The certificates people really hold: seed 002's openssl commands verbatim (a private CA
+//! The certificates people really hold: the openssl private-CA tutorial's commands verbatim (a private CA
 //! by `openssl req -x509`, server and client certificates by `openssl x509 -req … -set_serial
 //! 01`, which OpenSSL 3 makes as X.509 version 1, keys encrypted with `-des3`), served and
 //! verified by mtlsgate and by a real nginx side by side.
@@ -10,10 +10,10 @@ fn sh(w: &Work, cmd: &str) -> String {
     w.cmd("sh", &["-c", cmd]).ok()
 }
 
-/// Seed 002's commands, with the passphrase given on the command line instead of typed and
-/// the subject given with -subj; `bits` is the size of the server and client keys (the seed
+/// The openssl private-CA tutorial's commands, with the passphrase given on the command line instead of typed and
+/// the subject given with -subj; `bits` is the size of the server and client keys (the tutorial
 /// says 1024).
-fn seed002(w: &Work, bits: u32) {
+fn openssl_tutorial_pki(w: &Work, bits: u32) {
     w.write("pass.txt", "secret\n");
     let p = "-passout pass:secret";
     let i = "-passin pass:secret";
@@ -21,7 +21,7 @@ fn seed002(w: &Work, bits: u32) {
     sh(
         w,
         &format!(
-            "openssl req -new -x509 -days 365 -key ca.key {i} -out ca.crt -subj '/CN=Seed CA'"
+            "openssl req -new -x509 -days 365 -key ca.key {i} -out ca.crt -subj '/CN=Tutorial CA'"
         ),
     );
     for (name, cn) in [("server", "localhost"), ("client", "client")] {
@@ -42,7 +42,7 @@ fn seed002(w: &Work, bits: u32) {
     );
 }
 
-fn seed_gate(w: &Work, up: &Upstream, extra: &[&str]) -> Gate {
+fn tutorial_gate(w: &Work, up: &Upstream, extra: &[&str]) -> Gate {
     let url = up.url();
     let mut a = vec![
         "serve",
@@ -63,7 +63,7 @@ fn seed_gate(w: &Work, up: &Upstream, extra: &[&str]) -> Gate {
     Gate::start(w, &a)
 }
 
-fn seed_nginx(w: &Work, extra: &str) -> Nginx {
+fn tutorial_nginx(w: &Work, extra: &str) -> Nginx {
     Nginx::start(
         w,
         &format!(
@@ -72,9 +72,9 @@ fn seed_nginx(w: &Work, extra: &str) -> Nginx {
     )
 }
 
-/// Seed 002's curl command: `curl -v -s -k --key client.key --cert client.crt URL` (with the
+/// The tutorial's curl command: `curl -v -s -k --key client.key --cert client.crt URL` (with the
 /// key's passphrase, which curl would otherwise ask for).
-fn seed_curl(w: &Work, url: &str, extra: &[&str]) -> (u16, String) {
+fn tutorial_curl(w: &Work, url: &str, extra: &[&str]) -> (u16, String) {
     let mut a = vec![
         "-k",
         "--key",
@@ -92,20 +92,20 @@ fn seed_curl(w: &Work, url: &str, extra: &[&str]) -> (u16, String) {
 #[test]
 fn version_1_certificates_serve_and_verify_as_in_nginx() {
     let w = Work::new();
-    seed002(&w, 2048);
+    openssl_tutorial_pki(&w, 2048);
     let up = Upstream::start(&w);
-    let g = seed_gate(&w, &up, &[]);
-    let ng = seed_nginx(&w, "");
+    let g = tutorial_gate(&w, &up, &[]);
+    let ng = tutorial_nginx(&w, "");
     // nginx: the v1 client is verified.
-    let (code, body) = seed_curl(&w, &ng.url("/hello/world"), &[]);
+    let (code, body) = tutorial_curl(&w, &ng.url("/hello/world"), &[]);
     assert_eq!((code, body.as_str()), (200, "SUCCESS|CN=client|01\n"));
     // mtlsgate serves the v1 server certificate and verifies the v1 client the same way.
-    let (code, body) = seed_curl(&w, &g.url("/hello/world"), &[]);
+    let (code, body) = tutorial_curl(&w, &g.url("/hello/world"), &[]);
     assert_eq!(code, 200, "{body}");
     assert_eq!(header(&body, "ssl-client-verify"), "SUCCESS");
     assert_eq!(header(&body, "ssl-client"), "CN=client");
     // Both refuse the client without a certificate, and curl verifies both servers' v1
-    // certificates against the seed's CA (CN=localhost, no SAN).
+    // certificates against the tutorial's CA (CN=localhost, no SAN).
     for url in [g.url("/hello/world"), ng.url("/hello/world")] {
         let (code, body) = curl(&w, &["--cacert", "ca.crt", &url]);
         assert_eq!(code, 400, "{url}: {body}");
@@ -127,9 +127,9 @@ fn version_1_certificates_serve_and_verify_as_in_nginx() {
 }
 
 #[test]
-fn the_seeds_1024_bit_keys_are_refused_by_both_with_the_reason() {
+fn the_tutorials_1024_bit_keys_are_refused_by_both_with_the_reason() {
     let w = Work::new();
-    seed002(&w, 1024);
+    openssl_tutorial_pki(&w, 1024);
     let up = Upstream::start(&w);
     let url = up.url();
     let e = w
@@ -170,7 +170,7 @@ fn the_seeds_1024_bit_keys_are_refused_by_both_with_the_reason() {
 #[test]
 fn one_crl_entry_revokes_every_certificate_with_that_serial_as_in_nginx() {
     let w = Work::new();
-    seed002(&w, 2048);
+    openssl_tutorial_pki(&w, 2048);
     // The CA's CRL naming serial 01 (openssl ca, v2 CRL with a CRL number).
     w.write(
         "crl.cnf",
@@ -183,12 +183,12 @@ fn one_crl_entry_revokes_every_certificate_with_that_serial_as_in_nginx() {
     w.write("crlnumber", "01\n");
     sh(&w, "openssl ca -config crl.cnf -gencrl -keyfile ca.key -passin pass:secret -cert ca.crt -out crl.pem");
     let up = Upstream::start(&w);
-    let g = seed_gate(&w, &up, &["--crl", "crl.pem"]);
-    let ng = seed_nginx(&w, "ssl_crl {root}/crl.pem;");
-    let (code, body) = seed_curl(&w, &ng.url("/"), &[]);
+    let g = tutorial_gate(&w, &up, &["--crl", "crl.pem"]);
+    let ng = tutorial_nginx(&w, "ssl_crl {root}/crl.pem;");
+    let (code, body) = tutorial_curl(&w, &ng.url("/"), &[]);
     assert_eq!(code, 400, "{body}");
     assert!(body.contains("The SSL certificate error"), "{body}");
-    let (code, body) = seed_curl(&w, &g.url("/"), &[]);
+    let (code, body) = tutorial_curl(&w, &g.url("/"), &[]);
     assert_eq!(code, 400, "{body}");
     assert!(body.contains("revoked: CN=client (serial 01)"), "{body}");
     // The server certificate carries serial 01 too: a client checking the CRL refuses it.

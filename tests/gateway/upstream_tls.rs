@@ -1,6 +1,6 @@
 //! The gateway as a TLS client: `https://` upstreams that demand client certificates (a
 //! real nginx with `ssl_verify_client on`), reached through a route and through the
-//! plain-HTTP egress listener (seed 002's nginx on 8080 in front of an mTLS API on 8443),
+//! plain-HTTP egress listener (the upstream-certificates guide's nginx on 8080 in front of an mTLS API on 8443),
 //! failures that say why, and client certificates replaced while requests flow.
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -29,7 +29,7 @@ fn serial_of(w: &Work, cert: &str) -> String {
 }
 
 #[test]
-fn the_egress_listener_reaches_an_mtls_api_as_the_seeds_curl_does() {
+fn the_egress_listener_reaches_an_mtls_api_as_the_guides_curl_does() {
     let w = Work::new();
     pki(&w);
     let api = mtls_api(&w);

@@ -1,15 +1,15 @@
 //! Walkthroughs: the README's quickstart, and the nginx + appserver + whitelist.txt setup
-//! (seed 001) with the example appserver.
+//! (the whitelist.txt appserver walkthrough) with the example appserver.
 
 use std::time::{Duration, Instant};
 
 use crate::util::*;
 
 #[test]
-fn seed001_walkthrough_with_the_example_appserver() {
+fn whitelist_walkthrough_with_the_example_appserver() {
     let w = Work::new();
     pki(&w);
-    w.write("whitelist.txt", "# seed 001\ndev1.d.example.local\n");
+    w.write("whitelist.txt", "# allowed devices\ndev1.d.example.local\n");
     // A client whose subject has an escaped comma, made by openssl and signed by the CA.
     openssl_csr(&w, "dev3", "/O=Acme, Inc./CN=dev3.d.example.local");
     w.mg(&[
