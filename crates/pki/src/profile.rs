@@ -144,6 +144,19 @@ pub fn check_key(spki: &SubjectPublicKeyInfo<'_>) -> Result<KeyClass, WeakKey> {
     }
 }
 
+/// The same SubjectPublicKeyInfo (DER) with its named curve replaced by secp256k1
+/// (1.3.132.0.10), which no TLS library mtlsgate talks to accepts. For tests.
+#[cfg(test)]
+pub(crate) fn with_secp256k1(spki: &[u8]) -> Vec<u8> {
+    use crate::der;
+    let outer = der::read_one(spki).expect("SubjectPublicKeyInfo");
+    let parts = der::elements(outer.value).expect("SPKI parts");
+    let alg = der::elements(parts[0].value).expect("AlgorithmIdentifier");
+    let secp256k1 = der::encode(der::OID, &[&[0x2b, 0x81, 0x04, 0x00, 0x0a]]);
+    let alg = der::encode(der::SEQUENCE, &[alg[0].raw, &secp256k1]);
+    der::encode(der::SEQUENCE, &[&alg, parts[1].raw])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -184,34 +197,13 @@ mod tests {
     #[test]
     fn an_unknown_curve_is_refused_with_its_oid() {
         let p256 = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("p256");
-        let der = relabel_curve(&spki_of(&p256));
+        let der = with_secp256k1(&spki_of(&p256));
         assert_eq!(
             checked(&der),
             Err(WeakKey::Curve {
                 oid: Some("1.3.132.0.10".into())
             })
         );
-    }
-
-    /// The same SubjectPublicKeyInfo with its P-256 curve OID replaced by secp256k1's
-    /// (1.3.132.0.10), which no TLS library mtlsgate talks to accepts.
-    fn relabel_curve(der: &[u8]) -> Vec<u8> {
-        let p256 = [0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
-        let at = der
-            .windows(p256.len())
-            .position(|w| w == p256)
-            .expect("P-256 OID present");
-        let k1 = [0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x0a];
-        let mut body = Vec::new();
-        body.extend_from_slice(&der[..at]);
-        body.extend_from_slice(&k1);
-        body.extend_from_slice(&der[at + p256.len()..]);
-        // The SPKI SEQUENCE and its AlgorithmIdentifier (30 59 30 13 …, short-form lengths
-        // for P-256) both shrink by the OIDs' difference.
-        let shrink = p256.len() - k1.len();
-        body[1] -= shrink as u8;
-        body[3] -= shrink as u8;
-        body
     }
 
     #[test]
