@@ -50,7 +50,7 @@ pub struct CertInfo {
     pub uris: Vec<String>,
     pub emails: Vec<String>,
     /// The device ID. **The device ID is the subject CN** (the first CN attribute, as
-    /// nginx's `$ssl_client_s_dn_cn`-style extraction sees it; the seed's
+    /// nginx's `$ssl_client_s_dn_cn`-style extraction sees it; for example
     /// `MyDeviceId.d.wott.local`), never a SAN: mtlsgate refuses to issue or sign a client
     /// certificate whose DNS SAN inside the device domain names another device than its CN
     /// (see [`crate::names`]). `None` for CA certificates and for certificates without a CN.

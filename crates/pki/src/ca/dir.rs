@@ -152,6 +152,8 @@ fn ca_params(cn: &str, org: &str, path_len: u8, validity: Duration) -> Certifica
     p.use_authority_key_identifier_extension = true;
     p
 }
+
+/// Name prefix of the staging directories `ca init` builds a CA in.
 const STAGING_PREFIX: &str = ".mtlsgate-ca-init-";
 /// File in a staging directory naming the process that builds it.
 const STAGING_OWNER: &str = ".owner";

@@ -81,7 +81,7 @@ pub fn normalize_device_id(id: &str, domain: &str) -> Result<String> {
     })?;
     Ok(full)
 }
-/// Name prefix of the staging directories `ca init` builds a CA in.
+
 /// URI SANs that give a certificate a role in mtlsgate (`urn:mtlsgate:role:admin`): a CSR
 /// never gets one; only the CA's own requests (`cert issue admin`) carry it.
 pub const ROLE_URI_PREFIX: &str = "urn:mtlsgate:role:";
