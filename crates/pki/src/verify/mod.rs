@@ -19,14 +19,14 @@
 //! Pinned certificates (bundle certificates that are not CAs, or are self-signed) are also
 //! decided by the walk: trusted as they are, but within their validity and not revoked.
 //!
-//! On a path that webpki or the walk accepted, [`Verifier::path_failure`] then refuses what
+//! On a path that webpki or the walk accepted, `Verifier::path_failure` then refuses what
 //! RFC 5280 forbids and webpki lets through (the x509-limbo cases): critical AKI/SKI, a
 //! leaf with keyCertSign or name constraints, a CA without keyCertSign or with an empty
 //! subject, an expired trust anchor or one with an unknown critical extension, leaf keys
 //! TLS cannot use, and (strict CRL checking) CRLs without a non-critical CRL number or from
 //! a CA without cRLSign.
 //!
-//! The rooms: [`failure`] (why a certificate was refused, and its wording), `webpki_map`
+//! The rooms: `failure` (why a certificate was refused, and its wording), `webpki_map`
 //! (webpki's errors as typed failures), `build` (webpki's path building), `walk` (the
 //! chain walked by hand), `profile` (the RFC 5280 rules webpki leaves out) and `crl`
 //! (revocation and CRL usability). This module holds the public API: [`Verifier`],
@@ -45,7 +45,7 @@ use crate::error::{PkiError, Result};
 
 mod build;
 mod crl;
-pub mod failure;
+mod failure;
 mod profile;
 #[cfg(test)]
 mod tests;

@@ -1,11 +1,12 @@
 //! Unit tests of the verifier: shared builders (a test CA, leaves, CRLs, v1 rewriting),
 //! then one file per concern: the chain walk and webpki decisions (`chain`), the failure
-//! labels and webpki mapping (`mapping`), and the RFC 5280 profile rules rebuilt from the
-//! x509-limbo families (`limbo`).
+//! labels and webpki mapping (`mapping`), every typed refusal's sentence (`sentences`),
+//! and the RFC 5280 profile rules rebuilt from the x509-limbo families (`limbo`).
 
 mod chain;
 mod limbo;
 mod mapping;
+mod sentences;
 
 use super::*;
 use rcgen::{
