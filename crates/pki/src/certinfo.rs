@@ -13,6 +13,7 @@ use x509_parser::public_key::PublicKey;
 
 use crate::dn;
 use crate::error::{PkiError, Result};
+use crate::profile::{self, Curve, OID_ED25519};
 
 /// A public key, described for people ("ECDSA P-256", 256 bits).
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -49,7 +50,7 @@ pub struct CertInfo {
     pub uris: Vec<String>,
     pub emails: Vec<String>,
     /// The device ID. **The device ID is the subject CN** (the first CN attribute, as
-    /// nginx's `$ssl_client_s_dn_cn`-style extraction sees it; the seed's
+    /// nginx's `$ssl_client_s_dn_cn`-style extraction sees it; for example
     /// `MyDeviceId.d.wott.local`), never a SAN: mtlsgate refuses to issue or sign a client
     /// certificate whose DNS SAN inside the device domain names another device than its CN
     /// (see [`crate::names`]). `None` for CA certificates and for certificates without a CN.
@@ -263,20 +264,22 @@ pub fn describe_key(x: &X509Certificate<'_>) -> KeyDescription {
             bits: r.key_size(),
         },
         Ok(PublicKey::EC(ec)) => {
-            let curve = curve_oid(spki).unwrap_or_default();
-            let (name, bits) = match curve.as_str() {
-                "1.2.840.10045.3.1.7" => ("ECDSA P-256", 256),
-                "1.3.132.0.34" => ("ECDSA P-384", 384),
-                "1.3.132.0.35" => ("ECDSA P-521", 521),
-                _ => ("ECDSA", ec.key_size()),
-            };
-            KeyDescription {
-                algorithm: name.into(),
-                bits,
+            match profile::curve_oid(spki)
+                .as_deref()
+                .and_then(Curve::from_oid)
+            {
+                Some(c) => KeyDescription {
+                    algorithm: format!("ECDSA {}", c.name()),
+                    bits: c.bits(),
+                },
+                None => KeyDescription {
+                    algorithm: "ECDSA".into(),
+                    bits: ec.key_size(),
+                },
             }
         }
         _ => match alg_oid.as_str() {
-            "1.3.101.112" => KeyDescription {
+            OID_ED25519 => KeyDescription {
                 algorithm: "Ed25519".into(),
                 bits: 256,
             },
@@ -337,16 +340,6 @@ pub fn human_duration(secs: i64) -> String {
     } else {
         format!("{s}s")
     }
-}
-
-/// The named curve of an EC public key, as a dotted OID (`None` when the parameters name
-/// none).
-pub(crate) fn curve_oid(spki: &x509_parser::x509::SubjectPublicKeyInfo<'_>) -> Option<String> {
-    spki.algorithm
-        .parameters
-        .as_ref()
-        .and_then(|p| p.as_oid().ok())
-        .map(|o| o.to_id_string())
 }
 
 #[cfg(test)]

@@ -7,17 +7,11 @@
 use aws_lc_rs::signature::{self, UnparsedPublicKey, VerificationAlgorithm};
 use x509_parser::certification_request::X509CertificationRequest;
 use x509_parser::prelude::FromDer;
-use x509_parser::public_key::PublicKey;
 use x509_parser::x509::SubjectPublicKeyInfo;
 
-use crate::ca::MIN_RSA_BITS;
 use crate::error::{PkiError, Result};
 use crate::pemfile;
-
-const P256: &str = "1.2.840.10045.3.1.7";
-const P384: &str = "1.3.132.0.34";
-const P521: &str = "1.3.132.0.35";
-const ED25519: &str = "1.3.101.112";
+use crate::profile::{self, Curve, KeyClass, WeakKey, MIN_RSA_BITS};
 
 /// A device's CSR that passed the checks.
 #[derive(Debug, Clone)]
@@ -39,37 +33,33 @@ enum KeyKind {
     Ed25519,
 }
 
-/// Refuses keys weaker than P-256, RSA 2048 or Ed25519, in a sentence.
+/// Refuses keys the profile ([`crate::profile`]) does not accept, in a sentence.
 fn key_kind(spki: &SubjectPublicKeyInfo<'_>) -> std::result::Result<KeyKind, String> {
-    let oid = spki.algorithm.algorithm.to_id_string();
-    match spki.parsed() {
-        Ok(PublicKey::RSA(r)) if r.key_size() < MIN_RSA_BITS => Err(format!(
-            "its RSA key is {} bits; at least {MIN_RSA_BITS} bits are required (or use ECDSA P-256 or Ed25519)",
-            r.key_size()
+    match profile::check_key(spki) {
+        Ok(KeyClass::Rsa { .. }) => Ok(KeyKind::Rsa),
+        Ok(KeyClass::Ec {
+            curve: Some(curve), ..
+        }) => Ok(match curve {
+            Curve::P256 => KeyKind::EcP256,
+            Curve::P384 => KeyKind::EcP384,
+            Curve::P521 => KeyKind::EcP521,
+        }),
+        Ok(KeyClass::Ed25519) => Ok(KeyKind::Ed25519),
+        Err(WeakKey::SmallRsa { bits }) => Err(format!(
+            "its RSA key is {bits} bits; at least {MIN_RSA_BITS} bits are required (or use ECDSA P-256 or Ed25519)"
         )),
-        Ok(PublicKey::RSA(_)) => Ok(KeyKind::Rsa),
-        Ok(PublicKey::EC(_)) => {
-            let curve = spki
-                .algorithm
-                .parameters
-                .as_ref()
-                .and_then(|p| p.as_oid().ok())
-                .map(|o| o.to_id_string())
-                .unwrap_or_default();
-            match curve.as_str() {
-                P256 => Ok(KeyKind::EcP256),
-                P384 => Ok(KeyKind::EcP384),
-                P521 => Ok(KeyKind::EcP521),
-                other => Err(format!(
-                    "its elliptic curve ({}) is not accepted; use P-256, P-384 or P-521",
-                    if other.is_empty() { "unnamed" } else { other }
-                )),
-            }
+        Err(WeakKey::Curve { oid }) => Err(format!(
+            "its elliptic curve ({}) is not accepted; use P-256, P-384 or P-521",
+            WeakKey::curve_shown(&oid)
+        )),
+        // check_key accepts no other class; refuse it as an unknown type all the same.
+        Ok(KeyClass::Ec { curve: None, .. } | KeyClass::Dsa | KeyClass::Other { .. })
+        | Err(WeakKey::Dsa | WeakKey::Type { .. }) => {
+            let oid = spki.algorithm.algorithm.to_id_string();
+            Err(format!(
+                "its key type ({oid}) is not supported; use ECDSA P-256/P-384, Ed25519, or RSA of {MIN_RSA_BITS} bits or more"
+            ))
         }
-        _ if oid == ED25519 => Ok(KeyKind::Ed25519),
-        _ => Err(format!(
-            "its key type ({oid}) is not supported; use ECDSA P-256/P-384, Ed25519, or RSA of 2048 bits or more"
-        )),
     }
 }
 

@@ -18,6 +18,7 @@ pub mod names;
 pub mod p12;
 pub mod pemfile;
 pub mod printable;
+pub mod profile;
 pub mod server_identity;
 pub mod verify;
 

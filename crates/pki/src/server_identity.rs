@@ -12,9 +12,9 @@ use std::path::Path;
 
 use zeroize::Zeroizing;
 
-use crate::ca::MIN_RSA_BITS;
 use crate::der;
 use crate::error::{PkiError, Result};
+use crate::profile;
 use crate::{fsutil, pemfile};
 
 /// A certificate chain and the private key that goes with its first certificate.
@@ -124,7 +124,7 @@ fn key_to_pkcs8(name: &str, data: &[u8], passphrase: Option<&[u8]>) -> Result<Ze
     if info.algorithm.oid.as_bytes() == RSA_ENCRYPTION {
         let bits = rsa_modulus_bits(info.private_key)
             .ok_or_else(|| bad("not a readable RSA private key".into()))?;
-        if bits < MIN_RSA_BITS {
+        if profile::rsa_too_small(bits) {
             return Err(PkiError::ServerKeyTooSmall {
                 path: name.into(),
                 bits,

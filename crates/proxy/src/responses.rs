@@ -293,7 +293,9 @@ mod tests {
     fn every_variant_has_its_own_label() {
         let all = [
             Refusal::NoCertificate,
-            Refusal::BadCertificate(Failure::Other("x".into())),
+            Refusal::BadCertificate(Failure::Webpki(
+                mtlsgate_pki::verify::WebpkiRefusal::Unnamed,
+            )),
             Refusal::BadRequest(BadRequest::NoHost),
             Refusal::NoRoute { path: "/x".into() },
             Refusal::Denied(Denial::NoCertificate { prefix: "/".into() }),
