@@ -427,4 +427,31 @@ mod tests {
             assert!(moved, "{}: {change:?} did not change it", s.key);
         }
     }
+
+    /// The flags that may be given with `--config` override the file.
+    #[test]
+    fn the_overrides_override_the_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let gate = dir.path().join("gate.toml");
+        std::fs::write(
+            &gate,
+            "[server]\ncert = \"s.crt\"\nkey = \"s.key\"\nclient_ca = \"ca.crt\"\n[[route]]\nupstream = \"http://127.0.0.1:1\"\n",
+        )
+        .expect("write gate.toml");
+        let gate = gate.display().to_string();
+        let base = ["serve", "--config", gate.as_str()];
+        for flag in crate::flags::OVERRIDES {
+            let s = SETTINGS
+                .iter()
+                .find(|s| s.flag == Some(flag) && !s.key.starts_with("tcp."))
+                .unwrap_or_else(|| panic!("{flag} sets no setting"));
+            let change = change_of(s.key).unwrap_or_else(|| panic!("{}: no change", s.key));
+            let (a, b) = (lowered(&base, &[]), lowered(&base, change));
+            assert_ne!(
+                values(&a, s.read),
+                values(&b, s.read),
+                "{flag} ignored with --config"
+            );
+        }
+    }
 }

@@ -117,6 +117,10 @@ impl Source<'_> {
     /// A value with no position in the file (an empty span) was given by a flag that
     /// overrides the file (`--threads`, `--admin-listen`), and is named by that flag.
     fn place(&self, key: &str, span: std::ops::Range<usize>) -> String {
+        debug_assert!(
+            settings::setting(key).is_some(),
+            "an error names {key}, which is not in the settings table"
+        );
         match (self, settings::flag_of(key)) {
             (Source::File { name, text, .. }, _) if span.end > 0 => {
                 format!("{name}{}: {key}", line_of(text, span))
