@@ -402,7 +402,7 @@ mod tests {
 
     fn values(c: &GateConfig, read: Read) -> Vec<Value> {
         match read {
-            Read::Gate(f) => vec![f(c)],
+            Read::Listener(f) | Read::Server(f) => vec![f(c)],
             Read::Route(f) => c.routes.iter().map(f).collect(),
             Read::Tunnel(f) => c.tunnels.iter().map(f).collect(),
         }

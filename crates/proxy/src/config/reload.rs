@@ -21,12 +21,52 @@ fn joined(values: &[Value]) -> String {
     v.join(", ")
 }
 
+/// The changed settings of one server block and its routes. `at` names the block: `None`
+/// for the first (whose keys are plain, and which carries the listener's settings too),
+/// `Some(i)` for `server[i]`.
+fn block_changes(a: &GateConfig, b: &GateConfig, at: Option<usize>, out: &mut Vec<String>) {
+    let within = |key: String| match at {
+        None => key,
+        Some(i) => format!("server[{i}].{key}"),
+    };
+    for s in SETTINGS {
+        let read = match (s.read, at) {
+            (Read::Server(read), _) | (Read::Listener(read), None) => read,
+            _ => continue,
+        };
+        if read(a) != read(b) {
+            out.push(match at {
+                None => s.key.to_string(),
+                Some(i) => indexed(s.key, i),
+            });
+        }
+    }
+    if a.routes.len() != b.routes.len() {
+        out.push(within(format!(
+            "route (now {} instead of {})",
+            b.routes.len(),
+            a.routes.len()
+        )));
+        return;
+    }
+    // Route by route: all of route[0]'s changes, then route[1]'s.
+    for (i, (ra, rb)) in a.routes.iter().zip(&b.routes).enumerate() {
+        for s in SETTINGS {
+            if let Read::Route(read) = s.read {
+                if read(ra) != read(rb) {
+                    out.push(within(indexed(s.key, i)));
+                }
+            }
+        }
+    }
+}
+
 impl GateConfig {
     /// The values of `s` in this configuration, one per route or tunnel for their settings,
     /// each with its key (`route[0].upstream`).
     pub(crate) fn values_of(&self, s: &Setting) -> Vec<(String, Value)> {
         match s.read {
-            Read::Gate(read) => vec![(s.key.to_string(), read(self))],
+            Read::Listener(read) | Read::Server(read) => vec![(s.key.to_string(), read(self))],
             Read::Route(read) => self
                 .routes
                 .iter()
@@ -63,36 +103,13 @@ impl GateConfig {
     }
 
     /// The keys of the settings that differ between this configuration and `next` (for the
-    /// reload's log line): the server's in the order of [`SETTINGS`], then each route's,
-    /// each further server block, each tunnel's.
+    /// reload's log line): the listener's and the first server block's in the order of
+    /// [`SETTINGS`], then each route's, then each further server block's
+    /// (`server[1].cert`, `server[1].route[0].upstream`), then each tunnel's.
     pub fn changed_settings(&self, next: &GateConfig) -> Vec<String> {
         let (a, b) = (self, next);
         let mut out: Vec<String> = Vec::new();
-        for s in SETTINGS {
-            if let Read::Gate(read) = s.read {
-                if read(a) != read(b) {
-                    out.push(s.key.to_string());
-                }
-            }
-        }
-        if a.routes.len() == b.routes.len() {
-            // Route by route: all of route[0]'s changes, then route[1]'s.
-            for i in 0..a.routes.len() {
-                for s in SETTINGS {
-                    if let Read::Route(read) = s.read {
-                        if read(&a.routes[i]) != read(&b.routes[i]) {
-                            out.push(indexed(s.key, i));
-                        }
-                    }
-                }
-            }
-        } else {
-            out.push(format!(
-                "route (now {} instead of {})",
-                b.routes.len(),
-                a.routes.len()
-            ));
-        }
+        block_changes(a, b, None, &mut out);
         if a.vhosts.len() != b.vhosts.len() {
             out.push(format!(
                 "server (now {} blocks instead of {})",
@@ -101,7 +118,9 @@ impl GateConfig {
             ));
         } else {
             for (i, (va, vb)) in a.vhosts.iter().zip(&b.vhosts).enumerate() {
-                if va != vb {
+                let before = out.len();
+                block_changes(&va.config, &vb.config, Some(i + 1), &mut out);
+                if out.len() == before && va != vb {
                     out.push(format!("server[{}]", i + 1));
                 }
             }
@@ -141,7 +160,7 @@ impl GateConfig {
                 continue;
             }
             kept.push(match s.read {
-                Read::Gate(_) => format!(
+                Read::Listener(_) | Read::Server(_) => format!(
                     "{} changed to {} but needs a restart; still {}",
                     s.key,
                     joined(&wanted),

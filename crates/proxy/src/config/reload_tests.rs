@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use crate::config::settings::{Apply, Value, SETTINGS};
+use crate::config::settings::{Apply, Read, Value, SETTINGS};
 use crate::config::{GateConfig, VerifyMode, GOOD};
 
 #[test]
@@ -166,11 +166,11 @@ fn change_of(key: &str) -> Option<(usize, &'static str)> {
     })
 }
 
-/// [`EVERY_PLACE`] as gate.toml, with `line` written in block `block` (replacing the line
-/// of the same key).
-fn every_place_with(change: Option<(usize, &str)>) -> String {
+/// `places` as gate.toml, with `line` written in block `block` (replacing the line of the
+/// same key).
+fn toml_of(places: &[(&str, &[&str])], change: Option<(usize, &str)>) -> String {
     let mut text = String::new();
-    for (i, (header, lines)) in EVERY_PLACE.iter().enumerate() {
+    for (i, (header, lines)) in places.iter().enumerate() {
         text.push_str(header);
         text.push('\n');
         let mut lines: Vec<&str> = lines.to_vec();
@@ -186,6 +186,10 @@ fn every_place_with(change: Option<(usize, &str)>) -> String {
         text.push('\n');
     }
     text
+}
+
+fn every_place_with(change: Option<(usize, &str)>) -> String {
+    toml_of(EVERY_PLACE, change)
 }
 
 /// The key a change in `block` of [`EVERY_PLACE`] is reported under.
@@ -302,4 +306,68 @@ fn a_changed_inventory_poll_is_kept_and_named() {
         ["server.inventory_poll changed to 2s but needs a restart; still 500ms"]
     );
     assert_eq!(a, b);
+}
+
+/// Two server blocks on one listener: the second (`server[1]`) is a virtual host.
+const TWO_SERVERS: &[(&str, &[&str])] = &[
+    (
+        "[[server]]",
+        &[
+            "listen = \"127.0.0.1:8443\"",
+            "cert = \"server.crt\"",
+            "key = \"server.key\"",
+            "client_ca = \"ca.crt\"",
+        ],
+    ),
+    (
+        "[[server.route]]",
+        &["upstream = \"http://127.0.0.1:3000\""],
+    ),
+    (
+        "[[server]]",
+        &[
+            "server_name = [\"other.example\"]",
+            "cert = \"other.crt\"",
+            "key = \"other.key\"",
+            "client_ca = \"ca.crt\"",
+        ],
+    ),
+    (
+        "[[server.route]]",
+        &["upstream = \"http://127.0.0.1:3001\""],
+    ),
+];
+
+/// Goes over every `server.*` key of the table in a further `[[server]]` block: a setting
+/// of one server block is accepted there and its change reported as `server[1].KEY`; a
+/// setting of the listener is refused there.
+#[test]
+fn every_server_setting_of_a_virtual_host_is_reported_and_listener_ones_are_refused() {
+    let parse = |text: &str| GateConfig::from_toml("gate.toml", text, Path::new("/etc/gate"));
+    let running = parse(&toml_of(TWO_SERVERS, None)).expect("the base configuration is valid");
+    for s in SETTINGS.iter().filter(|s| s.key.starts_with("server.")) {
+        let Some((_, line)) = change_of(s.key) else {
+            panic!("{}: no change of it in change_of(); add one", s.key);
+        };
+        let text = toml_of(TWO_SERVERS, Some((2, line)));
+        let field = &s.key["server.".len()..];
+        match s.read {
+            Read::Server(_) => {
+                let next = parse(&text).unwrap_or_else(|e| panic!("{}: {e}\n{text}", s.key));
+                assert_eq!(
+                    running.changed_settings(&next),
+                    [format!("server[1].{field}")],
+                    "{}",
+                    s.key
+                );
+            }
+            Read::Listener(_) => {
+                let e = parse(&text).expect_err(s.key).to_string();
+                assert!(e.contains("is a setting of the listener"), "{}: {e}", s.key);
+            }
+            Read::Route(_) | Read::Tunnel(_) => panic!("{} is read from a route or tunnel", s.key),
+        }
+    }
+    let next = parse(&toml_of(TWO_SERVERS, Some((3, "xfcc = true")))).expect("ok");
+    assert_eq!(running.changed_settings(&next), ["server[1].route[0].xfcc"]);
 }

@@ -3,7 +3,8 @@
 //! its value from a validated [`GateConfig`]. Each setting is written here once (as
 //! ripgrep's `flags/defs.rs` defines each flag once); everything that goes over "all the
 //! settings" is derived from [`SETTINGS`]:
-//! - the reload's diff and its log line ([`GateConfig::changed_settings`]),
+//! - the reload's diff and its log line ([`GateConfig::changed_settings`]), per server block
+//!   for the settings the table reads per block ([`Read::Server`]),
 //! - the restart-only settings a reload keeps and warns about
 //!   ([`GateConfig::keep_restart_settings`]),
 //! - the files a change of which triggers a reload ([`GateConfig::watched_files`]),
@@ -14,7 +15,8 @@
 //! Defaults are named constants in [`defaults`] and nowhere else. The unit tests go over
 //! every key: each is a field of the raw form (and every raw field is a key), each change
 //! is reported by the reload, each restart-only change is kept and logged, each reloadable
-//! change reaches the new configuration.
+//! change reaches the new configuration, and a further `[[server]]` block accepts exactly
+//! the per-block ([`Read::Server`]) settings. The CLI's tests go over every flag.
 
 use std::fmt;
 use std::path::PathBuf;
@@ -65,8 +67,12 @@ impl fmt::Display for Value {
 /// Where a setting lives, and how to read it there.
 #[derive(Debug, Clone, Copy)]
 pub enum Read {
-    /// `[server]` and `[timeouts]`: once per configuration (and per `[[server]]` block).
-    Gate(fn(&GateConfig) -> Value),
+    /// A setting of the listener and the process (`[timeouts]`, and the `[server]` keys
+    /// written in the first `[[server]]` block only): once per configuration.
+    Listener(fn(&GateConfig) -> Value),
+    /// A setting of one server block (`[server]`, each `[[server]]`): its certificate,
+    /// client verification, names.
+    Server(fn(&GateConfig) -> Value),
     /// `[[route]]`: once per route.
     Route(fn(&RouteConfig) -> Value),
     /// `[[tcp]]`: once per tunnel.
@@ -85,7 +91,7 @@ pub struct Setting {
     pub read: Read,
 }
 
-const fn gate(
+const fn listener(
     key: &'static str,
     flag: Option<&'static str>,
     apply: Apply,
@@ -95,7 +101,20 @@ const fn gate(
         key,
         flag,
         apply,
-        read: Read::Gate(read),
+        read: Read::Listener(read),
+    }
+}
+
+const fn server(
+    key: &'static str,
+    flag: Option<&'static str>,
+    read: fn(&GateConfig) -> Value,
+) -> Setting {
+    Setting {
+        key,
+        flag,
+        apply: Reload,
+        read: Read::Server(read),
     }
 }
 
@@ -163,91 +182,84 @@ use Apply::Reload;
 
 /// Every setting, in the order gate.toml documents them.
 pub const SETTINGS: &[Setting] = &[
-    gate("server.server_name", None, Reload, |c| {
-        other(&c.server_names)
-    }),
-    gate(
+    server("server.server_name", None, |c| other(&c.server_names)),
+    listener(
         "server.listen",
         Some("--listen"),
         Apply::Restart(|run, next| next.listen = run.listen),
         |c| Value::Other(c.listen.to_string()),
     ),
-    gate("server.cert", Some("--cert"), Reload, |c| {
+    server("server.cert", Some("--cert"), |c| {
         files(c.tls.as_ref().map(|t| &t.cert))
     }),
-    gate("server.key", Some("--key"), Reload, |c| {
+    server("server.key", Some("--key"), |c| {
         files(c.tls.as_ref().map(|t| &t.key))
     }),
-    gate(
+    server(
         "server.key_passphrase_file",
         Some("--key-passphrase-file"),
-        Reload,
         |c| files(c.tls.as_ref().and_then(|t| t.key_passphrase_file.as_ref())),
     ),
-    gate("server.client_ca", Some("--client-ca"), Reload, |c| {
+    server("server.client_ca", Some("--client-ca"), |c| {
         files(&c.client_ca)
     }),
-    gate("server.trusted_ca", Some("--trusted-ca"), Reload, |c| {
+    server("server.trusted_ca", Some("--trusted-ca"), |c| {
         files(&c.trusted_ca)
     }),
-    gate(
-        "server.verify_client",
-        Some("--verify-client"),
-        Reload,
-        |c| other(c.verify),
-    ),
-    gate("server.verify_depth", Some("--verify-depth"), Reload, |c| {
+    server("server.verify_client", Some("--verify-client"), |c| {
+        other(c.verify)
+    }),
+    server("server.verify_depth", Some("--verify-depth"), |c| {
         other(c.verify_depth)
     }),
-    gate("server.crl", Some("--crl"), Reload, |c| files(&c.crl)),
-    gate("server.crl_check", Some("--crl-check"), Reload, |c| {
+    server("server.crl", Some("--crl"), |c| files(&c.crl)),
+    server("server.crl_check", Some("--crl-check"), |c| {
         other(c.crl_check)
     }),
-    gate("server.pin_sha256", Some("--pin-sha256"), Reload, |c| {
+    server("server.pin_sha256", Some("--pin-sha256"), |c| {
         other(&c.pin_sha256)
     }),
-    gate("server.pin_cert", None, Reload, |c| files(&c.pin_cert)),
-    gate(
+    server("server.pin_cert", None, |c| files(&c.pin_cert)),
+    server(
         "server.reject_at_handshake",
         Some("--reject-at-handshake"),
-        Reload,
         |c| other(c.reject_at_handshake),
     ),
-    gate(
+    listener(
         "server.verify_cache",
         Some("--no-verify-cache"),
         Reload,
         |c| other(c.verify_cache),
     ),
-    gate("server.resumption", Some("--no-resumption"), Reload, |c| {
+    listener("server.resumption", Some("--no-resumption"), Reload, |c| {
         other(c.resumption)
     }),
-    gate("server.access_log", Some("--access-log"), Reload, |c| {
+    listener("server.access_log", Some("--access-log"), Reload, |c| {
         other(c.access_log)
     }),
-    gate("server.max_header_bytes", None, Reload, |c| {
+    listener("server.max_header_bytes", None, Reload, |c| {
         other(c.max_header_bytes)
     }),
-    gate(
+    listener(
         "server.admin_listen",
         Some("--admin-listen"),
         Apply::Restart(|run, next| next.admin_listen = run.admin_listen),
         |c| shown(c.admin_listen, "off"),
     ),
-    gate(
+    listener(
         "server.threads",
         Some("--threads"),
         Apply::Restart(|run, next| next.threads = run.threads),
         |c| shown(c.threads, "one per core"),
     ),
-    gate(
+    listener(
         "server.inventory",
         Some("--inventory"),
         Apply::Restart(|run, next| next.inventory = run.inventory.clone()),
         |c| shown(c.inventory.as_ref().map(|i| &i.location), "none"),
     ),
     // The sync task reads the inventory at the interval it started with.
-    gate(
+    listener(
         "server.inventory_poll",
         Some("--inventory-poll"),
         Apply::Restart(|run, next| {
@@ -262,20 +274,20 @@ pub const SETTINGS: &[Setting] = &[
             )
         },
     ),
-    gate("timeouts.handshake", None, Reload, |c| {
+    listener("timeouts.handshake", None, Reload, |c| {
         other(c.timeouts.handshake)
     }),
-    gate("timeouts.header_read", None, Reload, |c| {
+    listener("timeouts.header_read", None, Reload, |c| {
         other(c.timeouts.header_read)
     }),
-    gate("timeouts.idle", None, Reload, |c| other(c.timeouts.idle)),
-    gate("timeouts.upstream_connect", None, Reload, |c| {
+    listener("timeouts.idle", None, Reload, |c| other(c.timeouts.idle)),
+    listener("timeouts.upstream_connect", None, Reload, |c| {
         other(c.timeouts.upstream_connect)
     }),
-    gate("timeouts.upstream_response", None, Reload, |c| {
+    listener("timeouts.upstream_response", None, Reload, |c| {
         other(c.timeouts.upstream_response)
     }),
-    gate("timeouts.drain", None, Reload, |c| other(c.timeouts.drain)),
+    listener("timeouts.drain", None, Reload, |c| other(c.timeouts.drain)),
     route("route.prefix", None, |r| other(&r.prefix)),
     route("route.upstream", Some("--upstream"), |r| other(&r.upstream)),
     route("route.upstream_ca", Some("--upstream-ca"), |r| {
