@@ -259,3 +259,199 @@ pub fn run(s: Serve) -> Result<ExitCode> {
     rt.block_on(run_gateway(cfg, shutdown_signal()))?;
     Ok(ExitCode::SUCCESS)
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::FromArgMatches;
+    use mtlsgate_proxy::config::settings::{Read, Value, SETTINGS};
+    use mtlsgate_proxy::config::GateConfig;
+
+    use crate::flags::{Cli, Command};
+
+    /// A gateway from flags: a TLS server with an inventory and an https upstream with a
+    /// client certificate, so that every flag has something to change.
+    const SERVE: &[&str] = &[
+        "serve",
+        "--cert",
+        "s.crt",
+        "--key",
+        "s.key",
+        "--client-ca",
+        "ca.crt",
+        "--inventory",
+        "ca",
+        "--upstream",
+        "https://127.0.0.1:3000",
+        "--upstream-cert",
+        "c.crt",
+        "--upstream-key",
+        "c.key",
+    ];
+
+    /// A tunnel that terminates mTLS, and one that opens it.
+    const TUNNEL_IN: &[&str] = &[
+        "tunnel",
+        "--listen",
+        "127.0.0.1:8883",
+        "--target",
+        "127.0.0.1:1883",
+        "--cert",
+        "t.crt",
+        "--key",
+        "t.key",
+        "--client-ca",
+        "ca.crt",
+        "--inventory",
+        "ca",
+    ];
+    const TUNNEL_OUT: &[&str] = &[
+        "tunnel",
+        "--listen",
+        "127.0.0.1:1884",
+        "--target",
+        "broker.example:8883",
+        "--upstream-cert",
+        "c.crt",
+        "--upstream-key",
+        "c.key",
+    ];
+
+    /// What to add to the base command line to change each setting that has a flag. A
+    /// flag added to the table without an entry here fails
+    /// [`every_flag_is_lowered_into_its_setting`].
+    fn change_of(key: &str) -> Option<&'static [&'static str]> {
+        Some(match key {
+            "server.listen" => &["--listen", "127.0.0.1:9443"],
+            "server.cert" => &["--cert", "new.crt"],
+            "server.key" => &["--key", "new.key"],
+            "server.key_passphrase_file" => &["--key-passphrase-file", "p.txt"],
+            "server.client_ca" => &["--client-ca", "ca2.crt"],
+            "server.trusted_ca" => &["--trusted-ca", "t.crt"],
+            "server.verify_client" => &["--verify-client", "optional"],
+            "server.verify_depth" => &["--verify-depth", "3"],
+            "server.crl" => &["--crl", "crl.pem"],
+            "server.crl_check" => &["--crl-check", "lenient"],
+            "server.pin_sha256" => &["--pin-sha256", "ab"],
+            "server.reject_at_handshake" => &["--reject-at-handshake"],
+            "server.verify_cache" => &["--no-verify-cache"],
+            "server.resumption" => &["--no-resumption"],
+            "server.access_log" => &["--access-log", "json"],
+            "server.admin_listen" => &["--admin-listen", "127.0.0.1:9901"],
+            "server.threads" => &["--threads", "2"],
+            "server.inventory" => &["--inventory", "other-ca"],
+            "server.inventory_poll" => &["--inventory-poll", "2s"],
+            "route.upstream" => &["--upstream", "https://127.0.0.1:3001"],
+            "route.upstream_ca" => &["--upstream-ca", "u.crt"],
+            "route.upstream_cert" => &["--upstream-cert", "new.crt"],
+            "route.upstream_key" => &["--upstream-key", "new.key"],
+            "route.upstream_key_passphrase_file" => &["--upstream-key-passphrase-file", "p.txt"],
+            "route.upstream_server_name" => &["--upstream-server-name", "api.example"],
+            "route.allow_file" => &["--allow-file", "a.txt"],
+            "route.allow_device_ids" => &["--allow-device-id", "dev1"],
+            "route.headers" => &["--header", "X-Device=$client_device_id"],
+            "route.xfcc" => &["--xfcc"],
+            "route.host_header" => &["--host-header", "upstream"],
+            "route.allow" => &["--allow-tag", "cameras"],
+            "tcp.listen" => &["--listen", "127.0.0.1:9883"],
+            "tcp.target" => &["--target", "127.0.0.1:1999"],
+            "tcp.cert" => &["--cert", "new.crt"],
+            "tcp.key" => &["--key", "new.key"],
+            "tcp.key_passphrase_file" => &["--key-passphrase-file", "p.txt"],
+            "tcp.client_ca" => &["--client-ca", "ca2.crt"],
+            "tcp.crl" => &["--crl", "crl.pem"],
+            "tcp.crl_check" => &["--crl-check", "lenient"],
+            "tcp.pin_sha256" => &["--pin-sha256", "ab"],
+            "tcp.verify_depth" => &["--verify-depth", "3"],
+            "tcp.allow_device_ids" => &["--allow-device-id", "dev1"],
+            "tcp.allow_file" => &["--allow-file", "a.txt"],
+            "tcp.proxy_protocol" => &["--proxy-protocol"],
+            "tcp.upstream_ca" => &["--upstream-ca", "u.crt"],
+            "tcp.upstream_cert" => &["--upstream-cert", "new.crt"],
+            "tcp.upstream_key" => &["--upstream-key", "new.key"],
+            "tcp.upstream_key_passphrase_file" => &["--upstream-key-passphrase-file", "p.txt"],
+            "tcp.upstream_server_name" => &["--upstream-server-name", "b.example"],
+            "tcp.idle" => &["--idle-timeout", "1m"],
+            "tcp.connect_timeout" => &["--connect-timeout", "1s"],
+            "tcp.max_connections" => &["--max-connections", "10"],
+            "tcp.allow" => &["--allow-tag", "cameras"],
+            _ => return None,
+        })
+    }
+
+    /// The configuration `base` makes with `change` (a flag already in `base` gets the
+    /// new value; another is added).
+    fn lowered(base: &[&str], change: &[&str]) -> GateConfig {
+        let mut args: Vec<&str> = std::iter::once("mtlsgate")
+            .chain(base.iter().copied())
+            .collect();
+        match (change, args.iter().position(|a| Some(a) == change.first())) {
+            ([_, value], Some(i)) => args[i + 1] = value,
+            _ => args.extend(change),
+        }
+        let m = crate::flags::command()
+            .try_get_matches_from(&args)
+            .unwrap_or_else(|e| panic!("{args:?}: {e}"));
+        let cli = Cli::from_arg_matches(&m).expect("parsed");
+        let cfg = match cli.command {
+            Command::Serve(s) => super::config(&s),
+            Command::Tunnel(t) => crate::cmd_tunnel::config(&t),
+            _ => panic!("not a gateway command"),
+        };
+        cfg.unwrap_or_else(|e| panic!("{args:?}: {e:#}"))
+    }
+
+    fn values(c: &GateConfig, read: Read) -> Vec<Value> {
+        match read {
+            Read::Listener(f) | Read::Server(f) => vec![f(c)],
+            Read::Route(f) => c.routes.iter().map(f).collect(),
+            Read::Tunnel(f) => c.tunnels.iter().map(f).collect(),
+        }
+    }
+
+    /// Goes over every setting of the table that has a flag: giving the flag changes that
+    /// setting of the configuration the command line is lowered into.
+    #[test]
+    fn every_flag_is_lowered_into_its_setting() {
+        for s in SETTINGS.iter().filter(|s| s.flag.is_some()) {
+            let change = change_of(s.key)
+                .unwrap_or_else(|| panic!("{}: no change of it in change_of(); add one", s.key));
+            let base = if s.key.starts_with("tcp.upstream") {
+                TUNNEL_OUT
+            } else if s.key.starts_with("tcp.") {
+                TUNNEL_IN
+            } else {
+                SERVE
+            };
+            let (a, b) = (lowered(base, &[]), lowered(base, change));
+            let moved = values(&a, s.read) != values(&b, s.read);
+            assert!(moved, "{}: {change:?} did not change it", s.key);
+        }
+    }
+
+    /// The flags that may be given with `--config` override the file.
+    #[test]
+    fn the_overrides_override_the_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let gate = dir.path().join("gate.toml");
+        std::fs::write(
+            &gate,
+            "[server]\ncert = \"s.crt\"\nkey = \"s.key\"\nclient_ca = \"ca.crt\"\n[[route]]\nupstream = \"http://127.0.0.1:1\"\n",
+        )
+        .expect("write gate.toml");
+        let gate = gate.display().to_string();
+        let base = ["serve", "--config", gate.as_str()];
+        for flag in crate::flags::OVERRIDES {
+            let s = SETTINGS
+                .iter()
+                .find(|s| s.flag == Some(flag) && !s.key.starts_with("tcp."))
+                .unwrap_or_else(|| panic!("{flag} sets no setting"));
+            let change = change_of(s.key).unwrap_or_else(|| panic!("{}: no change", s.key));
+            let (a, b) = (lowered(&base, &[]), lowered(&base, change));
+            assert_ne!(
+                values(&a, s.read),
+                values(&b, s.read),
+                "{flag} ignored with --config"
+            );
+        }
+    }
+}

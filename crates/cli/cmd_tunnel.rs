@@ -57,8 +57,13 @@ fn lower(t: &Tunnel) -> RawConfig {
     }
 }
 
+/// The configuration the flags make.
+pub fn config(t: &Tunnel) -> Result<GateConfig> {
+    Ok(GateConfig::from_raw(lower(t), Source::Flags)?)
+}
+
 pub fn run(t: Tunnel) -> Result<ExitCode> {
-    let cfg = GateConfig::from_raw(lower(&t), Source::Flags)?;
+    let cfg = config(&t)?;
     init_logging();
     let rt = runtime(cfg.threads)?;
     rt.block_on(run_gateway(cfg, shutdown_signal()))?;

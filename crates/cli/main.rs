@@ -20,12 +20,10 @@ mod prompt;
 
 use std::process::ExitCode;
 
-use clap::Parser;
-
-use flags::{Cli, Command};
+use flags::Command;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = flags::parse();
     let result = match cli.command {
         Command::Ca(c) => cmd_ca::run(c),
         Command::Cert(c) => cmd_cert::run(c),

@@ -511,3 +511,40 @@ xfcc = true
     // The old address still serves: the listen change waits for a restart.
     assert_eq!(get_as(&w, &g, "dev2", "/api/x", &[]).0, 200);
 }
+
+/// `inventory_poll` is bound at start-up (the inventory's sync task reads at the interval
+/// it started with): a reload that changes it says so, as for the other restart-only
+/// settings, and the gateway goes on reading at the running interval.
+#[test]
+fn a_reload_that_changes_inventory_poll_says_it_needs_a_restart() {
+    let w = Work::new();
+    pki(&w);
+    let (id, _serial) = enroll_device(&w, "ca", None, "edge", &[]);
+    let up = Upstream::start(&w);
+    let config = |poll: &str| {
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\ncert = \"localhost.crt\"\nkey = \"localhost.key\"\nclient_ca = \"ca.crt\"\ninventory = \"ca\"\ninventory_poll = \"{poll}\"\n\n[[route]]\nupstream = \"{}\"\nallow = {{ inventory = true }}\n",
+            up.url()
+        )
+    };
+    w.write("gate.toml", &config("200ms"));
+    let mut g = Gate::start(&w, &["serve", "--config", "gate.toml"]);
+    eventually("the inventory to be read", || {
+        curl_as(&w, "edge.crt", "edge.key", &g.url("/")).0 == 200
+    });
+    write_atomic(&w, "gate.toml", &config("30s"));
+    g.proc.signal("HUP");
+    let kept = g.proc.wait_for("server.inventory_poll changed to ");
+    assert_eq!(kept, "30s but needs a restart; still 200ms");
+    g.proc.wait_for("reloaded in");
+    assert!(
+        !g.proc.stderr().contains("reload applies changed settings"),
+        "{}",
+        g.proc.stderr()
+    );
+    // Still read every 200 ms: a revocation reaches the gateway at once, not in 30 s.
+    w.mg(&["devices", "revoke", &id, "--dir", "ca"]).ok();
+    eventually("the revocation to reach the gateway", || {
+        curl_as(&w, "edge.crt", "edge.key", &g.url("/")).0 != 200
+    });
+}

@@ -1,18 +1,82 @@
 //! The one table of gateway settings: every key gate.toml accepts, the flag that sets it
-//! on the one-route command line, its default, and whether a reload applies it or it
-//! needs a restart. Defaults are named constants here and nowhere else; `mtlsgate serve
-//! --help`, the TOML file and the flags all take them from this module, and the reload
-//! enforces (and logs) the `Apply` column.
+//! on the command line, whether a reload applies it or it needs a restart, and how to read
+//! its value from a validated [`GateConfig`]. Each setting is written here once (as
+//! ripgrep's `flags/defs.rs` defines each flag once); everything that goes over "all the
+//! settings" is derived from [`SETTINGS`]:
+//! - the reload's diff and its log line ([`GateConfig::changed_settings`]), per server block
+//!   for the settings the table reads per block ([`Read::Server`]),
+//! - the restart-only settings a reload keeps and warns about
+//!   ([`GateConfig::keep_restart_settings`]),
+//! - the files a change of which triggers a reload ([`GateConfig::watched_files`]),
+//! - the flag named in an error about a value given on the command line,
+//! - `mtlsgate serve --help`'s list of restart-only flags and the flags `--config` excludes
+//!   (in the CLI crate, from [`restart_flags`] and the `flag` column).
+//!
+//! Defaults are named constants in [`defaults`] and nowhere else. The unit tests go over
+//! every key: each is a field of the raw form (and every raw field is a key), each change
+//! is reported by the reload, each restart-only change is kept and logged, each reloadable
+//! change reaches the new configuration, and a further `[[server]]` block accepts exactly
+//! the per-block ([`Read::Server`]) settings. The CLI's tests go over every flag.
 
+use std::fmt;
+use std::path::PathBuf;
 use std::time::Duration;
 
+use super::{GateConfig, RouteConfig, TunnelConfig, TunnelSide};
+
+/// Puts a restart-only setting of the running configuration back into the next one.
+pub type Keep = fn(running: &GateConfig, next: &mut GateConfig);
+
 /// When a changed setting takes effect.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy)]
 pub enum Apply {
     /// A reload (SIGHUP, or a change to a watched file) applies it.
     Reload,
-    /// Bound at start-up: a reload keeps the running value and says so in the log.
-    Restart,
+    /// Bound at start-up: a reload keeps the running value (with this function) and says
+    /// so in the log.
+    Restart(Keep),
+}
+
+impl Apply {
+    pub fn needs_restart(self) -> bool {
+        matches!(self, Apply::Restart(_))
+    }
+}
+
+/// A setting's value as the reload compares and logs it: files (which are also watched),
+/// or anything else in a printable form.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Value {
+    Files(Vec<PathBuf>),
+    Other(String),
+}
+
+impl fmt::Display for Value {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Value::Files(v) if v.is_empty() => f.write_str("none"),
+            Value::Files(v) => {
+                let names: Vec<String> = v.iter().map(|p| p.display().to_string()).collect();
+                f.write_str(&names.join(", "))
+            }
+            Value::Other(s) => f.write_str(s),
+        }
+    }
+}
+
+/// Where a setting lives, and how to read it there.
+#[derive(Debug, Clone, Copy)]
+pub enum Read {
+    /// A setting of the listener and the process (`[timeouts]`, and the `[server]` keys
+    /// written in the first `[[server]]` block only): once per configuration.
+    Listener(fn(&GateConfig) -> Value),
+    /// A setting of one server block (`[server]`, each `[[server]]`): its certificate,
+    /// client verification, names.
+    Server(fn(&GateConfig) -> Value),
+    /// `[[route]]`: once per route.
+    Route(fn(&RouteConfig) -> Value),
+    /// `[[tcp]]`: once per tunnel.
+    Tunnel(fn(&TunnelConfig) -> Value),
 }
 
 /// One setting.
@@ -20,116 +84,352 @@ pub enum Apply {
 pub struct Setting {
     /// The key in gate.toml (`server.listen`, `timeouts.idle`, `route.upstream`).
     pub key: &'static str,
-    /// The flag of `mtlsgate serve` that sets it, if any.
+    /// The flag of `mtlsgate serve` (`server.*`, `route.*`) or `mtlsgate tunnel` (`tcp.*`)
+    /// that sets it, if any.
     pub flag: Option<&'static str>,
     pub apply: Apply,
+    pub read: Read,
 }
 
-const fn s(key: &'static str, flag: Option<&'static str>, apply: Apply) -> Setting {
-    Setting { key, flag, apply }
+const fn listener(
+    key: &'static str,
+    flag: Option<&'static str>,
+    apply: Apply,
+    read: fn(&GateConfig) -> Value,
+) -> Setting {
+    Setting {
+        key,
+        flag,
+        apply,
+        read: Read::Listener(read),
+    }
 }
 
-use Apply::{Reload, Restart};
+const fn server(
+    key: &'static str,
+    flag: Option<&'static str>,
+    read: fn(&GateConfig) -> Value,
+) -> Setting {
+    Setting {
+        key,
+        flag,
+        apply: Reload,
+        read: Read::Server(read),
+    }
+}
+
+const fn route(
+    key: &'static str,
+    flag: Option<&'static str>,
+    read: fn(&RouteConfig) -> Value,
+) -> Setting {
+    Setting {
+        key,
+        flag,
+        apply: Reload,
+        read: Read::Route(read),
+    }
+}
+
+const fn tcp(
+    key: &'static str,
+    flag: Option<&'static str>,
+    apply: Apply,
+    read: fn(&TunnelConfig) -> Value,
+) -> Setting {
+    Setting {
+        key,
+        flag,
+        apply,
+        read: Read::Tunnel(read),
+    }
+}
+
+fn other<T: fmt::Debug>(v: T) -> Value {
+    Value::Other(format!("{v:?}"))
+}
+
+fn files<'a>(v: impl IntoIterator<Item = &'a PathBuf>) -> Value {
+    Value::Files(v.into_iter().cloned().collect())
+}
+
+fn shown<T: fmt::Display>(v: Option<T>, none: &str) -> Value {
+    Value::Other(v.map(|v| v.to_string()).unwrap_or_else(|| none.to_string()))
+}
+
+/// A setting of a tunnel that terminates mTLS (`none` for one that opens it).
+fn served(t: &TunnelConfig, read: impl Fn(&super::ServedTunnel<'_>) -> Value) -> Value {
+    match t.served() {
+        Some(s) => read(&s),
+        None => Value::Other("none".into()),
+    }
+}
+
+/// The TLS a tunnel opens to its target (the default for one that terminates mTLS).
+fn opened(t: &TunnelConfig) -> super::UpstreamTls {
+    match &t.side {
+        TunnelSide::Client { tls } => tls.clone(),
+        TunnelSide::Server { .. } => super::UpstreamTls::default(),
+    }
+}
+
+/// A route's upstream TLS (the default for a plain-HTTP upstream).
+fn upstream(r: &RouteConfig) -> super::UpstreamTls {
+    r.upstream_tls.clone().unwrap_or_default()
+}
+
+use Apply::Reload;
 
 /// Every setting, in the order gate.toml documents them.
 pub const SETTINGS: &[Setting] = &[
-    s("server.listen", Some("--listen"), Restart),
-    s("server.cert", Some("--cert"), Reload),
-    s("server.key", Some("--key"), Reload),
-    s(
+    server("server.server_name", None, |c| other(&c.server_names)),
+    listener(
+        "server.listen",
+        Some("--listen"),
+        Apply::Restart(|run, next| next.listen = run.listen),
+        |c| Value::Other(c.listen.to_string()),
+    ),
+    server("server.cert", Some("--cert"), |c| {
+        files(c.tls.as_ref().map(|t| &t.cert))
+    }),
+    server("server.key", Some("--key"), |c| {
+        files(c.tls.as_ref().map(|t| &t.key))
+    }),
+    server(
         "server.key_passphrase_file",
         Some("--key-passphrase-file"),
-        Reload,
+        |c| files(c.tls.as_ref().and_then(|t| t.key_passphrase_file.as_ref())),
     ),
-    s("server.client_ca", Some("--client-ca"), Reload),
-    s("server.trusted_ca", Some("--trusted-ca"), Reload),
-    s("server.verify_client", Some("--verify-client"), Reload),
-    s("server.verify_depth", Some("--verify-depth"), Reload),
-    s("server.crl", Some("--crl"), Reload),
-    s("server.crl_check", Some("--crl-check"), Reload),
-    s("server.pin_sha256", Some("--pin-sha256"), Reload),
-    s("server.pin_cert", None, Reload),
-    s(
+    server("server.client_ca", Some("--client-ca"), |c| {
+        files(&c.client_ca)
+    }),
+    server("server.trusted_ca", Some("--trusted-ca"), |c| {
+        files(&c.trusted_ca)
+    }),
+    server("server.verify_client", Some("--verify-client"), |c| {
+        other(c.verify)
+    }),
+    server("server.verify_depth", Some("--verify-depth"), |c| {
+        other(c.verify_depth)
+    }),
+    server("server.crl", Some("--crl"), |c| files(&c.crl)),
+    server("server.crl_check", Some("--crl-check"), |c| {
+        other(c.crl_check)
+    }),
+    server("server.pin_sha256", Some("--pin-sha256"), |c| {
+        other(&c.pin_sha256)
+    }),
+    server("server.pin_cert", None, |c| files(&c.pin_cert)),
+    server(
         "server.reject_at_handshake",
         Some("--reject-at-handshake"),
-        Reload,
+        |c| other(c.reject_at_handshake),
     ),
-    s("server.verify_cache", Some("--no-verify-cache"), Reload),
-    s("server.resumption", Some("--no-resumption"), Reload),
-    s("server.access_log", Some("--access-log"), Reload),
-    s("server.max_header_bytes", None, Reload),
-    s("server.admin_listen", Some("--admin-listen"), Restart),
-    s("server.threads", Some("--threads"), Restart),
-    s("server.inventory", Some("--inventory"), Restart),
-    s("server.inventory_poll", Some("--inventory-poll"), Restart),
-    s("timeouts.handshake", None, Reload),
-    s("timeouts.header_read", None, Reload),
-    s("timeouts.idle", None, Reload),
-    s("timeouts.upstream_connect", None, Reload),
-    s("timeouts.upstream_response", None, Reload),
-    s("timeouts.drain", None, Reload),
-    s("route.prefix", None, Reload),
-    s("route.upstream", Some("--upstream"), Reload),
-    s("route.upstream_ca", Some("--upstream-ca"), Reload),
-    s("route.upstream_cert", Some("--upstream-cert"), Reload),
-    s("route.upstream_key", Some("--upstream-key"), Reload),
-    s(
+    listener(
+        "server.verify_cache",
+        Some("--no-verify-cache"),
+        Reload,
+        |c| other(c.verify_cache),
+    ),
+    listener("server.resumption", Some("--no-resumption"), Reload, |c| {
+        other(c.resumption)
+    }),
+    listener("server.access_log", Some("--access-log"), Reload, |c| {
+        other(c.access_log)
+    }),
+    listener("server.max_header_bytes", None, Reload, |c| {
+        other(c.max_header_bytes)
+    }),
+    listener(
+        "server.admin_listen",
+        Some("--admin-listen"),
+        Apply::Restart(|run, next| next.admin_listen = run.admin_listen),
+        |c| shown(c.admin_listen, "off"),
+    ),
+    listener(
+        "server.threads",
+        Some("--threads"),
+        Apply::Restart(|run, next| next.threads = run.threads),
+        |c| shown(c.threads, "one per core"),
+    ),
+    listener(
+        "server.inventory",
+        Some("--inventory"),
+        Apply::Restart(|run, next| next.inventory = run.inventory.clone()),
+        |c| shown(c.inventory.as_ref().map(|i| &i.location), "none"),
+    ),
+    // The sync task reads the inventory at the interval it started with.
+    listener(
+        "server.inventory_poll",
+        Some("--inventory-poll"),
+        Apply::Restart(|run, next| {
+            if let (Some(r), Some(n)) = (&run.inventory, &mut next.inventory) {
+                n.poll = r.poll;
+            }
+        }),
+        |c| {
+            shown(
+                c.inventory.as_ref().map(|i| format!("{:?}", i.poll)),
+                "none",
+            )
+        },
+    ),
+    listener("timeouts.handshake", None, Reload, |c| {
+        other(c.timeouts.handshake)
+    }),
+    listener("timeouts.header_read", None, Reload, |c| {
+        other(c.timeouts.header_read)
+    }),
+    listener("timeouts.idle", None, Reload, |c| other(c.timeouts.idle)),
+    listener("timeouts.upstream_connect", None, Reload, |c| {
+        other(c.timeouts.upstream_connect)
+    }),
+    listener("timeouts.upstream_response", None, Reload, |c| {
+        other(c.timeouts.upstream_response)
+    }),
+    listener("timeouts.drain", None, Reload, |c| other(c.timeouts.drain)),
+    route("route.prefix", None, |r| other(&r.prefix)),
+    route("route.upstream", Some("--upstream"), |r| other(&r.upstream)),
+    route("route.upstream_ca", Some("--upstream-ca"), |r| {
+        files(&upstream(r).ca)
+    }),
+    route("route.upstream_cert", Some("--upstream-cert"), |r| {
+        files(&upstream(r).cert)
+    }),
+    route("route.upstream_key", Some("--upstream-key"), |r| {
+        files(&upstream(r).key)
+    }),
+    route(
         "route.upstream_key_passphrase_file",
         Some("--upstream-key-passphrase-file"),
-        Reload,
+        |r| files(&upstream(r).key_passphrase_file),
     ),
-    s(
+    route(
         "route.upstream_server_name",
         Some("--upstream-server-name"),
-        Reload,
+        |r| other(upstream(r).server_name),
     ),
-    s("route.allow_file", Some("--allow-file"), Reload),
-    s("route.allow_device_ids", Some("--allow-device-id"), Reload),
-    s("route.allow_spiffe_ids", None, Reload),
-    s("route.allow_ous", None, Reload),
-    s("route.allow_fingerprints", None, Reload),
-    s("route.headers", Some("--header"), Reload),
-    s("route.default_headers", None, Reload),
-    s("route.xfcc", Some("--xfcc"), Reload),
-    s("route.host_header", Some("--host-header"), Reload),
-    s("route.allow", Some("--inventory"), Reload),
-    s("tcp.listen", Some("--listen"), Restart),
-    s("tcp.target", Some("--target"), Reload),
-    s("tcp.cert", Some("--cert"), Reload),
-    s("tcp.key", Some("--key"), Reload),
-    s(
+    route("route.allow_file", Some("--allow-file"), |r| {
+        files(&r.policy.allow_files)
+    }),
+    route("route.allow_device_ids", Some("--allow-device-id"), |r| {
+        other(&r.policy.device_ids)
+    }),
+    route("route.allow_spiffe_ids", None, |r| {
+        other(&r.policy.spiffe_ids)
+    }),
+    route("route.allow_ous", None, |r| other(&r.policy.ous)),
+    route("route.allow_fingerprints", None, |r| {
+        other(&r.policy.fingerprints)
+    }),
+    route("route.headers", Some("--header"), |r| other(&r.headers)),
+    route("route.default_headers", None, |r| other(r.default_headers)),
+    route("route.xfcc", Some("--xfcc"), |r| other(r.xfcc)),
+    route("route.host_header", Some("--host-header"), |r| {
+        other(r.host_header)
+    }),
+    route("route.allow", Some("--inventory"), |r| {
+        other((r.policy.inventory, &r.policy.tags))
+    }),
+    tcp(
+        "tcp.listen",
+        Some("--listen"),
+        // A tunnel's listener is bound at start-up: all of them are kept, with their
+        // settings (a changed list cannot be matched to the running listeners).
+        Apply::Restart(|run, next| next.tunnels = run.tunnels.clone()),
+        |t| Value::Other(t.listen.to_string()),
+    ),
+    tcp("tcp.target", Some("--target"), Reload, |t| other(&t.target)),
+    tcp("tcp.cert", Some("--cert"), Reload, |t| {
+        served(t, |s| files([&s.tls.cert]))
+    }),
+    tcp("tcp.key", Some("--key"), Reload, |t| {
+        served(t, |s| files([&s.tls.key]))
+    }),
+    tcp(
         "tcp.key_passphrase_file",
         Some("--key-passphrase-file"),
         Reload,
+        |t| served(t, |s| files(&s.tls.key_passphrase_file)),
     ),
-    s("tcp.client_ca", Some("--client-ca"), Reload),
-    s("tcp.crl", Some("--crl"), Reload),
-    s("tcp.crl_check", Some("--crl-check"), Reload),
-    s("tcp.pin_sha256", Some("--pin-sha256"), Reload),
-    s("tcp.verify_depth", Some("--verify-depth"), Reload),
-    s("tcp.allow_device_ids", Some("--allow-device-id"), Reload),
-    s("tcp.allow_spiffe_ids", None, Reload),
-    s("tcp.allow_ous", None, Reload),
-    s("tcp.allow_fingerprints", None, Reload),
-    s("tcp.allow_file", Some("--allow-file"), Reload),
-    s("tcp.proxy_protocol", Some("--proxy-protocol"), Reload),
-    s("tcp.upstream_ca", Some("--upstream-ca"), Reload),
-    s("tcp.upstream_cert", Some("--upstream-cert"), Reload),
-    s("tcp.upstream_key", Some("--upstream-key"), Reload),
-    s(
+    tcp("tcp.client_ca", Some("--client-ca"), Reload, |t| {
+        served(t, |s| files(s.client_ca))
+    }),
+    tcp("tcp.crl", Some("--crl"), Reload, |t| {
+        served(t, |s| files(s.crl))
+    }),
+    tcp("tcp.crl_check", Some("--crl-check"), Reload, |t| {
+        served(t, |s| other(s.crl_check))
+    }),
+    tcp("tcp.pin_sha256", Some("--pin-sha256"), Reload, |t| {
+        served(t, |s| other(s.pin_sha256))
+    }),
+    tcp("tcp.verify_depth", Some("--verify-depth"), Reload, |t| {
+        served(t, |s| other(s.verify_depth))
+    }),
+    tcp(
+        "tcp.allow_device_ids",
+        Some("--allow-device-id"),
+        Reload,
+        |t| served(t, |s| other(&s.policy.device_ids)),
+    ),
+    tcp("tcp.allow_spiffe_ids", None, Reload, |t| {
+        served(t, |s| other(&s.policy.spiffe_ids))
+    }),
+    tcp("tcp.allow_ous", None, Reload, |t| {
+        served(t, |s| other(&s.policy.ous))
+    }),
+    tcp("tcp.allow_fingerprints", None, Reload, |t| {
+        served(t, |s| other(&s.policy.fingerprints))
+    }),
+    tcp("tcp.allow_file", Some("--allow-file"), Reload, |t| {
+        served(t, |s| files(&s.policy.allow_files))
+    }),
+    tcp(
+        "tcp.proxy_protocol",
+        Some("--proxy-protocol"),
+        Reload,
+        |t| served(t, |s| other(s.proxy_protocol)),
+    ),
+    tcp("tcp.upstream_ca", Some("--upstream-ca"), Reload, |t| {
+        files(&opened(t).ca)
+    }),
+    tcp("tcp.upstream_cert", Some("--upstream-cert"), Reload, |t| {
+        files(&opened(t).cert)
+    }),
+    tcp("tcp.upstream_key", Some("--upstream-key"), Reload, |t| {
+        files(&opened(t).key)
+    }),
+    tcp(
         "tcp.upstream_key_passphrase_file",
         Some("--upstream-key-passphrase-file"),
         Reload,
+        |t| files(&opened(t).key_passphrase_file),
     ),
-    s(
+    tcp(
         "tcp.upstream_server_name",
         Some("--upstream-server-name"),
         Reload,
+        |t| other(opened(t).server_name),
     ),
-    s("tcp.idle", Some("--idle-timeout"), Reload),
-    s("tcp.connect_timeout", Some("--connect-timeout"), Reload),
-    s("tcp.max_connections", Some("--max-connections"), Reload),
-    s("tcp.allow", Some("--inventory"), Reload),
+    tcp("tcp.idle", Some("--idle-timeout"), Reload, |t| {
+        other(t.idle)
+    }),
+    tcp(
+        "tcp.connect_timeout",
+        Some("--connect-timeout"),
+        Reload,
+        |t| other(t.connect_timeout),
+    ),
+    tcp(
+        "tcp.max_connections",
+        Some("--max-connections"),
+        Reload,
+        |t| other(t.max_connections),
+    ),
+    tcp("tcp.allow", Some("--inventory"), Reload, |t| {
+        served(t, |s| other((s.policy.inventory, &s.policy.tags)))
+    }),
 ];
 
 /// The setting for a key; `route[3].upstream` and `route.upstream` name the same one.
@@ -146,6 +446,21 @@ pub fn flag_of(key: &str) -> Option<&'static str> {
     setting(key).and_then(|s| s.flag)
 }
 
+/// The flags of settings whose prefix is `section` (`server.`, `tcp.`) that a reload
+/// cannot apply, in table order and without repeats (for `--help`).
+pub fn restart_flags(section: &str) -> Vec<&'static str> {
+    let mut out: Vec<&'static str> = Vec::new();
+    for s in SETTINGS {
+        if let (true, true, Some(f)) = (s.apply.needs_restart(), s.key.starts_with(section), s.flag)
+        {
+            if !out.contains(&f) {
+                out.push(f);
+            }
+        }
+    }
+    out
+}
+
 /// Default values. The clap flags use the string forms in their `default_value`.
 pub mod defaults {
     use super::Duration;
@@ -154,7 +469,7 @@ pub mod defaults {
     /// A plain-HTTP (egress) listener binds loopback unless told otherwise.
     pub const LISTEN_PLAIN: &str = "127.0.0.1:8080";
     pub const VERIFY_CLIENT: &str = "require";
-    /// Leaf → intermediate → root, like nginx's `ssl_verify_depth 2` in the seeds.
+    /// Leaf → intermediate → root, as nginx's `ssl_verify_depth 2`.
     pub const VERIFY_DEPTH: usize = mtlsgate_pki::verify::DEFAULT_DEPTH;
     pub const ACCESS_LOG: &str = "text";
     pub const MAX_HEADER_BYTES: usize = 16 * 1024;
@@ -181,30 +496,5 @@ pub mod defaults {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn indexed_keys_find_their_setting() {
-        assert_eq!(
-            setting("route[2].upstream").map(|s| s.flag),
-            Some(Some("--upstream"))
-        );
-        assert_eq!(
-            setting("server.listen").map(|s| s.apply),
-            Some(Apply::Restart)
-        );
-        assert!(setting("server.nonsense").is_none());
-    }
-
-    #[test]
-    fn keys_are_unique() {
-        for (i, a) in SETTINGS.iter().enumerate() {
-            assert!(
-                SETTINGS[i + 1..].iter().all(|b| b.key != a.key),
-                "{} twice",
-                a.key
-            );
-        }
-    }
-}
+#[path = "settings_tests.rs"]
+mod tests;

@@ -1,0 +1,82 @@
+//! `mtlsgate devices …`: the device inventory, as an operator sees it.
+
+use clap::{Args, Subcommand};
+
+use super::FleetTarget;
+
+#[derive(Subcommand, Debug)]
+pub enum DevicesCommand {
+    /// List devices.
+    List(DevicesList),
+    /// Show one device: status, certificates, tags and its audit trail.
+    Show(DevicesShow),
+    /// Approve a pending device: it collects its certificate at its next poll.
+    Approve(DevicesChange),
+    /// Allow a denied or quarantined device again; a revoked device ID may then enroll again
+    /// with a new token (it stays revoked, and so do its certificates, until it does).
+    Allow(DevicesChange),
+    /// Deny a pending or active device (gateways refuse it; it can be allowed again).
+    Deny(DevicesChange),
+    /// Revoke a device, and its certificates with it (for good: its ID enrolls again only
+    /// after `devices allow ID` and a new token).
+    Revoke(DevicesChange),
+    /// Add or remove tags.
+    Tag(DevicesTag),
+}
+
+#[derive(Args, Debug)]
+pub struct DevicesList {
+    /// Only devices with this status: pending, active, denied, revoked, quarantined.
+    #[arg(long, value_name = "STATUS")]
+    pub status: Option<String>,
+    /// Only devices whose certificate expires within this time, e.g. 24h.
+    #[arg(long, value_name = "DURATION")]
+    pub expiring: Option<String>,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub target: FleetTarget,
+}
+
+#[derive(Args, Debug)]
+pub struct DevicesShow {
+    /// Device ID (dev1 or dev1.<device domain>).
+    pub id: String,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub target: FleetTarget,
+}
+
+#[derive(Args, Debug)]
+pub struct DevicesChange {
+    /// Device ID (dev1 or dev1.<device domain>).
+    pub id: String,
+    /// Why (kept in the audit trail).
+    #[arg(long)]
+    pub reason: Option<String>,
+    /// Print the device as JSON.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub target: FleetTarget,
+}
+
+#[derive(Args, Debug)]
+pub struct DevicesTag {
+    /// Device ID (dev1 or dev1.<device domain>).
+    pub id: String,
+    /// Tag to add (repeatable).
+    #[arg(long, value_name = "TAG")]
+    pub add: Vec<String>,
+    /// Tag to remove (repeatable).
+    #[arg(long, value_name = "TAG")]
+    pub remove: Vec<String>,
+    /// Print the device as JSON.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub target: FleetTarget,
+}
