@@ -3,9 +3,13 @@
 
 use std::collections::HashSet;
 
+use std::path::{Path, PathBuf};
+
+use crate::migrations::SQLITE_MIGRATIONS;
+use crate::pool::Pool;
 use crate::test_support;
 use crate::*;
-use sqlx::sqlite::SqlitePoolOptions;
+use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
 
 const ROOT: &str = "4A01";
 
