@@ -73,6 +73,7 @@ both!(
     status_changes_follow_the_machine,
     certificates_revocation_and_crl,
     a_thousand_concurrent_enrollments,
+    a_token_enrolls_one_device_of_50_concurrent_enrollments,
     administrators_are_recognised_by_their_certificate,
     lifetimes_come_from_the_token_then_the_tags_then_the_default,
 );
@@ -906,6 +907,70 @@ async fn a_thousand_concurrent_enrollments(fx: Fx) {
             .len(),
         1000
     );
+}
+
+/// The real enrollment path raced: 50 devices present the same token at once; exactly
+/// one is enrolled, the others are refused as "already used" (409) and leave nothing.
+async fn a_token_enrolls_one_device_of_50_concurrent_enrollments(fx: Fx) {
+    let auth = Arc::new(fx.auth);
+    let t = token_with_ttl(&auth).await;
+    let mut tasks = Vec::new();
+    for _ in 0..50 {
+        let auth = auth.clone();
+        let t = t.clone();
+        tasks.push(tokio::spawn(async move {
+            let key = KeyPair::generate().expect("key");
+            auth.enroll(request(&key, Some(t)), now()).await
+        }));
+    }
+    let mut winners = Vec::new();
+    let mut refusals = Vec::new();
+    for task in tasks {
+        match task.await.expect("task") {
+            Ok(Enrolled::Issued(i)) => winners.push(i),
+            Ok(Enrolled::Pending { .. }) => panic!("a token enrolls at once"),
+            Err(e) => refusals.push(e),
+        }
+    }
+    assert_eq!(
+        winners.len(),
+        1,
+        "exactly one enrollment wins: {refusals:?}"
+    );
+    let winner = &winners[0].device_id;
+    assert_eq!(refusals.len(), 49);
+    for e in &refusals {
+        assert!(
+            matches!(e, AuthorityError::Store(StoreError::TokenUsed { by, .. }) if by == winner),
+            "{e}"
+        );
+        assert_eq!(e.kind(), ErrorKind::Conflict, "{e}");
+    }
+    let devices = auth.devices(&DeviceFilter::default()).await.expect("list");
+    assert_eq!(devices.len(), 1);
+    assert_eq!(&devices[0].id, winner);
+    let clients = auth
+        .certificates()
+        .await
+        .expect("certificates")
+        .into_iter()
+        .filter(|c| c.kind == "client")
+        .count();
+    assert_eq!(clients, 1, "the losers' certificates are not recorded");
+}
+
+async fn token_with_ttl(auth: &Authority) -> String {
+    auth.create_token(
+        TokenRequest {
+            ttl: Duration::hours(1),
+            ..Default::default()
+        },
+        "admin",
+        now(),
+    )
+    .await
+    .expect("token")
+    .token
 }
 
 #[test]

@@ -9,7 +9,6 @@ const RESTORE: &str = "restore it from a backup — mtlsgate will not start a ne
 
 /// Errors from the inventory. Each reads as a sentence.
 #[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
 pub enum StoreError {
     #[error("cannot open the inventory database {path}: {cause}")]
     Open { path: String, cause: sqlx::Error },

@@ -58,7 +58,7 @@ macro_rules! both {
 
 both!(
     certificates_are_recorded_listed_and_revoked_at_a_revision,
-    a_token_is_consumed_once_by_50_concurrent_consumers,
+    a_token_enrolls_one_device_of_50_concurrent_issuances,
     a_thousand_concurrent_enrollments_are_all_recorded,
     issuance_conditions_and_recovery_rotation,
     device_status_is_compare_and_set_and_gateways_see_each_change,
@@ -228,53 +228,78 @@ async fn certificates_are_recorded_listed_and_revoked_at_a_revision(fx: Fx) {
     fx.inv.close().await;
 }
 
-async fn a_token_is_consumed_once_by_50_concurrent_consumers(fx: Fx) {
+/// The path every enrollment takes ([`Inventory::record_issuance`] with a token): of 50
+/// concurrent issuances presenting the same token exactly one records its device and
+/// certificate; the others are refused as "already used" and leave nothing behind.
+async fn a_token_enrolls_one_device_of_50_concurrent_issuances(fx: Fx) {
     let inv = fx.inv.clone();
     inv.insert_token(&token("h1", 100), &audit("token"))
         .await
         .expect("token");
     let t = inv.token("h1").await.expect("token").expect("stored");
     assert_eq!(t.tags, vec!["a", "b"], "sorted, unique");
+    let before = inv.revision().await.expect("revision");
     let mut tasks = Vec::new();
     for n in 0..50 {
         let inv = inv.clone();
         tasks.push(tokio::spawn(async move {
-            inv.consume_token("h1", 50, &format!("dev{n}")).await
+            let mut i = enrollment(&format!("dev{n}"), "h1", &format!("{:04X}", 0x1000 + n));
+            if let Some(d) = i.device.as_mut() {
+                d.seen.at = 50;
+            }
+            inv.record_issuance(&i).await
         }));
     }
     let mut winners = Vec::new();
     let mut refusals = Vec::new();
     for (n, t) in tasks.into_iter().enumerate() {
         match t.await.expect("task") {
-            Ok(tok) => winners.push((n, tok)),
+            Ok(d) => winners.push((n, d)),
             Err(e) => refusals.push(e),
         }
     }
-    assert_eq!(winners.len(), 1, "exactly one consumer wins");
-    let (n, tok) = &winners[0];
-    assert_eq!(tok.used_by.as_deref(), Some(format!("dev{n}").as_str()));
-    assert_eq!(tok.used_at, Some(50));
+    assert_eq!(winners.len(), 1, "exactly one issuance wins: {refusals:?}");
+    let (n, device) = &winners[0];
+    let winner = format!("dev{n}");
+    assert_eq!(
+        device.as_ref().map(|d| d.id.as_str()),
+        Some(winner.as_str())
+    );
+    assert_eq!(refusals.len(), 49);
     for e in &refusals {
         assert!(
-            matches!(e, StoreError::TokenUsed { at: 50, by } if *by == format!("dev{n}")),
+            matches!(e, StoreError::TokenUsed { at: 50, by } if *by == winner),
             "{e}"
         );
     }
     assert_eq!(
         refusals[0].to_string(),
-        format!("the enrollment token was already used at 1970-01-01 00:00:50 UTC by device dev{n}; each token enrolls one device")
+        format!("the enrollment token was already used at 1970-01-01 00:00:50 UTC by device {winner}; each token enrolls one device")
     );
-    // Unknown and expired tokens are told apart.
+    let t = inv.token("h1").await.expect("token").expect("stored");
+    assert_eq!(
+        (t.used_at, t.used_by.as_deref()),
+        (Some(50), Some(winner.as_str()))
+    );
+    // The losers left nothing: one device, one certificate besides the root, one revision.
+    let devices = inv
+        .devices(&DeviceFilter::default())
+        .await
+        .expect("devices");
+    assert_eq!(devices.len(), 1);
+    assert_eq!(inv.list().await.expect("certs").len(), 2);
+    assert_eq!(inv.revision().await.expect("revision"), before + 1);
+    // Unknown and expired tokens are told apart, and an expired one stays unused.
     assert!(matches!(
-        inv.consume_token("nope", 50, "x").await,
+        inv.record_issuance(&enrollment("x1", "nope", "2001")).await,
         Err(StoreError::TokenUnknown)
     ));
-    inv.insert_token(&token("h2", 100), &audit("token"))
+    inv.insert_token(&token("h2", 5), &audit("token"))
         .await
         .expect("token");
     assert!(matches!(
-        inv.consume_token("h2", 100, "x").await,
-        Err(StoreError::TokenExpired { at: 100 })
+        inv.record_issuance(&enrollment("x2", "h2", "2002")).await,
+        Err(StoreError::TokenExpired { at: 5 })
     ));
     assert!(inv
         .token("h2")

@@ -39,27 +39,6 @@ impl Inventory {
         row.map(TokenRow::into_token).transpose()
     }
 
-    /// Consumes a token atomically: of any number of concurrent consumers exactly one gets
-    /// it; the others learn that it was used (when, by whom), expired, or is unknown.
-    pub async fn consume_token(&self, hash: &str, now: i64, device_id: &str) -> Result<Token> {
-        let sql = format!(
-            "UPDATE tokens SET used_at = $1, used_by = $2
-             WHERE hash = $3 AND used_at IS NULL AND expires_at > $1 RETURNING {TOKEN_COLUMNS}"
-        );
-        let row: Option<TokenRow> = transaction!(self, |tx, _pg| {
-            sqlx::query_as(&sql)
-                .bind(now)
-                .bind(device_id)
-                .bind(hash)
-                .fetch_optional(&mut *tx)
-                .await?
-        });
-        match row {
-            Some(r) => r.into_token(),
-            None => Err(self.why_token_refused(hash).await),
-        }
-    }
-
     /// Why a token could not be consumed.
     pub(crate) async fn why_token_refused(&self, hash: &str) -> StoreError {
         match self.token(hash).await {
