@@ -225,7 +225,7 @@ pub struct TokenRequest {
 }
 
 /// A new enrollment token: the clear token exists only here.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 pub struct NewTokenSecret {
     pub token: String,
     pub expires_at: i64,
@@ -235,7 +235,7 @@ pub struct NewTokenSecret {
 }
 
 /// What a device sends to enroll.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct EnrollRequest {
     /// PEM or DER.
     pub csr: Vec<u8>,
@@ -247,7 +247,7 @@ pub struct EnrollRequest {
 }
 
 /// The answer to an enrollment or a poll.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub enum Enrolled {
     Issued(DeviceIssued),
     Pending {
@@ -258,7 +258,7 @@ pub enum Enrolled {
 }
 
 /// A device's new certificate and what comes with it (the API's `Issued`).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Clone, Serialize)]
 pub struct DeviceIssued {
     pub device_id: String,
     pub serial: String,
@@ -270,6 +270,38 @@ pub struct DeviceIssued {
     pub recovery_token: String,
     pub recovery_expires: i64,
     pub tags: Vec<String>,
+}
+
+// Secrets (tokens, recovery and poll tokens, recovery signatures) never reach Debug output.
+mtlsgate_store::debug_hiding!(NewTokenSecret {
+    expires_at, device_id, tags, lifetime_secs,
+} hiding { token });
+mtlsgate_store::debug_hiding!(EnrollRequest {
+    csr, agent_version, hostname, addr,
+} hiding { token });
+mtlsgate_store::debug_hiding!(DeviceIssued {
+    device_id, serial, certificate, ca_bundle, not_after, recovery_expires, tags,
+} hiding { recovery_token });
+mtlsgate_store::debug_hiding!(RecoverRequest {
+    device_id, csr, certificate,
+} hiding { recovery_token, signature });
+
+impl fmt::Debug for Enrolled {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Enrolled::Issued(i) => f.debug_tuple("Issued").field(i).finish(),
+            Enrolled::Pending {
+                device_id,
+                poll_token: _,
+                retry_after,
+            } => f
+                .debug_struct("Pending")
+                .field("device_id", device_id)
+                .field("poll_token", &mtlsgate_store::Hidden(true))
+                .field("retry_after", retry_after)
+                .finish(),
+        }
+    }
 }
 
 /// When and from where a device speaks.
@@ -299,7 +331,7 @@ impl Seen {
 }
 
 /// What a device sends to recover after its certificate expired.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct RecoverRequest {
     pub device_id: String,
     pub recovery_token: String,

@@ -974,6 +974,65 @@ async fn token_with_ttl(auth: &Authority) -> String {
 }
 
 #[test]
+fn secrets_are_never_in_debug_output() {
+    let secret = "mtg_s3cr3t";
+    let issued = DeviceIssued {
+        device_id: "dev1".into(),
+        serial: "4A".into(),
+        certificate: "CERT".into(),
+        ca_bundle: "BUNDLE".into(),
+        not_after: 1,
+        recovery_token: secret.into(),
+        recovery_expires: 2,
+        tags: vec![],
+    };
+    let shown = [
+        format!(
+            "{:?}",
+            NewTokenSecret {
+                token: secret.into(),
+                expires_at: 1,
+                device_id: None,
+                tags: vec![],
+                lifetime_secs: None,
+            }
+        ),
+        format!("{issued:?}"),
+        format!("{:?}", Enrolled::Issued(issued.clone())),
+        format!(
+            "{:?}",
+            Enrolled::Pending {
+                device_id: "dev1".into(),
+                poll_token: secret.into(),
+                retry_after: 5,
+            }
+        ),
+        format!(
+            "{:?}",
+            EnrollRequest {
+                token: Some(secret.into()),
+                ..Default::default()
+            }
+        ),
+        format!(
+            "{:?}",
+            RecoverRequest {
+                device_id: "dev1".into(),
+                recovery_token: secret.into(),
+                csr: vec![],
+                signature: secret.as_bytes().to_vec(),
+                certificate: vec![],
+            }
+        ),
+    ];
+    for s in &shown {
+        assert!(!s.contains(secret) && !s.contains("109, 116, 103"), "{s}");
+        assert!(s.contains("<redacted>"), "{s}");
+    }
+    assert!(shown[1].contains("device_id: \"dev1\""), "{}", shown[1]);
+}
+
+#[test]
 fn the_root_cannot_be_revoked_and_other_certificates_can() {
     let rec = |kind: &str| CertRecord {
         serial: "4A01".into(),

@@ -7,12 +7,13 @@ use crate::DeviceStatus;
 /// What every refusal of a damaged inventory ends with.
 const RESTORE: &str = "restore it from a backup — mtlsgate will not start a new inventory over it, because that would forget every revocation";
 
-/// Errors from the inventory. Each reads as a sentence.
+/// Errors from the inventory. Each reads as a sentence, and names no command of the CLI
+/// (the CLI adds those as hints: `crates/cli/hint.rs`).
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("cannot open the inventory database {path}: {cause}")]
     Open { path: String, cause: sqlx::Error },
-    #[error("the inventory {path} does not exist; restore it from a backup (only `mtlsgate ca init` creates an inventory, together with its CA; if this CA keeps its inventory in PostgreSQL, give --database URL or MTLSGATE_DATABASE)")]
+    #[error("the inventory {path} does not exist; restore it from a backup (an inventory is created only together with its CA)")]
     Missing { path: String },
     #[error("the inventory {path} is empty (0 bytes): it may have been truncated; {RESTORE}")]
     Empty { path: String },
@@ -28,7 +29,7 @@ pub enum StoreError {
     Corrupt { path: String, detail: String },
     #[error("{path} is an SQLite database but not an mtlsgate inventory (it has no certificates table); restore this CA's inventory from a backup")]
     NotAnInventory { path: String },
-    #[error("the database {path} holds no mtlsgate inventory (it has no certificates table); `mtlsgate ca init --database URL` creates one together with its CA, or restore this CA's inventory from a backup")]
+    #[error("the database {path} holds no mtlsgate inventory (it has no certificates table); restore this CA's inventory from a backup (an inventory is created only together with its CA)")]
     NoInventory { path: String },
     #[error("the database {path} already holds an mtlsgate inventory; a new CA needs an empty database (mtlsgate never starts a new inventory over one, because that would forget every revocation)")]
     InventoryExists { path: String },
@@ -41,7 +42,7 @@ pub enum StoreError {
         path: String,
         cause: sqlx::migrate::MigrateError,
     },
-    #[error("`{0}` is not a database URL mtlsgate can use: give postgres://USER@HOST:PORT/DATABASE (without --database the inventory is the CA directory's inventory.db)")]
+    #[error("`{0}` is not a database URL mtlsgate can use: give postgres://USER@HOST:PORT/DATABASE or sqlite:PATH")]
     BadLocation(String),
     #[error("inventory query failed: {0}")]
     Query(sqlx::Error),
@@ -49,13 +50,13 @@ pub enum StoreError {
     Unavailable(sqlx::Error),
     #[error("the inventory database could not write to its disk, which is full or refuses writes, so nothing was written ({0}); free space on it and try again")]
     Full(sqlx::Error),
-    #[error("no certificate with serial {0} in the inventory (see `mtlsgate ca list`)")]
+    #[error("no certificate with serial {0} in the inventory")]
     UnknownSerial(String),
     #[error("certificate {serial} is already revoked (since {})", utc(*.at))]
     AlreadyRevoked { serial: String, at: i64 },
     #[error("a certificate with serial {0} is already recorded")]
     Duplicate(String),
-    #[error("no device {0} in the inventory (see `mtlsgate devices list`)")]
+    #[error("no device {0} in the inventory")]
     UnknownDevice(String),
     #[error("a device {0} is already in the inventory")]
     DeviceExists(String),
@@ -69,7 +70,7 @@ pub enum StoreError {
     TokenUnknown,
     #[error("the enrollment token was already used at {} by device {by}; each token enrolls one device", utc(*.at))]
     TokenUsed { at: i64, by: String },
-    #[error("the enrollment token expired at {}; make a new one with `mtlsgate token create`", utc(*.at))]
+    #[error("the enrollment token expired at {}; the CA's operator can make a new one", utc(*.at))]
     TokenExpired { at: i64 },
     #[error("the inventory holds a damaged record: {what}: {detail}")]
     BadRow { what: String, detail: String },
@@ -167,6 +168,91 @@ mod tests {
         assert_eq!(utc(1_796_406_122), "2026-12-04 17:42:02 UTC");
         assert_eq!(utc(951_782_400), "2000-02-29 00:00:00 UTC");
         assert_eq!(utc(-1), "1969-12-31 23:59:59 UTC");
+    }
+
+    /// The CA server sends these texts to devices and admin clients: no CLI command, no flag.
+    #[test]
+    fn no_error_names_a_command_of_the_cli() {
+        let e = || sqlx::Error::RowNotFound;
+        let all = [
+            StoreError::Open {
+                path: "p".into(),
+                cause: e(),
+            },
+            StoreError::Missing { path: "p".into() },
+            StoreError::Empty { path: "p".into() },
+            StoreError::NotSqlite { path: "p".into() },
+            StoreError::Truncated {
+                path: "p".into(),
+                size: 1,
+                expected: 2,
+            },
+            StoreError::Corrupt {
+                path: "p".into(),
+                detail: "d".into(),
+            },
+            StoreError::NotAnInventory { path: "p".into() },
+            StoreError::NoInventory { path: "p".into() },
+            StoreError::InventoryExists { path: "p".into() },
+            StoreError::OtherCa {
+                path: "p".into(),
+                root_serial: "01".into(),
+            },
+            StoreError::BadLocation("x".into()),
+            StoreError::Query(e()),
+            StoreError::Unavailable(e()),
+            StoreError::Full(e()),
+            StoreError::UnknownSerial("01".into()),
+            StoreError::AlreadyRevoked {
+                serial: "01".into(),
+                at: 0,
+            },
+            StoreError::Duplicate("01".into()),
+            StoreError::UnknownDevice("d".into()),
+            StoreError::DeviceExists("d".into()),
+            StoreError::StatusChanged {
+                id: "d".into(),
+                now: DeviceStatus::Active,
+            },
+            StoreError::Changed {
+                id: "d".into(),
+                what: "w",
+            },
+            StoreError::TokenUnknown,
+            StoreError::TokenUsed {
+                at: 0,
+                by: "d".into(),
+            },
+            StoreError::TokenExpired { at: 0 },
+            StoreError::BadRow {
+                what: "w".into(),
+                detail: "d".into(),
+            },
+            StoreError::QueueFull { waiting: 1 },
+        ];
+        for err in &all {
+            let s = err.to_string();
+            let commands = [
+                "ca",
+                "cert",
+                "serve",
+                "tunnel",
+                "quickstart",
+                "token",
+                "devices",
+                "agent",
+                "login",
+                "logout",
+            ];
+            assert!(
+                !commands
+                    .iter()
+                    .any(|c| s.contains(&format!("mtlsgate {c} ")))
+                    && !s.contains(" --")
+                    && !s.contains("MTLSGATE_"),
+                "{s}"
+            );
+        }
     }
 
     #[test]

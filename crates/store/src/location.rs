@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use crate::{Result, StoreError};
 
 /// Where the inventory lives.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub enum Location {
     /// An SQLite file (normally `CA_DIR/inventory.db`).
     Sqlite(PathBuf),
@@ -58,6 +58,16 @@ impl Location {
     }
 }
 
+impl fmt::Debug for Location {
+    /// As [`Display`](fmt::Display): a PostgreSQL URL without its password.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Location::Sqlite(p) => f.debug_tuple("Sqlite").field(p).finish(),
+            Location::Postgres(u) => f.debug_tuple("Postgres").field(&redact(u)).finish(),
+        }
+    }
+}
+
 impl fmt::Display for Location {
     /// The path, or the URL without its password.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -89,4 +99,21 @@ fn redact(url: &str) -> String {
 pub enum Backend {
     Sqlite,
     Postgres,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_database_password_is_never_shown() {
+        let loc = Location::parse("postgres://ca:s3cret@db.example:5432/inv").expect("url");
+        for shown in [format!("{loc}"), format!("{loc:?}")] {
+            assert!(!shown.contains("s3cret"), "{shown}");
+            assert!(
+                shown.contains("postgres://ca:***@db.example:5432/inv"),
+                "{shown}"
+            );
+        }
+    }
 }

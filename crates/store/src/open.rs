@@ -382,7 +382,7 @@ mod tests {
             .map(|e| e.to_string());
         assert_eq!(
             e,
-            Some(format!("the inventory {} does not exist; restore it from a backup (only `mtlsgate ca init` creates an inventory, together with its CA; if this CA keeps its inventory in PostgreSQL, give --database URL or MTLSGATE_DATABASE)", missing.display()))
+            Some(format!("the inventory {} does not exist; restore it from a backup (an inventory is created only together with its CA)", missing.display()))
         );
         assert!(!missing.exists());
         Ok(())

@@ -681,7 +681,7 @@ async fn postgres_without_an_inventory_or_with_another_cas_is_refused() {
     let e = Inventory::open(&loc, ROOT).await.err().expect("no schema");
     assert_eq!(
         e.to_string(),
-        format!("the database {shown} holds no mtlsgate inventory (it has no certificates table); `mtlsgate ca init --database URL` creates one together with its CA, or restore this CA's inventory from a backup")
+        format!("the database {shown} holds no mtlsgate inventory (it has no certificates table); restore this CA's inventory from a backup (an inventory is created only together with its CA)")
     );
     let inv = with_root(Inventory::create(&loc).await.expect("create")).await;
     inv.close().await;
