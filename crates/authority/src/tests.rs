@@ -10,6 +10,7 @@ use mtlsgate_store::test_support;
 use rcgen::{CertificateParams, DnType, KeyPair, SigningKey};
 
 use super::*;
+use crate::enroll::rate_key;
 
 const DOMAIN: &str = "d.example.local";
 
