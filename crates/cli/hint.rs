@@ -20,7 +20,7 @@ pub fn for_error(e: &anyhow::Error) -> Option<&'static str> {
         StoreError::BadLocation(_) => "without --database the inventory is the CA directory's inventory.db",
         StoreError::UnknownSerial(_) => "see `mtlsgate ca list`",
         StoreError::UnknownDevice(_) => "see `mtlsgate devices list`",
-        StoreError::TokenExpired { .. } => "make a new one with `mtlsgate token create`",
+        StoreError::TokenExpired { .. } => "with `mtlsgate token create`",
         _ => return None,
     })
 }

@@ -70,7 +70,7 @@ pub enum StoreError {
     TokenUnknown,
     #[error("the enrollment token was already used at {} by device {by}; each token enrolls one device", utc(*.at))]
     TokenUsed { at: i64, by: String },
-    #[error("the enrollment token expired at {}; the CA's operator can make a new one", utc(*.at))]
+    #[error("the enrollment token expired at {}; make a new one", utc(*.at))]
     TokenExpired { at: i64 },
     #[error("the inventory holds a damaged record: {what}: {detail}")]
     BadRow { what: String, detail: String },
