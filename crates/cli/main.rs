@@ -14,6 +14,7 @@ mod cmd_token;
 mod cmd_tunnel;
 mod flags;
 mod fleet;
+mod hint;
 mod log_sink;
 mod profile;
 mod prompt;
@@ -39,7 +40,10 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            log_sink::line(format_args!("mtlsgate: error: {e:#}"));
+            match hint::for_error(&e) {
+                Some(h) => log_sink::line(format_args!("mtlsgate: error: {e:#} ({h})")),
+                None => log_sink::line(format_args!("mtlsgate: error: {e:#}")),
+            }
             ExitCode::from(1)
         }
     }

@@ -39,7 +39,6 @@ fn when(at: i64) -> String {
 
 /// Errors from the authority.
 #[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
 pub enum AuthorityError {
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -185,20 +184,38 @@ impl AuthorityError {
     /// The kind of refusal, for the HTTP status.
     pub fn kind(&self) -> ErrorKind {
         use AuthorityError as A;
+        use StoreError as S;
         match self {
+            // Every store error is listed: a new one must be given its kind here, not fall
+            // into "internal" (HTTP 500) unseen.
             A::Store(e) => match e {
-                StoreError::UnknownSerial(_) | StoreError::UnknownDevice(_) => ErrorKind::NotFound,
-                StoreError::AlreadyRevoked { .. }
-                | StoreError::Duplicate(_)
-                | StoreError::DeviceExists(_)
-                | StoreError::StatusChanged { .. }
-                | StoreError::Changed { .. }
-                | StoreError::TokenUsed { .. } => ErrorKind::Conflict,
-                StoreError::TokenUnknown => ErrorKind::Unauthenticated,
-                StoreError::TokenExpired { .. } => ErrorKind::Gone,
-                StoreError::Unavailable(_) | StoreError::Full(_) => ErrorKind::Unavailable,
-                StoreError::QueueFull { .. } => ErrorKind::TooMany,
-                _ => ErrorKind::Internal,
+                S::UnknownSerial(_) | S::UnknownDevice(_) => ErrorKind::NotFound,
+                S::AlreadyRevoked { .. }
+                | S::Duplicate(_)
+                | S::DeviceExists(_)
+                | S::StatusChanged { .. }
+                | S::Changed { .. }
+                | S::TokenUsed { .. } => ErrorKind::Conflict,
+                S::TokenUnknown => ErrorKind::Unauthenticated,
+                S::TokenExpired { .. } => ErrorKind::Gone,
+                S::Unavailable(_) | S::Full(_) => ErrorKind::Unavailable,
+                S::QueueFull { .. } => ErrorKind::TooMany,
+                // The inventory itself is missing, damaged, foreign or unreadable, or a
+                // query failed: the CA's side is wrong.
+                S::Open { .. }
+                | S::Missing { .. }
+                | S::Empty { .. }
+                | S::NotSqlite { .. }
+                | S::Truncated { .. }
+                | S::Corrupt { .. }
+                | S::NotAnInventory { .. }
+                | S::NoInventory { .. }
+                | S::InventoryExists { .. }
+                | S::OtherCa { .. }
+                | S::Migrate { .. }
+                | S::BadLocation(_)
+                | S::Query(_)
+                | S::BadRow { .. } => ErrorKind::Internal,
             },
             A::Pki(e) => match e {
                 PkiError::CsrRefused(_)

@@ -10,6 +10,7 @@ use mtlsgate_store::test_support;
 use rcgen::{CertificateParams, DnType, KeyPair, SigningKey};
 
 use super::*;
+use crate::enroll::rate_key;
 
 const DOMAIN: &str = "d.example.local";
 
@@ -73,6 +74,7 @@ both!(
     status_changes_follow_the_machine,
     certificates_revocation_and_crl,
     a_thousand_concurrent_enrollments,
+    a_token_enrolls_one_device_of_50_concurrent_enrollments,
     administrators_are_recognised_by_their_certificate,
     lifetimes_come_from_the_token_then_the_tags_then_the_default,
 );
@@ -906,6 +908,129 @@ async fn a_thousand_concurrent_enrollments(fx: Fx) {
             .len(),
         1000
     );
+}
+
+/// The real enrollment path raced: 50 devices present the same token at once; exactly
+/// one is enrolled, the others are refused as "already used" (409) and leave nothing.
+async fn a_token_enrolls_one_device_of_50_concurrent_enrollments(fx: Fx) {
+    let auth = Arc::new(fx.auth);
+    let t = token_with_ttl(&auth).await;
+    let mut tasks = Vec::new();
+    for _ in 0..50 {
+        let auth = auth.clone();
+        let t = t.clone();
+        tasks.push(tokio::spawn(async move {
+            let key = KeyPair::generate().expect("key");
+            auth.enroll(request(&key, Some(t)), now()).await
+        }));
+    }
+    let mut winners = Vec::new();
+    let mut refusals = Vec::new();
+    for task in tasks {
+        match task.await.expect("task") {
+            Ok(Enrolled::Issued(i)) => winners.push(i),
+            Ok(Enrolled::Pending { .. }) => panic!("a token enrolls at once"),
+            Err(e) => refusals.push(e),
+        }
+    }
+    assert_eq!(
+        winners.len(),
+        1,
+        "exactly one enrollment wins: {refusals:?}"
+    );
+    let winner = &winners[0].device_id;
+    assert_eq!(refusals.len(), 49);
+    for e in &refusals {
+        assert!(
+            matches!(e, AuthorityError::Store(StoreError::TokenUsed { by, .. }) if by == winner),
+            "{e}"
+        );
+        assert_eq!(e.kind(), ErrorKind::Conflict, "{e}");
+    }
+    let devices = auth.devices(&DeviceFilter::default()).await.expect("list");
+    assert_eq!(devices.len(), 1);
+    assert_eq!(&devices[0].id, winner);
+    let clients = auth
+        .certificates()
+        .await
+        .expect("certificates")
+        .into_iter()
+        .filter(|c| c.kind == "client")
+        .count();
+    assert_eq!(clients, 1, "the losers' certificates are not recorded");
+}
+
+async fn token_with_ttl(auth: &Authority) -> String {
+    auth.create_token(
+        TokenRequest {
+            ttl: Duration::hours(1),
+            ..Default::default()
+        },
+        "admin",
+        now(),
+    )
+    .await
+    .expect("token")
+    .token
+}
+
+#[test]
+fn secrets_are_never_in_debug_output() {
+    let secret = "mtg_s3cr3t";
+    let issued = DeviceIssued {
+        device_id: "dev1".into(),
+        serial: "4A".into(),
+        certificate: "CERT".into(),
+        ca_bundle: "BUNDLE".into(),
+        not_after: 1,
+        recovery_token: secret.into(),
+        recovery_expires: 2,
+        tags: vec![],
+    };
+    let shown = [
+        format!(
+            "{:?}",
+            NewTokenSecret {
+                token: secret.into(),
+                expires_at: 1,
+                device_id: None,
+                tags: vec![],
+                lifetime_secs: None,
+            }
+        ),
+        format!("{issued:?}"),
+        format!("{:?}", Enrolled::Issued(issued.clone())),
+        format!(
+            "{:?}",
+            Enrolled::Pending {
+                device_id: "dev1".into(),
+                poll_token: secret.into(),
+                retry_after: 5,
+            }
+        ),
+        format!(
+            "{:?}",
+            EnrollRequest {
+                token: Some(secret.into()),
+                ..Default::default()
+            }
+        ),
+        format!(
+            "{:?}",
+            RecoverRequest {
+                device_id: "dev1".into(),
+                recovery_token: secret.into(),
+                csr: vec![],
+                signature: secret.as_bytes().to_vec(),
+                certificate: vec![],
+            }
+        ),
+    ];
+    for s in &shown {
+        assert!(!s.contains(secret) && !s.contains("109, 116, 103"), "{s}");
+        assert!(s.contains("<redacted>"), "{s}");
+    }
+    assert!(shown[1].contains("device_id: \"dev1\""), "{}", shown[1]);
 }
 
 #[test]

@@ -20,7 +20,6 @@ pub const RETRY_AFTER_TOO_MANY: u32 = 60;
 
 /// Errors starting or running the CA server.
 #[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
 pub enum ServerError {
     #[error("cannot listen on {addr}: {cause}")]
     Listen {

@@ -7,6 +7,64 @@ use serde::{Deserialize, Serialize};
 
 use crate::{Result, StoreError};
 
+/// What `Debug` output shows instead of a secret, or of the hash of a token or of a poll
+/// or recovery token (a hash is what the inventory looks a token up by: it stays out of
+/// logs as the token does).
+pub const REDACTED: &str = "<redacted>";
+
+/// A secret or hash in `Debug` output: [`REDACTED`] when there is one, `None` when not.
+pub struct Hidden(pub bool);
+
+impl fmt::Debug for Hidden {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.0 { REDACTED } else { "None" })
+    }
+}
+
+/// Whether a field holds a value (for [`Hidden`]).
+pub trait Present {
+    fn present(&self) -> bool;
+}
+
+impl Present for String {
+    fn present(&self) -> bool {
+        true
+    }
+}
+
+impl<T> Present for Vec<T> {
+    fn present(&self) -> bool {
+        !self.is_empty()
+    }
+}
+
+impl<T> Present for Option<T> {
+    fn present(&self) -> bool {
+        self.is_some()
+    }
+}
+
+/// `Debug` for a struct, showing the fields after `hiding` as [`Hidden`]. Every field is
+/// named (the struct is destructured), so a new field cannot be left out unseen. Used by
+/// the crates above this one for their own records that hold secrets.
+#[macro_export]
+macro_rules! debug_hiding {
+    ($ty:ident { $($field:ident),* $(,)? } hiding { $($secret:ident),* $(,)? }) => {
+        impl ::std::fmt::Debug for $ty {
+            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
+                let $ty { $($field,)* $($secret,)* } = self;
+                f.debug_struct(stringify!($ty))
+                    $(.field(stringify!($field), $field))*
+                    $(.field(
+                        stringify!($secret),
+                        &$crate::Hidden($crate::Present::present($secret)),
+                    ))*
+                    .finish()
+            }
+        }
+    };
+}
+
 /// One certificate the CA issued.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, sqlx::FromRow)]
 pub struct CertRecord {
@@ -71,7 +129,7 @@ impl fmt::Display for DeviceStatus {
 }
 
 /// A device in the inventory (as JSON, without its pending CSR and poll token hash).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Device {
     pub id: String,
     pub status: DeviceStatus,
@@ -168,7 +226,7 @@ pub struct DeviceFilter {
 }
 
 /// A device to add (a pending registration, or an enrollment with a token).
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct NewDevice {
     pub id: String,
     pub status: DeviceStatus,
@@ -189,7 +247,7 @@ pub struct Seen {
 }
 
 /// An enrollment token to store (only its hash).
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct NewToken {
     pub hash: String,
     pub device_id: Option<String>,
@@ -201,7 +259,7 @@ pub struct NewToken {
 }
 
 /// A stored enrollment token.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Clone, Serialize, PartialEq, Eq)]
 pub struct Token {
     pub hash: String,
     pub device_id: Option<String>,
@@ -248,7 +306,7 @@ impl TokenRow {
 }
 
 /// A recovery token as stored.
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+#[derive(Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct Recovery {
     pub hash: String,
     pub device_id: String,
@@ -259,7 +317,7 @@ pub struct Recovery {
 }
 
 /// A new recovery token (hash) for a device, replacing its current one.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct NewRecovery {
     pub hash: String,
     pub expires_at: i64,
@@ -339,7 +397,7 @@ pub struct DeviceIssuance {
 }
 
 /// Why a device gets a certificate, with the condition checked in the transaction.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub enum Via {
     /// Enrollment with a token: the token is consumed and the device added, as `device`.
     Token { hash: String, device: NewDevice },
@@ -387,4 +445,167 @@ pub struct Changes {
     pub revision_ms: Option<i64>,
     pub devices: Vec<Device>,
     pub revoked: Vec<RevokedSerial>,
+}
+
+debug_hiding!(Device {
+    id, status, tags, first_seen, last_seen, last_addr, agent_version, cert_serial,
+    cert_not_after, prev_serial, lifetime_secs, created_by, revision, pending_csr,
+} hiding { poll_hash });
+debug_hiding!(NewDevice {
+    id, status, tags, lifetime_secs, created_by, pending_csr, seen,
+} hiding { poll_hash });
+debug_hiding!(NewToken {
+    device_id, tags, lifetime_secs, expires_at, created_at, created_by,
+} hiding { hash });
+debug_hiding!(Token {
+    device_id, tags, lifetime_secs, expires_at, created_at, created_by, used_at, used_by,
+} hiding { hash });
+debug_hiding!(Recovery { device_id, issued_at, expires_at, replaced_at } hiding { hash });
+debug_hiding!(NewRecovery { expires_at } hiding { hash });
+
+impl fmt::Debug for Via {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let hidden = &Hidden(true);
+        match self {
+            Via::Token { hash: _, device } => f
+                .debug_struct("Token")
+                .field("hash", hidden)
+                .field("device", device)
+                .finish(),
+            Via::Reenroll { hash: _, device } => f
+                .debug_struct("Reenroll")
+                .field("hash", hidden)
+                .field("device", device)
+                .finish(),
+            Via::Poll { poll_hash: _ } => {
+                f.debug_struct("Poll").field("poll_hash", hidden).finish()
+            }
+            Via::Renewal { serial } => f.debug_struct("Renewal").field("serial", serial).finish(),
+            Via::Retry {
+                abandoned,
+                presented,
+                reason,
+            } => f
+                .debug_struct("Retry")
+                .field("abandoned", abandoned)
+                .field("presented", presented)
+                .field("reason", reason)
+                .finish(),
+            Via::Recovery {
+                serial,
+                recovery_hash: _,
+            } => f
+                .debug_struct("Recovery")
+                .field("serial", serial)
+                .field("recovery_hash", hidden)
+                .finish(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod debug_tests {
+    use super::*;
+
+    #[test]
+    fn debug_output_shows_no_token_hash() {
+        let secret = "5e0b1a7c9d";
+        let device = NewDevice {
+            id: "dev1".into(),
+            status: DeviceStatus::Pending,
+            tags: vec![],
+            lifetime_secs: None,
+            created_by: "t".into(),
+            pending_csr: None,
+            poll_hash: Some(secret.into()),
+            seen: Seen::default(),
+        };
+        let shown = [
+            format!("{device:?}"),
+            format!(
+                "{:?}",
+                NewToken {
+                    hash: secret.into(),
+                    device_id: None,
+                    tags: vec![],
+                    lifetime_secs: None,
+                    expires_at: 1,
+                    created_at: 1,
+                    created_by: "t".into(),
+                }
+            ),
+            format!(
+                "{:?}",
+                Token {
+                    hash: secret.into(),
+                    device_id: None,
+                    tags: vec![],
+                    lifetime_secs: None,
+                    expires_at: 1,
+                    created_at: 1,
+                    created_by: "t".into(),
+                    used_at: None,
+                    used_by: None,
+                }
+            ),
+            format!(
+                "{:?}",
+                Recovery {
+                    hash: secret.into(),
+                    device_id: "dev1".into(),
+                    issued_at: 1,
+                    expires_at: 2,
+                    replaced_at: None,
+                }
+            ),
+            format!(
+                "{:?}",
+                NewRecovery {
+                    hash: secret.into(),
+                    expires_at: 2,
+                }
+            ),
+            format!(
+                "{:?}",
+                Via::Token {
+                    hash: secret.into(),
+                    device: device.clone(),
+                }
+            ),
+            format!(
+                "{:?}",
+                Via::Reenroll {
+                    hash: secret.into(),
+                    device: device.clone(),
+                }
+            ),
+            format!(
+                "{:?}",
+                Via::Poll {
+                    poll_hash: secret.into(),
+                }
+            ),
+            format!(
+                "{:?}",
+                Via::Recovery {
+                    serial: "4A".into(),
+                    recovery_hash: secret.into(),
+                }
+            ),
+        ];
+        for s in &shown {
+            assert!(!s.contains(secret), "{s}");
+            assert!(s.contains(REDACTED), "{s}");
+        }
+        assert!(
+            shown[0].starts_with("NewDevice { id: \"dev1\""),
+            "{}",
+            shown[0]
+        );
+        let none = NewDevice {
+            poll_hash: None,
+            ..device
+        };
+        assert!(format!("{none:?}").contains("poll_hash: None"));
+    }
 }

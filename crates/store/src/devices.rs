@@ -1,0 +1,165 @@
+//! Queries on devices: reading and listing them, adding a registration (capped while it
+//! waits for approval), expiring old ones, and the compare-and-set of a device's status
+//! and tags, each at the next revision.
+
+use crate::model::{tags_to_text, DeviceRow};
+use crate::sql::DEVICE_COLUMNS;
+use crate::{Audit, Device, DeviceFilter, DeviceStatus, Inventory, NewDevice, Result, StoreError};
+
+impl Inventory {
+    // ---- devices ----
+
+    /// One device.
+    pub async fn device(&self, id: &str) -> Result<Option<Device>> {
+        Ok(on_pool!(self, |p| fetch_device!(p, id)))
+    }
+
+    /// Devices, oldest first.
+    pub async fn devices(&self, f: &DeviceFilter) -> Result<Vec<Device>> {
+        let sql = format!(
+            "SELECT {DEVICE_COLUMNS} FROM devices
+             WHERE ($1 IS NULL OR status = $1)
+               AND ($2 IS NULL OR (cert_not_after IS NOT NULL AND cert_not_after < $2))
+             ORDER BY first_seen, id"
+        );
+        let status = f.status.map(|s| s.as_str().to_string());
+        let rows: Vec<DeviceRow> = on_pool!(self, |p| sqlx::query_as(&sql)
+            .bind(&status)
+            .bind(f.expiring_before)
+            .fetch_all(p)
+            .await?);
+        rows.into_iter().map(DeviceRow::into_device).collect()
+    }
+
+    /// Adds a device (a pending registration) at the next revision, and writes `audit`.
+    pub async fn insert_device(&self, d: &NewDevice, audit: &Audit) -> Result<Device> {
+        transaction!(self, |tx, pg| {
+            let rev = next_revision!(tx, pg);
+            insert_device!(tx, d, rev, None);
+            write_audit!(tx, audit);
+        });
+        self.device(&d.id)
+            .await?
+            .ok_or_else(|| StoreError::UnknownDevice(d.id.clone()))
+    }
+
+    /// Adds a pending registration, as [`Inventory::insert_device`], unless `limit`
+    /// devices already wait for approval ([`StoreError::QueueFull`], nothing added). They
+    /// are counted after the revision is taken: its row stays locked until the
+    /// transaction ends, so concurrent registrations count one after the other.
+    pub async fn insert_pending(&self, d: &NewDevice, audit: &Audit, limit: u64) -> Result<Device> {
+        transaction!(self, |tx, pg| {
+            let rev = next_revision!(tx, pg);
+            let n: i64 =
+                sqlx::query_scalar("SELECT COUNT(*) FROM devices WHERE status = 'pending'")
+                    .fetch_one(&mut *tx)
+                    .await?;
+            let waiting = u64::try_from(n).unwrap_or(0);
+            if waiting >= limit {
+                return Err(StoreError::QueueFull { waiting });
+            }
+            insert_device!(tx, d, rev, None);
+            write_audit!(tx, audit);
+        });
+        self.device(&d.id)
+            .await?
+            .ok_or_else(|| StoreError::UnknownDevice(d.id.clone()))
+    }
+
+    /// Removes the registrations still pending (never approved) that were made before
+    /// `before` (unix seconds); how many.
+    pub async fn expire_pending(&self, before: i64) -> Result<u64> {
+        let done = on_pool!(self, |p| {
+            sqlx::query(
+            "DELETE FROM devices WHERE status = 'pending' AND cert_serial IS NULL AND first_seen < $1"
+        )
+        .bind(before)
+        .execute(p)
+        .await?
+        .rows_affected()
+        });
+        Ok(done)
+    }
+
+    /// Compare-and-set of a device's status: it becomes `to` only while it is one of
+    /// `from` ([`StoreError::StatusChanged`] says what it is now otherwise). The change
+    /// takes the next revision; with `revoke_certificates` (a CRL reason), every
+    /// certificate of the device that is not revoked or expired is revoked with it.
+    pub async fn update_status(
+        &self,
+        id: &str,
+        from: &[DeviceStatus],
+        to: DeviceStatus,
+        revoke_certificates: Option<&str>,
+        audit: &Audit,
+    ) -> Result<Device> {
+        let placeholders: Vec<String> = (0..from.len()).map(|n| format!("${}", n + 4)).collect();
+        let sql = format!(
+            "UPDATE devices SET status = $1, revision = $2 WHERE id = $3 AND status IN ({}) RETURNING id",
+            if placeholders.is_empty() {
+                "NULL".to_string()
+            } else {
+                placeholders.join(", ")
+            }
+        );
+        transaction!(self, |tx, pg| {
+            let rev = next_revision!(tx, pg);
+            let mut q = sqlx::query_scalar(&sql)
+                .bind(to.as_str())
+                .bind(rev)
+                .bind(id);
+            for f in from {
+                q = q.bind(f.as_str());
+            }
+            let done: Option<String> = q.fetch_optional(&mut *tx).await?;
+            if done.is_none() {
+                let now = fetch_device!(&mut *tx, id);
+                return Err(match now {
+                    None => StoreError::UnknownDevice(id.into()),
+                    Some(d) => StoreError::StatusChanged {
+                        id: id.into(),
+                        now: d.status,
+                    },
+                });
+            }
+            if let Some(reason) = revoke_certificates {
+                sqlx::query(
+                    "UPDATE certificates SET revoked_at = $1, revocation_reason = $2, revision = $3
+                     WHERE device_id = $4 AND revoked_at IS NULL AND not_after > $1",
+                )
+                .bind(audit.at)
+                .bind(reason)
+                .bind(rev)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            }
+            write_audit!(tx, audit);
+        });
+        self.device(id)
+            .await?
+            .ok_or_else(|| StoreError::UnknownDevice(id.into()))
+    }
+
+    /// Replaces a device's tags (stored sorted, without duplicates), at the next revision.
+    pub async fn update_tags(&self, id: &str, tags: &[String], audit: &Audit) -> Result<Device> {
+        transaction!(self, |tx, pg| {
+            let rev = next_revision!(tx, pg);
+            let done: Option<String> = sqlx::query_scalar(
+                "UPDATE devices SET tags = $1, revision = $2 WHERE id = $3 RETURNING id",
+            )
+            .bind(tags_to_text(tags))
+            .bind(rev)
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if done.is_none() {
+                return Err(StoreError::UnknownDevice(id.into()));
+            }
+            write_audit!(tx, audit);
+        });
+        self.device(id)
+            .await?
+            .ok_or_else(|| StoreError::UnknownDevice(id.into()))
+    }
+}

@@ -1,0 +1,211 @@
+//! Recording an issued certificate with everything that goes with it, in one transaction
+//! ([`Inventory::record_issuance`]): the condition of the issuance (a token consumed once,
+//! a poll token spent, the current certificate or recovery token unchanged), the device
+//! row, the recovery token rotation and the audit record.
+
+use crate::model::tags_to_text;
+use crate::{Device, Inventory, Issuance, Result, StoreError, Via};
+
+impl Inventory {
+    /// Records an issued certificate and everything that goes with it, in one
+    /// transaction: the certificate row; for a device, the condition of [`Via`] (token
+    /// consumed, poll token spent, current certificate or recovery token unchanged), the
+    /// device's current certificate, when it was seen, and its recovery token rotation;
+    /// and the audit record. Either all of it is recorded or nothing is.
+    pub async fn record_issuance(&self, i: &Issuance) -> Result<Option<Device>> {
+        let c = &i.cert;
+        let device_id = i.device.as_ref().map(|d| d.id.clone());
+        // The body runs while this task holds the SQLite connection: a refused token is
+        // explained once the block below returned it.
+        let refused_token: Result<Option<&str>> = async {
+            transaction!(self, |tx, pg| {
+                if let Some(d) = &i.device {
+                    match &d.via {
+                        Via::Token { hash, device } | Via::Reenroll { hash, device } => {
+                            let rev = next_revision!(tx, pg);
+                            let used: Option<String> = sqlx::query_scalar(
+                                "UPDATE tokens SET used_at = $1, used_by = $2
+                                 WHERE hash = $3 AND used_at IS NULL AND expires_at > $1 RETURNING hash",
+                            )
+                            .bind(d.seen.at)
+                            .bind(&d.id)
+                            .bind(hash)
+                            .fetch_optional(&mut *tx)
+                            .await?;
+                            if used.is_none() {
+                                drop(tx);
+                                return Ok(Some(hash.as_str()));
+                            }
+                            if let Via::Reenroll { .. } = &d.via {
+                                let done: Option<String> = sqlx::query_scalar(
+                                    "UPDATE devices SET status = $1, tags = $2, last_seen = $3, last_addr = $4,
+                                            agent_version = $5, cert_serial = $6, cert_not_after = $7,
+                                            prev_serial = NULL, lifetime_secs = $8, created_by = $9,
+                                            revision = $10, pending_csr = NULL, poll_hash = NULL
+                                     WHERE id = $11 AND status = 'revoked' RETURNING id",
+                                )
+                                .bind(device.status.as_str())
+                                .bind(tags_to_text(&device.tags))
+                                .bind(device.seen.at)
+                                .bind(&device.seen.addr)
+                                .bind(&device.seen.agent_version)
+                                .bind(&c.serial)
+                                .bind(c.not_after)
+                                .bind(device.lifetime_secs)
+                                .bind(&device.created_by)
+                                .bind(rev)
+                                .bind(&device.id)
+                                .fetch_optional(&mut *tx)
+                                .await?;
+                                if done.is_none() {
+                                    return Err(StoreError::Changed {
+                                        id: device.id.clone(),
+                                        what: "it is no longer a revoked device",
+                                    });
+                                }
+                                sqlx::query("DELETE FROM recovery WHERE device_id = $1")
+                                    .bind(&device.id)
+                                    .execute(&mut *tx)
+                                    .await?;
+                            } else {
+                                insert_device!(tx, device, rev, Some(c));
+                            }
+                        }
+                        Via::Poll { poll_hash } => {
+                            let done: Option<String> = sqlx::query_scalar(
+                                "UPDATE devices SET cert_serial = $1, cert_not_after = $2, last_seen = $3,
+                                        last_addr = COALESCE($4, last_addr), agent_version = COALESCE($5, agent_version),
+                                        pending_csr = NULL, poll_hash = NULL
+                                 WHERE id = $6 AND status = 'active' AND poll_hash = $7 AND cert_serial IS NULL
+                                 RETURNING id",
+                            )
+                            .bind(&c.serial)
+                            .bind(c.not_after)
+                            .bind(d.seen.at)
+                            .bind(&d.seen.addr)
+                            .bind(&d.seen.agent_version)
+                            .bind(&d.id)
+                            .bind(poll_hash)
+                            .fetch_optional(&mut *tx)
+                            .await?;
+                            if done.is_none() {
+                                return Err(StoreError::Changed {
+                                    id: d.id.clone(),
+                                    what: "it is no longer an approved device waiting for its first certificate",
+                                });
+                            }
+                        }
+                        Via::Retry {
+                            abandoned,
+                            presented,
+                            reason,
+                        } => {
+                            let rev = next_revision!(tx, pg);
+                            let done: Option<String> = sqlx::query_scalar(
+                                "UPDATE devices SET prev_serial = NULL, cert_serial = $1, cert_not_after = $2,
+                                        last_seen = $3, last_addr = COALESCE($4, last_addr),
+                                        agent_version = COALESCE($5, agent_version)
+                                 WHERE id = $6 AND status = 'active' AND cert_serial = $7 AND prev_serial = $8
+                                 RETURNING id",
+                            )
+                            .bind(&c.serial)
+                            .bind(c.not_after)
+                            .bind(d.seen.at)
+                            .bind(&d.seen.addr)
+                            .bind(&d.seen.agent_version)
+                            .bind(&d.id)
+                            .bind(abandoned)
+                            .bind(presented)
+                            .fetch_optional(&mut *tx)
+                            .await?;
+                            if done.is_none() {
+                                return Err(StoreError::Changed {
+                                    id: d.id.clone(),
+                                    what: "its certificate was renewed or its status changed meanwhile",
+                                });
+                            }
+                            sqlx::query(
+                                "UPDATE certificates SET revoked_at = $1, revocation_reason = $2, revision = $3
+                                 WHERE serial = $4 AND revoked_at IS NULL",
+                            )
+                            .bind(d.seen.at)
+                            .bind(reason)
+                            .bind(rev)
+                            .bind(abandoned)
+                            .execute(&mut *tx)
+                            .await?;
+                        }
+                        Via::Renewal { serial } | Via::Recovery { serial, .. } => {
+                            if let Via::Recovery { recovery_hash, .. } = &d.via {
+                                let replaced: Option<String> = sqlx::query_scalar(
+                                    "UPDATE recovery SET replaced_at = $1
+                                     WHERE hash = $2 AND device_id = $3 AND replaced_at IS NULL RETURNING hash",
+                                )
+                                .bind(d.seen.at)
+                                .bind(recovery_hash)
+                                .bind(&d.id)
+                                .fetch_optional(&mut *tx)
+                                .await?;
+                                if replaced.is_none() {
+                                    return Err(StoreError::Changed {
+                                        id: d.id.clone(),
+                                        what: "its recovery token was replaced meanwhile",
+                                    });
+                                }
+                            }
+                            let done: Option<String> = sqlx::query_scalar(
+                                "UPDATE devices SET prev_serial = cert_serial, cert_serial = $1, cert_not_after = $2,
+                                        last_seen = $3, last_addr = COALESCE($4, last_addr),
+                                        agent_version = COALESCE($5, agent_version)
+                                 WHERE id = $6 AND status = 'active' AND cert_serial = $7
+                                 RETURNING id",
+                            )
+                            .bind(&c.serial)
+                            .bind(c.not_after)
+                            .bind(d.seen.at)
+                            .bind(&d.seen.addr)
+                            .bind(&d.seen.agent_version)
+                            .bind(&d.id)
+                            .bind(serial)
+                            .fetch_optional(&mut *tx)
+                            .await?;
+                            if done.is_none() {
+                                return Err(StoreError::Changed {
+                                    id: d.id.clone(),
+                                    what: "its certificate was renewed or its status changed meanwhile",
+                                });
+                            }
+                        }
+                    }
+                    sqlx::query(
+                        "UPDATE recovery SET replaced_at = $1 WHERE device_id = $2 AND replaced_at IS NULL",
+                    )
+                    .bind(d.seen.at)
+                    .bind(&d.id)
+                    .execute(&mut *tx)
+                    .await?;
+                    sqlx::query(
+                        "INSERT INTO recovery (hash, device_id, issued_at, expires_at) VALUES ($1, $2, $3, $4)",
+                    )
+                    .bind(&d.recovery.hash)
+                    .bind(&d.id)
+                    .bind(d.seen.at)
+                    .bind(d.recovery.expires_at)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                insert_cert!(tx, c);
+                write_audit!(tx, &i.audit);
+            });
+            Ok(None)
+        }
+        .await;
+        if let Some(hash) = refused_token? {
+            return Err(self.why_token_refused(hash).await);
+        }
+        match device_id {
+            Some(id) => self.device(&id).await,
+            None => Ok(None),
+        }
+    }
+}

@@ -1,0 +1,169 @@
+//! Creating and opening inventories (PostgreSQL without one or with another CA's, an old
+//! SQLite one upgraded), locations, and a full SQLite disk.
+
+use super::*;
+
+#[tokio::test]
+async fn postgres_without_an_inventory_or_with_another_cas_is_refused() {
+    let url = test_support::new_database().await;
+    let loc = Location::Postgres(url.clone());
+    let shown = loc.to_string();
+    let e = Inventory::open(&loc, ROOT).await.err().expect("no schema");
+    assert_eq!(
+        e.to_string(),
+        format!("the database {shown} holds no mtlsgate inventory (it has no certificates table); restore this CA's inventory from a backup (an inventory is created only together with its CA)")
+    );
+    let inv = with_root(Inventory::create(&loc).await.expect("create")).await;
+    inv.close().await;
+    let e = Inventory::create(&loc).await.err().expect("exists");
+    assert_eq!(
+        e.to_string(),
+        format!("the database {shown} already holds an mtlsgate inventory; a new CA needs an empty database (mtlsgate never starts a new inventory over one, because that would forget every revocation)")
+    );
+    let e = Inventory::open(&loc, "99AA").await.err().expect("foreign");
+    assert_eq!(
+        e.to_string(),
+        format!("{shown} does not belong to this CA (its root certificate serial 99AA is not in it); restore this CA's own inventory from a backup")
+    );
+    let inv = Inventory::open(&loc, "4a01").await.expect("own root");
+    assert_eq!(inv.list().await.expect("list").len(), 1);
+    inv.close().await;
+}
+
+#[tokio::test]
+async fn an_sqlite_inventory_is_created_once_and_an_old_one_is_upgraded() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("inventory.db");
+    let loc = Location::Sqlite(path.clone());
+    Inventory::create(&loc).await.expect("create").close().await;
+    let e = Inventory::create(&loc).await.err().expect("exists");
+    assert!(matches!(e, StoreError::InventoryExists { .. }), "{e}");
+    // An inventory made by the first version (migration 0001 only), with a revocation.
+    let old = dir.path().join("old.db");
+    {
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(
+                SqliteConnectOptions::new()
+                    .filename(&old)
+                    .create_if_missing(true),
+            )
+            .await
+            .expect("pool");
+        let first = sqlx::migrate::Migrator {
+            migrations: std::borrow::Cow::Owned(SQLITE_MIGRATIONS.migrations[..1].to_vec()),
+            ..sqlx::migrate::Migrator::DEFAULT
+        };
+        first.run(&pool).await.expect("0001");
+        for (serial, kind, revoked) in [("4A01", "root", None), ("5B01", "client", Some(9))] {
+            sqlx::query(
+                "INSERT INTO certificates (serial, kind, subject, not_before, not_after, sha256, issued_at, revoked_at, pem)
+                 VALUES ($1, $2, 'CN=x', 1, 99, 'aa', 1, $3, 'PEM')",
+            )
+            .bind(serial)
+            .bind(kind)
+            .bind(revoked)
+            .execute(&pool)
+            .await
+            .expect("insert");
+        }
+        pool.close().await;
+    }
+    let inv = Inventory::open(&Location::Sqlite(old), ROOT)
+        .await
+        .expect("upgraded");
+    let all = inv.changes_since(0).await.expect("changes");
+    assert_eq!(all.revision, 0);
+    assert_eq!(all.revoked.len(), 1, "revocations before the upgrade count");
+    assert_eq!(all.revoked[0].serial, "5B01");
+    inv.close().await;
+}
+
+#[test]
+fn locations() {
+    let dir = Path::new("/ca");
+    assert_eq!(
+        Location::for_ca(dir, None).expect("default"),
+        Location::Sqlite(PathBuf::from("/ca/inventory.db"))
+    );
+    let pg = Location::for_ca(dir, Some("postgres://u:secret@db:5432/inv")).expect("pg");
+    assert_eq!(pg.backend(), Backend::Postgres);
+    assert_eq!(pg.to_string(), "postgres://u:***@db:5432/inv");
+    assert_eq!(
+        Location::parse("/srv/ca").expect("dir"),
+        Location::Sqlite(PathBuf::from("/srv/ca/inventory.db"))
+    );
+    let e = Location::for_ca(dir, Some("mysql://x")).expect_err("refused");
+    assert!(e
+        .to_string()
+        .starts_with("`mysql://x` is not a database URL"));
+}
+
+/// Sets the SQLite connection's page limit: its current size (so that the next write that
+/// needs a page fails with "database or disk is full", as on a full disk), or unlimited.
+async fn set_sqlite_full(inv: &Inventory, full: bool) {
+    let Pool::Sqlite(c) = &inv.pool else {
+        panic!("an SQLite inventory");
+    };
+    let mut guard = c.take().await.expect("connection");
+    let conn = guard.as_mut().expect("open");
+    let pages: i64 = sqlx::query_scalar("PRAGMA page_count")
+        .fetch_one(&mut *conn)
+        .await
+        .expect("page_count");
+    let limit = if full { pages } else { 1 << 30 };
+    sqlx::query(&format!("PRAGMA max_page_count = {limit}"))
+        .execute(&mut *conn)
+        .await
+        .expect("max_page_count");
+}
+
+#[tokio::test]
+async fn a_write_that_fails_on_a_full_sqlite_database_leaves_later_writes_working() {
+    let fx = sqlite().await;
+    let inv = &fx.inv;
+    inv.insert_token(&token("h1", 100), &audit("token"))
+        .await
+        .expect("token");
+    let big = |serial: &str| CertRecord {
+        pem: "P".repeat(256 * 1024),
+        ..cert(serial, "client", None)
+    };
+    set_sqlite_full(inv, true).await;
+    let e = inv
+        .record(&big("5B01"))
+        .await
+        .expect_err("the database is full");
+    assert!(e.is_unavailable(), "a full disk is a try-again-later: {e}");
+    assert!(e.to_string().contains("full"), "{e}");
+    let mut issuance = enrollment("dev1", "h1", "5B02");
+    issuance.cert.pem = big("5B02").pem;
+    // (The failed write may have left a fresh connection, without the limit.)
+    set_sqlite_full(inv, true).await;
+    let e = inv
+        .record_issuance(&issuance)
+        .await
+        .expect_err("the database is full");
+    assert!(e.is_unavailable(), "{e}");
+    assert!(
+        inv.token("h1")
+            .await
+            .expect("token")
+            .is_some_and(|t| t.used_at.is_none()),
+        "a failed enrollment leaves its token unspent"
+    );
+    // Space freed: every write works again, without a restart.
+    set_sqlite_full(inv, false).await;
+    inv.record(&big("5B01"))
+        .await
+        .expect("record after space was freed");
+    inv.record_issuance(&issuance)
+        .await
+        .expect("enrollment after space was freed");
+    assert!(inv
+        .token("h1")
+        .await
+        .expect("token")
+        .is_some_and(|t| t.used_by.as_deref() == Some("dev1")));
+    fx.inv.close().await;
+}
