@@ -67,6 +67,14 @@ pub enum AuthorityError {
     AlreadyEnrolled { id: String },
     #[error("{}", revoked_sentence(.id))]
     DeviceRevoked { id: String },
+    #[error("device ID {id} is already in the inventory; ask for another ID, or for none to get a new one")]
+    IdTaken { id: String },
+    #[error("this enrollment token is bound to device {bound}, not to {asked}")]
+    TokenForOtherDevice { asked: String, bound: String },
+    #[error(
+        "this enrollment token is not for EST label `{label}` (the token's tags do not include it)"
+    )]
+    LabelNotInToken { label: String },
     #[error("{}", transition_refused(.id, *.status, *.action))]
     Transition {
         id: String,
@@ -211,9 +219,10 @@ impl AuthorityError {
                 PkiError::AlreadyExists(_) | PkiError::CaExists(_) => ErrorKind::Conflict,
                 _ => ErrorKind::Internal,
             },
-            A::RootRevocation { .. } | A::Transition { .. } | A::AlreadyEnrolled { .. } => {
-                ErrorKind::Conflict
-            }
+            A::RootRevocation { .. }
+            | A::Transition { .. }
+            | A::AlreadyEnrolled { .. }
+            | A::IdTaken { .. } => ErrorKind::Conflict,
             A::KeysNotLoaded => ErrorKind::Internal,
             A::QueueFull { .. } | A::TooManyEnrollments { .. } => ErrorKind::TooMany,
             A::BadTag { .. }
@@ -234,6 +243,8 @@ impl AuthorityError {
             | A::RecoveryRevoked { .. }
             | A::CloneRenewal { .. }
             | A::NoApprovalQueue
+            | A::TokenForOtherDevice { .. }
+            | A::LabelNotInToken { .. }
             | A::NotAdmin { .. }
             | A::AdminNotRecorded { .. }
             | A::Clone { .. } => ErrorKind::Forbidden,

@@ -82,6 +82,7 @@ pub(crate) fn router(app: Arc<App>) -> Router {
         .route("/v1/devices/{id}/tags", post(tags))
         .route("/v1/devices/{id}/{action}", post(set_status))
         .route("/v1/tokens", post(create_token))
+        .merge(crate::est::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
@@ -281,6 +282,7 @@ async fn enroll(
         agent_version: b.agent_version,
         hostname: b.hostname,
         addr: Some(addr.0.ip().to_string()),
+        ..Default::default()
     };
     Ok(match app.auth.enroll(r, OffsetDateTime::now_utc()).await? {
         Enrolled::Issued(i) => json(StatusCode::CREATED, &i, Some(&i.device_id)),

@@ -19,6 +19,8 @@ mod api;
 pub mod client;
 mod deadlines;
 pub mod error;
+mod est;
+mod header_case;
 mod listener;
 pub mod server_cert;
 pub mod wire;
