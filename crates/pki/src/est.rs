@@ -70,7 +70,7 @@ pub fn certificates(der: &[u8]) -> Result<Vec<Vec<u8>>, CmsError> {
 /// The CSR attributes of RFC 7030 §4.5.2 that this CA wants: an ECDSA P-256 key, signed
 /// with ECDSA and SHA-256, and a subject common name (where the device ID goes). DER.
 pub fn csr_attributes() -> Result<Vec<u8>, CmsError> {
-    use ::der::asn1::{ObjectIdentifier, SetOfVec};
+    use ::der::asn1::SetOfVec;
     use ::der::Any;
     use const_oid::db::rfc4519::CN;
     use const_oid::db::rfc5912::{ECDSA_WITH_SHA_256, ID_EC_PUBLIC_KEY, SECP_256_R_1};
@@ -86,7 +86,7 @@ pub fn csr_attributes() -> Result<Vec<u8>, CmsError> {
     let attrs: Vec<Any> = vec![
         Any::encode_from(&ECDSA_WITH_SHA_256).map_err(enc)?,
         Any::encode_from(&key).map_err(enc)?,
-        Any::encode_from(&ObjectIdentifier::from(CN)).map_err(enc)?,
+        Any::encode_from(&CN).map_err(enc)?,
     ];
     attrs.to_der().map_err(enc)
 }
