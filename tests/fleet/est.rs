@@ -403,3 +403,114 @@ fn libests_estclient_enrolls_and_reenrolls() {
     let listed = fleet_cmd(&w, &srv, &["devices", "show", "gear1"]).ok();
     assert!(listed.contains("active"), "{listed}");
 }
+
+/// A device with a manufacturer's certificate (made by openssl, from a CA that `ca serve
+/// --est-bootstrap-ca` trusts for bootstrap) enrolls without a token: 202 with
+/// `Retry-After` while it waits in the approval queue, the same request again after an
+/// operator's approval collects its certificate; another key, or a certificate from a CA
+/// not trusted for bootstrap, is refused.
+#[test]
+fn a_bootstrap_certificate_waits_for_approval_then_collects() {
+    let w = Work::new();
+    let db = Db::sqlite();
+    test_ca(&w, &db);
+    // The manufacturer's CA and one device certificate, CN = the device's serial number.
+    sh(
+        &w,
+        "set -e
+         openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout mfr.key -out mfr.pem \
+           -days 30 -subj '/O=Acme Devices/CN=Acme Manufacturing CA' \
+           -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign 2>/dev/null
+         openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout gear7-idev.key \
+           -subj '/O=Acme Devices/CN=gear7' -out gear7-idev.csr 2>/dev/null
+         printf 'basicConstraints=CA:FALSE\\nkeyUsage=critical,digitalSignature\\nextendedKeyUsage=clientAuth\\n' > leaf.ext
+         openssl x509 -req -in gear7-idev.csr -CA mfr.pem -CAkey mfr.key -CAcreateserial -days 30 \
+           -extfile leaf.ext -out gear7-idev.crt 2>/dev/null",
+    );
+    let srv = CaServer::start_for(&w, &db, &["--est-bootstrap-ca", "mfr.pem"]);
+    request(&w, "gear7");
+    let ask = |w: &Work, key_req: &str| {
+        est(
+            w,
+            &srv,
+            "simpleenroll",
+            &[
+                "-H",
+                "Content-Type: application/pkcs10",
+                "--cert",
+                "gear7-idev.crt",
+                "--key",
+                "gear7-idev.key",
+                "--data-binary",
+                key_req,
+            ],
+        )
+    };
+    let (status, body, headers) = ask(&w, "@gear7.b64");
+    assert_eq!(status, 202, "{body}");
+    assert!(
+        headers.to_ascii_lowercase().contains("retry-after: 5"),
+        "{headers}"
+    );
+    assert!(body.contains("waits for an operator's approval"), "{body}");
+    let listed = fleet_cmd(&w, &srv, &["devices", "list", "--json"]).ok();
+    assert!(
+        listed.contains("gear7.d.example.local") && listed.contains("pending"),
+        "{listed}"
+    );
+    let (status, body, _) = ask(&w, "@gear7.b64");
+    assert_eq!(status, 202, "{body}");
+    // Another key under the same bootstrap certificate is not the device that waits.
+    request(&w, "intruder");
+    let (status, body, _) = ask(&w, "@intruder.b64");
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("registered with another key"), "{body}");
+
+    fleet_cmd(&w, &srv, &["devices", "approve", "gear7"]).ok();
+    let (status, body, _) = ask(&w, "@gear7.b64");
+    assert_eq!(status, 200, "{body}");
+    w.write("gear7.p7", &body);
+    assert_eq!(
+        python_subjects(&w, "gear7.p7"),
+        "CN=gear7.d.example.local\n"
+    );
+    let (status, body, _) = ask(&w, "@gear7.b64");
+    assert_eq!(status, 409, "{body}");
+
+    // A certificate from a CA not trusted for bootstrap (this CA's own device certificate).
+    w.mg(&[
+        "cert",
+        "issue",
+        "client",
+        "dev5",
+        "--device-id",
+        "dev5",
+        "--dir",
+        "ca",
+        "--out",
+        ".",
+    ])
+    .ok();
+    let (status, body, headers) = est(
+        &w,
+        &srv,
+        "simpleenroll",
+        &[
+            "--cert",
+            "dev5.crt",
+            "--key",
+            "dev5.key",
+            "--data-binary",
+            "@gear7.b64",
+        ],
+    );
+    assert_eq!(status, 401, "{body}");
+    assert!(
+        body.contains("not one this CA takes for EST bootstrap"),
+        "{body}"
+    );
+    assert!(
+        headers.to_ascii_lowercase().contains("www-authenticate:"),
+        "{headers}"
+    );
+}

@@ -69,6 +69,8 @@ pub enum AuthorityError {
     DeviceRevoked { id: String },
     #[error("device ID {id} is already in the inventory; ask for another ID, or for none to get a new one")]
     IdTaken { id: String },
+    #[error("device {id} registered with another key; ask again with the key it registered with")]
+    BootstrapOtherKey { id: String },
     #[error("this enrollment token is bound to device {bound}, not to {asked}")]
     TokenForOtherDevice { asked: String, bound: String },
     #[error(
@@ -244,6 +246,7 @@ impl AuthorityError {
             | A::CloneRenewal { .. }
             | A::NoApprovalQueue
             | A::TokenForOtherDevice { .. }
+            | A::BootstrapOtherKey { .. }
             | A::LabelNotInToken { .. }
             | A::NotAdmin { .. }
             | A::AdminNotRecorded { .. }

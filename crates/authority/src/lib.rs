@@ -12,6 +12,7 @@
 
 #![forbid(unsafe_code)]
 
+mod bootstrap;
 mod error;
 #[cfg(test)]
 mod tests;
@@ -40,6 +41,7 @@ use sha2::Digest;
 use time::{Duration, OffsetDateTime};
 use zeroize::Zeroizing;
 
+pub use bootstrap::BootstrapRequest;
 pub use error::{AuthorityError, ErrorKind, Result};
 
 /// The URI SAN that makes a client certificate an administrator's (for the CA server's

@@ -45,6 +45,9 @@ const PEM: &str = "application/x-pem-file";
 /// What the handlers share.
 pub(crate) struct App {
     pub auth: Arc<Authority>,
+    /// The CAs whose client certificates may enroll over EST without a token (into the
+    /// approval queue), when `ca serve --est-bootstrap-ca` names any.
+    pub est_bootstrap: Option<Arc<mtlsgate_pki::verify::Verifier>>,
     crl: tokio::sync::Mutex<Option<CachedCrl>>,
 }
 
@@ -59,6 +62,7 @@ impl App {
     pub fn new(auth: Arc<Authority>) -> Self {
         App {
             auth,
+            est_bootstrap: None,
             crl: tokio::sync::Mutex::new(None),
         }
     }

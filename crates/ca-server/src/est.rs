@@ -22,7 +22,9 @@ use base64::engine::DecodePaddingMode;
 use base64::Engine as _;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, StatusCode};
-use mtlsgate_authority::{AuthorityError, EnrollRequest, Enrolled, Seen};
+use mtlsgate_authority::{AuthorityError, BootstrapRequest, EnrollRequest, Enrolled, Seen};
+use mtlsgate_pki::pki_types::UnixTime;
+use mtlsgate_pki::verify::{Purpose, Verifier};
 use mtlsgate_pki::{certinfo::CertInfo, est as der_shapes, pemfile};
 use time::OffsetDateTime;
 
@@ -291,33 +293,40 @@ async fn csrattrs() -> Result<Response> {
 async fn simpleenroll(
     State(app): State<Arc<App>>,
     Extension(addr): Extension<RemoteAddr>,
+    Extension(chain): Extension<ClientChain>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response> {
-    enroll(&app, addr, None, &headers, body).await
+    enroll(&app, addr, &chain, None, &headers, body).await
 }
 
 async fn simpleenroll_at(
     State(app): State<Arc<App>>,
     Extension(addr): Extension<RemoteAddr>,
+    Extension(chain): Extension<ClientChain>,
     Path(raw): Path<String>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response> {
     let l = label(&raw)?;
-    enroll(&app, addr, Some(l), &headers, body).await
+    enroll(&app, addr, &chain, Some(l), &headers, body).await
 }
 
 /// `POST simpleenroll`: a PKCS#10 request with an enrollment token as the Basic password
-/// (the user name, when given, is the device ID asked for).
+/// (the user name, when given, is the device ID asked for), or, without credentials, over
+/// mTLS with a bootstrap certificate (`ca serve --est-bootstrap-ca`).
 async fn enroll(
     app: &App,
     addr: RemoteAddr,
+    chain: &ClientChain,
     label: Option<String>,
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response> {
     let Some((user, token)) = basic(headers)? else {
+        if let (Some(bootstrap), false) = (&app.est_bootstrap, chain.0.is_empty()) {
+            return bootstrapped(app, bootstrap, &chain, addr, label, headers, body).await;
+        }
         return Err(EstError::unauthorized(
             "enrollment needs credentials: HTTP Basic with an enrollment token as the password (the user name may be the device ID)",
         ));
@@ -337,7 +346,60 @@ async fn enroll(
         device_id: (!user.is_empty()).then_some(user),
         label,
     };
-    match app.auth.enroll(r, OffsetDateTime::now_utc()).await? {
+    enrolled(app.auth.enroll(r, OffsetDateTime::now_utc()).await?)
+}
+
+/// A device with a bootstrap certificate (no Basic credentials): verified against the
+/// bootstrap CAs, then into the approval queue under the ID its certificate names; the
+/// same request again collects the certificate once an operator approved it.
+async fn bootstrapped(
+    app: &App,
+    bootstrap: &Verifier,
+    chain: &ClientChain,
+    addr: RemoteAddr,
+    label: Option<String>,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response> {
+    let now = OffsetDateTime::now_utc();
+    let at = UnixTime::since_unix_epoch(std::time::Duration::from_secs(
+        u64::try_from(now.unix_timestamp()).unwrap_or(0),
+    ));
+    bootstrap
+        .verify(&chain.0, Purpose::Client, at)
+        .map_err(|f| {
+            EstError::unauthorized(format!(
+                "the client certificate is not one this CA takes for EST bootstrap: {f}"
+            ))
+        })?;
+    let info = CertInfo::from_der(&chain.0[0]).map_err(|e| {
+        EstError::unauthorized(format!("the bootstrap certificate cannot be read: {e}"))
+    })?;
+    let device_id = info
+        .common_name
+        .clone()
+        .filter(|cn| !cn.trim().is_empty())
+        .ok_or_else(|| {
+            EstError::unauthorized(format!(
+                "the bootstrap certificate {} names no device (it has no CN)",
+                info.subject
+            ))
+        })?;
+    let csr = csr(body)?;
+    let r = BootstrapRequest {
+        csr,
+        device_id,
+        bootstrap_subject: info.subject.clone(),
+        tag: label,
+        agent_version: user_agent(headers),
+        addr: Some(addr.0.ip().to_string()),
+    };
+    enrolled(app.auth.enroll_bootstrapped(r, now).await?)
+}
+
+/// The answer to an enrollment: the certificate, or 202 while the device waits.
+fn enrolled(e: Enrolled) -> Result<Response> {
+    match e {
         Enrolled::Issued(i) => certs_only(&leaf_der(&i.certificate)?, &i.device_id),
         Enrolled::Pending {
             device_id,
