@@ -325,7 +325,7 @@ async fn enroll(
 ) -> Result<Response> {
     let Some((user, token)) = basic(headers)? else {
         if let (Some(bootstrap), false) = (&app.est_bootstrap, chain.0.is_empty()) {
-            return bootstrapped(app, bootstrap, &chain, addr, label, headers, body).await;
+            return bootstrapped(app, bootstrap, chain, addr, label, headers, body).await;
         }
         return Err(EstError::unauthorized(
             "enrollment needs credentials: HTTP Basic with an enrollment token as the password (the user name may be the device ID)",
