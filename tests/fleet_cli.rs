@@ -47,6 +47,7 @@ fn enroll_with(
                     agent_version: Some("test".into()),
                     hostname: None,
                     addr: Some("127.0.0.1".into()),
+                    ..Default::default()
                 },
                 time::OffsetDateTime::now_utc(),
             )

@@ -169,9 +169,14 @@ pub fn run(a: CaServe) -> Result<ExitCode> {
         let pass = ca_passphrase(auth.ca(), &a.pass)?;
         auth.load_keys(pass.as_deref().map(|v| v.as_slice()))?;
         let fingerprint = mtlsgate_pki::verify::fingerprint_sha256(&auth.ca().root_der);
-        let server = CaServer::bind(auth, listen, names.clone())
+        let mut server = CaServer::bind(auth, listen, names.clone())
             .await?
             .with_limits(limits);
+        if let Some(f) = &a.est_bootstrap_ca {
+            let cas = mtlsgate_pki::pemfile::read_certs(f)
+                .with_context(|| format!("reading the EST bootstrap CAs from {}", f.display()))?;
+            server = server.with_est_bootstrap(cas)?;
+        }
         let addr = server.local_addr()?;
         let p = server.presented();
         let mut shown_names: Vec<String> = names.dns.clone();

@@ -5,6 +5,7 @@
 //! SQLite and on PostgreSQL. Helpers live in tests/util.rs.
 
 mod enroll;
+mod est;
 mod faults;
 mod refusals;
 mod renew;

@@ -40,6 +40,7 @@ pub fn enroll_device(
                     agent_version: Some("test".into()),
                     hostname: None,
                     addr: Some("127.0.0.1".into()),
+                    ..Default::default()
                 },
                 time::OffsetDateTime::now_utc(),
             )

@@ -15,6 +15,13 @@ pub struct EnrollRequest {
     pub hostname: Option<String>,
     /// The address it connected from.
     pub addr: Option<String>,
+    /// The device ID the device asks for (EST's HTTP Basic user name): with a token bound
+    /// to an ID it must name that ID; with an unbound token it becomes the device's ID
+    /// (short IDs get the device domain). `None`: the token's ID, or a new random one.
+    pub device_id: Option<String>,
+    /// The label of the EST path it came by (`/.well-known/est/LABEL/…`): the token must
+    /// carry it as one of its tags.
+    pub label: Option<String>,
 }
 
 /// The answer to an enrollment or a poll.
@@ -45,7 +52,7 @@ pub struct DeviceIssued {
 
 // Tokens, recovery and poll tokens never reach Debug output.
 mtlsgate_store::debug_hiding!(EnrollRequest {
-    csr, agent_version, hostname, addr,
+    csr, agent_version, hostname, addr, device_id, label,
 } hiding { token });
 mtlsgate_store::debug_hiding!(DeviceIssued {
     device_id, serial, certificate, ca_bundle, not_after, recovery_expires, tags,
@@ -278,9 +285,30 @@ impl Authority {
         if t.expires_at <= at {
             return Err(StoreError::TokenExpired { at: t.expires_at }.into());
         }
-        let (id, again) = match &t.device_id {
-            Some(bound) => (bound.clone(), self.enrollable(bound).await?),
-            None => (self.random_device_id(), false),
+        if let Some(label) = &r.label {
+            if !t.tags.iter().any(|tag| tag == label) {
+                return Err(AuthorityError::LabelNotInToken {
+                    label: label.clone(),
+                });
+            }
+        }
+        let asked = r.device_id.as_deref().map(|a| self.device_id(a)).transpose()?;
+        let (id, again) = match (&t.device_id, asked) {
+            (Some(bound), Some(asked)) if *bound != asked => {
+                return Err(AuthorityError::TokenForOtherDevice {
+                    asked,
+                    bound: bound.clone(),
+                })
+            }
+            (Some(bound), _) => (bound.clone(), self.enrollable(bound).await?),
+            (None, Some(asked)) => {
+                let again = self.enrollable(&asked).await.map_err(|e| match e {
+                    AuthorityError::AlreadyEnrolled { id } => AuthorityError::IdTaken { id },
+                    e => e,
+                })?;
+                (asked, again)
+            }
+            (None, None) => (self.random_device_id(), false),
         };
         let device = NewDevice {
             id: id.clone(),

@@ -66,6 +66,16 @@ pub enum AuthorityError {
     AlreadyEnrolled { id: String },
     #[error("{}", revoked_sentence(.id))]
     DeviceRevoked { id: String },
+    #[error("device ID {id} is already in the inventory; ask for another ID, or for none to get a new one")]
+    IdTaken { id: String },
+    #[error("device {id} registered with another key; ask again with the key it registered with")]
+    BootstrapOtherKey { id: String },
+    #[error("this enrollment token is bound to device {bound}, not to {asked}")]
+    TokenForOtherDevice { asked: String, bound: String },
+    #[error(
+        "this enrollment token is not for EST label `{label}` (the token's tags do not include it)"
+    )]
+    LabelNotInToken { label: String },
     #[error("{}", transition_refused(.id, *.status, *.action))]
     Transition {
         id: String,
@@ -228,9 +238,10 @@ impl AuthorityError {
                 PkiError::AlreadyExists(_) | PkiError::CaExists(_) => ErrorKind::Conflict,
                 _ => ErrorKind::Internal,
             },
-            A::RootRevocation { .. } | A::Transition { .. } | A::AlreadyEnrolled { .. } => {
-                ErrorKind::Conflict
-            }
+            A::RootRevocation { .. }
+            | A::Transition { .. }
+            | A::AlreadyEnrolled { .. }
+            | A::IdTaken { .. } => ErrorKind::Conflict,
             A::KeysNotLoaded => ErrorKind::Internal,
             A::QueueFull { .. } | A::TooManyEnrollments { .. } => ErrorKind::TooMany,
             A::BadTag { .. }
@@ -251,6 +262,9 @@ impl AuthorityError {
             | A::RecoveryRevoked { .. }
             | A::CloneRenewal { .. }
             | A::NoApprovalQueue
+            | A::TokenForOtherDevice { .. }
+            | A::BootstrapOtherKey { .. }
+            | A::LabelNotInToken { .. }
             | A::NotAdmin { .. }
             | A::AdminNotRecorded { .. }
             | A::Clone { .. } => ErrorKind::Forbidden,

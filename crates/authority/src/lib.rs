@@ -13,11 +13,13 @@
 //! Map: `status` (the device status machine), `policy` (lifetimes and limits), `admin`
 //! (creating a CA, administrators), `issue` (leaves, CSRs, revocation, CRLs), `tokens`,
 //! `enroll` (with a token or pending approval), `renew` (renewal, recovery, clones),
-//! `devices` (what operators do with devices), `error`.
+//! `bootstrap` (EST enrollment with a manufacturer's certificate, through the approval
+//! queue), `devices` (what operators do with devices), `error`.
 
 #![forbid(unsafe_code)]
 
 mod admin;
+mod bootstrap;
 mod devices;
 mod enroll;
 mod error;
@@ -56,6 +58,7 @@ use zeroize::Zeroizing;
 pub use error::{AuthorityError, ErrorKind, Result};
 
 pub use admin::{admin_request, Admin, Initialized};
+pub use bootstrap::BootstrapRequest;
 pub use devices::{check_tag, DeviceDetail};
 pub use enroll::{DeviceIssued, EnrollRequest, Enrolled, Seen};
 pub use issue::{check_revocable, CrlSet, Signed};

@@ -149,6 +149,7 @@ fn request(key: &KeyPair, token: Option<String>) -> EnrollRequest {
         agent_version: Some("0.1".into()),
         hostname: Some("pi".into()),
         addr: Some("127.0.0.1".into()),
+        ..Default::default()
     }
 }
 

@@ -45,6 +45,9 @@ const PEM: &str = "application/x-pem-file";
 /// What the handlers share.
 pub(crate) struct App {
     pub auth: Arc<Authority>,
+    /// The CAs whose client certificates may enroll over EST without a token (into the
+    /// approval queue), when `ca serve --est-bootstrap-ca` names any.
+    pub est_bootstrap: Option<Arc<mtlsgate_pki::verify::Verifier>>,
     crl: tokio::sync::Mutex<Option<CachedCrl>>,
 }
 
@@ -59,6 +62,7 @@ impl App {
     pub fn new(auth: Arc<Authority>) -> Self {
         App {
             auth,
+            est_bootstrap: None,
             crl: tokio::sync::Mutex::new(None),
         }
     }
@@ -82,6 +86,7 @@ pub(crate) fn router(app: Arc<App>) -> Router {
         .route("/v1/devices/{id}/tags", post(tags))
         .route("/v1/devices/{id}/{action}", post(set_status))
         .route("/v1/tokens", post(create_token))
+        .merge(crate::est::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
@@ -281,6 +286,7 @@ async fn enroll(
         agent_version: b.agent_version,
         hostname: b.hostname,
         addr: Some(addr.0.ip().to_string()),
+        ..Default::default()
     };
     Ok(match app.auth.enroll(r, OffsetDateTime::now_utc()).await? {
         Enrolled::Issued(i) => json(StatusCode::CREATED, &i, Some(&i.device_id)),

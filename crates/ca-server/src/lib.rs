@@ -19,6 +19,8 @@ mod api;
 pub mod client;
 mod deadlines;
 pub mod error;
+mod est;
+mod header_case;
 mod listener;
 pub mod server_cert;
 pub mod wire;
@@ -45,6 +47,7 @@ pub struct CaServer {
     tls: Arc<rustls::ServerConfig>,
     verifier: Arc<Verifier>,
     limits: Limits,
+    est_bootstrap: Option<Arc<Verifier>>,
 }
 
 impl CaServer {
@@ -82,6 +85,7 @@ impl CaServer {
             tls,
             verifier: Arc::new(verifier),
             limits: Limits::default(),
+            est_bootstrap: None,
         })
     }
 
@@ -89,6 +93,16 @@ impl CaServer {
     pub fn with_limits(mut self, limits: Limits) -> CaServer {
         self.limits = limits;
         self
+    }
+
+    /// Lets EST clients holding a certificate from one of `cas` (DER; roots, or
+    /// intermediates trusted as anchors) enroll without a token: they wait in the approval
+    /// queue under the device ID their certificate names.
+    pub fn with_est_bootstrap(mut self, cas: Vec<Vec<u8>>) -> Result<CaServer, ServerError> {
+        let v = Verifier::new(cas, vec![], DEFAULT_DEPTH)
+            .map_err(|e| ServerError::Tls(format!("the EST bootstrap CAs cannot be used: {e}")))?;
+        self.est_bootstrap = Some(Arc::new(v));
+        Ok(self)
     }
 
     /// The bound address (useful with port 0).
@@ -110,7 +124,9 @@ impl CaServer {
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let renewal = tokio::spawn(self.cert.clone().renew_forever(self.auth.clone(), stop_rx));
-        let app = Arc::new(api::App::new(self.auth.clone()));
+        let mut app = api::App::new(self.auth.clone());
+        app.est_bootstrap = self.est_bootstrap.clone();
+        let app = Arc::new(app);
         listener::serve(
             self.listener,
             self.tls,

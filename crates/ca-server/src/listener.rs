@@ -302,15 +302,21 @@ impl Connection {
         };
         // hyper's own header timer would also run while a kept-alive connection waits for
         // its next request; the watchdog keeps the header and idle deadlines instead.
+        // Header names in title case (`Content-Type`): HTTP/1 says case does not matter,
+        // but some EST clients (libest's estclient) compare them case-sensitively.
         builder
             .http1()
             .timer(TokioTimer::new())
-            .header_read_timeout(None);
+            .header_read_timeout(None)
+            .title_case_headers(true);
         builder
             .http2()
             .timer(TokioTimer::new())
             .max_concurrent_streams(MAX_STREAMS);
-        let io = TokioIo::new(Watched::new(tls, clock.clone(), h2));
+        let io = TokioIo::new(crate::header_case::HeaderCase::new(
+            Watched::new(tls, clock.clone(), h2),
+            !h2,
+        ));
         let conn = builder.serve_connection(io, svc);
         tokio::select! {
             r = watcher.watch(conn.into_owned()) => {

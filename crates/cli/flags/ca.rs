@@ -100,6 +100,11 @@ pub struct CaServe {
     /// Refuse enrollments without a token (no approval queue): devices need a token.
     #[arg(long)]
     pub no_approval_queue: bool,
+    /// PEM file of CA certificates (a manufacturer's, say) whose client certificates may
+    /// enroll over EST without a token: such a device waits in the approval queue under the
+    /// device ID its certificate's CN names, and collects its certificate once approved.
+    #[arg(long, value_name = "FILE")]
+    pub est_bootstrap_ca: Option<PathBuf>,
     /// At most this many devices wait for approval at once; more are refused (429).
     #[arg(long, default_value_t = 1000, value_name = "N")]
     pub pending_limit: u64,

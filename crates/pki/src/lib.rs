@@ -12,6 +12,7 @@ pub mod device;
 pub mod dn;
 pub mod duration;
 pub mod error;
+pub mod est;
 pub mod fsutil;
 pub mod key;
 pub mod names;
