@@ -238,7 +238,7 @@ impl Client {
 
 /// `1 MiB`, `64 MiB`, or bytes.
 fn size(bytes: usize) -> String {
-    if bytes >= 1 << 20 && bytes % (1 << 20) == 0 {
+    if bytes >= 1 << 20 && bytes.trailing_zeros() >= 20 {
         format!("{} MiB", bytes >> 20)
     } else {
         format!("{bytes} bytes")
