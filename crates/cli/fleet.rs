@@ -2,7 +2,7 @@
 //! through the authority library ([`Fleet::Local`]), or the CA server's admin API with an
 //! administrator's client certificate ([`Fleet::Server`], `--server URL`). Both give the
 //! authority's own records, so the commands only call these methods and print, the same
-//! way for either.
+//! way for either. The admin API's client is [`admin`].
 
 use std::path::{Path, PathBuf};
 
@@ -11,11 +11,14 @@ use mtlsgate_authority::{
     Action, Authority, Device, DeviceDetail, DeviceFilter, DeviceStatus, Location, NewTokenSecret,
     Policy, TokenRequest,
 };
-use mtlsgate_ca_server::client::AdminClient;
-use mtlsgate_ca_server::wire::TokenBody;
+use mtlsgate_contract::wire::TokenBody;
 use time::{Duration, OffsetDateTime};
 
 use crate::flags::{Database, FleetTarget, DEFAULT_CA_DIR};
+
+mod admin;
+
+use admin::AdminClient;
 
 /// A CA that fleet commands talk to.
 pub enum Fleet {

@@ -87,3 +87,12 @@ impl AgentError {
         }
     }
 }
+
+impl From<mtlsgate_contract::UrlError> for AgentError {
+    fn from(e: mtlsgate_contract::UrlError) -> Self {
+        AgentError::BadServerUrl {
+            url: e.url,
+            reason: e.reason,
+        }
+    }
+}

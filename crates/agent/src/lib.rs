@@ -15,7 +15,8 @@
 //! - [`state`]: the state directory, `agent.json`, whole-or-nothing installs, the lock.
 //! - [`bundle`]: what `ca.crt` holds while CA roots overlap.
 //! - [`trust`]: how the server is trusted (a CA file, or a pinned root fingerprint).
-//! - [`http`]: the HTTPS client for the contract's endpoints and its errors.
+//! - [`http`]: the agent's requests to the contract's endpoints and their errors (the wire
+//!   types and the HTTPS exchange are `mtlsgate-contract`'s).
 //! - [`status`]: what `agent status` and `agent whoami` show.
 //!
 //! The agent never holds CA keys and never switches TLS verification off.

@@ -300,12 +300,14 @@ async fn ask(
         let result = if recover {
             let token = state.recovery_token.as_deref().unwrap_or_default();
             let api = Api::new(&server, client_config(sd, &ca, None)?, timeout);
-            api.recover(&RecoverBody {
-                device_id: &state.device_id,
-                recovery_token: token,
-                csr: &new.csr_pem,
-                signature: &signature,
-                certificate: &leaf_pem,
+            api.recover(RecoverBody {
+                device_id: state.device_id.clone(),
+                recovery_token: token.to_string(),
+                csr: new.csr_pem.clone(),
+                signature: signature.clone(),
+                certificate: leaf_pem.clone(),
+                // Api::recover sends this agent's version.
+                agent_version: None,
             })
             .await
         } else {

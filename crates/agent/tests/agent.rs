@@ -716,9 +716,12 @@ async fn an_expired_certificate_is_recovered_with_the_recovery_token() {
         .map(String::as_str)
         .collect();
     fields.sort();
+    // Every request body carries the agent's version: the server records it for the
+    // device, after a recovery as after an enrollment or a renewal.
     assert_eq!(
         fields,
         [
+            "agent_version",
             "certificate",
             "csr",
             "device_id",
@@ -726,6 +729,7 @@ async fn an_expired_certificate_is_recovered_with_the_recovery_token() {
             "signature"
         ]
     );
+    assert_eq!(b["agent_version"], mtlsgate_agent::AGENT_VERSION);
     assert_eq!(b["device_id"], id.as_str());
     assert_eq!(b["recovery_token"].as_str(), token.as_deref());
     assert_eq!(

@@ -19,8 +19,8 @@ use base64::Engine as _;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use mtlsgate_authority::{
-    Action, Admin, Authority, AuthorityError, DeviceFilter, DeviceStatus, EnrollRequest, Enrolled,
-    RecoverRequest, Seen, TokenRequest,
+    Action, Admin, Authority, AuthorityError, DeviceFilter, DeviceIssued, DeviceStatus,
+    EnrollRequest, Enrolled, NewTokenSecret, RecoverRequest, Seen, TokenRequest,
 };
 use mtlsgate_pki::pemfile;
 use serde::de::DeserializeOwned;
@@ -30,7 +30,8 @@ use time::{Duration, OffsetDateTime};
 use crate::error::ApiError;
 use crate::listener::{ClientChain, LoggedDevice, RemoteAddr};
 use crate::wire::{
-    CaBundle, EnrollBody, Pending, RecoverBody, RenewBody, StatusBody, TagsBody, TokenBody,
+    CaBundle, EnrollBody, Issued, NewToken, Pending, RecoverBody, RenewBody, StatusBody, TagsBody,
+    TokenBody,
 };
 
 /// The validity (nextUpdate) of the CRLs the server signs.
@@ -144,6 +145,36 @@ fn body<T: DeserializeOwned + Default>(b: Result<Bytes, BytesRejection>) -> Resu
 fn path<T>(p: Result<Path<T>, PathRejection>) -> Result<T> {
     p.map(|Path(v)| v)
         .map_err(|e| ApiError::bad_request(format!("the request path is not valid: {e}")))
+}
+
+/// The contract's `Issued` of the authority's record.
+fn issued(i: DeviceIssued) -> Issued {
+    Issued {
+        device_id: i.device_id,
+        serial: i.serial,
+        certificate: i.certificate,
+        ca_bundle: i.ca_bundle,
+        not_after: i.not_after,
+        recovery_token: i.recovery_token,
+        recovery_expires: i.recovery_expires,
+        tags: i.tags,
+    }
+}
+
+/// The contract's `Pending` answer.
+fn pending(device_id: String, poll_token: Option<String>, retry_after: u32) -> Pending {
+    Pending {
+        device_id,
+        status: DeviceStatus::Pending.to_string(),
+        poll_token,
+        retry_after: Some(u64::from(retry_after)),
+    }
+}
+
+/// An answer that issued a certificate, naming the device in the log line.
+fn issued_answer(status: StatusCode, i: DeviceIssued) -> Response {
+    let i = issued(i);
+    json(status, &i, Some(&i.device_id))
 }
 
 fn seen(addr: RemoteAddr, agent_version: Option<String>) -> Seen {
@@ -289,19 +320,14 @@ async fn enroll(
         ..Default::default()
     };
     Ok(match app.auth.enroll(r, OffsetDateTime::now_utc()).await? {
-        Enrolled::Issued(i) => json(StatusCode::CREATED, &i, Some(&i.device_id)),
+        Enrolled::Issued(i) => issued_answer(StatusCode::CREATED, i),
         Enrolled::Pending {
             device_id,
             poll_token,
             retry_after,
         } => json(
             StatusCode::ACCEPTED,
-            &Pending {
-                device_id: device_id.clone(),
-                status: DeviceStatus::Pending.to_string(),
-                poll_token: Some(poll_token),
-                retry_after,
-            },
+            &pending(device_id.clone(), Some(poll_token), retry_after),
             Some(&device_id),
         ),
     })
@@ -335,19 +361,14 @@ async fn poll(
         .and_then(|v| v.strip_prefix("mtlsgate-agent/"))
         .map(str::to_string);
     Ok(match app.auth.poll(&id, token, seen(addr, agent)).await {
-        Ok(Enrolled::Issued(i)) => json(StatusCode::OK, &i, Some(&i.device_id)),
+        Ok(Enrolled::Issued(i)) => issued_answer(StatusCode::OK, i),
         Ok(Enrolled::Pending {
             device_id,
             retry_after,
             ..
         }) => json(
             StatusCode::ACCEPTED,
-            &Pending {
-                device_id: device_id.clone(),
-                status: DeviceStatus::Pending.to_string(),
-                poll_token: None,
-                retry_after,
-            },
+            &pending(device_id.clone(), None, retry_after),
             Some(&device_id),
         ),
         Err(e) => logged(ApiError::from(e), &id),
@@ -372,7 +393,7 @@ async fn renew(
         .auth
         .renew(&chain.0, b.csr.as_bytes(), seen(addr, b.agent_version))
         .await?;
-    Ok(json(StatusCode::OK, &issued, Some(&issued.device_id)))
+    Ok(issued_answer(StatusCode::OK, issued))
 }
 
 async fn recover(
@@ -396,7 +417,7 @@ async fn recover(
     };
     Ok(
         match app.auth.recover(r, seen(addr, b.agent_version)).await {
-            Ok(issued) => json(StatusCode::OK, &issued, Some(&issued.device_id)),
+            Ok(i) => issued_answer(StatusCode::OK, i),
             Err(e) => logged(ApiError::from(e), &id),
         },
     )
@@ -537,6 +558,19 @@ async fn create_token(
             OffsetDateTime::now_utc(),
         )
         .await?;
-    let id = made.device_id.clone();
-    Ok(json(StatusCode::CREATED, &made, id.as_deref()))
+    let NewTokenSecret {
+        token,
+        expires_at,
+        device_id,
+        tags,
+        lifetime_secs,
+    } = made;
+    let made = NewToken {
+        token,
+        expires_at,
+        device_id,
+        tags,
+        lifetime_secs,
+    };
+    Ok(json(StatusCode::CREATED, &made, made.device_id.as_deref()))
 }

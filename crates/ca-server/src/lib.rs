@@ -1,14 +1,14 @@
 //! `mtlsgate-ca-server`: the CA's HTTPS API, `mtlsgate ca serve` (contract:
 //! docs/device-lifecycle.md, "HTTP API"). It owns
 //!
-//! - the API: routes, JSON shapes ([`wire`]), status codes, and the mapping of authority
-//!   errors to them ([`error`]) — `api` has one handler per endpoint;
+//! - the API: routes, status codes, and the mapping of authority errors to them
+//!   ([`error`]) — `api` has one handler per endpoint. The JSON shapes are the contract's
+//!   (`mtlsgate-contract`, re-exported as [`wire`]), which the agent and the admin client
+//!   read;
 //! - the listener: rustls over tokio, HTTP/1.1 and HTTP/2 with hyper-util, client
 //!   certificates requested but not required, one log line per request, graceful shutdown;
 //! - its own server certificate, issued by the CA, kept in memory and renewed by the server
-//!   at two thirds of its lifetime ([`server_cert`]);
-//! - the admin client ([`client`]) that `mtlsgate devices … --server URL` and
-//!   `mtlsgate token create --server URL` use.
+//!   at two thirds of its lifetime ([`server_cert`]).
 //!
 //! It owns no rules: every decision (tokens, CSRs, the device status machine, renewal,
 //! recovery, who is an administrator) is the authority's (`mtlsgate-authority`).
@@ -16,7 +16,6 @@
 #![forbid(unsafe_code)]
 
 mod api;
-pub mod client;
 mod deadlines;
 pub mod error;
 mod est;

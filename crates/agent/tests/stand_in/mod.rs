@@ -2,8 +2,9 @@
 //! able to misbehave on purpose). The end-to-end tests in tests/fleet/ run the agent
 //! against `mtlsgate ca serve` itself.
 //!
-//! It speaks the contract's JSON (docs/device-lifecycle.md) for the endpoints the agent
-//! uses — `POST /v1/enroll` (201 issued with a token, 202 pending without one),
+//! It speaks the contract's JSON (docs/device-lifecycle.md) — reading and writing the
+//! contract's own types (`mtlsgate-contract`), as the real server does — for the endpoints
+//! the agent uses — `POST /v1/enroll` (201 issued with a token, 202 pending without one),
 //! `GET /v1/enroll/{id}` (202 / 200 / 403), `POST /v1/renew` (mTLS), `POST /v1/recover`
 //! (the old key's signature is checked; 410 for an expired recovery token) and
 //! `GET /v1/ca.pem` — over HTTPS (hyper + tokio-rustls) with a throw-away CA made by rcgen:
@@ -19,12 +20,15 @@ use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
+use mtlsgate_contract::wire::{EnrollBody, ErrorBody, Issued, Pending, RecoverBody, RenewBody};
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
     KeyUsagePurpose, SanType,
 };
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use serde_json::{json, Value};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::Value;
 use sha2::Digest as _;
 use x509_parser::prelude::FromDer as _;
 
@@ -303,21 +307,38 @@ fn cn_of(der: &[u8]) -> Option<String> {
     Some(cn)
 }
 
-fn reply(status: StatusCode, body: Value) -> Response<Full<Bytes>> {
+fn reply(status: StatusCode, body: &impl Serialize) -> Response<Full<Bytes>> {
     Response::builder()
         .status(status)
         .header(http::header::CONTENT_TYPE, "application/json")
-        .body(Full::new(Bytes::from(body.to_string())))
+        .body(Full::new(Bytes::from(
+            serde_json::to_vec(body).expect("json"),
+        )))
         .expect("response")
 }
 
 fn error(status: StatusCode, sentence: &str) -> Response<Full<Bytes>> {
-    reply(status, json!({ "error": sentence }))
+    reply(
+        status,
+        &ErrorBody {
+            error: sentence.into(),
+        },
+    )
 }
 
-fn csr_der(body: &Value) -> Option<Vec<u8>> {
-    let text = body.get("csr")?.as_str()?;
-    let p = pem::parse(text).ok()?;
+/// The request body as the contract's `T`, or the 400 the server would answer.
+#[allow(clippy::result_large_err)]
+fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Response<Full<Bytes>>> {
+    serde_json::from_slice(bytes).map_err(|e| {
+        error(
+            StatusCode::BAD_REQUEST,
+            &format!("the request body is not the JSON this endpoint takes: {e}"),
+        )
+    })
+}
+
+fn csr_der(csr: &str) -> Option<Vec<u8>> {
+    let p = pem::parse(csr).ok()?;
     (p.tag() == "CERTIFICATE REQUEST").then(|| p.into_contents())
 }
 
@@ -343,15 +364,16 @@ fn issued(
     }
     reply(
         status,
-        json!({
-            "device_id": id,
-            "certificate": chain,
-            "ca_bundle": ca.bundle_pem(),
-            "not_after": now() + lifetime,
-            "recovery_token": token,
-            "recovery_expires": now() + lifetime + 30 * 86_400,
-            "tags": ["stand-in"],
-        }),
+        &Issued {
+            device_id: id.to_string(),
+            serial: String::new(),
+            certificate: chain,
+            ca_bundle: ca.bundle_pem(),
+            not_after: now() + lifetime,
+            recovery_token: token,
+            recovery_expires: now() + lifetime + 30 * 86_400,
+            tags: vec!["stand-in".into()],
+        },
     )
 }
 
@@ -378,7 +400,9 @@ async fn handle(
         .await
         .map(|b| b.to_bytes())
         .unwrap_or_default();
-    let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    // The raw JSON, as the tests read what the agent sent; each endpoint reads its body
+    // as the contract's type.
+    let raw: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
     let mut w = world.lock().expect("world");
     w.seen.push(Seen {
         method: method.clone(),
@@ -387,7 +411,7 @@ async fn handle(
         content_type,
         user_agent,
         client_cn: client_cn.clone(),
-        body: body.clone(),
+        body: raw,
     });
     match (method.as_str(), path.as_str()) {
         ("GET", "/v1/ca.pem") => {
@@ -401,12 +425,16 @@ async fn handle(
                 .expect("response")
         }
         ("POST", "/v1/enroll") => {
-            let Some(csr) = csr_der(&body) else {
+            let body: EnrollBody = match parse(&bytes) {
+                Ok(b) => b,
+                Err(r) => return r,
+            };
+            let Some(csr) = csr_der(&body.csr) else {
                 return error(StatusCode::BAD_REQUEST, "the CSR is missing or unreadable");
             };
             let id = format!("dev-{}.d.stand-in.test", w.next_id);
             w.next_id += 1;
-            match body.get("token").and_then(Value::as_str) {
+            match body.token.as_deref() {
                 Some(t) => match w.tokens.get(t).copied() {
                     None => error(StatusCode::UNAUTHORIZED, "the token is unknown"),
                     Some(true) => error(
@@ -442,7 +470,12 @@ async fn handle(
                     );
                     reply(
                         StatusCode::ACCEPTED,
-                        json!({"device_id": id, "status": "pending", "poll_token": poll, "retry_after": 1}),
+                        &Pending {
+                            device_id: id,
+                            status: "pending".into(),
+                            poll_token: Some(poll),
+                            retry_after: Some(1),
+                        },
                     )
                 }
             }
@@ -462,7 +495,12 @@ async fn handle(
             match d.status {
                 "pending" => reply(
                     StatusCode::ACCEPTED,
-                    json!({"device_id": id, "status": "pending", "retry_after": 1}),
+                    &Pending {
+                        device_id: id,
+                        status: "pending".into(),
+                        poll_token: None,
+                        retry_after: Some(1),
+                    },
                 ),
                 "denied" => error(
                     StatusCode::FORBIDDEN,
@@ -494,23 +532,25 @@ async fn handle(
                     &format!("the device is {}", d.status),
                 );
             }
-            let Some(csr) = csr_der(&body) else {
+            let body: RenewBody = match parse(&bytes) {
+                Ok(b) => b,
+                Err(r) => return r,
+            };
+            let Some(csr) = csr_der(&body.csr) else {
                 return error(StatusCode::BAD_REQUEST, "the CSR is missing or unreadable");
             };
             issued(ca, &mut w, &id, &csr, StatusCode::OK)
         }
         ("POST", "/v1/recover") => {
-            let field = |k: &str| {
-                body.get(k)
-                    .and_then(Value::as_str)
-                    .unwrap_or_default()
-                    .to_string()
+            let body: RecoverBody = match parse(&bytes) {
+                Ok(b) => b,
+                Err(r) => return r,
             };
-            let id = field("device_id");
+            let id = body.device_id.clone();
             let Some(d) = w.devices.get(&id).cloned() else {
                 return error(StatusCode::NOT_FOUND, "no such device");
             };
-            if d.recovery_token.as_deref() != Some(field("recovery_token").as_str()) {
+            if d.recovery_token.as_deref() != Some(body.recovery_token.as_str()) {
                 return error(
                     StatusCode::UNAUTHORIZED,
                     "the recovery token is not the device's current one",
@@ -522,11 +562,11 @@ async fn handle(
                     "the recovery token expired at 2026-01-01 00:00:00 UTC",
                 );
             }
-            let Some(csr) = csr_der(&body) else {
+            let Some(csr) = csr_der(&body.csr) else {
                 return error(StatusCode::BAD_REQUEST, "the CSR is missing or unreadable");
             };
             // The proof: the expired certificate's key signed SHA-256 of the CSR's DER.
-            let old = pem::parse(field("certificate"))
+            let old = pem::parse(&body.certificate)
                 .ok()
                 .map(|p| p.into_contents());
             let Some(old) = old else {
@@ -548,7 +588,7 @@ async fn handle(
                 );
             }
             let sig = base64::engine::general_purpose::STANDARD
-                .decode(field("signature"))
+                .decode(&body.signature)
                 .unwrap_or_default();
             let key = aws_lc_rs::signature::UnparsedPublicKey::new(
                 &aws_lc_rs::signature::ECDSA_P256_SHA256_ASN1,
