@@ -64,9 +64,32 @@ fn print_enrolled(e: &Enrolled, dir: &Path) {
     );
 }
 
+/// An EST server's base URL: as given when it names `/.well-known/est[/LABEL]`, else that
+/// path added to the server's address.
+fn est_base(url: &str) -> Result<ServerUrl> {
+    let given = ServerUrl::parse(url)?;
+    if mtlsgate_agent::http::is_est(&given) {
+        return Ok(given);
+    }
+    if !given.prefix().is_empty() {
+        anyhow::bail!(
+            "--est {url}: an EST server's path is /.well-known/est (or /.well-known/est/LABEL), not {}",
+            given.prefix()
+        );
+    }
+    Ok(ServerUrl::parse(&format!(
+        "{}/.well-known/est",
+        url.trim_end_matches('/')
+    ))?)
+}
+
 fn enroll(a: AgentEnroll) -> Result<ExitCode> {
     crate::cmd_serve::init_logging();
-    let server = ServerUrl::parse(&a.server)?;
+    let server = match (&a.server, &a.est) {
+        (_, Some(est)) => est_base(est)?,
+        (Some(s), None) => ServerUrl::parse(s)?,
+        (None, None) => anyhow::bail!("give --server URL (or --est URL)"),
+    };
     let bootstrap = match (&a.trust.ca_file, &a.trust.root_fingerprint) {
         (Some(f), _) => Bootstrap::CaFile(f.clone()),
         (None, Some(fp)) => Bootstrap::fingerprint(fp)?,
@@ -212,8 +235,11 @@ fn status(a: AgentStatus) -> Result<ExitCode> {
         Some(e) => println!("last error     {}: {}", at(e.at), e.message),
         None => println!("last error     none"),
     }
-    if let Some(r) = s.recovery_expires {
-        println!("recovery until {}", at(r));
+    match s.recovery_expires {
+        // An enrollment over EST carries no recovery token.
+        Some(r) if r > 0 => println!("recovery until {}", at(r)),
+        Some(_) => println!("recovery       none (enrolled over EST: once expired, enroll again)"),
+        None => {}
     }
     if !s.tags.is_empty() {
         println!("tags           {}", s.tags.join(", "));

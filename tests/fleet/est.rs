@@ -4,11 +4,17 @@
 //! `cryptography` parsing every answer as a peer would, a gateway on the inventory letting
 //! the enrolled device in — and libest's `estclient`, an EST client nobody here wrote.
 
+use std::time::Duration;
+
 use crate::util::{
-    curl, fleet_cmd, fleet_server_cert, server_token, test_ca, CaServer, Db, Gate, Upstream, Work,
+    curl, fleet_cmd, fleet_server_cert, pem_serial, server_token, test_ca, CaServer, Db, Gate,
+    Upstream, Work,
 };
 
-both!(est_enrolls_and_reenrolls_with_curl_and_openssl);
+both!(
+    est_enrolls_and_reenrolls_with_curl_and_openssl,
+    the_agent_enrolls_and_renews_over_est
+);
 
 /// curl `ARGS` against `PATH` under `/.well-known/est/`: (status, body, headers).
 fn est(w: &Work, srv: &CaServer, path: &str, args: &[&str]) -> (u16, String, String) {
@@ -513,4 +519,59 @@ fn a_bootstrap_certificate_waits_for_approval_then_collects() {
         headers.to_ascii_lowercase().contains("www-authenticate:"),
         "{headers}"
     );
+}
+
+/// Our own agent speaks EST too (`agent enroll --est URL`): it enrolls with
+/// `simpleenroll` (the token as the Basic password), installs the leaf with the CA
+/// certificates from `cacerts`, and renews with `simplereenroll`.
+fn the_agent_enrolls_and_renews_over_est(db: Db) {
+    let w = Work::new();
+    test_ca(&w, &db);
+    let mut srv = CaServer::start_for(&w, &db, &["--min-lifetime", "1s"]);
+    let token = server_token(&w, &srv, &["--lifetime", "6s"]);
+    let url = srv.url();
+    let out = w
+        .mg(&[
+            "agent",
+            "enroll",
+            "--est",
+            &url,
+            "--token",
+            &token,
+            "--root-fingerprint",
+            &srv.fingerprint,
+            "--dir",
+            "dev",
+        ])
+        .ok();
+    assert!(out.contains("enrolled as "), "{out}");
+    let verified = sh(
+        &w,
+        "openssl verify -CAfile dev/ca.crt -untrusted dev/client.crt dev/client.crt",
+    );
+    assert_eq!(verified.trim(), "dev/client.crt: OK");
+    let status = w.mg(&["agent", "status", "--dir", "dev"]).ok();
+    assert!(
+        status.contains(&format!("{url}/.well-known/est")) && status.contains("enrolled over EST"),
+        "{status}"
+    );
+    let first = pem_serial(&w, "dev/client.crt");
+
+    // Past two thirds of its six seconds: `agent run --once` renews over simplereenroll.
+    std::thread::sleep(Duration::from_millis(4600));
+    let r = w.mg(&["agent", "run", "--once", "--dir", "dev"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stderr.contains("renewed"), "{}", r.stderr);
+    assert_ne!(first, pem_serial(&w, "dev/client.crt"));
+    let log = srv.proc.stderr();
+    assert!(
+        log.contains("POST /.well-known/est/simpleenroll 200")
+            && log.contains("POST /.well-known/est/simplereenroll 200"),
+        "{log}"
+    );
+    assert!(
+        !log.contains("POST /v1/enroll") && !log.contains("POST /v1/renew"),
+        "{log}"
+    );
+    srv.kill9();
 }

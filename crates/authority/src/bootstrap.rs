@@ -12,8 +12,8 @@ use time::OffsetDateTime;
 use crate::enroll::check_text;
 use crate::tokens::new_secret;
 use crate::{
-    token_hash, Authority, AuthorityError, Enrolled, Result, Seen, MAX_AGENT_VERSION,
-    POLL_PREFIX, RETRY_AFTER_SECS,
+    token_hash, Authority, AuthorityError, Enrolled, Result, Seen, MAX_AGENT_VERSION, POLL_PREFIX,
+    RETRY_AFTER_SECS,
 };
 
 /// A device that proved itself with a bootstrap certificate.

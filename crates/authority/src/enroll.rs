@@ -292,7 +292,11 @@ impl Authority {
                 });
             }
         }
-        let asked = r.device_id.as_deref().map(|a| self.device_id(a)).transpose()?;
+        let asked = r
+            .device_id
+            .as_deref()
+            .map(|a| self.device_id(a))
+            .transpose()?;
         let (id, again) = match (&t.device_id, asked) {
             (Some(bound), Some(asked)) if *bound != asked => {
                 return Err(AuthorityError::TokenForOtherDevice {

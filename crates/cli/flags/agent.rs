@@ -37,14 +37,25 @@ pub struct AgentDir {
   mtlsgate agent enroll --server https://ca.example.com:8444 --token mtg_… \\
       --root-fingerprint 3F:9C:…:A1
   mtlsgate agent enroll --server https://ca.example.com:8444 --ca-file root.crt --no-wait
+  mtlsgate agent enroll --est https://ca.example.com:8444 --token mtg_… --ca-file root.crt
 
 Without a token the device waits for an operator: `mtlsgate devices approve ID` on the CA.
 The key is made on this device and never leaves it. A failed enrollment leaves the state
 directory as it was.")]
 pub struct AgentEnroll {
     /// The CA server (`mtlsgate ca serve`), https://HOST[:PORT].
-    #[arg(long, value_name = "URL")]
-    pub server: String,
+    #[arg(
+        long,
+        value_name = "URL",
+        required_unless_present = "est",
+        conflicts_with = "est"
+    )]
+    pub server: Option<String>,
+    /// Enroll and renew over EST (RFC 7030) instead: an EST server's base,
+    /// https://HOST[:PORT][/.well-known/est[/LABEL]] (`mtlsgate ca serve` or another CA
+    /// speaking EST). Needs --token; EST has no approval queue polling and no recovery.
+    #[arg(long, value_name = "URL", requires = "token")]
+    pub est: Option<String>,
     /// Enrollment token from `mtlsgate token create`; without one the device waits for an
     /// operator's approval.
     #[arg(

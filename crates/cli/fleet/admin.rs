@@ -326,10 +326,7 @@ mod tests {
         match c.device("dev1").await {
             Err(ClientError::Refused { status, message }) => {
                 assert_eq!(status, 404);
-                assert_eq!(
-                    message,
-                    "no device dev1.d.example.local in the inventory"
-                );
+                assert_eq!(message, "no device dev1.d.example.local in the inventory");
             }
             other => panic!("{:?}", other.map(|d| d.device.id)),
         }

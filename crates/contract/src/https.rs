@@ -11,6 +11,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use base64::Engine as _;
 use bytes::Bytes;
 use http::{Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
@@ -54,9 +55,12 @@ pub struct Call<'a> {
     pub path: &'a str,
     /// `Authorization: Bearer …`.
     pub bearer: Option<&'a str>,
+    /// `Authorization: Basic …` of (user, password), as EST takes an enrollment token.
+    pub basic: Option<(&'a str, &'a str)>,
     pub accept: &'a str,
-    /// A JSON body (sent with `Content-Type: application/json`).
+    /// The body, sent with `Content-Type: content_type`.
     pub body: Option<Vec<u8>>,
+    pub content_type: &'a str,
 }
 
 impl<'a> Call<'a> {
@@ -66,8 +70,10 @@ impl<'a> Call<'a> {
             method: Method::GET,
             path,
             bearer: None,
+            basic: None,
             accept: "application/json",
             body: None,
+            content_type: "application/json",
         }
     }
 
@@ -92,10 +98,16 @@ impl Answer {
     /// The sentence of a refusal's `{"error": "<sentence>"}` body, made safe to print;
     /// `None` when the body has none.
     pub fn sentence(&self) -> Option<String> {
-        serde_json::from_slice::<ErrorBody>(&self.body)
-            .ok()
-            .map(|b| shown(&b.error))
-            .filter(|m| !m.is_empty())
+        match serde_json::from_slice::<ErrorBody>(&self.body) {
+            Ok(b) => Some(shown(&b.error)),
+            // EST's refusals are one sentence of plain text (RFC 7030 §4.2.3).
+            Err(_) => std::str::from_utf8(&self.body)
+                .ok()
+                .map(str::trim)
+                .filter(|t| !t.is_empty() && !t.starts_with('<') && !t.starts_with('{'))
+                .map(shown),
+        }
+        .filter(|m| !m.is_empty())
     }
 
     /// The server's sentence of a refusal ([`Answer::sentence`]), or, when the body has
@@ -201,8 +213,13 @@ impl Client {
         if let Some(t) = call.bearer {
             req = req.header(http::header::AUTHORIZATION, format!("Bearer {t}"));
         }
+        if let Some((user, password)) = call.basic {
+            let creds =
+                base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+            req = req.header(http::header::AUTHORIZATION, format!("Basic {creds}"));
+        }
         if call.body.is_some() {
-            req = req.header(http::header::CONTENT_TYPE, "application/json");
+            req = req.header(http::header::CONTENT_TYPE, call.content_type);
         }
         let req = req
             .body(Full::new(Bytes::from(call.body.unwrap_or_default())))
