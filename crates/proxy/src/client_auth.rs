@@ -30,24 +30,24 @@ use crate::identity::{ClientIdentity, VerifyOutcome};
 /// What is wrong with a client's certificate, connection-wide (answered with 400, as
 /// nginx answers with its 496 and 495 pages).
 #[derive(Debug, Clone)]
-pub enum CertProblem {
+pub(crate) enum CertProblem {
     NoCertificate,
     Invalid(Failure),
 }
 
 /// The result of checking one chain against one snapshot generation.
 #[derive(Debug)]
-pub struct Verdict {
-    pub generation: u64,
+pub(crate) struct Verdict {
+    pub(crate) generation: u64,
     /// What `$ssl_client_verify` says.
-    pub outcome: VerifyOutcome,
+    pub(crate) outcome: VerifyOutcome,
     /// Set when the mode refuses the client.
-    pub problem: Option<CertProblem>,
+    pub(crate) problem: Option<CertProblem>,
 }
 
 /// The verification rules of one snapshot: verifier, mode, and the CA names sent in the
 /// CertificateRequest.
-pub struct ClientAuth {
+pub(crate) struct ClientAuth {
     verifier: Arc<Verifier>,
     mode: VerifyMode,
     reject_at_handshake: bool,
@@ -58,7 +58,7 @@ pub struct ClientAuth {
 }
 
 impl ClientAuth {
-    pub fn new(
+    pub(crate) fn new(
         verifier: Arc<Verifier>,
         mode: VerifyMode,
         reject_at_handshake: bool,
@@ -87,17 +87,9 @@ impl ClientAuth {
     }
 
     /// These rules as server block number `scope`'s.
-    pub fn scoped(mut self, scope: usize) -> Self {
+    pub(crate) fn scoped(mut self, scope: usize) -> Self {
         self.scope = scope;
         self
-    }
-
-    pub fn mode(&self) -> VerifyMode {
-        self.mode
-    }
-
-    pub fn generation(&self) -> u64 {
-        self.generation
     }
 
     /// Whether `optional_no_ca` lets this failure through: as nginx, only an issuer it
@@ -111,7 +103,7 @@ impl ClientAuth {
     }
 
     /// The rules, once: what a chain (empty when none was sent) means under this mode.
-    pub fn check(&self, chain: &[CertificateDer<'_>], now: UnixTime) -> Verdict {
+    pub(crate) fn check(&self, chain: &[CertificateDer<'_>], now: UnixTime) -> Verdict {
         let (outcome, problem) = if self.mode == VerifyMode::Off {
             (VerifyOutcome::None, None)
         } else if chain.is_empty() {
@@ -135,15 +127,15 @@ impl ClientAuth {
 }
 
 /// A presented chain and what it says, shared by every connection presenting it.
-pub struct Peer {
-    pub chain: Vec<CertificateDer<'static>>,
-    pub identity: Option<Arc<ClientIdentity>>,
+pub(crate) struct Peer {
+    pub(crate) chain: Vec<CertificateDer<'static>>,
+    pub(crate) identity: Option<Arc<ClientIdentity>>,
     /// Unix time of the chain's first expiry: a cached success is not trusted past it.
-    pub valid_until: i64,
+    valid_until: i64,
 }
 
 impl Peer {
-    pub fn new(chain: &[CertificateDer<'_>]) -> Peer {
+    pub(crate) fn new(chain: &[CertificateDer<'_>]) -> Peer {
         let chain: Vec<CertificateDer<'static>> =
             chain.iter().map(|d| d.clone().into_owned()).collect();
         let identity = chain
@@ -160,7 +152,7 @@ impl Peer {
         }
     }
 
-    pub fn none() -> Peer {
+    pub(crate) fn none() -> Peer {
         Peer {
             chain: Vec::new(),
             identity: None,
@@ -169,7 +161,7 @@ impl Peer {
     }
 
     /// Whether a verdict reached earlier still holds at `now` under `auth`.
-    pub fn still_holds(&self, v: &Verdict, auth: &ClientAuth, now: i64) -> bool {
+    pub(crate) fn still_holds(&self, v: &Verdict, auth: &ClientAuth, now: i64) -> bool {
         v.generation == auth.generation
             && !(matches!(v.outcome, VerifyOutcome::Success) && now >= self.valid_until)
     }
@@ -181,7 +173,7 @@ type Cached = (Arc<Peer>, Arc<Verdict>);
 
 /// Verdicts by the SHA-256 of the chain, reused only for the generation they were reached
 /// in and before the chain's first expiry.
-pub struct VerifyCache {
+pub(crate) struct VerifyCache {
     map: Mutex<HashMap<[u8; 32], Cached>>,
 }
 
@@ -206,7 +198,7 @@ fn chain_key(scope: usize, chain: &[CertificateDer<'_>]) -> [u8; 32] {
 impl VerifyCache {
     /// The peer and its verdict under `auth`, from the cache (when `use_cache`) or
     /// computed. The flag says whether it was computed now.
-    pub fn lookup(
+    pub(crate) fn lookup(
         &self,
         auth: &ClientAuth,
         chain: &[CertificateDer<'_>],
@@ -239,7 +231,7 @@ impl VerifyCache {
 
 /// The rustls verifier of the listener: accepts any chain unless `reject_at_handshake`,
 /// then applies [`ClientAuth::check`] in the handshake.
-pub struct HandshakeVerifier {
+pub(crate) struct HandshakeVerifier {
     auth: Arc<ClientAuth>,
     /// A TCP tunnel decides in the handshake, since no HTTP reply can say why later: its
     /// policy (and the listener's name for the log) is checked here too.
@@ -252,7 +244,7 @@ pub struct HandshakeVerifier {
 }
 
 impl HandshakeVerifier {
-    pub fn new(auth: Arc<ClientAuth>) -> Self {
+    pub(crate) fn new(auth: Arc<ClientAuth>) -> Self {
         HandshakeVerifier {
             auth,
             policy: None,
@@ -262,7 +254,7 @@ impl HandshakeVerifier {
 
     /// A verifier that also applies `policy` to a verified client, in the handshake (with
     /// `reject_at_handshake`), naming `listener` when it logs a refusal.
-    pub fn with_policy(
+    pub(crate) fn with_policy(
         auth: Arc<ClientAuth>,
         policy: Arc<crate::policy::Policy>,
         listener: String,

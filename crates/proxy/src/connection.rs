@@ -34,20 +34,20 @@ use crate::responses::Body;
 use crate::state::{Snapshot, State};
 
 /// What is known about a connection once its handshake is done.
-pub struct Conn {
-    pub state: Arc<State>,
-    pub remote: SocketAddr,
+pub(crate) struct Conn {
+    pub(crate) state: Arc<State>,
+    pub(crate) remote: SocketAddr,
     /// `remote.ip()` as text, formatted once.
-    pub remote_ip: String,
-    pub tls_protocol: &'static str,
-    pub tls_cipher: &'static str,
-    pub resumed: bool,
-    pub http2: bool,
+    pub(crate) remote_ip: String,
+    pub(crate) tls_protocol: &'static str,
+    pub(crate) tls_cipher: &'static str,
+    pub(crate) resumed: bool,
+    pub(crate) http2: bool,
     /// The server block the connection chose by SNI (0: the default).
-    pub server: usize,
-    pub peer: Arc<Peer>,
+    pub(crate) server: usize,
+    pub(crate) peer: Arc<Peer>,
     verdict: Mutex<Arc<Verdict>>,
-    pub clock: Arc<Clock>,
+    pub(crate) clock: Arc<Clock>,
     /// Asks the connection to finish what is in flight and close (HTTP/2 GOAWAY).
     close: Notify,
     /// The identity headers that are the same for every request, last rendered.
@@ -66,7 +66,7 @@ struct HeaderCache {
 }
 
 impl Conn {
-    pub fn new(
+    pub(crate) fn new(
         state: Arc<State>,
         remote: SocketAddr,
         tls: Option<&rustls::ServerConnection>,
@@ -97,7 +97,7 @@ impl Conn {
 
     /// The connection-wide identity headers of `plan` (a route of snapshot `generation`)
     /// under `verdict`: rendered by the first request that needs them, then reused.
-    pub fn connection_headers(
+    pub(crate) fn connection_headers(
         &self,
         generation: u64,
         plan: &HeaderPlan,
@@ -121,13 +121,13 @@ impl Conn {
         rendered
     }
 
-    pub fn identity(&self) -> Option<&ClientIdentity> {
+    pub(crate) fn identity(&self) -> Option<&ClientIdentity> {
         self.peer.identity.as_deref()
     }
 
     /// The client's verdict under `snap`, checked again when the snapshot changed or a
     /// certificate of the chain expired since it was reached.
-    pub fn verdict(&self, snap: &Snapshot) -> Arc<Verdict> {
+    pub(crate) fn verdict(&self, snap: &Snapshot) -> Arc<Verdict> {
         let mut v = self.verdict.lock().unwrap_or_else(|p| p.into_inner());
         let now = OffsetDateTime::now_utc().unix_timestamp();
         let auth = &snap.server(self.server).auth;
@@ -147,14 +147,14 @@ impl Conn {
 
     /// Asks the connection to close once the current reply is sent (HTTP/1 closes by the
     /// `Connection: close` header; HTTP/2 needs a GOAWAY).
-    pub fn close_after_reply(&self) {
+    fn close_after_reply(&self) {
         self.close.notify_one();
     }
 }
 
 /// When a connection last did something that counts, for its timers. Times are
 /// milliseconds since the connection started.
-pub struct Clock {
+pub(crate) struct Clock {
     started: Instant,
     in_flight: AtomicU32,
     /// When the connection last had no request in flight left.
@@ -193,7 +193,7 @@ impl Clock {
 
     /// A request reached the gateway; the returned guard ends it when dropped (with the
     /// response body, which may stream long after the headers).
-    pub fn request(self: &Arc<Self>, http1: bool) -> InFlight {
+    pub(crate) fn request(self: &Arc<Self>, http1: bool) -> InFlight {
         self.in_flight.fetch_add(1, Relaxed);
         if http1 {
             self.head_done();
@@ -243,7 +243,7 @@ impl HeadClock for Clock {
 }
 
 /// One request in flight; dropping it ends the request.
-pub struct InFlight(Arc<Clock>);
+pub(crate) struct InFlight(Arc<Clock>);
 
 impl Drop for InFlight {
     fn drop(&mut self) {
@@ -273,14 +273,14 @@ async fn watchdog(clock: &Clock, timeouts: &Timeouts) -> Expiry {
 /// A response body that ends its request (for the idle timer) when it is dropped, and,
 /// for a refusal that closes the connection, asks an HTTP/2 connection to close then —
 /// after the reply, so the GOAWAY follows the response rather than overtaking it.
-pub struct Tracked {
+pub(crate) struct Tracked {
     inner: Body,
     _request: InFlight,
     close_after: Option<Arc<Conn>>,
 }
 
 impl Tracked {
-    pub fn new(inner: Body, request: InFlight, close_after: Option<Arc<Conn>>) -> Tracked {
+    pub(crate) fn new(inner: Body, request: InFlight, close_after: Option<Arc<Conn>>) -> Tracked {
         Tracked {
             inner,
             _request: request,
@@ -318,7 +318,7 @@ impl hyper::body::Body for Tracked {
 }
 
 /// Serves HTTP on a connection whose handshake is done, until it ends.
-pub async fn serve<T>(conn: Arc<Conn>, io: T, mut stop: watch::Receiver<bool>)
+pub(crate) async fn serve<T>(conn: Arc<Conn>, io: T, mut stop: watch::Receiver<bool>)
 where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {

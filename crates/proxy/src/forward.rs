@@ -33,7 +33,7 @@ fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
 }
 
 /// Stage 5: sends the request upstream and returns its response (or bridges an upgrade).
-pub async fn forward(
+pub(crate) async fn forward(
     conn: &Arc<Conn>,
     snap: &Snapshot,
     target: &Target<'_>,

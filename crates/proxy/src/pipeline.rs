@@ -39,7 +39,7 @@ use crate::responses::{rescue, BadRequest, Body, Refusal};
 use crate::state::{Route, Snapshot};
 
 /// Handles one request: runs the stages, answers refusals, logs.
-pub async fn handle(conn: &Arc<Conn>, req: Request<Incoming>) -> Response<Tracked> {
+pub(crate) async fn handle(conn: &Arc<Conn>, req: Request<Incoming>) -> Response<Tracked> {
     let in_flight = conn.clock.request(!conn.http2);
     let started = Instant::now();
     let snap = conn.state.load_full();
@@ -102,7 +102,7 @@ async fn stages<'s>(
 }
 
 /// Stage 1: is the client's certificate acceptable at all (connection-wide)?
-pub fn authenticate(verdict: &Verdict) -> Result<(), Refusal> {
+pub(crate) fn authenticate(verdict: &Verdict) -> Result<(), Refusal> {
     match &verdict.problem {
         None => Ok(()),
         Some(CertProblem::NoCertificate) => Err(Refusal::NoCertificate),
@@ -111,16 +111,16 @@ pub fn authenticate(verdict: &Verdict) -> Result<(), Refusal> {
 }
 
 /// Where a request goes.
-pub struct Target<'s> {
-    pub route: &'s Route,
-    pub path: NormalPath,
+pub(crate) struct Target<'s> {
+    pub(crate) route: &'s Route,
+    pub(crate) path: NormalPath,
     /// nginx's `$host`: from the request target or the Host header, lower-cased, no port.
-    pub host: String,
+    pub(crate) host: String,
 }
 
 /// Stage 2: checks Host (a Host naming another virtual host than the one the connection's
 /// SNI chose is misdirected, 421 as in nginx), normalises the path and finds the route.
-pub fn route<'s>(
+pub(crate) fn route<'s>(
     snap: &'s Snapshot,
     server: usize,
     req: &Request<Incoming>,
@@ -184,7 +184,11 @@ fn host_of(req: &Request<Incoming>) -> Result<String, BadRequest> {
 /// Stage 3: may this client use this route? A device the inventory view does not know is
 /// asked about once more after a fresh read (it may have enrolled a moment ago), and while
 /// the inventory has not been read at all the answer is 503, not a refusal.
-pub async fn authorize(conn: &Conn, verdict: &Verdict, route: &Route) -> Result<(), Refusal> {
+pub(crate) async fn authorize(
+    conn: &Conn,
+    verdict: &Verdict,
+    route: &Route,
+) -> Result<(), Refusal> {
     let answer = policy_answer(conn, verdict, route);
     if let (Err(Denial::Inventory(InventoryDenial::Unknown { .. })), Some(inv), Some(device)) = (
         &answer,
@@ -199,7 +203,7 @@ pub async fn authorize(conn: &Conn, verdict: &Verdict, route: &Route) -> Result<
 
 /// Stage 3 without waiting: for an open connection's re-check, which asks about a client
 /// that was let in before.
-pub fn recheck(conn: &Conn, verdict: &Verdict, route: &Route) -> Result<(), Refusal> {
+pub(crate) fn recheck(conn: &Conn, verdict: &Verdict, route: &Route) -> Result<(), Refusal> {
     policy_answer(conn, verdict, route).map_err(refusal)
 }
 
@@ -233,7 +237,7 @@ const HOP_BY_HOP: &[HeaderName] = &[
 ];
 
 /// Removes hop-by-hop headers, and those the Connection header names.
-pub fn strip_hop_by_hop(h: &mut HeaderMap) {
+pub(crate) fn strip_hop_by_hop(h: &mut HeaderMap) {
     let named: Vec<HeaderName> = h
         .get_all(header::CONNECTION)
         .iter()
@@ -266,7 +270,7 @@ fn is_upgrade(req: &Request<Incoming>) -> bool {
 }
 
 /// Stage 4: the request the upstream receives, and the client's side of an upgrade.
-pub fn rewrite(
+fn rewrite(
     conn: &Conn,
     generation: u64,
     verdict: &Arc<Verdict>,

@@ -90,7 +90,7 @@ impl Drop for Loan {
 
 /// Gives access to the TCP socket under a stream, to wait for readability without
 /// touching (or buffering for) the stream itself.
-pub trait HasSocket {
+pub(crate) trait HasSocket {
     fn socket(&self) -> &TcpStream;
 }
 
@@ -167,7 +167,7 @@ async fn stalled<T>(
 
 /// Why a tunnel ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Ended {
+pub(crate) enum Ended {
     Closed,
     Idle,
     Refused(String),
@@ -255,7 +255,7 @@ where
 
 /// Accepts connections for tunnel number `index` until `stop`, then waits (up to the
 /// drain timeout) for open tunnels.
-pub async fn run(
+pub(crate) async fn run(
     state: Arc<State>,
     index: usize,
     listener: TcpListener,
@@ -504,7 +504,7 @@ fn refused(
 /// TLV saying the client connected over TLS with a verified certificate, with its TLS
 /// version and the device ID as the CN sub-TLV (what HAProxy sends with
 /// `send-proxy-v2-ssl-cn`).
-pub fn proxy_v2_header(
+fn proxy_v2_header(
     src: SocketAddr,
     dst: SocketAddr,
     device_id: Option<&str>,
