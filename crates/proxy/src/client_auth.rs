@@ -11,6 +11,10 @@
 //!
 //! [`VerifyCache`] keeps verdicts by chain, so a client that reconnects (or holds many
 //! connections) is parsed and verified once per snapshot generation.
+//!
+//! [`recheck`] is the one rule for a client already let in, applied to live connections
+//! (HTTP connections, upgraded connections, TCP tunnels) when a new snapshot arrives and to
+//! a tunnel right after its handshake (resumed sessions included).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -164,6 +168,78 @@ impl Peer {
     pub(crate) fn still_holds(&self, v: &Verdict, auth: &ClientAuth, now: i64) -> bool {
         v.generation == auth.generation
             && !(matches!(v.outcome, VerifyOutcome::Success) && now >= self.valid_until)
+    }
+}
+
+/// What a live connection's client was let in to.
+pub(crate) enum Admitted<'a> {
+    /// An HTTP connection: each request is authenticated and authorized on its own route,
+    /// so only what ends the whole connection counts here (a client without a certificate
+    /// gets its 400 page from the next request instead).
+    Connection,
+    /// One route or tunnel for the connection's life (an upgraded connection, a TCP
+    /// tunnel): its name (route prefix or tunnel label) and policy, or `None` when no
+    /// route of the new snapshot serves it any more.
+    Bound(Option<(&'a str, &'a crate::policy::Policy)>),
+}
+
+/// Why a client let in earlier no longer has access.
+#[derive(Debug)]
+pub(crate) enum Lost {
+    /// Its certificate does not verify under the current rules (revoked, expired, CA gone).
+    Certificate(Failure),
+    /// The current rules require a certificate and it presented none.
+    NoCertificate,
+    /// The inventory closes the device's connections (certificate revoked, device not active).
+    Inventory(crate::inventory::InventoryDenial),
+    /// The route it is bound to is gone.
+    NoRoute,
+    /// The policy of the route or tunnel it is bound to refuses it now.
+    Denied(crate::policy::Denial),
+}
+
+impl std::fmt::Display for Lost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Lost::Certificate(e) => {
+                f.write_str(&mtlsgate_pki::printable::printable(&e.to_string()))
+            }
+            Lost::NoCertificate => f.write_str("no client certificate"),
+            Lost::Inventory(d) => write!(f, "{d}"),
+            Lost::NoRoute => f.write_str("no route serves its path any more"),
+            Lost::Denied(d) => write!(f, "{d}"),
+        }
+    }
+}
+
+/// Whether a client let in earlier still has access: its `verdict` under the current
+/// snapshot, then the inventory (which closes the connections of a revoked certificate or
+/// a device no longer active), then, for a connection bound to one route or tunnel, that
+/// route's or tunnel's policy.
+pub(crate) fn recheck(
+    verdict: &Verdict,
+    identity: Option<&ClientIdentity>,
+    inventory: Option<&crate::inventory::InventoryState>,
+    admitted: Admitted<'_>,
+) -> Result<(), Lost> {
+    match &verdict.problem {
+        Some(CertProblem::Invalid(f)) => return Err(Lost::Certificate(f.clone())),
+        Some(CertProblem::NoCertificate) if matches!(admitted, Admitted::Bound(_)) => {
+            return Err(Lost::NoCertificate)
+        }
+        _ => {}
+    }
+    if let (Some(inv), Some(id)) = (inventory, identity) {
+        if let Some(d) = inv.view().closes(id.device_id(), &id.info.serial) {
+            return Err(Lost::Inventory(d));
+        }
+    }
+    match admitted {
+        Admitted::Connection => Ok(()),
+        Admitted::Bound(None) => Err(Lost::NoRoute),
+        Admitted::Bound(Some((name, policy))) => policy
+            .authorize(name, identity, verdict.outcome.is_success(), inventory)
+            .map_err(Lost::Denied),
     }
 }
 
@@ -435,5 +511,64 @@ impl ClientCertVerifier for HandshakeVerifier {
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.algs.supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::PolicyConfig;
+    use crate::policy::{Denial, Load, Policy};
+
+    fn verdict(problem: Option<CertProblem>) -> Verdict {
+        Verdict {
+            generation: 0,
+            outcome: VerifyOutcome::None,
+            problem,
+        }
+    }
+
+    #[test]
+    fn a_live_client_is_rechecked_by_what_it_was_let_in_to() {
+        let open = Policy::build(&PolicyConfig::default(), Load::Start).expect("open policy");
+        let listed = Policy::build(
+            &PolicyConfig {
+                device_ids: vec!["dev1".into()],
+                ..PolicyConfig::default()
+            },
+            Load::Start,
+        )
+        .expect("listed policy");
+        let bad = || verdict(Some(CertProblem::Invalid(Failure::Other("revoked".into()))));
+        let none = || verdict(Some(CertProblem::NoCertificate));
+        let bound = |p| Admitted::Bound(Some(("/api", p)));
+
+        // An HTTP connection: a missing certificate is refused per request, not here.
+        assert!(recheck(&none(), None, None, Admitted::Connection).is_ok());
+        assert!(recheck(&verdict(None), None, None, Admitted::Connection).is_ok());
+        assert!(matches!(
+            recheck(&bad(), None, None, Admitted::Connection),
+            Err(Lost::Certificate(_))
+        ));
+        // Bound to one route or tunnel: the certificate first, then the route's policy.
+        assert!(matches!(
+            recheck(&none(), None, None, bound(&open)),
+            Err(Lost::NoCertificate)
+        ));
+        assert!(matches!(
+            recheck(&bad(), None, None, bound(&listed)),
+            Err(Lost::Certificate(_))
+        ));
+        assert!(recheck(&verdict(None), None, None, bound(&open)).is_ok());
+        assert!(matches!(
+            recheck(&verdict(None), None, None, bound(&listed)),
+            Err(Lost::Denied(Denial::NoCertificate { .. }))
+        ));
+        let gone = recheck(&verdict(None), None, None, Admitted::Bound(None));
+        assert!(matches!(gone, Err(Lost::NoRoute)));
+        assert_eq!(
+            gone.err().map(|l| l.to_string()).as_deref(),
+            Some("no route serves its path any more")
+        );
     }
 }

@@ -26,7 +26,7 @@ use time::OffsetDateTime;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{watch, Notify};
 
-use crate::client_auth::{CertProblem, Peer, Verdict};
+use crate::client_auth::{recheck, Admitted, CertProblem, Lost, Peer, Verdict};
 use crate::config::Timeouts;
 use crate::headers::{ConnectionHeaders, HeaderPlan, RenderCtx};
 use crate::identity::ClientIdentity;
@@ -430,13 +430,18 @@ where
                 }
                 let snap = conn.state.load_full();
                 let device = || conn.identity().map(|i| i.device_label().into_owned()).unwrap_or_else(|| "-".into());
-                if conn.verdict(&snap).problem.is_some() && !conn.peer.chain.is_empty() {
-                    tracing::info!(remote = %conn.remote, device = %device(), "closing the connection: its client certificate is no longer accepted");
-                    return Ended::Refused;
-                }
-                if let Some(why) = conn.state.inventory_closes(conn.identity()) {
-                    tracing::info!(remote = %conn.remote, device = %device(), "closing the connection: {why}");
-                    return Ended::Refused;
+                let verdict = conn.verdict(&snap);
+                match recheck(&verdict, conn.identity(), conn.state.inventory.as_deref(), Admitted::Connection) {
+                    Ok(()) => {}
+                    // Why was logged when the verdict was reached.
+                    Err(Lost::Certificate(_)) => {
+                        tracing::info!(remote = %conn.remote, device = %device(), "closing the connection: its client certificate is no longer accepted");
+                        return Ended::Refused;
+                    }
+                    Err(why) => {
+                        tracing::info!(remote = %conn.remote, device = %device(), "closing the connection: {why}");
+                        return Ended::Refused;
+                    }
                 }
             }
             // Once closing, the grace timer bounds what is left.

@@ -17,6 +17,7 @@ use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+use crate::client_auth::{recheck, Admitted};
 use crate::connection::Conn;
 use crate::pipeline::strip_hop_by_hop;
 use crate::pipeline::Target;
@@ -180,18 +181,15 @@ async fn bridge(
 fn still_allowed(conn: &Conn, path: &[u8]) -> Option<String> {
     let snap = conn.state.load_full();
     let verdict = conn.verdict(&snap);
-    if let Err(r) = crate::pipeline::authenticate(&verdict) {
-        return Some(r.detail().unwrap_or_else(|| r.title().to_string()));
-    }
-    if let Some(why) = conn.state.inventory_closes(conn.identity()) {
-        return Some(why);
-    }
-    let Some(route) = snap.server(conn.server).routes.find(path) else {
-        return Some("no route serves its path any more".into());
-    };
-    crate::pipeline::recheck(conn, &verdict, route)
-        .err()
-        .map(|r| r.detail().unwrap_or_default())
+    let route = snap.server(conn.server).routes.find(path);
+    recheck(
+        &verdict,
+        conn.identity(),
+        conn.state.inventory.as_deref(),
+        Admitted::Bound(route.map(|r| (r.prefix.as_str(), &*r.policy))),
+    )
+    .err()
+    .map(|lost| lost.to_string())
 }
 
 /// Records when bytes last moved through an upgraded connection (either way).

@@ -201,12 +201,6 @@ pub(crate) async fn authorize(
     answer.map_err(refusal)
 }
 
-/// Stage 3 without waiting: for an open connection's re-check, which asks about a client
-/// that was let in before.
-pub(crate) fn recheck(conn: &Conn, verdict: &Verdict, route: &Route) -> Result<(), Refusal> {
-    policy_answer(conn, verdict, route).map_err(refusal)
-}
-
 fn policy_answer(conn: &Conn, verdict: &Verdict, route: &Route) -> Result<(), Denial> {
     route.policy.authorize(
         &route.prefix,

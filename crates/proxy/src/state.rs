@@ -578,18 +578,6 @@ impl State {
         self.changes.send_modify(|n| *n += 1);
     }
 
-    /// Whether the inventory closes a connection of this client now (`Some(reason)`).
-    pub(crate) fn inventory_closes(
-        &self,
-        identity: Option<&crate::identity::ClientIdentity>,
-    ) -> Option<String> {
-        let inv = self.inventory.as_ref()?;
-        let id = identity?;
-        inv.view()
-            .closes(id.device_id(), &id.info.serial)
-            .map(|d| d.to_string())
-    }
-
     /// Files whose change should trigger a reload.
     pub(crate) fn watched_files(&self) -> Vec<PathBuf> {
         self.snap.load().config.watched_files()

@@ -33,7 +33,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::client_auth::CertProblem;
+use crate::client_auth::{recheck, Admitted};
 use crate::identity::ClientIdentity;
 use crate::state::{State, TunnelRuntime};
 use crate::tunnel_tls::{self, ServerTls};
@@ -479,25 +479,15 @@ fn refused(
         return None;
     };
     let (_, verdict, _) = state.cache.lookup(auth, chain, snap.config.verify_cache);
-    match &verdict.problem {
-        Some(CertProblem::Invalid(f)) => {
-            return Some(mtlsgate_pki::printable::printable(&f.to_string()).into_owned())
-        }
-        Some(CertProblem::NoCertificate) => return Some("no client certificate".into()),
-        None => {}
-    }
-    if let Some(why) = state.inventory_closes(identity) {
-        return Some(why);
-    }
-    policy
-        .authorize(
-            &format!("tunnel {}", t.config.listen),
-            identity,
-            true,
-            state.inventory.as_deref(),
-        )
-        .err()
-        .map(|d| d.to_string())
+    let name = format!("tunnel {}", t.config.listen);
+    recheck(
+        &verdict,
+        identity,
+        state.inventory.as_deref(),
+        Admitted::Bound(Some((&name, policy))),
+    )
+    .err()
+    .map(|lost| lost.to_string())
 }
 
 /// A PROXY protocol v2 header (HAProxy's spec): the client's and our addresses, and an SSL
