@@ -6,7 +6,7 @@
 //! - the listener: rustls over tokio, HTTP/1.1 and HTTP/2 with hyper-util, client
 //!   certificates requested but not required, one log line per request, graceful shutdown;
 //! - its own server certificate, issued by the CA, kept in memory and renewed by the server
-//!   at two thirds of its lifetime ([`server_cert`]);
+//!   at two thirds of its lifetime (`server_cert`);
 //! - the admin client ([`client`]) that `mtlsgate devices … --server URL` and
 //!   `mtlsgate token create --server URL` use.
 //!
@@ -20,7 +20,7 @@ pub mod client;
 mod deadlines;
 pub mod error;
 mod listener;
-pub mod server_cert;
+mod server_cert;
 pub mod wire;
 
 use std::future::Future;
