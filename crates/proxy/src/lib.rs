@@ -16,7 +16,8 @@
 //! - `forward`: the upstream exchange and upgraded connections; `upstream`: pooled
 //!   clients to plain and TLS upstreams (client certificates, reloaded in place).
 //! - `access_log`: one line per request.
-//! - `tunnel`: TCP tunnels (mTLS in or out, bytes both ways, decided in the handshake).
+//! - `tunnel`: TCP tunnels (mTLS in or out, bytes both ways, decided in the handshake);
+//!   `tunnel_tls`: its server side's TLS stream; `tunnel_buf`: the buffers both borrow.
 //!
 //! What the stages consult: `client_auth` (nginx's `ssl_verify_client` rules, the verify
 //! cache, the re-check of a live connection's client against a newer snapshot), `identity`
@@ -44,6 +45,7 @@ mod responses;
 mod state;
 mod tls;
 mod tunnel;
+mod tunnel_buf;
 mod tunnel_tls;
 mod upstream;
 pub mod watch;

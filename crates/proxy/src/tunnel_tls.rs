@@ -26,7 +26,7 @@ use rustls::{ProtocolVersion, ServerConfig};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
-use crate::tunnel::{HasSocket, Loan, BUF};
+use crate::tunnel_buf::{HasSocket, Loan, BUF};
 
 /// The largest amount of ciphertext kept while waiting for the rest of a message: rustls
 /// accepts handshake messages (a client's certificate chain) of up to 64 KiB, spread over
