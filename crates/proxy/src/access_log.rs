@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use crate::client_auth::Verdict;
 use crate::config::AccessLog;
-use crate::connection::Conn;
+use crate::conn::Conn;
 use mtlsgate_pki::printable::printable;
 
 /// What one line says.

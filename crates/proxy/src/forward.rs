@@ -18,7 +18,7 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::client_auth::{recheck, Admitted};
-use crate::connection::Conn;
+use crate::conn::Conn;
 use crate::pipeline::strip_hop_by_hop;
 use crate::pipeline::Target;
 use crate::responses::{full, BadRequest, Body, Refusal};

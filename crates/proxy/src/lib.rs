@@ -10,7 +10,8 @@
 //! A request meets these modules in this order (see ARCHITECTURE.md):
 //! - `listener`: accept, plain-HTTP detection, TLS handshake, the client's verdict.
 //! - `connection`: HTTP/1.1 or HTTP/2 on one connection, its timers, closing it when the
-//!   client is refused by a newer snapshot.
+//!   client is refused by a newer snapshot; `conn`: what is known about that connection
+//!   (client, verdict, TLS details, its clock), which the request path reads.
 //! - `pipeline`: the stages of a request: authenticate → route → authorize → rewrite →
 //!   forward, one function each; `responses` turns every refusal into its reply.
 //! - `forward`: the upstream exchange and upgraded connections; `upstream`: pooled
@@ -30,6 +31,7 @@ mod access_log;
 pub mod admin;
 mod client_auth;
 pub mod config;
+mod conn;
 mod connection;
 mod error;
 mod forward;

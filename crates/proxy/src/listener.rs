@@ -18,7 +18,8 @@ use tokio::sync::watch;
 
 use crate::client_auth::{CertProblem, Peer};
 use crate::config::GateConfig;
-use crate::connection::{self, Conn};
+use crate::conn::Conn;
+use crate::connection;
 use crate::error::GateError;
 use crate::state::State;
 

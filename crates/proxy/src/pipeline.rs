@@ -30,7 +30,7 @@ use time::OffsetDateTime;
 use crate::access_log::{self, LogLine};
 use crate::client_auth::{CertProblem, Verdict};
 use crate::config::{AccessLog, HostHeader};
-use crate::connection::{Conn, Tracked};
+use crate::conn::{Conn, Tracked};
 use crate::headers::RenderCtx;
 use crate::inventory::InventoryDenial;
 use crate::path::{self, NormalPath};
