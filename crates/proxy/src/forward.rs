@@ -1,7 +1,7 @@
 //! Forwarding: the upstream exchange (clients in [`crate::upstream`]) with its timeouts (failures
 //! become 502 and 504 refusals), and the bridge that carries an upgraded connection
 //! (WebSocket) both ways — with the idle timeout, and closed when the client is refused by
-//! a newer snapshot.
+//! a newer snapshot. Owns the hop-by-hop rule ([`strip_hop_by_hop`]) for both directions.
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -10,7 +10,8 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::{Request, Response, StatusCode};
+use http::header::{self, HeaderName};
+use http::{HeaderMap, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
@@ -19,10 +20,9 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::client_auth::{recheck, Admitted};
 use crate::conn::Conn;
-use crate::pipeline::strip_hop_by_hop;
-use crate::pipeline::Target;
+use crate::path::NormalPath;
 use crate::responses::{full, BadRequest, Body, Refusal};
-use crate::state::Snapshot;
+use crate::state::{Route, Snapshot};
 use crate::upstream::{tls_failure, RequestBody};
 
 fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
@@ -37,11 +37,11 @@ fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
 pub(crate) async fn forward(
     conn: &Arc<Conn>,
     snap: &Snapshot,
-    target: &Target<'_>,
+    route: &Route,
+    path: &NormalPath,
     req: Request<Incoming>,
     client_upgrade: Option<OnUpgrade>,
 ) -> Result<Response<Body>, Refusal> {
-    let route = target.route;
     let timeout = snap.config.timeouts.upstream_response;
     // Named only in refusals: not formatted for requests that succeed.
     let upstream = || route.authority.to_string();
@@ -96,7 +96,7 @@ pub(crate) async fn forward(
         let upstream_side = hyper::upgrade::on(&mut resp);
         tokio::spawn(bridge(
             conn.clone(),
-            target.path.decoded().to_vec(),
+            path.decoded().to_vec(),
             client_side,
             upstream_side,
             snap.config.timeouts.idle,
@@ -190,6 +190,36 @@ fn still_allowed(conn: &Conn, path: &[u8]) -> Option<String> {
     )
     .err()
     .map(|lost| lost.to_string())
+}
+
+/// Headers that belong to one hop and are never forwarded.
+const HOP_BY_HOP: &[HeaderName] = &[
+    header::CONNECTION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    header::PROXY_AUTHORIZATION,
+    header::PROXY_AUTHENTICATE,
+];
+
+/// Removes hop-by-hop headers, and those the Connection header names.
+pub(crate) fn strip_hop_by_hop(h: &mut HeaderMap) {
+    let named: Vec<HeaderName> = h
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for n in named {
+        h.remove(n);
+    }
+    for n in HOP_BY_HOP {
+        h.remove(n);
+    }
+    h.remove("keep-alive");
+    h.remove("proxy-connection");
 }
 
 /// Records when bytes last moved through an upgraded connection (either way).

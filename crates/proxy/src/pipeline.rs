@@ -21,8 +21,8 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use http::header::{self, HeaderName, HeaderValue};
-use http::{HeaderMap, Request, Response, Version};
+use http::header::{self, HeaderValue};
+use http::{Request, Response, Version};
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use time::OffsetDateTime;
@@ -31,6 +31,7 @@ use crate::access_log::{self, LogLine};
 use crate::client_auth::{CertProblem, Verdict};
 use crate::config::{AccessLog, HostHeader};
 use crate::conn::{Conn, Tracked};
+use crate::forward::strip_hop_by_hop;
 use crate::headers::RenderCtx;
 use crate::inventory::InventoryDenial;
 use crate::path::{self, NormalPath};
@@ -98,7 +99,7 @@ async fn stages<'s>(
     *routed = Some(&target.route.prefix);
     authorize(conn, verdict, target.route).await?;
     let (up, client_upgrade) = rewrite(conn, snap.generation, verdict, &target, req)?;
-    crate::forward::forward(conn, snap, &target, up, client_upgrade).await
+    crate::forward::forward(conn, snap, target.route, &target.path, up, client_upgrade).await
 }
 
 /// Stage 1: is the client's certificate acceptable at all (connection-wide)?
@@ -217,36 +218,6 @@ fn refusal(d: Denial) -> Refusal {
         }
         d => Refusal::Denied(d),
     }
-}
-
-/// Headers that belong to one hop and are never forwarded.
-const HOP_BY_HOP: &[HeaderName] = &[
-    header::CONNECTION,
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
-    header::PROXY_AUTHORIZATION,
-    header::PROXY_AUTHENTICATE,
-];
-
-/// Removes hop-by-hop headers, and those the Connection header names.
-pub(crate) fn strip_hop_by_hop(h: &mut HeaderMap) {
-    let named: Vec<HeaderName> = h
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
-        .collect();
-    for n in named {
-        h.remove(n);
-    }
-    for n in HOP_BY_HOP {
-        h.remove(n);
-    }
-    h.remove("keep-alive");
-    h.remove("proxy-connection");
 }
 
 fn is_upgrade(req: &Request<Incoming>) -> bool {
