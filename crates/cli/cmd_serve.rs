@@ -145,13 +145,13 @@ fn check(s: &Serve) -> Result<ExitCode> {
         match &cfg.inventory {
             Some(i) => format!(
                 ", inventory {}",
-                mtlsgate_proxy::state::display_location(&i.location)
+                mtlsgate_proxy::display_location(&i.location)
             ),
             None => String::new(),
         }
     );
     let listen = cfg.listen;
-    let built = crate::block_on(async move { mtlsgate_proxy::state::State::new(cfg).map(drop) })?;
+    let built = crate::block_on(async move { mtlsgate_proxy::State::new(cfg).map(drop) })?;
     built.with_context(|| format!("{what}: the configuration is not valid"))?;
     println!("{what}: the configuration is valid: listen {listen}, {summary}; every file it names was read");
     Ok(ExitCode::SUCCESS)

@@ -7,7 +7,7 @@ use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
 use mtlsgate_proxy::config::PolicyConfig;
-use mtlsgate_proxy::policy::{parse_list, Load, Policy};
+use mtlsgate_proxy::internal::{parse_list, Load, Policy};
 
 /// One scratch file per process, rewritten for every input.
 fn scratch() -> &'static (tempfile::TempDir, PathBuf) {

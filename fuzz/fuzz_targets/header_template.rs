@@ -6,8 +6,8 @@ use std::net::SocketAddr;
 
 use http::HeaderValue;
 use libfuzzer_sys::fuzz_target;
-use mtlsgate_proxy::headers::{HeaderTemplate, RenderCtx};
-use mtlsgate_proxy::identity::VerifyOutcome;
+use mtlsgate_proxy::internal::{HeaderTemplate, RenderCtx};
+use mtlsgate_proxy::internal::VerifyOutcome;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {

@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use mtlsgate_proxy::path::{check_prefix, normalize};
+use mtlsgate_proxy::internal::{check_prefix, normalize};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(raw) = std::str::from_utf8(data) else {

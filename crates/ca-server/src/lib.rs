@@ -8,7 +8,8 @@
 //! - the listener: rustls over tokio, HTTP/1.1 and HTTP/2 with hyper-util, client
 //!   certificates requested but not required, one log line per request, graceful shutdown;
 //! - its own server certificate, issued by the CA, kept in memory and renewed by the server
-//!   at two thirds of its lifetime ([`server_cert`]).
+//!   at two thirds of its lifetime (`server_cert`);
+//! - EST (RFC 7030) under `/.well-known/est/` (`est`), over the same authority calls.
 //!
 //! It owns no rules: every decision (tokens, CSRs, the device status machine, renewal,
 //! recovery, who is an administrator) is the authority's (`mtlsgate-authority`).
@@ -21,7 +22,7 @@ pub mod error;
 mod est;
 mod header_case;
 mod listener;
-pub mod server_cert;
+mod server_cert;
 pub mod wire;
 
 use std::future::Future;

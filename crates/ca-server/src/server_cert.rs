@@ -57,7 +57,7 @@ impl ResolvesServerCert for Resolver {
 /// The server's certificate, its resolver and its renewal.
 pub(crate) struct ServerCert {
     names: ServerNames,
-    pub resolver: Arc<Resolver>,
+    pub(crate) resolver: Arc<Resolver>,
     presented: ArcSwap<Presented>,
 }
 
@@ -107,7 +107,7 @@ async fn issue(
 
 impl ServerCert {
     /// Issues the first certificate.
-    pub async fn new(auth: &Authority, names: ServerNames) -> Result<Self, AuthorityError> {
+    pub(crate) async fn new(auth: &Authority, names: ServerNames) -> Result<Self, AuthorityError> {
         let (key, presented) = issue(auth, &names).await?;
         Ok(ServerCert {
             names,
@@ -118,14 +118,14 @@ impl ServerCert {
         })
     }
 
-    pub fn presented(&self) -> Presented {
+    pub(crate) fn presented(&self) -> Presented {
         (**self.presented.load()).clone()
     }
 
     /// Renews the certificate at two thirds of its lifetime, until `stop` turns true. A
     /// failed issuance (the database away) is tried again soon, while the current
     /// certificate is still valid.
-    pub async fn renew_forever(
+    pub(crate) async fn renew_forever(
         self: Arc<Self>,
         auth: Arc<Authority>,
         mut stop: watch::Receiver<bool>,

@@ -96,7 +96,7 @@ impl<T: AsyncWrite + Unpin, C: Unpin> AsyncWrite for Watched<T, C> {
 /// Follows HTTP/2 framing on the bytes a client sends (RFC 9113 §4.1: a 9-byte header —
 /// 24-bit length, type, flags, stream — then the payload), to see when a header block
 /// begins and ends. Cost: a few comparisons per frame, nothing per payload byte.
-pub struct H2Frames {
+struct H2Frames {
     /// Bytes of the client connection preface still to skip.
     preface_left: usize,
     header: [u8; 9],
@@ -127,7 +127,7 @@ const H2_END_HEADERS: u8 = 0x4;
 
 impl H2Frames {
     /// Takes the next bytes the client sent.
-    pub fn feed(&mut self, mut data: &[u8], clock: &impl HeadClock) {
+    fn feed(&mut self, mut data: &[u8], clock: &impl HeadClock) {
         while !data.is_empty() {
             if self.preface_left > 0 {
                 let n = self.preface_left.min(data.len());

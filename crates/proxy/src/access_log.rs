@@ -8,25 +8,25 @@ use std::time::Instant;
 
 use crate::client_auth::Verdict;
 use crate::config::AccessLog;
-use crate::connection::Conn;
+use crate::conn::Conn;
 use mtlsgate_pki::printable::printable;
 
 /// What one line says.
-pub struct LogLine<'a> {
-    pub conn: &'a Conn,
-    pub verdict: &'a Verdict,
-    pub method: &'a http::Method,
+pub(crate) struct LogLine<'a> {
+    pub(crate) conn: &'a Conn,
+    pub(crate) verdict: &'a Verdict,
+    pub(crate) method: &'a http::Method,
     /// The request target as the client sent it.
-    pub target: &'a str,
+    pub(crate) target: &'a str,
     /// The prefix of the route that took the request, if any.
-    pub route: Option<&'a str>,
-    pub status: u16,
-    pub bytes: Option<u64>,
-    pub started: Instant,
+    pub(crate) route: Option<&'a str>,
+    pub(crate) status: u16,
+    pub(crate) bytes: Option<u64>,
+    pub(crate) started: Instant,
 }
 
 /// Writes one access-log line in `mode`.
-pub fn write(mode: AccessLog, l: &LogLine<'_>) {
+pub(crate) fn write(mode: AccessLog, l: &LogLine<'_>) {
     if mode == AccessLog::Off {
         return;
     }

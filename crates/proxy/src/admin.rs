@@ -11,7 +11,7 @@ use crate::error::GateError;
 use crate::state::State;
 
 /// Refuses admin addresses that are not loopback.
-pub fn check_addr(addr: SocketAddr) -> Result<(), GateError> {
+fn check_addr(addr: SocketAddr) -> Result<(), GateError> {
     if addr.ip().is_loopback() {
         Ok(())
     } else {

@@ -11,6 +11,10 @@
 //!
 //! [`VerifyCache`] keeps verdicts by chain, so a client that reconnects (or holds many
 //! connections) is parsed and verified once per snapshot generation.
+//!
+//! [`recheck`] is the one rule for a client already let in, applied to live connections
+//! (HTTP connections, upgraded connections, TCP tunnels) when a new snapshot arrives and to
+//! a tunnel right after its handshake (resumed sessions included).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -30,24 +34,24 @@ use crate::identity::{ClientIdentity, VerifyOutcome};
 /// What is wrong with a client's certificate, connection-wide (answered with 400, as
 /// nginx answers with its 496 and 495 pages).
 #[derive(Debug, Clone)]
-pub enum CertProblem {
+pub(crate) enum CertProblem {
     NoCertificate,
     Invalid(Failure),
 }
 
 /// The result of checking one chain against one snapshot generation.
 #[derive(Debug)]
-pub struct Verdict {
-    pub generation: u64,
+pub(crate) struct Verdict {
+    pub(crate) generation: u64,
     /// What `$ssl_client_verify` says.
-    pub outcome: VerifyOutcome,
+    pub(crate) outcome: VerifyOutcome,
     /// Set when the mode refuses the client.
-    pub problem: Option<CertProblem>,
+    pub(crate) problem: Option<CertProblem>,
 }
 
 /// The verification rules of one snapshot: verifier, mode, and the CA names sent in the
 /// CertificateRequest.
-pub struct ClientAuth {
+pub(crate) struct ClientAuth {
     verifier: Arc<Verifier>,
     mode: VerifyMode,
     reject_at_handshake: bool,
@@ -58,7 +62,7 @@ pub struct ClientAuth {
 }
 
 impl ClientAuth {
-    pub fn new(
+    pub(crate) fn new(
         verifier: Arc<Verifier>,
         mode: VerifyMode,
         reject_at_handshake: bool,
@@ -87,17 +91,9 @@ impl ClientAuth {
     }
 
     /// These rules as server block number `scope`'s.
-    pub fn scoped(mut self, scope: usize) -> Self {
+    pub(crate) fn scoped(mut self, scope: usize) -> Self {
         self.scope = scope;
         self
-    }
-
-    pub fn mode(&self) -> VerifyMode {
-        self.mode
-    }
-
-    pub fn generation(&self) -> u64 {
-        self.generation
     }
 
     /// Whether `optional_no_ca` lets this failure through: as nginx, only an issuer it
@@ -111,7 +107,7 @@ impl ClientAuth {
     }
 
     /// The rules, once: what a chain (empty when none was sent) means under this mode.
-    pub fn check(&self, chain: &[CertificateDer<'_>], now: UnixTime) -> Verdict {
+    pub(crate) fn check(&self, chain: &[CertificateDer<'_>], now: UnixTime) -> Verdict {
         let (outcome, problem) = if self.mode == VerifyMode::Off {
             (VerifyOutcome::None, None)
         } else if chain.is_empty() {
@@ -135,15 +131,15 @@ impl ClientAuth {
 }
 
 /// A presented chain and what it says, shared by every connection presenting it.
-pub struct Peer {
-    pub chain: Vec<CertificateDer<'static>>,
-    pub identity: Option<Arc<ClientIdentity>>,
+pub(crate) struct Peer {
+    pub(crate) chain: Vec<CertificateDer<'static>>,
+    pub(crate) identity: Option<Arc<ClientIdentity>>,
     /// Unix time of the chain's first expiry: a cached success is not trusted past it.
-    pub valid_until: i64,
+    valid_until: i64,
 }
 
 impl Peer {
-    pub fn new(chain: &[CertificateDer<'_>]) -> Peer {
+    pub(crate) fn new(chain: &[CertificateDer<'_>]) -> Peer {
         let chain: Vec<CertificateDer<'static>> =
             chain.iter().map(|d| d.clone().into_owned()).collect();
         let identity = chain
@@ -160,7 +156,7 @@ impl Peer {
         }
     }
 
-    pub fn none() -> Peer {
+    pub(crate) fn none() -> Peer {
         Peer {
             chain: Vec::new(),
             identity: None,
@@ -169,9 +165,81 @@ impl Peer {
     }
 
     /// Whether a verdict reached earlier still holds at `now` under `auth`.
-    pub fn still_holds(&self, v: &Verdict, auth: &ClientAuth, now: i64) -> bool {
+    pub(crate) fn still_holds(&self, v: &Verdict, auth: &ClientAuth, now: i64) -> bool {
         v.generation == auth.generation
             && !(matches!(v.outcome, VerifyOutcome::Success) && now >= self.valid_until)
+    }
+}
+
+/// What a live connection's client was let in to.
+pub(crate) enum Admitted<'a> {
+    /// An HTTP connection: each request is authenticated and authorized on its own route,
+    /// so only what ends the whole connection counts here (a client without a certificate
+    /// gets its 400 page from the next request instead).
+    Connection,
+    /// One route or tunnel for the connection's life (an upgraded connection, a TCP
+    /// tunnel): its name (route prefix or tunnel label) and policy, or `None` when no
+    /// route of the new snapshot serves it any more.
+    Bound(Option<(&'a str, &'a crate::policy::Policy)>),
+}
+
+/// Why a client let in earlier no longer has access.
+#[derive(Debug)]
+pub(crate) enum Lost {
+    /// Its certificate does not verify under the current rules (revoked, expired, CA gone).
+    Certificate(Failure),
+    /// The current rules require a certificate and it presented none.
+    NoCertificate,
+    /// The inventory closes the device's connections (certificate revoked, device not active).
+    Inventory(crate::inventory::InventoryDenial),
+    /// The route it is bound to is gone.
+    NoRoute,
+    /// The policy of the route or tunnel it is bound to refuses it now.
+    Denied(crate::policy::Denial),
+}
+
+impl std::fmt::Display for Lost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Lost::Certificate(e) => {
+                f.write_str(&mtlsgate_pki::printable::printable(&e.to_string()))
+            }
+            Lost::NoCertificate => f.write_str("no client certificate"),
+            Lost::Inventory(d) => write!(f, "{d}"),
+            Lost::NoRoute => f.write_str("no route serves its path any more"),
+            Lost::Denied(d) => write!(f, "{d}"),
+        }
+    }
+}
+
+/// Whether a client let in earlier still has access: its `verdict` under the current
+/// snapshot, then the inventory (which closes the connections of a revoked certificate or
+/// a device no longer active), then, for a connection bound to one route or tunnel, that
+/// route's or tunnel's policy.
+pub(crate) fn recheck(
+    verdict: &Verdict,
+    identity: Option<&ClientIdentity>,
+    inventory: Option<&crate::inventory::InventoryState>,
+    admitted: Admitted<'_>,
+) -> Result<(), Lost> {
+    match &verdict.problem {
+        Some(CertProblem::Invalid(f)) => return Err(Lost::Certificate(f.clone())),
+        Some(CertProblem::NoCertificate) if matches!(admitted, Admitted::Bound(_)) => {
+            return Err(Lost::NoCertificate)
+        }
+        _ => {}
+    }
+    if let (Some(inv), Some(id)) = (inventory, identity) {
+        if let Some(d) = inv.view().closes(id.device_id(), &id.info.serial) {
+            return Err(Lost::Inventory(d));
+        }
+    }
+    match admitted {
+        Admitted::Connection => Ok(()),
+        Admitted::Bound(None) => Err(Lost::NoRoute),
+        Admitted::Bound(Some((name, policy))) => policy
+            .authorize(name, identity, verdict.outcome.is_success(), inventory)
+            .map_err(Lost::Denied),
     }
 }
 
@@ -181,7 +249,7 @@ type Cached = (Arc<Peer>, Arc<Verdict>);
 
 /// Verdicts by the SHA-256 of the chain, reused only for the generation they were reached
 /// in and before the chain's first expiry.
-pub struct VerifyCache {
+pub(crate) struct VerifyCache {
     map: Mutex<HashMap<[u8; 32], Cached>>,
 }
 
@@ -206,7 +274,7 @@ fn chain_key(scope: usize, chain: &[CertificateDer<'_>]) -> [u8; 32] {
 impl VerifyCache {
     /// The peer and its verdict under `auth`, from the cache (when `use_cache`) or
     /// computed. The flag says whether it was computed now.
-    pub fn lookup(
+    pub(crate) fn lookup(
         &self,
         auth: &ClientAuth,
         chain: &[CertificateDer<'_>],
@@ -239,7 +307,7 @@ impl VerifyCache {
 
 /// The rustls verifier of the listener: accepts any chain unless `reject_at_handshake`,
 /// then applies [`ClientAuth::check`] in the handshake.
-pub struct HandshakeVerifier {
+pub(crate) struct HandshakeVerifier {
     auth: Arc<ClientAuth>,
     /// A TCP tunnel decides in the handshake, since no HTTP reply can say why later: its
     /// policy (and the listener's name for the log) is checked here too.
@@ -252,7 +320,7 @@ pub struct HandshakeVerifier {
 }
 
 impl HandshakeVerifier {
-    pub fn new(auth: Arc<ClientAuth>) -> Self {
+    pub(crate) fn new(auth: Arc<ClientAuth>) -> Self {
         HandshakeVerifier {
             auth,
             policy: None,
@@ -262,7 +330,7 @@ impl HandshakeVerifier {
 
     /// A verifier that also applies `policy` to a verified client, in the handshake (with
     /// `reject_at_handshake`), naming `listener` when it logs a refusal.
-    pub fn with_policy(
+    pub(crate) fn with_policy(
         auth: Arc<ClientAuth>,
         policy: Arc<crate::policy::Policy>,
         listener: String,
@@ -443,5 +511,64 @@ impl ClientCertVerifier for HandshakeVerifier {
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.algs.supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::PolicyConfig;
+    use crate::policy::{Denial, Load, Policy};
+
+    fn verdict(problem: Option<CertProblem>) -> Verdict {
+        Verdict {
+            generation: 0,
+            outcome: VerifyOutcome::None,
+            problem,
+        }
+    }
+
+    #[test]
+    fn a_live_client_is_rechecked_by_what_it_was_let_in_to() {
+        let open = Policy::build(&PolicyConfig::default(), Load::Start).expect("open policy");
+        let listed = Policy::build(
+            &PolicyConfig {
+                device_ids: vec!["dev1".into()],
+                ..PolicyConfig::default()
+            },
+            Load::Start,
+        )
+        .expect("listed policy");
+        let bad = || verdict(Some(CertProblem::Invalid(Failure::Other("revoked".into()))));
+        let none = || verdict(Some(CertProblem::NoCertificate));
+        let bound = |p| Admitted::Bound(Some(("/api", p)));
+
+        // An HTTP connection: a missing certificate is refused per request, not here.
+        assert!(recheck(&none(), None, None, Admitted::Connection).is_ok());
+        assert!(recheck(&verdict(None), None, None, Admitted::Connection).is_ok());
+        assert!(matches!(
+            recheck(&bad(), None, None, Admitted::Connection),
+            Err(Lost::Certificate(_))
+        ));
+        // Bound to one route or tunnel: the certificate first, then the route's policy.
+        assert!(matches!(
+            recheck(&none(), None, None, bound(&open)),
+            Err(Lost::NoCertificate)
+        ));
+        assert!(matches!(
+            recheck(&bad(), None, None, bound(&listed)),
+            Err(Lost::Certificate(_))
+        ));
+        assert!(recheck(&verdict(None), None, None, bound(&open)).is_ok());
+        assert!(matches!(
+            recheck(&verdict(None), None, None, bound(&listed)),
+            Err(Lost::Denied(Denial::NoCertificate { .. }))
+        ));
+        let gone = recheck(&verdict(None), None, None, Admitted::Bound(None));
+        assert!(matches!(gone, Err(Lost::NoRoute)));
+        assert_eq!(
+            gone.err().map(|l| l.to_string()).as_deref(),
+            Some("no route serves its path any more")
+        );
     }
 }

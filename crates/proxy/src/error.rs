@@ -6,7 +6,6 @@ use std::path::PathBuf;
 
 /// What can stop the gateway from starting or reloading.
 #[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
 pub enum GateError {
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),

@@ -1,7 +1,7 @@
 //! Forwarding: the upstream exchange (clients in [`crate::upstream`]) with its timeouts (failures
 //! become 502 and 504 refusals), and the bridge that carries an upgraded connection
 //! (WebSocket) both ways — with the idle timeout, and closed when the client is refused by
-//! a newer snapshot.
+//! a newer snapshot. Owns the hop-by-hop rule ([`strip_hop_by_hop`]) for both directions.
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -10,18 +10,19 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::{Request, Response, StatusCode};
+use http::header::{self, HeaderName};
+use http::{HeaderMap, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use crate::connection::Conn;
-use crate::pipeline::strip_hop_by_hop;
-use crate::pipeline::Target;
+use crate::client_auth::{recheck, Admitted};
+use crate::conn::Conn;
+use crate::path::NormalPath;
 use crate::responses::{full, BadRequest, Body, Refusal};
-use crate::state::Snapshot;
+use crate::state::{Route, Snapshot};
 use crate::upstream::{tls_failure, RequestBody};
 
 fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
@@ -33,14 +34,14 @@ fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
 }
 
 /// Stage 5: sends the request upstream and returns its response (or bridges an upgrade).
-pub async fn forward(
+pub(crate) async fn forward(
     conn: &Arc<Conn>,
     snap: &Snapshot,
-    target: &Target<'_>,
+    route: &Route,
+    path: &NormalPath,
     req: Request<Incoming>,
     client_upgrade: Option<OnUpgrade>,
 ) -> Result<Response<Body>, Refusal> {
-    let route = target.route;
     let timeout = snap.config.timeouts.upstream_response;
     // Named only in refusals: not formatted for requests that succeed.
     let upstream = || route.authority.to_string();
@@ -95,7 +96,7 @@ pub async fn forward(
         let upstream_side = hyper::upgrade::on(&mut resp);
         tokio::spawn(bridge(
             conn.clone(),
-            target.path.decoded().to_vec(),
+            path.decoded().to_vec(),
             client_side,
             upstream_side,
             snap.config.timeouts.idle,
@@ -180,18 +181,45 @@ async fn bridge(
 fn still_allowed(conn: &Conn, path: &[u8]) -> Option<String> {
     let snap = conn.state.load_full();
     let verdict = conn.verdict(&snap);
-    if let Err(r) = crate::pipeline::authenticate(&verdict) {
-        return Some(r.detail().unwrap_or_else(|| r.title().to_string()));
+    let route = snap.server(conn.server).routes.find(path);
+    recheck(
+        &verdict,
+        conn.identity(),
+        conn.state.inventory.as_deref(),
+        Admitted::Bound(route.map(|r| (r.prefix.as_str(), &*r.policy))),
+    )
+    .err()
+    .map(|lost| lost.to_string())
+}
+
+/// Headers that belong to one hop and are never forwarded.
+const HOP_BY_HOP: &[HeaderName] = &[
+    header::CONNECTION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    header::PROXY_AUTHORIZATION,
+    header::PROXY_AUTHENTICATE,
+];
+
+/// Removes hop-by-hop headers, and those the Connection header names.
+pub(crate) fn strip_hop_by_hop(h: &mut HeaderMap) {
+    let named: Vec<HeaderName> = h
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for n in named {
+        h.remove(n);
     }
-    if let Some(why) = conn.state.inventory_closes(conn.identity()) {
-        return Some(why);
+    for n in HOP_BY_HOP {
+        h.remove(n);
     }
-    let Some(route) = snap.server(conn.server).routes.find(path) else {
-        return Some("no route serves its path any more".into());
-    };
-    crate::pipeline::recheck(conn, &verdict, route)
-        .err()
-        .map(|r| r.detail().unwrap_or_default())
+    h.remove("keep-alive");
+    h.remove("proxy-connection");
 }
 
 /// Records when bytes last moved through an upgraded connection (either way).

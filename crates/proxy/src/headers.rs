@@ -15,7 +15,7 @@ use mtlsgate_pki::printable::printable;
 
 /// A variable a template may use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Var {
+enum Var {
     SslClientSDn,
     SslClientIDn,
     SslClientVerify,
@@ -40,7 +40,7 @@ pub enum Var {
 
 /// Every variable name a template may use: the one table the parser and its error
 /// message read.
-pub const VARS: &[(&str, Var)] = &[
+const VARS: &[(&str, Var)] = &[
     ("ssl_client_s_dn", Var::SslClientSDn),
     ("ssl_client_i_dn", Var::SslClientIDn),
     ("ssl_client_verify", Var::SslClientVerify),
@@ -226,7 +226,7 @@ impl RenderCtx<'_> {
 }
 
 /// The headers seed 000 configures, sent by default.
-pub const DEFAULT_HEADERS: &[(&str, &str)] = &[
+const DEFAULT_HEADERS: &[(&str, &str)] = &[
     ("x-real-ip", "$remote_addr"),
     ("x-forwarded-for", "$remote_addr"),
     ("x-forwarded-proto", "$scheme"),
@@ -253,16 +253,16 @@ fn normalized(name: &str) -> String {
 
 /// The set of header names the gateway owns on a route; any the client sent is removed.
 #[derive(Debug, Clone)]
-pub struct HeaderPlan {
-    pub set: Vec<(HeaderName, HeaderTemplate)>,
+pub(crate) struct HeaderPlan {
+    pub(crate) set: Vec<(HeaderName, HeaderTemplate)>,
     owned: Vec<String>,
-    pub xfcc: bool,
+    pub(crate) xfcc: bool,
     /// Which Host the upstream receives.
-    pub host: HostHeader,
+    pub(crate) host: HostHeader,
 }
 
 impl HeaderPlan {
-    pub fn build(
+    pub(crate) fn build(
         extra: &[(String, String)],
         default_headers: bool,
         xfcc: bool,
@@ -323,7 +323,7 @@ impl HeaderPlan {
     /// The values of the headers whose templates use only connection-wide variables, and
     /// of `X-Forwarded-Client-Cert`: the same for every request on a connection (under one
     /// verdict), so a connection renders them once ([`HeaderPlan::apply`] takes them).
-    pub fn render_connection_wide(&self, cx: &RenderCtx<'_>) -> ConnectionHeaders {
+    pub(crate) fn render_connection_wide(&self, cx: &RenderCtx<'_>) -> ConnectionHeaders {
         ConnectionHeaders {
             values: self
                 .set
@@ -342,7 +342,7 @@ impl HeaderPlan {
 
     /// Removes every identity header the client sent, then sets the gateway's; those in
     /// `fixed` (rendered for this plan and connection) are taken from there.
-    pub fn apply(
+    pub(crate) fn apply(
         &self,
         headers: &mut HeaderMap,
         cx: &RenderCtx<'_>,
@@ -411,7 +411,7 @@ enum Fixed {
 /// A plan's connection-wide headers, rendered once for a connection
 /// ([`HeaderPlan::render_connection_wide`]).
 #[derive(Debug, Clone)]
-pub struct ConnectionHeaders {
+pub(crate) struct ConnectionHeaders {
     /// By position in the plan's `set`.
     values: Vec<Fixed>,
     xfcc: Option<HeaderValue>,

@@ -25,7 +25,7 @@ pub enum VerifyOutcome {
 
 impl VerifyOutcome {
     /// `SUCCESS`, `FAILED:<OpenSSL reason>` or `NONE`.
-    pub fn nginx_value(&self) -> String {
+    pub(crate) fn nginx_value(&self) -> String {
         match self {
             VerifyOutcome::Success => "SUCCESS".into(),
             VerifyOutcome::Failed(f) => format!("FAILED:{}", f.openssl_reason()),
@@ -33,7 +33,7 @@ impl VerifyOutcome {
         }
     }
 
-    pub fn is_success(&self) -> bool {
+    pub(crate) fn is_success(&self) -> bool {
         matches!(self, VerifyOutcome::Success)
     }
 }
@@ -48,17 +48,17 @@ const URI_COMPONENT: &AsciiSet = &NON_ALPHANUMERIC
 /// The client's identity on one connection.
 #[derive(Debug)]
 pub struct ClientIdentity {
-    pub info: CertInfo,
-    pub leaf_der: Vec<u8>,
+    pub(crate) info: CertInfo,
+    leaf_der: Vec<u8>,
     /// The device ID, lower-cased, for allowlist matching.
-    pub device_id_lower: Option<String>,
+    pub(crate) device_id_lower: Option<String>,
     escaped_pem: OnceLock<String>,
     v_start: OnceLock<String>,
     v_end: OnceLock<String>,
 }
 
 impl ClientIdentity {
-    pub fn new(leaf_der: &[u8]) -> Option<ClientIdentity> {
+    pub(crate) fn new(leaf_der: &[u8]) -> Option<ClientIdentity> {
         let info = CertInfo::from_der(leaf_der).ok()?;
         let device_id_lower = info.device_id.as_deref().map(str::to_ascii_lowercase);
         Some(ClientIdentity {
@@ -72,7 +72,7 @@ impl ClientIdentity {
     }
 
     /// `$ssl_client_escaped_cert`: the PEM, URL-encoded as nginx does.
-    pub fn escaped_pem(&self) -> &str {
+    pub(crate) fn escaped_pem(&self) -> &str {
         self.escaped_pem.get_or_init(|| {
             let pem = pemfile::to_pem("CERTIFICATE", &self.leaf_der);
             utf8_percent_encode(&pem, URI_COMPONENT).to_string()
@@ -80,18 +80,18 @@ impl ClientIdentity {
     }
 
     /// `$ssl_client_v_start`.
-    pub fn v_start(&self) -> &str {
+    pub(crate) fn v_start(&self) -> &str {
         self.v_start
             .get_or_init(|| openssl_time(self.info.not_before))
     }
 
     /// `$ssl_client_v_end`.
-    pub fn v_end(&self) -> &str {
+    pub(crate) fn v_end(&self) -> &str {
         self.v_end.get_or_init(|| openssl_time(self.info.not_after))
     }
 
     /// `$ssl_client_v_remain`: whole days left, 0 when under a day (as nginx computes it).
-    pub fn v_remain(&self, now: OffsetDateTime) -> i64 {
+    pub(crate) fn v_remain(&self, now: OffsetDateTime) -> i64 {
         // Whole seconds on both sides, as nginx computes it from time_t values.
         let secs = self.info.not_after.unix_timestamp() - now.unix_timestamp();
         if secs < 86400 {
@@ -102,12 +102,12 @@ impl ClientIdentity {
     }
 
     /// The device ID (the subject CN), as the certificate spells it.
-    pub fn device_id(&self) -> Option<&str> {
+    pub(crate) fn device_id(&self) -> Option<&str> {
         self.info.device_id.as_deref()
     }
 
     /// The device ID for logs and pages: control bytes and quotes escaped, `-` for none.
-    pub fn device_label(&self) -> std::borrow::Cow<'_, str> {
+    pub(crate) fn device_label(&self) -> std::borrow::Cow<'_, str> {
         match self.device_id() {
             Some(d) => mtlsgate_pki::printable::printable(d),
             None => std::borrow::Cow::Borrowed("-"),

@@ -18,7 +18,8 @@ use tokio::sync::watch;
 
 use crate::client_auth::{CertProblem, Peer};
 use crate::config::GateConfig;
-use crate::connection::{self, Conn};
+use crate::conn::Conn;
+use crate::connection;
 use crate::error::GateError;
 use crate::state::State;
 
@@ -337,23 +338,23 @@ mod tracker {
     use tokio::sync::Notify;
 
     #[derive(Default, Clone)]
-    pub struct Tracker(Arc<Inner>);
+    pub(crate) struct Tracker(Arc<Inner>);
     #[derive(Default)]
-    pub struct Inner {
+    pub(crate) struct Inner {
         open: AtomicUsize,
         done: Notify,
     }
-    pub struct Token(Arc<Inner>);
+    pub(crate) struct Token(Arc<Inner>);
 
     impl Tracker {
-        pub fn token(&self) -> Token {
+        pub(crate) fn token(&self) -> Token {
             self.0.open.fetch_add(1, Ordering::AcqRel);
             Token(self.0.clone())
         }
-        pub fn open(&self) -> usize {
+        pub(crate) fn open(&self) -> usize {
             self.0.open.load(Ordering::Acquire)
         }
-        pub async fn wait(&self) {
+        pub(crate) async fn wait(&self) {
             loop {
                 let n = self.0.done.notified();
                 if self.open() == 0 {

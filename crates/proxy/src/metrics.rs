@@ -10,55 +10,55 @@ use crate::responses::Refusal;
 
 /// Every counter the gateway keeps.
 #[derive(Default)]
-pub struct Metrics {
-    pub connections_total: AtomicU64,
-    pub connections_active: AtomicI64,
-    pub handshakes_full: AtomicU64,
-    pub handshakes_resumed: AtomicU64,
-    pub handshake_errors: AtomicU64,
-    pub handshake_timeouts: AtomicU64,
+pub(crate) struct Metrics {
+    pub(crate) connections_total: AtomicU64,
+    pub(crate) connections_active: AtomicI64,
+    pub(crate) handshakes_full: AtomicU64,
+    pub(crate) handshakes_resumed: AtomicU64,
+    pub(crate) handshake_errors: AtomicU64,
+    pub(crate) handshake_timeouts: AtomicU64,
     /// TCP tunnels open now, and connections refused for the connection limit.
-    pub tunnels_active: AtomicI64,
-    pub tunnels_refused: AtomicU64,
+    pub(crate) tunnels_active: AtomicI64,
+    pub(crate) tunnels_refused: AtomicU64,
     /// Plain HTTP sent to the TLS port.
-    pub plain_http: AtomicU64,
+    pub(crate) plain_http: AtomicU64,
     /// Connections closed because a request head did not arrive in time.
-    pub header_timeouts: AtomicU64,
+    pub(crate) header_timeouts: AtomicU64,
     /// Client certificates refused, by [`Failure::slot`].
     verify_failures: [AtomicU64; Failure::LABELS.len()],
     /// Refused or failed requests, by [`Refusal::slot`].
     refusals: [AtomicU64; Refusal::LABELS.len()],
     /// Responses by status class: 1xx..5xx.
     responses: [AtomicU64; 5],
-    pub reloads_ok: AtomicU64,
-    pub reloads_failed: AtomicU64,
+    pub(crate) reloads_ok: AtomicU64,
+    pub(crate) reloads_failed: AtomicU64,
     /// Unix time at which the server certificate expires.
-    pub server_cert_not_after: AtomicI64,
+    pub(crate) server_cert_not_after: AtomicI64,
     /// Unix time at which the first client CA certificate expires (0: none).
-    pub client_ca_not_after: AtomicI64,
-    pub allowlist_entries: AtomicU64,
+    pub(crate) client_ca_not_after: AtomicI64,
+    pub(crate) allowlist_entries: AtomicU64,
 }
 
 impl Metrics {
-    pub fn verify_failure(&self, f: &Failure) {
+    pub(crate) fn verify_failure(&self, f: &Failure) {
         self.verify_failures[f.slot()].fetch_add(1, Relaxed);
     }
 
-    pub fn no_certificate(&self) {
+    pub(crate) fn no_certificate(&self) {
         self.verify_failure(&Failure::NoCertificate);
     }
 
-    pub fn refusal(&self, r: &Refusal) {
+    pub(crate) fn refusal(&self, r: &Refusal) {
         self.refusals[r.slot()].fetch_add(1, Relaxed);
     }
 
-    pub fn response(&self, status: u16) {
+    pub(crate) fn response(&self, status: u16) {
         let i = (status / 100).clamp(1, 5) as usize - 1;
         self.responses[i].fetch_add(1, Relaxed);
     }
 
     /// The Prometheus text exposition.
-    pub fn render(&self, now_unix: i64) -> String {
+    pub(crate) fn render(&self, now_unix: i64) -> String {
         let mut o = String::with_capacity(4096);
         let c = |o: &mut String, name: &str, help: &str, v: u64| {
             let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");

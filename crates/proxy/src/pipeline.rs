@@ -21,8 +21,8 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use http::header::{self, HeaderName, HeaderValue};
-use http::{HeaderMap, Request, Response, Version};
+use http::header::{self, HeaderValue};
+use http::{Request, Response, Version};
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use time::OffsetDateTime;
@@ -30,7 +30,8 @@ use time::OffsetDateTime;
 use crate::access_log::{self, LogLine};
 use crate::client_auth::{CertProblem, Verdict};
 use crate::config::{AccessLog, HostHeader};
-use crate::connection::{Conn, Tracked};
+use crate::conn::{Conn, Tracked};
+use crate::forward::strip_hop_by_hop;
 use crate::headers::RenderCtx;
 use crate::inventory::InventoryDenial;
 use crate::path::{self, NormalPath};
@@ -39,7 +40,7 @@ use crate::responses::{rescue, BadRequest, Body, Refusal};
 use crate::state::{Route, Snapshot};
 
 /// Handles one request: runs the stages, answers refusals, logs.
-pub async fn handle(conn: &Arc<Conn>, req: Request<Incoming>) -> Response<Tracked> {
+pub(crate) async fn handle(conn: &Arc<Conn>, req: Request<Incoming>) -> Response<Tracked> {
     let in_flight = conn.clock.request(!conn.http2);
     let started = Instant::now();
     let snap = conn.state.load_full();
@@ -98,11 +99,11 @@ async fn stages<'s>(
     *routed = Some(&target.route.prefix);
     authorize(conn, verdict, target.route).await?;
     let (up, client_upgrade) = rewrite(conn, snap.generation, verdict, &target, req)?;
-    crate::forward::forward(conn, snap, &target, up, client_upgrade).await
+    crate::forward::forward(conn, snap, target.route, &target.path, up, client_upgrade).await
 }
 
 /// Stage 1: is the client's certificate acceptable at all (connection-wide)?
-pub fn authenticate(verdict: &Verdict) -> Result<(), Refusal> {
+pub(crate) fn authenticate(verdict: &Verdict) -> Result<(), Refusal> {
     match &verdict.problem {
         None => Ok(()),
         Some(CertProblem::NoCertificate) => Err(Refusal::NoCertificate),
@@ -111,16 +112,16 @@ pub fn authenticate(verdict: &Verdict) -> Result<(), Refusal> {
 }
 
 /// Where a request goes.
-pub struct Target<'s> {
-    pub route: &'s Route,
-    pub path: NormalPath,
+pub(crate) struct Target<'s> {
+    pub(crate) route: &'s Route,
+    pub(crate) path: NormalPath,
     /// nginx's `$host`: from the request target or the Host header, lower-cased, no port.
-    pub host: String,
+    pub(crate) host: String,
 }
 
 /// Stage 2: checks Host (a Host naming another virtual host than the one the connection's
 /// SNI chose is misdirected, 421 as in nginx), normalises the path and finds the route.
-pub fn route<'s>(
+pub(crate) fn route<'s>(
     snap: &'s Snapshot,
     server: usize,
     req: &Request<Incoming>,
@@ -184,7 +185,11 @@ fn host_of(req: &Request<Incoming>) -> Result<String, BadRequest> {
 /// Stage 3: may this client use this route? A device the inventory view does not know is
 /// asked about once more after a fresh read (it may have enrolled a moment ago), and while
 /// the inventory has not been read at all the answer is 503, not a refusal.
-pub async fn authorize(conn: &Conn, verdict: &Verdict, route: &Route) -> Result<(), Refusal> {
+pub(crate) async fn authorize(
+    conn: &Conn,
+    verdict: &Verdict,
+    route: &Route,
+) -> Result<(), Refusal> {
     let answer = policy_answer(conn, verdict, route);
     if let (Err(Denial::Inventory(InventoryDenial::Unknown { .. })), Some(inv), Some(device)) = (
         &answer,
@@ -195,12 +200,6 @@ pub async fn authorize(conn: &Conn, verdict: &Verdict, route: &Route) -> Result<
         return policy_answer(conn, verdict, route).map_err(refusal);
     }
     answer.map_err(refusal)
-}
-
-/// Stage 3 without waiting: for an open connection's re-check, which asks about a client
-/// that was let in before.
-pub fn recheck(conn: &Conn, verdict: &Verdict, route: &Route) -> Result<(), Refusal> {
-    policy_answer(conn, verdict, route).map_err(refusal)
 }
 
 fn policy_answer(conn: &Conn, verdict: &Verdict, route: &Route) -> Result<(), Denial> {
@@ -221,36 +220,6 @@ fn refusal(d: Denial) -> Refusal {
     }
 }
 
-/// Headers that belong to one hop and are never forwarded.
-const HOP_BY_HOP: &[HeaderName] = &[
-    header::CONNECTION,
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
-    header::PROXY_AUTHORIZATION,
-    header::PROXY_AUTHENTICATE,
-];
-
-/// Removes hop-by-hop headers, and those the Connection header names.
-pub fn strip_hop_by_hop(h: &mut HeaderMap) {
-    let named: Vec<HeaderName> = h
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
-        .collect();
-    for n in named {
-        h.remove(n);
-    }
-    for n in HOP_BY_HOP {
-        h.remove(n);
-    }
-    h.remove("keep-alive");
-    h.remove("proxy-connection");
-}
-
 fn is_upgrade(req: &Request<Incoming>) -> bool {
     req.version() == Version::HTTP_11
         && req.headers().contains_key(header::UPGRADE)
@@ -266,7 +235,7 @@ fn is_upgrade(req: &Request<Incoming>) -> bool {
 }
 
 /// Stage 4: the request the upstream receives, and the client's side of an upgrade.
-pub fn rewrite(
+fn rewrite(
     conn: &Conn,
     generation: u64,
     verdict: &Arc<Verdict>,

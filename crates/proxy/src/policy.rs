@@ -108,7 +108,7 @@ pub struct Policy {
 
 /// Why a route's policy refused a client (answered with 403).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Denial {
+pub(crate) enum Denial {
     /// The route is open only to listed clients and none was presented.
     NoCertificate { prefix: String },
     /// A certificate was presented but not verified (optional_no_ca lets such clients
@@ -247,7 +247,7 @@ impl Policy {
 
     /// Whether building `cfg` now would give this policy again: the same settings, and
     /// every list file still the same file with the same size and modification time.
-    pub fn unchanged(&self, cfg: &PolicyConfig) -> bool {
+    pub(crate) fn unchanged(&self, cfg: &PolicyConfig) -> bool {
         self.built_from == *cfg
             && cfg
                 .allow_files
@@ -261,6 +261,7 @@ impl Policy {
         self.names.len() + self.spiffe.len() + self.ous.len() + self.fingerprints.len()
     }
 
+    /// Kept beside [`Policy::len`], which the allowlist fuzz target uses.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -274,7 +275,7 @@ impl Policy {
     /// an OU or fingerprint is listed (when lists are configured), and that the inventory
     /// lets in (when the route asks it). Without an inventory to ask, a route that needs
     /// one refuses.
-    pub fn authorize(
+    pub(crate) fn authorize(
         &self,
         prefix: &str,
         identity: Option<&ClientIdentity>,

@@ -19,16 +19,16 @@ use crate::policy::Denial;
 use mtlsgate_pki::printable::printable;
 
 /// The body type of every response the gateway sends.
-pub type Body = BoxBody<Bytes, hyper::Error>;
+pub(crate) type Body = BoxBody<Bytes, hyper::Error>;
 
 /// A body holding `s`.
-pub fn full(s: impl Into<Bytes>) -> Body {
+pub(crate) fn full(s: impl Into<Bytes>) -> Body {
     Full::new(s.into()).map_err(|never| match never {}).boxed()
 }
 
 /// Why a request is malformed (answered with 400).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum BadRequest {
+pub(crate) enum BadRequest {
     Path(PathError),
     /// HTTP/1.1 requires a Host header (RFC 9112 §3.2).
     NoHost,
@@ -64,7 +64,7 @@ impl std::fmt::Display for BadRequest {
 
 /// Every refusal and failure of a request.
 #[derive(Debug, Clone)]
-pub enum Refusal {
+pub(crate) enum Refusal {
     /// `verify_client = require` and no certificate was sent (nginx's 496).
     NoCertificate,
     /// The certificate failed verification (nginx's 495), with why.
@@ -108,7 +108,7 @@ pub enum Refusal {
 
 impl Refusal {
     /// Metric label values, one per variant, in [`Refusal::slot`] order.
-    pub const LABELS: &'static [&'static str] = &[
+    pub(crate) const LABELS: &'static [&'static str] = &[
         "no_certificate",
         "bad_certificate",
         "bad_request",
@@ -122,7 +122,7 @@ impl Refusal {
         "inventory_starting",
     ];
 
-    pub fn slot(&self) -> usize {
+    pub(crate) fn slot(&self) -> usize {
         match self {
             Refusal::NoCertificate => 0,
             Refusal::BadCertificate(_) => 1,
@@ -138,11 +138,7 @@ impl Refusal {
         }
     }
 
-    pub fn label(&self) -> &'static str {
-        Self::LABELS[self.slot()]
-    }
-
-    pub fn status(&self) -> StatusCode {
+    pub(crate) fn status(&self) -> StatusCode {
         match self {
             Refusal::NoCertificate | Refusal::BadCertificate(_) | Refusal::BadRequest(_) => {
                 StatusCode::BAD_REQUEST
@@ -159,7 +155,7 @@ impl Refusal {
     }
 
     /// The page title (nginx's wording for the certificate pages).
-    pub fn title(&self) -> &'static str {
+    pub(crate) fn title(&self) -> &'static str {
         match self {
             Refusal::NoCertificate => "No required SSL certificate was sent",
             Refusal::BadCertificate(_) => "The SSL certificate error",
@@ -178,7 +174,7 @@ impl Refusal {
 
     /// The line under the title: what exactly happened, in words (client-controlled text
     /// escaped).
-    pub fn detail(&self) -> Option<String> {
+    pub(crate) fn detail(&self) -> Option<String> {
         match self {
             Refusal::NoCertificate => None,
             Refusal::BadCertificate(f) => Some(printable(&f.to_string()).into_owned()),
@@ -211,7 +207,7 @@ impl Refusal {
     /// Whether the connection is closed after the reply: a client whose certificate is
     /// refused gets one answer per connection (nginx closes after its 495/496 pages), and
     /// a malformed request leaves the connection in an unknown state.
-    pub fn closes_connection(&self) -> bool {
+    pub(crate) fn closes_connection(&self) -> bool {
         matches!(
             self,
             Refusal::NoCertificate | Refusal::BadCertificate(_) | Refusal::BadRequest(_)
@@ -221,7 +217,7 @@ impl Refusal {
 
 /// Turns a refusal into its response, counts it, and logs it (certificate refusals are
 /// logged once per connection when verified, not per request).
-pub fn rescue(r: &Refusal, metrics: &Metrics, remote: SocketAddr) -> Response<Body> {
+pub(crate) fn rescue(r: &Refusal, metrics: &Metrics, remote: SocketAddr) -> Response<Body> {
     metrics.refusal(r);
     let detail = r.detail();
     let why = detail.as_deref().unwrap_or(r.title());
@@ -251,7 +247,12 @@ pub fn rescue(r: &Refusal, metrics: &Metrics, remote: SocketAddr) -> Response<Bo
 }
 
 /// A plain-text reply from the gateway itself: `STATUS REASON: TITLE`, then the detail.
-pub fn page(status: StatusCode, title: &str, detail: Option<&str>, close: bool) -> Response<Body> {
+pub(crate) fn page(
+    status: StatusCode,
+    title: &str,
+    detail: Option<&str>,
+    close: bool,
+) -> Response<Body> {
     let mut text = format!(
         "{} {}: {title}\n",
         status.as_u16(),
@@ -276,7 +277,7 @@ pub fn page(status: StatusCode, title: &str, detail: Option<&str>, close: bool) 
 }
 
 /// The answer to plain HTTP sent to the TLS port, in nginx's words.
-pub fn plain_http_page() -> Response<Body> {
+pub(crate) fn plain_http_page() -> Response<Body> {
     page(
         StatusCode::BAD_REQUEST,
         "The plain HTTP request was sent to HTTPS port",

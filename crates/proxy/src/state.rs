@@ -30,24 +30,28 @@ use crate::tls::{self, Resumption};
 use crate::upstream::UpstreamClient;
 
 /// One route, compiled.
-pub struct Route {
-    pub prefix: String,
+pub(crate) struct Route {
+    pub(crate) prefix: String,
     /// `http://host:port`, used as scheme and authority of upstream requests.
-    pub scheme: http::uri::Scheme,
-    pub authority: http::uri::Authority,
+    pub(crate) scheme: http::uri::Scheme,
+    pub(crate) authority: http::uri::Authority,
     /// When the upstream URL has a path, it replaces the matched prefix (nginx's
     /// `proxy_pass http://host/path/` rule); otherwise the normalised path passes.
-    pub replace_prefix: Option<String>,
+    replace_prefix: Option<String>,
     /// Shared with the next snapshot when its settings and list files did not change.
-    pub policy: Arc<Policy>,
-    pub headers: HeaderPlan,
+    pub(crate) policy: Arc<Policy>,
+    pub(crate) headers: HeaderPlan,
     /// The pooled client to this route's upstream.
-    pub upstream: UpstreamClient,
+    pub(crate) upstream: UpstreamClient,
 }
 
 impl Route {
     /// The path (canonically encoded) and query to send upstream.
-    pub fn upstream_target(&self, path: &crate::path::NormalPath, query: Option<&str>) -> String {
+    pub(crate) fn upstream_target(
+        &self,
+        path: &crate::path::NormalPath,
+        query: Option<&str>,
+    ) -> String {
         let mut s = match &self.replace_prefix {
             None => path.encoded().to_string(),
             Some(rep) => {
@@ -70,46 +74,38 @@ impl Route {
 }
 
 /// Routes, longest prefix first.
-pub struct RouteTable {
+pub(crate) struct RouteTable {
     routes: Vec<Route>,
 }
 
 impl RouteTable {
     /// The route for a normalised path: the longest matching prefix.
-    pub fn find(&self, decoded_path: &[u8]) -> Option<&Route> {
+    pub(crate) fn find(&self, decoded_path: &[u8]) -> Option<&Route> {
         self.routes
             .iter()
             .find(|r| decoded_path.starts_with(r.prefix.as_bytes()))
-    }
-
-    pub fn len(&self) -> usize {
-        self.routes.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.routes.is_empty()
     }
 }
 
 /// Everything a connection and a request need, built at once and never changed.
 pub struct Snapshot {
-    pub generation: u64,
+    pub(crate) generation: u64,
     pub config: GateConfig,
     /// The listener's server blocks: the first is the default, the others are virtual
     /// hosts chosen by SNI.
-    pub servers: Vec<Server>,
+    pub(crate) servers: Vec<Server>,
     /// By position in `config.tunnels`.
-    pub tunnels: Vec<Tunnel>,
+    pub(crate) tunnels: Vec<Tunnel>,
 }
 
 impl Snapshot {
     /// Server block number `i` (the default one if there is no such block).
-    pub fn server(&self, i: usize) -> &Server {
+    pub(crate) fn server(&self, i: usize) -> &Server {
         self.servers.get(i).unwrap_or(&self.servers[0])
     }
 
     /// The block a TLS client's SNI chooses: one that names it, else the default.
-    pub fn server_for_sni(&self, sni: Option<&str>) -> usize {
+    pub(crate) fn server_for_sni(&self, sni: Option<&str>) -> usize {
         let Some(name) = sni.map(str::to_ascii_lowercase) else {
             return 0;
         };
@@ -120,7 +116,7 @@ impl Snapshot {
     }
 
     /// The block that names `host`, if any does.
-    pub fn server_named(&self, host: &str) -> Option<usize> {
+    pub(crate) fn server_named(&self, host: &str) -> Option<usize> {
         self.servers.iter().position(|s| s.answers(host))
     }
 }
@@ -129,7 +125,7 @@ impl Snapshot {
 /// advertised certificates too (their subjects are the CertificateRequest's CA names; the
 /// `trusted_ca` ones verify clients without being named, as nginx's
 /// `ssl_trusted_certificate`).
-pub fn build_verifier(cfg: &GateConfig) -> Result<(Verifier, Vec<Vec<u8>>), GateError> {
+fn build_verifier(cfg: &GateConfig) -> Result<(Verifier, Vec<Vec<u8>>), GateError> {
     let advertised: Vec<PathBuf> = cfg
         .client_ca
         .iter()
@@ -202,13 +198,13 @@ pub fn display_location(given: &str) -> String {
 const TUNNEL_SCOPE: usize = 1 << 20;
 
 /// A TCP tunnel, compiled.
-pub struct Tunnel {
-    pub config: TunnelConfig,
-    pub side: TunnelRuntime,
+pub(crate) struct Tunnel {
+    pub(crate) config: TunnelConfig,
+    pub(crate) side: TunnelRuntime,
 }
 
 /// What a tunnel needs at run time.
-pub enum TunnelRuntime {
+pub(crate) enum TunnelRuntime {
     /// Terminates mTLS: the listener's TLS config (no resumption: every connection is
     /// verified, and refused in the handshake with an alert), its rules and policy.
     Server {
@@ -299,19 +295,19 @@ fn build_tunnel(
 }
 
 /// One server block, compiled: what a connection that chose it (by SNI) uses.
-pub struct Server {
+pub(crate) struct Server {
     /// Lower-case names (`*.example.com` allowed); empty for a default server that names
     /// none.
-    pub names: Vec<String>,
+    pub(crate) names: Vec<String>,
     /// `None` for a plain-HTTP (egress) listener.
-    pub tls: Option<Arc<ServerConfig>>,
-    pub auth: Arc<ClientAuth>,
-    pub routes: RouteTable,
+    pub(crate) tls: Option<Arc<ServerConfig>>,
+    pub(crate) auth: Arc<ClientAuth>,
+    pub(crate) routes: RouteTable,
 }
 
 impl Server {
     /// Whether this server answers to `host` (lower-case, no port).
-    pub fn answers(&self, host: &str) -> bool {
+    pub(crate) fn answers(&self, host: &str) -> bool {
         self.names.iter().any(|n| match n.strip_prefix("*.") {
             Some(suffix) => host.strip_suffix(suffix).is_some_and(|head| {
                 head.ends_with('.') && head.len() > 1 && !head[..head.len() - 1].contains('.')
@@ -525,12 +521,12 @@ pub struct State {
     /// inventory view).
     changes: watch::Sender<u64>,
     /// The device inventory's view, when the configuration names one.
-    pub inventory: Option<Arc<InventoryState>>,
+    pub(crate) inventory: Option<Arc<InventoryState>>,
     /// Serialises reloads.
     reloading: Mutex<()>,
     resumption: Option<Resumption>,
-    pub cache: VerifyCache,
-    pub metrics: Metrics,
+    pub(crate) cache: VerifyCache,
+    pub(crate) metrics: Metrics,
 }
 
 impl State {
@@ -568,40 +564,28 @@ impl State {
         self.snap.load()
     }
 
-    pub fn load_full(&self) -> Arc<Snapshot> {
+    pub(crate) fn load_full(&self) -> Arc<Snapshot> {
         self.snap.load_full()
     }
 
     /// A receiver that changes whenever a new snapshot or inventory view is swapped in.
-    pub fn subscribe(&self) -> watch::Receiver<u64> {
+    pub(crate) fn subscribe(&self) -> watch::Receiver<u64> {
         self.changes.subscribe()
     }
 
     /// Announces a new inventory view to the open connections.
-    pub fn inventory_changed(&self) {
+    pub(crate) fn inventory_changed(&self) {
         self.changes.send_modify(|n| *n += 1);
     }
 
-    /// Whether the inventory closes a connection of this client now (`Some(reason)`).
-    pub fn inventory_closes(
-        &self,
-        identity: Option<&crate::identity::ClientIdentity>,
-    ) -> Option<String> {
-        let inv = self.inventory.as_ref()?;
-        let id = identity?;
-        inv.view()
-            .closes(id.device_id(), &id.info.serial)
-            .map(|d| d.to_string())
-    }
-
     /// Files whose change should trigger a reload.
-    pub fn watched_files(&self) -> Vec<PathBuf> {
+    pub(crate) fn watched_files(&self) -> Vec<PathBuf> {
         self.snap.load().config.watched_files()
     }
 
     /// Re-reads the configuration file (if any) and every file it names, and swaps the new
     /// snapshot in. On error the old snapshot stays and the error is returned.
-    pub fn reload(&self) -> Result<(), GateError> {
+    pub(crate) fn reload(&self) -> Result<(), GateError> {
         let started = std::time::Instant::now();
         let _one_at_a_time = self.reloading.lock().unwrap_or_else(|p| p.into_inner());
         let result = self.try_reload();

@@ -15,13 +15,13 @@ use crate::error::GateError;
 
 /// Session state shared across reloads, so a reload does not end resumption.
 #[derive(Clone)]
-pub struct Resumption {
-    pub cache: Arc<dyn StoresServerSessions>,
-    pub ticketer: Arc<dyn ProducesTickets>,
+pub(crate) struct Resumption {
+    pub(crate) cache: Arc<dyn StoresServerSessions>,
+    ticketer: Arc<dyn ProducesTickets>,
 }
 
 impl Resumption {
-    pub fn new() -> Result<Self, GateError> {
+    pub(crate) fn new() -> Result<Self, GateError> {
         Ok(Resumption {
             cache: rustls::server::ServerSessionMemoryCache::new(64 * 1024),
             ticketer: rustls::crypto::aws_lc_rs::Ticketer::new()
@@ -31,16 +31,16 @@ impl Resumption {
 }
 
 /// The server's certificate chain and key, loaded from files.
-pub struct ServerCert {
-    pub chain: Vec<CertificateDer<'static>>,
-    pub key: PrivateKeyDer<'static>,
+pub(crate) struct ServerCert {
+    pub(crate) chain: Vec<CertificateDer<'static>>,
+    pub(crate) key: PrivateKeyDer<'static>,
 }
 
 /// Reads the server certificate chain and its key (decrypting it with the passphrase on
 /// the first line of `passphrase_file`, as nginx's `ssl_password_file`). Version 1
 /// certificates are presented as they are: the gateway serves them, it need not validate
 /// them.
-pub fn load_server_cert(
+pub(crate) fn load_server_cert(
     cert: &Path,
     key: &Path,
     passphrase_file: Option<&Path>,
@@ -62,7 +62,7 @@ pub fn load_server_cert(
 
 /// Builds a listener's `ServerConfig` (`alpn`: h2 and http/1.1 for HTTP, none for a TCP
 /// tunnel, whose clients may offer protocols of their own such as `mqtt`).
-pub fn server_config(
+pub(crate) fn server_config(
     cert: ServerCert,
     cert_path: &Path,
     verifier: Arc<dyn ClientCertVerifier>,
@@ -100,7 +100,7 @@ pub fn server_config(
 }
 
 /// OpenSSL's name for a cipher suite, as nginx's `$ssl_cipher` shows it.
-pub fn cipher_name(s: rustls::SupportedCipherSuite) -> &'static str {
+pub(crate) fn cipher_name(s: rustls::SupportedCipherSuite) -> &'static str {
     use rustls::CipherSuite as C;
     match s.suite() {
         C::TLS13_AES_128_GCM_SHA256 => "TLS_AES_128_GCM_SHA256",
@@ -117,7 +117,7 @@ pub fn cipher_name(s: rustls::SupportedCipherSuite) -> &'static str {
 }
 
 /// nginx's `$ssl_protocol` for a version.
-pub fn protocol_name(v: Option<rustls::ProtocolVersion>) -> &'static str {
+pub(crate) fn protocol_name(v: Option<rustls::ProtocolVersion>) -> &'static str {
     match v {
         Some(rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3",
         Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2",

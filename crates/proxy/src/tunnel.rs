@@ -11,14 +11,13 @@
 //!
 //! Bytes are copied without per-byte work, and **no buffer is held while a connection is
 //! idle**: the copy waits for a socket to become readable, takes a buffer from a small
-//! per-thread pool, moves what is there, and gives the buffer back. The server side's TLS
-//! does the same with its record buffers (`tunnel_tls`, on rustls' unbuffered API), and
-//! the client's certificate chain is read from the TLS session when a reload rechecks it,
-//! not copied. Half-close is passed on; a tunnel with nothing moving for `idle` is closed;
-//! when a reload (or an inventory change) refuses a connected device, its tunnel is closed
-//! at once.
+//! per-thread pool (`tunnel_buf`), moves what is there, and gives the buffer back. The
+//! server side's TLS does the same with its record buffers (`tunnel_tls`, on rustls'
+//! unbuffered API), and the client's certificate chain is read from the TLS session when a
+//! reload rechecks it, not copied. Half-close is passed on; a tunnel with nothing moving
+//! for `idle` is closed; when a reload (or an inventory change) refuses a connected device,
+//! its tunnel is closed at once.
 
-use std::cell::RefCell;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
@@ -33,78 +32,11 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::client_auth::CertProblem;
+use crate::client_auth::{recheck, Admitted};
 use crate::identity::ClientIdentity;
 use crate::state::{State, TunnelRuntime};
+use crate::tunnel_buf::{HasSocket, Loan};
 use crate::tunnel_tls::{self, ServerTls};
-
-/// Size of a copy buffer: four TLS records' worth of plaintext. One record's worth (16 KiB)
-/// made a bulk stream cost four reads and four writes where nginx makes one of each:
-/// 64 KiB took one iperf3 stream through a tunnel from 0.80× to 1.12–1.15× nginx's rate
-/// (bench/run --part tunnels). Idle tunnels hold none (see the module documentation).
-pub(crate) const BUF: usize = 64 * 1024;
-/// Buffers kept per thread for reuse (at most 2 MiB per thread): enough for the transfers
-/// that run at once on a busy thread, so that new connections rarely allocate one.
-const POOL_MAX: usize = 32;
-
-thread_local! {
-    static POOL: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
-}
-
-/// A buffer of `BUF` bytes on loan from the thread's pool, returned when dropped (a buffer
-/// grown past `BUF` is freed instead).
-pub(crate) struct Loan(Option<Vec<u8>>);
-
-impl Loan {
-    pub(crate) fn take() -> Loan {
-        let b = POOL
-            .with(|p| p.borrow_mut().pop())
-            .unwrap_or_else(|| vec![0u8; BUF]);
-        Loan(Some(b))
-    }
-
-    pub(crate) fn buf(&mut self) -> &mut [u8] {
-        self.0.as_deref_mut().unwrap_or_default()
-    }
-
-    /// Makes the buffer `len` bytes long, keeping its contents.
-    pub(crate) fn grow(&mut self, len: usize) {
-        if let Some(b) = self.0.as_mut() {
-            b.resize(len, 0);
-        }
-    }
-}
-
-impl Drop for Loan {
-    fn drop(&mut self) {
-        if let Some(b) = self.0.take().filter(|b| b.len() == BUF) {
-            POOL.with(|p| {
-                let mut p = p.borrow_mut();
-                if p.len() < POOL_MAX {
-                    p.push(b);
-                }
-            });
-        }
-    }
-}
-
-/// Gives access to the TCP socket under a stream, to wait for readability without
-/// touching (or buffering for) the stream itself.
-pub trait HasSocket {
-    fn socket(&self) -> &TcpStream;
-}
-
-impl HasSocket for TcpStream {
-    fn socket(&self) -> &TcpStream {
-        self
-    }
-}
-
-impl HasSocket for tokio_rustls::client::TlsStream<TcpStream> {
-    fn socket(&self) -> &TcpStream {
-        self.get_ref().0
-    }
-}
 
 /// How a transfer ended.
 enum Moved {
@@ -167,7 +99,7 @@ async fn stalled<T>(
 
 /// Why a tunnel ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Ended {
+pub(crate) enum Ended {
     Closed,
     Idle,
     Refused(String),
@@ -255,7 +187,7 @@ where
 
 /// Accepts connections for tunnel number `index` until `stop`, then waits (up to the
 /// drain timeout) for open tunnels.
-pub async fn run(
+pub(crate) async fn run(
     state: Arc<State>,
     index: usize,
     listener: TcpListener,
@@ -479,32 +411,22 @@ fn refused(
         return None;
     };
     let (_, verdict, _) = state.cache.lookup(auth, chain, snap.config.verify_cache);
-    match &verdict.problem {
-        Some(CertProblem::Invalid(f)) => {
-            return Some(mtlsgate_pki::printable::printable(&f.to_string()).into_owned())
-        }
-        Some(CertProblem::NoCertificate) => return Some("no client certificate".into()),
-        None => {}
-    }
-    if let Some(why) = state.inventory_closes(identity) {
-        return Some(why);
-    }
-    policy
-        .authorize(
-            &format!("tunnel {}", t.config.listen),
-            identity,
-            true,
-            state.inventory.as_deref(),
-        )
-        .err()
-        .map(|d| d.to_string())
+    let name = format!("tunnel {}", t.config.listen);
+    recheck(
+        &verdict,
+        identity,
+        state.inventory.as_deref(),
+        Admitted::Bound(Some((&name, policy))),
+    )
+    .err()
+    .map(|lost| lost.to_string())
 }
 
 /// A PROXY protocol v2 header (HAProxy's spec): the client's and our addresses, and an SSL
 /// TLV saying the client connected over TLS with a verified certificate, with its TLS
 /// version and the device ID as the CN sub-TLV (what HAProxy sends with
 /// `send-proxy-v2-ssl-cn`).
-pub fn proxy_v2_header(
+fn proxy_v2_header(
     src: SocketAddr,
     dst: SocketAddr,
     device_id: Option<&str>,

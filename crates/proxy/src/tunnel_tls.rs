@@ -26,7 +26,7 @@ use rustls::{ProtocolVersion, ServerConfig};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
-use crate::tunnel::{HasSocket, Loan, BUF};
+use crate::tunnel_buf::{HasSocket, Loan, BUF};
 
 /// The largest amount of ciphertext kept while waiting for the rest of a message: rustls
 /// accepts handshake messages (a client's certificate chain) of up to 64 KiB, spread over
@@ -51,7 +51,7 @@ enum Op<'d> {
 }
 
 /// A server-side TLS stream over TCP that borrows its buffers only while bytes move.
-pub struct ServerTls {
+pub(crate) struct ServerTls {
     tcp: TcpStream,
     conn: UnbufferedServerConnection,
     /// Ciphertext read and not yet processed: `incoming[in_start..in_end]`. Processed
@@ -78,7 +78,7 @@ fn invalid(e: impl std::fmt::Display) -> io::Error {
 
 /// Runs the server handshake on `tcp` with `config`. A failed handshake has sent rustls'
 /// alert (as far as the socket takes it) before the error is returned.
-pub async fn accept(tcp: TcpStream, config: Arc<ServerConfig>) -> io::Result<ServerTls> {
+pub(crate) async fn accept(tcp: TcpStream, config: Arc<ServerConfig>) -> io::Result<ServerTls> {
     let conn = UnbufferedServerConnection::new(config).map_err(invalid)?;
     let mut s = ServerTls {
         tcp,
@@ -158,11 +158,11 @@ fn encrypt_room(e: &EncryptError) -> Option<usize> {
 
 impl ServerTls {
     /// The client's certificate chain, leaf first, as verified in the handshake.
-    pub fn peer_certificates(&self) -> Option<&[CertificateDer<'static>]> {
+    pub(crate) fn peer_certificates(&self) -> Option<&[CertificateDer<'static>]> {
         self.conn.peer_certificates()
     }
 
-    pub fn protocol_version(&self) -> Option<ProtocolVersion> {
+    pub(crate) fn protocol_version(&self) -> Option<ProtocolVersion> {
         self.conn.protocol_version()
     }
 

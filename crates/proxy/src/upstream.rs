@@ -25,20 +25,20 @@ use crate::error::GateError;
 
 /// A route's upstream client (cheap to clone; clones share the pool).
 #[derive(Clone)]
-pub struct UpstreamClient {
+pub(crate) struct UpstreamClient {
     inner: Inner,
     /// What the client was built from, including a digest of the TLS files' contents:
     /// a reload reuses the client (and its pool) only when all of it is unchanged.
-    pub built_from: BuiltFrom,
+    pub(crate) built_from: BuiltFrom,
 }
 
 /// The settings and file contents a client was made from.
 #[derive(Clone, PartialEq, Eq)]
-pub struct BuiltFrom {
-    pub connect_timeout: Duration,
-    pub tls: Option<UpstreamTls>,
+pub(crate) struct BuiltFrom {
+    pub(crate) connect_timeout: Duration,
+    pub(crate) tls: Option<UpstreamTls>,
     /// SHA-256 over the CA bundle, the client certificate chain and key.
-    pub material: [u8; 32],
+    pub(crate) material: [u8; 32],
 }
 
 #[derive(Clone)]
@@ -49,14 +49,14 @@ enum Inner {
 
 /// A client's request body on its way upstream, noting whether reading it failed — a
 /// malformed chunked body is the client's fault (400), not the upstream's (502).
-pub struct RequestBody {
+pub(crate) struct RequestBody {
     inner: Incoming,
     failed: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl RequestBody {
     /// Wraps `inner`; the flag is set if reading it fails.
-    pub fn new(inner: Incoming) -> (RequestBody, Arc<std::sync::atomic::AtomicBool>) {
+    pub(crate) fn new(inner: Incoming) -> (RequestBody, Arc<std::sync::atomic::AtomicBool>) {
         let failed = Arc::new(std::sync::atomic::AtomicBool::new(false));
         (
             RequestBody {
@@ -116,7 +116,7 @@ where
 
 impl UpstreamClient {
     /// What a client for these settings would be built from (reads the TLS files).
-    pub fn plan(
+    pub(crate) fn plan(
         connect_timeout: Duration,
         tls: Option<&UpstreamTls>,
     ) -> Result<(BuiltFrom, Option<Material>), GateError> {
@@ -139,7 +139,7 @@ impl UpstreamClient {
     }
 
     /// A client for a route, from [`UpstreamClient::plan`].
-    pub fn new(
+    pub(crate) fn new(
         built_from: BuiltFrom,
         material: Option<Material>,
     ) -> Result<UpstreamClient, GateError> {
@@ -182,7 +182,7 @@ impl UpstreamClient {
     }
 
     /// Sends a request (its URI names the upstream).
-    pub fn request(&self, req: http::Request<RequestBody>) -> ResponseFuture {
+    pub(crate) fn request(&self, req: http::Request<RequestBody>) -> ResponseFuture {
         match &self.inner {
             Inner::Plain(c) => c.request(req),
             Inner::Tls(c) => c.request(req),
@@ -192,7 +192,7 @@ impl UpstreamClient {
 
 /// A TLS client configuration for a TCP tunnel's target (no ALPN: the tunnel carries any
 /// protocol), and a digest of the files it was read from.
-pub fn tunnel_client_config(
+pub(crate) fn tunnel_client_config(
     t: &UpstreamTls,
 ) -> Result<(Arc<rustls::ClientConfig>, [u8; 32]), GateError> {
     let m = load_material(t)?;
@@ -206,7 +206,7 @@ pub fn tunnel_client_config(
 }
 
 /// The trust anchors and client certificate of a TLS upstream, read from its files.
-pub struct Material {
+pub(crate) struct Material {
     verifier: Arc<WebPkiServerVerifier>,
     client_cert: Option<Arc<CertifiedKey>>,
     digest: [u8; 32],
@@ -297,7 +297,7 @@ impl ResolvesClientCert for Present {
 
 /// If `e` (or what caused it) is a TLS failure with the upstream, says what went wrong in
 /// words: an unknown issuer, a name mismatch, the upstream refusing our certificate.
-pub fn tls_failure(
+pub(crate) fn tls_failure(
     e: &(dyn std::error::Error + 'static),
     name: &str,
     have_cert: bool,

@@ -13,7 +13,7 @@ mod sync;
 #[cfg(test)]
 mod interleaving;
 
-pub use sync::{sync, InventoryState, SyncHealth};
+pub(crate) use sync::{sync, InventoryState, SyncHealth};
 
 use std::collections::{HashMap, HashSet};
 
@@ -27,22 +27,23 @@ struct DeviceEntry {
 }
 
 /// One device as a view holds it: lower-case ID, status, tags.
-pub type ViewEntry = (String, DeviceStatus, Vec<String>);
+#[cfg(test)]
+type ViewEntry = (String, DeviceStatus, Vec<String>);
 
 /// A snapshot of the inventory: device statuses and tags, revoked serials.
 #[derive(Debug, Clone, Default)]
-pub struct InventoryView {
+pub(crate) struct InventoryView {
     devices: HashMap<String, DeviceEntry>,
     revoked: HashSet<String>,
     /// The inventory's revision this view reflects.
-    pub revision: i64,
+    revision: i64,
     /// False until the first load succeeded.
-    pub loaded: bool,
+    pub(crate) loaded: bool,
 }
 
 /// Why the inventory refuses a client.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum InventoryDenial {
+pub(crate) enum InventoryDenial {
     NotLoaded {
         location: String,
     },
@@ -96,7 +97,7 @@ impl std::fmt::Display for InventoryDenial {
 impl InventoryView {
     /// The one inventory rule: let in a device that is known, active, not holding a revoked
     /// certificate, and (when `tags` are named) carrying one of them.
-    pub fn check(
+    pub(crate) fn check(
         &self,
         location: &str,
         device_id: Option<&str>,
@@ -140,7 +141,7 @@ impl InventoryView {
     /// and no longer active, or this certificate was revoked. (A device the inventory does
     /// not know is refused per request, where a route asks; its connection may serve other
     /// routes.)
-    pub fn closes(&self, device_id: Option<&str>, serial: &str) -> Option<InventoryDenial> {
+    pub(crate) fn closes(&self, device_id: Option<&str>, serial: &str) -> Option<InventoryDenial> {
         if !self.loaded {
             return None;
         }
@@ -162,13 +163,14 @@ impl InventoryView {
     }
 
     /// Whether the view knows this device (by its lower-case ID).
-    pub fn knows(&self, device_lower: &str) -> bool {
+    fn knows(&self, device_lower: &str) -> bool {
         self.devices.contains_key(device_lower)
     }
 
     /// Every device's status and tags (lower-case IDs), and the revoked serials: what a
     /// test compares with the database.
-    pub fn contents(&self) -> (Vec<ViewEntry>, Vec<String>) {
+    #[cfg(test)]
+    pub(crate) fn contents(&self) -> (Vec<ViewEntry>, Vec<String>) {
         let mut d: Vec<_> = self
             .devices
             .iter()
@@ -181,12 +183,8 @@ impl InventoryView {
     }
 
     /// Number of devices known.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.devices.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.devices.is_empty()
     }
 
     /// This view with `changes` applied (a full load when `full`).

@@ -34,17 +34,17 @@ use tokio::sync::{watch, Notify};
 use super::InventoryView;
 
 /// How often PostgreSQL gateways read everything again, in case a change was missed.
-pub const RESYNC: Duration = Duration::from_secs(60);
+const RESYNC: Duration = Duration::from_secs(60);
 /// How often PostgreSQL gateways compare their revision with the database's.
-pub const REVISION_CHECK: Duration = Duration::from_secs(2);
+const REVISION_CHECK: Duration = Duration::from_secs(2);
 /// Reconnection back-off: from this …
-pub const BACKOFF_MIN: Duration = Duration::from_millis(200);
+const BACKOFF_MIN: Duration = Duration::from_millis(200);
 /// … doubling up to this, so that a database that returns is found within a second.
-pub const BACKOFF_MAX: Duration = Duration::from_secs(1);
+const BACKOFF_MAX: Duration = Duration::from_secs(1);
 /// The least time between two reads asked for by unknown devices.
-pub const CATCH_UP_GAP: Duration = Duration::from_millis(20);
+const CATCH_UP_GAP: Duration = Duration::from_millis(20);
 /// How long a request of an unknown device waits for its read.
-pub const CATCH_UP_LIMIT: Duration = Duration::from_secs(1);
+const CATCH_UP_LIMIT: Duration = Duration::from_secs(1);
 /// How long a query of the gateway waits for a PostgreSQL connection.
 const PG_WAIT: Duration = Duration::from_secs(5);
 /// Unknown devices remembered (a fresh read did not know them), at most.
@@ -57,7 +57,7 @@ const DELAY_BUCKETS: [f64; 12] = [
 
 /// What `/healthz` says of the inventory.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SyncHealth {
+pub(crate) enum SyncHealth {
     /// Current.
     Ok,
     /// Not read yet: requests that need it are answered 503 (the sentence says why).
@@ -67,10 +67,10 @@ pub enum SyncHealth {
 }
 
 /// The view, how its synchronisation is doing, and the way requests ask for a read.
-pub struct InventoryState {
+pub(crate) struct InventoryState {
     view: ArcSwap<InventoryView>,
     /// Where the inventory is (a path, or a URL without its password).
-    pub location: String,
+    pub(crate) location: String,
     up: AtomicBool,
     /// Unix milliseconds when the view was last confirmed current (0: never).
     confirmed_ms: AtomicI64,
@@ -88,7 +88,7 @@ pub struct InventoryState {
 }
 
 impl InventoryState {
-    pub fn new(location: String) -> InventoryState {
+    pub(crate) fn new(location: String) -> InventoryState {
         InventoryState {
             view: ArcSwap::from_pointee(InventoryView::default()),
             location,
@@ -105,17 +105,17 @@ impl InventoryState {
     }
 
     /// The current view (a lock-free load).
-    pub fn view(&self) -> arc_swap::Guard<Arc<InventoryView>> {
+    pub(crate) fn view(&self) -> arc_swap::Guard<Arc<InventoryView>> {
         self.view.load()
     }
 
-    pub fn is_up(&self) -> bool {
+    fn is_up(&self) -> bool {
         self.up.load(Relaxed)
     }
 
     /// Asks the sync task for a read soon, without waiting for it (a device the view does
     /// not know was refused where nothing can wait: in a TLS handshake).
-    pub fn nudge(&self) {
+    pub(crate) fn nudge(&self) {
         if self.is_up() {
             self.wanted.notify_one();
         }
@@ -125,7 +125,7 @@ impl InventoryState {
     /// know it at the view's current revision, asks for a read that begins after this call
     /// and waits for it, at most [`CATCH_UP_LIMIT`] (while the database is unreachable,
     /// the read that follows reconnection counts). The caller then asks the view again.
-    pub async fn catch_up(&self, device: &str) {
+    pub(crate) async fn catch_up(&self, device: &str) {
         let device = device.to_ascii_lowercase();
         let revision = self.view.load().revision;
         if self
@@ -151,7 +151,7 @@ impl InventoryState {
     }
 
     /// What `/healthz` says.
-    pub fn health(&self) -> SyncHealth {
+    pub(crate) fn health(&self) -> SyncHealth {
         let view = self.view.load();
         if self.is_up() && view.loaded {
             return SyncHealth::Ok;
@@ -181,7 +181,7 @@ impl InventoryState {
     }
 
     /// Prometheus lines.
-    pub fn render(&self, out: &mut String, now: i64) {
+    pub(crate) fn render(&self, out: &mut String, now: i64) {
         use std::fmt::Write;
         let view = self.view.load();
         let _ = writeln!(
@@ -332,7 +332,7 @@ fn now_millis() -> i64 {
 /// to stop it). `roots` are the serials of the CA roots the gateway trusts: the inventory
 /// must belong to one of them. `changed` runs after every new view is published (the
 /// gateway wakes its open connections, which re-check their clients).
-pub async fn sync(
+pub(crate) async fn sync(
     inv: Arc<InventoryState>,
     location: Location,
     roots: Vec<String>,

@@ -1,0 +1,324 @@
+//! What one client connection is, once its handshake is done: [`Conn`] (the client's
+//! certificate and verdict under the current snapshot, TLS details, the identity headers
+//! rendered for it), its [`Clock`] (where request heads begin and end, requests in flight:
+//! what the header and idle timers read), and [`Tracked`], the response body that ends a
+//! request. `connection` serves HTTP over it; the request path (`pipeline`, `forward`,
+//! `access_log`) reads it. Owns no socket and no timer.
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use mtlsgate_headwatch::HeadClock;
+use rustls::pki_types::UnixTime;
+use time::OffsetDateTime;
+use tokio::sync::Notify;
+
+use crate::client_auth::{CertProblem, Peer, Verdict};
+use crate::config::Timeouts;
+use crate::headers::{ConnectionHeaders, HeaderPlan, RenderCtx};
+use crate::identity::ClientIdentity;
+use crate::responses::Body;
+use crate::state::{Snapshot, State};
+
+/// What is known about a connection once its handshake is done.
+pub(crate) struct Conn {
+    pub(crate) state: Arc<State>,
+    pub(crate) remote: SocketAddr,
+    /// `remote.ip()` as text, formatted once.
+    pub(crate) remote_ip: String,
+    pub(crate) tls_protocol: &'static str,
+    pub(crate) tls_cipher: &'static str,
+    pub(crate) resumed: bool,
+    pub(crate) http2: bool,
+    /// The server block the connection chose by SNI (0: the default).
+    pub(crate) server: usize,
+    pub(crate) peer: Arc<Peer>,
+    verdict: Mutex<Arc<Verdict>>,
+    pub(crate) clock: Arc<Clock>,
+    /// Asks the connection to finish what is in flight and close (HTTP/2 GOAWAY).
+    pub(crate) close: Notify,
+    /// The identity headers that are the same for every request, last rendered.
+    headers: Mutex<Option<HeaderCache>>,
+}
+
+/// A route's connection-wide identity headers as rendered for this connection, and what
+/// they were rendered for: the snapshot's generation and the route's plan in it (a plan
+/// is never moved or freed while its snapshot lives, and generations are never reused),
+/// and the client's verdict (held, so its address cannot be reused meanwhile).
+struct HeaderCache {
+    generation: u64,
+    plan: usize,
+    verdict: Arc<Verdict>,
+    rendered: Arc<ConnectionHeaders>,
+}
+
+impl Conn {
+    pub(crate) fn new(
+        state: Arc<State>,
+        remote: SocketAddr,
+        tls: Option<&rustls::ServerConnection>,
+        server: usize,
+        peer: Arc<Peer>,
+        verdict: Arc<Verdict>,
+    ) -> Conn {
+        Conn {
+            state,
+            remote,
+            remote_ip: remote.ip().to_string(),
+            tls_protocol: tls.map_or("", |t| crate::tls::protocol_name(t.protocol_version())),
+            tls_cipher: tls
+                .and_then(|t| t.negotiated_cipher_suite())
+                .map(crate::tls::cipher_name)
+                .unwrap_or(""),
+            resumed: tls
+                .is_some_and(|t| t.handshake_kind() == Some(rustls::HandshakeKind::Resumed)),
+            http2: tls.is_some_and(|t| t.alpn_protocol() == Some(b"h2")),
+            server,
+            peer,
+            verdict: Mutex::new(verdict),
+            clock: Arc::new(Clock::new()),
+            close: Notify::new(),
+            headers: Mutex::new(None),
+        }
+    }
+
+    /// The connection-wide identity headers of `plan` (a route of snapshot `generation`)
+    /// under `verdict`: rendered by the first request that needs them, then reused.
+    pub(crate) fn connection_headers(
+        &self,
+        generation: u64,
+        plan: &HeaderPlan,
+        verdict: &Arc<Verdict>,
+        cx: &RenderCtx<'_>,
+    ) -> Arc<ConnectionHeaders> {
+        let key = plan as *const HeaderPlan as usize;
+        let mut cache = self.headers.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = cache.as_ref() {
+            if c.generation == generation && c.plan == key && Arc::ptr_eq(&c.verdict, verdict) {
+                return c.rendered.clone();
+            }
+        }
+        let rendered = Arc::new(plan.render_connection_wide(cx));
+        *cache = Some(HeaderCache {
+            generation,
+            plan: key,
+            verdict: verdict.clone(),
+            rendered: rendered.clone(),
+        });
+        rendered
+    }
+
+    pub(crate) fn identity(&self) -> Option<&ClientIdentity> {
+        self.peer.identity.as_deref()
+    }
+
+    /// The client's verdict under `snap`, checked again when the snapshot changed or a
+    /// certificate of the chain expired since it was reached.
+    pub(crate) fn verdict(&self, snap: &Snapshot) -> Arc<Verdict> {
+        let mut v = self.verdict.lock().unwrap_or_else(|p| p.into_inner());
+        let now = OffsetDateTime::now_utc().unix_timestamp();
+        let auth = &snap.server(self.server).auth;
+        if !self.peer.still_holds(&v, auth, now) {
+            *v = Arc::new(auth.check(&self.peer.chain, UnixTime::now()));
+            if let Some(CertProblem::Invalid(f)) = &v.problem {
+                self.state.metrics.verify_failure(f);
+                tracing::info!(
+                    remote = %self.remote,
+                    "client certificate refused: {}",
+                    mtlsgate_pki::printable::printable(&f.to_string())
+                );
+            }
+        }
+        v.clone()
+    }
+
+    /// Asks the connection to close once the current reply is sent (HTTP/1 closes by the
+    /// `Connection: close` header; HTTP/2 needs a GOAWAY).
+    fn close_after_reply(&self) {
+        self.close.notify_one();
+    }
+}
+
+/// When a connection last did something that counts, for its timers. Times are
+/// milliseconds since the connection started.
+pub(crate) struct Clock {
+    started: Instant,
+    in_flight: AtomicU32,
+    /// When the connection last had no request in flight left.
+    idle_since: AtomicU64,
+    /// 1 + when the head of a request began arriving; 0 when none is arriving.
+    head_since: AtomicU64,
+}
+
+impl Clock {
+    fn new() -> Clock {
+        Clock {
+            started: Instant::now(),
+            in_flight: AtomicU32::new(0),
+            idle_since: AtomicU64::new(0),
+            head_since: AtomicU64::new(0),
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    /// Bytes of a request head arrived; starts the header deadline if it is not running.
+    /// The watchdog is not woken: it never sleeps longer than `header_read`, so it sees the
+    /// deadline in time (waking it on every request would cost a wake-up and a new timer
+    /// per request on a kept-alive connection).
+    fn head_started(&self) {
+        if self.head_since.load(Relaxed) == 0 {
+            self.head_since.store(self.now_ms() + 1, Relaxed);
+        }
+    }
+
+    fn head_done(&self) {
+        self.head_since.store(0, Relaxed);
+    }
+
+    /// A request reached the gateway; the returned guard ends it when dropped (with the
+    /// response body, which may stream long after the headers).
+    pub(crate) fn request(self: &Arc<Self>, http1: bool) -> InFlight {
+        self.in_flight.fetch_add(1, Relaxed);
+        if http1 {
+            self.head_done();
+        }
+        InFlight(self.clone())
+    }
+
+    /// What the timers say now: which ran out, or how long the watchdog may sleep — never
+    /// more than `header_read`, so that a request head that starts while it sleeps (which
+    /// does not wake it) is timed from when it started: the watchdog wakes before that
+    /// head's deadline and then sleeps until it.
+    pub(crate) fn check(&self, t: &Timeouts) -> Result<Duration, Expiry> {
+        let now = self.now_ms();
+        let ms = |d: Duration| d.as_millis() as u64;
+        let head = self.head_since.load(Relaxed);
+        if head != 0 {
+            let deadline = head - 1 + ms(t.header_read);
+            return if now >= deadline {
+                Err(Expiry::HeaderRead)
+            } else {
+                Ok(Duration::from_millis(deadline - now))
+            };
+        }
+        if self.in_flight.load(Relaxed) == 0 {
+            let deadline = self.idle_since.load(Relaxed) + ms(t.idle);
+            return if now >= deadline {
+                Err(Expiry::Idle)
+            } else {
+                Ok(Duration::from_millis(deadline - now).min(t.header_read))
+            };
+        }
+        // Requests in flight: nothing to time here (the upstream timeout covers them).
+        Ok(t.header_read.min(t.idle))
+    }
+}
+
+impl HeadClock for Clock {
+    fn head_started(&self) {
+        Clock::head_started(self)
+    }
+    fn head_done(&self) {
+        Clock::head_done(self)
+    }
+    fn requests_in_flight(&self) -> bool {
+        self.in_flight.load(Relaxed) > 0
+    }
+}
+
+/// One request in flight; dropping it ends the request.
+pub(crate) struct InFlight(Arc<Clock>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if self.0.in_flight.fetch_sub(1, Relaxed) == 1 {
+            self.0.idle_since.store(self.0.now_ms(), Relaxed);
+        }
+    }
+}
+
+/// Which timer ran out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Expiry {
+    HeaderRead,
+    Idle,
+}
+
+/// A response body that ends its request (for the idle timer) when it is dropped, and,
+/// for a refusal that closes the connection, asks an HTTP/2 connection to close then —
+/// after the reply, so the GOAWAY follows the response rather than overtaking it.
+pub(crate) struct Tracked {
+    inner: Body,
+    _request: InFlight,
+    close_after: Option<Arc<Conn>>,
+}
+
+impl Tracked {
+    pub(crate) fn new(inner: Body, request: InFlight, close_after: Option<Arc<Conn>>) -> Tracked {
+        Tracked {
+            inner,
+            _request: request,
+            close_after,
+        }
+    }
+}
+
+impl Drop for Tracked {
+    fn drop(&mut self) {
+        if let Some(c) = self.close_after.take() {
+            c.close_after_reply();
+        }
+    }
+}
+
+impl hyper::body::Body for Tracked {
+    type Data = bytes::Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn idle_counts_only_without_requests_in_flight() {
+        let clock = Arc::new(Clock::new());
+        let t = Timeouts {
+            idle: Duration::from_millis(0),
+            header_read: Duration::from_secs(10),
+            ..Timeouts::default()
+        };
+        let r = clock.request(true);
+        assert!(clock.check(&t).is_ok());
+        drop(r);
+        assert_eq!(clock.check(&t), Err(Expiry::Idle));
+        clock.head_started();
+        let t = Timeouts {
+            header_read: Duration::from_millis(0),
+            ..t
+        };
+        assert_eq!(clock.check(&t), Err(Expiry::HeaderRead));
+    }
+}
