@@ -539,7 +539,11 @@ mod tests {
             Load::Start,
         )
         .expect("listed policy");
-        let bad = || verdict(Some(CertProblem::Invalid(Failure::Other("revoked".into()))));
+        let bad = || {
+            verdict(Some(CertProblem::Invalid(Failure::Webpki(
+                mtlsgate_pki::verify::WebpkiRefusal::Unnamed,
+            ))))
+        };
         let none = || verdict(Some(CertProblem::NoCertificate));
         let bound = |p| Admitted::Bound(Some(("/api", p)));
 
