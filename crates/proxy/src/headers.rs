@@ -225,7 +225,7 @@ impl RenderCtx<'_> {
     }
 }
 
-/// The headers seed 000 configures, sent by default.
+/// The identity headers the nginx client-certificate guides configure, sent by default.
 const DEFAULT_HEADERS: &[(&str, &str)] = &[
     ("x-real-ip", "$remote_addr"),
     ("x-forwarded-for", "$remote_addr"),

@@ -2,7 +2,7 @@
 //! verification outcome and every value the identity headers and policies need.
 //! Nothing here runs per request except reading fields.
 //!
-//! **The device ID is the subject CN** of the client's certificate (what seed-style apps
+//! **The device ID is the subject CN** of the client's certificate (what the whitelist.txt apps
 //! parse out of `SSL-Client`), and nothing else: DNS SANs never stand in for it. The same
 //! value is used by the allowlists, the `$client_device_id` header, the access log and the
 //! 403 page. A CA certificate has no device ID.
