@@ -50,22 +50,7 @@ async fn postgres() -> Fx {
     fixture(Some(Location::Postgres(test_support::new_database().await))).await
 }
 
-macro_rules! both {
-    ($($name:ident),* $(,)?) => {$(
-        mod $name {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn sqlite() {
-                super::$name(super::sqlite().await).await
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn postgres() {
-                super::$name(super::postgres().await).await
-            }
-        }
-    )*};
-}
-
-both!(
+mtlsgate_store::both_backends!(
     tokens_enroll_one_device_each,
     device_csrs_are_checked_before_a_token_is_spent,
     a_pending_device_is_approved_then_collects_its_certificate,

@@ -79,6 +79,28 @@ pub fn new_database_blocking() -> String {
     rt.block_on(new_database())
 }
 
+/// Runs each named async test function `fn NAME(fx: Fx)` against both back ends, as
+/// `NAME::sqlite` and `NAME::postgres`; the calling module provides `async fn sqlite() -> Fx`
+/// and `async fn postgres() -> Fx` (PostgreSQL from `MTLSGATE_TEST_POSTGRES`, never
+/// skipped). The store's suite and the authority's tests use this one macro; the
+/// integration tests' `both!` (tests/util/fleet.rs) is its synchronous twin over the
+/// built binary.
+#[macro_export]
+macro_rules! both_backends {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$name(super::sqlite().await).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                super::$name(super::postgres().await).await
+            }
+        }
+    )*};
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

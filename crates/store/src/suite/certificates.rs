@@ -2,7 +2,7 @@
 
 use super::*;
 
-both!(certificates_are_recorded_listed_and_revoked_at_a_revision,);
+crate::both_backends!(certificates_are_recorded_listed_and_revoked_at_a_revision,);
 
 async fn certificates_are_recorded_listed_and_revoked_at_a_revision(fx: Fx) {
     let inv = &fx.inv;

@@ -3,7 +3,7 @@
 
 use super::*;
 
-both!(
+crate::both_backends!(
     device_status_is_compare_and_set_and_gateways_see_each_change,
     pending_registrations_are_capped_and_expire,
 );

@@ -5,7 +5,7 @@ use std::collections::HashSet;
 
 use super::*;
 
-both!(
+crate::both_backends!(
     a_token_enrolls_one_device_of_50_concurrent_issuances,
     a_thousand_concurrent_enrollments_are_all_recorded,
     issuance_conditions_and_recovery_rotation,

@@ -39,22 +39,6 @@ async fn postgres() -> Fx {
     Fx { inv, _dir: None }
 }
 
-/// Runs each named test function against both back ends: `NAME::sqlite`, `NAME::postgres`.
-macro_rules! both {
-    ($($name:ident),* $(,)?) => {$(
-        mod $name {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn sqlite() {
-                super::$name(super::sqlite().await).await
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn postgres() {
-                super::$name(super::postgres().await).await
-            }
-        }
-    )*};
-}
-
 mod certificates;
 mod devices;
 mod issuance;
