@@ -276,7 +276,7 @@ import hashlib, os, socket, ssl, subprocess, threading, time
 ctx = ssl.create_default_context(cafile='ca.crt')
 ctx.load_cert_chain('dev1.crt', 'dev1.key')
 s = ctx.wrap_socket(socket.create_connection(('127.0.0.1', {p})), server_hostname='localhost')
-data = os.urandom(8 * 1024 * 1024)
+data = os.urandom(32 * 1024 * 1024)
 sent = threading.Thread(target=s.sendall, args=(data,))
 sent.start()
 got = bytearray()
@@ -318,7 +318,7 @@ print('refused', 'alert access denied' in out)
     );
     let out = w.cmd("python3", &["-c", &script]).ok();
     let lines: Vec<&str> = out.lines().collect();
-    assert_eq!(lines.first(), Some(&"bulk 8388608 True"), "{out}");
+    assert_eq!(lines.first(), Some(&"bulk 33554432 True"), "{out}");
     assert_eq!(lines.get(1), Some(&"keyupdate True True True"), "{out}");
     assert_eq!(lines.get(2), Some(&"refused True"), "{out}");
 }

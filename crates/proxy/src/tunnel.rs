@@ -11,7 +11,10 @@
 //!
 //! Bytes are copied without per-byte work, and **no buffer is held while a connection is
 //! idle**: the copy waits for a socket to become readable, takes a buffer from a small
-//! per-thread pool (`tunnel_buf`), moves what is there, and gives the buffer back. The
+//! per-thread pool (`tunnel_buf`), moves what is there, and gives the buffer back. A
+//! direction whose destination would block keeps its bytes (and the buffer) until that
+//! side is writable, while the other direction goes on moving: two peers that each write
+//! before they read (an echo server under a bulk upload) cannot deadlock the tunnel. The
 //! server side's TLS does the same with its record buffers (`tunnel_tls`, on rustls'
 //! unbuffered API), and the client's certificate chain is read from the TLS session when a
 //! reload rechecks it, not copied. Half-close is passed on; a tunnel with nothing moving
@@ -38,49 +41,95 @@ use crate::state::{State, TunnelRuntime};
 use crate::tunnel_buf::{HasSocket, Loan};
 use crate::tunnel_tls::{self, ServerTls};
 
+/// Bytes read from one side that the other side has not taken yet, in a buffer on loan
+/// (held only while the other side is not writable), or a flush still owed.
+struct Backlog {
+    loan: Loan,
+    start: usize,
+    end: usize,
+}
+
+/// A direction's backlog and since when it has been blocked.
+type Blocked = Option<(Backlog, Instant)>;
+
 /// How a transfer ended.
 enum Moved {
     /// Bytes moved (or none were ready); the source stays open.
     Some,
     /// The source sent its end (FIN or TLS close_notify).
     Eof,
+    /// The destination would block: these bytes (or a flush) wait for it to be writable.
+    /// Meanwhile the other direction keeps moving, so two peers that each write before
+    /// they read cannot deadlock the tunnel.
+    Blocked(Backlog),
 }
 
-/// Moves whatever `src` has ready into `dst`, with a buffer on loan for the duration. A
-/// write that makes no headway for `idle` (the other end stopped reading) fails with
-/// `TimedOut`, so a stalled peer cannot hold the tunnel, and the buffer, for ever.
-async fn transfer<S, D>(src: &mut S, dst: &mut D, idle: Duration) -> std::io::Result<Moved>
+/// Moves whatever `src` has ready into `dst`, first finishing `backlog`, without ever
+/// waiting: reads, writes and the flush are polled once with a no-op waker. Pending means
+/// the socket said WouldBlock and its readiness was cleared, so the caller waits for it
+/// again: for `src` to be readable, or, when `dst` would block, for `dst` to be writable.
+fn transfer<S, D>(src: &mut S, dst: &mut D, backlog: Option<Backlog>) -> std::io::Result<Moved>
 where
     S: AsyncRead + Unpin,
     D: AsyncWrite + Unpin,
 {
-    let mut loan = Loan::take();
-    let mut wrote = false;
+    let mut cx = Context::from_waker(Waker::noop());
+    let mut loan = match backlog {
+        Some(mut b) => {
+            while b.start < b.end {
+                match Pin::new(&mut *dst).poll_write(&mut cx, &b.loan.buf()[b.start..b.end]) {
+                    Poll::Pending => return Ok(Moved::Blocked(b)),
+                    Poll::Ready(Ok(0)) => return Err(std::io::ErrorKind::WriteZero.into()),
+                    Poll::Ready(Ok(n)) => b.start += n,
+                    Poll::Ready(Err(e)) => return Err(e),
+                }
+            }
+            b.loan
+        }
+        None => Loan::take(),
+    };
     let result = loop {
-        // One poll with a no-op waker: Pending means nothing more is ready now (the socket
-        // said WouldBlock and its readiness was cleared), so the caller waits again.
         let n = {
             let mut rb = ReadBuf::new(loan.buf());
-            let mut cx = Context::from_waker(Waker::noop());
             match Pin::new(&mut *src).poll_read(&mut cx, &mut rb) {
-                Poll::Pending => break Ok(Moved::Some),
+                Poll::Pending => break Moved::Some,
                 Poll::Ready(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
-                    break Ok(Moved::Eof)
+                    break Moved::Eof
                 }
-                Poll::Ready(Err(e)) => break Err(e),
+                Poll::Ready(Err(e)) => return Err(e),
                 Poll::Ready(Ok(())) => rb.filled().len(),
             }
         };
         if n == 0 {
-            break Ok(Moved::Eof);
+            break Moved::Eof;
         }
-        stalled(idle, dst.write_all(&loan.buf()[..n])).await?;
-        wrote = true;
+        let mut start = 0;
+        while start < n {
+            match Pin::new(&mut *dst).poll_write(&mut cx, &loan.buf()[start..n]) {
+                Poll::Pending => {
+                    return Ok(Moved::Blocked(Backlog {
+                        loan,
+                        start,
+                        end: n,
+                    }))
+                }
+                Poll::Ready(Ok(0)) => return Err(std::io::ErrorKind::WriteZero.into()),
+                Poll::Ready(Ok(w)) => start += w,
+                Poll::Ready(Err(e)) => return Err(e),
+            }
+        }
     };
-    if wrote {
-        stalled(idle, dst.flush()).await?;
+    // A TLS destination may hold a record it could not send yet.
+    match Pin::new(&mut *dst).poll_flush(&mut cx) {
+        Poll::Ready(Ok(())) => Ok(result),
+        Poll::Ready(Err(e)) => Err(e),
+        Poll::Pending if matches!(result, Moved::Eof) => Ok(result),
+        Poll::Pending => Ok(Moved::Blocked(Backlog {
+            loan,
+            start: 0,
+            end: 0,
+        })),
     }
-    result
 }
 
 /// `io` within `idle`, or a `TimedOut` error.
@@ -129,57 +178,109 @@ where
         Stop,
     }
     let (mut a_eof, mut b_eof) = (false, false);
+    // Bytes from A waiting for B to be writable, and from B waiting for A, with the time
+    // each direction became blocked: a peer that stops reading for `idle` ends the tunnel.
+    let (mut ab, mut ba): (Blocked, Blocked) = (None, None);
     let mut last = Instant::now();
     // Bytes may already wait inside the TLS session (sent with the handshake).
     let mut first = true;
     loop {
+        let deadline = [
+            Some(last + idle),
+            ab.as_ref().map(|(_, at)| *at + idle),
+            ba.as_ref().map(|(_, at)| *at + idle),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .unwrap_or(last + idle);
         let ev = if first {
             first = false;
             Ev::A
         } else {
             tokio::select! {
-                r = a.socket().readable(), if !a_eof => match r { Ok(()) => Ev::A, Err(e) => return Ended::Error(e.to_string()) },
-                r = b.socket().readable(), if !b_eof => match r { Ok(()) => Ev::B, Err(e) => return Ended::Error(e.to_string()) },
+                r = a.socket().readable(), if !a_eof && ab.is_none() => match r { Ok(()) => Ev::A, Err(e) => return Ended::Error(e.to_string()) },
+                r = b.socket().writable(), if ab.is_some() => match r { Ok(()) => Ev::A, Err(e) => return Ended::Error(e.to_string()) },
+                r = b.socket().readable(), if !b_eof && ba.is_none() => match r { Ok(()) => Ev::B, Err(e) => return Ended::Error(e.to_string()) },
+                r = a.socket().writable(), if ba.is_some() => match r { Ok(()) => Ev::B, Err(e) => return Ended::Error(e.to_string()) },
                 c = async { match generations.as_mut() { Some(g) => g.changed().await, None => std::future::pending().await } } => {
                     if c.is_err() { generations = None; continue; }
                     Ev::Changed
                 }
-                _ = tokio::time::sleep_until(last + idle) => Ev::Idle,
+                _ = tokio::time::sleep_until(deadline) => Ev::Idle,
                 _ = stop.changed() => Ev::Stop,
             }
         };
         match ev {
-            Ev::A => match transfer(&mut a, &mut b, idle).await {
-                Ok(Moved::Some) => last = Instant::now(),
-                Ok(Moved::Eof) => {
-                    a_eof = true;
-                    let _ = stalled(idle, b.shutdown()).await;
+            Ev::A => {
+                let (backlog, since) = match ab.take() {
+                    Some((b, at)) => (Some(b), Some(at)),
+                    None => (None, None),
+                };
+                let before = backlog.as_ref().map(|b| (b.start, b.end));
+                match transfer(&mut a, &mut b, backlog) {
+                    Ok(Moved::Some) => last = Instant::now(),
+                    Ok(Moved::Blocked(b)) => {
+                        // Still blocked: the clock runs on unless some bytes moved.
+                        let moved = before != Some((b.start, b.end));
+                        if moved {
+                            last = Instant::now();
+                        }
+                        let at = match since {
+                            Some(at) if !moved => at,
+                            _ => Instant::now(),
+                        };
+                        ab = Some((b, at));
+                    }
+                    Ok(Moved::Eof) => {
+                        a_eof = true;
+                        let _ = stalled(idle, b.shutdown()).await;
+                    }
+                    Err(e) => return Ended::Error(e.to_string()),
                 }
-                Err(e) if e.kind() == std::io::ErrorKind::TimedOut => return Ended::Idle,
-                Err(e) => return Ended::Error(e.to_string()),
-            },
-            Ev::B => match transfer(&mut b, &mut a, idle).await {
-                Ok(Moved::Some) => last = Instant::now(),
-                Ok(Moved::Eof) => {
-                    b_eof = true;
-                    let _ = stalled(idle, a.shutdown()).await;
+            }
+            Ev::B => {
+                let (backlog, since) = match ba.take() {
+                    Some((b, at)) => (Some(b), Some(at)),
+                    None => (None, None),
+                };
+                let before = backlog.as_ref().map(|b| (b.start, b.end));
+                match transfer(&mut b, &mut a, backlog) {
+                    Ok(Moved::Some) => last = Instant::now(),
+                    Ok(Moved::Blocked(b)) => {
+                        // Still blocked: the clock runs on unless some bytes moved.
+                        let moved = before != Some((b.start, b.end));
+                        if moved {
+                            last = Instant::now();
+                        }
+                        let at = match since {
+                            Some(at) if !moved => at,
+                            _ => Instant::now(),
+                        };
+                        ba = Some((b, at));
+                    }
+                    Ok(Moved::Eof) => {
+                        b_eof = true;
+                        let _ = stalled(idle, a.shutdown()).await;
+                    }
+                    Err(e) => return Ended::Error(e.to_string()),
                 }
-                Err(e) if e.kind() == std::io::ErrorKind::TimedOut => return Ended::Idle,
-                Err(e) => return Ended::Error(e.to_string()),
-            },
+            }
             Ev::Changed => {
                 if let Some(why) = recheck(&a) {
                     return Ended::Refused(why);
                 }
             }
             Ev::Idle => {
-                if last.elapsed() >= idle {
+                let now = Instant::now();
+                let stuck = |d: &Blocked| d.as_ref().is_some_and(|(_, at)| now >= *at + idle);
+                if now >= last + idle || stuck(&ab) || stuck(&ba) {
                     return Ended::Idle;
                 }
             }
             Ev::Stop => return Ended::Shutdown,
         }
-        if a_eof && b_eof {
+        if a_eof && b_eof && ab.is_none() && ba.is_none() {
             return Ended::Closed;
         }
     }
