@@ -146,6 +146,42 @@ async fn stalled<T>(
     }
 }
 
+/// One direction's turn: finishes its backlog and moves what is ready ([`transfer`]),
+/// keeping a new backlog in `blocked` with the time it became blocked (which only bytes
+/// moving resets), and `last` at the last bytes moved. `Ok(true)`: the source ended.
+fn direction<S, D>(
+    src: &mut S,
+    dst: &mut D,
+    blocked: &mut Blocked,
+    last: &mut Instant,
+) -> std::io::Result<bool>
+where
+    S: AsyncRead + Unpin,
+    D: AsyncWrite + Unpin,
+{
+    let (backlog, since) = match blocked.take() {
+        Some((b, at)) => (Some(b), Some(at)),
+        None => (None, None),
+    };
+    let before = backlog.as_ref().map(|b| (b.start, b.end));
+    match transfer(src, dst, backlog)? {
+        Moved::Some => *last = Instant::now(),
+        Moved::Blocked(b) => {
+            let progressed = before != Some((b.start, b.end));
+            if progressed {
+                *last = Instant::now();
+            }
+            let at = match since {
+                Some(at) if !progressed => at,
+                _ => Instant::now(),
+            };
+            *blocked = Some((b, at));
+        }
+        Moved::Eof => return Ok(true),
+    }
+    Ok(false)
+}
+
 /// Why a tunnel ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Ended {
@@ -212,60 +248,22 @@ where
             }
         };
         match ev {
-            Ev::A => {
-                let (backlog, since) = match ab.take() {
-                    Some((b, at)) => (Some(b), Some(at)),
-                    None => (None, None),
-                };
-                let before = backlog.as_ref().map(|b| (b.start, b.end));
-                match transfer(&mut a, &mut b, backlog) {
-                    Ok(Moved::Some) => last = Instant::now(),
-                    Ok(Moved::Blocked(b)) => {
-                        // Still blocked: the clock runs on unless some bytes moved.
-                        let moved = before != Some((b.start, b.end));
-                        if moved {
-                            last = Instant::now();
-                        }
-                        let at = match since {
-                            Some(at) if !moved => at,
-                            _ => Instant::now(),
-                        };
-                        ab = Some((b, at));
-                    }
-                    Ok(Moved::Eof) => {
-                        a_eof = true;
-                        let _ = stalled(idle, b.shutdown()).await;
-                    }
-                    Err(e) => return Ended::Error(e.to_string()),
+            Ev::A => match direction(&mut a, &mut b, &mut ab, &mut last) {
+                Ok(false) => {}
+                Ok(true) => {
+                    a_eof = true;
+                    let _ = stalled(idle, b.shutdown()).await;
                 }
-            }
-            Ev::B => {
-                let (backlog, since) = match ba.take() {
-                    Some((b, at)) => (Some(b), Some(at)),
-                    None => (None, None),
-                };
-                let before = backlog.as_ref().map(|b| (b.start, b.end));
-                match transfer(&mut b, &mut a, backlog) {
-                    Ok(Moved::Some) => last = Instant::now(),
-                    Ok(Moved::Blocked(b)) => {
-                        // Still blocked: the clock runs on unless some bytes moved.
-                        let moved = before != Some((b.start, b.end));
-                        if moved {
-                            last = Instant::now();
-                        }
-                        let at = match since {
-                            Some(at) if !moved => at,
-                            _ => Instant::now(),
-                        };
-                        ba = Some((b, at));
-                    }
-                    Ok(Moved::Eof) => {
-                        b_eof = true;
-                        let _ = stalled(idle, a.shutdown()).await;
-                    }
-                    Err(e) => return Ended::Error(e.to_string()),
+                Err(e) => return Ended::Error(e.to_string()),
+            },
+            Ev::B => match direction(&mut b, &mut a, &mut ba, &mut last) {
+                Ok(false) => {}
+                Ok(true) => {
+                    b_eof = true;
+                    let _ = stalled(idle, a.shutdown()).await;
                 }
-            }
+                Err(e) => return Ended::Error(e.to_string()),
+            },
             Ev::Changed => {
                 if let Some(why) = recheck(&a) {
                     return Ended::Refused(why);
