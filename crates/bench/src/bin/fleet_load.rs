@@ -1,11 +1,12 @@
 //! `mtlsgate-fleet-load`: the load and latency tool of `bench/fleet` (device lifecycle).
 //!
-//! - `lifecycle --url URL --ca-dir DIR [--database URL] --devices N [--concurrency C]`:
+//! - `lifecycle --url URL [--url URL…] --ca-dir DIR [--database URL] --devices N [--concurrency C]`:
 //!   makes N enrollment tokens through the authority library (before anything is timed),
 //!   pre-generates 2N P-256 keys and CSRs, then times N enrollments (`POST /v1/enroll`)
 //!   and N renewals (`POST /v1/renew` over mTLS with each device's certificate, a new key
 //!   each), C at a time, a new TLS connection per request as an agent makes. Prints one
 //!   JSON line: `{"enroll": {...}, "renew": {...}}` with ops/s and latency p50/p99.
+//!   With several `--url` (CA servers on one database), request i goes to server i mod K.
 //! - `revoke --url URL --ca-dir DIR [--database URL] --devices N --gateway ADDR
 //!   [--gateway ADDR…] -- CMD…`: enrolls N devices, then for each: one kept-alive
 //!   HTTP/1.1 connection through each gateway (answered 200), then runs CMD with `{id}`
@@ -34,7 +35,7 @@ use serde_json::{json, Value};
 type Error = Box<dyn std::error::Error + Send + Sync>;
 
 fn usage() -> Error {
-    "usage: mtlsgate-fleet-load lifecycle --url URL --ca-dir DIR [--database URL] --devices N [--concurrency C]\n       mtlsgate-fleet-load revoke --url URL --ca-dir DIR [--database URL] --devices N --gateway ADDR [--gateway ADDR] -- CMD… ({id} = the device ID)".into()
+    "usage: mtlsgate-fleet-load lifecycle --url URL [--url URL…] --ca-dir DIR [--database URL] --devices N [--concurrency C]\n       mtlsgate-fleet-load revoke --url URL --ca-dir DIR [--database URL] --devices N --gateway ADDR [--gateway ADDR] -- CMD… ({id} = the device ID)".into()
 }
 
 struct Args {
@@ -95,25 +96,32 @@ fn main() -> Result<(), Error> {
     }
 }
 
-/// The CA server and its CA directory (for tokens).
+/// The CA servers (one or more on one database) and the CA directory (for tokens).
 struct Target {
-    addr: SocketAddr,
+    addrs: Vec<SocketAddr>,
     ca_dir: PathBuf,
     database: Option<String>,
 }
 
 impl Target {
     fn from_args(a: &Args) -> Result<Target, Error> {
-        let url = a.need("--url")?;
-        let hostport = url
-            .strip_prefix("https://")
-            .ok_or("--url must be https://HOST:PORT")?
-            .trim_end_matches('/');
-        let addr = std::net::ToSocketAddrs::to_socket_addrs(hostport)?
-            .next()
-            .ok_or("--url names no address")?;
+        let mut addrs = Vec::new();
+        for url in a.all("--url") {
+            let hostport = url
+                .strip_prefix("https://")
+                .ok_or("--url must be https://HOST:PORT")?
+                .trim_end_matches('/');
+            addrs.push(
+                std::net::ToSocketAddrs::to_socket_addrs(hostport)?
+                    .next()
+                    .ok_or("--url names no address")?,
+            );
+        }
+        if addrs.is_empty() {
+            return Err(format!("--url is missing\n{}", usage()).into());
+        }
         Ok(Target {
-            addr,
+            addrs,
             ca_dir: PathBuf::from(a.need("--ca-dir")?),
             database: a.get("--database"),
         })
@@ -300,10 +308,10 @@ fn pct(sorted: &[f64], p: f64) -> f64 {
     sorted[rank - 1]
 }
 
-/// Runs `jobs` (each a config, a path and a body) `c` at a time; returns the phase and
-/// each job's answer (None when it failed).
+/// Runs `jobs` (each a config, a path and a body) `c` at a time, job i on server
+/// i mod K; returns the phase and each job's answer (None when it failed).
 async fn run_phase(
-    addr: SocketAddr,
+    addrs: &[SocketAddr],
     jobs: Vec<(Arc<ClientConfig>, &'static str, Bytes)>,
     c: usize,
     want: u16,
@@ -313,9 +321,11 @@ async fn run_phase(
     let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
     let mut tasks = Vec::new();
+    let addrs: Arc<[SocketAddr]> = addrs.into();
     for _ in 0..c.min(n).max(1) {
         let jobs = jobs.clone();
         let next = next.clone();
+        let addrs = addrs.clone();
         tasks.push(tokio::spawn(async move {
             let mut done = Vec::new();
             loop {
@@ -323,6 +333,7 @@ async fn run_phase(
                 let Some((cfg, path, body)) = jobs.get(i) else {
                     break;
                 };
+                let addr = addrs[i % addrs.len()];
                 let t = Instant::now();
                 let r = request(cfg.clone(), addr, "POST", path, body.clone()).await;
                 let dt = t.elapsed().as_secs_f64();
@@ -371,7 +382,7 @@ async fn enroll(t: &Target, n: usize, c: usize) -> Result<(Phase, Vec<Device>), 
         let body = json!({"csr": csr, "token": tok, "agent_version": "fleet-load"});
         jobs.push((anon.clone(), "/v1/enroll", Bytes::from(body.to_string())));
     }
-    let (phase, answers) = run_phase(t.addr, jobs, c, 201).await;
+    let (phase, answers) = run_phase(&t.addrs, jobs, c, 201).await;
     let mut devices = Vec::new();
     for (a, key) in answers.into_iter().zip(keys) {
         if let Some(b) = a {
@@ -391,7 +402,7 @@ async fn lifecycle(t: Target, n: usize, c: usize) -> Result<(), Error> {
         let body = json!({"csr": csr, "agent_version": "fleet-load"});
         jobs.push((d.config()?, "/v1/renew", Bytes::from(body.to_string())));
     }
-    let (mut renewed, _) = run_phase(t.addr, jobs, c, 200).await;
+    let (mut renewed, _) = run_phase(&t.addrs, jobs, c, 200).await;
     println!(
         "{}",
         json!({"devices": n, "concurrency": c, "enroll": enrolled.report(), "renew": renewed.report()})
@@ -514,6 +525,10 @@ async fn revoke(t: Target, n: usize, gws: Vec<SocketAddr>, cmd: Vec<String>) -> 
         v.sort_by(f64::total_cmp);
         json!({"p50_ms": pct(v, 0.5) * 1000.0, "p99_ms": pct(v, 0.99) * 1000.0, "max_ms": v.last().copied().unwrap_or(0.0) * 1000.0})
     };
+    // Every gateway's samples together: the figure for "revocation reached the fleet".
+    let mut all_closed: Vec<f64> = closed.iter().flatten().copied().collect();
+    let mut all_refused: Vec<f64> = refused.iter().flatten().copied().collect();
+    let all = json!({"closed": stat(&mut all_closed), "refused": stat(&mut all_refused)});
     let per_gw: Vec<Value> = (0..gws.len())
         .map(|g| {
             json!({"gateway": gws[g].to_string(), "closed": stat(&mut closed[g]), "refused": stat(&mut refused[g])})
@@ -521,7 +536,7 @@ async fn revoke(t: Target, n: usize, gws: Vec<SocketAddr>, cmd: Vec<String>) -> 
         .collect();
     println!(
         "{}",
-        json!({"devices": n, "command": stat(&mut command), "gateways": per_gw})
+        json!({"devices": n, "command": stat(&mut command), "gateways": per_gw, "all": all})
     );
     Ok(())
 }
