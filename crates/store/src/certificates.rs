@@ -148,7 +148,7 @@ mod tests {
             issued_at: 3,
             revoked_at: None,
             revocation_reason: None,
-            pem: "PEM".into(),
+            der: b"DER".to_vec(),
             revision: None,
         }
     }
@@ -168,7 +168,7 @@ mod tests {
             issued_at: 3,
             revoked_at: None,
             revocation_reason: None,
-            pem: "PEM".into(),
+            der: b"DER".to_vec(),
             revision: None,
         };
         inv.record(&rec).await?;

@@ -231,7 +231,7 @@ mod tests {
             issued_at: 3,
             revoked_at: None,
             revocation_reason: None,
-            pem: "PEM".into(),
+            der: b"DER".to_vec(),
             revision: None,
         }
     }
