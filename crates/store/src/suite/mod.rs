@@ -43,6 +43,7 @@ mod certificates;
 mod devices;
 mod issuance;
 mod opening;
+mod tidy;
 
 fn cert(serial: &str, kind: &str, device: Option<&str>) -> CertRecord {
     CertRecord {
