@@ -40,17 +40,20 @@ impl Inventory {
         };
         let res = async {
             // Up to the DER column, then the PEM of older rows becomes DER, then the rest
-            // (which removes the PEM column).
-            self.run_migrations(&up_to(all, DER_ADDED))
-                .await
-                .map_err(migrate)?;
-            self.convert_pem_to_der().await.map_err(|e| match e {
-                MigrateError::Source(detail) => StoreError::Convert {
-                    path: path.clone(),
-                    detail: detail.to_string(),
-                },
-                other => migrate(other),
-            })?;
+            // (which removes the PEM column). An inventory past all that (the usual case)
+            // takes one run, as before.
+            if !self.has_migration(PEM_DROPPED).await {
+                self.run_migrations(&up_to(all, DER_ADDED))
+                    .await
+                    .map_err(migrate)?;
+                self.convert_pem_to_der().await.map_err(|e| match e {
+                    MigrateError::Source(detail) => StoreError::Convert {
+                        path: path.clone(),
+                        detail: detail.to_string(),
+                    },
+                    other => migrate(other),
+                })?;
+            }
             self.run_migrations(all).await.map_err(migrate)
         }
         .await;
@@ -58,6 +61,21 @@ impl Inventory {
             self.clone().close().await;
         }
         res
+    }
+
+    /// Whether migration `version` was applied (false when that cannot be read, e.g. in
+    /// a new database without the bookkeeping table).
+    async fn has_migration(&self, version: i64) -> bool {
+        let found: Result<i64> = async {
+            Ok(on_pool!(self, |p| sqlx::query_scalar(
+                "SELECT COUNT(*) FROM _sqlx_migrations WHERE version = $1 AND success"
+            )
+            .bind(version)
+            .fetch_one(p)
+            .await?))
+        }
+        .await;
+        matches!(found, Ok(n) if n > 0)
     }
 
     async fn run_migrations(&self, m: &Migrator) -> std::result::Result<(), MigrateError> {
@@ -129,8 +147,10 @@ impl Inventory {
     }
 }
 
-/// The migration that adds the DER column; the conversion runs after it.
+/// The migration that adds the DER column; the conversion runs after it…
 const DER_ADDED: i64 = 3;
+/// …and before this one, which drops the PEM column.
+const PEM_DROPPED: i64 = 4;
 /// The PostgreSQL advisory lock taken while the PEM of older rows is converted.
 const CONVERSION_LOCK: i64 = 0x6d74_6c73_6465_7231; // "mtlsder1"
 
