@@ -91,7 +91,7 @@ pub fn describe(t: &Tidied, f: &RetentionFlags, dry_run: bool) -> String {
     }
     let mut out = if parts.is_empty() {
         format!(
-            "Nothing {}: no certificate expired more than {} ago, no audit record is older than {}.",
+            "Nothing {}: no certificate expired more than {} ago (besides those always kept: the CA's, and each device's current and previous one), no audit record is older than {}.",
             if dry_run { "would be removed" } else { "was removed" },
             f.keep_expired,
             f.keep_audit
