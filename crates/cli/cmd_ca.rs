@@ -1,4 +1,4 @@
-//! `mtlsgate ca …`: init, bundle, list, revoke, crl.
+//! `mtlsgate ca …`: init, bundle, list, revoke, crl (tidy: `cmd_ca_tidy`, serve: `cmd_ca_serve`).
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -30,6 +30,7 @@ pub fn run(cmd: CaCommand) -> Result<ExitCode> {
         CaCommand::List(a) => list(a),
         CaCommand::Revoke(a) => revoke(a),
         CaCommand::Crl(a) => crl(a),
+        CaCommand::Tidy(a) => crate::cmd_ca_tidy::run(a),
         CaCommand::Serve(a) => crate::cmd_ca_serve::run(*a),
     }
 }

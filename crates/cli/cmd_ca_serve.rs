@@ -1,19 +1,20 @@
 //! `mtlsgate ca serve`: opens the CA (keys and inventory), starts the HTTPS API of
 //! `mtlsgate-ca-server`, says where it listens, the root's fingerprint and the command a
-//! device runs to enroll, and stops on SIGTERM or Ctrl-C.
+//! device runs to enroll, tidies the inventory every `--tidy-every` (`cmd_ca_tidy`), and
+//! stops on SIGTERM or Ctrl-C.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
 use std::process::ExitCode;
 use std::time::Duration as StdDuration;
 
 use anyhow::{Context, Result};
-use mtlsgate_authority::{Authority, Policy, PostgresOptions};
+use mtlsgate_authority::{Authority, Inventory, Policy, PostgresOptions};
 use mtlsgate_ca_server::{CaServer, Limits, ServerNames};
 use mtlsgate_pki::certinfo::human_time;
 use mtlsgate_pki::duration::parse_duration;
 
 use crate::cmd_ca::ca_passphrase;
-use crate::flags::CaServe;
+use crate::flags::{CaServe, RetentionFlags};
 use crate::fleet::location;
 
 /// How long a request waits for a PostgreSQL connection before it is answered with 503
@@ -135,9 +136,47 @@ async fn stop_signal() {
     }
 }
 
+/// `--tidy-every`: how often, or `None` for `off`.
+fn tidy_every(v: &str) -> Result<Option<StdDuration>> {
+    if v.trim().eq_ignore_ascii_case("off") {
+        return Ok(None);
+    }
+    let d = duration("--tidy-every (a duration, or off)", v)?;
+    Ok(Some(StdDuration::from_secs(
+        d.whole_seconds().unsigned_abs(),
+    )))
+}
+
+/// Tidies the inventory now and then every `every`, saying what went (the tasks ends with
+/// the runtime). A failed tidy is logged and tried again at the next turn.
+fn spawn_tidy(inv: Inventory, dir: std::path::PathBuf, flags: RetentionFlags, every: StdDuration) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let done = async {
+                let r = crate::cmd_ca_tidy::retention(&dir, &flags, false)?;
+                crate::cmd_ca_tidy::tidy(&inv, &r, &flags).await
+            }
+            .await;
+            match done {
+                Ok((t, said)) if t.certificates + t.recovery_tokens + t.audit > 0 => {
+                    tracing::info!("tidy: {said}")
+                }
+                Ok((_, said)) => tracing::debug!("tidy: {said}"),
+                Err(e) => tracing::warn!("tidy failed (tried again in {every:?}): {e:#}"),
+            }
+        }
+    });
+}
+
 pub fn run(a: CaServe) -> Result<ExitCode> {
     crate::cmd_serve::init_logging();
     let policy = policy(&a)?;
+    let tidy = tidy_every(&a.tidy_every)?;
+    // The retention flags are checked before the server starts.
+    crate::cmd_ca_tidy::retention(&a.ca.dir, &a.retention, false)?;
     let limits = limits(&a)?;
     let lifetime = duration("--server-cert-lifetime", &a.server_cert_lifetime)?;
     let listen = listen_addr(&a.listen)?;
@@ -169,6 +208,7 @@ pub fn run(a: CaServe) -> Result<ExitCode> {
         let pass = ca_passphrase(auth.ca(), &a.pass)?;
         auth.load_keys(pass.as_deref().map(|v| v.as_slice()))?;
         let fingerprint = mtlsgate_pki::verify::fingerprint_sha256(&auth.ca().root_der);
+        let inv = auth.inventory().clone();
         let mut server = CaServer::bind(auth, listen, names.clone())
             .await?
             .with_limits(limits);
@@ -203,6 +243,10 @@ pub fn run(a: CaServe) -> Result<ExitCode> {
                 "  (TOKEN from `mtlsgate token create --dir {}`; without --token the device waits for `mtlsgate devices approve ID`)",
                 dir.display()
             );
+        }
+        match tidy {
+            Some(every) => spawn_tidy(inv, dir.clone(), a.retention.clone(), every),
+            None => tracing::info!("the inventory is not tidied (--tidy-every off): run `mtlsgate ca tidy` now and then"),
         }
         server.run(stop_signal()).await?;
         tracing::info!("stopped");

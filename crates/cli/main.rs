@@ -6,6 +6,7 @@
 mod cmd_agent;
 mod cmd_ca;
 mod cmd_ca_serve;
+mod cmd_ca_tidy;
 mod cmd_cert;
 mod cmd_devices;
 mod cmd_quickstart;

@@ -157,7 +157,9 @@ fn est_enrolls_and_reenrolls_with_curl_and_openssl(db: Db) {
         Db::Sqlite => g.extend(["--inventory", "ca", "--inventory-poll", "200ms"]),
         Db::Postgres(u) => g.extend(["--inventory", u.as_str()]),
     }
-    let gate = Gate::start(&w, &g);
+    let mut gate = Gate::start(&w, &g);
+    // The gateway listens before it has read the inventory (until then it answers 503).
+    gate.proc.wait_for(" devices at revision ");
     sh(&w, "cat dev.crt cacerts.pem > dev-chain.crt");
     let through = |w: &Work| {
         curl(

@@ -11,3 +11,4 @@ mod refusals;
 mod renew;
 mod revoke;
 mod sync;
+mod tidy;

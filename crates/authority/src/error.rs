@@ -223,6 +223,8 @@ impl AuthorityError {
                 | S::InventoryExists { .. }
                 | S::OtherCa { .. }
                 | S::Migrate { .. }
+                | S::Convert { .. }
+                | S::AuditExport { .. }
                 | S::BadLocation(_)
                 | S::Query(_)
                 | S::BadRow { .. } => ErrorKind::Internal,

@@ -60,7 +60,7 @@ pub(crate) fn record_of(
         issued_at: at,
         revoked_at: None,
         revocation_reason: None,
-        pem: issued.pem(),
+        der: issued.der.clone(),
         revision: None,
     }
 }

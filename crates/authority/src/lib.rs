@@ -47,7 +47,7 @@ use mtlsgate_store::{
 };
 pub use mtlsgate_store::{
     AuditEntry, Backend, CertRecord, Device, DeviceFilter, DeviceStatus, Inventory, Location,
-    PostgresOptions,
+    PostgresOptions, Retention, Tidied,
 };
 use rand::RngCore;
 use serde::{Deserialize, Serialize};

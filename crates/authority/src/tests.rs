@@ -570,7 +570,7 @@ async fn renewal_rules(fx: Fx) {
         .get(cur.cert_serial.as_deref().expect("serial"))
         .await
         .expect("cert")
-        .pem;
+        .pem();
     let cur_chain = format!(
         "{cur_pem}{}",
         pemfile::to_pem("CERTIFICATE", &fx.auth.ca().intermediate_der)
@@ -1032,7 +1032,7 @@ fn the_root_cannot_be_revoked_and_other_certificates_can() {
         issued_at: 0,
         revoked_at: None,
         revocation_reason: None,
-        pem: String::new(),
+        der: Vec::new(),
         revision: None,
     };
     let e = check_revocable(&rec("root")).expect_err("root");

@@ -1,4 +1,4 @@
-//! `mtlsgate ca …`: the private CA (init, bundle, list, revoke, crl) and its HTTPS server.
+//! `mtlsgate ca …`: the private CA (init, bundle, list, revoke, crl, tidy) and its HTTPS server.
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -21,6 +21,10 @@ pub enum CaCommand {
     /// Write a signed CRL (intermediate's CRL followed by the root's) for nginx `ssl_crl`
     /// or `mtlsgate serve --crl`.
     Crl(CaCrl),
+    /// Remove what the inventory no longer needs: certificates expired longer ago than
+    /// --keep-expired (revoked ones too, once expired), and audit records older than
+    /// --keep-audit (exported first). `ca serve` does this on its own (--tidy-every).
+    Tidy(CaTidy),
     /// Run the CA's HTTPS API: device enrollment, renewal and recovery, the CA bundle and
     /// CRL, and the admin API that `mtlsgate devices`/`token create --server URL` use.
     Serve(Box<CaServe>),
@@ -117,6 +121,51 @@ pub struct CaServe {
     /// …and one more each time this has passed.
     #[arg(long, default_value = "1m", value_name = "DURATION")]
     pub enroll_refill: String,
+    /// Tidy the inventory this often, as `mtlsgate ca tidy` does (first right after the
+    /// start); `off` never does.
+    #[arg(long, default_value = "1h", value_name = "DURATION")]
+    pub tidy_every: String,
+    #[command(flatten)]
+    pub retention: RetentionFlags,
+}
+
+/// What a tidy keeps (`ca tidy`, and `ca serve`'s scheduled tidy).
+#[derive(Args, Debug, Clone)]
+pub struct RetentionFlags {
+    /// Certificates expired longer ago than this are removed, revoked ones too (a CRL
+    /// lists a revoked certificate until it expires, and this long after). Certificates
+    /// still valid, the CA's own and each device's current one are never removed.
+    #[arg(long, default_value = "30d", value_name = "DURATION")]
+    pub keep_expired: String,
+    /// Audit records older than this are written to --audit-export, then removed.
+    #[arg(long, default_value = "365d", value_name = "DURATION")]
+    pub keep_audit: String,
+    /// Directory the audit records older than --keep-audit go to, as JSON lines, one file
+    /// per tidy (audit-FIRST-LAST.jsonl, by record number) [default: DIR/audit].
+    #[arg(long, value_name = "DIR")]
+    pub audit_export: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+#[command(after_help = "Example:
+  mtlsgate ca tidy --dir ca --dry-run      # what would go
+  mtlsgate ca tidy --dir ca --keep-expired 90d --audit-export /var/backups/mtlsgate-audit
+
+A revoked certificate stays (and stays in every CRL) until it has expired, plus
+--keep-expired. An audit record is removed only once it is in the export file; when the
+file cannot be written, nothing is removed. On SQLite the freed space is given back to the
+file system (the first tidy of an inventory made by an older mtlsgate rewrites the file
+once, with VACUUM).")]
+pub struct CaTidy {
+    #[command(flatten)]
+    pub ca: CaDir,
+    #[command(flatten)]
+    pub db: Database,
+    #[command(flatten)]
+    pub retention: RetentionFlags,
+    /// Say what would be removed; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 #[derive(Args, Debug)]

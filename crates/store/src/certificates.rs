@@ -1,5 +1,6 @@
 //! Queries on certificates: recording, listing, revoking (at the next revision), the CRL
-//! number. A revoked certificate is never forgotten.
+//! number. A revoked certificate is never forgotten while a CRL needs it (`tidy` removes
+//! it once it has expired, plus the retention period).
 
 use crate::model::CertRecord;
 use crate::sql::CERT_COLUMNS;
@@ -148,7 +149,7 @@ mod tests {
             issued_at: 3,
             revoked_at: None,
             revocation_reason: None,
-            pem: "PEM".into(),
+            der: b"DER".to_vec(),
             revision: None,
         }
     }
@@ -168,7 +169,7 @@ mod tests {
             issued_at: 3,
             revoked_at: None,
             revocation_reason: None,
-            pem: "PEM".into(),
+            der: b"DER".to_vec(),
             revision: None,
         };
         inv.record(&rec).await?;

@@ -42,6 +42,10 @@ pub enum StoreError {
         path: String,
         cause: sqlx::migrate::MigrateError,
     },
+    #[error("the inventory {path} cannot be upgraded to keep certificates as DER: {detail}; its certificates were left as they were")]
+    Convert { path: String, detail: String },
+    #[error("cannot write the audit export {path}: {cause}; no audit record was removed")]
+    AuditExport { path: String, cause: std::io::Error },
     #[error("`{0}` is not a database URL mtlsgate can use: give postgres://USER@HOST:PORT/DATABASE or sqlite:PATH")]
     BadLocation(String),
     #[error("inventory query failed: {0}")]

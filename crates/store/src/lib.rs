@@ -14,7 +14,8 @@
 //! shared by several queries), `open` and `sqlite` (creating, checking, opening, closing),
 //! `migrations` (the schema); then the queries by noun: `certificates`, `issuance` (an
 //! issued certificate with its device, token and recovery changes), `devices`, `tokens`,
-//! `recovery`, `audit`, `revision` (what gateways follow). `model` holds the records.
+//! `recovery`, `audit`, `revision` (what gateways follow), `tidy` (retention: what goes
+//! once it is no longer needed). `model` holds the records.
 
 #![forbid(unsafe_code)]
 
@@ -40,6 +41,7 @@ mod sqlite;
 mod suite;
 #[cfg(any(test, feature = "test-support"))]
 pub mod test_support;
+mod tidy;
 mod tokens;
 
 pub use error::{Result, StoreError};
@@ -47,6 +49,7 @@ pub use location::{Backend, Location};
 pub use model::*;
 use pool::Pool;
 pub use pool::PostgresOptions;
+pub use tidy::{Retention, Tidied};
 
 /// The channel PostgreSQL notifies on every new revision.
 pub const NOTIFY_CHANNEL: &str = "mtlsgate_inventory";

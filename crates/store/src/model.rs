@@ -79,11 +79,19 @@ pub struct CertRecord {
     pub issued_at: i64,
     pub revoked_at: Option<i64>,
     pub revocation_reason: Option<String>,
+    /// The certificate, DER (the inventory keeps DER; [`CertRecord::pem`] gives PEM).
     #[serde(skip)]
-    pub pem: String,
+    pub der: Vec<u8>,
     /// The inventory revision at which it was revoked.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub revision: Option<i64>,
+}
+
+impl CertRecord {
+    /// The certificate as PEM.
+    pub fn pem(&self) -> String {
+        pem::encode(&pem::Pem::new("CERTIFICATE", self.der.clone()))
+    }
 }
 
 /// Where a device stands (docs/device-lifecycle.md, "Device status machine").

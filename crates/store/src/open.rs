@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
+use sqlx::sqlite::{SqliteAutoVacuum, SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
 use sqlx::{ConnectOptions, Connection};
 
 use crate::pool::{Pool, PostgresOptions, SqliteConn};
@@ -146,6 +146,9 @@ impl Inventory {
             // CA server with tens of thousands of devices reads its indexes from memory
             // rather than through the kernel at every renewal. Only pages read are kept.
             .pragma("cache_size", "-32768")
+            // Pages freed by `tidy` go back to the file system at its incremental vacuum
+            // (a new file gets it at once; an older one at its first tidy's VACUUM).
+            .auto_vacuum(SqliteAutoVacuum::Incremental)
             .busy_timeout(Duration::from_secs(30));
         // One connection per process: every write is a transaction on it, in turn (so
         // concurrent tasks queue instead of meeting "database is locked"), other processes
@@ -231,7 +234,7 @@ mod tests {
             issued_at: 3,
             revoked_at: None,
             revocation_reason: None,
-            pem: "PEM".into(),
+            der: b"DER".to_vec(),
             revision: None,
         }
     }

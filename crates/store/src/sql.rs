@@ -65,7 +65,7 @@ macro_rules! insert_cert {
     ($tx:ident, $c:expr) => {{
         let c: &$crate::CertRecord = $c;
         let res = sqlx::query(
-            "INSERT INTO certificates (serial, kind, subject, device_id, not_before, not_after, sha256, issued_at, pem)
+            "INSERT INTO certificates (serial, kind, subject, device_id, not_before, not_after, sha256, issued_at, der)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         )
         .bind(&c.serial)
@@ -76,7 +76,7 @@ macro_rules! insert_cert {
         .bind(c.not_after)
         .bind(&c.sha256)
         .bind(c.issued_at)
-        .bind(&c.pem)
+        .bind(&c.der)
         .execute(&mut *$tx)
         .await;
         match res {
@@ -125,6 +125,6 @@ macro_rules! insert_device {
 }
 
 pub(crate) const DEVICE_COLUMNS: &str = "id, status, tags, first_seen, last_seen, last_addr, agent_version, cert_serial, cert_not_after, prev_serial, lifetime_secs, created_by, revision, pending_csr, poll_hash";
-pub(crate) const CERT_COLUMNS: &str = "serial, kind, subject, device_id, not_before, not_after, sha256, issued_at, revoked_at, revocation_reason, pem, revision";
+pub(crate) const CERT_COLUMNS: &str = "serial, kind, subject, device_id, not_before, not_after, sha256, issued_at, revoked_at, revocation_reason, der, revision";
 pub(crate) const TOKEN_COLUMNS: &str =
     "hash, device_id, tags, lifetime_secs, expires_at, created_at, created_by, used_at, used_by";

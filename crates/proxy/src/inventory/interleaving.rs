@@ -91,7 +91,7 @@ fn cert(serial: &str, kind: &str, device: Option<&str>) -> CertRecord {
         issued_at: 1,
         revoked_at: None,
         revocation_reason: None,
-        pem: "PEM".into(),
+        der: b"DER".to_vec(),
         revision: None,
     }
 }

@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::migrations::SQLITE_MIGRATIONS;
+use crate::migrations::{POSTGRES_MIGRATIONS, SQLITE_MIGRATIONS};
 use crate::pool::Pool;
 use crate::test_support;
 use crate::*;
@@ -43,6 +43,7 @@ mod certificates;
 mod devices;
 mod issuance;
 mod opening;
+mod tidy;
 
 fn cert(serial: &str, kind: &str, device: Option<&str>) -> CertRecord {
     CertRecord {
@@ -56,7 +57,7 @@ fn cert(serial: &str, kind: &str, device: Option<&str>) -> CertRecord {
         issued_at: 3,
         revoked_at: None,
         revocation_reason: None,
-        pem: "PEM".into(),
+        der: b"DER".to_vec(),
         revision: None,
     }
 }

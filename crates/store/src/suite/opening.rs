@@ -58,11 +58,12 @@ async fn an_sqlite_inventory_is_created_once_and_an_old_one_is_upgraded() {
         for (serial, kind, revoked) in [("4A01", "root", None), ("5B01", "client", Some(9))] {
             sqlx::query(
                 "INSERT INTO certificates (serial, kind, subject, not_before, not_after, sha256, issued_at, revoked_at, pem)
-                 VALUES ($1, $2, 'CN=x', 1, 99, 'aa', 1, $3, 'PEM')",
+                 VALUES ($1, $2, 'CN=x', 1, 99, 'aa', 1, $3, $4)",
             )
             .bind(serial)
             .bind(kind)
             .bind(revoked)
+            .bind(OLD_PEM)
             .execute(&pool)
             .await
             .expect("insert");
@@ -76,7 +77,113 @@ async fn an_sqlite_inventory_is_created_once_and_an_old_one_is_upgraded() {
     assert_eq!(all.revision, 0);
     assert_eq!(all.revoked.len(), 1, "revocations before the upgrade count");
     assert_eq!(all.revoked[0].serial, "5B01");
+    assert_old_rows_converted(&inv).await;
     inv.close().await;
+}
+
+/// A certificate in PEM, as inventories before migration 0003 kept it (DER 01 02 03).
+const OLD_PEM: &str = "-----BEGIN CERTIFICATE-----\r\nAQID\r\n-----END CERTIFICATE-----\r\n";
+
+/// Every row recorded with [`OLD_PEM`] reads back as its DER, and the PEM column is gone.
+async fn assert_old_rows_converted(inv: &Inventory) {
+    let all = inv.list().await.expect("list");
+    assert_eq!(all.len(), 2);
+    for c in &all {
+        assert_eq!(c.der, vec![1, 2, 3], "{}", c.serial);
+        assert_eq!(c.pem().replace('\r', ""), OLD_PEM.replace('\r', ""));
+    }
+    let pem_columns = async {
+        Ok::<i64, StoreError>(on_pool!(inv, |p| match inv.backend() {
+        Backend::Sqlite => sqlx::query_scalar(
+            "SELECT COUNT(*) FROM pragma_table_info('certificates') WHERE name = 'pem'"
+        )
+        .fetch_one(p)
+        .await
+        .expect("columns"),
+        Backend::Postgres => sqlx::query_scalar(
+            "SELECT COUNT(*) FROM information_schema.columns
+             WHERE table_schema = current_schema() AND table_name = 'certificates' AND column_name = 'pem'"
+        )
+        .fetch_one(p)
+        .await
+        .expect("columns"),
+    }))
+    }
+    .await
+    .expect("columns");
+    assert_eq!(pem_columns, 0, "the PEM column is removed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgres_inventory_of_the_first_version_is_converted_to_der() {
+    let url = test_support::new_database().await;
+    {
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(1)
+            .connect(&url)
+            .await
+            .expect("pool");
+        let first = sqlx::migrate::Migrator {
+            migrations: std::borrow::Cow::Owned(POSTGRES_MIGRATIONS.migrations[..1].to_vec()),
+            ..sqlx::migrate::Migrator::DEFAULT
+        };
+        first.run(&pool).await.expect("0001");
+        for (serial, kind) in [("4A01", "root"), ("5B01", "client")] {
+            sqlx::query(
+                "INSERT INTO certificates (serial, kind, subject, not_before, not_after, sha256, issued_at, pem)
+                 VALUES ($1, $2, 'CN=x', 1, 99, 'aa', 1, $3)",
+            )
+            .bind(serial)
+            .bind(kind)
+            .bind(OLD_PEM)
+            .execute(&pool)
+            .await
+            .expect("insert");
+        }
+        pool.close().await;
+    }
+    let inv = Inventory::open(&Location::Postgres(url), ROOT)
+        .await
+        .expect("upgraded");
+    assert_old_rows_converted(&inv).await;
+    inv.close().await;
+}
+
+#[tokio::test]
+async fn an_inventory_whose_pem_does_not_convert_is_refused_saying_which_certificate() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let old = dir.path().join("old.db");
+    let pool = SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect_with(
+            SqliteConnectOptions::new()
+                .filename(&old)
+                .create_if_missing(true),
+        )
+        .await
+        .expect("pool");
+    let first = sqlx::migrate::Migrator {
+        migrations: std::borrow::Cow::Owned(SQLITE_MIGRATIONS.migrations[..1].to_vec()),
+        ..sqlx::migrate::Migrator::DEFAULT
+    };
+    first.run(&pool).await.expect("0001");
+    sqlx::query(
+        "INSERT INTO certificates (serial, kind, subject, not_before, not_after, sha256, issued_at, pem)
+         VALUES ('4A01', 'root', 'CN=x', 1, 99, 'aa', 1, 'not PEM')",
+    )
+    .execute(&pool)
+    .await
+    .expect("insert");
+    pool.close().await;
+    let e = Inventory::open(&Location::Sqlite(old.clone()), ROOT)
+        .await
+        .err()
+        .expect("refused");
+    assert!(
+        e.to_string()
+            .contains("certificate 4A01: its PEM does not convert to DER"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -126,7 +233,7 @@ async fn a_write_that_fails_on_a_full_sqlite_database_leaves_later_writes_workin
         .await
         .expect("token");
     let big = |serial: &str| CertRecord {
-        pem: "P".repeat(256 * 1024),
+        der: vec![b'P'; 256 * 1024],
         ..cert(serial, "client", None)
     };
     set_sqlite_full(inv, true).await;
@@ -137,7 +244,7 @@ async fn a_write_that_fails_on_a_full_sqlite_database_leaves_later_writes_workin
     assert!(e.is_unavailable(), "a full disk is a try-again-later: {e}");
     assert!(e.to_string().contains("full"), "{e}");
     let mut issuance = enrollment("dev1", "h1", "5B02");
-    issuance.cert.pem = big("5B02").pem;
+    issuance.cert.der = big("5B02").der;
     // (The failed write may have left a fresh connection, without the limit.)
     set_sqlite_full(inv, true).await;
     let e = inv
