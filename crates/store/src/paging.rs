@@ -134,7 +134,7 @@ fn decode(kind: char, cursor: &str) -> Result<(i64, String)> {
         )
     };
     let c = cursor.trim();
-    if c.len() > MAX_CURSOR || c.len() % 2 != 0 {
+    if c.len() > MAX_CURSOR || !c.len().is_multiple_of(2) {
         return Err(bad());
     }
     let bytes = (0..c.len())
