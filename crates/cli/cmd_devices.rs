@@ -4,7 +4,7 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
-use mtlsgate_authority::{Action, Device, DeviceStatus};
+use mtlsgate_authority::{check_tag, Action, Device, DeviceFilter, DeviceStatus};
 use mtlsgate_pki::certinfo::human_time;
 use mtlsgate_pki::duration::parse_duration;
 use mtlsgate_pki::printable::printable;
@@ -13,6 +13,7 @@ use time::OffsetDateTime;
 use crate::block_on;
 use crate::flags::{DevicesChange, DevicesCommand, DevicesList, DevicesShow, DevicesTag};
 use crate::fleet::Fleet;
+use crate::listing::Printer;
 
 pub fn run(cmd: DevicesCommand) -> Result<ExitCode> {
     match cmd {
@@ -64,44 +65,82 @@ fn list(a: DevicesList) -> Result<ExitCode> {
         })?),
         None => None,
     };
-    let expiring = match &a.expiring {
-        Some(d) => Some(parse_duration(d).context("--expiring")?),
+    let tag = match &a.tag {
+        Some(t) => Some(check_tag(t).context("--tag")?),
         None => None,
     };
-    let devices = block_on(async {
+    let now = OffsetDateTime::now_utc();
+    // One time for the whole listing, so that every page applies the same window.
+    let expiring_before = match &a.expiring {
+        Some(d) => Some((now + parse_duration(d).context("--expiring")?).unix_timestamp()),
+        None => None,
+    };
+    let filter = DeviceFilter {
+        status,
+        expiring_before,
+        tag,
+        id_prefix: a.prefix.as_deref().map(|p| p.trim().to_ascii_lowercase()),
+        id_contains: a.search.as_deref().map(|p| p.trim().to_ascii_lowercase()),
+    };
+    let now = now.unix_timestamp();
+    let mut p = Printer::new(&a.output);
+    block_on(async {
         let fleet = Fleet::open(&a.target).await?;
-        let r = fleet.devices(status, expiring).await;
+        let r = async {
+            let mut cursor: Option<String> = None;
+            // The ID column is as wide as the longest ID of the first page.
+            let mut width = None;
+            loop {
+                let page = fleet
+                    .devices_page(&filter, cursor.as_deref(), a.output.page_size)
+                    .await?;
+                if p.table() {
+                    let w = *width.get_or_insert_with(|| {
+                        page.items
+                            .iter()
+                            .map(|d| d.id.len())
+                            .max()
+                            .unwrap_or(0)
+                            .max("DEVICE ID".len())
+                    });
+                    if cursor.is_none() {
+                        writeln!(
+                            p.out(),
+                            "{:<w$}  {:<11}  {:<20}  {:<20}  TAGS",
+                            "DEVICE ID",
+                            "STATUS",
+                            "CERTIFICATE UNTIL",
+                            "LAST SEEN"
+                        )?;
+                    }
+                    for d in &page.items {
+                        writeln!(
+                            p.out(),
+                            "{:<w$}  {:<11}  {:<20}  {:<20}  {}",
+                            d.id,
+                            status_cell(d, now),
+                            fmt_ts(d.cert_not_after),
+                            fmt_ts(d.last_seen),
+                            d.tags.join(",")
+                        )?;
+                    }
+                } else {
+                    for d in &page.items {
+                        p.json_row(d)?;
+                    }
+                }
+                p.flush()?;
+                match page.next {
+                    Some(n) => cursor = Some(n),
+                    None => return anyhow::Ok(()),
+                }
+            }
+        }
+        .await;
         fleet.close().await;
         r
     })??;
-    if a.json {
-        println!("{}", serde_json::to_string_pretty(&devices)?);
-        return Ok(ExitCode::SUCCESS);
-    }
-    let width = devices
-        .iter()
-        .map(|d| d.id.len())
-        .max()
-        .unwrap_or(0)
-        .max("DEVICE ID".len());
-    let mut out = std::io::stdout().lock();
-    writeln!(
-        out,
-        "{:<width$}  {:<11}  {:<20}  {:<20}  TAGS",
-        "DEVICE ID", "STATUS", "CERTIFICATE UNTIL", "LAST SEEN"
-    )?;
-    let now = OffsetDateTime::now_utc().unix_timestamp();
-    for d in &devices {
-        writeln!(
-            out,
-            "{:<width$}  {:<11}  {:<20}  {:<20}  {}",
-            d.id,
-            status_cell(d, now),
-            fmt_ts(d.cert_not_after),
-            fmt_ts(d.last_seen),
-            d.tags.join(",")
-        )?;
-    }
+    p.finish()?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -15,6 +15,7 @@ mod cmd_tunnel;
 mod flags;
 mod fleet;
 mod hint;
+mod listing;
 mod log_sink;
 mod profile;
 mod prompt;

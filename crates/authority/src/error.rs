@@ -207,6 +207,7 @@ impl AuthorityError {
                 | S::Changed { .. }
                 | S::TokenUsed { .. } => ErrorKind::Conflict,
                 S::TokenUnknown => ErrorKind::Unauthenticated,
+                S::BadCursor(_) => ErrorKind::BadInput,
                 S::TokenExpired { .. } => ErrorKind::Gone,
                 S::Unavailable(_) | S::Full(_) => ErrorKind::Unavailable,
                 S::QueueFull { .. } => ErrorKind::TooMany,

@@ -46,8 +46,8 @@ use mtlsgate_store::{
     Audit, DeviceIssuance, Issuance, NewDevice, NewRecovery, NewToken, StoreError, Via,
 };
 pub use mtlsgate_store::{
-    AuditEntry, Backend, CertRecord, Device, DeviceFilter, DeviceStatus, Inventory, Location,
-    PostgresOptions,
+    AuditEntry, Backend, CertFilter, CertRecord, CertStatus, Device, DeviceFilter, DeviceStatus,
+    Inventory, Location, Page, PostgresOptions, DEFAULT_PAGE, MAX_PAGE,
 };
 use rand::RngCore;
 use serde::{Deserialize, Serialize};

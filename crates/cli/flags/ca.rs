@@ -158,9 +158,23 @@ pub struct CaList {
     pub ca: CaDir,
     #[command(flatten)]
     pub db: Database,
-    /// Print JSON instead of a table.
-    #[arg(long)]
-    pub json: bool,
+    /// Only certificates that are valid, revoked or expired.
+    #[arg(long, value_name = "STATUS")]
+    pub status: Option<String>,
+    /// Only certificates of this kind: root, intermediate, server, client, admin.
+    #[arg(long, value_name = "KIND")]
+    pub kind: Option<String>,
+    /// Only certificates whose serial starts with these hex digits.
+    #[arg(long, value_name = "HEX")]
+    pub serial: Option<String>,
+    /// Only certificates whose subject contains this text (e.g. `CN=dev1`).
+    #[arg(long, value_name = "TEXT")]
+    pub search: Option<String>,
+    /// Only certificates that expire within this time, e.g. 30d.
+    #[arg(long, value_name = "DURATION")]
+    pub expiring: Option<String>,
+    #[command(flatten)]
+    pub output: crate::listing::ListOutput,
 }
 
 #[derive(Args, Debug)]

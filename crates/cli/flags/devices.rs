@@ -32,9 +32,17 @@ pub struct DevicesList {
     /// Only devices whose certificate expires within this time, e.g. 24h.
     #[arg(long, value_name = "DURATION")]
     pub expiring: Option<String>,
-    /// Print JSON.
-    #[arg(long)]
-    pub json: bool,
+    /// Only devices with this tag.
+    #[arg(long, value_name = "TAG")]
+    pub tag: Option<String>,
+    /// Only devices whose ID starts with this (e.g. `cam-`).
+    #[arg(long, value_name = "TEXT")]
+    pub prefix: Option<String>,
+    /// Only devices whose ID contains this.
+    #[arg(long, value_name = "TEXT")]
+    pub search: Option<String>,
+    #[command(flatten)]
+    pub output: crate::listing::ListOutput,
     #[command(flatten)]
     pub target: FleetTarget,
 }
