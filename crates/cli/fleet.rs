@@ -126,14 +126,11 @@ pub fn login(l: crate::flags::Login) -> Result<std::process::ExitCode> {
     })?;
     let path = crate::profile::save(&profile)?;
     println!(
-        "logged in to {} as the administrator of {} ({} device(s) waiting for approval); saved in {}",
+        "logged in to {} as the administrator of {} ({}{} device(s) waiting for approval); saved in {}",
         profile.server,
         profile.admin_cert.display(),
-        format!(
-            "{}{}",
-            pending.items.len(),
-            if pending.next.is_some() { "+" } else { "" }
-        ),
+        pending.items.len(),
+        if pending.next.is_some() { "+" } else { "" },
         path.display()
     );
     Ok(std::process::ExitCode::SUCCESS)

@@ -314,12 +314,7 @@ pub(crate) fn hot_statements(backend: crate::Backend) -> Vec<Hot> {
         ),
         page(
             "certificates, a later page",
-            certificates_page_sql(
-                backend,
-                &CertFilter::default(),
-                Some((1500, "S500".into())),
-                500,
-            ),
+            certificates_page_sql(backend, &CertFilter::default(), Some((1500, 500)), 500),
         ),
     ]
 }

@@ -1,6 +1,8 @@
 //! Paged listings of devices and certificates: keyset paging on a unique key that never
-//! changes once a row is written — `(first_seen, id)` for devices, `(issued_at, serial)`
-//! for certificates — behind an opaque cursor, with the filters applied by the database.
+//! changes once a row is written — `(first_seen, id)` for devices, `(issued_at, insertion
+//! order)` for certificates (SQLite's rowid, PostgreSQL's `seq`; the inventory is never
+//! `VACUUM`ed, which could renumber SQLite's rowids) — behind an opaque cursor, with the
+//! filters applied by the database.
 //!
 //! A listing that follows `next` from the first page to the last returns every row that
 //! existed for the whole listing exactly once, however many rows are added meanwhile: a
@@ -121,18 +123,21 @@ fn encode(kind: char, at: i64, key: &str) -> String {
         .collect()
 }
 
+/// [`StoreError::BadCursor`] for `cursor`, which came from a client: shown without
+/// control characters, and not at length.
+fn bad_cursor(cursor: &str) -> StoreError {
+    StoreError::BadCursor(
+        cursor
+            .chars()
+            .take(80)
+            .map(|c| if c.is_ascii_graphic() { c } else { '?' })
+            .collect(),
+    )
+}
+
 /// The key a cursor of `kind` names, or [`StoreError::BadCursor`].
 fn decode(kind: char, cursor: &str) -> Result<(i64, String)> {
-    // The cursor came from a client: shown without control characters, and not at length.
-    let bad = || {
-        StoreError::BadCursor(
-            cursor
-                .chars()
-                .take(80)
-                .map(|c| if c.is_ascii_graphic() { c } else { '?' })
-                .collect(),
-        )
-    };
+    let bad = || bad_cursor(cursor);
     let c = cursor.trim();
     if c.len() > MAX_CURSOR || !c.len().is_multiple_of(2) {
         return Err(bad());
@@ -211,18 +216,19 @@ pub fn devices_page_sql(
 pub fn certificates_page_sql(
     backend: Backend,
     f: &CertFilter,
-    after: Option<(i64, String)>,
+    after: Option<(i64, i64)>,
     limit: u32,
 ) -> Statement {
     let mut s = Statement {
         sql: String::new(),
         args: Vec::new(),
     };
+    let order = insertion_order(backend);
     let mut wh: Vec<String> = Vec::new();
-    if let Some((at, serial)) = after {
+    if let Some((at, seq)) = after {
         let a = s.arg(Arg::Int(at));
-        let b = s.arg(Arg::Text(serial));
-        wh.push(format!("(issued_at, serial) > ({a}, {b})"));
+        let b = s.arg(Arg::Int(seq));
+        wh.push(format!("(issued_at, {order}) > ({a}, {b})"));
     }
     match f.status {
         None => {}
@@ -254,10 +260,26 @@ pub fn certificates_page_sql(
     }
     let n = s.arg(Arg::Int(i64::from(limit) + 1));
     s.sql = format!(
-        "SELECT {CERT_COLUMNS} FROM certificates{} ORDER BY issued_at, serial LIMIT {n}",
+        "SELECT {CERT_COLUMNS}, {order} AS page_key FROM certificates{} ORDER BY issued_at, {order} LIMIT {n}",
         where_clause(&wh)
     );
     s
+}
+
+/// The column that numbers certificates in the order they were recorded.
+fn insertion_order(backend: Backend) -> &'static str {
+    match backend {
+        Backend::Sqlite => "rowid",
+        Backend::Postgres => "seq",
+    }
+}
+
+/// A certificate with its place in the listing.
+#[derive(sqlx::FromRow)]
+struct KeyedCert {
+    #[sqlx(flatten)]
+    rec: CertRecord,
+    page_key: i64,
 }
 
 fn where_clause(wh: &[String]) -> String {
@@ -306,20 +328,31 @@ impl Inventory {
         cursor: Option<&str>,
         limit: Option<u32>,
     ) -> Result<Page<CertRecord>> {
-        let after = cursor.map(|c| decode('c', c)).transpose()?;
+        let after = match cursor {
+            Some(c) => {
+                let (at, key) = decode('c', c)?;
+                let seq = key.parse::<i64>().map_err(|_| bad_cursor(c))?;
+                Some((at, seq))
+            }
+            None => None,
+        };
         let limit = page_size(limit);
         let st = certificates_page_sql(self.backend(), f, after, limit);
-        let mut items: Vec<CertRecord> =
+        let mut rows: Vec<KeyedCert> =
             on_pool!(self, |p| bind_args!(sqlx::query_as(&st.sql), &st.args)
                 .fetch_all(p)
                 .await?);
-        let next = if items.len() > limit as usize {
-            items.truncate(limit as usize);
-            items.last().map(|c| encode('c', c.issued_at, &c.serial))
+        let next = if rows.len() > limit as usize {
+            rows.truncate(limit as usize);
+            rows.last()
+                .map(|c| encode('c', c.rec.issued_at, &c.page_key.to_string()))
         } else {
             None
         };
-        Ok(Page { items, next })
+        Ok(Page {
+            items: rows.into_iter().map(|k| k.rec).collect(),
+            next,
+        })
     }
 }
 

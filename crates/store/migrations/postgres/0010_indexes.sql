@@ -6,8 +6,9 @@ CREATE INDEX devices_first_seen ON devices (first_seen, id);
 DROP INDEX devices_status;
 CREATE INDEX devices_status ON devices (status, first_seen, id);
 
--- Certificates, oldest first (the paged listing's order).
-CREATE INDEX certificates_issued ON certificates (issued_at, serial);
+-- Certificates, oldest first (the paged listing's order: issued_at, then the order they
+-- were recorded in: seq).
+CREATE INDEX certificates_issued ON certificates (issued_at, seq);
 -- The revoked ones, in the CRL's order (few among many).
 CREATE INDEX certificates_revoked ON certificates (revoked_at, serial) WHERE revoked_at IS NOT NULL;
 
