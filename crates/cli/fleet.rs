@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use mtlsgate_authority::{
-    Action, Authority, Device, DeviceDetail, DeviceFilter, DeviceStatus, Location, NewTokenSecret,
-    Page, Policy, TokenRequest,
+    Action, Authority, Device, DeviceDetail, DeviceFilter, DeviceStatus, ImportRequest, Location,
+    NewTokenSecret, Page, Policy, TokenRequest,
 };
 use mtlsgate_contract::wire::TokenBody;
 use time::OffsetDateTime;
@@ -224,6 +224,16 @@ impl Fleet {
         match self {
             Fleet::Local(a) => Ok(a.devices_page(f, cursor, Some(limit)).await?),
             Fleet::Server(c) => Ok(c.devices_page(f, cursor, limit).await?),
+        }
+    }
+
+    /// Records a device that already holds a certificate.
+    pub async fn import_device(&self, r: &ImportRequest) -> Result<Device> {
+        match self {
+            Fleet::Local(a) => Ok(a
+                .import_device(r, &actor(), OffsetDateTime::now_utc())
+                .await?),
+            Fleet::Server(c) => Ok(c.import_device(r).await?),
         }
     }
 

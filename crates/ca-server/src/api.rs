@@ -31,8 +31,8 @@ use time::{Duration, OffsetDateTime};
 use crate::error::ApiError;
 use crate::listener::{ClientChain, LoggedDevice, RemoteAddr};
 use crate::wire::{
-    CaBundle, EnrollBody, Issued, NewToken, Pending, RecoverBody, RenewBody, StatusBody, TagsBody,
-    TokenBody,
+    CaBundle, EnrollBody, ImportBody, Issued, NewToken, Pending, RecoverBody, RenewBody,
+    StatusBody, TagsBody, TokenBody,
 };
 
 /// The validity (nextUpdate) of the CRLs the server signs.
@@ -85,6 +85,7 @@ pub(crate) fn router(app: Arc<App>) -> Router {
         .route("/v1/recover", post(recover))
         .route("/v1/devices", get(devices))
         .route("/v1/certificates", get(certificates))
+        .route("/v1/devices/import", post(import))
         .route("/v1/devices/{id}", get(device))
         .route("/v1/devices/{id}/tags", post(tags))
         .route("/v1/devices/{id}/{action}", post(set_status))
@@ -562,6 +563,36 @@ async fn certificates(
         .certificates_page(&f, q.cursor.as_deref(), limit(q.limit)?)
         .await?;
     Ok(json(StatusCode::OK, &page, None))
+}
+
+/// PEM certificates of an import's body, as DER.
+fn import_certs(what: &str, pem: &str) -> Result<Vec<Vec<u8>>> {
+    pemfile::parse_blocks(what, pem.as_bytes())
+        .and_then(|b| pemfile::certs_from_blocks(what, b))
+        .map_err(|e| ApiError::bad_request(e.to_string()))
+}
+
+async fn import(
+    State(app): AppState,
+    Extension(chain): Extension<ClientChain>,
+    b: Result<Bytes, BytesRejection>,
+) -> Result<Response> {
+    let who = admin(&app, &chain).await?;
+    let b: ImportBody = body_required(b)?;
+    let r = mtlsgate_authority::ImportRequest {
+        chain: import_certs("`certificate`", &b.certificate)?,
+        device_id: b.device_id,
+        issuers: match &b.issuers {
+            Some(p) => import_certs("`issuers`", p)?,
+            None => Vec::new(),
+        },
+        tags: b.tags,
+    };
+    let d = app
+        .auth
+        .import_device(&r, &who.actor, OffsetDateTime::now_utc())
+        .await?;
+    Ok(json(StatusCode::CREATED, &d, Some(&d.id)))
 }
 
 async fn device(

@@ -14,9 +14,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::Method;
-use mtlsgate_authority::{Action, Device, DeviceDetail, DeviceFilter, NewTokenSecret, Page};
+use mtlsgate_authority::{
+    Action, Device, DeviceDetail, DeviceFilter, ImportRequest, NewTokenSecret, Page,
+};
 use mtlsgate_contract::https::{Call, Client, ExchangeError};
-use mtlsgate_contract::wire::{NewToken, StatusBody, TagsBody, TokenBody};
+use mtlsgate_contract::wire::{ImportBody, NewToken, StatusBody, TagsBody, TokenBody};
 use mtlsgate_contract::ServerUrl;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use rustls::{ClientConfig, RootCertStore};
@@ -199,6 +201,23 @@ impl AdminClient {
         }
         let path = format!("/v1/devices?{}", q.join("&"));
         self.call(Method::GET, &path, None::<&()>).await
+    }
+
+    /// `POST /v1/devices/import`.
+    pub async fn import_device(&self, r: &ImportRequest) -> Result<Device, ClientError> {
+        let pem = |ders: &[Vec<u8>]| {
+            ders.iter()
+                .map(|d| mtlsgate_pki::pemfile::to_pem("CERTIFICATE", d))
+                .collect::<String>()
+        };
+        let body = ImportBody {
+            certificate: pem(&r.chain),
+            device_id: r.device_id.clone(),
+            issuers: (!r.issuers.is_empty()).then(|| pem(&r.issuers)),
+            tags: r.tags.clone(),
+        };
+        self.call(Method::POST, "/v1/devices/import", Some(&body))
+            .await
     }
 
     /// `GET /v1/devices/{id}`.

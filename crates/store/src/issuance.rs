@@ -190,3 +190,45 @@ impl Inventory {
         }
     }
 }
+
+impl Inventory {
+    /// Records a device that already holds a certificate (issued elsewhere, or by this CA
+    /// before it kept an inventory) with that certificate as its current one, in one
+    /// transaction at the next revision, and writes `audit`. The certificate may be
+    /// recorded already (this CA issued it), as long as it is the same one and not revoked.
+    /// A device ID already in the inventory is [`StoreError::DeviceExists`], another
+    /// certificate with its serial [`StoreError::Duplicate`], a revoked one
+    /// [`StoreError::AlreadyRevoked`]; nothing is recorded then.
+    pub async fn import_device(
+        &self,
+        device: &crate::NewDevice,
+        cert: &crate::CertRecord,
+        audit: &crate::Audit,
+    ) -> Result<Device> {
+        transaction!(self, |tx, pg| {
+            let rev = next_revision!(tx, pg);
+            insert_device!(tx, device, rev, Some(cert));
+            // A certificate this CA issued is recorded already: the same one is kept.
+            let recorded: Option<(String, Option<i64>)> =
+                sqlx::query_as("SELECT sha256, revoked_at FROM certificates WHERE serial = $1")
+                    .bind(&cert.serial)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            match recorded {
+                None => insert_cert!(tx, cert),
+                Some((sha256, None)) if sha256 == cert.sha256 => {}
+                Some((sha256, Some(at))) if sha256 == cert.sha256 => {
+                    return Err(StoreError::AlreadyRevoked {
+                        serial: cert.serial.clone(),
+                        at,
+                    })
+                }
+                Some(_) => return Err(StoreError::Duplicate(cert.serial.clone())),
+            }
+            write_audit!(tx, audit);
+        });
+        self.device(&device.id)
+            .await?
+            .ok_or_else(|| StoreError::UnknownDevice(device.id.clone()))
+    }
+}
