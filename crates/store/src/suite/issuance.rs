@@ -441,7 +441,10 @@ async fn an_imported_device_is_active_with_its_certificate(fx: Fx) {
     let dup = inv
         .import_device(
             &new_device(other, DeviceStatus::Active),
-            &cert("7E57", "client", Some(other)),
+            &CertRecord {
+                sha256: "another certificate".into(),
+                ..cert("7E57", "client", Some(other))
+            },
             &audit("import"),
         )
         .await
