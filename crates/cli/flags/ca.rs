@@ -35,8 +35,8 @@ pub enum CaCommand {
 
 Endpoints (docs/device-lifecycle.md): POST /v1/enroll, GET /v1/enroll/ID, POST /v1/renew
 (mTLS), POST /v1/recover, GET /v1/ca.pem, GET /v0.2/ca-bundle, GET /v1/crl, GET /healthz,
-and the admin API under /v1/devices and /v1/tokens (an administrator's client certificate:
-admin.crt in the CA directory, or `mtlsgate cert issue admin NAME`).
+and the admin API under /v1/devices, /v1/certificates and /v1/tokens (an administrator's
+client certificate: admin.crt in the CA directory, or `mtlsgate cert issue admin NAME`).
 The server's own certificate is issued by the CA for --dns and --ip, kept in memory only,
 and renewed by the server at two thirds of --server-cert-lifetime, without a restart.
 Stop: SIGTERM or Ctrl-C finish requests under way first.")]
