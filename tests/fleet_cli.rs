@@ -626,3 +626,353 @@ fn a_revoked_device_id_enrolls_again_only_after_devices_allow(db: crate::util::D
         "{err}"
     );
 }
+
+both!(devices_import_a_fleet_grown_with_openssl);
+
+/// A fleet grown with openssl (`openssl req -x509` for its own CA, `openssl x509 -req`
+/// for the devices, `openssl ca` for one long expired) is imported with `devices import`:
+/// with `--ca` its devices are recorded active with their certificates (serial, not-after
+/// and fingerprint as openssl made them), and each file that cannot be imported is named
+/// with its reason. A certificate `cert issue client` made says it is not in the
+/// inventory yet, and `devices import FILE` records it. The listing then pages through
+/// them with filters.
+fn devices_import_a_fleet_grown_with_openssl(db: crate::util::Db) {
+    let w = Work::new();
+    test_ca(&w, &db);
+    let flags = db.flags();
+    let dbf: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let ossl = |args: &[&str]| {
+        let r = w.cmd("openssl", args);
+        assert_eq!(r.code, 0, "openssl {args:?}: {}", r.stderr);
+    };
+    ossl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        "other.key",
+        "-out",
+        "other.crt",
+        "-subj",
+        "/CN=Other CA",
+        "-days",
+        "30",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
+    ]);
+    std::fs::create_dir(w.path("fleet")).expect("dir");
+    for d in ["cam1", "cam2", "old"] {
+        ossl(&[
+            "req",
+            "-new",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            &format!("{d}.key"),
+            "-out",
+            &format!("{d}.csr"),
+            "-subj",
+            &format!("/CN={d}.fleet.example"),
+        ]);
+    }
+    for d in ["cam1", "cam2"] {
+        ossl(&[
+            "x509",
+            "-req",
+            "-in",
+            &format!("{d}.csr"),
+            "-CA",
+            "other.crt",
+            "-CAkey",
+            "other.key",
+            "-CAcreateserial",
+            "-out",
+            &format!("fleet/{d}.crt"),
+            "-days",
+            "10",
+        ]);
+    }
+    // Expired long ago: `openssl ca` takes explicit dates.
+    std::fs::create_dir(w.path("newcerts")).expect("dir");
+    w.write("index.txt", "");
+    w.write("serial.txt", "1000\n");
+    w.write(
+        "ca.cnf",
+        "[ca]\ndefault_ca = oca\n[oca]\ndatabase = index.txt\nnew_certs_dir = newcerts\nserial = serial.txt\ndefault_md = sha256\npolicy = any\n[any]\ncommonName = supplied\n",
+    );
+    ossl(&[
+        "ca",
+        "-batch",
+        "-config",
+        "ca.cnf",
+        "-cert",
+        "other.crt",
+        "-keyfile",
+        "other.key",
+        "-in",
+        "old.csr",
+        "-out",
+        "fleet/old.crt",
+        "-startdate",
+        "20200101000000Z",
+        "-enddate",
+        "20200201000000Z",
+        "-notext",
+    ]);
+    std::fs::copy(w.path("cam1.key"), w.path("fleet/cam1.key")).expect("copy");
+    std::fs::copy(w.path("fleet/cam1.crt"), w.path("fleet/cam1-again.crt")).expect("copy");
+    w.write("fleet/notes.txt", "not a certificate\n");
+
+    let import = |extra: &[&str]| {
+        let mut a = vec!["devices", "import"];
+        a.extend_from_slice(extra);
+        a.extend_from_slice(&["--dir", "ca"]);
+        mg(&w, &a, &dbf)
+    };
+    // Without --ca the openssl CA is not trusted: nothing is imported.
+    let r = import(&["fleet"]);
+    assert_eq!(r.code, 1, "{}", r.stdout);
+    assert!(
+        r.stdout.contains(
+            "fleet/cam2.crt: the certificate of CN=cam2.fleet.example is not from a trusted CA"
+        ),
+        "{}",
+        r.stdout
+    );
+    assert!(r.stdout.contains("Imported 0 device(s)"), "{}", r.stdout);
+
+    let r = import(&["fleet", "--ca", "other.crt", "--tag", "openssl"]);
+    assert_eq!(r.code, 1, "skips make the exit code 1: {}", r.stdout);
+    let out = r.stdout;
+    assert!(out.contains("imported cam1.fleet.example"), "{out}");
+    assert!(out.contains("imported cam2.fleet.example"), "{out}");
+    for why in [
+        "skipped fleet/cam1.crt: device cam1.fleet.example is twice in this import (first in fleet/cam1-again.crt)",
+        "skipped fleet/cam1.key: this is a private key, not a certificate",
+        "skipped fleet/notes.txt: holds no certificate",
+        "skipped fleet/old.crt: the certificate of CN=old.fleet.example expired on 2020-02-01",
+        "Imported 2 device(s); skipped 4 file(s).",
+    ] {
+        assert!(out.contains(why), "{why}\n{out}");
+    }
+    // What the store recorded is what openssl made.
+    let serial = w
+        .cmd(
+            "openssl",
+            &["x509", "-in", "fleet/cam2.crt", "-noout", "-serial"],
+        )
+        .stdout;
+    let serial = serial.trim().trim_start_matches("serial=").to_string();
+    let fp = w
+        .cmd(
+            "openssl",
+            &[
+                "x509",
+                "-in",
+                "fleet/cam2.crt",
+                "-noout",
+                "-fingerprint",
+                "-sha256",
+            ],
+        )
+        .stdout;
+    let fp = fp
+        .trim()
+        .rsplit('=')
+        .next()
+        .expect("fp")
+        .replace(':', "")
+        .to_ascii_lowercase();
+    let shown = json(
+        &mg(
+            &w,
+            &[
+                "devices",
+                "show",
+                "cam2.fleet.example",
+                "--json",
+                "--dir",
+                "ca",
+            ],
+            &dbf,
+        )
+        .ok(),
+    );
+    assert_eq!(shown["status"], "active");
+    assert_eq!(shown["tags"], serde_json::json!(["openssl"]));
+    assert_eq!(shown["cert_serial"].as_str(), Some(serial.as_str()));
+    assert_eq!(
+        shown["certificates"][0]["sha256"].as_str(),
+        Some(fp.as_str())
+    );
+
+    // Again: both are in the inventory now.
+    let again = import(&["fleet/cam2.crt", "--ca", "other.crt"]);
+    assert!(
+        again.stdout.contains(
+            "skipped fleet/cam2.crt: a device cam2.fleet.example is already in the inventory"
+        ),
+        "{}",
+        again.stdout
+    );
+
+    // A CSV list: the ID must be the certificate's CN.
+    w.write(
+        "list.csv",
+        "# device_id,certificate_file\nwrong.fleet.example,own/x.crt\n",
+    );
+    mg(
+        &w,
+        &[
+            "cert", "issue", "client", "x", "--dir", "ca", "--out", "own",
+        ],
+        &dbf,
+    )
+    .ok();
+    let r = import(&["--csv", "list.csv"]);
+    assert!(
+        r.stdout
+            .contains("the certificate names device x (its CN), not wrong.fleet.example"),
+        "{}",
+        r.stdout
+    );
+
+    // `cert issue client` says the device is not in the inventory, and how to record it.
+    let out = mg(
+        &w,
+        &[
+            "cert",
+            "issue",
+            "client",
+            "cam9",
+            "--device-id",
+            "cam9",
+            "--dir",
+            "ca",
+            "--out",
+            "own",
+        ],
+        &dbf,
+    )
+    .ok();
+    assert!(out.contains("inventory:  device cam9.d.example.local is not in the inventory, so gateways that allow by the inventory refuse it; record it: mtlsgate devices import own/cam9.crt --dir ca"), "{out}");
+    let out = import(&["own/cam9.crt"]).ok();
+    assert!(out.contains("imported cam9.d.example.local"), "{out}");
+    let out = mg(
+        &w,
+        &[
+            "cert",
+            "issue",
+            "client",
+            "cam9b",
+            "--device-id",
+            "cam9",
+            "--dir",
+            "ca",
+            "--out",
+            "own",
+        ],
+        &dbf,
+    )
+    .ok();
+    assert!(
+        out.contains("inventory:  device cam9.d.example.local is active in the inventory"),
+        "{out}"
+    );
+
+    // Listing page by page (one row a page), with filters.
+    let lines = mg(
+        &w,
+        &[
+            "devices",
+            "list",
+            "--json-lines",
+            "--page-size",
+            "1",
+            "--dir",
+            "ca",
+        ],
+        &dbf,
+    )
+    .ok();
+    let ids: Vec<String> = lines
+        .lines()
+        .map(|l| json(l)["id"].as_str().expect("id").to_string())
+        .collect();
+    assert_eq!(
+        ids,
+        [
+            "cam1.fleet.example",
+            "cam2.fleet.example",
+            "cam9.d.example.local"
+        ]
+    );
+    let arr = json(
+        &mg(
+            &w,
+            &[
+                "devices",
+                "list",
+                "--json",
+                "--page-size",
+                "2",
+                "--tag",
+                "openssl",
+                "--dir",
+                "ca",
+            ],
+            &dbf,
+        )
+        .ok(),
+    );
+    assert_eq!(arr.as_array().map(Vec::len), Some(2));
+    let arr = json(
+        &mg(
+            &w,
+            &[
+                "devices", "list", "--json", "--prefix", "cam9", "--dir", "ca",
+            ],
+            &dbf,
+        )
+        .ok(),
+    );
+    assert_eq!(arr[0]["id"], "cam9.d.example.local");
+    assert_eq!(arr.as_array().map(Vec::len), Some(1));
+    let empty = mg(
+        &w,
+        &[
+            "devices", "list", "--json", "--search", "nothing", "--dir", "ca",
+        ],
+        &dbf,
+    )
+    .ok();
+    assert_eq!(empty.trim(), "[]");
+    let certs = mg(
+        &w,
+        &[
+            "ca",
+            "list",
+            "--json-lines",
+            "--page-size",
+            "1",
+            "--kind",
+            "client",
+            "--search",
+            "fleet.example",
+            "--dir",
+            "ca",
+        ],
+        &dbf,
+    )
+    .ok();
+    assert_eq!(certs.lines().count(), 2, "{certs}");
+}

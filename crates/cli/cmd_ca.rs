@@ -4,7 +4,7 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
-use mtlsgate_authority::{Authority, CertRecord, Location};
+use mtlsgate_authority::{Authority, CertFilter, CertRecord, CertStatus, Location};
 use mtlsgate_pki::ca::{Ca, InitOptions, Reason};
 use mtlsgate_pki::certinfo::{human_time, CertInfo};
 use mtlsgate_pki::duration::parse_duration;
@@ -15,6 +15,7 @@ use zeroize::Zeroizing;
 use crate::block_on;
 use crate::flags::{CaCommand, CaCrl, CaInit, CaList, CaRevoke, Passphrase};
 use crate::fleet::{actor, open_authority};
+use crate::listing::Printer;
 
 /// How long the administrator certificate `ca init` writes is valid.
 const ADMIN_VALIDITY_DAYS: i64 = 365;
@@ -119,62 +120,102 @@ impl CaInit {
 }
 
 fn list(a: CaList) -> Result<ExitCode> {
-    let records = block_on(async {
-        let auth = open_authority(&a.ca.dir, &a.db).await?;
-        let r = auth.certificates().await;
-        auth.close().await;
-        anyhow::Ok(r?)
-    })??;
-    let now = OffsetDateTime::now_utc().unix_timestamp();
-    if a.json {
-        #[derive(serde::Serialize)]
-        struct Row<'a> {
-            #[serde(flatten)]
-            rec: &'a CertRecord,
-            not_before_utc: String,
-            not_after_utc: String,
-            revoked: bool,
-            expired: bool,
-        }
-        let rows: Vec<Row<'_>> = records
-            .iter()
-            .map(|r| Row {
-                rec: r,
-                not_before_utc: fmt_ts(r.not_before),
-                not_after_utc: fmt_ts(r.not_after),
-                revoked: r.revoked_at.is_some(),
-                expired: r.not_after < now,
-            })
-            .collect();
-        println!("{}", serde_json::to_string_pretty(&rows)?);
-        return Ok(ExitCode::SUCCESS);
+    let now = OffsetDateTime::now_utc();
+    let status = match &a.status {
+        Some(s) => Some(CertStatus::parse(&s.to_ascii_lowercase()).with_context(|| {
+            format!("invalid --status `{s}`: expected valid, revoked or expired")
+        })?),
+        None => None,
+    };
+    let filter = CertFilter {
+        status,
+        kind: a.kind.as_deref().map(str::to_ascii_lowercase),
+        serial_prefix: a.serial.as_deref().map(|s| {
+            s.trim()
+                .trim_start_matches("0x")
+                .replace(':', "")
+                .to_ascii_uppercase()
+        }),
+        subject_contains: a.search.clone(),
+        expiring_before: match &a.expiring {
+            Some(d) => Some((now + parse_duration(d).context("--expiring")?).unix_timestamp()),
+            None => None,
+        },
+        now: now.unix_timestamp(),
+    };
+    let now = now.unix_timestamp();
+    #[derive(serde::Serialize)]
+    struct Row<'a> {
+        #[serde(flatten)]
+        rec: &'a CertRecord,
+        not_before_utc: String,
+        not_after_utc: String,
+        revoked: bool,
+        expired: bool,
     }
-    let mut out = std::io::stdout().lock();
-    writeln!(
-        out,
-        "{:<32}  {:<12}  {:<20}  {:<20}  {:<10}  {:<32}  SUBJECT",
-        "SERIAL", "KIND", "NOT BEFORE", "NOT AFTER", "STATUS", "DEVICE ID"
-    )?;
-    for r in &records {
-        let status = if r.revoked_at.is_some() {
-            "revoked"
-        } else if r.not_after < now {
-            "expired"
-        } else {
-            "valid"
-        };
+    let mut p = Printer::new(&a.output);
+    if p.table() {
         writeln!(
-            out,
-            "{:<32}  {:<12}  {:<20}  {:<20}  {:<10}  {:<32}  {}",
-            r.serial,
-            r.kind,
-            fmt_ts(r.not_before).trim_end_matches(" UTC"),
-            fmt_ts(r.not_after).trim_end_matches(" UTC"),
-            status,
-            r.device_id.as_deref().unwrap_or("-"),
-            r.subject
+            p.out(),
+            "{:<32}  {:<12}  {:<20}  {:<20}  {:<10}  {:<32}  SUBJECT",
+            "SERIAL",
+            "KIND",
+            "NOT BEFORE",
+            "NOT AFTER",
+            "STATUS",
+            "DEVICE ID"
         )?;
     }
+    block_on(async {
+        let auth = open_authority(&a.ca.dir, &a.db).await?;
+        let r = async {
+            let mut cursor: Option<String> = None;
+            loop {
+                let page = auth
+                    .certificates_page(&filter, cursor.as_deref(), Some(a.output.page_size))
+                    .await?;
+                for r in &page.items {
+                    if !p.table() {
+                        p.json_row(&Row {
+                            rec: r,
+                            not_before_utc: fmt_ts(r.not_before),
+                            not_after_utc: fmt_ts(r.not_after),
+                            revoked: r.revoked_at.is_some(),
+                            expired: r.not_after < now,
+                        })?;
+                        continue;
+                    }
+                    let status = if r.revoked_at.is_some() {
+                        "revoked"
+                    } else if r.not_after < now {
+                        "expired"
+                    } else {
+                        "valid"
+                    };
+                    writeln!(
+                        p.out(),
+                        "{:<32}  {:<12}  {:<20}  {:<20}  {:<10}  {:<32}  {}",
+                        r.serial,
+                        r.kind,
+                        fmt_ts(r.not_before).trim_end_matches(" UTC"),
+                        fmt_ts(r.not_after).trim_end_matches(" UTC"),
+                        status,
+                        r.device_id.as_deref().unwrap_or("-"),
+                        r.subject
+                    )?;
+                }
+                p.flush()?;
+                match page.next {
+                    Some(n) => cursor = Some(n),
+                    None => return anyhow::Ok(()),
+                }
+            }
+        }
+        .await;
+        auth.close().await;
+        r
+    })??;
+    p.finish()?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -97,7 +97,7 @@ fn issue_request(mut req: LeafRequest, common: IssueCommon) -> Result<ExitCode> 
     let crt_path = common.out.join(format!("{name}.crt"));
     let key_path = common.out.join(format!("{name}.key"));
     let ca_path = common.out.join("ca.crt");
-    let (issued, bundle) = block_on(async {
+    let (issued, bundle, in_inventory) = block_on(async {
         // Opened first: a missing CA or a damaged inventory is refused before any file is
         // written.
         let mut auth = open_authority(&common.ca.dir, &common.db).await?;
@@ -132,7 +132,16 @@ fn issue_request(mut req: LeafRequest, common: IssueCommon) -> Result<ExitCode> 
             } else {
                 write_exclusive(&auth, signed, &key_path, &crt_path).await?
             };
-            anyhow::Ok((issued, auth.bundle_pem()))
+            // Whether a gateway that allows by the inventory knows the device.
+            let in_inventory = match (&kind, &issued.info.device_id) {
+                (CertKind::Client, Some(id)) => auth
+                    .inventory()
+                    .device(&id.to_ascii_lowercase())
+                    .await?
+                    .map(|d| d.status),
+                _ => None,
+            };
+            anyhow::Ok((issued, auth.bundle_pem(), in_inventory))
         }
         .await;
         auth.close().await;
@@ -149,6 +158,15 @@ fn issue_request(mut req: LeafRequest, common: IssueCommon) -> Result<ExitCode> 
     println!("  serial:     {}", i.serial);
     if let (CertKind::Client, Some(d), false) = (kind, &i.device_id, is_admin) {
         println!("  device ID:  {d}");
+        match in_inventory {
+            Some(status) => println!("  inventory:  device {} is {status} in the inventory", d.to_ascii_lowercase()),
+            None => println!(
+                "  inventory:  device {} is not in the inventory, so gateways that allow by the inventory refuse it; record it: mtlsgate devices import {} --dir {}",
+                d.to_ascii_lowercase(),
+                crt_path.display(),
+                common.ca.dir.display()
+            ),
+        }
     }
     let sans: Vec<String> = i
         .dns_names

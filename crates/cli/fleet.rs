@@ -8,11 +8,11 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use mtlsgate_authority::{
-    Action, Authority, Device, DeviceDetail, DeviceFilter, DeviceStatus, Location, NewTokenSecret,
-    Policy, TokenRequest,
+    Action, Authority, Device, DeviceDetail, DeviceFilter, DeviceStatus, ImportRequest, Location,
+    NewTokenSecret, Page, Policy, TokenRequest,
 };
 use mtlsgate_contract::wire::TokenBody;
-use time::{Duration, OffsetDateTime};
+use time::OffsetDateTime;
 
 use crate::flags::{Database, FleetTarget, DEFAULT_CA_DIR};
 
@@ -109,20 +109,28 @@ pub fn login(l: crate::flags::Login) -> Result<std::process::ExitCode> {
         &l.admin_key,
         &l.ca_file,
     )?;
-    let pending = crate::block_on(client.devices(Some(DeviceStatus::Pending.as_str()), None))?
-        .with_context(|| {
-            format!(
-                "{} did not accept the administrator's certificate {}; nothing was saved",
-                l.server,
-                profile.admin_cert.display()
-            )
-        })?;
+    let pending = crate::block_on(client.devices_page(
+        &DeviceFilter {
+            status: Some(DeviceStatus::Pending),
+            ..Default::default()
+        },
+        None,
+        mtlsgate_authority::MAX_PAGE,
+    ))?
+    .with_context(|| {
+        format!(
+            "{} did not accept the administrator's certificate {}; nothing was saved",
+            l.server,
+            profile.admin_cert.display()
+        )
+    })?;
     let path = crate::profile::save(&profile)?;
     println!(
-        "logged in to {} as the administrator of {} ({} device(s) waiting for approval); saved in {}",
+        "logged in to {} as the administrator of {} ({}{} device(s) waiting for approval); saved in {}",
         profile.server,
         profile.admin_cert.display(),
-        pending.len(),
+        pending.items.len(),
+        if pending.next.is_some() { "+" } else { "" },
         path.display()
     );
     Ok(std::process::ExitCode::SUCCESS)
@@ -206,21 +214,26 @@ impl Fleet {
         }
     }
 
-    /// Devices with `status`, and/or whose certificate expires within `expiring`.
-    pub async fn devices(
+    /// One page of the devices matching `f`, after `cursor` (the previous page's `next`).
+    pub async fn devices_page(
         &self,
-        status: Option<DeviceStatus>,
-        expiring: Option<Duration>,
-    ) -> Result<Vec<Device>> {
+        f: &DeviceFilter,
+        cursor: Option<&str>,
+        limit: u32,
+    ) -> Result<Page<Device>> {
+        match self {
+            Fleet::Local(a) => Ok(a.devices_page(f, cursor, Some(limit)).await?),
+            Fleet::Server(c) => Ok(c.devices_page(f, cursor, limit).await?),
+        }
+    }
+
+    /// Records a device that already holds a certificate.
+    pub async fn import_device(&self, r: &ImportRequest) -> Result<Device> {
         match self {
             Fleet::Local(a) => Ok(a
-                .devices(&DeviceFilter {
-                    status,
-                    expiring_before: expiring
-                        .map(|d| (OffsetDateTime::now_utc() + d).unix_timestamp()),
-                })
+                .import_device(r, &actor(), OffsetDateTime::now_utc())
                 .await?),
-            Fleet::Server(c) => Ok(c.devices(status.map(|s| s.as_str()), expiring).await?),
+            Fleet::Server(c) => Ok(c.import_device(r).await?),
         }
     }
 

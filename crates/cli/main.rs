@@ -16,6 +16,7 @@ mod cmd_tunnel;
 mod flags;
 mod fleet;
 mod hint;
+mod listing;
 mod log_sink;
 mod profile;
 mod prompt;

@@ -139,6 +139,17 @@ impl Authority {
         Ok(self.inv.devices(f).await?)
     }
 
+    /// One page of the devices matching `f`, oldest first, after `cursor` (the previous
+    /// page's `next`); at most `limit` ([`MAX_PAGE`]) devices.
+    pub async fn devices_page(
+        &self,
+        f: &DeviceFilter,
+        cursor: Option<&str>,
+        limit: Option<u32>,
+    ) -> Result<Page<Device>> {
+        Ok(self.inv.devices_page(f, cursor, limit).await?)
+    }
+
     /// One device, with its certificates and its last 100 audit records.
     pub async fn device(&self, id: &str) -> Result<DeviceDetail> {
         let id = id.trim().to_ascii_lowercase();

@@ -90,6 +90,8 @@ pub enum AuthorityError {
     NotAdmin { subject: String },
     #[error("the client certificate {subject} is not an administrator's: its serial {serial} is not recorded in the inventory as an administrator certificate; use admin.crt from the CA directory, or one made with `mtlsgate cert issue admin NAME`")]
     AdminNotRecorded { subject: String, serial: String },
+    #[error("{reason}")]
+    Import { reason: String },
     #[error("the client certificate is not valid: {reason}")]
     ClientCertificate { reason: String },
     #[error("the client certificate {subject} names no device of this CA")]
@@ -207,6 +209,7 @@ impl AuthorityError {
                 | S::Changed { .. }
                 | S::TokenUsed { .. } => ErrorKind::Conflict,
                 S::TokenUnknown => ErrorKind::Unauthenticated,
+                S::BadCursor(_) => ErrorKind::BadInput,
                 S::TokenExpired { .. } => ErrorKind::Gone,
                 S::Unavailable(_) | S::Full(_) => ErrorKind::Unavailable,
                 S::QueueFull { .. } => ErrorKind::TooMany,
@@ -250,7 +253,8 @@ impl AuthorityError {
             | A::TooLong { .. }
             | A::BadLifetime { .. }
             | A::RecoverySignature { .. }
-            | A::RecoveryWrongCertificate { .. } => ErrorKind::BadInput,
+            | A::RecoveryWrongCertificate { .. }
+            | A::Import { .. } => ErrorKind::BadInput,
             A::NotAToken { .. }
             | A::ClientCertificate { .. }
             | A::NotADevice { .. }

@@ -176,6 +176,17 @@ impl Authority {
         Ok(self.inv.list().await?)
     }
 
+    /// One page of the certificates matching `f`, oldest first, after `cursor` (the
+    /// previous page's `next`); at most `limit` ([`MAX_PAGE`]) certificates.
+    pub async fn certificates_page(
+        &self,
+        f: &CertFilter,
+        cursor: Option<&str>,
+        limit: Option<u32>,
+    ) -> Result<Page<CertRecord>> {
+        Ok(self.inv.certificates_page(f, cursor, limit).await?)
+    }
+
     /// Revokes a certificate by serial. The root cannot be revoked.
     pub async fn revoke_cert(
         &self,

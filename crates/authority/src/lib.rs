@@ -14,7 +14,8 @@
 //! (creating a CA, administrators), `issue` (leaves, CSRs, revocation, CRLs), `tokens`,
 //! `enroll` (with a token or pending approval), `renew` (renewal, recovery, clones),
 //! `bootstrap` (EST enrollment with a manufacturer's certificate, through the approval
-//! queue), `devices` (what operators do with devices), `error`.
+//! queue), `devices` (what operators do with devices), `import` (devices that already hold
+//! a certificate), `error`.
 
 #![forbid(unsafe_code)]
 
@@ -23,6 +24,7 @@ mod bootstrap;
 mod devices;
 mod enroll;
 mod error;
+mod import;
 mod issue;
 mod policy;
 mod renew;
@@ -46,8 +48,8 @@ use mtlsgate_store::{
     Audit, DeviceIssuance, Issuance, NewDevice, NewRecovery, NewToken, StoreError, Via,
 };
 pub use mtlsgate_store::{
-    AuditEntry, Backend, CertRecord, Device, DeviceFilter, DeviceStatus, Inventory, Location,
-    PostgresOptions, Retention, Tidied,
+    AuditEntry, Backend, CertFilter, CertRecord, CertStatus, Device, DeviceFilter, DeviceStatus,
+    Inventory, Location, Page, PostgresOptions, Retention, Tidied, DEFAULT_PAGE, MAX_PAGE,
 };
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
@@ -61,6 +63,7 @@ pub use admin::{admin_request, Admin, Initialized};
 pub use bootstrap::BootstrapRequest;
 pub use devices::{check_tag, DeviceDetail};
 pub use enroll::{DeviceIssued, EnrollRequest, Enrolled, Seen};
+pub use import::ImportRequest;
 pub use issue::{check_revocable, CrlSet, Signed};
 pub use policy::Policy;
 pub use renew::RecoverRequest;

@@ -19,8 +19,9 @@ use base64::Engine as _;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use mtlsgate_authority::{
-    Action, Admin, Authority, AuthorityError, DeviceFilter, DeviceIssued, DeviceStatus,
-    EnrollRequest, Enrolled, NewTokenSecret, RecoverRequest, Seen, TokenRequest,
+    Action, Admin, Authority, AuthorityError, CertFilter, CertStatus, DeviceFilter, DeviceIssued,
+    DeviceStatus, EnrollRequest, Enrolled, NewTokenSecret, RecoverRequest, Seen, TokenRequest,
+    MAX_PAGE,
 };
 use mtlsgate_pki::pemfile;
 use serde::de::DeserializeOwned;
@@ -30,8 +31,8 @@ use time::{Duration, OffsetDateTime};
 use crate::error::ApiError;
 use crate::listener::{ClientChain, LoggedDevice, RemoteAddr};
 use crate::wire::{
-    CaBundle, EnrollBody, Issued, NewToken, Pending, RecoverBody, RenewBody, StatusBody, TagsBody,
-    TokenBody,
+    CaBundle, EnrollBody, ImportBody, Issued, NewToken, Pending, RecoverBody, RenewBody,
+    StatusBody, TagsBody, TokenBody,
 };
 
 /// The validity (nextUpdate) of the CRLs the server signs.
@@ -83,6 +84,8 @@ pub(crate) fn router(app: Arc<App>) -> Router {
         .route("/v1/renew", post(renew))
         .route("/v1/recover", post(recover))
         .route("/v1/devices", get(devices))
+        .route("/v1/certificates", get(certificates))
+        .route("/v1/devices/import", post(import))
         .route("/v1/devices/{id}", get(device))
         .route("/v1/devices/{id}/tags", post(tags))
         .route("/v1/devices/{id}/{action}", post(set_status))
@@ -425,11 +428,72 @@ async fn recover(
 
 // ---- admin ----
 
+/// `GET /v1/devices`. With `limit` or `cursor` the answer is one page,
+/// `{"items": [Device], "next": cursor or null}`; without either, every matching device
+/// in one array (the answer of the versions before paging).
 #[derive(Debug, Default, Deserialize)]
 struct DevicesQuery {
     status: Option<String>,
     /// A duration (`24h`): only devices whose certificate expires within it.
     expiring: Option<String>,
+    /// Unix seconds: only devices whose certificate expires before then (a listing that
+    /// spans pages gives the same time on each).
+    expiring_before: Option<i64>,
+    tag: Option<String>,
+    /// Devices whose ID starts with this.
+    prefix: Option<String>,
+    /// Devices whose ID contains this.
+    search: Option<String>,
+    limit: Option<u32>,
+    cursor: Option<String>,
+}
+
+/// `GET /v1/certificates`: one page, `{"items": [CertRecord], "next": cursor or null}`.
+#[derive(Debug, Default, Deserialize)]
+struct CertificatesQuery {
+    /// valid, revoked or expired.
+    status: Option<String>,
+    kind: Option<String>,
+    /// Serials starting with these hex digits.
+    serial: Option<String>,
+    /// Subjects containing this text (`CN=dev1`).
+    search: Option<String>,
+    expiring: Option<String>,
+    expiring_before: Option<i64>,
+    limit: Option<u32>,
+    cursor: Option<String>,
+}
+
+/// A query string's text value: trimmed, `None` when empty.
+fn given(v: &Option<String>) -> Option<&str> {
+    v.as_deref().map(str::trim).filter(|s| !s.is_empty())
+}
+
+/// The page size asked for: 1 to [`MAX_PAGE`].
+fn limit(l: Option<u32>) -> Result<Option<u32>> {
+    match l {
+        Some(n) if n == 0 || n > MAX_PAGE => Err(ApiError::bad_request(format!(
+            "invalid limit {n}: a page holds 1 to {MAX_PAGE} rows"
+        ))),
+        other => Ok(other),
+    }
+}
+
+/// The end of the `expiring` window (a duration from now) or `expiring_before` (unix
+/// seconds), whichever is earlier.
+fn expiring_before(within: Option<&str>, before: Option<i64>) -> Result<Option<i64>> {
+    let within = match within {
+        Some(d) => {
+            let d = mtlsgate_pki::duration::parse_duration(d)
+                .map_err(|e| ApiError::bad_request(format!("invalid expiring: {e}")))?;
+            Some((OffsetDateTime::now_utc() + d).unix_timestamp())
+        }
+        None => None,
+    };
+    Ok(match (within, before) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    })
 }
 
 async fn devices(
@@ -440,7 +504,7 @@ async fn devices(
     admin(&app, &chain).await?;
     let Query(q) =
         q.map_err(|e| ApiError::bad_request(format!("the query string is not valid: {e}")))?;
-    let status = match q.status.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
+    let status = match given(&q.status) {
         Some(s) => Some(DeviceStatus::parse(&s.to_ascii_lowercase()).ok_or_else(|| {
             ApiError::bad_request(format!(
                 "invalid status `{}`: expected pending, active, denied, revoked or quarantined",
@@ -449,22 +513,86 @@ async fn devices(
         })?),
         None => None,
     };
-    let expiring_before = match q.expiring.as_deref().filter(|s| !s.trim().is_empty()) {
-        Some(d) => {
-            let d = mtlsgate_pki::duration::parse_duration(d)
-                .map_err(|e| ApiError::bad_request(format!("invalid expiring: {e}")))?;
-            Some((OffsetDateTime::now_utc() + d).unix_timestamp())
-        }
+    let tag = match given(&q.tag) {
+        Some(t) => Some(mtlsgate_authority::check_tag(t)?),
         None => None,
     };
-    let list = app
+    let f = DeviceFilter {
+        status,
+        expiring_before: expiring_before(given(&q.expiring), q.expiring_before)?,
+        tag,
+        id_prefix: given(&q.prefix).map(str::to_ascii_lowercase),
+        id_contains: given(&q.search).map(str::to_ascii_lowercase),
+    };
+    let size = limit(q.limit)?;
+    if size.is_none() && q.cursor.is_none() {
+        let list = app.auth.devices(&f).await?;
+        return Ok(json(StatusCode::OK, &list, None));
+    }
+    let page = app.auth.devices_page(&f, q.cursor.as_deref(), size).await?;
+    Ok(json(StatusCode::OK, &page, None))
+}
+
+async fn certificates(
+    State(app): AppState,
+    Extension(chain): Extension<ClientChain>,
+    q: Result<Query<CertificatesQuery>, QueryRejection>,
+) -> Result<Response> {
+    admin(&app, &chain).await?;
+    let Query(q) =
+        q.map_err(|e| ApiError::bad_request(format!("the query string is not valid: {e}")))?;
+    let status = match given(&q.status) {
+        Some(s) => Some(CertStatus::parse(&s.to_ascii_lowercase()).ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "invalid status `{}`: expected valid, revoked or expired",
+                mtlsgate_pki::printable::printable(s)
+            ))
+        })?),
+        None => None,
+    };
+    let f = CertFilter {
+        status,
+        kind: given(&q.kind).map(str::to_ascii_lowercase),
+        serial_prefix: given(&q.serial).map(|s| s.replace(':', "").to_ascii_uppercase()),
+        subject_contains: given(&q.search).map(str::to_string),
+        expiring_before: expiring_before(given(&q.expiring), q.expiring_before)?,
+        now: OffsetDateTime::now_utc().unix_timestamp(),
+    };
+    let page = app
         .auth
-        .devices(&DeviceFilter {
-            status,
-            expiring_before,
-        })
+        .certificates_page(&f, q.cursor.as_deref(), limit(q.limit)?)
         .await?;
-    Ok(json(StatusCode::OK, &list, None))
+    Ok(json(StatusCode::OK, &page, None))
+}
+
+/// PEM certificates of an import's body, as DER.
+fn import_certs(what: &str, pem: &str) -> Result<Vec<Vec<u8>>> {
+    pemfile::parse_blocks(what, pem.as_bytes())
+        .and_then(|b| pemfile::certs_from_blocks(what, b))
+        .map_err(|e| ApiError::bad_request(e.to_string()))
+}
+
+async fn import(
+    State(app): AppState,
+    Extension(chain): Extension<ClientChain>,
+    b: Result<Bytes, BytesRejection>,
+) -> Result<Response> {
+    let who = admin(&app, &chain).await?;
+    let b: ImportBody = body_required(b)?;
+    let r = mtlsgate_authority::ImportRequest {
+        chain: import_certs("`certificate`", &b.certificate)?,
+        device_id: b.device_id,
+        issuers: match &b.issuers {
+            Some(p) => import_certs("`issuers`", p)?,
+            None => Vec::new(),
+        },
+        tags: b.tags,
+    };
+    let d = app
+        .auth
+        .import_device(&r, &who.actor, OffsetDateTime::now_utc())
+        .await?;
+    Ok(json(StatusCode::CREATED, &d, Some(&d.id)))
 }
 
 async fn device(

@@ -39,8 +39,8 @@ pub enum CaCommand {
 
 Endpoints (docs/device-lifecycle.md): POST /v1/enroll, GET /v1/enroll/ID, POST /v1/renew
 (mTLS), POST /v1/recover, GET /v1/ca.pem, GET /v0.2/ca-bundle, GET /v1/crl, GET /healthz,
-and the admin API under /v1/devices and /v1/tokens (an administrator's client certificate:
-admin.crt in the CA directory, or `mtlsgate cert issue admin NAME`).
+and the admin API under /v1/devices, /v1/certificates and /v1/tokens (an administrator's
+client certificate: admin.crt in the CA directory, or `mtlsgate cert issue admin NAME`).
 The server's own certificate is issued by the CA for --dns and --ip, kept in memory only,
 and renewed by the server at two thirds of --server-cert-lifetime, without a restart.
 Stop: SIGTERM or Ctrl-C finish requests under way first.")]
@@ -207,9 +207,23 @@ pub struct CaList {
     pub ca: CaDir,
     #[command(flatten)]
     pub db: Database,
-    /// Print JSON instead of a table.
-    #[arg(long)]
-    pub json: bool,
+    /// Only certificates that are valid, revoked or expired.
+    #[arg(long, value_name = "STATUS")]
+    pub status: Option<String>,
+    /// Only certificates of this kind: root, intermediate, server, client, admin.
+    #[arg(long, value_name = "KIND")]
+    pub kind: Option<String>,
+    /// Only certificates whose serial starts with these hex digits.
+    #[arg(long, value_name = "HEX")]
+    pub serial: Option<String>,
+    /// Only certificates whose subject contains this text (e.g. `CN=dev1`).
+    #[arg(long, value_name = "TEXT")]
+    pub search: Option<String>,
+    /// Only certificates that expire within this time, e.g. 30d.
+    #[arg(long, value_name = "DURATION")]
+    pub expiring: Option<String>,
+    #[command(flatten)]
+    pub output: crate::listing::ListOutput,
 }
 
 #[derive(Args, Debug)]

@@ -22,6 +22,34 @@ pub enum DevicesCommand {
     Revoke(DevicesChange),
     /// Add or remove tags.
     Tag(DevicesTag),
+    /// Record devices that already hold certificates (issued by this CA, or by a CA given
+    /// with --ca) as active, each with its certificate; reports every file it skips and why.
+    Import(DevicesImport),
+}
+
+#[derive(Args, Debug)]
+pub struct DevicesImport {
+    /// A directory of certificates (PEM or DER), one device per file, or one certificate
+    /// file; the device ID is the certificate's CN.
+    #[arg(
+        value_name = "DIR|FILE",
+        required_unless_present = "csv",
+        conflicts_with = "csv"
+    )]
+    pub from: Option<std::path::PathBuf>,
+    /// A CSV file of `device_id,certificate_file` lines (paths relative to the CSV file);
+    /// each certificate must name its device ID in its CN.
+    #[arg(long, value_name = "FILE")]
+    pub csv: Option<std::path::PathBuf>,
+    /// A CA certificate to trust as the issuer of the imported certificates, besides this
+    /// CA (repeatable). Gateways must trust it too (their --client-ca).
+    #[arg(long = "ca", value_name = "FILE")]
+    pub issuers: Vec<std::path::PathBuf>,
+    /// A tag for every imported device (repeatable).
+    #[arg(long, value_name = "TAG")]
+    pub tag: Vec<String>,
+    #[command(flatten)]
+    pub target: FleetTarget,
 }
 
 #[derive(Args, Debug)]
@@ -32,9 +60,17 @@ pub struct DevicesList {
     /// Only devices whose certificate expires within this time, e.g. 24h.
     #[arg(long, value_name = "DURATION")]
     pub expiring: Option<String>,
-    /// Print JSON.
-    #[arg(long)]
-    pub json: bool,
+    /// Only devices with this tag.
+    #[arg(long, value_name = "TAG")]
+    pub tag: Option<String>,
+    /// Only devices whose ID starts with this (e.g. `cam-`).
+    #[arg(long, value_name = "TEXT")]
+    pub prefix: Option<String>,
+    /// Only devices whose ID contains this.
+    #[arg(long, value_name = "TEXT")]
+    pub search: Option<String>,
+    #[command(flatten)]
+    pub output: crate::listing::ListOutput,
     #[command(flatten)]
     pub target: FleetTarget,
 }

@@ -55,7 +55,7 @@ pub enum Command {
     /// Make enrollment tokens for devices.
     #[command(subcommand)]
     Token(TokenCommand),
-    /// List, inspect, approve, deny, allow, revoke and tag enrolled devices.
+    /// List, inspect, approve, deny, allow, revoke, tag and import devices.
     #[command(subcommand)]
     Devices(DevicesCommand),
     /// The device side: enroll this device with `mtlsgate ca serve`, keep its certificate

@@ -14,9 +14,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::Method;
-use mtlsgate_authority::{Action, Device, DeviceDetail, NewTokenSecret};
+use mtlsgate_authority::{
+    Action, Device, DeviceDetail, DeviceFilter, ImportRequest, NewTokenSecret, Page,
+};
 use mtlsgate_contract::https::{Call, Client, ExchangeError};
-use mtlsgate_contract::wire::{NewToken, StatusBody, TagsBody, TokenBody};
+use mtlsgate_contract::wire::{ImportBody, NewToken, StatusBody, TagsBody, TokenBody};
 use mtlsgate_contract::ServerUrl;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use rustls::{ClientConfig, RootCertStore};
@@ -171,26 +173,51 @@ impl AdminClient {
         })
     }
 
-    /// `GET /v1/devices`: devices with `status`, and/or whose certificate expires within
-    /// `expiring`.
-    pub async fn devices(
+    /// `GET /v1/devices?limit=…`: one page of the devices matching `f`, after `cursor`.
+    pub async fn devices_page(
         &self,
-        status: Option<&str>,
-        expiring: Option<time::Duration>,
-    ) -> Result<Vec<Device>, ClientError> {
-        let mut q = Vec::new();
-        if let Some(s) = status {
-            q.push(format!("status={}", escape(s)));
+        f: &DeviceFilter,
+        cursor: Option<&str>,
+        limit: u32,
+    ) -> Result<Page<Device>, ClientError> {
+        let mut q = vec![format!("limit={limit}")];
+        if let Some(s) = f.status {
+            q.push(format!("status={}", s.as_str()));
         }
-        if let Some(d) = expiring {
-            q.push(format!("expiring={}s", d.whole_seconds()));
+        if let Some(t) = f.expiring_before {
+            q.push(format!("expiring_before={t}"));
         }
-        let path = if q.is_empty() {
-            "/v1/devices".to_string()
-        } else {
-            format!("/v1/devices?{}", q.join("&"))
-        };
+        for (name, v) in [
+            ("tag", &f.tag),
+            ("prefix", &f.id_prefix),
+            ("search", &f.id_contains),
+        ] {
+            if let Some(v) = v {
+                q.push(format!("{name}={}", escape(v)));
+            }
+        }
+        if let Some(c) = cursor {
+            q.push(format!("cursor={}", escape(c)));
+        }
+        let path = format!("/v1/devices?{}", q.join("&"));
         self.call(Method::GET, &path, None::<&()>).await
+    }
+
+    /// `POST /v1/devices/import`.
+    pub async fn import_device(&self, r: &ImportRequest) -> Result<Device, ClientError> {
+        let pem = |ders: &[Vec<u8>]| {
+            ders.iter()
+                .map(|d| mtlsgate_pki::pemfile::to_pem("CERTIFICATE", d))
+                .collect::<String>()
+        };
+        let body = ImportBody {
+            certificate: pem(&r.chain),
+            device_id: r.device_id.clone(),
+            issuers: (!r.issuers.is_empty()).then(|| pem(&r.issuers)),
+            tags: r.tags.clone(),
+        };
+        self.call(Method::POST, "/v1/devices/import", Some(&body))
+            .await
     }
 
     /// `GET /v1/devices/{id}`.
@@ -322,7 +349,19 @@ mod tests {
         assert!(t.token.starts_with("mtg_"));
         assert_eq!(t.device_id.as_deref(), Some("dev1.d.example.local"));
         assert_eq!(t.tags, ["lab"]);
-        assert!(c.devices(None, None).await.expect("list").is_empty());
+        let page = c
+            .devices_page(&DeviceFilter::default(), None, 10)
+            .await
+            .expect("list");
+        assert!(page.items.is_empty() && page.next.is_none());
+        let e = c
+            .devices_page(&DeviceFilter::default(), Some("0a0b"), 10)
+            .await
+            .expect_err("bad cursor");
+        assert!(
+            matches!(&e, ClientError::Refused { status: 400, message } if message.starts_with("the cursor `0a0b` is not one this inventory gave out")),
+            "{e}"
+        );
         match c.device("dev1").await {
             Err(ClientError::Refused { status, message }) => {
                 assert_eq!(status, 404);

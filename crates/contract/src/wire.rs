@@ -165,6 +165,22 @@ pub struct TagsBody {
     pub remove: Vec<String>,
 }
 
+/// `POST /v1/devices/import`: a device that already holds a certificate; the answer (201)
+/// is the device recorded.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ImportBody {
+    /// PEM: the certificate, then any intermediates.
+    pub certificate: String,
+    /// The device ID the certificate must name; absent: the one its CN names.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_id: Option<String>,
+    /// PEM: CA certificates trusted as its issuers besides this CA.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuers: Option<String>,
+    #[serde(default)]
+    pub tags: Vec<String>,
+}
+
 /// `POST /v1/tokens`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TokenBody {

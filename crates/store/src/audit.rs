@@ -15,14 +15,11 @@ impl Inventory {
 
     /// The newest `limit` audit records of a device, oldest first.
     pub async fn audit_of(&self, device: &str, limit: i64) -> Result<Vec<AuditEntry>> {
-        let mut rows: Vec<AuditEntry> = on_pool!(self, |p| sqlx::query_as(
-            "SELECT id, at, actor, action, device_id, serial, detail FROM audit
-             WHERE device_id = $1 ORDER BY id DESC LIMIT $2"
-        )
-        .bind(device)
-        .bind(limit)
-        .fetch_all(p)
-        .await?);
+        let mut rows: Vec<AuditEntry> = on_pool!(self, |p| sqlx::query_as(crate::hot::AUDIT_OF)
+            .bind(device)
+            .bind(limit)
+            .fetch_all(p)
+            .await?);
         rows.reverse();
         Ok(rows)
     }

@@ -3,8 +3,7 @@
 //! it once it has expired, plus the retention period).
 
 use crate::model::CertRecord;
-use crate::sql::CERT_COLUMNS;
-use crate::{normalize_serial, Audit, Backend, Inventory, Result, StoreError};
+use crate::{normalize_serial, Audit, Inventory, Result, StoreError};
 
 impl Inventory {
     // ---- certificates ----
@@ -30,22 +29,31 @@ impl Inventory {
         Ok(())
     }
 
-    /// Every certificate, oldest first.
+    /// Every certificate, oldest first: every page of [`Inventory::certificates_page`] in
+    /// one list.
     pub async fn list(&self) -> Result<Vec<CertRecord>> {
-        let order = match self.backend() {
-            Backend::Sqlite => "rowid",
-            Backend::Postgres => "seq",
-        };
-        let sql = format!("SELECT {CERT_COLUMNS} FROM certificates ORDER BY issued_at, {order}");
-        Ok(on_pool!(self, |p| sqlx::query_as(&sql)
-            .fetch_all(p)
-            .await?))
+        let mut all = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let page = self
+                .certificates_page(
+                    &crate::CertFilter::default(),
+                    cursor.as_deref(),
+                    Some(crate::MAX_PAGE),
+                )
+                .await?;
+            all.extend(page.items);
+            match page.next {
+                Some(n) => cursor = Some(n),
+                None => return Ok(all),
+            }
+        }
     }
 
     /// One certificate by serial (case-insensitive hex, leading zeros ignored).
     pub async fn get(&self, serial: &str) -> Result<CertRecord> {
         let s = normalize_serial(serial);
-        let sql = format!("SELECT {CERT_COLUMNS} FROM certificates WHERE serial = $1");
+        let sql = crate::hot::cert_by_serial();
         let row: Option<CertRecord> = on_pool!(self, |p| sqlx::query_as(&sql)
             .bind(&s)
             .fetch_optional(p)
@@ -67,16 +75,13 @@ impl Inventory {
         let changed: Result<Option<String>> = async {
             Ok(transaction!(self, |tx, pg| {
                 let rev = next_revision!(tx, pg);
-                let done: Option<String> = sqlx::query_scalar(
-                    "UPDATE certificates SET revoked_at = $1, revocation_reason = $2, revision = $3
-                 WHERE serial = $4 AND revoked_at IS NULL RETURNING serial",
-                )
-                .bind(at)
-                .bind(reason)
-                .bind(rev)
-                .bind(&s)
-                .fetch_optional(&mut *tx)
-                .await?;
+                let done: Option<String> = sqlx::query_scalar(crate::hot::CERT_REVOKE)
+                    .bind(at)
+                    .bind(reason)
+                    .bind(rev)
+                    .bind(&s)
+                    .fetch_optional(&mut *tx)
+                    .await?;
                 if done.is_none() {
                     // Nothing changed: roll back (the revision is not taken).
                     drop(tx);
@@ -101,9 +106,7 @@ impl Inventory {
 
     /// Revoked certificates, oldest revocation first.
     pub async fn revoked(&self) -> Result<Vec<CertRecord>> {
-        let sql = format!(
-            "SELECT {CERT_COLUMNS} FROM certificates WHERE revoked_at IS NOT NULL ORDER BY revoked_at, serial"
-        );
+        let sql = crate::hot::revoked_certificates();
         Ok(on_pool!(self, |p| sqlx::query_as(&sql)
             .fetch_all(p)
             .await?))
@@ -111,9 +114,7 @@ impl Inventory {
 
     /// Certificates of one device, newest first.
     pub async fn certificates_of(&self, device_id: &str) -> Result<Vec<CertRecord>> {
-        let sql = format!(
-            "SELECT {CERT_COLUMNS} FROM certificates WHERE device_id = $1 ORDER BY issued_at DESC, serial"
-        );
+        let sql = crate::hot::certificates_of();
         Ok(on_pool!(self, |p| sqlx::query_as(&sql)
             .bind(device_id)
             .fetch_all(p)
@@ -123,11 +124,9 @@ impl Inventory {
     /// Increments and returns the CRL number.
     pub async fn next_crl_number(&self) -> Result<i64> {
         let n: i64 = transaction!(self, |tx, _pg| {
-            sqlx::query_scalar(
-                "UPDATE crl_state SET crl_number = crl_number + 1 WHERE id = 1 RETURNING crl_number",
-            )
-            .fetch_one(&mut *tx)
-            .await?
+            sqlx::query_scalar(crate::hot::CRL_NUMBER_NEXT)
+                .fetch_one(&mut *tx)
+                .await?
         });
         Ok(n)
     }

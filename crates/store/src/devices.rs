@@ -2,8 +2,7 @@
 //! waits for approval), expiring old ones, and the compare-and-set of a device's status
 //! and tags, each at the next revision.
 
-use crate::model::{tags_to_text, DeviceRow};
-use crate::sql::DEVICE_COLUMNS;
+use crate::model::tags_to_text;
 use crate::{Audit, Device, DeviceFilter, DeviceStatus, Inventory, NewDevice, Result, StoreError};
 
 impl Inventory {
@@ -14,21 +13,20 @@ impl Inventory {
         Ok(on_pool!(self, |p| fetch_device!(p, id)))
     }
 
-    /// Devices, oldest first.
+    /// Devices, oldest first: every page of [`Inventory::devices_page`] in one list.
     pub async fn devices(&self, f: &DeviceFilter) -> Result<Vec<Device>> {
-        let sql = format!(
-            "SELECT {DEVICE_COLUMNS} FROM devices
-             WHERE ($1 IS NULL OR status = $1)
-               AND ($2 IS NULL OR (cert_not_after IS NOT NULL AND cert_not_after < $2))
-             ORDER BY first_seen, id"
-        );
-        let status = f.status.map(|s| s.as_str().to_string());
-        let rows: Vec<DeviceRow> = on_pool!(self, |p| sqlx::query_as(&sql)
-            .bind(&status)
-            .bind(f.expiring_before)
-            .fetch_all(p)
-            .await?);
-        rows.into_iter().map(DeviceRow::into_device).collect()
+        let mut all = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let page = self
+                .devices_page(f, cursor.as_deref(), Some(crate::MAX_PAGE))
+                .await?;
+            all.extend(page.items);
+            match page.next {
+                Some(n) => cursor = Some(n),
+                None => return Ok(all),
+            }
+        }
     }
 
     /// Adds a device (a pending registration) at the next revision, and writes `audit`.
@@ -50,10 +48,9 @@ impl Inventory {
     pub async fn insert_pending(&self, d: &NewDevice, audit: &Audit, limit: u64) -> Result<Device> {
         transaction!(self, |tx, pg| {
             let rev = next_revision!(tx, pg);
-            let n: i64 =
-                sqlx::query_scalar("SELECT COUNT(*) FROM devices WHERE status = 'pending'")
-                    .fetch_one(&mut *tx)
-                    .await?;
+            let n: i64 = sqlx::query_scalar(crate::hot::PENDING_COUNT)
+                .fetch_one(&mut *tx)
+                .await?;
             let waiting = u64::try_from(n).unwrap_or(0);
             if waiting >= limit {
                 return Err(StoreError::QueueFull { waiting });
@@ -70,13 +67,11 @@ impl Inventory {
     /// `before` (unix seconds); how many.
     pub async fn expire_pending(&self, before: i64) -> Result<u64> {
         let done = on_pool!(self, |p| {
-            sqlx::query(
-            "DELETE FROM devices WHERE status = 'pending' AND cert_serial IS NULL AND first_seen < $1"
-        )
-        .bind(before)
-        .execute(p)
-        .await?
-        .rows_affected()
+            sqlx::query(crate::hot::PENDING_EXPIRE)
+                .bind(before)
+                .execute(p)
+                .await?
+                .rows_affected()
         });
         Ok(done)
     }
@@ -93,15 +88,7 @@ impl Inventory {
         revoke_certificates: Option<&str>,
         audit: &Audit,
     ) -> Result<Device> {
-        let placeholders: Vec<String> = (0..from.len()).map(|n| format!("${}", n + 4)).collect();
-        let sql = format!(
-            "UPDATE devices SET status = $1, revision = $2 WHERE id = $3 AND status IN ({}) RETURNING id",
-            if placeholders.is_empty() {
-                "NULL".to_string()
-            } else {
-                placeholders.join(", ")
-            }
-        );
+        let sql = crate::hot::device_status(from.len());
         transaction!(self, |tx, pg| {
             let rev = next_revision!(tx, pg);
             let mut q = sqlx::query_scalar(&sql)
@@ -123,16 +110,13 @@ impl Inventory {
                 });
             }
             if let Some(reason) = revoke_certificates {
-                sqlx::query(
-                    "UPDATE certificates SET revoked_at = $1, revocation_reason = $2, revision = $3
-                     WHERE device_id = $4 AND revoked_at IS NULL AND not_after > $1",
-                )
-                .bind(audit.at)
-                .bind(reason)
-                .bind(rev)
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
+                sqlx::query(crate::hot::CERTS_REVOKE_OF_DEVICE)
+                    .bind(audit.at)
+                    .bind(reason)
+                    .bind(rev)
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
             }
             write_audit!(tx, audit);
         });
@@ -145,14 +129,12 @@ impl Inventory {
     pub async fn update_tags(&self, id: &str, tags: &[String], audit: &Audit) -> Result<Device> {
         transaction!(self, |tx, pg| {
             let rev = next_revision!(tx, pg);
-            let done: Option<String> = sqlx::query_scalar(
-                "UPDATE devices SET tags = $1, revision = $2 WHERE id = $3 RETURNING id",
-            )
-            .bind(tags_to_text(tags))
-            .bind(rev)
-            .bind(id)
-            .fetch_optional(&mut *tx)
-            .await?;
+            let done: Option<String> = sqlx::query_scalar(crate::hot::DEVICE_TAGS)
+                .bind(tags_to_text(tags))
+                .bind(rev)
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?;
             if done.is_none() {
                 return Err(StoreError::UnknownDevice(id.into()));
             }

@@ -80,6 +80,8 @@ pub enum StoreError {
     BadRow { what: String, detail: String },
     #[error("{waiting} devices already wait for approval")]
     QueueFull { waiting: u64 },
+    #[error("the cursor `{0}` is not one this inventory gave out (a listing's `next`, for the same kind of listing): start the listing again without a cursor")]
+    BadCursor(String),
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -233,6 +235,7 @@ mod tests {
                 detail: "d".into(),
             },
             StoreError::QueueFull { waiting: 1 },
+            StoreError::BadCursor("x".into()),
         ];
         for err in &all {
             let s = err.to_string();

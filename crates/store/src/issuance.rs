@@ -24,8 +24,7 @@ impl Inventory {
                         Via::Token { hash, device } | Via::Reenroll { hash, device } => {
                             let rev = next_revision!(tx, pg);
                             let used: Option<String> = sqlx::query_scalar(
-                                "UPDATE tokens SET used_at = $1, used_by = $2
-                                 WHERE hash = $3 AND used_at IS NULL AND expires_at > $1 RETURNING hash",
+                                crate::hot::TOKEN_CONSUME,
                             )
                             .bind(d.seen.at)
                             .bind(&d.id)
@@ -38,11 +37,7 @@ impl Inventory {
                             }
                             if let Via::Reenroll { .. } = &d.via {
                                 let done: Option<String> = sqlx::query_scalar(
-                                    "UPDATE devices SET status = $1, tags = $2, last_seen = $3, last_addr = $4,
-                                            agent_version = $5, cert_serial = $6, cert_not_after = $7,
-                                            prev_serial = NULL, lifetime_secs = $8, created_by = $9,
-                                            revision = $10, pending_csr = NULL, poll_hash = NULL
-                                     WHERE id = $11 AND status = 'revoked' RETURNING id",
+                                    crate::hot::DEVICE_REENROLL,
                                 )
                                 .bind(device.status.as_str())
                                 .bind(tags_to_text(&device.tags))
@@ -63,7 +58,7 @@ impl Inventory {
                                         what: "it is no longer a revoked device",
                                     });
                                 }
-                                sqlx::query("DELETE FROM recovery WHERE device_id = $1")
+                                sqlx::query(crate::hot::RECOVERY_FORGET)
                                     .bind(&device.id)
                                     .execute(&mut *tx)
                                     .await?;
@@ -73,11 +68,7 @@ impl Inventory {
                         }
                         Via::Poll { poll_hash } => {
                             let done: Option<String> = sqlx::query_scalar(
-                                "UPDATE devices SET cert_serial = $1, cert_not_after = $2, last_seen = $3,
-                                        last_addr = COALESCE($4, last_addr), agent_version = COALESCE($5, agent_version),
-                                        pending_csr = NULL, poll_hash = NULL
-                                 WHERE id = $6 AND status = 'active' AND poll_hash = $7 AND cert_serial IS NULL
-                                 RETURNING id",
+                                crate::hot::DEVICE_COLLECT,
                             )
                             .bind(&c.serial)
                             .bind(c.not_after)
@@ -102,11 +93,7 @@ impl Inventory {
                         } => {
                             let rev = next_revision!(tx, pg);
                             let done: Option<String> = sqlx::query_scalar(
-                                "UPDATE devices SET prev_serial = NULL, cert_serial = $1, cert_not_after = $2,
-                                        last_seen = $3, last_addr = COALESCE($4, last_addr),
-                                        agent_version = COALESCE($5, agent_version)
-                                 WHERE id = $6 AND status = 'active' AND cert_serial = $7 AND prev_serial = $8
-                                 RETURNING id",
+                                crate::hot::DEVICE_RETRY,
                             )
                             .bind(&c.serial)
                             .bind(c.not_after)
@@ -125,8 +112,7 @@ impl Inventory {
                                 });
                             }
                             sqlx::query(
-                                "UPDATE certificates SET revoked_at = $1, revocation_reason = $2, revision = $3
-                                 WHERE serial = $4 AND revoked_at IS NULL",
+                                crate::hot::CERT_REVOKE_ABANDONED,
                             )
                             .bind(d.seen.at)
                             .bind(reason)
@@ -138,8 +124,7 @@ impl Inventory {
                         Via::Renewal { serial } | Via::Recovery { serial, .. } => {
                             if let Via::Recovery { recovery_hash, .. } = &d.via {
                                 let replaced: Option<String> = sqlx::query_scalar(
-                                    "UPDATE recovery SET replaced_at = $1
-                                     WHERE hash = $2 AND device_id = $3 AND replaced_at IS NULL RETURNING hash",
+                                    crate::hot::RECOVERY_SPEND,
                                 )
                                 .bind(d.seen.at)
                                 .bind(recovery_hash)
@@ -154,11 +139,7 @@ impl Inventory {
                                 }
                             }
                             let done: Option<String> = sqlx::query_scalar(
-                                "UPDATE devices SET prev_serial = cert_serial, cert_serial = $1, cert_not_after = $2,
-                                        last_seen = $3, last_addr = COALESCE($4, last_addr),
-                                        agent_version = COALESCE($5, agent_version)
-                                 WHERE id = $6 AND status = 'active' AND cert_serial = $7
-                                 RETURNING id",
+                                crate::hot::DEVICE_RENEW,
                             )
                             .bind(&c.serial)
                             .bind(c.not_after)
@@ -178,7 +159,7 @@ impl Inventory {
                         }
                     }
                     sqlx::query(
-                        "UPDATE recovery SET replaced_at = $1 WHERE device_id = $2 AND replaced_at IS NULL",
+                        crate::hot::RECOVERY_ROTATE,
                     )
                     .bind(d.seen.at)
                     .bind(&d.id)
@@ -207,5 +188,47 @@ impl Inventory {
             Some(id) => self.device(&id).await,
             None => Ok(None),
         }
+    }
+}
+
+impl Inventory {
+    /// Records a device that already holds a certificate (issued elsewhere, or by this CA
+    /// before it kept an inventory) with that certificate as its current one, in one
+    /// transaction at the next revision, and writes `audit`. The certificate may be
+    /// recorded already (this CA issued it), as long as it is the same one and not revoked.
+    /// A device ID already in the inventory is [`StoreError::DeviceExists`], another
+    /// certificate with its serial [`StoreError::Duplicate`], a revoked one
+    /// [`StoreError::AlreadyRevoked`]; nothing is recorded then.
+    pub async fn import_device(
+        &self,
+        device: &crate::NewDevice,
+        cert: &crate::CertRecord,
+        audit: &crate::Audit,
+    ) -> Result<Device> {
+        transaction!(self, |tx, pg| {
+            let rev = next_revision!(tx, pg);
+            insert_device!(tx, device, rev, Some(cert));
+            // A certificate this CA issued is recorded already: the same one is kept.
+            let recorded: Option<(String, Option<i64>)> =
+                sqlx::query_as("SELECT sha256, revoked_at FROM certificates WHERE serial = $1")
+                    .bind(&cert.serial)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            match recorded {
+                None => insert_cert!(tx, cert),
+                Some((sha256, None)) if sha256 == cert.sha256 => {}
+                Some((sha256, Some(at))) if sha256 == cert.sha256 => {
+                    return Err(StoreError::AlreadyRevoked {
+                        serial: cert.serial.clone(),
+                        at,
+                    })
+                }
+                Some(_) => return Err(StoreError::Duplicate(cert.serial.clone())),
+            }
+            write_audit!(tx, audit);
+        });
+        self.device(&device.id)
+            .await?
+            .ok_or_else(|| StoreError::UnknownDevice(device.id.clone()))
     }
 }

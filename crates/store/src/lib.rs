@@ -12,7 +12,8 @@
 //! Map: `error` (what can go wrong), `location` (where an inventory lives), `pool` (its
 //! connections and the `on_pool!`/`transaction!` macros), `sql` (statements and columns
 //! shared by several queries), `open` and `sqlite` (creating, checking, opening, closing),
-//! `migrations` (the schema); then the queries by noun: `certificates`, `issuance` (an
+//! `migrations` (the schema), `paging` (keyset-paged listings and their filters), `hot`
+//! (the statements on hot paths, whose plans a test checks); then the queries by noun: `certificates`, `issuance` (an
 //! issued certificate with its device, token and recovery changes), `devices`, `tokens`,
 //! `recovery`, `audit`, `revision` (what gateways follow), `tidy` (retention: what goes
 //! once it is no longer needed). `model` holds the records.
@@ -24,11 +25,14 @@
 mod pool;
 #[macro_use]
 mod sql;
+#[macro_use]
+mod paging;
 
 mod audit;
 mod certificates;
 mod devices;
 mod error;
+mod hot;
 mod issuance;
 mod location;
 mod migrations;
@@ -47,6 +51,10 @@ mod tokens;
 pub use error::{Result, StoreError};
 pub use location::{Backend, Location};
 pub use model::*;
+pub use paging::{
+    certificates_page_sql, devices_page_sql, page_size, Arg, CertFilter, CertStatus, Page,
+    Statement, DEFAULT_PAGE, MAX_PAGE,
+};
 use pool::Pool;
 pub use pool::PostgresOptions;
 pub use tidy::{Retention, Tidied};

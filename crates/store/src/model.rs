@@ -231,6 +231,12 @@ pub struct DeviceFilter {
     pub status: Option<DeviceStatus>,
     /// Only devices whose current certificate expires before this time.
     pub expiring_before: Option<i64>,
+    /// Only devices with this tag.
+    pub tag: Option<String>,
+    /// Only devices whose ID starts with this (lower case).
+    pub id_prefix: Option<String>,
+    /// Only devices whose ID contains this (lower case).
+    pub id_contains: Option<String>,
 }
 
 /// A device to add (a pending registration, or an enrollment with a token).

@@ -10,12 +10,10 @@ impl Inventory {
     /// again is the sign of a clone).
     pub async fn recovery(&self, hash: &str) -> Result<Option<Recovery>> {
         Ok(on_pool!(self, |p| {
-            sqlx::query_as(
-            "SELECT hash, device_id, issued_at, expires_at, replaced_at FROM recovery WHERE hash = $1"
-        )
-        .bind(hash)
-        .fetch_optional(p)
-        .await?
+            sqlx::query_as(crate::hot::RECOVERY_BY_HASH)
+                .bind(hash)
+                .fetch_optional(p)
+                .await?
         }))
     }
 }

@@ -5,7 +5,6 @@ use sqlx::postgres::PgListener;
 
 use crate::model::DeviceRow;
 use crate::pool::Pool;
-use crate::sql::DEVICE_COLUMNS;
 use crate::{Changes, Inventory, Result, RevokedSerial, NOTIFY_CHANNEL};
 
 impl Inventory {
@@ -13,44 +12,34 @@ impl Inventory {
 
     /// The current revision.
     pub async fn revision(&self) -> Result<i64> {
-        Ok(on_pool!(self, |p| sqlx::query_scalar(
-            "SELECT value FROM meta WHERE name = 'revision'"
-        )
-        .fetch_one(p)
-        .await?))
+        Ok(on_pool!(self, |p| sqlx::query_scalar(crate::hot::REVISION)
+            .fetch_one(p)
+            .await?))
     }
 
     /// Devices and revoked certificates changed after `revision` (0: everything), and the
     /// revision they bring the reader to, read from one snapshot.
     pub async fn changes_since(&self, revision: i64) -> Result<Changes> {
-        let dev_sql = format!(
-            "SELECT {DEVICE_COLUMNS} FROM devices WHERE revision > $1 ORDER BY revision, id"
-        );
+        let dev_sql = crate::hot::changed_devices();
         transaction!(
             self,
             "BEGIN",
             "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
             |tx, _pg| {
-                let current: i64 =
-                    sqlx::query_scalar("SELECT value FROM meta WHERE name = 'revision'")
-                        .fetch_one(&mut *tx)
-                        .await?;
-                let revision_ms: Option<i64> =
-                    sqlx::query_scalar("SELECT value FROM meta WHERE name = 'revision_ms'")
-                        .fetch_optional(&mut *tx)
-                        .await?;
+                let current: i64 = sqlx::query_scalar(crate::hot::REVISION)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                let revision_ms: Option<i64> = sqlx::query_scalar(crate::hot::REVISION_MS)
+                    .fetch_optional(&mut *tx)
+                    .await?;
                 let rows: Vec<DeviceRow> = sqlx::query_as(&dev_sql)
                     .bind(revision)
                     .fetch_all(&mut *tx)
                     .await?;
-                let revoked: Vec<RevokedSerial> = sqlx::query_as(
-                    "SELECT serial, device_id, revision FROM certificates
-                     WHERE revoked_at IS NOT NULL AND (revision > $1 OR ($1 = 0 AND revision IS NULL))
-                     ORDER BY revision, serial",
-                )
-                .bind(revision)
-                .fetch_all(&mut *tx)
-                .await?;
+                let revoked: Vec<RevokedSerial> = sqlx::query_as(crate::hot::CHANGED_REVOCATIONS)
+                    .bind(revision)
+                    .fetch_all(&mut *tx)
+                    .await?;
                 let devices = rows
                     .into_iter()
                     .map(DeviceRow::into_device)

@@ -6,11 +6,9 @@
 /// the commit, so revisions become visible in the order they were taken: take it first.
 macro_rules! next_revision {
     ($tx:ident, $pg:ident) => {{
-        let rev: i64 = sqlx::query_scalar(
-            "UPDATE meta SET value = value + 1 WHERE name = 'revision' RETURNING value",
-        )
-        .fetch_one(&mut *$tx)
-        .await?;
+        let rev: i64 = sqlx::query_scalar($crate::hot::REVISION_NEXT)
+            .fetch_one(&mut *$tx)
+            .await?;
         // When the revision was taken (Unix milliseconds), so that a gateway can measure
         // how long a change took to reach it (its commit-to-apply delay).
         sqlx::query(
@@ -50,13 +48,10 @@ macro_rules! write_audit {
 
 macro_rules! fetch_device {
     ($exec:expr, $id:expr) => {{
-        let row: Option<$crate::model::DeviceRow> = sqlx::query_as(&format!(
-            "SELECT {} FROM devices WHERE id = $1",
-            $crate::sql::DEVICE_COLUMNS
-        ))
-        .bind($id)
-        .fetch_optional($exec)
-        .await?;
+        let row: Option<$crate::model::DeviceRow> = sqlx::query_as(&$crate::hot::device_by_id())
+            .bind($id)
+            .fetch_optional($exec)
+            .await?;
         row.map($crate::model::DeviceRow::into_device).transpose()?
     }};
 }

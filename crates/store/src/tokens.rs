@@ -2,7 +2,6 @@
 //! (unknown, used, expired). A token is consumed by [`Inventory::record_issuance`].
 
 use crate::model::{tags_to_text, TokenRow};
-use crate::sql::TOKEN_COLUMNS;
 use crate::{Audit, Inventory, NewToken, Result, StoreError, Token};
 
 impl Inventory {
@@ -31,7 +30,7 @@ impl Inventory {
 
     /// A token by hash, used or not.
     pub async fn token(&self, hash: &str) -> Result<Option<Token>> {
-        let sql = format!("SELECT {TOKEN_COLUMNS} FROM tokens WHERE hash = $1");
+        let sql = crate::hot::token_by_hash();
         let row: Option<TokenRow> = on_pool!(self, |p| sqlx::query_as(&sql)
             .bind(hash)
             .fetch_optional(p)

@@ -407,3 +407,67 @@ async fn a_revoked_device_enrolls_again_only_while_it_is_revoked(fx: Fx) {
         .used_at
         .is_none());
 }
+
+crate::both_backends!(an_imported_device_is_active_with_its_certificate);
+
+async fn an_imported_device_is_active_with_its_certificate(fx: Fx) {
+    let inv = &fx.inv;
+    let id = "cam1.fleet.example";
+    let start = inv.revision().await.expect("revision");
+    let c = cert("7E57", "client", Some(id));
+    let d = inv
+        .import_device(
+            &new_device(id, DeviceStatus::Active),
+            &c,
+            &audit("import").device(id),
+        )
+        .await
+        .expect("import");
+    assert_eq!(d.status, DeviceStatus::Active);
+    assert_eq!(d.cert_serial.as_deref(), Some("7E57"));
+    assert_eq!(d.cert_not_after, Some(c.not_after));
+    assert_eq!(d.revision, start + 1, "gateways see it");
+    assert_eq!(inv.get("7e57").await.expect("recorded"), c);
+    let again = inv
+        .import_device(
+            &new_device(id, DeviceStatus::Active),
+            &cert("7E58", "client", Some(id)),
+            &audit("import"),
+        )
+        .await
+        .expect_err("twice");
+    assert!(matches!(again, StoreError::DeviceExists(_)), "{again}");
+    let other = "cam2.fleet.example";
+    let dup = inv
+        .import_device(
+            &new_device(other, DeviceStatus::Active),
+            &CertRecord {
+                sha256: "another certificate".into(),
+                ..cert("7E57", "client", Some(other))
+            },
+            &audit("import"),
+        )
+        .await
+        .expect_err("serial recorded");
+    assert!(matches!(dup, StoreError::Duplicate(_)), "{dup}");
+    assert!(
+        inv.device(other).await.expect("read").is_none(),
+        "nothing recorded"
+    );
+    // The certificate this CA issued (recorded, no device yet) is kept as it is.
+    let own = cert("0E1E", "client", Some("own1"));
+    inv.record(&own).await.expect("issued");
+    let d = inv
+        .import_device(
+            &new_device("own1", DeviceStatus::Active),
+            &own,
+            &audit("import"),
+        )
+        .await
+        .expect("own certificate");
+    assert_eq!(d.cert_serial.as_deref(), Some("0E1E"));
+    assert!(matches!(
+        inv.get("7E58").await,
+        Err(StoreError::UnknownSerial(_))
+    ));
+}

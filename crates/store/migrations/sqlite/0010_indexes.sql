@@ -1,0 +1,17 @@
+-- Indexes for the queries the CA runs as a fleet grows (the store's `hot` module lists
+-- them, and a test checks each one's plan): the keyset orders of the paged listings,
+-- the revoked certificates a CRL reads, a device's recovery tokens.
+
+-- Devices, oldest first (the paged listing's order), and by status in that order.
+CREATE INDEX devices_first_seen ON devices (first_seen, id);
+DROP INDEX devices_status;
+CREATE INDEX devices_status ON devices (status, first_seen, id);
+
+-- Certificates, oldest first (the paged listing's order: issued_at, then the order they
+-- were recorded in: the rowid, which every SQLite index holds).
+CREATE INDEX certificates_issued ON certificates (issued_at);
+-- The revoked ones, in the CRL's order (few among many).
+CREATE INDEX certificates_revoked ON certificates (revoked_at, serial) WHERE revoked_at IS NOT NULL;
+
+-- Every recovery token of a device (re-enrollment deletes them).
+CREATE INDEX recovery_device ON recovery (device_id);
