@@ -14,8 +14,11 @@
 //!   on the broker (see [`mqtt`]).
 //! - `mtlsgate-bench soak-client ...`: the soak test's long-lived well-behaved clients (see
 //!   [`soak`]).
+//! - `mtlsgate-bench seed-inventory --db CA_DIR|URL --devices N --cert PEM`: adds N devices
+//!   to an inventory straight with SQL (see [`seed`]).
 
 mod mqtt;
+mod seed;
 mod soak;
 mod tunnel;
 
@@ -37,7 +40,8 @@ fn usage() -> Error {
        mtlsgate-bench idle --connect ADDR --count N --ca F --cert F --key F [--server-name NAME] [--echo | --h2]
        mtlsgate-bench tls-connect --connect ADDR --cert F --key F [--concurrency N] [--seconds S] [--server-name NAME]
        mtlsgate-bench mqtt-pub --connect ADDR --broker ADDR --ca F --cert F --key F [--publishers K] [--seconds S] [--payload BYTES] [--server-name NAME]
-       mtlsgate-bench soak-client --connect ADDR --ca F --cert F --key F [--keepalive N] [--idle N] [--slow N] [--interval S] [--idle-ping S] [--retry-for S] [--seconds S] [--report S]".into()
+       mtlsgate-bench soak-client --connect ADDR --ca F --cert F --key F [--keepalive N] [--idle N] [--slow N] [--interval S] [--idle-ping S] [--retry-for S] [--seconds S] [--report S]
+       mtlsgate-bench seed-inventory --db CA_DIR|URL --devices N --cert PEM".into()
 }
 
 fn main() -> Result<(), Error> {
@@ -91,6 +95,12 @@ fn main() -> Result<(), Error> {
                 std::time::Duration::from_secs_f64(seconds),
                 name,
             ))
+        }
+        "seed-inventory" => {
+            let db = flag("--db").ok_or_else(usage)?;
+            let devices: u64 = flag("--devices").ok_or_else(usage)?.parse()?;
+            let cert = flag("--cert").ok_or_else(usage)?;
+            rt.block_on(seed::seed(&db, devices, &cert))
         }
         "mqtt-pub" => {
             let opts = mqtt::Options {

@@ -461,6 +461,42 @@ pub struct Changes {
     pub revoked: Vec<RevokedSerial>,
 }
 
+/// Where a gateway's read ([`Inventory::read_changes`](crate::Inventory::read_changes))
+/// brings it: the newest revision and when it was taken (as in [`Changes`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChangesHead {
+    pub revision: i64,
+    pub revision_ms: Option<i64>,
+}
+
+/// One row of a gateway's read, borrowed from the database's answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GatewayRow<'a> {
+    /// A device as stored: its ID, status, tags (the stored text: read them with
+    /// [`parse_tags`]; equal lists have equal texts) and the revision of its last change.
+    Device {
+        id: &'a str,
+        status: DeviceStatus,
+        tags: &'a str,
+        revision: i64,
+    },
+    /// A revoked certificate still valid: its serial (as stored) and expiry (Unix seconds).
+    Revoked { serial: &'a str, not_after: i64 },
+}
+
+/// The stored text of a tag list (sorted, each tag once).
+pub fn tags_to_json(tags: &[String]) -> String {
+    tags_to_text(tags)
+}
+
+/// The tags of a device from their stored text (a [`GatewayRow::Device`]'s `tags`).
+pub fn parse_tags(device: &str, text: &str) -> crate::Result<Vec<String>> {
+    tags_from_text(text).map_err(|detail| StoreError::BadRow {
+        what: format!("device {device}"),
+        detail,
+    })
+}
+
 debug_hiding!(Device {
     id, status, tags, first_seen, last_seen, last_addr, agent_version, cert_serial,
     cert_not_after, prev_serial, lifetime_secs, created_by, revision, pending_csr,

@@ -28,7 +28,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
-use mtlsgate_store::{Inventory, Location, PostgresOptions};
+use mtlsgate_store::{ChangesHead, Inventory, Location, PostgresOptions};
 use tokio::sync::{watch, Notify};
 
 use super::InventoryView;
@@ -198,6 +198,11 @@ impl InventoryState {
             out,
             "# HELP mtlsgate_inventory_devices Devices in the gateway's inventory view.\n# TYPE mtlsgate_inventory_devices gauge\nmtlsgate_inventory_devices {}",
             view.len()
+        );
+        let _ = writeln!(
+            out,
+            "# HELP mtlsgate_inventory_revoked_serials Revoked certificates still valid that the gateway's view holds.\n# TYPE mtlsgate_inventory_revoked_serials gauge\nmtlsgate_inventory_revoked_serials {}",
+            view.revoked_len()
         );
         let _ = writeln!(
             out,
@@ -415,14 +420,13 @@ async fn follow(
         Err(e) => return e.to_string(),
     };
     let n = inv.begin_read();
-    let full = match db.changes_since(0).await {
-        Ok(c) => c,
+    let view = match read(inv, db, true).await {
+        Ok((view, _, _)) => view,
         Err(e) => {
             inv.end_read(n);
-            return e.to_string();
+            return e;
         }
     };
-    let view = inv.view.load().apply(full, true);
     tracing::info!(
         "device inventory ({}){}: {} devices at revision {}",
         inv.location,
@@ -482,6 +486,29 @@ async fn follow(
     }
 }
 
+/// Reads everything (`full`) or the changes after the view's revision, row by row into
+/// the next view; returns it, where the read brought it, and the number of rows.
+async fn read(
+    inv: &InventoryState,
+    db: &Inventory,
+    full: bool,
+) -> Result<(InventoryView, ChangesHead, usize), String> {
+    let current = inv.view.load_full();
+    let mut reader = current.reader(full, now_unix());
+    let valid_at = reader.valid_at();
+    let mut rows = 0usize;
+    let since = if full { 0 } else { current.revision };
+    let head = db
+        .read_changes(since, valid_at, |row| {
+            rows += 1;
+            reader.row(row)
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+    let view = reader.finish(head).map_err(|e| e.to_string())?;
+    Ok((view, head, rows))
+}
+
 /// One read: a revision check (then the changes, if the revision moved), the changes after
 /// the view's revision, or everything.
 async fn read_once(
@@ -499,18 +526,13 @@ async fn read_once(
         }
     }
     let full = wake == Wake::Resync;
-    let changes = db
-        .changes_since(if full { 0 } else { current.revision })
-        .await
-        .map_err(|e| e.to_string())?;
+    let (next, head, n) = read(inv, db, full).await?;
     inv.reached();
-    if changes.revision == current.revision && !full {
+    if head.revision == current.revision && !full {
         return Ok(());
     }
-    let newer = changes.revision > current.revision;
-    let committed = changes.revision_ms;
-    let n = changes.devices.len() + changes.revoked.len();
-    let next = current.apply(changes, full);
+    let newer = head.revision > current.revision;
+    let committed = head.revision_ms;
     if newer {
         if let Some(ms) = committed {
             inv.delays.observe(now_millis() - ms);

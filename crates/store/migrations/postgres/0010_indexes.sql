@@ -14,3 +14,6 @@ CREATE INDEX certificates_revoked ON certificates (revoked_at, serial) WHERE rev
 
 -- Every recovery token of a device (re-enrollment deletes them).
 CREATE INDEX recovery_device ON recovery (device_id);
+-- The revoked certificates a gateway reads after a revision (its change read; the full
+-- read finds them through either partial index).
+CREATE INDEX certificates_revoked_revision ON certificates (revision) WHERE revoked_at IS NOT NULL;

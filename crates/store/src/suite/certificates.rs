@@ -2,7 +2,101 @@
 
 use super::*;
 
-crate::both_backends!(certificates_are_recorded_listed_and_revoked_at_a_revision,);
+crate::both_backends!(
+    certificates_are_recorded_listed_and_revoked_at_a_revision,
+    a_gateway_reads_the_changes_row_by_row_without_expired_certificates,
+);
+
+/// What [`Inventory::read_changes`] gives, as owned values: devices (ID, status, tags
+/// text), revoked serials with expiry, and the head.
+async fn gateway_read(
+    inv: &Inventory,
+    since: i64,
+    valid_at: i64,
+) -> (
+    Vec<(String, DeviceStatus, String)>,
+    Vec<(String, i64)>,
+    ChangesHead,
+) {
+    let (mut devices, mut revoked) = (Vec::new(), Vec::new());
+    let head = inv
+        .read_changes(since, valid_at, |row| {
+            match row {
+                GatewayRow::Device {
+                    id, status, tags, ..
+                } => devices.push((id.to_string(), status, tags.to_string())),
+                GatewayRow::Revoked { serial, not_after } => {
+                    revoked.push((serial.to_string(), not_after))
+                }
+            }
+            Ok(())
+        })
+        .await
+        .expect("read");
+    devices.sort_by(|a, b| a.0.cmp(&b.0));
+    revoked.sort();
+    (devices, revoked, head)
+}
+
+async fn a_gateway_reads_the_changes_row_by_row_without_expired_certificates(fx: Fx) {
+    let inv = &fx.inv;
+    let start = inv.revision().await.expect("revision");
+    inv.insert_device(
+        &new_device("dev1.d.example.local", DeviceStatus::Active),
+        &audit("enroll"),
+    )
+    .await
+    .expect("insert");
+    inv.record(&cert("0A01", "client", Some("dev1.d.example.local")))
+        .await
+        .expect("record");
+    let mut old = cert("0A00", "client", Some("dev1.d.example.local"));
+    old.not_after = 500;
+    inv.record(&old).await.expect("record");
+    inv.revoke("0A00", 10, None, &audit("revoke_cert"))
+        .await
+        .expect("revoke");
+    inv.revoke("0A01", 11, None, &audit("revoke_cert"))
+        .await
+        .expect("revoke");
+    let (devices, revoked, head) = gateway_read(inv, 0, 400).await;
+    assert_eq!(head.revision, start + 3);
+    assert_eq!(
+        devices,
+        vec![(
+            "dev1.d.example.local".to_string(),
+            DeviceStatus::Active,
+            r#"["lab"]"#.to_string()
+        )]
+    );
+    assert_eq!(
+        parse_tags("dev1.d.example.local", &devices[0].2).expect("tags"),
+        vec!["lab".to_string()]
+    );
+    assert_eq!(revoked, vec![("0A00".into(), 500), ("0A01".into(), 10_000)]);
+    // Expired by then: left out.
+    let (_, revoked, _) = gateway_read(inv, 0, 501).await;
+    assert_eq!(revoked, vec![("0A01".into(), 10_000)]);
+    // Only what changed after a revision.
+    let (devices, revoked, head) = gateway_read(inv, start + 2, 0).await;
+    assert!(devices.is_empty());
+    assert_eq!(revoked, vec![("0A01".into(), 10_000)]);
+    assert_eq!(head.revision, start + 3);
+    // The same as changes_since, less the columns and expired certificates.
+    let all = inv.changes_since(0).await.expect("changes");
+    assert_eq!(all.revision, head.revision);
+    assert_eq!(all.revision_ms, head.revision_ms);
+    assert_eq!(all.revoked.len(), 2);
+    // An error of the reader ends the read.
+    let e = inv
+        .read_changes(0, 0, |_| Err(StoreError::Duplicate("stop".into())))
+        .await
+        .expect_err("stopped");
+    assert!(matches!(e, StoreError::Duplicate(_)), "{e}");
+    // The inventory still answers afterwards.
+    assert_eq!(inv.revision().await.expect("revision"), start + 3);
+    fx.inv.close().await;
+}
 
 async fn certificates_are_recorded_listed_and_revoked_at_a_revision(fx: Fx) {
     let inv = &fx.inv;

@@ -1,0 +1,160 @@
+//! `mtlsgate-bench seed-inventory --db CA_DIR|postgres://… --devices N --cert PEM`: fills
+//! an inventory made by `mtlsgate ca init` with N devices, straight with SQL, for the
+//! inventory-scale figures (bench/inventory-scale). Each device gets a certificate row
+//! (the same real certificate's PEM for every row, with its own serial); one device in 50
+//! also has an older, revoked certificate (half of them still valid, half expired); a few
+//! devices are denied or revoked; four tag sets. Every device takes a revision of its own,
+//! as if it had enrolled, and the revision counter ends at the last one.
+//!
+//! All the SQL is here, in [`batch_sql`], one text per back end: if the certificates'
+//! storage changes, this is the one place to adapt.
+
+use std::time::Instant;
+
+use sqlx::{Connection, Executor};
+
+type Error = Box<dyn std::error::Error + Send + Sync>;
+
+/// Devices written per statement (one transaction each).
+const BATCH: u64 = 20_000;
+
+enum Db {
+    Sqlite(sqlx::SqliteConnection),
+    Postgres(sqlx::PgConnection),
+}
+
+impl Db {
+    async fn open(db: &str) -> Result<Db, Error> {
+        if db.starts_with("postgres://") || db.starts_with("postgresql://") {
+            return Ok(Db::Postgres(sqlx::PgConnection::connect(db).await?));
+        }
+        let path = std::path::Path::new(db);
+        let file = if path.is_dir() {
+            path.join("inventory.db")
+        } else {
+            path.to_path_buf()
+        };
+        if !file.exists() {
+            return Err(format!(
+                "{} does not exist: make the inventory first with `mtlsgate ca init`",
+                file.display()
+            )
+            .into());
+        }
+        let opts = sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(&file)
+            .synchronous(sqlx::sqlite::SqliteSynchronous::Off);
+        Ok(Db::Sqlite(
+            sqlx::SqliteConnection::connect_with(&opts).await?,
+        ))
+    }
+
+    fn postgres(&self) -> bool {
+        matches!(self, Db::Postgres(_))
+    }
+
+    /// Runs `sql` (several statements) in one transaction.
+    async fn run(&mut self, sql: &str) -> Result<(), Error> {
+        let sql = format!("BEGIN;\n{sql}\nCOMMIT;");
+        match self {
+            Db::Sqlite(c) => {
+                c.execute(sqlx::raw_sql(&sql)).await?;
+            }
+            Db::Postgres(c) => {
+                c.execute(sqlx::raw_sql(&sql)).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn revision(&mut self) -> Result<i64, Error> {
+        let q = "SELECT value FROM meta WHERE name = 'revision'";
+        Ok(match self {
+            Db::Sqlite(c) => sqlx::query_scalar(q).fetch_one(c).await?,
+            Db::Postgres(c) => sqlx::query_scalar(q).fetch_one(c).await?,
+        })
+    }
+}
+
+/// The statements that add devices `lo..hi` (their numbers), whose revisions are
+/// `base + number + 1`, at time `now`, each with a certificate holding `der`.
+fn batch_sql(postgres: bool, lo: u64, hi: u64, base: i64, now: i64, der: &[u8]) -> String {
+    // The certificate's DER as a literal of the back end's binary type.
+    let der = if postgres {
+        format!("'\\x{}'::bytea", hex::encode(der))
+    } else {
+        format!("X'{}'", hex::encode(der))
+    };
+    // `n.i`: the device's number. Per back end: the row source, a number as fixed-width
+    // hex (serials, fingerprints) and as zero-padded decimal (IDs).
+    let (rows, hex16, hex64, dec7) = if postgres {
+        (
+            format!("generate_series({lo}, {}) AS n(i)", hi - 1),
+            "upper(lpad(to_hex(n.i), 16, '0'))",
+            "lpad(to_hex(n.i), 64, '0')",
+            "lpad(n.i::text, 7, '0')",
+        )
+    } else {
+        (
+            format!(
+                "(WITH RECURSIVE s(i) AS (SELECT {lo} UNION ALL SELECT i + 1 FROM s WHERE i + 1 < {hi}) SELECT i FROM s) AS n"
+            ),
+            "printf('%016X', n.i)",
+            "printf('%064x', n.i)",
+            "printf('%07d', n.i)",
+        )
+    };
+    let id = format!("('dev-' || {dec7} || '.d.bench.local')");
+    let year = 365 * 86_400;
+    let day = 86_400;
+    format!(
+        "INSERT INTO certificates (serial, kind, subject, device_id, not_before, not_after, sha256, issued_at, der)
+         SELECT '7E' || {hex16}, 'client', 'CN=' || {id}, {id}, {now} - {day}, {now} + {year}, {hex64}, {now} - {day}, {der}
+         FROM {rows};
+         INSERT INTO certificates (serial, kind, subject, device_id, not_before, not_after, sha256, issued_at, revoked_at, revocation_reason, der, revision)
+         SELECT '7D' || {hex16}, 'client', 'CN=' || {id}, {id}, {now} - 2 * {year},
+                CASE WHEN n.i % 100 = 0 THEN {now} + {year} ELSE {now} - {day} END,
+                {hex64}, {now} - 2 * {year}, {now} - {day}, 'superseded', {der}, {base} + n.i + 1
+         FROM {rows} WHERE n.i % 50 = 0;
+         INSERT INTO devices (id, status, tags, first_seen, last_seen, cert_serial, cert_not_after, created_by, revision)
+         SELECT {id},
+                CASE WHEN n.i % 997 = 1 THEN 'denied' WHEN n.i % 991 = 2 THEN 'revoked' ELSE 'active' END,
+                CASE n.i % 4 WHEN 0 THEN '[]' WHEN 1 THEN '[\"lab\"]' WHEN 2 THEN '[\"prod\"]' ELSE '[\"eu\",\"prod\"]' END,
+                {now} - {day}, {now}, '7E' || {hex16}, {now} + {year}, 'bench', {base} + n.i + 1
+         FROM {rows};"
+    )
+}
+
+/// Adds `devices` devices to the inventory at `db`, printing what it did.
+pub(crate) async fn seed(db: &str, devices: u64, pem_file: &str) -> Result<(), Error> {
+    let pem = std::fs::read_to_string(pem_file)
+        .map_err(|e| format!("cannot read the certificate {pem_file}: {e}"))?;
+    let der = match pem::parse(pem.as_bytes()) {
+        Ok(p) if p.tag() == "CERTIFICATE" => p.into_contents(),
+        _ => return Err(format!("{pem_file} holds no PEM certificate").into()),
+    };
+    let mut conn = Db::open(db).await?;
+    let base = conn.revision().await?;
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let started = Instant::now();
+    let mut lo = 0;
+    while lo < devices {
+        let hi = (lo + BATCH).min(devices);
+        conn.run(&batch_sql(conn.postgres(), lo, hi, base, now, &der))
+            .await?;
+        lo = hi;
+    }
+    let last = base + i64::try_from(devices)?;
+    conn.run(&format!(
+        "UPDATE meta SET value = {last} WHERE name = 'revision';"
+    ))
+    .await?;
+    if conn.postgres() {
+        conn.run("ANALYZE;").await.ok();
+    }
+    println!(
+        "added {devices} devices in {:.1}s; the inventory is at revision {last}",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
