@@ -1,6 +1,7 @@
 //! `mtlsgate ca serve`: opens the CA (keys and inventory), starts the HTTPS API of
 //! `mtlsgate-ca-server`, says where it listens, the root's fingerprint and the command a
-//! device runs to enroll, and stops on SIGTERM or Ctrl-C.
+//! device runs to enroll, and stops on SIGTERM or Ctrl-C. With --dashboard-listen it also
+//! serves the fleet dashboard (`mtlsgate-dashboard`) over the same authority.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
 use std::process::ExitCode;
@@ -9,6 +10,7 @@ use std::time::Duration as StdDuration;
 use anyhow::{Context, Result};
 use mtlsgate_authority::{Authority, Policy, PostgresOptions};
 use mtlsgate_ca_server::{CaServer, Limits, ServerNames};
+use mtlsgate_dashboard::Dashboard;
 use mtlsgate_pki::certinfo::human_time;
 use mtlsgate_pki::duration::parse_duration;
 
@@ -204,7 +206,38 @@ pub fn run(a: CaServe) -> Result<ExitCode> {
                 dir.display()
             );
         }
-        server.run(stop_signal()).await?;
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let stopped = move || {
+            let mut rx = stop_rx.clone();
+            async move {
+                let _ = rx.wait_for(|s| *s).await;
+            }
+        };
+        let dashboard = match &a.dashboard_listen {
+            Some(d) => {
+                let addr = listen_addr(d).with_context(|| "--dashboard-listen".to_string())?;
+                let dash = Dashboard::bind(server.shared_authority(), addr).await?;
+                tracing::info!(
+                    "fleet dashboard on http://localhost:{}/ (sign in with a link from `mtlsgate admin login-link --dir {} --url http://localhost:{} --user NAME`)",
+                    dash.local_addr()?.port(),
+                    dir.display(),
+                    dash.local_addr()?.port()
+                );
+                Some(tokio::spawn(dash.run(stopped())))
+            }
+            None => None,
+        };
+        tokio::spawn(async move {
+            stop_signal().await;
+            let _ = stop_tx.send(true);
+        });
+        server.run(stopped()).await?;
+        if let Some(d) = dashboard {
+            match d.await {
+                Ok(r) => r?,
+                Err(e) => tracing::warn!("the dashboard stopped abnormally: {e}"),
+            }
+        }
         tracing::info!("stopped");
         anyhow::Ok(())
     })?;

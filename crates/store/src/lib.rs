@@ -14,7 +14,7 @@
 //! shared by several queries), `open` and `sqlite` (creating, checking, opening, closing),
 //! `migrations` (the schema); then the queries by noun: `certificates`, `issuance` (an
 //! issued certificate with its device, token and recovery changes), `devices`, `tokens`,
-//! `recovery`, `audit`, `revision` (what gateways follow). `model` holds the records.
+//! `recovery`, `audit`, `revision` (what gateways follow), `dashboard` (the fleet dashboard's links, sessions and pages). `model` holds the records.
 
 #![forbid(unsafe_code)]
 
@@ -26,6 +26,7 @@ mod sql;
 
 mod audit;
 mod certificates;
+mod dashboard;
 mod devices;
 mod error;
 mod issuance;
@@ -42,6 +43,7 @@ mod suite;
 pub mod test_support;
 mod tokens;
 
+pub use dashboard::{DashboardSession, DeviceQuery, DeviceSort, FleetCounts, NewSession};
 pub use error::{Result, StoreError};
 pub use location::{Backend, Location};
 pub use model::*;
