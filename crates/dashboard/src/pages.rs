@@ -54,7 +54,9 @@ fn now() -> i64 {
     OffsetDateTime::now_utc().unix_timestamp()
 }
 
-/// Headers on every answer: nothing may run, be framed, be cached or leak the URL.
+/// Headers on every answer: nothing may run, be framed, be cached or leak the URL to
+/// another site (`same-origin`, not `no-referrer`: with that, Chromium sends `Origin: null`
+/// on a form POST, and the Origin check would refuse every form).
 async fn security_headers(mut r: Response) -> Response {
     let h = r.headers_mut();
     h.insert(
@@ -69,7 +71,7 @@ async fn security_headers(mut r: Response) -> Response {
     );
     h.insert(
         header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
+        HeaderValue::from_static("same-origin"),
     );
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     if !h.contains_key(header::CACHE_CONTROL) {
@@ -707,7 +709,10 @@ async fn device(
         (Action::Deny, "deny", "Deny"),
     ]
     .into_iter()
-    .filter(|(a, _, _)| a.sources().contains(&status))
+    // A revoked device may be allowed to enroll again (it stays revoked until it does).
+    .filter(|(a, _, _)| {
+        a.sources().contains(&status) || (*a == Action::Allow && status == DeviceStatus::Revoked)
+    })
     .map(|(_, n, l)| (n, l))
     .collect();
     let mut audit: Vec<AuditRow> = d.audit.iter().map(AuditRow::of).collect();
