@@ -169,6 +169,10 @@ def main():
         # Without a session every page leads to the login page.
         d.get(base + "/devices")
         assert d.current_url == base + "/login", d.current_url
+        r = w.mg("admin", "login-link", "--dir", "ca", "--user", "dashboard:x", check=False)
+        assert r.returncode != 0 and "invalid operator name" in r.stderr, r.stderr
+        r = w.mg("admin", "login-link", "--dir", "ca", "--user", "bob", "--ttl", "3d", check=False)
+        assert r.returncode != 0 and "between 1 minute and 24 hours" in r.stderr, r.stderr
         link = w.mg("admin", "login-link", "--dir", "ca", "--user", "alice", "--url", base).stdout.strip().splitlines()[-1]
         assert link.startswith(base + "/login?token=mtd_"), link
         d.get(link)
