@@ -1,7 +1,6 @@
 //! `mtlsgate ca serve`: opens the CA (keys and inventory), starts the HTTPS API of
 //! `mtlsgate-ca-server`, says where it listens, the root's fingerprint and the command a
-//! device runs to enroll, and stops on SIGTERM or Ctrl-C. With --dashboard-listen it also
-//! serves the fleet dashboard (`mtlsgate-dashboard`) over the same authority.
+//! device runs to enroll, and stops on SIGTERM or Ctrl-C.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
 use std::process::ExitCode;
@@ -213,6 +212,8 @@ pub fn run(a: CaServe) -> Result<ExitCode> {
                 let _ = rx.wait_for(|s| *s).await;
             }
         };
+        // --dashboard-listen: the fleet dashboard (`mtlsgate-dashboard`) over the same
+        // authority, stopped by the same signal.
         let dashboard = match &a.dashboard_listen {
             Some(d) => {
                 let addr = listen_addr(d).with_context(|| "--dashboard-listen".to_string())?;
