@@ -179,6 +179,22 @@ pub fn run(a: CaServe) -> Result<ExitCode> {
             server = server.with_est_bootstrap(cas)?;
         }
         let addr = server.local_addr()?;
+        // --dashboard-listen: the fleet dashboard (`mtlsgate-dashboard`) over the same
+        // authority; it stops on the same signals.
+        let dashboard = match &a.dashboard_listen {
+            Some(d) => {
+                let addr = listen_addr(d).with_context(|| "--dashboard-listen".to_string())?;
+                let dash = Dashboard::bind(server.shared_authority(), addr).await?;
+                tracing::info!(
+                    "fleet dashboard on http://localhost:{}/ (sign in with a link from `mtlsgate admin login-link --dir {} --url http://localhost:{} --user NAME`)",
+                    dash.local_addr()?.port(),
+                    dir.display(),
+                    dash.local_addr()?.port()
+                );
+                Some(tokio::spawn(dash.run(dashboard_stop())))
+            }
+            None => None,
+        };
         let p = server.presented();
         let mut shown_names: Vec<String> = names.dns.clone();
         shown_names.extend(names.ips.iter().map(|i| i.to_string()));
@@ -205,34 +221,7 @@ pub fn run(a: CaServe) -> Result<ExitCode> {
                 dir.display()
             );
         }
-        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        let stopped = move || {
-            let mut rx = stop_rx.clone();
-            async move {
-                let _ = rx.wait_for(|s| *s).await;
-            }
-        };
-        // --dashboard-listen: the fleet dashboard (`mtlsgate-dashboard`) over the same
-        // authority, stopped by the same signal.
-        let dashboard = match &a.dashboard_listen {
-            Some(d) => {
-                let addr = listen_addr(d).with_context(|| "--dashboard-listen".to_string())?;
-                let dash = Dashboard::bind(server.shared_authority(), addr).await?;
-                tracing::info!(
-                    "fleet dashboard on http://localhost:{}/ (sign in with a link from `mtlsgate admin login-link --dir {} --url http://localhost:{} --user NAME`)",
-                    dash.local_addr()?.port(),
-                    dir.display(),
-                    dash.local_addr()?.port()
-                );
-                Some(tokio::spawn(dash.run(stopped())))
-            }
-            None => None,
-        };
-        tokio::spawn(async move {
-            stop_signal().await;
-            let _ = stop_tx.send(true);
-        });
-        server.run(stopped()).await?;
+        server.run(stop_signal()).await?;
         if let Some(d) = dashboard {
             match d.await {
                 Ok(r) => r?,
@@ -243,4 +232,22 @@ pub fn run(a: CaServe) -> Result<ExitCode> {
         anyhow::Ok(())
     })?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Resolves when SIGTERM or SIGINT arrives, for the dashboard (`stop_signal` says it in
+/// the log, once).
+async fn dashboard_stop() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => std::future::pending().await,
+    }
 }

@@ -4,6 +4,7 @@
 //! the default) or PostgreSQL (`postgres://…`). This crate owns the schema
 //! (`migrations/sqlite`, `migrations/postgres`), every query, the revision counter and
 //! LISTEN/NOTIFY; it knows nothing about X.509 or HTTP (callers pass plain records).
+//! `dashboard` keeps the fleet dashboard's login links and sessions and reads its pages.
 //!
 //! Every change a gateway must see (a device's status or tags, a revoked certificate)
 //! takes the next revision in the same transaction as the change; on PostgreSQL the
@@ -14,7 +15,7 @@
 //! shared by several queries), `open` and `sqlite` (creating, checking, opening, closing),
 //! `migrations` (the schema); then the queries by noun: `certificates`, `issuance` (an
 //! issued certificate with its device, token and recovery changes), `devices`, `tokens`,
-//! `recovery`, `audit`, `revision` (what gateways follow), `dashboard` (the fleet dashboard's links, sessions and pages). `model` holds the records.
+//! `recovery`, `audit`, `revision` (what gateways follow). `model` holds the records.
 
 #![forbid(unsafe_code)]
 
