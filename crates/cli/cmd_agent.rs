@@ -198,6 +198,9 @@ fn status(a: AgentStatus) -> Result<ExitCode> {
             s.registered_at.map(at).unwrap_or_default(),
             s.device_id
         );
+        if let Some(k) = &s.pending_key_sha256 {
+            println!("key SHA-256    {k} (the dashboard's pending queue shows it too)");
+        }
         return Ok(ExitCode::SUCCESS);
     }
     match (&s.serial, s.not_after) {
@@ -246,6 +249,9 @@ fn status(a: AgentStatus) -> Result<ExitCode> {
     }
     if let Some(p) = &s.pending_device_id {
         println!("enrolling anew as {p}, waiting for approval");
+        if let Some(k) = &s.pending_key_sha256 {
+            println!("key SHA-256    {k}");
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

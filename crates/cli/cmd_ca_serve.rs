@@ -10,6 +10,7 @@ use std::time::Duration as StdDuration;
 use anyhow::{Context, Result};
 use mtlsgate_authority::{Authority, Inventory, Policy, PostgresOptions};
 use mtlsgate_ca_server::{CaServer, Limits, ServerNames};
+use mtlsgate_dashboard::Dashboard;
 use mtlsgate_pki::certinfo::human_time;
 use mtlsgate_pki::duration::parse_duration;
 
@@ -218,6 +219,22 @@ pub fn run(a: CaServe) -> Result<ExitCode> {
             server = server.with_est_bootstrap(cas)?;
         }
         let addr = server.local_addr()?;
+        // --dashboard-listen: the fleet dashboard (`mtlsgate-dashboard`) over the same
+        // authority; it stops on the same signals.
+        let dashboard = match &a.dashboard_listen {
+            Some(d) => {
+                let addr = listen_addr(d).with_context(|| "--dashboard-listen".to_string())?;
+                let dash = Dashboard::bind(server.shared_authority(), addr).await?;
+                tracing::info!(
+                    "fleet dashboard on http://localhost:{}/ (sign in with a link from `mtlsgate admin login-link --dir {} --url http://localhost:{} --user NAME`)",
+                    dash.local_addr()?.port(),
+                    dir.display(),
+                    dash.local_addr()?.port()
+                );
+                Some(tokio::spawn(dash.run(dashboard_stop())))
+            }
+            None => None,
+        };
         let p = server.presented();
         let mut shown_names: Vec<String> = names.dns.clone();
         shown_names.extend(names.ips.iter().map(|i| i.to_string()));
@@ -249,8 +266,32 @@ pub fn run(a: CaServe) -> Result<ExitCode> {
             None => tracing::info!("the inventory is not tidied (--tidy-every off): run `mtlsgate ca tidy` now and then"),
         }
         server.run(stop_signal()).await?;
+        if let Some(d) = dashboard {
+            match d.await {
+                Ok(r) => r?,
+                Err(e) => tracing::warn!("the dashboard stopped abnormally: {e}"),
+            }
+        }
         tracing::info!("stopped");
         anyhow::Ok(())
     })?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Resolves when SIGTERM or SIGINT arrives, for the dashboard (`stop_signal` says it in
+/// the log, once).
+async fn dashboard_stop() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => std::future::pending().await,
+    }
 }

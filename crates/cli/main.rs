@@ -3,6 +3,7 @@
 
 #![forbid(unsafe_code)]
 
+mod cmd_admin;
 mod cmd_agent;
 mod cmd_ca;
 mod cmd_ca_serve;
@@ -38,6 +39,7 @@ fn main() -> ExitCode {
         Command::Agent(a) => cmd_agent::run(a),
         Command::Login(l) => fleet::login(l),
         Command::Logout => fleet::logout(),
+        Command::Admin(a) => cmd_admin::run(a),
     };
     match result {
         Ok(code) => code,

@@ -31,6 +31,19 @@ pub struct Status {
     /// An enrolled device that enrolls anew (`enroll --force`) and waits for approval:
     /// the new device ID.
     pub pending_device_id: Option<String>,
+    /// While waiting for approval: the SHA-256 (hex) of the public key the device sent
+    /// (its SubjectPublicKeyInfo), which the operator compares with the dashboard's
+    /// pending queue before approving.
+    pub pending_key_sha256: Option<String>,
+}
+
+/// The SHA-256 hex of the public key of the key waiting for approval, if it is readable.
+fn pending_key_sha256(sd: &StateDir) -> Option<String> {
+    use rcgen::PublicKeyData;
+    let key = mtlsgate_pki::key::read_key(&sd.pending_key(), None).ok()?;
+    Some(hex::encode(<sha2::Sha256 as sha2::Digest>::digest(
+        key.subject_public_key_info(),
+    )))
 }
 
 /// The installed certificate's serial and expiry, with the state's schedule.
@@ -67,6 +80,7 @@ pub fn status(dir: &Path) -> Result<Status> {
             recovery_expires: s.recovery_expires,
             tags: s.tags,
             registered_at: pending.as_ref().map(|p| p.registered_at),
+            pending_key_sha256: pending.as_ref().and_then(|_| pending_key_sha256(&sd)),
             pending_device_id: pending.map(|p| p.device_id),
         });
     }
@@ -85,6 +99,7 @@ pub fn status(dir: &Path) -> Result<Status> {
             tags: Vec::new(),
             registered_at: Some(p.registered_at),
             pending_device_id: None,
+            pending_key_sha256: pending_key_sha256(&sd),
         });
     }
     Err(AgentError::NotEnrolled(dir.to_path_buf()))

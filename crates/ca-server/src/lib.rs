@@ -119,6 +119,13 @@ impl CaServer {
         &self.auth
     }
 
+    /// A shared handle on the authority, for another listener of the same process (the
+    /// fleet dashboard). Stop that listener before this server's run ends, or the
+    /// inventory is closed only when the last handle goes.
+    pub fn shared_authority(&self) -> Arc<Authority> {
+        self.auth.clone()
+    }
+
     /// Serves until `shutdown` completes, renewing the server certificate meanwhile; then
     /// stops accepting, lets open connections finish, and closes the inventory.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {

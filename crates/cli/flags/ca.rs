@@ -101,6 +101,11 @@ pub struct CaServe {
     /// more are closed at once.
     #[arg(long, default_value_t = 256, value_name = "N")]
     pub max_connections_per_address: usize,
+    /// Serve the fleet dashboard (HTML for operators' browsers, plain HTTP, no client
+    /// certificate) on this loopback address, e.g. 127.0.0.1:8445; operators sign in with a
+    /// link from `mtlsgate admin login-link`. Off unless given.
+    #[arg(long, value_name = "ADDR")]
+    pub dashboard_listen: Option<String>,
     /// Refuse enrollments without a token (no approval queue): devices need a token.
     #[arg(long)]
     pub no_approval_queue: bool,

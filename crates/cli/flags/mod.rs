@@ -3,6 +3,7 @@
 //! these into library calls. The gateway's flags (`serve`, `tunnel`) take their defaults
 //! and their restart-only list from `mtlsgate_proxy::config::settings`.
 
+mod admin;
 mod agent;
 mod ca;
 mod cert;
@@ -16,6 +17,7 @@ mod tunnel;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
+pub use admin::*;
 pub use agent::*;
 pub use ca::*;
 pub use cert::*;
@@ -67,6 +69,9 @@ pub enum Command {
     Login(Login),
     /// Forget what `mtlsgate login` remembered.
     Logout,
+    /// Operators' access to the fleet dashboard: one-time login links.
+    #[command(subcommand)]
+    Admin(AdminCommand),
 }
 
 /// Parses the command line: the derived clap tree, with what comes from the gateway's

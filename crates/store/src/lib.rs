@@ -4,6 +4,7 @@
 //! the default) or PostgreSQL (`postgres://…`). This crate owns the schema
 //! (`migrations/sqlite`, `migrations/postgres`), every query, the revision counter and
 //! LISTEN/NOTIFY; it knows nothing about X.509 or HTTP (callers pass plain records).
+//! `dashboard` keeps the fleet dashboard's login links and sessions and reads its pages.
 //!
 //! Every change a gateway must see (a device's status or tags, a revoked certificate)
 //! takes the next revision in the same transaction as the change; on PostgreSQL the
@@ -30,6 +31,7 @@ mod paging;
 
 mod audit;
 mod certificates;
+mod dashboard;
 mod devices;
 mod error;
 mod hot;
@@ -48,6 +50,7 @@ pub mod test_support;
 mod tidy;
 mod tokens;
 
+pub use dashboard::{DashboardSession, DeviceQuery, DeviceSort, FleetCounts, NewSession};
 pub use error::{Result, StoreError};
 pub use location::{Backend, Location};
 pub use model::*;

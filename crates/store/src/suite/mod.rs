@@ -40,6 +40,7 @@ async fn postgres() -> Fx {
 }
 
 mod certificates;
+mod dashboard;
 mod devices;
 mod issuance;
 mod opening;
