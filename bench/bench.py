@@ -496,6 +496,71 @@ backend be
         raise ValueError(self.kind)
 
 
+class Flame:
+    """`perf record` of one process (with DWARF call graphs: release builds keep no frame
+    pointers) while a figure runs, then an SVG flame graph by inferno."""
+
+    def __init__(self, args, pid):
+        self.args = args
+        out_dir = WORK if args.smoke else RESULTS
+        out_dir.mkdir(parents=True, exist_ok=True)
+        self.svg = out_dir / ("flame-smoke.svg" if args.smoke else "flame-keepalive-h1.svg")
+        self.data = WORK / "perf.data"
+        WORK.mkdir(parents=True, exist_ok=True)
+        self.proc = subprocess.Popen(["perf", "record", "-F", "499", "--call-graph", "dwarf,16384", "-p", str(pid),
+                                      "-o", str(self.data)],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+    def stop(self, title):
+        self.proc.send_signal(signal.SIGINT)
+        _, err = self.proc.communicate(timeout=120)
+        if self.proc.returncode not in (0, -signal.SIGINT) or not self.data.exists():
+            raise SystemExit(f"perf record failed: {err.strip()}")
+        script = subprocess.run(["perf", "script", "-i", str(self.data)], capture_output=True, text=True)
+        if script.returncode != 0:
+            raise SystemExit(f"perf script failed: {script.stderr.strip()}")
+        tools = Path(self.args.inferno)
+        folded = subprocess.run([str(tools / "inferno-collapse-perf")], input=script.stdout, capture_output=True,
+                                text=True, check=True).stdout
+        svg = subprocess.run([str(tools / "inferno-flamegraph"), "--title", title], input=folded,
+                             capture_output=True, text=True, check=True).stdout
+        tmp = self.svg.with_suffix(".svg.tmp")
+        tmp.write_text(svg)
+        tmp.replace(self.svg)
+        self.data.unlink(missing_ok=True)
+        log(f"flame graph: {self.svg} ({len(folded.splitlines())} distinct stacks)")
+
+
+def cpu_stat():
+    """Each core's (total, idle) jiffies from /proc/stat."""
+    out = {}
+    with open("/proc/stat") as f:
+        for line in f:
+            if line.startswith("cpu") and line[3].isdigit():
+                name, *vals = line.split()
+                v = [int(x) for x in vals[:8]]  # user … steal; guest time is inside user
+                out[name] = (sum(v), v[3] + v[4])  # idle + iowait
+    return out
+
+
+def core_share(before, after):
+    """Each benchmark core's busy share (%) between two cpu_stat()s: everything that ran on
+    it, the server under test, the load generator, the upstream, and anything else."""
+    out = {}
+    for c in (GW_CPU, LOAD_CPU):
+        (t0, i0), (t1, i1) = before[f"cpu{c}"], after[f"cpu{c}"]
+        out[f"core{c}_busy_pct"] = 100 * ((t1 - t0) - (i1 - i0)) / (t1 - t0) if t1 > t0 else float("nan")
+    return out
+
+
+def share_cells(runs):
+    """'gateway core/load core' busy shares, the medians of `runs`."""
+    return f"{med([r[f'core{GW_CPU}_busy_pct'] for r in runs]):.0f}/{med([r[f'core{LOAD_CPU}_busy_pct'] for r in runs]):.0f}"
+
+
+SHARE_ROW = f"  busy share of core {GW_CPU} (server) / core {LOAD_CPU} (load, upstream)"
+
+
 def cpu_seconds(pid):
     """User + system CPU time of a process so far."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -647,6 +712,7 @@ def run_tunnels(args, pki, gateways):
                 for g in order:
                     target = {"tunnel_throughput": backends.iperf, "tunnel_mqtt": backends.mqtt}.get(key, backends.echo)
                     gw = TunnelGateway(g, args, pki, target).start()
+                    stat0 = cpu_stat()
                     try:
                         if key == "tunnel_idle_memory":
                             r = tunnel_idle(args, pki, gw, args.tunnel_idle)
@@ -669,8 +735,10 @@ def run_tunnels(args, pki, gateways):
                                    f"gateway CPU {r['gateway_cpu_pct']:.0f}%")
                     finally:
                         gw.stop()
+                    r.update(core_share(stat0, cpu_stat()))
                     results[key][g].append(r)
-                    log(f"round {rnd + 1} {key:20} {g:9} {msg}")
+                    log(f"round {rnd + 1} {key:20} {g:9} {msg}, cores {r[f'core{GW_CPU}_busy_pct']:.0f}%/"
+                        f"{r[f'core{LOAD_CPU}_busy_pct']:.0f}% busy")
     finally:
         backends.stop()
     return results
@@ -680,6 +748,9 @@ def tunnel_rows(args, gateways, results):
     """(title, unit, {gateway: median}, higher is better, target) for the tunnel table."""
     def m(key, field):
         return {g: med([r[field] for r in results[key][g]]) for g in gateways}
+
+    def s(key):
+        return {g: share_cells(results[key][g]) for g in gateways}
     k = args.mqtt_publishers
     return [
         (f"Resident memory per idle mTLS tunnel ({args.tunnel_idle} open, echo backend)", "KiB",
@@ -687,13 +758,16 @@ def tunnel_rows(args, gateways, results):
         ("One bulk stream through the tunnel (iperf3)", "Gbit/s", m("tunnel_throughput", "gbit_per_s"), True,
          ("nginx", 1.0)),
         ("  gateway CPU on core 0 meanwhile", "%", m("tunnel_throughput", "gateway_cpu_pct"), False, None),
+        (SHARE_ROW, "%", s("tunnel_throughput"), True, None),
         ("New tunnel connections/s (full handshake + 1-byte echo, 32 at a time)", "conn/s",
          m("tunnel_handshakes", "per_s"), True, ("nginx", 2.0)),
         ("  gateway CPU on core 0 meanwhile", "%", m("tunnel_handshakes", "gateway_cpu_pct"), False, None),
+        (SHARE_ROW, "%", s("tunnel_handshakes"), True, None),
         (f"MQTT messages/s through the tunnel to mosquitto ({k} publishers, QoS 0, 32-byte payload)", "msg/s",
          m("tunnel_mqtt", "received_per_s"), True, ("nginx", 1.0)),
         ("  PUBLISH packets written by the publishers", "msg/s", m("tunnel_mqtt", "sent_per_s"), True, None),
         ("  gateway CPU on core 0 meanwhile", "%", m("tunnel_mqtt", "gateway_cpu_pct"), False, None),
+        (SHARE_ROW, "%", s("tunnel_mqtt"), True, None),
     ]
 
 
@@ -716,8 +790,8 @@ def tunnel_report(args, gateways, results, load):
     ]
     verdicts = []
     for title, unit, vals, higher, target in rows:
-        cells = [f"{vals[g]:.2f}" if unit in ("KiB", "Gbit/s") else f"{vals[g]:.0f}" for g in gateways]
-        ratios = [f"{vals['mtlsgate'] / vals[p]:.2f}×" if "mtlsgate" in vals and vals[p] else "–" for p in peers]
+        cells = [cell(vals[g], unit in ("KiB", "Gbit/s")) for g in gateways]
+        ratios = [ratio_cell(vals, p) for p in peers]
         goal = ""
         if target and "mtlsgate" in vals:
             ref, want = target
@@ -787,6 +861,11 @@ def main():
     ap.add_argument("--tunnel-idle", type=int, default=9000, help="idle tunnels for the tunnel memory figure")
     ap.add_argument("--mqtt-publishers", type=int, default=100, help="publishers for the MQTT figure")
     ap.add_argument("--only", help="comma-separated gateways to run")
+    ap.add_argument("--inferno", default=str(Path.home() / ".cargo" / "bin"),
+                    help="directory with inferno-collapse-perf and inferno-flamegraph")
+    ap.add_argument("--flame", action="store_true",
+                    help="record mtlsgate with perf during the keep-alive HTTP/1.1 figure (first round) and "
+                         "write a flame graph to bench/results/ (needs perf and inferno)")
     ap.add_argument("--upstream", default="bench,nginx",
                     help="comma-separated upstreams for the keep-alive and HTTP/2 figures: bench "
                          "(mtlsgate-bench upstream), nginx")
@@ -852,7 +931,7 @@ def main():
             "rounds": args.rounds, "seconds": args.seconds, "idle_tunnels": args.tunnel_idle,
             "mqtt_publishers": args.mqtt_publishers, "load_average": {"start": load[0], "end": load[1]},
             "duration_s": round(time.time() - t0), "versions": versions, "raw": results,
-            "medians": {title: vals for title, _, vals, _, _ in rows},
+            "medians": unique_titles([(title, unit, vals, higher) for title, unit, vals, higher, _ in rows]),
             "targets": {title: {"met": met, "ratio": ratio} for title, met, ratio in verdicts},
         })
     write_results(args, http, tunnels)
@@ -885,7 +964,13 @@ def run_http(args, pki, gateways, versions):
                         # and the upstream on one core, that core can be the limit, and the
                         # requests per gateway CPU-second still show each gateway's cost.
                         cpu0 = gateway_cpu(gw)
+                        flame = (Flame(args, gw.worker_pid()) if args.flame and rnd == 0 and g == "mtlsgate"
+                                 and key == "keepalive_h1" else None)
+                        stat0 = cpu_stat()
                         r = oha(args, pki, gw.port, args.seconds, o["conns"], o["keepalive"], o.get("http2", False))
+                        r.update(core_share(stat0, cpu_stat()))
+                        if flame:
+                            flame.stop(f"{title}, mtlsgate")
                         r["gateway_cpu_s"] = gateway_cpu(gw) - cpu0
                         r["per_cpu_s"] = r["ok"] / r["gateway_cpu_s"] if r["gateway_cpu_s"] else 0.0
                     finally:
@@ -895,7 +980,8 @@ def run_http(args, pki, gateways, versions):
                                          f"(see {gw.dir}/stderr.log)")
                     results[key][g].append(r)
                     log(f"round {rnd + 1} {key:20} {g:9} {r['rps']:10.0f}/s  p50 {r['p50_ms']:.2f} ms  "
-                        f"p99 {r['p99_ms']:.2f} ms  {r['per_cpu_s']:.0f} per gateway CPU-second")
+                        f"p99 {r['p99_ms']:.2f} ms  {r['per_cpu_s']:.0f} per gateway CPU-second  "
+                        f"cores {r[f'core{GW_CPU}_busy_pct']:.0f}%/{r[f'core{LOAD_CPU}_busy_pct']:.0f}% busy")
             for key, h2 in (("idle_memory", False), ("idle_memory_h2", True)):
                 for g in order:
                     gw = Gateway(g, args, pki, up_port, True).start()
@@ -949,6 +1035,18 @@ def write_results(args, http, tunnels):
     print(f"written to {md_path} and .json")
 
 
+def cell(v, two_places):
+    if isinstance(v, str):
+        return v
+    return f"{v:.2f}" if two_places else f"{v:.0f}"
+
+
+def ratio_cell(vals, peer):
+    if "mtlsgate" in vals and not isinstance(vals[peer], str) and vals[peer]:
+        return f"{vals['mtlsgate'] / vals[peer]:.2f}×"
+    return "–"
+
+
 def unique_titles(rows):
     """The rows' medians by title, a sub-row ("  p99 latency") named after its figure."""
     out, parent = {}, ""
@@ -973,6 +1071,7 @@ def report(args, gateways, results, ceiling, versions, allow, figures):
         rows.append((title, "req/s", {g: med([r["rps"] for r in src[g]]) for g in gateways}, True))
         rows.append(("  per gateway CPU-second", "req", {g: med([r["per_cpu_s"] for r in src[g]]) for g in gateways},
                      True))
+        rows.append((SHARE_ROW, "%", {g: share_cells(src[g]) for g in gateways}, True))
         if key.startswith("keepalive"):
             rows.append(("  p50 latency", "ms", {g: med([r["p50_ms"] for r in results[key][g]]) for g in gateways}, False))
             rows.append(("  p99 latency", "ms", {g: med([r["p99_ms"] for r in results[key][g]]) for g in gateways}, False))
@@ -1002,10 +1101,8 @@ def report(args, gateways, results, ceiling, versions, allow, figures):
         "|" + "---|" * (2 + len(gateways) + len(peers)),
     ]
     for title, unit, vals, _ in rows:
-        cells = [f"{vals[g]:.2f}" if unit in ("ms", "KiB") else f"{vals[g]:.0f}" for g in gateways]
-        ratios = []
-        for p in peers:
-            ratios.append(f"{vals['mtlsgate'] / vals[p]:.2f}×" if "mtlsgate" in vals and vals[p] else "–")
+        cells = [cell(vals[g], unit in ("ms", "KiB")) for g in gateways]
+        ratios = [ratio_cell(vals, p) for p in peers]
         lines.append(f"| {title} | {unit} | " + " | ".join(cells) + " | " + " | ".join(ratios) + " |")
     lines += [
         "",
@@ -1033,6 +1130,12 @@ def report(args, gateways, results, ceiling, versions, allow, figures):
         "",
         "Ratios above 1 favour mtlsgate for rates; for latency and memory lower is better, so a ratio "
         "below 1 favours mtlsgate.",
+        "",
+        f"The busy-share rows give, over each figure's measuring window, how busy core {GW_CPU} (the server under "
+        f"test) and core {LOAD_CPU} (oha and the upstream) were, from /proc/stat (everything that ran on the core "
+        f"counts, other processes on the machine too). A server below 100% on core {GW_CPU} while core "
+        f"{LOAD_CPU} is at 100% was waiting for the load side: its req/s is the load side's limit, and its "
+        "per-CPU-second figure is measured at partial load (see bench/README.md).",
         "",
         "mtlsgate caches verified chains (per configuration generation, until the chain's first expiry), and "
         "oha presents one client certificate, so after the first connection mtlsgate's full handshakes skip "

@@ -108,7 +108,7 @@ fn a_certificate_subject_cannot_forge_log_lines_or_pages() {
         "{page}"
     );
     assert!(!page.contains('\u{1b}') && !page.contains('\r'), "{page:?}");
-    let log = g.access_log();
+    let log = g.access_log_lines(2);
     let lines: Vec<&str> = log.lines().collect();
     assert_eq!(lines.len(), 2, "one line per request: {log:?}");
     for l in &lines {
@@ -226,6 +226,70 @@ fn a_trickled_request_head_is_cut_off_at_header_read_over_http1_and_http2() {
         "HTTP/1.1 head not cut off at 2 s: {r}"
     );
     assert!(r["sent"].as_u64() < r["total"].as_u64(), "{r}");
+}
+
+#[test]
+fn a_client_that_sends_no_request_is_closed_at_first_request_over_http1_and_http2() {
+    let w = Work::new();
+    pki(&w);
+    let up = Upstream::start(&w);
+    let g = gate_toml(
+        &w,
+        &up,
+        "",
+        "first_request = \"2s\"\nheader_read = \"20s\"\nidle = \"30s\"",
+    );
+    // HTTP/1.1: handshake, then silence. Before first_request it was held for all of idle.
+    let r = rawtls(
+        &w,
+        g.port,
+        &[DEV1[2], DEV1[3], DEV1[4], DEV1[5], "--send", ""],
+    );
+    let after = r["closed_after"].as_f64().unwrap_or(99.0);
+    assert!(
+        (1.5..6.0).contains(&after),
+        "silent HTTP/1.1 connection not closed at 2 s: {r}"
+    );
+    assert_eq!(r["response"], "", "{r}");
+    // HTTP/2: the preface, SETTINGS and pings, but no stream.
+    let mut a = vec!["ping", "--delay", "0.3"];
+    a.extend_from_slice(DEV1);
+    let r = h2client(&w, g.port, &a);
+    let after = r["closed_after"].as_f64().unwrap_or(99.0);
+    assert!(
+        (1.5..6.0).contains(&after),
+        "HTTP/2 connection without a stream not closed at 2 s: {r}"
+    );
+    // A request sent within the deadline is served, and the connection then lives by idle.
+    let g = gate_toml(
+        &w,
+        &up,
+        "",
+        "first_request = \"3s\"\nheader_read = \"20s\"\nidle = \"5s\"",
+    );
+    let head = "GET / HTTP/1.1\\r\\nHost: localhost\\r\\n\\r\\n";
+    let r = rawtls(
+        &w,
+        g.port,
+        &[
+            DEV1[2], DEV1[3], DEV1[4], DEV1[5], "--send", head, "--wait", "1",
+        ],
+    );
+    let response = r["response"].as_str().unwrap_or_default();
+    assert!(response.starts_with("HTTP/1.1 200"), "{r}");
+    let after = r["closed_after"].as_f64().unwrap_or(0.0);
+    assert!(
+        (4.5..20.0).contains(&after),
+        "a served connection was not kept until idle: {r}"
+    );
+    let r = h2client(
+        &w,
+        g.port,
+        &[
+            "request", "--ca", "ca.crt", "--cert", "dev1.crt", "--key", "dev1.key",
+        ],
+    );
+    assert_eq!(r["status"], 200, "{r}");
 }
 
 #[test]

@@ -499,7 +499,7 @@ xfcc = true
     let (code, _) = get_as(&w, &g, "dev1", "/api/x", &["-H", &big]);
     assert_eq!(code, 431);
     let last = g
-        .access_log()
+        .access_log_with("\"status\":431")
         .lines()
         .last()
         .unwrap_or_default()
@@ -547,4 +547,63 @@ fn a_reload_that_changes_inventory_poll_says_it_needs_a_restart() {
     eventually("the revocation to reach the gateway", || {
         curl_as(&w, "edge.crt", "edge.key", &g.url("/")).0 != 200
     });
+}
+
+#[test]
+fn an_access_log_line_is_written_within_the_flush_interval_while_the_gateway_idles() {
+    let w = Work::new();
+    pki(&w);
+    let up = Upstream::start(&w);
+    // The default: buffered, written at least every second. No further request fills the
+    // buffer, so only the flush interval can write this line.
+    let g = serve(&w, &up, &[]);
+    assert_eq!(get_as(&w, &g, "dev1", "/idle-flush", &[]).0, 200);
+    let log = g.access_log_with("\"GET /idle-flush\"");
+    assert!(
+        log.contains("\"GET /idle-flush\" route=/ status=200"),
+        "{log}"
+    );
+}
+
+#[test]
+fn sigterm_writes_every_buffered_access_log_line() {
+    let w = Work::new();
+    pki(&w);
+    let up = Upstream::start(&w);
+    let mut g = serve(&w, &up, &["--access-log-flush", "30s"]);
+    // A line waits in the buffer (up to 30 s here)…
+    assert_eq!(get_as(&w, &g, "dev1", "/first", &[]).0, 200);
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(
+        !g.access_log().contains("\"GET /first\""),
+        "written before the flush interval: {}",
+        g.access_log()
+    );
+    // …and 2,000 more on 16 kept-alive connections, most of them written as the buffer
+    // fills; SIGTERM writes the rest.
+    let url = g.url("/n[1-2000]");
+    let mut a = as_dev("dev1");
+    for x in [
+        "-sS",
+        "--max-time",
+        "300",
+        "--parallel",
+        "--parallel-max",
+        "16",
+        "-w",
+        "\n=%{http_code}\n",
+        &url,
+    ] {
+        a.push(x.to_string());
+    }
+    let out = w.cmd("curl", &s(&a)).ok();
+    assert_eq!(out.lines().filter(|l| *l == "=200").count(), 2000);
+    assert_eq!(g.proc.stop(), 0, "{}", g.proc.stderr());
+    let log = g.access_log();
+    assert!(log.contains("\"GET /first\" route=/ status=200"), "{log}");
+    let served = log
+        .lines()
+        .filter(|l| l.contains("\"GET /n") && l.contains("status=200"))
+        .count();
+    assert_eq!(served, 2000, "lines lost at SIGTERM");
 }

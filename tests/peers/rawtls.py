@@ -3,7 +3,9 @@
 curl will not send (no Host, two Host headers) and for trickled request heads.
 
   rawtls.py PORT --ca CA [--cert C --key K] --send 'GET / HTTP/1.1\\r\\n\\r\\n' [--delay S]
-With --delay, the bytes go one at a time, S seconds apart, until the server closes.
+            [--wait S]
+With --delay, the bytes go one at a time, S seconds apart, until the server closes; with
+--wait, nothing is sent for S seconds after the handshake (--send '' sends nothing at all).
 Prints {"response": "...", "closed_after": secs, "sent": n, "total": n} on stdout.
 One thread does all socket work (an SSL socket is not safe to read and write at once from
 two threads)."""
@@ -16,6 +18,7 @@ p.add_argument("--cert")
 p.add_argument("--key")
 p.add_argument("--send", required=True)
 p.add_argument("--delay", type=float, default=0.0)
+p.add_argument("--wait", type=float, default=0.0)
 a = p.parse_args()
 
 ctx = ssl.create_default_context(cafile=a.ca)
@@ -24,10 +27,13 @@ if a.cert:
     ctx.load_cert_chain(a.cert, a.key)
 s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", a.port), timeout=60),
                     server_hostname="localhost")
+# Reads must not wait: a record with no application data (a session ticket) would otherwise
+# hold recv() until the server sends or closes, and nothing more would be sent meanwhile.
+s.setblocking(False)
 data = a.send.encode().decode("unicode_escape").encode("latin-1")
 got, closed = [], None
 started = time.monotonic()
-sent, next_send = 0, started
+sent, next_send = 0, started + a.wait
 
 
 def read_some(wait):

@@ -63,8 +63,33 @@ impl Gate {
         format!("https://localhost:{}{path}", self.port)
     }
 
+    /// What the process printed on stdout so far. Access-log lines are buffered (for up to
+    /// `access_log_flush`, 1 s by default): to read them, use [`Gate::access_log_with`] or
+    /// [`Gate::access_log_lines`].
     pub fn access_log(&self) -> String {
         std::fs::read_to_string(&self.access_log).unwrap_or_default()
+    }
+
+    /// The access log once it contains `needle`, or as it is after 10 s (for the test's
+    /// assertion to report).
+    pub fn access_log_with(&self, needle: &str) -> String {
+        self.access_log_until(|log| log.contains(needle))
+    }
+
+    /// The access log once it holds at least `n` lines, or as it is after 10 s.
+    pub fn access_log_lines(&self, n: usize) -> String {
+        self.access_log_until(|log| log.lines().count() >= n)
+    }
+
+    fn access_log_until(&self, done: impl Fn(&str) -> bool) -> String {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let log = self.access_log();
+            if done(&log) || std::time::Instant::now() >= deadline {
+                return log;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
     }
 }
 

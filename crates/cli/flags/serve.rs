@@ -93,6 +93,10 @@ pub struct Serve {
     /// Access log: text, json or off.
     #[arg(long, value_name = "FORMAT", default_value = defaults::ACCESS_LOG)]
     pub access_log: String,
+    /// How long an access-log line may wait in the buffer before it is written: 0 writes
+    /// each line at once (one write per request). SIGTERM and a reload lose none.
+    #[arg(long, value_name = "DURATION", default_value = defaults::ACCESS_LOG_FLUSH_TEXT)]
+    pub access_log_flush: String,
     /// Admin listener for /healthz and /metrics (loopback only), e.g. 127.0.0.1:9901.
     #[arg(long, value_name = "ADDR")]
     pub admin_listen: Option<String>,

@@ -7,7 +7,7 @@
 
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -152,6 +152,9 @@ pub(crate) struct Clock {
     idle_since: AtomicU64,
     /// 1 + when the head of a request began arriving; 0 when none is arriving.
     head_since: AtomicU64,
+    /// Whether a request has reached the gateway yet (until then, `first_request` runs
+    /// from the end of the handshake, when the clock started).
+    served: AtomicBool,
 }
 
 impl Clock {
@@ -161,6 +164,7 @@ impl Clock {
             in_flight: AtomicU32::new(0),
             idle_since: AtomicU64::new(0),
             head_since: AtomicU64::new(0),
+            served: AtomicBool::new(false),
         }
     }
 
@@ -186,6 +190,9 @@ impl Clock {
     /// response body, which may stream long after the headers).
     pub(crate) fn request(self: &Arc<Self>, http1: bool) -> InFlight {
         self.in_flight.fetch_add(1, Relaxed);
+        if !self.served.load(Relaxed) {
+            self.served.store(true, Relaxed);
+        }
         if http1 {
             self.head_done();
         }
@@ -195,29 +202,32 @@ impl Clock {
     /// What the timers say now: which ran out, or how long the watchdog may sleep — never
     /// more than `header_read`, so that a request head that starts while it sleeps (which
     /// does not wake it) is timed from when it started: the watchdog wakes before that
-    /// head's deadline and then sleeps until it.
+    /// head's deadline and then sleeps until it. Until the first request arrives,
+    /// `first_request` (from the end of the handshake) runs beside the other two.
     pub(crate) fn check(&self, t: &Timeouts) -> Result<Duration, Expiry> {
         let now = self.now_ms();
         let ms = |d: Duration| d.as_millis() as u64;
+        let mut soonest: Option<(u64, Expiry)> = None;
+        let mut consider = |deadline: u64, e: Expiry| {
+            if soonest.is_none_or(|(d, _)| deadline < d) {
+                soonest = Some((deadline, e));
+            }
+        };
+        if !self.served.load(Relaxed) {
+            consider(ms(t.first_request), Expiry::FirstRequest);
+        }
         let head = self.head_since.load(Relaxed);
         if head != 0 {
-            let deadline = head - 1 + ms(t.header_read);
-            return if now >= deadline {
-                Err(Expiry::HeaderRead)
-            } else {
-                Ok(Duration::from_millis(deadline - now))
-            };
+            consider(head - 1 + ms(t.header_read), Expiry::HeaderRead);
+        } else if self.in_flight.load(Relaxed) == 0 {
+            consider(self.idle_since.load(Relaxed) + ms(t.idle), Expiry::Idle);
         }
-        if self.in_flight.load(Relaxed) == 0 {
-            let deadline = self.idle_since.load(Relaxed) + ms(t.idle);
-            return if now >= deadline {
-                Err(Expiry::Idle)
-            } else {
-                Ok(Duration::from_millis(deadline - now).min(t.header_read))
-            };
+        match soonest {
+            Some((deadline, e)) if now >= deadline => Err(e),
+            Some((deadline, _)) => Ok(Duration::from_millis(deadline - now).min(t.header_read)),
+            // Requests in flight: nothing to time here (the upstream timeout covers them).
+            None => Ok(t.header_read.min(t.idle)),
         }
-        // Requests in flight: nothing to time here (the upstream timeout covers them).
-        Ok(t.header_read.min(t.idle))
     }
 }
 
@@ -247,6 +257,8 @@ impl Drop for InFlight {
 /// Which timer ran out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Expiry {
+    /// No request arrived within `first_request` of the handshake.
+    FirstRequest,
     HeaderRead,
     Idle,
 }
@@ -320,5 +332,27 @@ mod tests {
             ..t
         };
         assert_eq!(clock.check(&t), Err(Expiry::HeaderRead));
+    }
+
+    #[test]
+    fn first_request_counts_from_the_handshake_until_a_request_arrives() {
+        let clock = Arc::new(Clock::new());
+        let t = Timeouts {
+            first_request: Duration::from_millis(0),
+            ..Timeouts::default()
+        };
+        assert_eq!(clock.check(&t), Err(Expiry::FirstRequest));
+        // A head that started does not stop it: only a whole request does.
+        clock.head_started();
+        assert_eq!(clock.check(&t), Err(Expiry::FirstRequest));
+        drop(clock.request(true));
+        assert!(clock.check(&t).is_ok());
+        let fresh = Clock::new();
+        let t = Timeouts {
+            first_request: Duration::from_secs(3),
+            ..Timeouts::default()
+        };
+        let wait = fresh.check(&t).unwrap_or_default();
+        assert!(wait <= Duration::from_secs(3), "{wait:?}");
     }
 }

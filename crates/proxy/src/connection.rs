@@ -1,7 +1,8 @@
 //! Serving HTTP/1.1 or HTTP/2 on one client connection after its TLS handshake (what is
 //! known about it is [`Conn`], in `conn`), and the three ways it ends besides the client
 //! leaving:
-//! - **timers** (read from the connection's [`Clock`]): a request head must arrive within
+//! - **timers** (read from the connection's [`Clock`]): the first request must arrive within
+//!   `first_request` of the handshake (for HTTP/2: a stream opened), a request head within
 //!   `header_read` of its first byte — for HTTP/2 too, where a HEADERS frame is watched on
 //!   the wire — and a connection with no request in flight closes after `idle`; bytes that
 //!   complete no request (a trickled header, pings) do not keep it open;
@@ -79,6 +80,10 @@ where
             conn.state.metrics.header_timeouts.fetch_add(1, Relaxed);
             tracing::debug!(remote = %conn.remote, "closed: no complete request head within the header_read timeout");
         }
+        Ended::FirstRequestTimeout => {
+            conn.state.metrics.header_timeouts.fetch_add(1, Relaxed);
+            tracing::debug!(remote = %conn.remote, "closed: no request within the first_request timeout after the handshake");
+        }
         Ended::Idle => tracing::debug!(remote = %conn.remote, "closed: idle"),
         Ended::Refused => {}
     }
@@ -88,6 +93,7 @@ where
 enum Ended {
     Done(Result<(), hyper::Error>),
     HeaderTimeout,
+    FirstRequestTimeout,
     Idle,
     /// The client's certificate is refused now (a reload or revocation).
     Refused,
@@ -167,6 +173,7 @@ where
             // Once closing, the grace timer bounds what is left.
             e = &mut timer, if !closing => match e {
                 Expiry::HeaderRead => return Ended::HeaderTimeout,
+                Expiry::FirstRequest => return Ended::FirstRequestTimeout,
                 Expiry::Idle => {
                     closing = true;
                     graceful(c.as_mut());

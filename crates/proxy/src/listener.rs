@@ -104,6 +104,9 @@ impl Gateway {
     /// connection to finish its in-flight requests, and waits for them up to the drain
     /// timeout.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), GateError> {
+        // However `run` ends (returned, or dropped with the runtime), the access log's
+        // buffered lines are written, and later ones at once.
+        let _flush = FlushAccessLog;
         let (stop_tx, stop_rx) = watch::channel(false);
         let tracker = tracker::Tracker::default();
         let mut shutdown = pin!(shutdown);
@@ -162,6 +165,15 @@ impl Gateway {
             let _ = t.await;
         }
         Ok(())
+    }
+}
+
+/// Writes the access log's buffer when dropped.
+struct FlushAccessLog;
+
+impl Drop for FlushAccessLog {
+    fn drop(&mut self) {
+        crate::access_log::flush_at_exit();
     }
 }
 

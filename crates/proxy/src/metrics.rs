@@ -117,7 +117,7 @@ impl Metrics {
         c(
             &mut o,
             "mtlsgate_header_timeouts_total",
-            "Connections closed because a request head did not arrive within header_read.",
+            "Connections closed because a request head did not arrive within header_read (or the first request within first_request of the handshake).",
             self.header_timeouts.load(Relaxed),
         );
         let _ = writeln!(o, "# HELP mtlsgate_verify_failures_total Client certificates refused, by reason.\n# TYPE mtlsgate_verify_failures_total counter");

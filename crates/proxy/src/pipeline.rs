@@ -47,14 +47,8 @@ pub(crate) async fn handle(conn: &Arc<Conn>, req: Request<Incoming>) -> Response
     let verdict = conn.verdict(&snap);
     // What only the access log needs is kept only when it is on.
     let logging = snap.config.access_log != AccessLog::Off;
-    let seen = logging.then(|| {
-        let target = req
-            .uri()
-            .path_and_query()
-            .map(|p| p.as_str().to_string())
-            .unwrap_or_else(|| req.uri().to_string());
-        (req.method().clone(), target)
-    });
+    // Both are shared bytes: keeping them copies no text.
+    let seen = logging.then(|| (req.method().clone(), req.uri().clone()));
     let mut routed: Option<&str> = None;
     let mut close_after = None;
     let resp = match stages(conn, &snap, &verdict, req, &mut routed).await {
@@ -69,9 +63,18 @@ pub(crate) async fn handle(conn: &Arc<Conn>, req: Request<Incoming>) -> Response
     };
     let status = resp.status().as_u16();
     conn.state.metrics.response(status);
-    if let Some((method, target)) = &seen {
+    if let Some((method, uri)) = &seen {
+        // The target as the client sent it (an authority-form CONNECT target has no path).
+        let whole;
+        let target = match uri.path_and_query() {
+            Some(p) => p.as_str(),
+            None => {
+                whole = uri.to_string();
+                whole.as_str()
+            }
+        };
         access_log::write(
-            snap.config.access_log,
+            &snap.config,
             &LogLine {
                 conn,
                 verdict: &verdict,

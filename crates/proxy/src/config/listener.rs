@@ -71,6 +71,11 @@ impl AccessLog {
 pub struct Timeouts {
     /// From accept to the end of the TLS handshake.
     pub handshake: Duration,
+    /// From the end of the handshake to the first request's header complete (HTTP/1; for
+    /// HTTP/2 a stream opened), as HAProxy's `timeout http-request` and nginx's
+    /// `client_header_timeout` time a new connection: a client that connects and says
+    /// nothing is not held for all of `idle`.
+    pub first_request: Duration,
     /// From the first byte of a request to the end of its header (HTTP/1 and HTTP/2).
     pub header_read: Duration,
     /// With no request in flight, the connection is closed after this long. Bytes that do
@@ -86,6 +91,7 @@ impl Default for Timeouts {
     fn default() -> Self {
         Timeouts {
             handshake: defaults::HANDSHAKE,
+            first_request: defaults::FIRST_REQUEST,
             header_read: defaults::HEADER_READ,
             idle: defaults::IDLE,
             upstream_connect: defaults::UPSTREAM_CONNECT,
@@ -153,6 +159,8 @@ pub(super) struct Listener {
     pub verify_depth: usize,
     pub admin_listen: Option<SocketAddr>,
     pub access_log: AccessLog,
+    pub access_log_flush: Duration,
+    pub access_log_buffer: usize,
     pub max_header_bytes: usize,
     pub threads: Option<usize>,
     pub inventory: Option<InventoryConfig>,
@@ -256,6 +264,38 @@ pub(super) fn listener_from_raw(
             )
         })?,
     };
+    let access_log_flush = match &s.access_log_flush {
+        None => defaults::ACCESS_LOG_FLUSH,
+        Some(v) => (if v.get_ref().trim() == "0" {
+            Some(Duration::ZERO)
+        } else {
+            parse_timeout(v.get_ref())
+        })
+        .filter(|d| *d <= Duration::from_secs(60))
+        .ok_or_else(|| {
+            src.err(
+                "server.access_log_flush",
+                span(v),
+                format!(
+                    "`{}` is not a duration from 0 (each line at once) to 1m, such as 1s or 500ms",
+                    v.get_ref()
+                ),
+            )
+        })?,
+    };
+    let access_log_buffer = match &s.access_log_buffer {
+        None => defaults::ACCESS_LOG_BUFFER,
+        Some(v) => match usize::try_from(*v.get_ref()) {
+            Ok(n) if (4096..=16 * 1024 * 1024).contains(&n) => n,
+            _ => {
+                return Err(src.err(
+                    "server.access_log_buffer",
+                    v.span(),
+                    format!("{} is out of range: use 4096 to 16777216", v.get_ref()),
+                ))
+            }
+        },
+    };
     let max_header_bytes = match &s.max_header_bytes {
         None => defaults::MAX_HEADER_BYTES,
         Some(v) => match usize::try_from(*v.get_ref()) {
@@ -329,6 +369,11 @@ pub(super) fn listener_from_raw(
     for (key, val, slot) in [
         ("timeouts.handshake", t.handshake, &mut timeouts.handshake),
         (
+            "timeouts.first_request",
+            t.first_request,
+            &mut timeouts.first_request,
+        ),
+        (
             "timeouts.header_read",
             t.header_read,
             &mut timeouts.header_read,
@@ -368,6 +413,8 @@ pub(super) fn listener_from_raw(
         verify_depth,
         admin_listen,
         access_log,
+        access_log_flush,
+        access_log_buffer,
         max_header_bytes,
         threads,
         inventory,

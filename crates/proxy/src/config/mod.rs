@@ -26,6 +26,7 @@ mod vhost;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 pub use listener::{
     parse_listen, AccessLog, InventoryConfig, ListenerTls, Overrides, Timeouts, VerifyMode,
@@ -70,6 +71,11 @@ pub struct GateConfig {
     pub resumption: bool,
     pub admin_listen: Option<SocketAddr>,
     pub access_log: AccessLog,
+    /// How long an access-log line may wait in the buffer before it is written (zero: each
+    /// line is written at once), as nginx's `access_log … flush=`.
+    pub access_log_flush: Duration,
+    /// Buffered lines are written once they fill this many bytes (nginx's `buffer=`).
+    pub access_log_buffer: usize,
     pub timeouts: Timeouts,
     pub max_header_bytes: usize,
     /// HTTP routes; without any, no HTTP listener is started (a tunnel-only gateway).

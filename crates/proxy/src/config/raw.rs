@@ -122,6 +122,8 @@ pub struct RawServer {
     pub resumption: Option<bool>,
     pub admin_listen: Option<At<String>>,
     pub access_log: Option<At<String>>,
+    pub access_log_flush: Option<At<String>>,
+    pub access_log_buffer: Option<At<i64>>,
     pub max_header_bytes: Option<At<i64>>,
     pub threads: Option<At<i64>>,
     /// A CA directory or a PostgreSQL URL: the device inventory routes may consult.
@@ -173,6 +175,7 @@ impl From<Vec<PathBuf>> for OneOrMany {
 #[serde(deny_unknown_fields)]
 pub struct RawTimeouts {
     pub handshake: Option<At<String>>,
+    pub first_request: Option<At<String>>,
     pub header_read: Option<At<String>>,
     pub idle: Option<At<String>>,
     pub upstream_connect: Option<At<String>>,

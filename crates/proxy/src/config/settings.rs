@@ -237,6 +237,15 @@ pub const SETTINGS: &[Setting] = &[
     listener("server.access_log", Some("--access-log"), Reload, |c| {
         other(c.access_log)
     }),
+    listener(
+        "server.access_log_flush",
+        Some("--access-log-flush"),
+        Reload,
+        |c| other(c.access_log_flush),
+    ),
+    listener("server.access_log_buffer", None, Reload, |c| {
+        other(c.access_log_buffer)
+    }),
     listener("server.max_header_bytes", None, Reload, |c| {
         other(c.max_header_bytes)
     }),
@@ -276,6 +285,9 @@ pub const SETTINGS: &[Setting] = &[
     ),
     listener("timeouts.handshake", None, Reload, |c| {
         other(c.timeouts.handshake)
+    }),
+    listener("timeouts.first_request", None, Reload, |c| {
+        other(c.timeouts.first_request)
     }),
     listener("timeouts.header_read", None, Reload, |c| {
         other(c.timeouts.header_read)
@@ -472,6 +484,10 @@ pub mod defaults {
     /// Leaf → intermediate → root, as nginx's `ssl_verify_depth 2`.
     pub const VERIFY_DEPTH: usize = mtlsgate_pki::verify::DEFAULT_DEPTH;
     pub const ACCESS_LOG: &str = "text";
+    /// nginx's `access_log … buffer=32k flush=1s`: a line waits at most this long.
+    pub const ACCESS_LOG_FLUSH: Duration = Duration::from_secs(1);
+    pub const ACCESS_LOG_FLUSH_TEXT: &str = "1s";
+    pub const ACCESS_LOG_BUFFER: usize = 32 * 1024;
     pub const MAX_HEADER_BYTES: usize = 16 * 1024;
     pub const RESUMPTION: bool = true;
     pub const VERIFY_CACHE: bool = true;
@@ -481,6 +497,9 @@ pub mod defaults {
     pub const XFCC: bool = false;
 
     pub const HANDSHAKE: Duration = Duration::from_secs(10);
+    /// From the handshake to the first request head: nginx's `client_header_timeout`
+    /// default is 60 s; a device that connects means to send at once.
+    pub const FIRST_REQUEST: Duration = Duration::from_secs(10);
     pub const HEADER_READ: Duration = Duration::from_secs(10);
     /// nginx's `keepalive_timeout` default.
     pub const IDLE: Duration = Duration::from_secs(75);

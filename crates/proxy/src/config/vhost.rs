@@ -54,6 +54,12 @@ fn block_conflicts(b: &raw::RawServer) -> Vec<&'static str> {
     if b.access_log.is_some() {
         v.push("access_log");
     }
+    if b.access_log_flush.is_some() {
+        v.push("access_log_flush");
+    }
+    if b.access_log_buffer.is_some() {
+        v.push("access_log_buffer");
+    }
     if b.max_header_bytes.is_some() {
         v.push("max_header_bytes");
     }
