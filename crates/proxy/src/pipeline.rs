@@ -42,7 +42,6 @@ use crate::state::{Route, Snapshot};
 /// Handles one request: runs the stages, answers refusals, logs.
 pub(crate) async fn handle(conn: &Arc<Conn>, req: Request<Incoming>) -> Response<Tracked> {
     let in_flight = conn.clock.request(!conn.http2);
-    let started = Instant::now();
     let snap = conn.state.load_full();
     let verdict = conn.verdict(&snap);
     // What only the access log needs is kept only when it is on.
@@ -53,7 +52,7 @@ pub(crate) async fn handle(conn: &Arc<Conn>, req: Request<Incoming>) -> Response
             .path_and_query()
             .map(|p| p.as_str().to_string())
             .unwrap_or_else(|| req.uri().to_string());
-        (req.method().clone(), target)
+        (Instant::now(), req.method().clone(), target)
     });
     let mut routed: Option<&str> = None;
     let mut close_after = None;
@@ -69,7 +68,7 @@ pub(crate) async fn handle(conn: &Arc<Conn>, req: Request<Incoming>) -> Response
     };
     let status = resp.status().as_u16();
     conn.state.metrics.response(status);
-    if let Some((method, target)) = &seen {
+    if let Some((started, method, target)) = &seen {
         access_log::write(
             snap.config.access_log,
             &LogLine {
@@ -80,7 +79,7 @@ pub(crate) async fn handle(conn: &Arc<Conn>, req: Request<Incoming>) -> Response
                 route: routed,
                 status,
                 bytes: hyper::body::Body::size_hint(resp.body()).exact(),
-                started,
+                started: *started,
             },
         );
     }
@@ -296,7 +295,11 @@ fn rewrite(
         tls_protocol: conn.tls_protocol,
         tls_cipher: conn.tls_cipher,
         resumed: conn.resumed,
-        now: OffsetDateTime::now_utc(),
+        now: if route.headers.reads_time {
+            OffsetDateTime::now_utc()
+        } else {
+            OffsetDateTime::UNIX_EPOCH
+        },
     };
     let fixed = conn.connection_headers(generation, &route.headers, verdict, &cx);
     route.headers.apply(&mut parts.headers, &cx, Some(&fixed));
