@@ -68,7 +68,7 @@ enum Inner {
     /// TLS, HTTP/1.1 only (no h2 offered): connections of our own, kept per thread.
     Tls1(HttpsConnector<HttpConnector>),
     /// TLS with h2 offered: hyper-util's pool (an HTTP/2 connection is shared).
-    Tls(Client<HttpsConnector<HttpConnector>, RequestBody>),
+    Tls(Box<Client<HttpsConnector<HttpConnector>, RequestBody>>),
 }
 
 /// Why an upstream exchange failed: connecting (refused, unreachable, TLS), or the
@@ -295,7 +295,7 @@ impl UpstreamClient {
         };
         let builder = builder.enable_http1();
         let inner = if t.http2 {
-            Inner::Tls(pool(builder.enable_http2().wrap_connector(http)))
+            Inner::Tls(Box::new(pool(builder.enable_http2().wrap_connector(http))))
         } else {
             Inner::Tls1(builder.wrap_connector(http))
         };
