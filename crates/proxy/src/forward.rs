@@ -205,6 +205,13 @@ const HOP_BY_HOP: &[HeaderName] = &[
 
 /// Removes hop-by-hop headers, and those the Connection header names.
 pub(crate) fn strip_hop_by_hop(h: &mut HeaderMap) {
+    // Most messages have none: one pass over the names instead of a lookup for each.
+    if !h
+        .keys()
+        .any(|k| HOP_BY_HOP.contains(k) || k == "keep-alive" || k == "proxy-connection")
+    {
+        return;
+    }
     let named: Vec<HeaderName> = h
         .get_all(header::CONNECTION)
         .iter()

@@ -178,6 +178,7 @@ pub struct RenderCtx<'a> {
     pub tls_protocol: &'a str,
     pub tls_cipher: &'a str,
     pub resumed: bool,
+    /// The time, for `$ssl_client_v_remain` (any value when no template reads it).
     pub now: OffsetDateTime,
 }
 
@@ -259,6 +260,9 @@ pub(crate) struct HeaderPlan {
     pub(crate) xfcc: bool,
     /// Which Host the upstream receives.
     pub(crate) host: HostHeader,
+    /// Whether a template reads the time (`$ssl_client_v_remain`): only then does a
+    /// request read the clock for [`RenderCtx::now`].
+    pub(crate) reads_time: bool,
 }
 
 impl HeaderPlan {
@@ -291,11 +295,17 @@ impl HeaderPlan {
         }
         let mut owned: Vec<String> = set.iter().map(|(n, _)| normalized(n.as_str())).collect();
         owned.push("x-forwarded-client-cert".into());
+        let reads_time = set.iter().any(|(_, t)| {
+            t.pieces
+                .iter()
+                .any(|p| matches!(p, Piece::Var(Var::SslClientVRemain)))
+        });
         Ok(HeaderPlan {
             set,
             owned,
             xfcc,
             host,
+            reads_time,
         })
     }
 

@@ -52,18 +52,27 @@ impl fmt::Display for PathError {
 impl std::error::Error for PathError {}
 
 /// A request path after normalisation.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct NormalPath {
     /// The decoded, normalised path, as bytes (it may hold any octet `%XX` decoded to):
-    /// what routes are matched against.
-    decoded: Vec<u8>,
+    /// what routes are matched against. `None`: the same bytes as `encoded` (a path that
+    /// was canonical as sent, the usual case: one allocation instead of two).
+    decoded: Option<Vec<u8>>,
     /// The same path, canonically percent-encoded: what the upstream receives.
     encoded: String,
 }
 
+impl PartialEq for NormalPath {
+    fn eq(&self, other: &Self) -> bool {
+        self.decoded() == other.decoded() && self.encoded == other.encoded
+    }
+}
+
+impl Eq for NormalPath {}
+
 impl NormalPath {
     pub fn decoded(&self) -> &[u8] {
-        &self.decoded
+        self.decoded.as_deref().unwrap_or(self.encoded.as_bytes())
     }
 
     pub fn encoded(&self) -> &str {
@@ -73,7 +82,7 @@ impl NormalPath {
     /// The canonical encoding of the part after the first `n` decoded bytes (for a route
     /// whose upstream URL replaces its prefix).
     pub fn encoded_after(&self, n: usize) -> String {
-        encode(self.decoded.get(n..).unwrap_or_default())
+        encode(self.decoded().get(n..).unwrap_or_default())
     }
 }
 
@@ -88,6 +97,39 @@ fn hex(b: u8) -> Option<u8> {
 
 /// Normalises the path of a request target (the part before `?`).
 pub fn normalize(raw: &str) -> Result<NormalPath, PathError> {
+    if is_canonical(raw.as_bytes()) {
+        return Ok(NormalPath {
+            decoded: None,
+            encoded: raw.to_owned(),
+        });
+    }
+    normalize_any(raw)
+}
+
+/// Whether a path is its own normal form: only bytes that [`encode`] keeps (so no `%`, no
+/// `\`, `;` or control character), no empty segment but a last one (`//`), no `.` or `..`
+/// segment.
+fn is_canonical(raw: &[u8]) -> bool {
+    let Some(rest) = raw.strip_prefix(b"/") else {
+        return false;
+    };
+    if !raw.iter().all(|b| keep(*b)) {
+        return false;
+    }
+    let mut segments = rest.split(|b| *b == b'/').peekable();
+    while let Some(seg) = segments.next() {
+        let last = segments.peek().is_none();
+        match seg {
+            b"" if last => {}
+            b"" | b"." | b".." => return false,
+            _ => {}
+        }
+    }
+    true
+}
+
+/// [`normalize`] for any path, canonical or not.
+fn normalize_any(raw: &str) -> Result<NormalPath, PathError> {
     let raw = raw.as_bytes();
     if raw.first() != Some(&b'/') {
         return Err(PathError::NotOriginForm);
@@ -142,7 +184,10 @@ pub fn normalize(raw: &str) -> Result<NormalPath, PathError> {
         decoded.push(b'/');
     }
     let encoded = encode(&decoded);
-    Ok(NormalPath { decoded, encoded })
+    Ok(NormalPath {
+        decoded: Some(decoded),
+        encoded,
+    })
 }
 
 /// Bytes kept as they are in a canonical path: unreserved, sub-delimiters (but `;`, which
@@ -207,6 +252,53 @@ mod tests {
 
     fn norm(p: &str) -> Result<String, PathError> {
         normalize(p).map(|n| n.encoded().to_string())
+    }
+
+    #[test]
+    fn canonical_paths_take_the_short_way_to_the_same_result() {
+        for p in [
+            "/",
+            "//",
+            "/a",
+            "/a/",
+            "/a//",
+            "/a/b",
+            "/a/b/",
+            "/a//b",
+            "/.",
+            "/..",
+            "/./",
+            "/a/.",
+            "/a/..",
+            "/a/./b",
+            "/a/../b",
+            "/.a",
+            "/..a",
+            "/a..",
+            "/a.b/c",
+            "/a%2Fb",
+            "/a%62",
+            "/a;b",
+            "/a\\b",
+            "/~user/@x:y!$&'()*+,=",
+            "/a b",
+            "/\u{e9}",
+            "a",
+            "",
+            "/%2e",
+            "/a/%2e%2e/",
+            "/A/B/",
+        ] {
+            let short = normalize(p);
+            let long = normalize_any(p);
+            assert_eq!(short, long, "{p:?}");
+            if let (Ok(s), Ok(l)) = (&short, &long) {
+                assert_eq!(s.decoded(), l.decoded(), "{p:?}");
+                assert_eq!(s.encoded(), l.encoded(), "{p:?}");
+            }
+        }
+        assert!(is_canonical(b"/api/v1/items/"));
+        assert!(!is_canonical(b"/api//items"));
     }
 
     #[test]

@@ -42,13 +42,12 @@ use crate::state::{Route, Snapshot};
 /// Handles one request: runs the stages, answers refusals, logs.
 pub(crate) async fn handle(conn: &Arc<Conn>, req: Request<Incoming>) -> Response<Tracked> {
     let in_flight = conn.clock.request(!conn.http2);
-    let started = Instant::now();
     let snap = conn.state.load_full();
     let verdict = conn.verdict(&snap);
     // What only the access log needs is kept only when it is on.
     let logging = snap.config.access_log != AccessLog::Off;
-    // Both are shared bytes: keeping them copies no text.
-    let seen = logging.then(|| (req.method().clone(), req.uri().clone()));
+    // Shared bytes: keeping them copies no text; the clock is read only when logging.
+    let seen = logging.then(|| (Instant::now(), req.method().clone(), req.uri().clone()));
     let mut routed: Option<&str> = None;
     let mut close_after = None;
     let resp = match stages(conn, &snap, &verdict, req, &mut routed).await {
@@ -63,7 +62,7 @@ pub(crate) async fn handle(conn: &Arc<Conn>, req: Request<Incoming>) -> Response
     };
     let status = resp.status().as_u16();
     conn.state.metrics.response(status);
-    if let Some((method, uri)) = &seen {
+    if let Some((started, method, uri)) = &seen {
         // The target as the client sent it (an authority-form CONNECT target has no path).
         let whole;
         let target = match uri.path_and_query() {
@@ -83,7 +82,7 @@ pub(crate) async fn handle(conn: &Arc<Conn>, req: Request<Incoming>) -> Response
                 route: routed,
                 status,
                 bytes: hyper::body::Body::size_hint(resp.body()).exact(),
-                started,
+                started: *started,
             },
         );
     }
@@ -299,7 +298,11 @@ fn rewrite(
         tls_protocol: conn.tls_protocol,
         tls_cipher: conn.tls_cipher,
         resumed: conn.resumed,
-        now: OffsetDateTime::now_utc(),
+        now: if route.headers.reads_time {
+            OffsetDateTime::now_utc()
+        } else {
+            OffsetDateTime::UNIX_EPOCH
+        },
     };
     let fixed = conn.connection_headers(generation, &route.headers, verdict, &cx);
     route.headers.apply(&mut parts.headers, &cx, Some(&fixed));

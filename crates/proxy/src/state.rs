@@ -53,7 +53,12 @@ impl Route {
         query: Option<&str>,
     ) -> String {
         let mut s = match &self.replace_prefix {
-            None => path.encoded().to_string(),
+            None => {
+                let e = path.encoded();
+                let mut s = String::with_capacity(e.len() + query.map_or(0, |q| q.len() + 1));
+                s.push_str(e);
+                s
+            }
             Some(rep) => {
                 let rest = path.encoded_after(self.prefix.len());
                 let mut s = String::with_capacity(rep.len() + rest.len());

@@ -6,14 +6,29 @@
 //! anchors and the client certificate live behind swaps, so a reload (the agent renewing a short-lived certificate in place) takes effect
 //! for new connections while pooled and in-flight ones finish undisturbed. Failed TLS
 //! handshakes are described in words for the 502 page ([`tls_failure`]).
+//!
+//! Upstreams that speak HTTP/1.1 (plain ones, and TLS ones not offered h2) are reached
+//! through [`idle`]: connections made with hyper's `client::conn::http1` and kept, between
+//! requests, in a short list per worker thread (as HAProxy's `http-reuse`), so a request
+//! takes a ready connection without the legacy pool's key hashing, checkout and channel
+//! hand-off. A connection goes back to the list once its response head has arrived, is
+//! taken again only when it is ready for a new request, and is closed once it has been
+//! unused for [`IDLE_TIMEOUT`] (seen when that thread next keeps a connection), or when the
+//! upstream closes it. Upstreams that may speak HTTP/2 keep hyper-util's pool, which
+//! multiplexes.
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::cell::RefCell;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
+use http::header::HeaderValue;
+use http::uri::{Authority, Uri};
 use hyper::body::Incoming;
+use hyper::client::conn::http1::SendRequest;
 use hyper_rustls::{FixedServerNameResolver, HttpsConnector};
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::{Client, ResponseFuture};
+use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use rustls::client::{ResolvesClientCert, WebPkiServerVerifier};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
@@ -27,6 +42,11 @@ use crate::error::GateError;
 #[derive(Clone)]
 pub(crate) struct UpstreamClient {
     inner: Inner,
+    /// Names this client's connections in the per-thread lists (never reused, unlike an
+    /// address): a client rebuilt from changed files never takes the old one's.
+    id: u64,
+    /// The Host header for the upstream URL's authority, when the request carries none.
+    host: Arc<OnceLock<(Authority, HeaderValue)>>,
     /// What the client was built from, including a digest of the TLS files' contents:
     /// a reload reuses the client (and its pool) only when all of it is unchanged.
     pub(crate) built_from: BuiltFrom,
@@ -43,8 +63,113 @@ pub(crate) struct BuiltFrom {
 
 #[derive(Clone)]
 enum Inner {
-    Plain(Client<HttpConnector, RequestBody>),
-    Tls(Client<HttpsConnector<HttpConnector>, RequestBody>),
+    /// Plain HTTP/1.1: connections of our own, kept per thread.
+    Plain(HttpConnector),
+    /// TLS, HTTP/1.1 only (no h2 offered): connections of our own, kept per thread.
+    Tls1(HttpsConnector<HttpConnector>),
+    /// TLS with h2 offered: hyper-util's pool (an HTTP/2 connection is shared).
+    Tls(Box<Client<HttpsConnector<HttpConnector>, RequestBody>>),
+}
+
+/// Why an upstream exchange failed: connecting (refused, unreachable, TLS), or the
+/// exchange on a connection.
+#[derive(Debug)]
+pub(crate) enum UpstreamError {
+    Connect(Box<dyn std::error::Error + Send + Sync>),
+    Exchange(hyper::Error),
+    Pooled(hyper_util::client::legacy::Error),
+}
+
+impl UpstreamError {
+    pub(crate) fn is_connect(&self) -> bool {
+        match self {
+            UpstreamError::Connect(_) => true,
+            UpstreamError::Exchange(_) => false,
+            UpstreamError::Pooled(e) => e.is_connect(),
+        }
+    }
+}
+
+impl std::fmt::Display for UpstreamError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            UpstreamError::Connect(e) => write!(f, "cannot connect: {e}"),
+            UpstreamError::Exchange(e) => e.fmt(f),
+            UpstreamError::Pooled(e) => e.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for UpstreamError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            UpstreamError::Connect(e) => Some(&**e),
+            UpstreamError::Exchange(e) => Some(e),
+            UpstreamError::Pooled(e) => Some(e),
+        }
+    }
+}
+
+/// How long a kept upstream connection may wait unused before it is closed.
+pub(crate) const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// At most this many kept connections per worker thread; the oldest goes first.
+const IDLE_MAX: usize = 1024;
+
+/// The kept HTTP/1.1 upstream connections of one worker thread.
+mod idle {
+    use super::*;
+
+    struct Kept {
+        client: u64,
+        authority: Authority,
+        sender: SendRequest<RequestBody>,
+        since: Instant,
+    }
+
+    thread_local! {
+        /// Oldest first.
+        static KEPT: RefCell<Vec<Kept>> = const { RefCell::new(Vec::new()) };
+    }
+
+    /// A kept connection of `client` to `authority` that is ready for a request (the most
+    /// recently kept first); closed ones met on the way are dropped.
+    pub(super) fn take(client: u64, authority: &Authority) -> Option<SendRequest<RequestBody>> {
+        KEPT.with_borrow_mut(|kept| {
+            let mut i = kept.len();
+            while i > 0 {
+                i -= 1;
+                let k = &kept[i];
+                if k.sender.is_closed() {
+                    kept.remove(i);
+                } else if k.client == client && k.sender.is_ready() && k.authority == *authority {
+                    return Some(kept.remove(i).sender);
+                }
+            }
+            None
+        })
+    }
+
+    /// Keeps a connection for the next request; drops those unused for [`IDLE_TIMEOUT`].
+    pub(super) fn put(client: u64, authority: &Authority, sender: SendRequest<RequestBody>) {
+        if sender.is_closed() {
+            return;
+        }
+        let now = Instant::now();
+        KEPT.with_borrow_mut(|kept| {
+            let stale = kept
+                .iter()
+                .take_while(|k| now.saturating_duration_since(k.since) >= IDLE_TIMEOUT)
+                .count();
+            let over = (kept.len() + 1).saturating_sub(IDLE_MAX);
+            kept.drain(..stale.max(over));
+            kept.push(Kept {
+                client,
+                authority: authority.clone(),
+                sender,
+                since: now,
+            });
+        })
+    }
 }
 
 /// A client's request body on its way upstream, noting whether reading it failed — a
@@ -102,6 +227,8 @@ fn http_connector(connect_timeout: Duration) -> HttpConnector {
     conn
 }
 
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
 fn pool<C>(connector: C) -> Client<C, RequestBody>
 where
     C: hyper_util::client::legacy::connect::Connect + Clone + Send + Sync + 'static,
@@ -145,10 +272,7 @@ impl UpstreamClient {
     ) -> Result<UpstreamClient, GateError> {
         let http = http_connector(built_from.connect_timeout);
         let (Some(t), Some(m)) = (&built_from.tls, material) else {
-            return Ok(UpstreamClient {
-                inner: Inner::Plain(pool(http)),
-                built_from,
-            });
+            return Ok(UpstreamClient::with(Inner::Plain(http), built_from));
         };
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let cfg = rustls::ClientConfig::builder_with_provider(provider)
@@ -170,24 +294,170 @@ impl UpstreamClient {
             None => builder,
         };
         let builder = builder.enable_http1();
-        let connector = if t.http2 {
-            builder.enable_http2().wrap_connector(http)
+        let inner = if t.http2 {
+            Inner::Tls(Box::new(pool(builder.enable_http2().wrap_connector(http))))
         } else {
-            builder.wrap_connector(http)
+            Inner::Tls1(builder.wrap_connector(http))
         };
-        Ok(UpstreamClient {
-            inner: Inner::Tls(pool(connector)),
+        Ok(UpstreamClient::with(inner, built_from))
+    }
+
+    fn with(inner: Inner, built_from: BuiltFrom) -> UpstreamClient {
+        UpstreamClient {
+            inner,
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            host: Arc::new(OnceLock::new()),
             built_from,
-        })
+        }
     }
 
     /// Sends a request (its URI names the upstream).
-    pub(crate) fn request(&self, req: http::Request<RequestBody>) -> ResponseFuture {
+    pub(crate) async fn request(
+        &self,
+        req: http::Request<RequestBody>,
+    ) -> Result<http::Response<Incoming>, UpstreamError> {
         match &self.inner {
-            Inner::Plain(c) => c.request(req),
-            Inner::Tls(c) => c.request(req),
+            Inner::Plain(c) => self.request_h1(c, req).await,
+            Inner::Tls1(c) => self.request_h1(c, req).await,
+            Inner::Tls(c) => c.request(req).await.map_err(UpstreamError::Pooled),
         }
     }
+
+    /// An HTTP/1.1 exchange on a kept connection, or on a new one. A request that a kept
+    /// connection did not take (the upstream closed it meanwhile) is sent on a new one,
+    /// as hyper-util's pool does.
+    async fn request_h1<C>(
+        &self,
+        connector: &C,
+        req: http::Request<RequestBody>,
+    ) -> Result<http::Response<Incoming>, UpstreamError>
+    where
+        C: tower_service::Service<Uri> + Clone,
+        C::Response: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+        C::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let Some(authority) = req.uri().authority().cloned() else {
+            return Err(UpstreamError::Connect(
+                "the upstream request names no host".into(),
+            ));
+        };
+        let scheme = req.uri().scheme().cloned();
+        let req = self.origin_form(req, &authority);
+        let req = match idle::take(self.id, &authority) {
+            Some(mut sender) => match sender.try_send_request(req).await {
+                Ok(resp) => return Ok(self.keep(&authority, sender, resp)),
+                Err(mut e) => match e.take_message() {
+                    Some(req) => req,
+                    None => return Err(UpstreamError::Exchange(e.into_error())),
+                },
+            },
+            None => req,
+        };
+        // Only the scheme and authority matter to the connector.
+        let mut target = http::uri::Parts::default();
+        target.scheme = scheme;
+        target.authority = Some(authority.clone());
+        target.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
+        let target = Uri::from_parts(target).map_err(|e| UpstreamError::Connect(Box::new(e)))?;
+        let mut sender = connect_h1(connector, target).await?;
+        let resp = sender
+            .send_request(req)
+            .await
+            .map_err(UpstreamError::Exchange)?;
+        Ok(self.keep(&authority, sender, resp))
+    }
+
+    /// Keeps the connection for the next request, unless it was switched to another
+    /// protocol (an upgrade owns it now).
+    fn keep(
+        &self,
+        authority: &Authority,
+        sender: SendRequest<RequestBody>,
+        resp: http::Response<Incoming>,
+    ) -> http::Response<Incoming> {
+        if resp.status() != http::StatusCode::SWITCHING_PROTOCOLS {
+            idle::put(self.id, authority, sender);
+        }
+        resp
+    }
+
+    /// The request as an HTTP/1.1 connection sends it: the path and query alone, and a
+    /// Host header naming the upstream if the request has none (what hyper-util's client
+    /// does).
+    fn origin_form(
+        &self,
+        req: http::Request<RequestBody>,
+        authority: &Authority,
+    ) -> http::Request<RequestBody> {
+        let (mut parts, body) = req.into_parts();
+        if !parts.headers.contains_key(http::header::HOST) {
+            let host = self
+                .host
+                .get()
+                .filter(|(a, _)| a == authority)
+                .map(|(_, v)| v.clone())
+                .or_else(|| {
+                    let v = host_value(&parts.uri, authority)?;
+                    let _ = self.host.set((authority.clone(), v.clone()));
+                    Some(v)
+                });
+            if let Some(v) = host {
+                parts.headers.insert(http::header::HOST, v);
+            }
+        }
+        let mut uri = std::mem::take(&mut parts.uri).into_parts();
+        uri.scheme = None;
+        uri.authority = None;
+        if uri.path_and_query.is_none() {
+            uri.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
+        }
+        parts.uri = Uri::from_parts(uri).unwrap_or_else(|_| Uri::from_static("/"));
+        http::Request::from_parts(parts, body)
+    }
+}
+
+/// The Host header for `authority`: its host, and its port unless the scheme's default.
+fn host_value(uri: &Uri, authority: &Authority) -> Option<HeaderValue> {
+    let default = match uri.scheme_str() {
+        Some("https") => Some(443),
+        Some("http") => Some(80),
+        _ => None,
+    };
+    let text = match authority.port_u16() {
+        Some(p) if Some(p) != default => authority.as_str(),
+        _ => authority.host(),
+    };
+    HeaderValue::from_str(text).ok()
+}
+
+/// A new HTTP/1.1 connection to the upstream `target` names; its connection task runs
+/// until the upstream or the gateway closes it (upgrades included).
+async fn connect_h1<C>(
+    connector: &C,
+    target: Uri,
+) -> Result<SendRequest<RequestBody>, UpstreamError>
+where
+    C: tower_service::Service<Uri> + Clone,
+    C::Response: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    C::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let mut c = connector.clone();
+    std::future::poll_fn(|cx| c.poll_ready(cx))
+        .await
+        .map_err(|e| UpstreamError::Connect(e.into()))?;
+    let io = c
+        .call(target)
+        .await
+        .map_err(|e| UpstreamError::Connect(e.into()))?;
+    let (sender, conn) = hyper::client::conn::http1::handshake(io)
+        .await
+        .map_err(|e| UpstreamError::Connect(e.into()))?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.with_upgrades().await {
+            tracing::debug!("upstream connection ended: {e}");
+        }
+    });
+    Ok(sender)
 }
 
 /// A TLS client configuration for a TCP tunnel's target (no ALPN: the tunnel carries any
