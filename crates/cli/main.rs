@@ -26,7 +26,18 @@ use std::process::ExitCode;
 
 use flags::Command;
 
+/// jemalloc, not the system's malloc: under glibc the gateway never gave back what a
+/// flood of connections took (RSS 15 MB before, 187 MB after four floods of 5,000
+/// connections; one arena was no better, the freed memory stays fragmented in the heap).
+/// jemalloc's background threads return pages freed for a few seconds to the system
+/// (bench/results/flood-memory.md, made with bench/flood-memory).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> ExitCode {
+    // Without its background threads jemalloc returns freed pages only when the thread
+    // that freed them allocates again, so an idle server after a flood would keep them.
+    let _ = tikv_jemalloc_ctl::background_thread::write(true);
     let cli = flags::parse();
     let result = match cli.command {
         Command::Ca(c) => cmd_ca::run(c),

@@ -16,7 +16,10 @@
 //!   [`soak`]).
 //! - `mtlsgate-bench seed-inventory --db CA_DIR|URL --devices N --cert PEM`: adds N devices
 //!   to an inventory straight with SQL (see [`seed`]).
+//! - `mtlsgate-bench flood ...`: waves of new mTLS connections and the gateway's RSS after
+//!   each (see [`flood`]).
 
+mod flood;
 mod mqtt;
 mod seed;
 mod soak;
@@ -41,7 +44,8 @@ fn usage() -> Error {
        mtlsgate-bench tls-connect --connect ADDR --cert F --key F [--concurrency N] [--seconds S] [--server-name NAME]
        mtlsgate-bench mqtt-pub --connect ADDR --broker ADDR --ca F --cert F --key F [--publishers K] [--seconds S] [--payload BYTES] [--server-name NAME]
        mtlsgate-bench soak-client --connect ADDR --ca F --cert F --key F [--keepalive N] [--idle N] [--slow N] [--interval S] [--idle-ping S] [--retry-for S] [--seconds S] [--report S]
-       mtlsgate-bench seed-inventory --db CA_DIR|URL --devices N --cert PEM".into()
+       mtlsgate-bench seed-inventory --db CA_DIR|URL --devices N --cert PEM
+       mtlsgate-bench flood --connect ADDR --pid PID --ca F --cert F --key F [--count N] [--floods K] [--settle S] [--server-name NAME]".into()
 }
 
 fn main() -> Result<(), Error> {
@@ -122,6 +126,25 @@ fn main() -> Result<(), Error> {
                 None,
             )?;
             rt.block_on(mqtt::run(opts, tls))
+        }
+        "flood" => {
+            let opts = flood::Options {
+                connect: flag("--connect").ok_or_else(usage)?.parse()?,
+                server_name: flag("--server-name").unwrap_or_else(|| "localhost".into()),
+                count: flag("--count").unwrap_or_else(|| "5000".into()).parse()?,
+                floods: flag("--floods").unwrap_or_else(|| "4".into()).parse()?,
+                pid: flag("--pid").ok_or_else(usage)?.parse()?,
+                settle: std::time::Duration::from_secs_f64(
+                    flag("--settle").unwrap_or_else(|| "10".into()).parse()?,
+                ),
+            };
+            let tls = client_config(
+                Path::new(&flag("--ca").ok_or_else(usage)?),
+                Path::new(&flag("--cert").ok_or_else(usage)?),
+                Path::new(&flag("--key").ok_or_else(usage)?),
+                Some(b"http/1.1"),
+            )?;
+            rt.block_on(flood::run(opts, tls))
         }
         "soak-client" => {
             let secs = |name: &str, default: &str| -> Result<std::time::Duration, Error> {

@@ -60,7 +60,7 @@ impl Conn {
     pub(crate) fn new(
         state: Arc<State>,
         remote: SocketAddr,
-        tls: Option<&rustls::ServerConnection>,
+        tls: Option<&rustls::CommonState>,
         server: usize,
         peer: Arc<Peer>,
         verdict: Arc<Verdict>,

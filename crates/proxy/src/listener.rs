@@ -267,7 +267,7 @@ async fn accept(
             return;
         }
     };
-    let (_, session) = tls.get_ref();
+    let session = tls.common();
     if session.handshake_kind() == Some(rustls::HandshakeKind::Resumed) {
         m.handshakes_resumed.fetch_add(1, Relaxed);
     } else {
@@ -307,7 +307,30 @@ async fn accept(
         peer,
         verdict,
     ));
-    connection::serve(conn, tls, stop).await;
+    match tls {
+        Tls::Unbuffered(s) => connection::serve(conn, s, stop).await,
+        Tls::Buffered(s) => connection::serve(conn, s, stop).await,
+    }
+}
+
+/// A client's TLS stream once the handshake is done (moved once, into the connection's
+/// task: the two variants' sizes do not matter).
+#[allow(clippy::large_enum_variant)]
+enum Tls {
+    /// On rustls' unbuffered API: holds no buffer while the connection is idle.
+    Unbuffered(crate::tunnel_tls::ServerTls),
+    /// tokio-rustls, for listeners with virtual hosts (the server block, and so the
+    /// `ServerConfig`, is chosen from the ClientHello first).
+    Buffered(tokio_rustls::server::TlsStream<TcpStream>),
+}
+
+impl Tls {
+    fn common(&self) -> &rustls::CommonState {
+        match self {
+            Tls::Unbuffered(s) => s.common(),
+            Tls::Buffered(s) => s.get_ref().1,
+        }
+    }
 }
 
 /// The TLS handshake with the server block the client's SNI chooses (read from its
@@ -315,17 +338,17 @@ async fn accept(
 async fn handshake_for(
     snap: &crate::state::Snapshot,
     tcp: TcpStream,
-) -> std::io::Result<(usize, tokio_rustls::server::TlsStream<TcpStream>)> {
+) -> std::io::Result<(usize, Tls)> {
     if snap.servers.len() == 1 {
         let cfg = snap.servers[0].tls.clone().ok_or_else(no_tls)?;
-        let tls = tokio_rustls::TlsAcceptor::from(cfg).accept(tcp).await?;
-        return Ok((0, tls));
+        let tls = crate::tunnel_tls::accept(tcp, cfg).await?;
+        return Ok((0, Tls::Unbuffered(tls)));
     }
     let start =
         tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), tcp).await?;
     let server = snap.server_for_sni(start.client_hello().server_name());
     let cfg = snap.server(server).tls.clone().ok_or_else(no_tls)?;
-    Ok((server, start.into_stream(cfg).await?))
+    Ok((server, Tls::Buffered(start.into_stream(cfg).await?)))
 }
 
 fn no_tls() -> std::io::Error {

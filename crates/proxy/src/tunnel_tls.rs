@@ -1,5 +1,6 @@
-//! The server side of a TCP tunnel's TLS: a stream on rustls' unbuffered connection API
-//! that holds **no buffer while its connection is idle**.
+//! The server side of TLS for TCP tunnels and HTTP connections (those of a listener with
+//! one server block): a stream on rustls' unbuffered connection API that holds **no
+//! buffer while its connection is idle**.
 //!
 //! tokio-rustls keeps rustls' own read buffer (4 KiB) for a connection's whole life, and
 //! for a fleet of mostly idle devices that buffer is the largest part of what a tunnel
@@ -164,6 +165,11 @@ impl ServerTls {
 
     pub(crate) fn protocol_version(&self) -> Option<ProtocolVersion> {
         self.conn.protocol_version()
+    }
+
+    /// What was negotiated (ALPN, cipher suite, resumption) and the peer's certificates.
+    pub(crate) fn common(&self) -> &rustls::CommonState {
+        &self.conn
     }
 
     /// Processes every complete record received, encodes what rustls has to send, and
