@@ -9,7 +9,6 @@ use sqlx::Row;
 
 use crate::model::DeviceRow;
 use crate::pool::Pool;
-use crate::sql::DEVICE_COLUMNS;
 use crate::{
     Changes, ChangesHead, DeviceStatus, GatewayRow, Inventory, Result, RevokedSerial, StoreError,
     NOTIFY_CHANNEL,
