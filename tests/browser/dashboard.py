@@ -76,9 +76,16 @@ def wait_port(port, timeout=20):
 
 
 def until(what, f, timeout=30):
+    """Waits for f() to be true. While a form's POST → 303 → GET is under way, an element
+    found on the old page goes stale (or is not there yet): that is "not yet", not a failure."""
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+
     end = time.time() + timeout
     while time.time() < end:
-        v = f()
+        try:
+            v = f()
+        except (StaleElementReferenceException, NoSuchElementException):
+            v = None
         if v:
             return v
         time.sleep(0.1)
