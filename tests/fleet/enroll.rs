@@ -145,6 +145,45 @@ fn a_token_and_the_root_fingerprint_enroll_a_device(db: Db) {
     assert_eq!(status, 200, "{body}");
     assert_eq!(json(&body)["status"], "denied");
     assert_eq!(json(&body)["id"], id.as_str());
+    // The listing without `limit` is one array (sent a page at a time), the same devices
+    // as the pages of one row each.
+    let admin = [
+        "--cacert",
+        "ca/ca.crt",
+        "--cert",
+        "ca/admin.crt",
+        "--key",
+        "ca/admin.key",
+    ];
+    let list = |query: &str| {
+        let mut a = admin.to_vec();
+        let url = format!("{devices_url}{query}");
+        a.push(&url);
+        let (status, body) = curl(&w, &a);
+        assert_eq!(status, 200, "{body}");
+        json(&body)
+    };
+    let whole = list("");
+    let ids = |v: &serde_json::Value| -> Vec<String> {
+        v.as_array()
+            .expect("an array")
+            .iter()
+            .map(|d| d["id"].as_str().expect("id").to_string())
+            .collect()
+    };
+    let mut paged = Vec::new();
+    let mut query = "?limit=1".to_string();
+    loop {
+        let page = list(&query);
+        paged.extend(ids(&page["items"]));
+        match page["next"].as_str() {
+            Some(c) => query = format!("?limit=1&cursor={c}"),
+            None => break,
+        }
+    }
+    assert_eq!(ids(&whole), paged);
+    assert!(paged.contains(&id), "{paged:?}");
+    assert_eq!(ids(&list("?status=denied")), [id.clone()]);
     assert_eq!(srv.proc.stop(), 0, "{}", srv.proc.stderr());
 }
 

@@ -430,7 +430,8 @@ async fn recover(
 
 /// `GET /v1/devices`. With `limit` or `cursor` the answer is one page,
 /// `{"items": [Device], "next": cursor or null}`; without either, every matching device
-/// in one array (the answer of the versions before paging).
+/// in one array (the answer of the versions before paging), read and sent a page at a time
+/// ([`crate::stream`]) so that a million devices do not sit in the server's memory.
 #[derive(Debug, Default, Deserialize)]
 struct DevicesQuery {
     status: Option<String>,
@@ -526,8 +527,22 @@ async fn devices(
     };
     let size = limit(q.limit)?;
     if size.is_none() && q.cursor.is_none() {
-        let list = app.auth.devices(&f).await?;
-        return Ok(json(StatusCode::OK, &list, None));
+        // Every matching device, as one array sent a page at a time.
+        let first = app.auth.devices_page(&f, None, Some(MAX_PAGE)).await?;
+        let auth = app.auth.clone();
+        let body = crate::stream::array(first, move |cursor| {
+            let (auth, f) = (auth.clone(), f.clone());
+            async move { auth.devices_page(&f, Some(&cursor), Some(MAX_PAGE)).await }
+        });
+        return Ok((
+            StatusCode::OK,
+            [(
+                http::header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            )],
+            axum::body::Body::from_stream(body),
+        )
+            .into_response());
     }
     let page = app.auth.devices_page(&f, q.cursor.as_deref(), size).await?;
     Ok(json(StatusCode::OK, &page, None))

@@ -23,6 +23,7 @@ mod est;
 mod header_case;
 mod listener;
 mod server_cert;
+mod stream;
 pub mod wire;
 
 use std::future::Future;
