@@ -183,7 +183,7 @@ fn a_token_and_the_root_fingerprint_enroll_a_device(db: Db) {
     }
     assert_eq!(ids(&whole), paged);
     assert!(paged.contains(&id), "{paged:?}");
-    assert_eq!(ids(&list("?status=denied")), [id.clone()]);
+    assert_eq!(ids(&list("?status=denied")), std::slice::from_ref(&id));
     assert_eq!(srv.proc.stop(), 0, "{}", srv.proc.stderr());
 }
 
