@@ -355,6 +355,14 @@ async fn serve_demo(
         .local_addr()?
         .context("the demo gateway has no HTTP listener")?;
     let state = gw.state();
+    // The commands printed below are meant to be tried at once: have the gateway read
+    // the inventory before printing them (else the first try could be 503, starting).
+    if !state
+        .inventory_read(std::time::Duration::from_secs(10))
+        .await
+    {
+        tracing::warn!("the gateway has not read the device inventory yet; until it has, requests are answered 503");
+    }
     let _watching =
         mtlsgate_proxy::watch::start(state).context("cannot install the SIGHUP handler")?;
     let d = dir.display();

@@ -578,6 +578,25 @@ impl State {
         self.changes.subscribe()
     }
 
+    /// Waits, at most `limit`, for the device inventory's first read. True once it has been
+    /// read, or when the configuration names no inventory; false when `limit` passed first
+    /// (requests that need the inventory are answered 503 until it is read).
+    pub async fn inventory_read(&self, limit: std::time::Duration) -> bool {
+        let Some(inv) = &self.inventory else {
+            return true;
+        };
+        let mut changes = self.subscribe();
+        let read = async {
+            while !inv.view().loaded {
+                if changes.changed().await.is_err() {
+                    return;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(limit, read).await;
+        inv.view().loaded
+    }
+
     /// Announces a new inventory view to the open connections.
     pub(crate) fn inventory_changed(&self) {
         self.changes.send_modify(|n| *n += 1);
