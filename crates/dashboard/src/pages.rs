@@ -70,7 +70,10 @@ pub(crate) const CSP_WITH_SCRIPT: &str = "default-src 'none'; script-src 'self';
 async fn security_headers(mut r: Response) -> Response {
     let h = r.headers_mut();
     if !h.contains_key(header::CONTENT_SECURITY_POLICY) {
-        h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
+        h.insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(CSP),
+        );
     }
     h.insert(
         header::X_CONTENT_TYPE_OPTIONS,
@@ -137,7 +140,13 @@ struct Message {
     back: String,
 }
 
-pub(crate) fn message(status: StatusCode, chrome: Chrome, heading: &str, text: &str, back: &str) -> Response {
+pub(crate) fn message(
+    status: StatusCode,
+    chrome: Chrome,
+    heading: &str,
+    text: &str,
+    back: &str,
+) -> Response {
     html(
         status,
         &Message {

@@ -36,8 +36,7 @@ use webauthn_rs::prelude::{
 use webauthn_rs::{Webauthn, WebauthnBuilder};
 
 use crate::pages::{
-    authorised, html, message, now, signed_in, unavailable, AppState, Chrome,
-    CSP_WITH_SCRIPT,
+    authorised, html, message, now, signed_in, unavailable, AppState, Chrome, CSP_WITH_SCRIPT,
 };
 use crate::session::{self, check_operator, same_origin};
 use crate::view;
@@ -55,7 +54,11 @@ pub(crate) fn relying_party() -> Result<Webauthn, DashboardError> {
     let origin = Url::parse("http://localhost")
         .map_err(|e| DashboardError::Passkeys(format!("the relying party's origin: {e}")))?;
     WebauthnBuilder::new(RP_ID, &origin)
-        .and_then(|b| b.rp_name("mtlsgate fleet dashboard").allow_any_port(true).build())
+        .and_then(|b| {
+            b.rp_name("mtlsgate fleet dashboard")
+                .allow_any_port(true)
+                .build()
+        })
         .map_err(|e| DashboardError::Passkeys(e.to_string()))
 }
 
@@ -282,10 +285,16 @@ async fn register_begin(
             )
         }
     };
-    keep(&app, CeremonyKind::Register, &s.operator, &Registering {
-        name: name.to_string(),
-        state,
-    }, json!(options))
+    keep(
+        &app,
+        CeremonyKind::Register,
+        &s.operator,
+        &Registering {
+            name: name.to_string(),
+            state,
+        },
+        json!(options),
+    )
     .await
 }
 
@@ -319,10 +328,7 @@ async fn keep(
     if let Err(e) = app.auth.inventory().insert_passkey_ceremony(&c, t).await {
         return refuse(StatusCode::SERVICE_UNAVAILABLE, &inventory_error(e));
     }
-    answer(
-        StatusCode::OK,
-        json!({ "ceremony": h, "options": options }),
-    )
+    answer(StatusCode::OK, json!({ "ceremony": h, "options": options }))
 }
 
 fn inventory_error(e: impl std::fmt::Display) -> String {
@@ -421,12 +427,19 @@ async fn register_finish(
         created_at: t,
         last_used_at: None,
     };
-    let audit = Audit::new(t, &format!("dashboard:{operator}"), "dashboard-passkey-register")
-        .detail(format!("passkey \"{}\" ({id})", reg.name));
+    let audit = Audit::new(
+        t,
+        &format!("dashboard:{operator}"),
+        "dashboard-passkey-register",
+    )
+    .detail(format!("passkey \"{}\" ({id})", reg.name));
     match app.auth.inventory().add_passkey(&record, &audit).await {
         Ok(true) => {
             tracing::info!("dashboard: {operator} registered a passkey");
-            answer(StatusCode::OK, json!({ "next": "/account?done=registered" }))
+            answer(
+                StatusCode::OK,
+                json!({ "next": "/account?done=registered" }),
+            )
         }
         Ok(false) => refuse(
             StatusCode::CONFLICT,
@@ -453,8 +466,12 @@ async fn remove(
         Err(r) => return r,
     };
     let t = now();
-    let audit = Audit::new(t, &format!("dashboard:{}", s.operator), "dashboard-passkey-remove")
-        .detail(format!("passkey {id}"));
+    let audit = Audit::new(
+        t,
+        &format!("dashboard:{}", s.operator),
+        "dashboard-passkey-remove",
+    )
+    .detail(format!("passkey {id}"));
     match app
         .auth
         .inventory()
@@ -492,7 +509,10 @@ async fn login_begin(
     Form(f): Form<LoginBegin>,
 ) -> Response {
     if !same_origin(&headers) {
-        return refuse(StatusCode::FORBIDDEN, "This request came from another site.");
+        return refuse(
+            StatusCode::FORBIDDEN,
+            "This request came from another site.",
+        );
     }
     if f.js != "1" {
         return needs_script("/login");
@@ -532,16 +552,22 @@ async fn login_begin(
             )
         }
     };
-    keep(&app, CeremonyKind::SignIn, &operator, &state, json!(options)).await
+    keep(
+        &app,
+        CeremonyKind::SignIn,
+        &operator,
+        &state,
+        json!(options),
+    )
+    .await
 }
 
-async fn login_finish(
-    State(app): AppState,
-    headers: HeaderMap,
-    Form(f): Form<Finish>,
-) -> Response {
+async fn login_finish(State(app): AppState, headers: HeaderMap, Form(f): Form<Finish>) -> Response {
     if !same_origin(&headers) {
-        return refuse(StatusCode::FORBIDDEN, "This request came from another site.");
+        return refuse(
+            StatusCode::FORBIDDEN,
+            "This request came from another site.",
+        );
     }
     let (operator, state) = match take(&app, &f.ceremony, CeremonyKind::SignIn).await {
         Ok(c) => c,
@@ -583,7 +609,9 @@ async fn login_finish(
     else {
         return refuse(
             StatusCode::FORBIDDEN,
-            &format!("This passkey is not registered for {operator} (removed?); you are not signed in."),
+            &format!(
+                "This passkey is not registered for {operator} (removed?); you are not signed in."
+            ),
         );
     };
     key.update_credential(&result);
@@ -609,7 +637,9 @@ async fn login_finish(
         }
         Ok(false) => refuse(
             StatusCode::FORBIDDEN,
-            &format!("This passkey is not registered for {operator} (removed?); you are not signed in."),
+            &format!(
+                "This passkey is not registered for {operator} (removed?); you are not signed in."
+            ),
         ),
         Err(e) => refuse(StatusCode::SERVICE_UNAVAILABLE, &inventory_error(e)),
     }

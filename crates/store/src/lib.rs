@@ -54,13 +54,13 @@ mod tokens;
 
 pub use dashboard::{DashboardSession, DeviceQuery, DeviceSort, FleetCounts, NewSession};
 pub use error::{Result, StoreError};
-pub use passkeys::{CeremonyKind, NewCeremony, PasskeyRecord};
 pub use location::{Backend, Location};
 pub use model::*;
 pub use paging::{
     certificates_page_sql, devices_page_sql, page_size, Arg, CertFilter, CertStatus, Page,
     Statement, DEFAULT_PAGE, MAX_PAGE,
 };
+pub use passkeys::{CeremonyKind, NewCeremony, PasskeyRecord};
 use pool::Pool;
 pub use pool::PostgresOptions;
 pub use tidy::{Retention, Tidied};

@@ -200,8 +200,12 @@ impl Inventory {
             .bind(session.expires_at)
             .execute(&mut *tx)
             .await?;
-            let audit = Audit::new(now, &format!("dashboard:{operator}"), "dashboard-login-passkey")
-                .detail(format!("with passkey {id}"));
+            let audit = Audit::new(
+                now,
+                &format!("dashboard:{operator}"),
+                "dashboard-login-passkey",
+            )
+            .detail(format!("with passkey {id}"));
             write_audit!(tx, &audit);
             true
         });

@@ -62,7 +62,10 @@ async fn a_ceremony_is_taken_once_and_only_in_time(fx: Fx) {
         .await
         .expect("take")
         .expect("there");
-    assert_eq!((op.as_str(), state.as_str()), ("alice", "{\"state\":\"C1\"}"));
+    assert_eq!(
+        (op.as_str(), state.as_str()),
+        ("alice", "{\"state\":\"C1\"}")
+    );
     // Once only.
     assert_eq!(
         inv.take_passkey_ceremony("C1", CeremonyKind::Register, 11)
@@ -104,14 +107,29 @@ async fn a_ceremony_is_taken_once_and_only_in_time(fx: Fx) {
 async fn passkeys_belong_to_one_operator(fx: Fx) {
     let inv = &fx.inv;
     let a = Audit::new(10, "dashboard:alice", "dashboard-passkey-register");
-    assert!(inv.add_passkey(&passkey("K1", "alice"), &a).await.expect("add"));
-    assert!(inv.add_passkey(&passkey("K2", "alice"), &a).await.expect("add"));
+    assert!(inv
+        .add_passkey(&passkey("K1", "alice"), &a)
+        .await
+        .expect("add"));
+    assert!(inv
+        .add_passkey(&passkey("K2", "alice"), &a)
+        .await
+        .expect("add"));
     let b = Audit::new(10, "dashboard:bob", "dashboard-passkey-register");
-    assert!(inv.add_passkey(&passkey("K3", "bob"), &b).await.expect("add"));
+    assert!(inv
+        .add_passkey(&passkey("K3", "bob"), &b)
+        .await
+        .expect("add"));
     // The same credential twice: refused, nothing written.
-    assert!(!inv.add_passkey(&passkey("K1", "bob"), &b).await.expect("add"));
+    assert!(!inv
+        .add_passkey(&passkey("K1", "bob"), &b)
+        .await
+        .expect("add"));
     let ids = |v: Vec<PasskeyRecord>| v.into_iter().map(|k| k.id).collect::<Vec<_>>();
-    assert_eq!(ids(inv.passkeys_of("alice").await.expect("q")), ["K1", "K2"]);
+    assert_eq!(
+        ids(inv.passkeys_of("alice").await.expect("q")),
+        ["K1", "K2"]
+    );
     assert_eq!(ids(inv.passkeys_of("bob").await.expect("q")), ["K3"]);
 
     // Alice's passkey does not sign bob in, and changes nothing.
@@ -136,7 +154,10 @@ async fn passkeys_belong_to_one_operator(fx: Fx) {
         .expect("session");
     assert_eq!(s.operator, "alice");
     let k1 = inv.passkeys_of("alice").await.expect("q").remove(0);
-    assert_eq!((k1.credential.as_str(), k1.last_used_at), ("{\"counter\":1}", Some(21)));
+    assert_eq!(
+        (k1.credential.as_str(), k1.last_used_at),
+        ("{\"counter\":1}", Some(21))
+    );
 
     // Bob cannot remove alice's passkey; she can; then it signs nobody in.
     let r = Audit::new(30, "dashboard:bob", "dashboard-passkey-remove");
