@@ -269,7 +269,7 @@ async fn register_begin(
     };
     let exclude = existing
         .iter()
-        .filter_map(|k| URL_SAFE_NO_PAD.decode(&k.id).ok().map(Into::into))
+        .filter_map(|k| URL_SAFE_NO_PAD.decode(&k.id).ok())
         .collect::<Vec<_>>();
     let (options, state) = match app.webauthn.start_passkey_registration(
         user_id(&s.operator),
