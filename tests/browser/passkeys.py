@@ -126,6 +126,15 @@ def main():
         assert len(d.get_credentials()) == 1
         axe(base + "/account")
 
+        step = "phone width"
+        d.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
+                          {"width": 390, "height": 844, "deviceScaleFactor": 1, "mobile": True})
+        for path in ("/login", "/account"):
+            d.get(base + path)
+            vw = d.execute_script("return [window.innerWidth, document.documentElement.scrollWidth]")
+            assert vw == [390, 390], f"{path}: layout {vw} at 390 px (horizontal overflow)"
+        d.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
+
         step = "sign out, sign in with the passkey"
         d.find_element(By.CSS_SELECTOR, "form[action='/logout'] button").click()
         until("the login page", lambda: d.current_url == base + "/login")
@@ -227,9 +236,33 @@ def main():
                      {"Cookie": f"__Host-mtlsgate_session={session}"})
         assert st == 403, st
         assert len(d.find_elements(By.CSS_SELECTOR, "main table tbody tr")) == 1
+        # An answer the authenticator gave before the removal, sent after it, is refused.
+        held = d.execute_async_script("""
+            const done = arguments[arguments.length - 1];
+            const b64 = s => Uint8Array.from(atob(s.replace(/-/g, '+').replace(/_/g, '/') + '==='.slice((s.length + 3) % 4)), c => c.charCodeAt(0));
+            const enc = b => btoa(String.fromCharCode(...new Uint8Array(b))).replace(/\\+/g, '-').replace(/\\//g, '_').replace(/=+$/, '');
+            (async () => {
+              const r = await fetch('/login/passkey/begin', {method: 'POST', body: new URLSearchParams({operator: 'alice', js: '1'})});
+              const b = await r.json();
+              const pk = b.options.publicKey;
+              pk.challenge = b64(pk.challenge);
+              pk.allowCredentials.forEach(c => c.id = b64(c.id));
+              const c = await navigator.credentials.get({publicKey: pk});
+              done([b.ceremony, JSON.stringify({id: c.id, rawId: enc(c.rawId), type: c.type, extensions: {}, response: {
+                authenticatorData: enc(c.response.authenticatorData), clientDataJSON: enc(c.response.clientDataJSON),
+                signature: enc(c.response.signature), userHandle: c.response.userHandle ? enc(c.response.userHandle) : null}})]);
+            })().catch(e => done(['error', String(e)]));""")
+        assert held[0] != "error", held
         d.find_element(By.CSS_SELECTOR, "main table form button").click()
         until("the removal", lambda: "done=removed" in d.current_url)
         assert "no passkey yet" in d.find_element(By.TAG_NAME, "main").text
+        st, body = http(base + "/login/passkey/finish", {"ceremony": held[0], "credential": held[1]})
+        assert st == 403 and "not registered for alice" in body, (st, body)
+        # Removing it again, or bob's passkey as alice: nothing to remove.
+        st, body = http(f"{base}/account/passkeys/{kid}/remove", {"csrf": d.find_element(
+            By.CSS_SELECTOR, "form[action='/logout'] input[name='csrf']").get_attribute("value")},
+            {"Cookie": f"__Host-mtlsgate_session={session}", "Origin": base})
+        assert st == 404 and "No such passkey" in body, (st, body[:300])
 
         step = "the removed passkey is refused"
         d.find_element(By.CSS_SELECTOR, "form[action='/logout'] button").click()
