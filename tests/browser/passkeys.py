@@ -12,7 +12,6 @@ non-zero on the first failure.
 """
 
 import argparse
-import json
 import os
 import sys
 import tempfile

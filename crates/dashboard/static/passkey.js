@@ -24,7 +24,8 @@
     var j = null;
     try { j = await r.json(); } catch (e) { j = null; }
     if (!r.ok || !j) {
-      throw new Error((j && j.error) || "The dashboard answered " + r.status + "; nothing was changed.");
+      throw new Error((j && j.error) || "The dashboard refused the request (" + r.status +
+        "): reload the page, and sign in again if your session ended; nothing was changed.");
     }
     return j;
   }
