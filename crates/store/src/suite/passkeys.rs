@@ -7,6 +7,7 @@ use super::*;
 crate::both_backends!(
     a_ceremony_is_taken_once_and_only_in_time,
     passkeys_belong_to_one_operator,
+    another_process_finishes_a_ceremony_once,
 );
 
 fn ceremony(hash: &str, kind: CeremonyKind, expires_at: i64) -> NewCeremony {
@@ -187,4 +188,29 @@ async fn passkeys_belong_to_one_operator(fx: Fx) {
             ("dashboard:alice", "dashboard-passkey-register"),
         ]
     );
+}
+
+/// Two `ca serve` processes on one inventory: a ceremony begun by one is finished by the
+/// other, and then by neither again.
+async fn another_process_finishes_a_ceremony_once(fx: Fx) {
+    let other = Inventory::open(fx.inv.location(), ROOT)
+        .await
+        .expect("second handle");
+    fx.inv
+        .insert_passkey_ceremony(&ceremony("C1", CeremonyKind::SignIn, 20), 10)
+        .await
+        .expect("insert");
+    assert!(other
+        .take_passkey_ceremony("C1", CeremonyKind::SignIn, 11)
+        .await
+        .expect("take")
+        .is_some());
+    assert_eq!(
+        fx.inv
+            .take_passkey_ceremony("C1", CeremonyKind::SignIn, 11)
+            .await
+            .expect("take"),
+        None
+    );
+    other.close().await;
 }
