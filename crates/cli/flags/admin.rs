@@ -18,7 +18,10 @@ pub enum AdminCommand {
   # from another machine: ssh -L 8445:127.0.0.1:8445 ca-host, then open the link
 
 The link works once, within --ttl; the inventory keeps only its hash. What the operator
-does in the dashboard is recorded in the audit log as dashboard:NAME.")]
+does in the dashboard is recorded in the audit log as dashboard:NAME. Once signed in, the
+operator can register a passkey on the Account page and sign in with it from then on;
+passkeys work at http://localhost:PORT (their relying party is localhost), not at
+http://127.0.0.1:PORT.")]
 pub struct AdminLoginLink {
     #[command(flatten)]
     pub ca: CaDir,
@@ -27,7 +30,7 @@ pub struct AdminLoginLink {
     /// The operator's name (1 to 64 letters, digits and . _ @ -), as the audit log shows it.
     #[arg(long, value_name = "NAME")]
     pub user: String,
-    /// Where the browser reaches the dashboard.
+    /// Where the browser reaches the dashboard (keep `localhost`: passkeys work there only).
     #[arg(long, default_value = "http://localhost:8445", value_name = "URL")]
     pub url: String,
     /// How long the link stays usable (1 minute to 24 hours).

@@ -6,7 +6,11 @@
 //!   check of every POST ([`session`]);
 //! - the pages: overview, pending queue, devices list (filters, sort, paging, CSV) and one
 //!   device, with approve, deny, allow and revoke ([`pages`]); templates are askama's,
-//!   checked when the crate is built; the stylesheet is embedded; no script;
+//!   checked when the crate is built; the stylesheet is embedded;
+//! - passkeys (WebAuthn, relying party `localhost`): the Account page where an operator
+//!   registers and removes them, sign-in with one, and the one script of the dashboard,
+//!   `static/passkey.js`, embedded and allowed on those two pages only ([`passkeys`]);
+//!   every page reads without JavaScript;
 //! - its plain-HTTP listener, on a loopback address only (the session cookie is `Secure`:
 //!   browsers take it from `http://localhost`, a secure context, and from nowhere else on
 //!   plain HTTP; remote operators reach it through an SSH tunnel).
@@ -18,6 +22,7 @@
 #![forbid(unsafe_code)]
 
 mod pages;
+mod passkeys;
 mod session;
 mod view;
 
@@ -46,6 +51,8 @@ pub enum DashboardError {
     BadOperator(String),
     #[error("the login link's lifetime must be between 1 minute and 24 hours")]
     BadLifetime,
+    #[error("passkeys: {0}")]
+    Passkeys(String),
     #[error(transparent)]
     Store(#[from] mtlsgate_store::StoreError),
     #[error("dashboard server: {0}")]
@@ -56,6 +63,7 @@ pub enum DashboardError {
 pub struct Dashboard {
     listener: TcpListener,
     auth: Arc<Authority>,
+    webauthn: webauthn_rs::Webauthn,
 }
 
 impl Dashboard {
@@ -67,7 +75,12 @@ impl Dashboard {
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|cause| DashboardError::Listen { addr, cause })?;
-        Ok(Dashboard { listener, auth })
+        let webauthn = passkeys::relying_party()?;
+        Ok(Dashboard {
+            listener,
+            auth,
+            webauthn,
+        })
     }
 
     /// The bound address (useful with port 0).
@@ -80,7 +93,10 @@ impl Dashboard {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), DashboardError> {
-        let app = pages::router(Arc::new(pages::App { auth: self.auth }));
+        let app = pages::router(Arc::new(pages::App {
+            auth: self.auth,
+            webauthn: self.webauthn,
+        }));
         axum::serve(self.listener, app)
             .with_graceful_shutdown(shutdown)
             .await?;

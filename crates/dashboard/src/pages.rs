@@ -30,9 +30,11 @@ const CSS: &str = include_str!("../static/dashboard.css");
 
 pub(crate) struct App {
     pub auth: Arc<Authority>,
+    /// The WebAuthn relying party (`localhost`, any port) for passkeys.
+    pub webauthn: webauthn_rs::Webauthn,
 }
 
-type AppState = State<Arc<App>>;
+pub(crate) type AppState = State<Arc<App>>;
 
 pub(crate) fn router(app: Arc<App>) -> Router {
     Router::new()
@@ -45,26 +47,34 @@ pub(crate) fn router(app: Arc<App>) -> Router {
         .route("/devices/{id}", get(device))
         .route("/devices/{id}/{action}", post(change))
         .route("/static/dashboard.css", get(css))
+        .merge(crate::passkeys::routes())
         .fallback(not_found)
         .layer(axum::middleware::map_response(security_headers))
         .with_state(app)
 }
 
-fn now() -> i64 {
+pub(crate) fn now() -> i64 {
     OffsetDateTime::now_utc().unix_timestamp()
 }
 
-/// Headers on every answer: nothing may run, be framed, be cached or leak the URL to
+/// The content security policy of every page: nothing may run.
+const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+/// The policy of the two pages with the passkey script (login, account): the same, plus
+/// scripts from this origin (`/static/passkey.js` only: no inline script) and requests
+/// from them to this origin (the ceremonies' POSTs).
+pub(crate) const CSP_WITH_SCRIPT: &str = "default-src 'none'; script-src 'self'; connect-src 'self'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+
+/// Headers on every answer (a page may set its own policy: [`CSP_WITH_SCRIPT`]): nothing may run, be framed, be cached or leak the URL to
 /// another site (`same-origin`, not `no-referrer`: with that, Chromium sends `Origin: null`
 /// on a form POST, and the Origin check would refuse every form).
 async fn security_headers(mut r: Response) -> Response {
     let h = r.headers_mut();
-    h.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(
-            "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
-        ),
-    );
+    if !h.contains_key(header::CONTENT_SECURITY_POLICY) {
+        h.insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(CSP),
+        );
+    }
     h.insert(
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
@@ -90,7 +100,7 @@ pub(crate) struct Chrome {
 }
 
 impl Chrome {
-    fn anonymous() -> Chrome {
+    pub(crate) fn anonymous() -> Chrome {
         Chrome {
             operator: None,
             csrf: String::new(),
@@ -102,7 +112,7 @@ impl Chrome {
 }
 
 /// A page rendered, or the error page when it cannot be.
-fn html(status: StatusCode, t: &impl Template) -> Response {
+pub(crate) fn html(status: StatusCode, t: &impl Template) -> Response {
     match t.render() {
         Ok(body) => (
             status,
@@ -130,7 +140,13 @@ struct Message {
     back: String,
 }
 
-fn message(status: StatusCode, chrome: Chrome, heading: &str, text: &str, back: &str) -> Response {
+pub(crate) fn message(
+    status: StatusCode,
+    chrome: Chrome,
+    heading: &str,
+    text: &str,
+    back: &str,
+) -> Response {
     html(
         status,
         &Message {
@@ -143,7 +159,7 @@ fn message(status: StatusCode, chrome: Chrome, heading: &str, text: &str, back: 
 }
 
 /// The answer when the inventory fails.
-fn unavailable(e: impl std::fmt::Display) -> Response {
+pub(crate) fn unavailable(e: impl std::fmt::Display) -> Response {
     tracing::warn!("dashboard: {e}");
     message(
         StatusCode::SERVICE_UNAVAILABLE,
@@ -156,7 +172,7 @@ fn unavailable(e: impl std::fmt::Display) -> Response {
 
 /// The session of a page request, and the layout for it; or the answer to give instead
 /// (to the login page without a session).
-async fn signed_in(
+pub(crate) async fn signed_in(
     app: &App,
     headers: &HeaderMap,
     here: &'static str,
@@ -187,7 +203,7 @@ async fn signed_in(
 
 /// The session of a POST if it may change anything: same origin, a live session, and its
 /// form token. Otherwise the 403 to answer (and nothing changes).
-async fn authorised(
+pub(crate) async fn authorised(
     app: &App,
     headers: &HeaderMap,
     csrf: &str,
@@ -232,7 +248,7 @@ async fn css() -> Response {
         .into_response()
 }
 
-async fn not_found() -> Response {
+pub(crate) async fn not_found() -> Response {
     message(
         StatusCode::NOT_FOUND,
         Chrome::anonymous(),
@@ -249,6 +265,8 @@ async fn not_found() -> Response {
 struct Login {
     chrome: Chrome,
     token: String,
+    /// Where passkeys work, when this page was opened elsewhere (e.g. at 127.0.0.1).
+    passkey_elsewhere: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -257,19 +275,25 @@ struct TokenForm {
     token: String,
 }
 
-async fn login_page(Query(q): Query<TokenForm>) -> Response {
+async fn login_page(headers: HeaderMap, Query(q): Query<TokenForm>) -> Response {
     let token = if q.token.starts_with(session::LINK_PREFIX) && q.token.len() < 200 {
         q.token
     } else {
         String::new()
     };
-    html(
+    let mut r = html(
         StatusCode::OK,
         &Login {
             chrome: Chrome::anonymous(),
             token,
+            passkey_elsewhere: crate::passkeys::elsewhere(&headers),
         },
-    )
+    );
+    r.headers_mut().insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CSP_WITH_SCRIPT),
+    );
+    r
 }
 
 async fn login(State(app): AppState, headers: HeaderMap, Form(f): Form<TokenForm>) -> Response {
@@ -544,7 +568,7 @@ fn parse_list(l: &ListQuery) -> Parsed {
     }
 }
 
-fn enc(s: &str) -> String {
+pub(crate) fn enc(s: &str) -> String {
     percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
 }
 

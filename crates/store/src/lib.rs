@@ -4,7 +4,8 @@
 //! the default) or PostgreSQL (`postgres://…`). This crate owns the schema
 //! (`migrations/sqlite`, `migrations/postgres`), every query, the revision counter and
 //! LISTEN/NOTIFY; it knows nothing about X.509 or HTTP (callers pass plain records).
-//! `dashboard` keeps the fleet dashboard's login links and sessions and reads its pages.
+//! `dashboard` keeps the fleet dashboard's login links and sessions and reads its pages;
+//! `passkeys` keeps its operators' passkeys and the WebAuthn ceremonies under way.
 //!
 //! Every change a gateway must see (a device's status or tags, a revoked certificate)
 //! takes the next revision in the same transaction as the change; on PostgreSQL the
@@ -40,6 +41,7 @@ mod location;
 mod migrations;
 mod model;
 mod open;
+mod passkeys;
 mod recovery;
 mod revision;
 mod sqlite;
@@ -58,6 +60,7 @@ pub use paging::{
     certificates_page_sql, devices_page_sql, page_size, Arg, CertFilter, CertStatus, Page,
     Statement, DEFAULT_PAGE, MAX_PAGE,
 };
+pub use passkeys::{CeremonyKind, NewCeremony, PasskeyRecord};
 use pool::Pool;
 pub use pool::PostgresOptions;
 pub use tidy::{Retention, Tidied};

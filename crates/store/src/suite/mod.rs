@@ -44,6 +44,7 @@ mod dashboard;
 mod devices;
 mod issuance;
 mod opening;
+mod passkeys;
 mod tidy;
 
 fn cert(serial: &str, kind: &str, device: Option<&str>) -> CertRecord {
