@@ -224,7 +224,9 @@ pub fn run(a: CaServe) -> Result<ExitCode> {
         let dashboard = match &a.dashboard_listen {
             Some(d) => {
                 let addr = listen_addr(d).with_context(|| "--dashboard-listen".to_string())?;
-                let dash = Dashboard::bind(server.shared_authority(), addr).await?;
+                let dash = Dashboard::bind(server.shared_authority(), addr)
+                    .await?
+                    .enroll_server(format!("https://{}:{}", names.dns[0], addr.port()));
                 tracing::info!(
                     "fleet dashboard on http://localhost:{}/ (sign in with a link from `mtlsgate admin login-link --dir {} --url http://localhost:{} --user NAME`)",
                     dash.local_addr()?.port(),

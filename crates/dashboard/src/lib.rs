@@ -5,7 +5,9 @@
 //!   `__Host-mtlsgate_session` cookie, the per-session form token (CSRF) and the Origin
 //!   check of every POST ([`session`]);
 //! - the pages: overview, pending queue, devices list (filters, sort, paging, CSV) and one
-//!   device, with approve, deny, allow and revoke ([`pages`]); templates are askama's,
+//!   device, with approve, deny, allow and revoke ([`pages`]); bulk actions on the devices
+//!   list, enrollment tokens, certificate search and the audit log with its export
+//!   ([`more`]); templates are askama's,
 //!   checked when the crate is built; the stylesheet is embedded; no script;
 //! - its plain-HTTP listener, on a loopback address only (the session cookie is `Secure`:
 //!   browsers take it from `http://localhost`, a secure context, and from nowhere else on
@@ -17,6 +19,7 @@
 
 #![forbid(unsafe_code)]
 
+mod more;
 mod pages;
 mod session;
 mod view;
@@ -56,6 +59,7 @@ pub enum DashboardError {
 pub struct Dashboard {
     listener: TcpListener,
     auth: Arc<Authority>,
+    enroll_server: Option<String>,
 }
 
 impl Dashboard {
@@ -67,7 +71,18 @@ impl Dashboard {
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|cause| DashboardError::Listen { addr, cause })?;
-        Ok(Dashboard { listener, auth })
+        Ok(Dashboard {
+            listener,
+            auth,
+            enroll_server: None,
+        })
+    }
+
+    /// The CA server's URL (`https://HOST:PORT`) that the `agent enroll` command on the
+    /// tokens page names.
+    pub fn enroll_server(mut self, url: String) -> Self {
+        self.enroll_server = Some(url);
+        self
     }
 
     /// The bound address (useful with port 0).
@@ -80,7 +95,10 @@ impl Dashboard {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), DashboardError> {
-        let app = pages::router(Arc::new(pages::App { auth: self.auth }));
+        let app = pages::router(Arc::new(pages::App {
+            auth: self.auth,
+            enroll_server: self.enroll_server,
+        }));
         axum::serve(self.listener, app)
             .with_graceful_shutdown(shutdown)
             .await?;

@@ -30,9 +30,11 @@ const CSS: &str = include_str!("../static/dashboard.css");
 
 pub(crate) struct App {
     pub auth: Arc<Authority>,
+    /// The CA server's URL for the `agent enroll` command the tokens page shows.
+    pub enroll_server: Option<String>,
 }
 
-type AppState = State<Arc<App>>;
+pub(crate) type AppState = State<Arc<App>>;
 
 pub(crate) fn router(app: Arc<App>) -> Router {
     Router::new()
@@ -45,12 +47,13 @@ pub(crate) fn router(app: Arc<App>) -> Router {
         .route("/devices/{id}", get(device))
         .route("/devices/{id}/{action}", post(change))
         .route("/static/dashboard.css", get(css))
+        .merge(crate::more::routes())
         .fallback(not_found)
         .layer(axum::middleware::map_response(security_headers))
         .with_state(app)
 }
 
-fn now() -> i64 {
+pub(crate) fn now() -> i64 {
     OffsetDateTime::now_utc().unix_timestamp()
 }
 
@@ -90,7 +93,7 @@ pub(crate) struct Chrome {
 }
 
 impl Chrome {
-    fn anonymous() -> Chrome {
+    pub(crate) fn anonymous() -> Chrome {
         Chrome {
             operator: None,
             csrf: String::new(),
@@ -102,7 +105,7 @@ impl Chrome {
 }
 
 /// A page rendered, or the error page when it cannot be.
-fn html(status: StatusCode, t: &impl Template) -> Response {
+pub(crate) fn html(status: StatusCode, t: &impl Template) -> Response {
     match t.render() {
         Ok(body) => (
             status,
@@ -130,7 +133,13 @@ struct Message {
     back: String,
 }
 
-fn message(status: StatusCode, chrome: Chrome, heading: &str, text: &str, back: &str) -> Response {
+pub(crate) fn message(
+    status: StatusCode,
+    chrome: Chrome,
+    heading: &str,
+    text: &str,
+    back: &str,
+) -> Response {
     html(
         status,
         &Message {
@@ -143,7 +152,7 @@ fn message(status: StatusCode, chrome: Chrome, heading: &str, text: &str, back: 
 }
 
 /// The answer when the inventory fails.
-fn unavailable(e: impl std::fmt::Display) -> Response {
+pub(crate) fn unavailable(e: impl std::fmt::Display) -> Response {
     tracing::warn!("dashboard: {e}");
     message(
         StatusCode::SERVICE_UNAVAILABLE,
@@ -156,7 +165,7 @@ fn unavailable(e: impl std::fmt::Display) -> Response {
 
 /// The session of a page request, and the layout for it; or the answer to give instead
 /// (to the login page without a session).
-async fn signed_in(
+pub(crate) async fn signed_in(
     app: &App,
     headers: &HeaderMap,
     here: &'static str,
@@ -187,7 +196,7 @@ async fn signed_in(
 
 /// The session of a POST if it may change anything: same origin, a live session, and its
 /// form token. Otherwise the 403 to answer (and nothing changes).
-async fn authorised(
+pub(crate) async fn authorised(
     app: &App,
     headers: &HeaderMap,
     csrf: &str,
@@ -232,7 +241,7 @@ async fn css() -> Response {
         .into_response()
 }
 
-async fn not_found() -> Response {
+pub(crate) async fn not_found() -> Response {
     message(
         StatusCode::NOT_FOUND,
         Chrome::anonymous(),
@@ -544,7 +553,7 @@ fn parse_list(l: &ListQuery) -> Parsed {
     }
 }
 
-fn enc(s: &str) -> String {
+pub(crate) fn enc(s: &str) -> String {
     percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
 }
 
