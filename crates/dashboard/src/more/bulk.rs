@@ -151,7 +151,7 @@ pub(crate) async fn bulk(State(app): AppState, headers: HeaderMap, body: String)
         return refuse("Say why the devices are revoked; nothing was changed.");
     }
     let tag = match what {
-        Bulk::AddTag | Bulk::RemoveTag => match check_tag(first(&f, "tag")) {
+        Bulk::AddTag | Bulk::RemoveTag => match check_tag(first(&f, "bulk_tag")) {
             Ok(t) => t,
             Err(e) => return refuse(&format!("{e}; nothing was changed.")),
         },
