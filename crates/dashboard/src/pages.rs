@@ -361,6 +361,7 @@ struct Overview {
     root_expires: String,
     intermediate_expires: String,
     revoked: usize,
+    crl_expires: String,
     audit: Vec<AuditRow>,
 }
 
@@ -412,6 +413,9 @@ async fn overview(State(app): AppState, headers: HeaderMap) -> Response {
             root_expires: cert_expiry(&ca.root_der, t),
             intermediate_expires: cert_expiry(&ca.intermediate_der, t),
             revoked,
+            // `/v1/crl` signs a CRL when it is fetched (again after any revocation), valid
+            // for 7 days: one fetched now has this next update.
+            crl_expires: view::when(Some(t + 7 * 86_400)),
             audit: audit.iter().map(AuditRow::of).collect(),
         },
     )
