@@ -221,10 +221,13 @@ pub fn run(a: CaServe) -> Result<ExitCode> {
         let addr = server.local_addr()?;
         // --dashboard-listen: the fleet dashboard (`mtlsgate-dashboard`) over the same
         // authority; it stops on the same signals.
+        let ca_url = format!("https://{}:{}", names.dns[0], addr.port());
         let dashboard = match &a.dashboard_listen {
             Some(d) => {
                 let addr = listen_addr(d).with_context(|| "--dashboard-listen".to_string())?;
-                let dash = Dashboard::bind(server.shared_authority(), addr).await?;
+                let dash = Dashboard::bind(server.shared_authority(), addr)
+                    .await?
+                    .enroll_server(ca_url);
                 tracing::info!(
                     "fleet dashboard on http://localhost:{}/ (sign in with a link from `mtlsgate admin login-link --dir {} --url http://localhost:{} --user NAME`)",
                     dash.local_addr()?.port(),

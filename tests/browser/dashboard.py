@@ -6,7 +6,11 @@ pending device (the agent then finishes its enrollment), revokes a device from i
 filters and sorts the devices list, exports CSV and compares it with `devices list --json`,
 checks that POSTs without the session, with a wrong form token or from another origin
 change nothing in the inventory, runs axe-core on every page, and checks every page at
-390 px (a phone) for horizontal overflow.
+390 px (a phone) for horizontal overflow. Then the bulk actions (tag, untag every device
+on a page, revoke; a bulk POST without the form token changes nothing), a token made in
+the browser and enrolled with by the real agent (the secret is never shown again; a
+withdrawn token is refused), certificate search by CN and by serial, and the audit log
+with its filters and its JSON-lines and CSV export.
 
 Usage: dashboard.py BINARY [--shots DIR]   (scripts/install-test-deps installs what it needs;
 tests/browser/run runs it with the right Python). Exits non-zero on the first failure.
@@ -77,14 +81,21 @@ def wait_port(port, timeout=20):
 
 def until(what, f, timeout=30):
     """Waits for f() to be true. While a form's POST → 303 → GET is under way, an element
-    found on the old page goes stale (or is not there yet): that is "not yet", not a failure."""
-    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+    found on the old page goes stale (or is not there yet, or "does not belong to the
+    document"): that is "not yet", not a failure."""
+    from selenium.common.exceptions import (NoSuchElementException, StaleElementReferenceException,
+                                            WebDriverException)
 
     end = time.time() + timeout
     while time.time() < end:
         try:
             v = f()
         except (StaleElementReferenceException, NoSuchElementException):
+            v = None
+        except WebDriverException as e:
+            # Chromium's variant of a stale element, seen while the next page loads.
+            if "does not belong to the document" not in str(e):
+                raise
             v = None
         if v:
             return v
@@ -239,13 +250,13 @@ def main():
         until("the filtered list", lambda: "tag=cameras" in d.current_url)
         q = urllib.parse.parse_qs(urllib.parse.urlparse(d.current_url).query)
         assert q["sort"] == ["id"] and q["dir"] == ["desc"], q
-        ids = [e.text for e in d.find_elements(By.CSS_SELECTOR, "#devices tbody td:first-child a")]
+        ids = [e.text for e in d.find_elements(By.CSS_SELECTOR, "#devices tbody td:nth-child(2) a")]
         want = sorted((x["id"] for x in w.devices() if "cameras" in x["tags"]), reverse=True)
         assert ids == want and len(ids) == 2, (ids, want)
         axe(d.current_url)
         # A status tab.
         d.get(base + "/devices?status=active")
-        ids = [e.text for e in d.find_elements(By.CSS_SELECTOR, "#devices tbody td:first-child a")]
+        ids = [e.text for e in d.find_elements(By.CSS_SELECTOR, "#devices tbody td:nth-child(2) a")]
         assert sorted(ids) == sorted(x["id"] for x in w.devices() if x["status"] == "active"), ids
         d.get(base + "/devices")
         if a.shots:
@@ -291,13 +302,170 @@ def main():
         assert code in (200, 303), code
         assert w.device(cam_a)["status"] == "denied"
 
+        step = "bulk tag"
+        gw = next(x["id"] for x in w.devices() if x["id"].startswith("gw-c"))
+
+        def axe_here():
+            with open(AXE_JS, encoding="utf-8") as fh:
+                d.execute_script(fh.read())
+            res = d.execute_async_script("""
+                const done = arguments[arguments.length - 1];
+                axe.run(document).then(r => done(r.violations.map(v => v.id + ': ' + v.help + ' ' +
+                    v.nodes.map(n => n.target.join(' ')).join(', ')))).catch(e => done(['error: ' + e]));""")
+            assert res == [], f"axe-core on {d.current_url}: {res}"
+
+        def bulk(ids, action, button="Apply to ticked devices", tag="", reason=""):
+            d.get(base + "/devices?sort=id")
+            for i in ids:
+                d.find_element(By.CSS_SELECTOR, f"input[type=checkbox][value='{i}']").click()
+            Select(d.find_element(By.NAME, "action")).select_by_value(action)
+            if tag:
+                d.find_element(By.NAME, "bulk_tag").send_keys(tag)
+            if reason:
+                d.find_element(By.NAME, "reason").send_keys(reason)
+            d.find_element(By.XPATH, f"//button[text()='{button}']").click()
+            return until("the bulk result", lambda: d.find_element(By.TAG_NAME, "h1").text == "Bulk action"
+                         and d.find_element(By.CSS_SELECTOR, "main .notice").text)
+
+        three = [gw, pending_id, cam_b]
+        summary = bulk(three, "tag", tag="lobby")
+        assert summary == "3 of 3 selected devices tagged lobby.", summary
+        axe_here()
+        d.get(base + "/devices?tag=lobby")
+        ids = sorted(e.text for e in d.find_elements(By.CSS_SELECTOR, "#devices tbody td:nth-child(2) a"))
+        assert ids == sorted(three), ids
+        rows = d.find_elements(By.CSS_SELECTOR, "#devices tbody tr")
+        assert all("lobby" in r.find_element(By.CSS_SELECTOR, "td:nth-child(4)").text for r in rows), [r.text for r in rows]
+        assert sorted(x["id"] for x in w.devices() if "lobby" in x["tags"]) == sorted(three)
+        if a.shots:
+            d.save_screenshot(os.path.join(a.shots, "devices-bulk.png"))
+        # Ticked again with one more: the three are skipped, and the page says why.
+        summary = bulk(three + [cam_a], "tag", tag="lobby")
+        assert summary == "1 of 4 selected devices tagged lobby; 3 skipped.", summary
+        skipped = d.find_element(By.ID, "skipped").text
+        assert skipped.count("already tagged lobby") == 3, skipped
+        # "Every device on this page", without ticking anything (no script needed).
+        summary = bulk([], "untag", button="Apply to every device on this page", tag="lobby")
+        assert summary == "4 of 4 selected devices untagged lobby.", summary
+        assert not any("lobby" in x["tags"] for x in w.devices())
+
+        step = "a bulk POST without the form token changes nothing"
+        before_all = w.devices()
+        for what, data, headers in (
+            ("no form token", {"action": "tag", "bulk_tag": "evil", "id": gw}, cookie),
+            ("wrong form token", {"csrf": "0" * 64, "action": "tag", "bulk_tag": "evil", "id": gw}, cookie),
+            ("no session", {"csrf": csrf, "action": "tag", "bulk_tag": "evil", "id": gw}, {}),
+            ("another origin", {"csrf": csrf, "action": "tag", "bulk_tag": "evil", "id": gw},
+             {**cookie, "Origin": "http://evil.example"}),
+        ):
+            code, _ = http(base + "/devices/bulk", data, headers)
+            assert code == 403, (what, code)
+            assert w.devices() == before_all, f"{what}: a device changed"
+        code, body = http(base + "/devices/bulk", {"csrf": csrf, "action": "tag", "bulk_tag": "ok", "id": gw},
+                          {**cookie, "Origin": base})
+        assert code == 200 and "1 of 1 selected devices tagged ok." in body, (code, body[:300])
+
+        step = "bulk revoke"
+        summary = bulk([gw, cam_b], "revoke", reason="decommissioned")
+        assert summary == "1 of 2 selected devices revoked; 1 skipped.", summary
+        assert "already revoked" in d.find_element(By.ID, "skipped").text
+        shown = w.device(gw)
+        assert shown["status"] == "revoked", shown
+        assert all(cert["revoked_at"] for cert in shown["certificates"]), shown["certificates"]
+        last = shown["audit"][-1]
+        assert (last["actor"], last["action"], last["detail"]) == ("dashboard:alice", "revoke", "decommissioned"), last
+
+        step = "make a token in the browser"
+        d.get(base + "/tokens")
+        axe(base + "/tokens")
+        d.find_element(By.NAME, "device_id").send_keys("tok-d")
+        d.find_element(By.NAME, "tags").send_keys("from-web, lab")
+        d.find_element(By.XPATH, "//button[text()='Make token']").click()
+        cmd = until("the new token", lambda: d.find_element(By.ID, "enroll-command").text)
+        secret = d.find_element(By.ID, "token").text
+        assert secret.startswith("mtg_") and cmd.startswith("mtlsgate agent enroll --server https://"), cmd
+        assert cmd.endswith("--token " + secret), cmd
+        axe_here()
+        if a.shots:
+            d.save_screenshot(os.path.join(a.shots, "tokens.png"))
+        # The command as shown, run by the real agent (in its own directory).
+        args = cmd.split()[1:]
+        r = w.mg(*args, "--dir", "tokdev", check=False)
+        assert r.returncode == 0, (cmd, r.stderr)
+        tok_id = w.mg("agent", "whoami", "--dir", "tokdev").stdout.strip()
+        assert tok_id.startswith("tok-d"), tok_id
+        assert sorted(w.device(tok_id)["tags"]) == ["from-web", "lab"]
+        # Reloading the tokens page never shows the secret again; the token shows as used.
+        d.get(base + "/tokens")
+        assert secret not in d.page_source and secret[4:] not in d.page_source
+        assert "used" in d.find_element(By.CSS_SELECTOR, "#tokens tbody tr").text
+        # A token withdrawn cannot be used.
+        d.find_element(By.XPATH, "//button[text()='Make token']").click()
+        secret2 = until("the second token", lambda: d.find_element(By.ID, "token").text)
+        d.get(base + "/tokens")
+        d.find_element(By.CSS_SELECTOR, "#tokens tbody tr button").click()
+        until("the withdrawn notice", lambda: "Token withdrawn" in d.find_element(By.TAG_NAME, "main").text)
+        r = w.mg(*args[:-1], secret2, "--dir", "tokw", check=False)
+        assert r.returncode != 0 and "expired" in r.stderr, (r.returncode, r.stderr)
+
+        step = "certificates search"
+        d.get(base + "/certificates?cn=cam-a")
+        axe(base + "/certificates?cn=cam-a")
+        rows = d.find_elements(By.CSS_SELECTOR, "#certificates tbody tr")
+        assert rows and all(cam_a in r.text for r in rows), [r.text for r in rows]
+        assert rows[0].find_element(By.LINK_TEXT, cam_a).get_attribute("href") == f"{base}/devices/{cam_a}"
+        serial = w.device(gw)["cert_serial"]
+        typed = ":".join(serial[i:i + 2] for i in range(0, len(serial), 2)).lower()
+        d.get(base + "/certificates")
+        d.find_element(By.NAME, "serial").send_keys(typed)
+        d.find_element(By.XPATH, "//button[text()='Search']").click()
+        until("the serial search", lambda: "serial=" in d.current_url)
+        rows = d.find_elements(By.CSS_SELECTOR, "#certificates tbody tr")
+        assert len(rows) == 1 and serial in rows[0].text and "revoked" in rows[0].text, [r.text for r in rows]
+        axe_here()
+        if a.shots:
+            d.save_screenshot(os.path.join(a.shots, "certificates.png"))
+        code, body = http(base + "/certificates?serial=xyz", headers=cookie)
+        assert code == 400 and "not hexadecimal" in body, (code, body[:200])
+
+        step = "audit log"
+        d.get(base + "/audit")
+        axe(base + "/audit")
+        d.find_element(By.NAME, "actor").send_keys("dashboard:alice")
+        d.find_element(By.XPATH, "//button[text()='Filter']").click()
+        until("the filtered log", lambda: "actor=dashboard%3Aalice" in d.current_url)
+        text = d.find_element(By.TAG_NAME, "table").text
+        for action in ("approve", "revoke", "tag", "token", "token-withdraw"):
+            assert f"dashboard:alice {action}" in text, (action, text)
+        actors = {e.text for e in d.find_elements(By.CSS_SELECTOR, "table tbody td:nth-child(2)")}
+        assert actors == {"dashboard:alice"}, actors
+        axe_here()
+        if a.shots:
+            d.save_screenshot(os.path.join(a.shots, "audit.png"))
+        jl = d.find_element(By.LINK_TEXT, "JSON lines").get_attribute("href")
+        code, body = http(jl, headers=cookie)
+        assert code == 200, (code, body[:200])
+        records = [json.loads(x) for x in body.splitlines()]
+        assert records and {x["actor"] for x in records} == {"dashboard:alice"}, records[:3]
+        assert [x["id"] for x in records] == sorted((x["id"] for x in records), reverse=True)
+        code, body = http(d.find_element(By.LINK_TEXT, "CSV").get_attribute("href"), headers=cookie)
+        rows = list(csv.DictReader(io.StringIO(body)))
+        assert code == 200 and [int(r["id"]) for r in rows] == [x["id"] for x in records], (code, body[:200])
+        code, body = http(jl)
+        assert code != 200 or "dashboard:alice" not in body, "the export needs a session"
+
         step = "phone width"
         d.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
                           {"width": 390, "height": 844, "deviceScaleFactor": 1, "mobile": True})
-        for path in ("/", "/pending", "/devices", f"/devices/{cam_b}", f"/devices/{pending_id}"):
+        for path in ("/", "/pending", "/devices", f"/devices/{cam_b}", f"/devices/{pending_id}",
+                     "/tokens", "/certificates", "/audit"):
             d.get(base + path)
             vw = d.execute_script("return [window.innerWidth, document.documentElement.scrollWidth]")
-            assert vw == [390, 390], f"{path}: layout {vw} at 390 px (horizontal overflow)"
+            if vw != [390, 390]:
+                wide = d.execute_script("""return [...document.querySelectorAll('body *')]
+                    .filter(e => e.getBoundingClientRect().right > 390 && !e.closest('.scroll'))
+                    .slice(0, 5).map(e => e.tagName + '.' + e.className + ' ' + Math.round(e.getBoundingClientRect().right))""")
+                raise AssertionError(f"{path}: layout {vw} at 390 px (horizontal overflow): {wide}")
         if a.shots:
             d.get(base + "/")
             d.save_screenshot(os.path.join(a.shots, "overview-phone.png"))
@@ -323,6 +491,12 @@ def main():
         return 0
     except Exception as e:  # noqa: BLE001 - report the step, then fail
         print(f"FAIL dashboard browser test at step '{step}': {e}", file=sys.stderr)
+        if d is not None:
+            try:
+                print(f"--- the browser is at {d.current_url}:", file=sys.stderr)
+                print(d.find_element("tag name", "body").text[:1500], file=sys.stderr)
+            except Exception:  # noqa: BLE001 - the report only
+                pass
         log = os.path.join(work, "serve.log")
         if os.path.exists(log):
             print("--- ca serve log (tail)", file=sys.stderr)

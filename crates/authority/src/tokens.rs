@@ -127,3 +127,24 @@ impl Authority {
         })
     }
 }
+
+impl Authority {
+    /// Withdraws an unused enrollment token (by its hash, as the inventory lists it): it
+    /// expires now, with an audit record naming `actor`. Whether it was withdrawn (`false`:
+    /// unknown, used or expired already; nothing changes).
+    pub async fn withdraw_token(
+        &self,
+        hash: &str,
+        actor: &str,
+        now: OffsetDateTime,
+    ) -> Result<bool> {
+        let hash = hash.trim().to_ascii_lowercase();
+        if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Ok(false);
+        }
+        let at = now.unix_timestamp();
+        let audit =
+            Audit::new(at, actor, "token-withdraw").detail(format!("token {}", &hash[..16]));
+        Ok(self.inv.withdraw_token(&hash, at, &audit).await?)
+    }
+}

@@ -5,8 +5,10 @@
 //!   `__Host-mtlsgate_session` cookie, the per-session form token (CSRF) and the Origin
 //!   check of every POST ([`session`]);
 //! - the pages: overview, pending queue, devices list (filters, sort, paging, CSV) and one
-//!   device, with approve, deny, allow and revoke ([`pages`]); templates are askama's,
-//!   checked when the crate is built; the stylesheet is embedded;
+//!   device, with approve, deny, allow and revoke ([`pages`]); bulk actions on the devices
+//!   list, enrollment tokens, certificate search and the audit log with its export
+//!   ([`more`]); templates are askama's, checked when the crate is built; the stylesheet
+//!   is embedded;
 //! - passkeys (WebAuthn, relying party `localhost`): the Account page where an operator
 //!   registers and removes them, sign-in with one, and the one script of the dashboard,
 //!   `static/passkey.js`, embedded and allowed on those two pages only ([`passkeys`]);
@@ -21,6 +23,7 @@
 
 #![forbid(unsafe_code)]
 
+mod more;
 mod pages;
 mod passkeys;
 mod session;
@@ -64,6 +67,7 @@ pub struct Dashboard {
     listener: TcpListener,
     auth: Arc<Authority>,
     webauthn: webauthn_rs::Webauthn,
+    enroll_server: Option<String>,
 }
 
 impl Dashboard {
@@ -80,7 +84,15 @@ impl Dashboard {
             listener,
             auth,
             webauthn,
+            enroll_server: None,
         })
+    }
+
+    /// The CA server's URL (`https://HOST:PORT`) that the `agent enroll` command on the
+    /// tokens page names.
+    pub fn enroll_server(mut self, url: String) -> Self {
+        self.enroll_server = Some(url);
+        self
     }
 
     /// The bound address (useful with port 0).
@@ -96,6 +108,7 @@ impl Dashboard {
         let app = pages::router(Arc::new(pages::App {
             auth: self.auth,
             webauthn: self.webauthn,
+            enroll_server: self.enroll_server,
         }));
         axum::serve(self.listener, app)
             .with_graceful_shutdown(shutdown)

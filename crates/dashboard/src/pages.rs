@@ -32,6 +32,8 @@ pub(crate) struct App {
     pub auth: Arc<Authority>,
     /// The WebAuthn relying party (`localhost`, any port) for passkeys.
     pub webauthn: webauthn_rs::Webauthn,
+    /// The CA server's URL for the `agent enroll` command the tokens page shows.
+    pub enroll_server: Option<String>,
 }
 
 pub(crate) type AppState = State<Arc<App>>;
@@ -48,6 +50,7 @@ pub(crate) fn router(app: Arc<App>) -> Router {
         .route("/devices/{id}/{action}", post(change))
         .route("/static/dashboard.css", get(css))
         .merge(crate::passkeys::routes())
+        .merge(crate::more::routes())
         .fallback(not_found)
         .layer(axum::middleware::map_response(security_headers))
         .with_state(app)
@@ -376,6 +379,7 @@ struct Overview {
     root_expires: String,
     intermediate_expires: String,
     revoked: usize,
+    crl_expires: String,
     audit: Vec<AuditRow>,
 }
 
@@ -427,6 +431,9 @@ async fn overview(State(app): AppState, headers: HeaderMap) -> Response {
             root_expires: cert_expiry(&ca.root_der, t),
             intermediate_expires: cert_expiry(&ca.intermediate_der, t),
             revoked,
+            // `/v1/crl` signs a CRL when it is fetched (again after any revocation), valid
+            // for 7 days: one fetched now has this next update.
+            crl_expires: view::when(Some(t + 7 * 86_400)),
             audit: audit.iter().map(AuditRow::of).collect(),
         },
     )

@@ -33,6 +33,7 @@ mod paging;
 mod audit;
 mod certificates;
 mod dashboard;
+mod dashboard_lists;
 mod devices;
 mod error;
 mod hot;
@@ -53,6 +54,7 @@ mod tidy;
 mod tokens;
 
 pub use dashboard::{DashboardSession, DeviceQuery, DeviceSort, FleetCounts, NewSession};
+pub use dashboard_lists::AuditFilter;
 pub use error::{Result, StoreError};
 pub use location::{Backend, Location};
 pub use model::*;

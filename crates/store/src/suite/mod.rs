@@ -41,6 +41,7 @@ async fn postgres() -> Fx {
 
 mod certificates;
 mod dashboard;
+mod dashboard_lists;
 mod devices;
 mod issuance;
 mod opening;
