@@ -167,12 +167,8 @@ async fn signed_in(
         Ok(None) => return Err(Redirect::to("/login").into_response()),
         Err(e) => return Err(unavailable(e)),
     };
-    let pending = match inv.fleet_counts(now(), 0).await {
-        Ok(c) => c
-            .by_status
-            .iter()
-            .find(|(st, _)| *st == DeviceStatus::Pending)
-            .map_or(0, |(_, n)| *n),
+    let pending = match inv.pending_count().await {
+        Ok(n) => n,
         Err(e) => return Err(unavailable(e)),
     };
     let chrome = Chrome {

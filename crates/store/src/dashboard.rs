@@ -204,8 +204,7 @@ impl Inventory {
         )
         .fetch_all(p)
         .await?);
-        let expiring = "SELECT COUNT(*) FROM devices WHERE status = 'active'
-                        AND cert_not_after > $1 AND cert_not_after <= $2";
+        let expiring = crate::hot::ACTIVE_EXPIRING;
         let expiring_day: i64 = on_pool!(self, |p| sqlx::query_scalar(expiring)
             .bind(now)
             .bind(now + 86_400)
@@ -216,20 +215,14 @@ impl Inventory {
             .bind(now + 7 * 86_400)
             .fetch_one(p)
             .await?);
-        let expired: i64 = on_pool!(self, |p| sqlx::query_scalar(
-            "SELECT COUNT(*) FROM devices WHERE status = 'active' AND cert_not_after <= $1"
-        )
-        .bind(now)
-        .fetch_one(p)
-        .await?);
-        let not_seen: i64 = on_pool!(self, |p| {
-            sqlx::query_scalar(
-            "SELECT COUNT(*) FROM devices WHERE status = 'active' AND (last_seen IS NULL OR last_seen < $1)"
-        )
-        .bind(unseen_since)
-        .fetch_one(p)
-        .await?
-        });
+        let expired: i64 = on_pool!(self, |p| sqlx::query_scalar(crate::hot::ACTIVE_EXPIRED)
+            .bind(now)
+            .fetch_one(p)
+            .await?);
+        let not_seen: i64 = on_pool!(self, |p| sqlx::query_scalar(crate::hot::ACTIVE_UNSEEN)
+            .bind(unseen_since)
+            .fetch_one(p)
+            .await?);
         let by_status = DeviceStatus::ALL
             .into_iter()
             .map(|s| {
@@ -247,6 +240,14 @@ impl Inventory {
             expired,
             not_seen,
         })
+    }
+
+    /// How many devices wait for approval (the badge on every page).
+    pub async fn pending_count(&self) -> Result<i64> {
+        let n: i64 = on_pool!(self, |p| sqlx::query_scalar(crate::hot::PENDING_COUNT)
+            .fetch_one(p)
+            .await?);
+        Ok(n)
     }
 
     /// The newest `limit` audit records of the whole inventory, newest first.
@@ -272,7 +273,7 @@ impl Inventory {
         let col = q.sort.column();
         let sql = format!(
             "SELECT {DEVICE_COLUMNS} FROM devices {filter}
-             ORDER BY ({col} IS NULL), {col} {dir}, id {dir} LIMIT $4 OFFSET $5"
+             ORDER BY {col} {dir} NULLS LAST, id {dir} LIMIT $4 OFFSET $5"
         );
         let count_sql = format!("SELECT COUNT(*) FROM devices {filter}");
         let status = q.status.map(|s| s.as_str().to_string());
