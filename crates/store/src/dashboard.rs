@@ -4,7 +4,6 @@
 //! `LIMIT`/`OFFSET`).
 
 use crate::model::DeviceRow;
-use crate::sql::DEVICE_COLUMNS;
 use crate::{Audit, AuditEntry, Device, DeviceStatus, Inventory, Result};
 
 /// An operator's dashboard session.
@@ -38,7 +37,7 @@ pub enum DeviceSort {
 }
 
 impl DeviceSort {
-    fn column(self) -> &'static str {
+    pub(crate) fn column(self) -> &'static str {
         match self {
             DeviceSort::Id => "id",
             DeviceSort::Status => "status",
@@ -266,15 +265,8 @@ impl Inventory {
     /// One page of the devices `q` selects, in its order (NULLs last, then by ID), and how
     /// many devices it selects in all.
     pub async fn device_page(&self, q: &DeviceQuery) -> Result<(Vec<Device>, i64)> {
-        let filter = "WHERE ($1 IS NULL OR status = $1)
-               AND ($2 IS NULL OR id LIKE $2 ESCAPE '\\')
-               AND ($3 IS NULL OR tags LIKE $3 ESCAPE '\\')";
-        let dir = if q.descending { "DESC" } else { "ASC" };
-        let col = q.sort.column();
-        let sql = format!(
-            "SELECT {DEVICE_COLUMNS} FROM devices {filter}
-             ORDER BY {col} {dir} NULLS LAST, id {dir} LIMIT $4 OFFSET $5"
-        );
+        let filter = crate::hot::DASHBOARD_FILTER;
+        let sql = crate::hot::dashboard_page(q.sort.column(), q.descending);
         let count_sql = format!("SELECT COUNT(*) FROM devices {filter}");
         let status = q.status.map(|s| s.as_str().to_string());
         let search = q

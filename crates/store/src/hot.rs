@@ -108,6 +108,22 @@ pub(crate) const AUDIT_OF: &str =
     "SELECT id, at, actor, action, device_id, serial, detail FROM audit
      WHERE device_id = $1 ORDER BY id DESC LIMIT $2";
 
+/// The dashboard's devices list: which devices (`$1` status, `$2` ID pattern, `$3` tag
+/// pattern; each NULL for any)…
+pub(crate) const DASHBOARD_FILTER: &str = "WHERE ($1 IS NULL OR status = $1)
+               AND ($2 IS NULL OR id LIKE $2 ESCAPE '\\')
+               AND ($3 IS NULL OR tags LIKE $3 ESCAPE '\\')";
+/// …and one page of them (`$4` rows after `$5`) sorted by `column`, NULLs last either
+/// way, then by ID: `NULLS LAST` (not a `column IS NULL` key) lets the order come from an
+/// index.
+pub(crate) fn dashboard_page(column: &str, descending: bool) -> String {
+    let dir = if descending { "DESC" } else { "ASC" };
+    format!(
+        "SELECT {DEVICE_COLUMNS} FROM devices {DASHBOARD_FILTER}
+         ORDER BY {column} {dir} NULLS LAST, id {dir} LIMIT $4 OFFSET $5"
+    )
+}
+
 /// One hot statement with sample values, for the plan test.
 #[cfg(test)]
 pub(crate) struct Hot {
@@ -284,6 +300,34 @@ pub(crate) fn hot_statements(backend: crate::Backend) -> Vec<Hot> {
             st(PENDING_EXPIRE, vec![i(1100)]),
         ),
         hot("audit of a device", st(AUDIT_OF, vec![t(dev), i(100)])),
+        page(
+            "dashboard devices by expiry",
+            st(
+                &dashboard_page("cert_not_after", false),
+                vec![t("active"), t("%dev%"), t("%\"lab\"%"), i(50), i(100)],
+            ),
+        ),
+        page(
+            "dashboard devices by expiry, latest first",
+            st(
+                &dashboard_page("cert_not_after", true),
+                vec![t("active"), t("%dev%"), t("%\"lab\"%"), i(50), i(100)],
+            ),
+        ),
+        page(
+            "dashboard devices by last seen, latest first",
+            st(
+                &dashboard_page("last_seen", true),
+                vec![t("active"), t("%dev%"), t("%\"lab\"%"), i(50), i(100)],
+            ),
+        ),
+        page(
+            "dashboard devices by ID",
+            st(
+                &dashboard_page("id", false),
+                vec![t("active"), t("%dev%"), t("%\"lab\"%"), i(50), i(100)],
+            ),
+        ),
         hot(
             "active devices expiring (dashboard)",
             st(ACTIVE_EXPIRING, vec![i(100_500), i(101_000)]),
