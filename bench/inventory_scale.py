@@ -186,8 +186,8 @@ def main():
         "",
         "`mtlsgate serve --inventory …` on an inventory of N devices added straight with SQL "
         "(`mtlsgate-bench seed-inventory`: one certificate row per device, one device in 50 with an "
-        "older revoked certificate, half of those expired; four tag lists; a few devices denied or "
-        "revoked). Start: from the gateway's start until it logs the inventory read, median of "
+        "older revoked certificate, half of those expired; four tag lists; a few devices denied, "
+        "revoked or pending). Start: from the gateway's start until it logs the inventory read, median of "
         f"{args.runs} runs (each run listed). Bytes per device: RSS two seconds after the read minus "
         "the RSS of the same gateway without `--inventory`, divided by N. Peak: the highest RSS of "
         "the runs (VmHWM).",

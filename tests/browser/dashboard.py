@@ -12,8 +12,9 @@ the browser and enrolled with by the real agent (the secret is never shown again
 withdrawn token is refused), certificate search by CN and by serial, and the audit log
 with its filters and its JSON-lines and CSV export.
 
-Usage: dashboard.py BINARY [--shots DIR]   (scripts/install-test-deps installs what it needs;
-tests/browser/run runs it with the right Python). Exits non-zero on the first failure.
+Usage: dashboard.py BINARY [--shots DIR] [--database postgres://…]   (scripts/install-test-deps
+installs what it needs; tests/browser/run runs it with the right Python, on SQLite and again
+on PostgreSQL). Exits non-zero on the first failure.
 """
 
 import argparse
@@ -118,6 +119,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("binary")
     ap.add_argument("--shots", help="write screenshots of the main pages here (PNG)")
+    ap.add_argument("--database", help="keep the inventory in this (empty) PostgreSQL database")
     a = ap.parse_args()
     binary = os.path.abspath(a.binary)
     os.environ.setdefault("SE_OFFLINE", "true")
@@ -138,7 +140,7 @@ def main():
     d = None
     step = "start"
     try:
-        w.mg("ca", "init", "--dir", "ca")
+        w.mg("ca", "init", "--dir", "ca", *(["--database", a.database] if a.database else []))
         server = w.spawn("ca", "serve", "--dir", "ca", "--listen", f"127.0.0.1:{ca_port}",
                          "--dashboard-listen", f"127.0.0.1:{dash_port}", out="serve.log")
         wait_port(ca_port)

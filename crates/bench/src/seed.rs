@@ -3,8 +3,12 @@
 //! inventory-scale figures (bench/inventory-scale). Each device gets a certificate row
 //! (the same real certificate's PEM for every row, with its own serial); one device in 50
 //! also has an older, revoked certificate (half of them still valid, half expired); a few
-//! devices are denied or revoked; four tag sets. Every device takes a revision of its own,
-//! as if it had enrolled, and the revision counter ends at the last one.
+//! devices are denied, revoked or pending (a pending one has no current certificate and was
+//! never seen); four tag sets. So that the dashboard's list pages have something to sort and
+//! count, the current certificates' expiry is spread from 80 hours ago (one in ten expired)
+//! to 30 days ahead, last seen over the past 3.5 days (one device in 100 never), first seen
+//! over 89 days, with three agent versions and addresses. Every device takes a revision of
+//! its own, as if it had enrolled, and the revision counter ends at the last one.
 //!
 //! All the SQL is here, in [`batch_sql`], one text per back end: if the certificates'
 //! storage changes, this is the one place to adapt.
@@ -107,20 +111,30 @@ fn batch_sql(postgres: bool, lo: u64, hi: u64, base: i64, now: i64, der: &[u8]) 
     let id = format!("('dev-' || {dec7} || '.d.bench.local')");
     let year = 365 * 86_400;
     let day = 86_400;
+    let hour = 3_600;
+    // The current certificate's expiry: 80 hours ago to 30 days ahead, by the hour.
+    let expiry = format!("{now} + ((n.i % 800) - 80) * {hour}");
+    let pending = "n.i % 500 = 3";
     format!(
         "INSERT INTO certificates (serial, kind, subject, device_id, not_before, not_after, sha256, issued_at, der)
-         SELECT '7E' || {hex16}, 'client', 'CN=' || {id}, {id}, {now} - {day}, {now} + {year}, {hex64}, {now} - {day}, {der}
-         FROM {rows};
+         SELECT '7E' || {hex16}, 'client', 'CN=' || {id}, {id}, {now} - {day}, {expiry}, {hex64}, {now} - {day}, {der}
+         FROM {rows} WHERE NOT ({pending});
          INSERT INTO certificates (serial, kind, subject, device_id, not_before, not_after, sha256, issued_at, revoked_at, revocation_reason, der, revision)
          SELECT '7D' || {hex16}, 'client', 'CN=' || {id}, {id}, {now} - 2 * {year},
                 CASE WHEN n.i % 100 = 0 THEN {now} + {year} ELSE {now} - {day} END,
                 {hex64}, {now} - 2 * {year}, {now} - {day}, 'superseded', {der}, {base} + n.i + 1
          FROM {rows} WHERE n.i % 50 = 0;
-         INSERT INTO devices (id, status, tags, first_seen, last_seen, cert_serial, cert_not_after, created_by, revision)
+         INSERT INTO devices (id, status, tags, first_seen, last_seen, last_addr, agent_version, cert_serial, cert_not_after, created_by, revision)
          SELECT {id},
-                CASE WHEN n.i % 997 = 1 THEN 'denied' WHEN n.i % 991 = 2 THEN 'revoked' ELSE 'active' END,
+                CASE WHEN {pending} THEN 'pending' WHEN n.i % 997 = 1 THEN 'denied' WHEN n.i % 991 = 2 THEN 'revoked' ELSE 'active' END,
                 CASE n.i % 4 WHEN 0 THEN '[]' WHEN 1 THEN '[\"lab\"]' WHEN 2 THEN '[\"prod\"]' ELSE '[\"eu\",\"prod\"]' END,
-                {now} - {day}, {now}, '7E' || {hex16}, {now} + {year}, 'bench', {base} + n.i + 1
+                {now} - 90 * {day} + (n.i * 61) % (89 * {day}),
+                CASE WHEN {pending} OR n.i % 100 = 7 THEN NULL ELSE {now} - (n.i % 1000) * 300 END,
+                '10.' || (n.i / 65536 % 256) || '.' || (n.i / 256 % 256) || '.' || (n.i % 256),
+                CASE WHEN {pending} THEN NULL ELSE '0.' || (7 + n.i % 3) || '.0' END,
+                CASE WHEN {pending} THEN NULL ELSE '7E' || {hex16} END,
+                CASE WHEN {pending} THEN NULL ELSE {expiry} END,
+                'bench', {base} + n.i + 1
          FROM {rows};"
     )
 }

@@ -4,7 +4,6 @@
 //! `LIMIT`/`OFFSET`).
 
 use crate::model::DeviceRow;
-use crate::sql::DEVICE_COLUMNS;
 use crate::{Audit, AuditEntry, Device, DeviceStatus, Inventory, Result};
 
 /// An operator's dashboard session.
@@ -38,7 +37,7 @@ pub enum DeviceSort {
 }
 
 impl DeviceSort {
-    fn column(self) -> &'static str {
+    pub(crate) fn column(self) -> &'static str {
         match self {
             DeviceSort::Id => "id",
             DeviceSort::Status => "status",
@@ -204,8 +203,7 @@ impl Inventory {
         )
         .fetch_all(p)
         .await?);
-        let expiring = "SELECT COUNT(*) FROM devices WHERE status = 'active'
-                        AND cert_not_after > $1 AND cert_not_after <= $2";
+        let expiring = crate::hot::ACTIVE_EXPIRING;
         let expiring_day: i64 = on_pool!(self, |p| sqlx::query_scalar(expiring)
             .bind(now)
             .bind(now + 86_400)
@@ -216,20 +214,14 @@ impl Inventory {
             .bind(now + 7 * 86_400)
             .fetch_one(p)
             .await?);
-        let expired: i64 = on_pool!(self, |p| sqlx::query_scalar(
-            "SELECT COUNT(*) FROM devices WHERE status = 'active' AND cert_not_after <= $1"
-        )
-        .bind(now)
-        .fetch_one(p)
-        .await?);
-        let not_seen: i64 = on_pool!(self, |p| {
-            sqlx::query_scalar(
-            "SELECT COUNT(*) FROM devices WHERE status = 'active' AND (last_seen IS NULL OR last_seen < $1)"
-        )
-        .bind(unseen_since)
-        .fetch_one(p)
-        .await?
-        });
+        let expired: i64 = on_pool!(self, |p| sqlx::query_scalar(crate::hot::ACTIVE_EXPIRED)
+            .bind(now)
+            .fetch_one(p)
+            .await?);
+        let not_seen: i64 = on_pool!(self, |p| sqlx::query_scalar(crate::hot::ACTIVE_UNSEEN)
+            .bind(unseen_since)
+            .fetch_one(p)
+            .await?);
         let by_status = DeviceStatus::ALL
             .into_iter()
             .map(|s| {
@@ -249,6 +241,14 @@ impl Inventory {
         })
     }
 
+    /// How many devices wait for approval (the badge on every page).
+    pub async fn pending_count(&self) -> Result<i64> {
+        let n: i64 = on_pool!(self, |p| sqlx::query_scalar(crate::hot::PENDING_COUNT)
+            .fetch_one(p)
+            .await?);
+        Ok(n)
+    }
+
     /// The newest `limit` audit records of the whole inventory, newest first.
     pub async fn recent_audit(&self, limit: i64) -> Result<Vec<AuditEntry>> {
         let rows: Vec<AuditEntry> = on_pool!(self, |p| {
@@ -265,15 +265,8 @@ impl Inventory {
     /// One page of the devices `q` selects, in its order (NULLs last, then by ID), and how
     /// many devices it selects in all.
     pub async fn device_page(&self, q: &DeviceQuery) -> Result<(Vec<Device>, i64)> {
-        let filter = "WHERE ($1 IS NULL OR status = $1)
-               AND ($2 IS NULL OR id LIKE $2 ESCAPE '\\')
-               AND ($3 IS NULL OR tags LIKE $3 ESCAPE '\\')";
-        let dir = if q.descending { "DESC" } else { "ASC" };
-        let col = q.sort.column();
-        let sql = format!(
-            "SELECT {DEVICE_COLUMNS} FROM devices {filter}
-             ORDER BY ({col} IS NULL), {col} {dir}, id {dir} LIMIT $4 OFFSET $5"
-        );
+        let filter = crate::hot::DASHBOARD_FILTER;
+        let sql = crate::hot::dashboard_page(q.sort.column(), q.descending);
         let count_sql = format!("SELECT COUNT(*) FROM devices {filter}");
         let status = q.status.map(|s| s.as_str().to_string());
         let search = q

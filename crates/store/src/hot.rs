@@ -94,11 +94,35 @@ pub(crate) fn device_status(from: usize) -> String {
 pub(crate) const DEVICE_TAGS: &str =
     "UPDATE devices SET tags = $1, revision = $2 WHERE id = $3 RETURNING id";
 pub(crate) const PENDING_COUNT: &str = "SELECT COUNT(*) FROM devices WHERE status = 'pending'";
+pub(crate) const ACTIVE_EXPIRING: &str = "SELECT COUNT(*) FROM devices WHERE status = 'active'
+     AND cert_not_after > $1 AND cert_not_after <= $2";
+pub(crate) const ACTIVE_EXPIRED: &str =
+    "SELECT COUNT(*) FROM devices WHERE status = 'active' AND cert_not_after <= $1";
+/// Two index ranges (an OR would read every active device).
+pub(crate) const ACTIVE_UNSEEN: &str =
+    "SELECT (SELECT COUNT(*) FROM devices WHERE status = 'active' AND last_seen IS NULL)
+          + (SELECT COUNT(*) FROM devices WHERE status = 'active' AND last_seen < $1)";
 pub(crate) const PENDING_EXPIRE: &str =
     "DELETE FROM devices WHERE status = 'pending' AND cert_serial IS NULL AND first_seen < $1";
 pub(crate) const AUDIT_OF: &str =
     "SELECT id, at, actor, action, device_id, serial, detail FROM audit
      WHERE device_id = $1 ORDER BY id DESC LIMIT $2";
+
+/// The dashboard's devices list: which devices (`$1` status, `$2` ID pattern, `$3` tag
+/// pattern; each NULL for any)…
+pub(crate) const DASHBOARD_FILTER: &str = "WHERE ($1 IS NULL OR status = $1)
+               AND ($2 IS NULL OR id LIKE $2 ESCAPE '\\')
+               AND ($3 IS NULL OR tags LIKE $3 ESCAPE '\\')";
+/// …and one page of them (`$4` rows after `$5`) sorted by `column`, NULLs last either
+/// way, then by ID: `NULLS LAST` (not a `column IS NULL` key) lets the order come from an
+/// index.
+pub(crate) fn dashboard_page(column: &str, descending: bool) -> String {
+    let dir = if descending { "DESC" } else { "ASC" };
+    format!(
+        "SELECT {DEVICE_COLUMNS} FROM devices {DASHBOARD_FILTER}
+         ORDER BY {column} {dir} NULLS LAST, id {dir} LIMIT $4 OFFSET $5"
+    )
+}
 
 /// One hot statement with sample values, for the plan test.
 #[cfg(test)]
@@ -277,6 +301,46 @@ pub(crate) fn hot_statements(backend: crate::Backend) -> Vec<Hot> {
         ),
         hot("audit of a device", st(AUDIT_OF, vec![t(dev), i(100)])),
         page(
+            "dashboard devices by expiry",
+            st(
+                &dashboard_page("cert_not_after", false),
+                vec![t("active"), t("%dev%"), t("%\"lab\"%"), i(50), i(100)],
+            ),
+        ),
+        page(
+            "dashboard devices by expiry, latest first",
+            st(
+                &dashboard_page("cert_not_after", true),
+                vec![t("active"), t("%dev%"), t("%\"lab\"%"), i(50), i(100)],
+            ),
+        ),
+        page(
+            "dashboard devices by last seen, latest first",
+            st(
+                &dashboard_page("last_seen", true),
+                vec![t("active"), t("%dev%"), t("%\"lab\"%"), i(50), i(100)],
+            ),
+        ),
+        page(
+            "dashboard devices by ID",
+            st(
+                &dashboard_page("id", false),
+                vec![t("active"), t("%dev%"), t("%\"lab\"%"), i(50), i(100)],
+            ),
+        ),
+        hot(
+            "active devices expiring (dashboard)",
+            st(ACTIVE_EXPIRING, vec![i(100_500), i(101_000)]),
+        ),
+        hot(
+            "active devices expired (dashboard)",
+            st(ACTIVE_EXPIRED, vec![i(100_500)]),
+        ),
+        hot(
+            "active devices not seen (dashboard)",
+            st(ACTIVE_UNSEEN, vec![i(2_500)]),
+        ),
+        page(
             "devices, first page",
             devices_page_sql(backend, &DeviceFilter::default(), None, 500),
         ),
@@ -369,9 +433,10 @@ mod tests {
         );
         let id = "'dev' || i || '.d.example'";
         vec![
-            format!("{n} INSERT INTO devices (id, status, tags, first_seen, created_by, revision, cert_serial, cert_not_after)
+            format!("{n} INSERT INTO devices (id, status, tags, first_seen, created_by, revision, cert_serial, cert_not_after, last_seen)
                  SELECT {id}, CASE WHEN i % 100 = 0 THEN 'pending' WHEN i % 100 = 1 THEN 'revoked' ELSE 'active' END,
-                        CASE WHEN i % 10 = 0 THEN '[\"lab\"]' ELSE '[]' END, 1000 + i, 'seed', i, 'S' || i, 100000 + i FROM n"),
+                        CASE WHEN i % 10 = 0 THEN '[\"lab\"]' ELSE '[]' END, 1000 + i, 'seed', i, 'S' || i, 100000 + i,
+                        CASE WHEN i % 100 = 0 THEN NULL ELSE 2000 + i END FROM n"),
             format!("{n} INSERT INTO certificates (serial, kind, subject, device_id, not_before, not_after, sha256, issued_at, revoked_at, revision, der)
                  SELECT 'S' || i, 'client', 'CN=' || {id}, {id}, 1, 100000 + i, 'h' || i, 1000 + i,
                         CASE WHEN i % 100 = 1 THEN 2000 + i END, CASE WHEN i % 100 = 1 THEN i END, {der} FROM n"),

@@ -168,4 +168,53 @@ async fn device_pages_filter_sort_and_page(fx: Fx) {
         inv.fleet_counts(50, 1000).await.expect("counts").not_seen,
         1
     );
+    assert_eq!(inv.pending_count().await.expect("count"), 3);
+    // Sorted by certificate expiry: devices without a certificate come last either way,
+    // among themselves by ID in the same direction.
+    for (n, (id, not_after)) in [("late.d.x", 900_000), ("early.d.x", 200_000)]
+        .into_iter()
+        .enumerate()
+    {
+        let hash = format!("tok{n}");
+        inv.insert_token(&token(&hash, 100), &audit("token"))
+            .await
+            .expect("token");
+        let mut e = enrollment(id, &hash, &format!("0B0{n}"));
+        e.cert.not_after = not_after;
+        inv.record_issuance(&e).await.expect("enrolled");
+    }
+    for (descending, want) in [
+        (
+            false,
+            [
+                "early.d.x",
+                "late.d.x",
+                "a.d.x",
+                "b1.d.x",
+                "b_1.d.x",
+                "c.d.x",
+            ],
+        ),
+        (
+            true,
+            [
+                "late.d.x",
+                "early.d.x",
+                "c.d.x",
+                "b_1.d.x",
+                "b1.d.x",
+                "a.d.x",
+            ],
+        ),
+    ] {
+        let page = inv
+            .device_page(&q(None, None, None, DeviceSort::Expires, descending, 10, 0))
+            .await
+            .expect("q");
+        assert_eq!(ids(page).0, want, "descending: {descending}");
+    }
+    let c = inv.fleet_counts(150_000, 0).await.expect("counts");
+    assert_eq!((c.expiring_day, c.expiring_week, c.expired), (1, 1, 0));
+    let c = inv.fleet_counts(300_000, 0).await.expect("counts");
+    assert_eq!((c.expiring_day, c.expiring_week, c.expired), (0, 1, 1));
 }
