@@ -34,8 +34,8 @@ const CHUNK_PAGES: i64 = if cfg!(test) { 1 } else { 256 };
 /// lengths and texts of the ID, status and tags, then the revision, `;` last.
 const PACKED_SQLITE: &str = "printf('%d:%s%d:%s%d:%s%d;', length(CAST(id AS BLOB)), id, \
     length(CAST(status AS BLOB)), status, length(CAST(tags AS BLOB)), tags, revision)";
-const PACKED_POSTGRES: &str = "format('%s:%s%s:%s%s:%s%s;', octet_length(id), id, \
-    octet_length(status), status, octet_length(tags), tags, revision)";
+const PACKED_POSTGRES: &str = "concat(octet_length(id), ':', id, octet_length(status), ':', \
+    status, octet_length(tags), ':', tags, revision, ';')";
 
 /// Reads a decimal number ending at `end` from `text` at `at`; moves `at` past `end`.
 fn packed_number(text: &str, at: &mut usize, end: u8) -> Option<i64> {
