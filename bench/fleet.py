@@ -414,6 +414,208 @@ def report(args, res, ceiling, load_before, load_after, pg_version, command):
     return "\n".join(lines)
 
 
+# ---- scale mode: the same fixed work on an inventory grown to each size ----
+
+SCALE_SIZES = (10_000, 100_000)
+
+
+def rss_kb(pid, field="VmRSS"):
+    try:
+        for line in (Path("/proc") / str(pid) / "status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def gateway_footprint(args, name, mg, ca, inventory, up_port, label):
+    """One gateway with `--inventory` (start → 'devices at revision', RSS 2 s later) and
+    one without (RSS), on core SERVER_CPU; returns the figures."""
+    out = {}
+    for with_inv in (False, True):
+        cmd = ["taskset", "-c", SERVER_CPU, mg, "serve", "--listen", "127.0.0.1:0",
+               "--cert", f"{name}-gw/localhost.crt", "--key", f"{name}-gw/localhost.key",
+               "--client-ca", f"{ca}/root.crt", "--upstream", f"http://127.0.0.1:{up_port}"]
+        if with_inv:
+            cmd += ["--inventory", inventory]
+        t0 = time.monotonic()
+        gw = Proc(f"{name}-{label}-footprint{'-inv' if with_inv else ''}", cmd, WORK)
+        try:
+            gw.wait_for(r"devices at revision" if with_inv else r"listening on 127\.0\.0\.1:", timeout=300)
+            start = time.monotonic() - t0
+            time.sleep(2)
+            key = "inventory" if with_inv else "bare"
+            out[key] = {"start_s": start, "rss_kb": rss_kb(gw.proc.pid), "peak_kb": rss_kb(gw.proc.pid, "VmHWM")}
+        finally:
+            gw.stop()
+    return out
+
+
+def count_devices(database):
+    return int(run(["psql", database, "-Atc", "SELECT count(*) FROM devices"]).strip())
+
+
+def scale_run(args, database):
+    """PostgreSQL: one inventory grown with `mtlsgate-bench seed-inventory` (bulk SQL) to
+    each size; at each, `--scale-ops` enrollments, renewals and revocations through the CA
+    servers (the load tool), and at 100,000 and above a gateway's start time and memory;
+    at the largest size, revocation reaching `--gateways` gateways."""
+    name = "postgres"
+    mg = str(Path(args.bin) / "mtlsgate")
+    bench = str(Path(args.bin) / "mtlsgate-bench")
+    load = str(Path(args.bin) / "mtlsgate-fleet-load")
+    ca = f"{name}-ca"
+    db = ["--database", database]
+    run([mg, "ca", "init", "--dir", ca, "--name", f"Bench {name}", "--device-domain", "d.bench.local", *db])
+    run([mg, "cert", "issue", "client", "template", "--dir", ca, "--out", "tmpl", *db])
+    (WORK / "one.pem").write_text(run(["openssl", "x509", "-in", str(WORK / "tmpl" / "template.crt")]))
+    run([mg, "cert", "issue", "server", "localhost", "--dns", "localhost", "--ip", "127.0.0.1",
+         "--dir", ca, "--out", f"{name}-gw", *db])
+    sizes = sorted({s for s in SCALE_SIZES if s < args.devices} | {args.devices})
+    procs = []
+    steps = []
+    try:
+        urls = []
+        for i in range(args.ca_servers):
+            port = free_port()
+            srv = Proc(f"{name}-ca-serve{i + 1}", ["taskset", "-c", SERVER_CPU, mg, "ca", "serve", "--dir", ca,
+                                                   "--listen", f"127.0.0.1:{port}", *db], WORK)
+            procs.append(srv)
+            srv.wait_for(r"listening on 127\.0\.0\.1:")
+            urls += ["--url", f"https://127.0.0.1:{port}"]
+        target = [*urls, "--ca-dir", ca, *db]
+        up_port = free_port()
+        up = Proc(f"{name}-upstream", [bench, "upstream", "--listen", f"127.0.0.1:{up_port}"], WORK)
+        procs.append(up)
+        up.wait_for("upstream listening")
+        for size in sizes:
+            have = count_devices(database)
+            if size > have:
+                t = time.monotonic()
+                run([bench, "seed-inventory", "--db", database, "--devices", str(size - have),
+                     "--cert", str(WORK / "one.pem")])
+                log(f"== {size:,} devices: {size - have:,} added with seed-inventory in {time.monotonic() - t:.1f}s")
+            step = {"size": count_devices(database), "seed_s": None}
+            log(f"== at {step['size']:,} devices: {args.scale_ops} enrollments, renewals, revocations, "
+                f"{args.concurrency} at a time, {args.ca_servers} CA server(s)")
+            out = run(["taskset", "-c", LOAD_CPU, load, "lifecycle", *target, "--devices", str(args.scale_ops),
+                       "--concurrency", str(args.concurrency), "--admin", f"{ca}/admin.crt,{ca}/admin.key"])
+            life = json.loads(out.strip().splitlines()[-1])
+            step["lifecycle"] = life
+            for phase in ("enroll", "renew", "revoke"):
+                p = life[phase]
+                log(f"   {phase}: {p['ops_per_sec']:.0f}/s, p50 {p['p50_ms']:.1f} ms, p99 {p['p99_ms']:.1f} ms"
+                    f" ({p['ok']} ok, {p['errors']} errors)")
+                if p["errors"]:
+                    log(f"   first error: {p['first_error']}")
+            if step["size"] >= 100_000 or size == sizes[-1]:
+                fp = gateway_footprint(args, name, mg, ca, database, up_port, f"{size}")
+                fp["bytes_per_device"] = (fp["inventory"]["rss_kb"] - fp["bare"]["rss_kb"]) * 1024 / step["size"]
+                step["gateway"] = fp
+                log(f"   gateway: start to inventory loaded {fp['inventory']['start_s']:.2f}s, "
+                    f"{fp['bytes_per_device']:.0f} B/device (RSS {fp['inventory']['rss_kb'] / 1024:.1f} MB, "
+                    f"without inventory {fp['bare']['rss_kb'] / 1024:.1f} MB)")
+            steps.append(step)
+
+        # Revocation at the largest size, through every gateway.
+        gws = []
+        for i in range(1, args.gateways + 1):
+            gw = Proc(f"{name}-gateway{i}", ["taskset", "-c", SERVER_CPU, mg, "serve", "--listen", "127.0.0.1:0",
+                                             "--cert", f"{name}-gw/localhost.crt", "--key", f"{name}-gw/localhost.key",
+                                             "--client-ca", f"{ca}/root.crt",
+                                             "--upstream", f"http://127.0.0.1:{up_port}",
+                                             "--inventory", database], WORK)
+            procs.append(gw)
+            gws.append(gw)
+        addrs = []
+        for gw in gws:
+            port = gw.wait_for(r"listening on 127\.0\.0\.1:(\d+)").group(1)
+            addrs.append(f"127.0.0.1:{port}")
+            gw.wait_for(r"devices at revision", timeout=300)
+        log(f"== {args.revocations} revocations at {steps[-1]['size']:,} devices, {args.gateways} gateways")
+        out = run(["taskset", "-c", LOAD_CPU, load, "revoke", *target, "--devices", str(args.revocations),
+                   *sum((["--gateway", g] for g in addrs), []),
+                   "--", mg, "devices", "revoke", "{id}", "--dir", ca, *db])
+        rev = json.loads(out.strip().splitlines()[-1])
+        rev["pg_connections"] = [pg_connections(database, gw.proc.pid) for gw in gws]
+        a = rev["all"]
+        log(f"   all gateways: closed p50 {a['closed']['p50_ms']:.0f} ms p99 {a['closed']['p99_ms']:.0f} ms; "
+            f"refused p50 {a['refused']['p50_ms']:.0f} ms p99 {a['refused']['p99_ms']:.0f} ms; "
+            f"PostgreSQL connections per gateway {rev['pg_connections']}")
+        return {"steps": steps, "revoke": rev}
+    finally:
+        for p in reversed(procs):
+            p.stop()
+
+
+def scale_report(args, res, load_before, load_after, pg_version, command):
+    steps = res["steps"]
+    first = steps[0]["lifecycle"]
+    lines = [f"# Fleet scale: a PostgreSQL inventory of {steps[0]['size']:,} to {steps[-1]['size']:,} devices", ""]
+    lines.append(f"One PostgreSQL {pg_version} (scripts/postgres: fsync off, not pinned), {args.ca_servers} "
+                 f"`mtlsgate ca serve` on it pinned to core {SERVER_CPU}; the load tool (`mtlsgate-fleet-load`) on "
+                 f"core {LOAD_CPU}. The inventory is grown to each size with `mtlsgate-bench seed-inventory` "
+                 "(devices and certificates added with bulk SQL, one revoked older certificate per 50 devices); "
+                 f"at each size the same work is timed: {args.scale_ops} enrollments (token, new key), "
+                 f"{args.scale_ops} renewals (mTLS, new key) and {args.scale_ops} revocations "
+                 f"(`POST /v1/devices/ID/revoke`, administrator certificate), {args.concurrency} at a time, "
+                 "a new TLS connection per request.")
+    lines.append("")
+    lines.append("| devices | enroll/s | p99 ms | renew/s | p99 ms | revoke/s | p99 ms | errors |")
+    lines.append("|---|---|---|---|---|---|---|---|")
+    for st in steps:
+        lc = st["lifecycle"]
+        cells = []
+        for ph in ("enroll", "renew", "revoke"):
+            cells += [f"{lc[ph]['ops_per_sec']:.0f}", f"{lc[ph]['p99_ms']:.1f}"]
+        errs = sum(lc[ph]["errors"] for ph in ("enroll", "renew", "revoke"))
+        lines.append(f"| {st['size']:,} | " + " | ".join(cells) + f" | {errs} |")
+    last = steps[-1]["lifecycle"]
+    ratio = ", ".join(f"{ph} {last[ph]['ops_per_sec'] / max(first[ph]['ops_per_sec'], 1e-9):.2f}×"
+                      for ph in ("enroll", "renew", "revoke"))
+    lines.append("")
+    lines.append(f"Rate at {steps[-1]['size']:,} against {steps[0]['size']:,}: {ratio} (target: within 10 %).")
+    lines.append("")
+    lines.append("Gateway (`mtlsgate serve --inventory URL`, core 1): start → inventory loaded is the time from "
+                 "the process's start until it logs the read; bytes per device are its RSS two seconds later "
+                 "less a gateway's without `--inventory`, divided by the devices.")
+    lines.append("")
+    lines.append("| devices | start → loaded, s | bytes/device | RSS, MB | peak RSS, MB |")
+    lines.append("|---|---|---|---|---|")
+    for st in steps:
+        g = st.get("gateway")
+        if g:
+            lines.append(f"| {st['size']:,} | {g['inventory']['start_s']:.2f} | {g['bytes_per_device']:.0f} | "
+                         f"{g['inventory']['rss_kb'] / 1024:.1f} | {g['inventory']['peak_kb'] / 1024:.1f} |")
+    rev = res["revoke"]
+    lines.append("")
+    lines.append(f"Revocation at {steps[-1]['size']:,} devices: for each of {args.revocations} devices, a kept-alive "
+                 f"connection through each of {args.gateways} gateways, then `mtlsgate devices revoke ID "
+                 f"--database URL`; from the command's start until each gateway closed the connection, and "
+                 "until a new request through it was refused (tried every 5 ms).")
+    lines.append("")
+    lines.append("| from `devices revoke` to | p50 | p99 |")
+    lines.append("|---|---|---|")
+    slow = {w: max(rev["gateways"], key=lambda x: x[w]["p99_ms"]) for w in ("closed", "refused")}
+    for w, title in (("closed", "kept-alive connection closed"), ("refused", "new request refused")):
+        lines.append(f"| all {args.gateways} gateways: {title} | {rev['all'][w]['p50_ms']:.0f} ms | {rev['all'][w]['p99_ms']:.0f} ms |")
+        lines.append(f"| the slowest gateway: {title} | {slow[w][w]['p50_ms']:.0f} ms | {slow[w][w]['p99_ms']:.0f} ms |")
+    lines.append("")
+    conns = rev.get("pg_connections") or []
+    if conns:
+        lines.append(f"PostgreSQL connections per gateway (`ss`): {', '.join(map(str, conns))} (at most {max(conns)}).")
+        lines.append("")
+    lines.append("Storage after a simulated year of renewals with retention: bench/results/retention.md.")
+    lines.append("")
+    lines.append(f"Machine load (1/5/15 min): before {' '.join(load_before)}, after {' '.join(load_after)} "
+                 "(2 cores, shared with other work).")
+    lines.append("")
+    lines.append(f"Command: `{command}`")
+    lines.append("")
+    return "\n".join(lines)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--bin", required=True, help="directory with mtlsgate, mtlsgate-bench, mtlsgate-fleet-load")
@@ -426,14 +628,32 @@ def main():
     ap.add_argument("--start-gateways", type=int, default=4, help="gateways started during changes")
     ap.add_argument("--start-enrollments", type=int, default=300, help="enrollments during their start")
     ap.add_argument("--smoke", action="store_true", help="tiny counts, to check the harness")
-    ap.add_argument("--name", default="fleet", help="results file name (bench/results/NAME.md)")
+    ap.add_argument("--name", help="results file name (bench/results/NAME.md; fleet, or fleet-scale with --scale)")
+    ap.add_argument("--scale", action="store_true",
+                    help="PostgreSQL only: grow one inventory with seed-inventory to 10,000, 100,000 and --devices, "
+                         "timing --scale-ops enrollments, renewals and revocations at each size (on by default "
+                         "from 200,000 devices)")
+    ap.add_argument("--scale-ops", type=int, default=5000, help="operations of each kind timed at each size")
     args = ap.parse_args()
+    if args.devices >= 200_000:
+        args.scale = True
+    if args.name is None:
+        args.name = "fleet-scale" if args.scale else "fleet"
     # The harness runs its peers in a work directory of its own: a relative --bin (such as
     # target/debug) must be resolved against where we were started.
     args.bin = str(Path(args.bin).resolve())
-    if args.smoke:
+    if args.smoke and args.scale:
+        # The scale harness on small sizes (seeded 20, 100 devices, then --devices).
+        global SCALE_SIZES
+        SCALE_SIZES = (20, 100)
+        args.scale_ops, args.concurrency, args.revocations = 20, 4, 2
+    elif args.smoke:
         args.devices, args.concurrency, args.revocations = 20, 4, 2
         args.start_gateways, args.start_enrollments = 2, 10
+    if args.scale:
+        if args.only != "postgres" and "postgres" not in args.only.split(","):
+            raise SystemExit("--scale runs on PostgreSQL: add --only postgres")
+        return scale_main(args)
     if WORK.exists():
         shutil.rmtree(WORK)
     WORK.mkdir(parents=True)
@@ -471,6 +691,36 @@ def main():
     print(text)
     if failed:
         raise SystemExit(f"requests failed: {', '.join(failed)}")
+
+
+def scale_main(args):
+    if WORK.exists():
+        shutil.rmtree(WORK)
+    WORK.mkdir(parents=True)
+    load_before = loadavg()
+    log(f"== load average {' '.join(load_before)}")
+    pg = Postgres()
+    try:
+        res = scale_run(args, pg.url)
+    finally:
+        pg.stop()
+    load_after = loadavg()
+    command = "bench/fleet " + " ".join(sys.argv[3:] if sys.argv[1:2] == ["--bin"] else sys.argv[1:])
+    text = scale_report(args, res, load_before, load_after, pg.version, command.strip())
+    if args.smoke:
+        out = WORK / f"{args.name}-smoke.md"
+    else:
+        RESULTS.mkdir(exist_ok=True)
+        out = RESULTS / f"{args.name}.md"
+        (RESULTS / f"{args.name}.json").write_text(json.dumps({"results": res, "load_before": load_before,
+                                                               "load_after": load_after}, indent=1) + "\n")
+    out.write_text(text)
+    log(f"== wrote {out.relative_to(ROOT)}")
+    print(text)
+    errs = [f"{st['size']} {ph}" for st in res["steps"] for ph in ("enroll", "renew", "revoke")
+            if st["lifecycle"][ph]["errors"]]
+    if errs:
+        raise SystemExit(f"requests failed: {', '.join(errs)}")
 
 
 if __name__ == "__main__":

@@ -8,7 +8,10 @@
 //! count, the current certificates' expiry is spread from 80 hours ago (one in ten expired)
 //! to 30 days ahead, last seen over the past 3.5 days (one device in 100 never), first seen
 //! over 89 days, with three agent versions and addresses. Every device takes a revision of
-//! its own, as if it had enrolled, and the revision counter ends at the last one.
+//! its own, as if it had enrolled, and the revision counter ends at the last one. Run again,
+//! it adds N more (their numbers follow those already added), so an inventory grows
+//! 10,000 → 100,000 → 1,000,000 without starting over. Each batch is one statement per
+//! table, server-side (`generate_series` / a recursive CTE), in one transaction.
 //!
 //! All the SQL is here, in [`batch_sql`], one text per back end: if the certificates'
 //! storage changes, this is the one place to adapt.
@@ -20,7 +23,7 @@ use sqlx::{Connection, Executor};
 type Error = Box<dyn std::error::Error + Send + Sync>;
 
 /// Devices written per statement (one transaction each).
-const BATCH: u64 = 20_000;
+const BATCH: u64 = 50_000;
 
 enum Db {
     Sqlite(sqlx::SqliteConnection),
@@ -71,12 +74,24 @@ impl Db {
         Ok(())
     }
 
-    async fn revision(&mut self) -> Result<i64, Error> {
-        let q = "SELECT value FROM meta WHERE name = 'revision'";
+    async fn scalar(&mut self, q: &str) -> Result<i64, Error> {
         Ok(match self {
             Db::Sqlite(c) => sqlx::query_scalar(q).fetch_one(c).await?,
             Db::Postgres(c) => sqlx::query_scalar(q).fetch_one(c).await?,
         })
+    }
+
+    async fn revision(&mut self) -> Result<i64, Error> {
+        self.scalar("SELECT value FROM meta WHERE name = 'revision'")
+            .await
+    }
+
+    /// How many devices an earlier run added (the next one's number).
+    async fn added_before(&mut self) -> Result<u64, Error> {
+        let n = self
+            .scalar("SELECT count(*) FROM devices WHERE created_by = 'bench'")
+            .await?;
+        Ok(u64::try_from(n)?)
     }
 }
 
@@ -148,17 +163,23 @@ pub(crate) async fn seed(db: &str, devices: u64, pem_file: &str) -> Result<(), E
         _ => return Err(format!("{pem_file} holds no PEM certificate").into()),
     };
     let mut conn = Db::open(db).await?;
-    let base = conn.revision().await?;
+    let first = conn.added_before().await?;
+    let end = first + devices;
+    if end > 10_000_000 {
+        return Err("device numbers have seven digits: at most 10,000,000 devices in all".into());
+    }
+    // Revisions follow the counter: device `n` takes `base + n + 1`.
+    let base = conn.revision().await? - i64::try_from(first)?;
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     let started = Instant::now();
-    let mut lo = 0;
-    while lo < devices {
-        let hi = (lo + BATCH).min(devices);
+    let mut lo = first;
+    while lo < end {
+        let hi = (lo + BATCH).min(end);
         conn.run(&batch_sql(conn.postgres(), lo, hi, base, now, &der))
             .await?;
         lo = hi;
     }
-    let last = base + i64::try_from(devices)?;
+    let last = base + i64::try_from(end)?;
     conn.run(&format!(
         "UPDATE meta SET value = {last} WHERE name = 'revision';"
     ))
@@ -167,7 +188,7 @@ pub(crate) async fn seed(db: &str, devices: u64, pem_file: &str) -> Result<(), E
         conn.run("ANALYZE;").await.ok();
     }
     println!(
-        "added {devices} devices in {:.1}s; the inventory is at revision {last}",
+        "added {devices} devices in {:.1}s ({end} added in all); the inventory is at revision {last}",
         started.elapsed().as_secs_f64()
     );
     Ok(())

@@ -22,39 +22,164 @@ where
     std::future::poll_fn(|cx| Pin::new(&mut *rows).poll_next(cx)).await
 }
 
+/// Devices per chunk of a full read on SQLite (by rowid); tests take small chunks, so that
+/// a read crosses many of them.
+const CHUNK_ROWS: i64 = if cfg!(test) { 7 } else { 16_384 };
+/// Table pages per chunk of a full read on PostgreSQL (by `ctid` range; 256 pages of
+/// 8 KiB hold some 10,000 devices).
+const CHUNK_PAGES: i64 = if cfg!(test) { 1 } else { 256 };
+
+/// One device of a full read, packed by the database into one text with the others of its
+/// chunk (a row per device costs the driver more than the gateway spends on it): the byte
+/// lengths and texts of the ID, status and tags, then the revision, `;` last.
+const PACKED_SQLITE: &str = "printf('%d:%s%d:%s%d:%s%d;', length(CAST(id AS BLOB)), id, \
+    length(CAST(status AS BLOB)), status, length(CAST(tags AS BLOB)), tags, revision)";
+const PACKED_POSTGRES: &str = "concat(octet_length(id), ':', id, octet_length(status), ':', \
+    status, octet_length(tags), ':', tags, revision, ';')";
+
+/// Reads a decimal number ending at `end` from `text` at `at`; moves `at` past `end`.
+fn packed_number(text: &str, at: &mut usize, end: u8) -> Option<i64> {
+    let rest = text.as_bytes().get(*at..)?;
+    let n = rest.iter().position(|b| *b == end)?;
+    let v = std::str::from_utf8(&rest[..n]).ok()?.parse().ok()?;
+    *at += n + 1;
+    Some(v)
+}
+
+/// Reads a `LEN:TEXT` field from `text` at `at`.
+fn packed_text<'a>(text: &'a str, at: &mut usize) -> Option<&'a str> {
+    let len = usize::try_from(packed_number(text, at, b':')?).ok()?;
+    let v = text.get(*at..at.checked_add(len)?)?;
+    *at += len;
+    Some(v)
+}
+
+/// Gives each device of a packed chunk (see [`PACKED_SQLITE`]) to `each`; the chunk must
+/// hold exactly `count` devices.
+fn each_packed<F>(text: &str, count: i64, each: &mut F) -> Result<()>
+where
+    F: FnMut(GatewayRow<'_>) -> Result<()>,
+{
+    let bad = |detail: String| StoreError::BadRow {
+        what: "the devices table".into(),
+        detail,
+    };
+    let mut at = 0;
+    let mut seen = 0i64;
+    while at < text.len() {
+        let field = |at: &mut usize| packed_text(text, at);
+        let (Some(id), Some(status), Some(tags), Some(revision)) = (
+            field(&mut at),
+            field(&mut at),
+            field(&mut at),
+            packed_number(text, &mut at, b';'),
+        ) else {
+            return Err(bad(format!(
+                "its rows could not be read back as they were packed (after {seen} devices of a chunk)"
+            )));
+        };
+        let status = DeviceStatus::parse(status).ok_or_else(|| StoreError::BadRow {
+            what: format!("device {id}"),
+            detail: format!("its status `{status}` is not one this version knows"),
+        })?;
+        each(GatewayRow::Device {
+            id,
+            status,
+            tags,
+            revision,
+        })?;
+        seen += 1;
+    }
+    if seen != count {
+        return Err(bad(format!(
+            "a chunk of {count} devices was read back as {seen}"
+        )));
+    }
+    Ok(())
+}
+
 /// Streams the gateway's rows of `$tx` to `$each` (see [`Inventory::read_changes`]).
 macro_rules! gateway_rows {
-    ($tx:ident, $revision:expr, $valid_at:expr, $each:ident) => {{
-        // A full read needs no order (the reader resolves the same ID twice by revision);
-        // changes are applied in the order they were made.
-        let dev_sql = if $revision == 0 {
-            "SELECT id, status, tags, revision FROM devices"
+    ($tx:ident, $pg:ident, $revision:expr, $valid_at:expr, $each:ident) => {{
+        if $revision == 0 {
+            // A full read needs no order (the reader resolves the same ID twice by
+            // revision): chunks of the table, each packed into one text by the database.
+            if $pg {
+                let pages: i64 = sqlx::query_scalar(
+                    "SELECT pg_relation_size('devices') / current_setting('block_size')::bigint",
+                )
+                .fetch_one(&mut *$tx)
+                .await?;
+                let mut from = 0i64;
+                loop {
+                    // The last chunk is open-ended: a row is on a page that existed
+                    // when the snapshot was taken.
+                    let last = from + CHUNK_PAGES >= pages;
+                    let sql = if last {
+                        format!("SELECT count(*), string_agg({PACKED_POSTGRES}, '') FROM devices \
+                                 WHERE ctid >= format('(%s,0)', $1::bigint)::tid")
+                    } else {
+                        format!("SELECT count(*), string_agg({PACKED_POSTGRES}, '') FROM devices \
+                                 WHERE ctid >= format('(%s,0)', $1::bigint)::tid \
+                                 AND ctid < format('(%s,0)', $2::bigint)::tid")
+                    };
+                    let (count, text): (i64, Option<String>) = sqlx::query_as(&sql)
+                        .bind(from)
+                        .bind(from + CHUNK_PAGES)
+                        .fetch_one(&mut *$tx)
+                        .await?;
+                    each_packed(text.as_deref().unwrap_or(""), count, &mut $each)?;
+                    if last {
+                        break;
+                    }
+                    from += CHUNK_PAGES;
+                }
+            } else {
+                let sql = format!(
+                    "SELECT count(*), max(r), group_concat(p, '') FROM \
+                     (SELECT rowid AS r, {PACKED_SQLITE} AS p FROM devices \
+                      WHERE rowid > $1 ORDER BY rowid LIMIT $2)"
+                );
+                let mut after = i64::MIN;
+                loop {
+                    let (count, max, text): (i64, Option<i64>, Option<String>) =
+                        sqlx::query_as(&sql)
+                            .bind(after)
+                            .bind(CHUNK_ROWS)
+                            .fetch_one(&mut *$tx)
+                            .await?;
+                    each_packed(text.as_deref().unwrap_or(""), count, &mut $each)?;
+                    match max {
+                        Some(m) if count > 0 => after = m,
+                        _ => break,
+                    }
+                }
+            }
         } else {
-            "SELECT id, status, tags, revision FROM devices WHERE revision > $1 ORDER BY revision, id"
-        };
-        let mut q = sqlx::query(dev_sql);
-        if $revision != 0 {
-            q = q.bind($revision);
+            // Changes are applied in the order they were made.
+            let mut rows = sqlx::query(
+                "SELECT id, status, tags, revision FROM devices WHERE revision > $1 ORDER BY revision, id",
+            )
+            .bind($revision)
+            .fetch(&mut *$tx);
+            while let Some(row) = next_row(&mut rows).await {
+                let row = row?;
+                let id: &str = row.try_get(0)?;
+                let status: &str = row.try_get(1)?;
+                let tags: &str = row.try_get(2)?;
+                let revision: i64 = row.try_get(3)?;
+                let status = DeviceStatus::parse(status).ok_or_else(|| StoreError::BadRow {
+                    what: format!("device {id}"),
+                    detail: format!("its status `{status}` is not one this version knows"),
+                })?;
+                $each(GatewayRow::Device {
+                    id,
+                    status,
+                    tags,
+                    revision,
+                })?;
+            }
         }
-        let mut rows = q.fetch(&mut *$tx);
-        while let Some(row) = next_row(&mut rows).await {
-            let row = row?;
-            let id: &str = row.try_get(0)?;
-            let status: &str = row.try_get(1)?;
-            let tags: &str = row.try_get(2)?;
-            let revision: i64 = row.try_get(3)?;
-            let status = DeviceStatus::parse(status).ok_or_else(|| StoreError::BadRow {
-                what: format!("device {id}"),
-                detail: format!("its status `{status}` is not one this version knows"),
-            })?;
-            $each(GatewayRow::Device {
-                id,
-                status,
-                tags,
-                revision,
-            })?;
-        }
-        drop(rows);
         // Both read through a partial index of revoked certificates (`certificates_revoked`, `certificates_revoked_revision`) (a full read also finds the
         // certificates revoked before revisions were recorded, whose revision is NULL).
         let mut q = sqlx::query(if $revision == 0 {
@@ -146,7 +271,7 @@ impl Inventory {
             self,
             "BEGIN",
             "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
-            |tx, _pg| {
+            |tx, pg| {
                 let current: i64 =
                     sqlx::query_scalar("SELECT value FROM meta WHERE name = 'revision'")
                         .fetch_one(&mut *tx)
@@ -155,7 +280,7 @@ impl Inventory {
                     sqlx::query_scalar("SELECT value FROM meta WHERE name = 'revision_ms'")
                         .fetch_optional(&mut *tx)
                         .await?;
-                gateway_rows!(tx, revision, valid_at, each);
+                gateway_rows!(tx, pg, revision, valid_at, each);
                 Ok(ChangesHead {
                     revision: current,
                     revision_ms,

@@ -7,6 +7,8 @@
 //!   each), C at a time, a new TLS connection per request as an agent makes. Prints one
 //!   JSON line: `{"enroll": {...}, "renew": {...}}` with ops/s and latency p50/p99.
 //!   With several `--url` (CA servers on one database), request i goes to server i mod K.
+//!   With `--admin CERT,KEY` (from `mtlsgate cert issue admin`), a third phase revokes
+//!   each device (`POST /v1/devices/ID/revoke` with that identity) and reports `revoke`.
 //! - `revoke --url URL --ca-dir DIR [--database URL] --devices N --gateway ADDR
 //!   [--gateway ADDR…] -- CMD…`: enrolls N devices, then for each: one kept-alive
 //!   HTTP/1.1 connection through each gateway (answered 200), then runs CMD with `{id}`
@@ -35,7 +37,7 @@ use serde_json::{json, Value};
 type Error = Box<dyn std::error::Error + Send + Sync>;
 
 fn usage() -> Error {
-    "usage: mtlsgate-fleet-load lifecycle --url URL [--url URL…] --ca-dir DIR [--database URL] --devices N [--concurrency C]\n       mtlsgate-fleet-load revoke --url URL --ca-dir DIR [--database URL] --devices N --gateway ADDR [--gateway ADDR] -- CMD… ({id} = the device ID)".into()
+    "usage: mtlsgate-fleet-load lifecycle --url URL [--url URL…] --ca-dir DIR [--database URL] --devices N [--concurrency C] [--admin CERT,KEY]\n       mtlsgate-fleet-load revoke --url URL --ca-dir DIR [--database URL] --devices N --gateway ADDR [--gateway ADDR] -- CMD… ({id} = the device ID)".into()
 }
 
 struct Args {
@@ -79,7 +81,11 @@ fn main() -> Result<(), Error> {
     match cmd.as_str() {
         "lifecycle" => {
             let c: usize = args.get("--concurrency").unwrap_or("64".into()).parse()?;
-            rt.block_on(lifecycle(target, n, c))
+            let admin = args
+                .get("--admin")
+                .map(|a| admin_identity(&a))
+                .transpose()?;
+            rt.block_on(lifecycle(target, n, c, admin))
         }
         "revoke" => {
             let gateways = args
@@ -181,6 +187,30 @@ fn client_config(
     };
     cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(cfg))
+}
+
+/// An administrator's identity (`--admin CERT,KEY`, PEM files) as a client configuration.
+fn admin_identity(arg: &str) -> Result<Arc<ClientConfig>, Error> {
+    let (cert, key) = arg
+        .split_once(',')
+        .ok_or("--admin takes CERT,KEY (two PEM files)")?;
+    let read = |f: &str| std::fs::read(f).map_err(|e| format!("cannot read {f}: {e}"));
+    let chain = mtlsgate_pki::pemfile::certs_from_blocks(
+        cert,
+        mtlsgate_pki::pemfile::parse_blocks(cert, &read(cert)?)?,
+    )?
+    .into_iter()
+    .map(CertificateDer::from)
+    .collect();
+    let block = pem::parse(read(key)?).map_err(|e| format!("{key}: {e}"))?;
+    let key_der = match block.tag() {
+        "PRIVATE KEY" => PrivateKeyDer::Pkcs8(block.into_contents().into()),
+        "EC PRIVATE KEY" => PrivateKeyDer::Sec1(block.into_contents().into()),
+        other => {
+            return Err(format!("{key} holds a {other}, not an unencrypted private key").into())
+        }
+    };
+    client_config(Some((chain, key_der)))
 }
 
 /// One request on a new TLS connection: (status, body).
@@ -312,7 +342,7 @@ fn pct(sorted: &[f64], p: f64) -> f64 {
 /// i mod K; returns the phase and each job's answer (None when it failed).
 async fn run_phase(
     addrs: &[SocketAddr],
-    jobs: Vec<(Arc<ClientConfig>, &'static str, Bytes)>,
+    jobs: Vec<(Arc<ClientConfig>, String, Bytes)>,
     c: usize,
     want: u16,
 ) -> (Phase, Vec<Option<Bytes>>) {
@@ -380,7 +410,11 @@ async fn enroll(t: &Target, n: usize, c: usize) -> Result<(Phase, Vec<Device>), 
         let (csr, key) = new_csr()?;
         keys.push(key);
         let body = json!({"csr": csr, "token": tok, "agent_version": "fleet-load"});
-        jobs.push((anon.clone(), "/v1/enroll", Bytes::from(body.to_string())));
+        jobs.push((
+            anon.clone(),
+            "/v1/enroll".into(),
+            Bytes::from(body.to_string()),
+        ));
     }
     let (phase, answers) = run_phase(&t.addrs, jobs, c, 201).await;
     let mut devices = Vec::new();
@@ -392,7 +426,12 @@ async fn enroll(t: &Target, n: usize, c: usize) -> Result<(Phase, Vec<Device>), 
     Ok((phase, devices))
 }
 
-async fn lifecycle(t: Target, n: usize, c: usize) -> Result<(), Error> {
+async fn lifecycle(
+    t: Target,
+    n: usize,
+    c: usize,
+    admin: Option<Arc<ClientConfig>>,
+) -> Result<(), Error> {
     let (mut enrolled, devices) = enroll(&t, n, c).await?;
     // Renewal requests made before the clock starts: each device's TLS identity and a CSR
     // for a new key.
@@ -400,13 +439,30 @@ async fn lifecycle(t: Target, n: usize, c: usize) -> Result<(), Error> {
     for d in &devices {
         let (csr, _key) = new_csr()?;
         let body = json!({"csr": csr, "agent_version": "fleet-load"});
-        jobs.push((d.config()?, "/v1/renew", Bytes::from(body.to_string())));
+        jobs.push((
+            d.config()?,
+            "/v1/renew".into(),
+            Bytes::from(body.to_string()),
+        ));
     }
     let (mut renewed, _) = run_phase(&t.addrs, jobs, c, 200).await;
-    println!(
-        "{}",
-        json!({"devices": n, "concurrency": c, "enroll": enrolled.report(), "renew": renewed.report()})
-    );
+    let mut out = json!({"devices": n, "concurrency": c, "enroll": enrolled.report(), "renew": renewed.report()});
+    if let Some(admin) = admin {
+        let body = Bytes::from(json!({"reason": "fleet benchmark"}).to_string());
+        let jobs = devices
+            .iter()
+            .map(|d| {
+                (
+                    admin.clone(),
+                    format!("/v1/devices/{}/revoke", d.id),
+                    body.clone(),
+                )
+            })
+            .collect();
+        let (mut revoked, _) = run_phase(&t.addrs, jobs, c, 200).await;
+        out["revoke"] = revoked.report();
+    }
+    println!("{out}");
     Ok(())
 }
 
