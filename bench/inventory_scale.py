@@ -150,7 +150,9 @@ def main():
     try:
         backends = args.backends.split(",")
         if "postgres" in backends:
-            pg_dir = os.path.join(work, "pg")
+            # Its own directory under /tmp (not inside `work`, which mkdtemp makes 0700): the
+            # user postgres must reach it when the benchmark runs as root.
+            pg_dir = tempfile.mkdtemp(prefix="inventory-scale-pg-", dir="/tmp")
             run([str(ROOT / "scripts" / "postgres"), "start", pg_dir, str(args.pg_port)])
             pg_url = f"postgres://postgres@127.0.0.1:{args.pg_port}"
         for backend in backends:
@@ -178,6 +180,7 @@ def main():
     finally:
         if pg_dir:
             subprocess.run([str(ROOT / "scripts" / "postgres"), "stop", pg_dir], capture_output=True)
+            shutil.rmtree(pg_dir, ignore_errors=True)
         shutil.rmtree(work, ignore_errors=True)
     load_after = os.getloadavg()
 

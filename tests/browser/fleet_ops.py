@@ -210,7 +210,7 @@ def main():
         q = urllib.parse.parse_qs(urllib.parse.urlparse(d.current_url).query)
         assert (q.get("status"), q.get("tag"), q.get("sort"), q.get("dir")) == (["active"], ["cameras"], ["expires"], ["asc"]), q
         visit(d.current_url)
-        shown = [e.text for e in d.find_elements(By.CSS_SELECTOR, "#devices tbody td:first-child a")]
+        shown = [e.text for e in d.find_elements(By.CSS_SELECTOR, "#devices tbody td:nth-child(2) a")]
         cams = [n for n, tag, _ in FLEET if tag == "cameras" and n != "cam-2"]
         by_expiry = sorted(cams, key=lambda n: not_after(os.path.join(work, n, "client.crt")))
         assert shown == [ids[n] for n in by_expiry], (shown, by_expiry)
@@ -222,7 +222,7 @@ def main():
         assert Select(d.find_element(By.NAME, "sort")).first_selected_option.get_attribute("value") == "expires"
         desc = d.current_url.replace("dir=asc", "dir=desc")
         visit(desc)
-        shown_desc = [e.text for e in d.find_elements(By.CSS_SELECTOR, "#devices tbody td:first-child a")]
+        shown_desc = [e.text for e in d.find_elements(By.CSS_SELECTOR, "#devices tbody td:nth-child(2) a")]
         assert shown_desc == list(reversed(shown)), (shown_desc, shown)
         # The pager and the CSV link keep the filter too.
         d.get(base + "/devices?" + urllib.parse.urlencode({"status": "active", "tag": "cameras", "sort": "expires", "dir": "asc"}))
@@ -238,6 +238,10 @@ def main():
                                  "--tag", "cameras").stdout)
         assert len(rows) == len(listed) == len(cams), (rows, listed)
         assert [r["id"] for r in rows] == shown, "the CSV's order differs from the table's"
+        # The table's serial column is each device's current certificate.
+        serials = [e.text for e in d.find_elements(By.CSS_SELECTOR, "#devices tbody td.serial")]
+        current = {x["id"]: x["cert_serial"] for x in listed}
+        assert serials == [current[i] for i in shown], (serials, current)
         by_id = {x["id"]: x for x in listed}
         num = lambda v: "" if v is None else str(v)  # noqa: E731
         for r in rows:

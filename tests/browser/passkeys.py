@@ -24,6 +24,7 @@ from dashboard import AXE_JS, World, free_port, http, until, wait_port  # noqa: 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("binary")
+    ap.add_argument("--shots", help="directory for a screenshot of the Account page")
     a = ap.parse_args()
     binary = os.path.abspath(a.binary)
     os.environ.setdefault("SE_OFFLINE", "true")
@@ -124,6 +125,8 @@ def main():
         assert len(rows) == 1 and "laptop" in rows[0].text and "never" in rows[0].text, [r.text for r in rows]
         assert len(d.get_credentials()) == 1
         axe(base + "/account")
+        if a.shots:
+            d.save_screenshot(os.path.join(a.shots, "account.png"))
 
         step = "phone width"
         d.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",

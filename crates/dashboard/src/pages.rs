@@ -607,6 +607,11 @@ struct Devices {
     rows: Vec<Row>,
 }
 
+/// The seconds `d`'s certificates are issued for, by the authority's policy.
+fn lifetime_of(app: &App, d: &mtlsgate_authority::Device) -> i64 {
+    app.auth.lifetime(d.lifetime_secs, &d.tags).whole_seconds()
+}
+
 async fn devices(State(app): AppState, headers: HeaderMap, Query(l): Query<ListQuery>) -> Response {
     let (_, chrome) = match signed_in(&app, &headers, "devices").await {
         Ok(s) => s,
@@ -639,7 +644,10 @@ async fn devices(State(app): AppState, headers: HeaderMap, Query(l): Query<ListQ
             total,
             page: p.page,
             pages: ((total + PAGE_SIZE - 1) / PAGE_SIZE).max(1),
-            rows: list.iter().map(|d| Row::of(d, t)).collect(),
+            rows: list
+                .iter()
+                .map(|d| Row::of(d, t, lifetime_of(&app, d)))
+                .collect(),
         },
     )
 }
@@ -750,7 +758,7 @@ async fn device(
         &DevicePage {
             chrome,
             id: d.device.id.clone(),
-            row: Row::of(&d.device, t),
+            row: Row::of(&d.device, t, lifetime_of(&app, &d.device)),
             first_seen: view::when(Some(d.device.first_seen)),
             last_seen: view::when(d.device.last_seen),
             serial: d

@@ -57,15 +57,36 @@ pub(crate) struct Row {
     pub tags: String,
     pub last_seen: String,
     pub expires: String,
+    /// The expiry against the renewal time (the CSS class `exp-…`): `ok` (renewal not
+    /// due yet), `due` (past the renewal time, not expired: the agent should have
+    /// renewed), `expired`, or `none` (no current certificate).
+    pub expiry: &'static str,
+    pub serial: String,
     pub agent: String,
     pub addr: String,
 }
 
+/// Where a certificate ending at `not_after`, of `lifetime` seconds, stands at `now`
+/// against its renewal time: the agent renews at two thirds of the lifetime, so a
+/// certificate with less than a third left is overdue for renewal.
+pub(crate) fn expiry_state(not_after: Option<i64>, lifetime: i64, now: i64) -> &'static str {
+    match not_after {
+        None => "none",
+        Some(t) if t <= now => "expired",
+        Some(t) if t - now < lifetime / 3 => "due",
+        Some(_) => "ok",
+    }
+}
+
 impl Row {
-    pub(crate) fn of(d: &Device, now: i64) -> Row {
+    /// `lifetime`: the seconds the device's certificates are issued for (the authority's
+    /// policy for this device), which places its renewal time.
+    pub(crate) fn of(d: &Device, now: i64, lifetime: i64) -> Row {
         let expired =
             d.status == DeviceStatus::Active && d.cert_not_after.is_some_and(|t| t <= now);
         Row {
+            expiry: expiry_state(d.cert_not_after, lifetime, now),
+            serial: d.cert_serial.clone().unwrap_or_else(|| "-".into()),
             id: d.id.clone(),
             status: if expired {
                 "expired"
@@ -188,6 +209,20 @@ mod tests {
         assert_eq!(csv_cell("a,b"), "\"a,b\"");
         assert_eq!(csv_cell("say \"hi\""), "\"say \"\"hi\"\"\"");
         assert_eq!(csv_cell("=cmd()"), "'=cmd()");
+    }
+
+    #[test]
+    fn expiry_is_placed_against_the_renewal_time() {
+        let day = 86_400;
+        // A 24 h certificate is renewed at 16 h: with 9 h left it is not due, with 7 h left
+        // it is overdue.
+        assert_eq!(expiry_state(Some(9 * 3600), day, 0), "ok");
+        assert_eq!(expiry_state(Some(7 * 3600), day, 0), "due");
+        assert_eq!(expiry_state(Some(0), day, 0), "expired");
+        assert_eq!(expiry_state(Some(-5), day, 0), "expired");
+        assert_eq!(expiry_state(None, day, 0), "none");
+        // The same 7 h left on a 90-day certificate is long overdue; 40 d left is not.
+        assert_eq!(expiry_state(Some(40 * day), 90 * day, 0), "ok");
     }
 
     #[test]
