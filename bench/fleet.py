@@ -407,7 +407,7 @@ def report(args, res, ceiling, load_before, load_after, pg_version, command):
             lines.append(f"CA server CPU while timed ({b}, {lc.get('ca_servers', 1)} server(s)): {busy * 100:.0f}% of its core.")
     lines.append("")
     lines.append(f"Machine load (1/5/15 min): before {' '.join(load_before)}, after {' '.join(load_after)} "
-                 "(2 cores, shared with other work).")
+                 f"({os.cpu_count()} cores).")
     lines.append("")
     lines.append(f"Command: `{command}`")
     lines.append("")
@@ -609,7 +609,7 @@ def scale_report(args, res, load_before, load_after, pg_version, command):
     lines.append("Storage after a simulated year of renewals with retention: bench/results/retention.md.")
     lines.append("")
     lines.append(f"Machine load (1/5/15 min): before {' '.join(load_before)}, after {' '.join(load_after)} "
-                 "(2 cores, shared with other work).")
+                 f"({os.cpu_count()} cores).")
     lines.append("")
     lines.append(f"Command: `{command}`")
     lines.append("")

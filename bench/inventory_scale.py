@@ -139,9 +139,11 @@ def main():
     ap.add_argument("--note", default="", help="a sentence on the machine's state for the results")
     args = ap.parse_args()
 
-    mg = str(Path(args.bin) / "mtlsgate")
-    bench = str(Path(args.bin) / "mtlsgate-bench")
-    builds = ([("before", args.before)] if args.before else []) + [("after", mg)]
+    # The gateways run in a work directory of their own: resolve the binaries' paths first.
+    mg = str((Path(args.bin) / "mtlsgate").resolve())
+    bench = str((Path(args.bin) / "mtlsgate-bench").resolve())
+    before = str(Path(args.before).resolve()) if args.before else None
+    builds = ([("before", before)] if before else []) + [("after", mg)]
     work = tempfile.mkdtemp(prefix="inventory-scale-")
     pg_dir = None
     pg_url = None

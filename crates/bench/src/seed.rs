@@ -7,7 +7,9 @@
 //! never seen); four tag sets. So that the dashboard's list pages have something to sort and
 //! count, the current certificates' expiry is spread from 80 hours ago (one in ten expired)
 //! to 30 days ahead, last seen over the past 3.5 days (one device in 100 never), first seen
-//! over 89 days, with three agent versions and addresses. Every device takes a revision of
+//! over 89 days, with three agent versions and addresses; an audit record of each device's
+//! enrollment (and of each revoked one's revocation, by `admin`), so that the audit log
+//! has a fleet's history to page and filter. Every device takes a revision of
 //! its own, as if it had enrolled, and the revision counter ends at the last one. Run again,
 //! it adds N more (their numbers follow those already added), so an inventory grows
 //! 10,000 → 100,000 → 1,000,000 without starting over. Each batch is one statement per
@@ -150,7 +152,16 @@ fn batch_sql(postgres: bool, lo: u64, hi: u64, base: i64, now: i64, der: &[u8]) 
                 CASE WHEN {pending} THEN NULL ELSE '7E' || {hex16} END,
                 CASE WHEN {pending} THEN NULL ELSE {expiry} END,
                 'bench', {base} + n.i + 1
-         FROM {rows};"
+         FROM {rows};
+         INSERT INTO audit (at, actor, action, device_id, serial, detail)
+         SELECT {now} - 90 * {day} + (n.i * 61) % (89 * {day}),
+                '10.' || (n.i / 65536 % 256) || '.' || (n.i / 256 % 256) || '.' || (n.i % 256),
+                CASE WHEN {pending} THEN 'enroll-pending' ELSE 'enroll' END, {id},
+                CASE WHEN {pending} THEN NULL ELSE '7E' || {hex16} END, NULL
+         FROM {rows};
+         INSERT INTO audit (at, actor, action, device_id, serial, detail)
+         SELECT {now} - {day}, 'admin', 'revoke', {id}, '7E' || {hex16}, 'reason: keyCompromise'
+         FROM {rows} WHERE n.i % 991 = 2 AND NOT ({pending});"
     )
 }
 

@@ -248,7 +248,9 @@ pub fn certificates_page_sql(
     }
     if let Some(prefix) = &f.serial_prefix {
         let p = s.arg(Arg::Text(prefix.clone()));
-        wh.push(format!("substr(serial, 1, length({p})) = {p}"));
+        // A range of the serial index (serials are upper-case hex, and `G` sorts after
+        // every hex digit), not a scan.
+        wh.push(format!("serial >= {p} AND serial < ({p} || 'G')"));
     }
     if let Some(text) = &f.subject_contains {
         let p = s.arg(Arg::Text(text.clone()));
