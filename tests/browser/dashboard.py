@@ -115,6 +115,34 @@ def http(url, data=None, headers=None):
         return e.code, e.read().decode()
 
 
+def browser(home):
+    """Headless Chromium (Debian's package and its chromedriver), its files under `home`."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    os.environ.update(HOME=home, XDG_CONFIG_HOME=home, XDG_CACHE_HOME=home)
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = "/usr/bin/chromium"
+    for f in ("--headless=new", "--disable-dev-shm-usage", "--window-size=1280,900", "--no-first-run",
+              "--disable-background-networking", "--disable-component-update", "--disable-sync", "--disable-quic"):
+        opts.add_argument(f)
+    if os.geteuid() == 0:
+        opts.add_argument("--no-sandbox")
+    d = webdriver.Chrome(options=opts, service=Service(executable_path="/usr/bin/chromedriver"))
+    d.set_script_timeout(60)
+    return d
+
+
+def axe_here(d):
+    """axe-core's violations on the page the browser shows."""
+    with open(AXE_JS, encoding="utf-8") as fh:
+        d.execute_script(fh.read())
+    return d.execute_async_script("""
+        const done = arguments[arguments.length - 1];
+        axe.run(document).then(r => done(r.violations.map(v => v.id + ': ' + v.help + ' ' +
+            v.nodes.map(n => n.target.join(' ')).join(', ')))).catch(e => done(['error: ' + e]));""")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("binary")
@@ -123,8 +151,6 @@ def main():
     a = ap.parse_args()
     binary = os.path.abspath(a.binary)
     os.environ.setdefault("SE_OFFLINE", "true")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select
 
@@ -164,24 +190,11 @@ def main():
         assert len(key) == 64, st
 
         step = "browser"
-        opts = webdriver.ChromeOptions()
-        opts.binary_location = "/usr/bin/chromium"
-        for f in ("--headless=new", "--disable-dev-shm-usage", "--window-size=1280,900", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync", "--disable-quic"):
-            opts.add_argument(f)
-        if os.geteuid() == 0:
-            opts.add_argument("--no-sandbox")
-        d = webdriver.Chrome(options=opts, service=Service(executable_path="/usr/bin/chromedriver"))
-        d.set_script_timeout(60)
+        d = browser(home)
 
         def axe(url):
             d.get(url)
-            with open(AXE_JS, encoding="utf-8") as fh:
-                d.execute_script(fh.read())
-            res = d.execute_async_script("""
-                const done = arguments[arguments.length - 1];
-                axe.run(document).then(r => done(r.violations.map(v => v.id + ': ' + v.help + ' ' +
-                    v.nodes.map(n => n.target.join(' ')).join(', ')))).catch(e => done(['error: ' + e]));""")
+            res = axe_here(d)
             assert res == [], f"axe-core on {url}: {res}"
 
         step = "sign in"
@@ -307,13 +320,8 @@ def main():
         step = "bulk tag"
         gw = next(x["id"] for x in w.devices() if x["id"].startswith("gw-c"))
 
-        def axe_here():
-            with open(AXE_JS, encoding="utf-8") as fh:
-                d.execute_script(fh.read())
-            res = d.execute_async_script("""
-                const done = arguments[arguments.length - 1];
-                axe.run(document).then(r => done(r.violations.map(v => v.id + ': ' + v.help + ' ' +
-                    v.nodes.map(n => n.target.join(' ')).join(', ')))).catch(e => done(['error: ' + e]));""")
+        def axe_now():
+            res = axe_here(d)
             assert res == [], f"axe-core on {d.current_url}: {res}"
 
         def bulk(ids, action, button="Apply to ticked devices", tag="", reason=""):
@@ -332,7 +340,7 @@ def main():
         three = [gw, pending_id, cam_b]
         summary = bulk(three, "tag", tag="lobby")
         assert summary == "3 of 3 selected devices tagged lobby.", summary
-        axe_here()
+        axe_now()
         d.get(base + "/devices?tag=lobby")
         ids = sorted(e.text for e in d.find_elements(By.CSS_SELECTOR, "#devices tbody td:nth-child(2) a"))
         assert ids == sorted(three), ids
@@ -387,7 +395,7 @@ def main():
         secret = d.find_element(By.ID, "token").text
         assert secret.startswith("mtg_") and cmd.startswith("mtlsgate agent enroll --server https://"), cmd
         assert cmd.endswith("--token " + secret), cmd
-        axe_here()
+        axe_now()
         if a.shots:
             d.save_screenshot(os.path.join(a.shots, "tokens.png"))
         # The command as shown, run by the real agent (in its own directory).
@@ -424,7 +432,7 @@ def main():
         until("the serial search", lambda: "serial=" in d.current_url)
         rows = d.find_elements(By.CSS_SELECTOR, "#certificates tbody tr")
         assert len(rows) == 1 and serial in rows[0].text and "revoked" in rows[0].text, [r.text for r in rows]
-        axe_here()
+        axe_now()
         if a.shots:
             d.save_screenshot(os.path.join(a.shots, "certificates.png"))
         code, body = http(base + "/certificates?serial=xyz", headers=cookie)
@@ -441,7 +449,7 @@ def main():
             assert f"dashboard:alice {action}" in text, (action, text)
         actors = {e.text for e in d.find_elements(By.CSS_SELECTOR, "table tbody td:nth-child(2)")}
         assert actors == {"dashboard:alice"}, actors
-        axe_here()
+        axe_now()
         if a.shots:
             d.save_screenshot(os.path.join(a.shots, "audit.png"))
         jl = d.find_element(By.LINK_TEXT, "JSON lines").get_attribute("href")

@@ -37,40 +37,13 @@ import time
 import urllib.parse
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from dashboard import AXE_JS, World, free_port, http, until, wait_port  # noqa: E402
+from dashboard import World, axe_here, browser, free_port, http, until, wait_port  # noqa: E402
 
 # Devices: (name, tag, certificate lifetime). Distinct lifetimes give distinct notAfters;
 # the gateway's device expires first but is filtered out by its tag.
 FLEET = (("cam-1", "cameras", "6h"), ("cam-2", "cameras", "2h"), ("cam-3", "cameras", "3d"),
          ("cam-4", "cameras", "12h"), ("gw-1", "gateways", "1h"))
 REFUSAL_DEADLINE = 10.0
-
-
-def browser(home):
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    os.environ.update(HOME=home, XDG_CONFIG_HOME=home, XDG_CACHE_HOME=home)
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = "/usr/bin/chromium"
-    for f in ("--headless=new", "--disable-dev-shm-usage", "--window-size=1280,900", "--no-first-run",
-              "--disable-background-networking", "--disable-component-update", "--disable-sync", "--disable-quic"):
-        opts.add_argument(f)
-    if os.geteuid() == 0:
-        opts.add_argument("--no-sandbox")
-    d = webdriver.Chrome(options=opts, service=Service(executable_path="/usr/bin/chromedriver"))
-    d.set_script_timeout(60)
-    return d
-
-
-def axe_here(d):
-    """axe-core's violations on the page the browser shows."""
-    with open(AXE_JS, encoding="utf-8") as fh:
-        d.execute_script(fh.read())
-    return d.execute_async_script("""
-        const done = arguments[arguments.length - 1];
-        axe.run(document).then(r => done(r.violations.map(v => v.id + ': ' + v.help + ' ' +
-            v.nodes.map(n => n.target.join(' ')).join(', ')))).catch(e => done(['error: ' + e]));""")
 
 
 def not_after(path):

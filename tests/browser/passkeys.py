@@ -18,7 +18,7 @@ import tempfile
 import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from dashboard import AXE_JS, World, free_port, http, until, wait_port  # noqa: E402
+from dashboard import World, axe_here, browser, free_port, http, until, wait_port  # noqa: E402
 
 
 def main():
@@ -28,8 +28,6 @@ def main():
     a = ap.parse_args()
     binary = os.path.abspath(a.binary)
     os.environ.setdefault("SE_OFFLINE", "true")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.virtual_authenticator import (
         Protocol, Transport, VirtualAuthenticatorOptions)
@@ -51,27 +49,14 @@ def main():
         wait_port(dash_port)
 
         step = "browser"
-        opts = webdriver.ChromeOptions()
-        opts.binary_location = "/usr/bin/chromium"
-        for f in ("--headless=new", "--disable-dev-shm-usage", "--window-size=1280,900", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync", "--disable-quic"):
-            opts.add_argument(f)
-        if os.geteuid() == 0:
-            opts.add_argument("--no-sandbox")
-        d = webdriver.Chrome(options=opts, service=Service(executable_path="/usr/bin/chromedriver"))
-        d.set_script_timeout(60)
+        d = browser(home)
         d.add_virtual_authenticator(VirtualAuthenticatorOptions(
             protocol=Protocol.CTAP2, transport=Transport.INTERNAL, has_resident_key=True,
             has_user_verification=True, is_user_verified=True))
 
         def axe(url):
             d.get(url)
-            with open(AXE_JS, encoding="utf-8") as fh:
-                d.execute_script(fh.read())
-            res = d.execute_async_script("""
-                const done = arguments[arguments.length - 1];
-                axe.run(document).then(r => done(r.violations.map(v => v.id + ': ' + v.help + ' ' +
-                    v.nodes.map(n => n.target.join(' ')).join(', ')))).catch(e => done(['error: ' + e]));""")
+            res = axe_here(d)
             assert res == [], f"axe-core on {url}: {res}"
 
         def status(form):

@@ -6,6 +6,28 @@
 use crate::model::DeviceRow;
 use crate::{Audit, AuditEntry, Device, DeviceStatus, Inventory, Result};
 
+/// Opens `session` for `operator` inside the transaction `tx` (either back end), first
+/// removing the sessions that expired by `now`: what every way of signing in ends with.
+macro_rules! open_session {
+    ($tx:ident, $operator:expr, $session:expr, $now:expr) => {{
+        sqlx::query("DELETE FROM dashboard_sessions WHERE expires_at <= $1")
+            .bind($now)
+            .execute(&mut *$tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO dashboard_sessions (hash, operator, csrf, created_at, expires_at)
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(&$session.hash)
+        .bind($operator)
+        .bind(&$session.csrf)
+        .bind($session.created_at)
+        .bind($session.expires_at)
+        .execute(&mut *$tx)
+        .await?;
+    }};
+}
+
 /// An operator's dashboard session.
 #[derive(Clone, PartialEq, Eq)]
 pub struct DashboardSession {
@@ -137,21 +159,7 @@ impl Inventory {
             let Some(operator) = operator else {
                 return Ok(None);
             };
-            sqlx::query("DELETE FROM dashboard_sessions WHERE expires_at <= $1")
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
-            sqlx::query(
-                "INSERT INTO dashboard_sessions (hash, operator, csrf, created_at, expires_at)
-                 VALUES ($1, $2, $3, $4, $5)",
-            )
-            .bind(&session.hash)
-            .bind(&operator)
-            .bind(&session.csrf)
-            .bind(session.created_at)
-            .bind(session.expires_at)
-            .execute(&mut *tx)
-            .await?;
+            open_session!(tx, &operator, session, now);
             let audit = Audit::new(now, &format!("dashboard:{operator}"), "dashboard-login");
             write_audit!(tx, &audit);
             operator

@@ -32,6 +32,7 @@ mod paging;
 
 mod audit;
 mod certificates;
+#[macro_use]
 mod dashboard;
 mod dashboard_lists;
 mod devices;

@@ -185,21 +185,7 @@ impl Inventory {
             if n != 1 {
                 return Ok(false);
             }
-            sqlx::query("DELETE FROM dashboard_sessions WHERE expires_at <= $1")
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
-            sqlx::query(
-                "INSERT INTO dashboard_sessions (hash, operator, csrf, created_at, expires_at)
-                 VALUES ($1, $2, $3, $4, $5)",
-            )
-            .bind(&session.hash)
-            .bind(operator)
-            .bind(&session.csrf)
-            .bind(session.created_at)
-            .bind(session.expires_at)
-            .execute(&mut *tx)
-            .await?;
+            open_session!(tx, operator, session, now);
             let audit = Audit::new(
                 now,
                 &format!("dashboard:{operator}"),
