@@ -325,6 +325,52 @@ fn a_kept_alive_http1_connection_waits_for_idle_not_header_read() {
 }
 
 #[test]
+fn a_quiet_http1_connection_lets_go_of_its_state_and_serves_what_comes_next() {
+    // After 250 ms with nothing in flight the gateway drops hyper's state for the
+    // connection (its buffers) and builds it again when the client's next bytes come: a
+    // pipelined pair, a request trickled across more than that pause, and a WebSocket
+    // upgrade all work after such a pause, on the same connection.
+    let w = Work::new();
+    pki(&w);
+    let up = Upstream::start(&w);
+    let g = gate_toml(&w, &up, "", "header_read = \"5s\"\nidle = \"20s\"");
+    let script = format!(
+        "import socket,ssl,time\nctx=ssl.create_default_context(cafile='ca.crt')\nctx.load_cert_chain('dev1.crt','dev1.key')\ns=ctx.wrap_socket(socket.create_connection(('127.0.0.1',{})),server_hostname='localhost')\nf=s.makefile('rb')\nreq=b'GET /p HTTP/1.1\\r\\nHost: localhost\\r\\n\\r\\n'\ndef answer():\n  st=f.readline().split(b' ')[1].decode()\n  n=0\n  while True:\n    l=f.readline()\n    if l in (b'\\r\\n',b''): break\n    if l.lower().startswith(b'content-length:'): n=int(l.split(b':')[1])\n  f.read(n)\n  return st\nout=[]\ns.sendall(req); out.append(answer()); time.sleep(0.6)\ns.sendall(req+req); out.append(answer()); out.append(answer()); time.sleep(0.6)\nfor piece in (req[:5], req[5:20], req[20:]):\n  s.sendall(piece); time.sleep(0.4)\nout.append(answer())\nprint(' '.join(out))\n",
+        g.port
+    );
+    let out = w.cmd("python3", &["-c", &script]).ok();
+    assert_eq!(out.trim(), "200 200 200 200", "{out}");
+    let ws = peer("wsclient.py");
+    let port = g.port.to_string();
+    let out = w
+        .cmd(
+            "python3",
+            &[
+                &ws,
+                "--after",
+                "0.6",
+                "localhost",
+                &port,
+                "/ws",
+                "ca.crt",
+                "dev1.crt",
+                "dev1.key",
+            ],
+        )
+        .ok();
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            "HTTP/1.1 200 OK",
+            "HTTP/1.1 101 Switching Protocols",
+            "echo: hello"
+        ],
+        "{out}"
+    );
+}
+
+#[test]
 fn a_kept_alive_connection_lives_as_long_as_idle_says() {
     // hyper closes a connection waiting for its next request head after 30 s unless told
     // otherwise; the gateway's own timers (header_read, idle) are the only ones that count.

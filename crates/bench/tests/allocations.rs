@@ -6,6 +6,11 @@
 //!
 //! A run of `k` requests and one of `2k` (each on one new connection) differ by `k`
 //! requests and nothing else: the difference over `k` is one request's cost.
+//!
+//! The same gateway also gives the heap an idle connection holds (after one request, once
+//! it has been quiet for longer than the gateway waits before dropping hyper's state):
+//! live bytes with `n` connections held open by `mtlsgate-bench idle`, less those before,
+//! over `n`. Also a count, not a timing, so it is held to a ceiling too.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
@@ -17,6 +22,13 @@ use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 /// differ by a fraction of one (allocations made now and then, not by every request).
 const MAX_H1: f64 = 16.0;
 const MAX_H2: f64 = 20.0;
+
+/// Ceilings, heap bytes per idle connection (debug build, 200 connections): HTTP/1.1
+/// reached 29,300–29,500 once a quiet connection lets go of hyper's state and the task no
+/// longer holds the handshake's steps (58,700 before); HTTP/2 39,600–57,400 (h2 keeps its
+/// buffers for the connection's life).
+const MAX_IDLE_H1: i128 = 32_000;
+const MAX_IDLE_H2: i128 = 64_000;
 
 struct Kill(Child);
 
@@ -125,15 +137,59 @@ struct Gate {
 }
 
 impl Gate {
-    fn allocations(&mut self) -> u64 {
+    /// Allocations so far, and the bytes allocated and not yet freed.
+    fn counts(&mut self) -> (u64, i128) {
         self.stdin.write_all(b"\n").expect("ask");
         self.stdin.flush().expect("ask");
         let mut line = String::new();
         self.stdout.read_line(&mut line).expect("answer");
-        line.trim()
+        let parsed = line
+            .trim()
             .strip_prefix("allocations ")
-            .and_then(|n| n.parse().ok())
-            .unwrap_or_else(|| panic!("unexpected answer {line:?}"))
+            .and_then(|rest| rest.split_once(" live "))
+            .and_then(|(n, live)| Some((n.parse().ok()?, live.parse().ok()?)));
+        parsed.unwrap_or_else(|| panic!("unexpected answer {line:?}"))
+    }
+
+    fn allocations(&mut self) -> u64 {
+        self.counts().0
+    }
+
+    /// Heap bytes per connection while `n` connections, one request made on each, are
+    /// held open and quiet.
+    fn idle_heap(&mut self, n: usize, h2: bool) -> i128 {
+        let (_, before) = self.counts();
+        let mut idle = Command::new(env!("CARGO_BIN_EXE_mtlsgate-bench"));
+        idle.current_dir(&self.dir).arg("idle");
+        if h2 {
+            idle.arg("--h2");
+        }
+        let mut idle = idle
+            .args(["--connect", &format!("127.0.0.1:{}", self.port)])
+            .args(["--count", &n.to_string()])
+            .args([
+                "--ca",
+                "ca.crt",
+                "--cert",
+                "client.crt",
+                "--key",
+                "client.key",
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("mtlsgate-bench idle runs");
+        let mut line = String::new();
+        BufReader::new(idle.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("idle client answers");
+        assert!(line.starts_with("open "), "idle client: {line:?}");
+        // Longer than the gateway waits before letting go of a quiet connection's state.
+        std::thread::sleep(std::time::Duration::from_millis(1500));
+        let (_, with) = self.counts();
+        drop(idle.stdin.take());
+        let _ = idle.wait();
+        (with - before) / n as i128
     }
 
     /// Allocations the gateway made while curl sent `k` requests on one connection.
@@ -233,6 +289,9 @@ fn a_proxied_request_allocates_no_more_than_it_did() {
     let h1 = gate.per_request(false);
     let h2 = gate.per_request(true);
     println!("allocations per request: HTTP/1.1 {h1}, HTTP/2 {h2}");
+    let idle_h1 = gate.idle_heap(200, false);
+    let idle_h2 = gate.idle_heap(200, true);
+    println!("heap per idle connection: HTTP/1.1 {idle_h1} B, HTTP/2 {idle_h2} B");
     assert!(
         h1 <= MAX_H1,
         "HTTP/1.1: {h1} allocations per request, ceiling {MAX_H1}"
@@ -240,6 +299,14 @@ fn a_proxied_request_allocates_no_more_than_it_did() {
     assert!(
         h2 <= MAX_H2,
         "HTTP/2: {h2} allocations per request, ceiling {MAX_H2}"
+    );
+    assert!(
+        idle_h1 <= MAX_IDLE_H1,
+        "HTTP/1.1: {idle_h1} heap bytes per idle connection, ceiling {MAX_IDLE_H1}"
+    );
+    assert!(
+        idle_h2 <= MAX_IDLE_H2,
+        "HTTP/2: {idle_h2} heap bytes per idle connection, ceiling {MAX_IDLE_H2}"
     );
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -15,13 +15,14 @@ use std::time::{Duration, Instant};
 use mtlsgate_headwatch::HeadClock;
 use rustls::pki_types::UnixTime;
 use time::OffsetDateTime;
-use tokio::sync::Notify;
+use tokio::sync::{oneshot, Notify};
 
 use crate::client_auth::{CertProblem, Peer, Verdict};
 use crate::config::Timeouts;
 use crate::headers::{ConnectionHeaders, HeaderPlan, RenderCtx};
 use crate::identity::ClientIdentity;
 use crate::responses::Body;
+use crate::rewound::ClientIo;
 use crate::state::{Snapshot, State};
 
 /// What is known about a connection once its handshake is done.
@@ -43,6 +44,8 @@ pub(crate) struct Conn {
     pub(crate) close: Notify,
     /// The identity headers that are the same for every request, last rendered.
     headers: Mutex<Option<HeaderCache>>,
+    /// Where the client's stream goes if the request in flight is upgraded (HTTP/1.1).
+    upgrade: Mutex<Option<oneshot::Sender<ClientIo>>>,
 }
 
 /// A route's connection-wide identity headers as rendered for this connection, and what
@@ -83,7 +86,27 @@ impl Conn {
             clock: Arc::new(Clock::new()),
             close: Notify::new(),
             headers: Mutex::new(None),
+            upgrade: Mutex::new(None),
         }
+    }
+
+    /// The client's side of an upgrade asked for by an HTTP/1.1 request: it receives the
+    /// client's stream once the switch (101) is sent, or fails when the answer was
+    /// another.
+    pub(crate) fn expect_upgrade(&self) -> oneshot::Receiver<ClientIo> {
+        let (tx, rx) = oneshot::channel();
+        *self.upgrade.lock().unwrap_or_else(|p| p.into_inner()) = Some(tx);
+        rx
+    }
+
+    /// Where the client's stream goes when hyper let it go after a switch: the side asked
+    /// for by [`Conn::expect_upgrade`], if it still waits.
+    pub(crate) fn take_upgrade(&self) -> Option<oneshot::Sender<ClientIo>> {
+        self.upgrade
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+            .filter(|tx| !tx.is_closed())
     }
 
     /// The connection-wide identity headers of `plan` (a route of snapshot `generation`)
@@ -176,7 +199,7 @@ impl Clock {
     /// The watchdog is not woken: it never sleeps longer than `header_read`, so it sees the
     /// deadline in time (waking it on every request would cost a wake-up and a new timer
     /// per request on a kept-alive connection).
-    fn head_started(&self) {
+    pub(crate) fn head_started(&self) {
         if self.head_since.load(Relaxed) == 0 {
             self.head_since.store(self.now_ms() + 1, Relaxed);
         }
@@ -204,7 +227,11 @@ impl Clock {
     /// does not wake it) is timed from when it started: the watchdog wakes before that
     /// head's deadline and then sleeps until it. Until the first request arrives,
     /// `first_request` (from the end of the handshake) runs beside the other two.
-    pub(crate) fn check(&self, t: &Timeouts) -> Result<Duration, Expiry> {
+    ///
+    /// With `shed` (an HTTP/1.1 connection whose hyper state is held), [`Expiry::Shed`]
+    /// comes `shed` after the connection went idle: time to let that state go; the
+    /// watchdog then never sleeps longer than `shed`.
+    pub(crate) fn check(&self, t: &Timeouts, shed: Option<Duration>) -> Result<Duration, Expiry> {
         let now = self.now_ms();
         let ms = |d: Duration| d.as_millis() as u64;
         let mut soonest: Option<(u64, Expiry)> = None;
@@ -220,14 +247,29 @@ impl Clock {
         if head != 0 {
             consider(head - 1 + ms(t.header_read), Expiry::HeaderRead);
         } else if self.in_flight.load(Relaxed) == 0 {
-            consider(self.idle_since.load(Relaxed) + ms(t.idle), Expiry::Idle);
+            let since = self.idle_since.load(Relaxed);
+            consider(since + ms(t.idle), Expiry::Idle);
+            if let Some(shed) = shed {
+                consider(since + ms(shed), Expiry::Shed);
+            }
         }
+        // Nothing wakes the watchdog when a request ends, so with `shed` it looks again at
+        // least that often.
+        let most = shed.map_or(t.header_read, |s| s.min(t.header_read));
         match soonest {
             Some((deadline, e)) if now >= deadline => Err(e),
-            Some((deadline, _)) => Ok(Duration::from_millis(deadline - now).min(t.header_read)),
+            Some((deadline, _)) => Ok(Duration::from_millis(deadline - now).min(most)),
             // Requests in flight: nothing to time here (the upstream timeout covers them).
-            None => Ok(t.header_read.min(t.idle)),
+            None => Ok(most.min(t.idle)),
         }
+    }
+}
+
+impl Clock {
+    /// Nothing in flight and no request head arriving: what hyper holds for the
+    /// connection can go.
+    pub(crate) fn quiet(&self) -> bool {
+        self.in_flight.load(Relaxed) == 0 && self.head_since.load(Relaxed) == 0
     }
 }
 
@@ -261,6 +303,9 @@ pub(crate) enum Expiry {
     FirstRequest,
     HeaderRead,
     Idle,
+    /// An HTTP/1.1 connection has been idle long enough to drop hyper's state (its
+    /// buffers); the connection stays open.
+    Shed,
 }
 
 /// A response body that ends its request (for the idle timer) when it is dropped, and,
@@ -323,15 +368,46 @@ mod tests {
             ..Timeouts::default()
         };
         let r = clock.request(true);
-        assert!(clock.check(&t).is_ok());
+        assert!(clock.check(&t, None).is_ok());
         drop(r);
-        assert_eq!(clock.check(&t), Err(Expiry::Idle));
+        assert_eq!(clock.check(&t, None), Err(Expiry::Idle));
         clock.head_started();
         let t = Timeouts {
             header_read: Duration::from_millis(0),
             ..t
         };
-        assert_eq!(clock.check(&t), Err(Expiry::HeaderRead));
+        assert_eq!(clock.check(&t, None), Err(Expiry::HeaderRead));
+    }
+
+    #[test]
+    fn shed_comes_before_idle_and_only_when_asked_for() {
+        let clock = Arc::new(Clock::new());
+        let t = Timeouts {
+            idle: Duration::from_secs(60),
+            first_request: Duration::from_secs(60),
+            ..Timeouts::default()
+        };
+        drop(clock.request(true));
+        assert!(clock.quiet());
+        assert_eq!(clock.check(&t, Some(Duration::ZERO)), Err(Expiry::Shed));
+        assert!(clock.check(&t, None).is_ok());
+        let wait = clock
+            .check(&t, Some(Duration::from_millis(250)))
+            .unwrap_or_default();
+        assert!(wait <= Duration::from_millis(250), "{wait:?}");
+        // A request in flight, or a head arriving, holds it off, and the watchdog looks
+        // again within `shed` (nothing wakes it when the request ends).
+        let r = clock.request(true);
+        let wait = clock
+            .check(&t, Some(Duration::from_millis(250)))
+            .unwrap_or_default();
+        assert!(wait <= Duration::from_millis(250), "{wait:?}");
+        assert!(!clock.quiet());
+        assert!(clock.check(&t, Some(Duration::ZERO)).is_ok());
+        drop(r);
+        clock.head_started();
+        assert!(!clock.quiet());
+        assert!(clock.check(&t, Some(Duration::ZERO)).is_ok());
     }
 
     #[test]
@@ -341,18 +417,18 @@ mod tests {
             first_request: Duration::from_millis(0),
             ..Timeouts::default()
         };
-        assert_eq!(clock.check(&t), Err(Expiry::FirstRequest));
+        assert_eq!(clock.check(&t, None), Err(Expiry::FirstRequest));
         // A head that started does not stop it: only a whole request does.
         clock.head_started();
-        assert_eq!(clock.check(&t), Err(Expiry::FirstRequest));
+        assert_eq!(clock.check(&t, None), Err(Expiry::FirstRequest));
         drop(clock.request(true));
-        assert!(clock.check(&t).is_ok());
+        assert!(clock.check(&t, None).is_ok());
         let fresh = Clock::new();
         let t = Timeouts {
             first_request: Duration::from_secs(3),
             ..Timeouts::default()
         };
-        let wait = fresh.check(&t).unwrap_or_default();
+        let wait = fresh.check(&t, None).unwrap_or_default();
         assert!(wait <= Duration::from_secs(3), "{wait:?}");
     }
 }

@@ -15,23 +15,31 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::{pin, Pin};
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use mtlsgate_headwatch::Watched;
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 
 use crate::client_auth::{recheck, Admitted, Lost};
 use crate::config::Timeouts;
 use crate::conn::{Clock, Conn, Expiry};
+use crate::rewound::{Lent, Rewound};
 
-/// Sleeps until a timer runs out.
-async fn watchdog(clock: &Clock, timeouts: &Timeouts) -> Expiry {
+/// How long an HTTP/1.1 connection with nothing in flight keeps hyper's state (its read
+/// and write buffers, 16 KiB or more) before letting it go; the next request builds it
+/// again. nginx frees its buffers as soon as a kept-alive connection goes idle; waiting a
+/// moment keeps a busy connection from rebuilding for every request.
+const SHED_AFTER: Duration = Duration::from_millis(250);
+
+/// Sleeps until a timer runs out (with `shed`: [`Expiry::Shed`] too).
+async fn watchdog(clock: &Clock, timeouts: &Timeouts, shed: Option<Duration>) -> Expiry {
     loop {
-        match clock.check(timeouts) {
+        match clock.check(timeouts, shed) {
             Err(e) => return e,
             Ok(wait) => tokio::time::sleep(wait.max(Duration::from_millis(5))).await,
         }
@@ -47,7 +55,6 @@ where
     let timeouts = snap.config.timeouts.clone();
     let max_header = snap.config.max_header_bytes;
     drop(snap);
-    let io = TokioIo::new(Watched::new(io, conn.clock.clone(), conn.http2));
     let svc = {
         let conn = conn.clone();
         hyper::service::service_fn(move |req| {
@@ -55,27 +62,32 @@ where
             async move { Ok::<_, Infallible>(crate::pipeline::handle(&conn, req).await) }
         })
     };
+    let mut generations = conn.state.subscribe();
+    generations.mark_unchanged();
+    let mut watch = Watch {
+        conn: &conn,
+        timeouts: &timeouts,
+        stop: &mut stop,
+        generations: &mut generations,
+    };
     let ended = if conn.http2 {
+        let io = TokioIo::new(Watched::new(io, conn.clock.clone(), true));
         let mut b = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
         b.timer(TokioTimer::new())
             .max_header_list_size(max_header as u32)
             .max_concurrent_streams(256);
-        let c = b.serve_connection(io, svc);
-        drive(c, &conn, &timeouts, &mut stop, |c| c.graceful_shutdown()).await
+        // On the heap, so that the task of an HTTP/1.1 connection is not sized for it.
+        let mut c = Box::pin(b.serve_connection(io, svc));
+        watch
+            .drive(c.as_mut(), None, |c| c.graceful_shutdown())
+            .await
     } else {
-        let mut b = hyper::server::conn::http1::Builder::new();
-        // hyper's own header timer (30 s by default) would also run while a kept-alive
-        // connection waits for its next request, and close it before `idle`; the watchdog
-        // below keeps both header_read and idle.
-        b.timer(TokioTimer::new())
-            .header_read_timeout(None)
-            .max_buf_size(max_header.max(8192));
-        let c = b.serve_connection(io, svc).with_upgrades();
-        drive(c, &conn, &timeouts, &mut stop, |c| c.graceful_shutdown()).await
+        serve_http1(&mut watch, io, svc, max_header).await
     };
     match ended {
         Ended::Done(Err(e)) => tracing::debug!(remote = %conn.remote, "connection ended: {e}"),
-        Ended::Done(Ok(())) => {}
+        Ended::Done(Ok(())) | Ended::Upgraded => {}
+        Ended::Failed(e) => tracing::debug!(remote = %conn.remote, "connection ended: {e}"),
         Ended::HeaderTimeout => {
             conn.state.metrics.header_timeouts.fetch_add(1, Relaxed);
             tracing::debug!(remote = %conn.remote, "closed: no complete request head within the header_read timeout");
@@ -89,6 +101,75 @@ where
     }
 }
 
+/// HTTP/1.1: hyper holds the stream only while requests come. Between stretches of
+/// requests (once the connection has been quiet for [`SHED_AFTER`], and before the first
+/// request) nothing of hyper's is kept: the connection waits for the client's next bytes
+/// with no buffer, then lends the stream to a new hyper connection. A switch of protocols
+/// (WebSocket) hands the stream, with any bytes hyper had read past the switch, to the
+/// upgrade's bridge.
+async fn serve_http1<T, S>(watch: &mut Watch<'_>, io: T, svc: S, max_header: usize) -> Ended
+where
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: hyper::service::HttpService<hyper::body::Incoming, ResBody = crate::conn::Tracked>
+        + Clone
+        + Unpin,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let mut b = hyper::server::conn::http1::Builder::new();
+    // hyper's own header timer (30 s by default) would also run while a kept-alive
+    // connection waits for its next request, and close it before `idle`; the watchdog
+    // keeps both header_read and idle.
+    b.timer(TokioTimer::new())
+        .header_read_timeout(None)
+        .max_buf_size(max_header.max(8192));
+    let conn = watch.conn;
+    let mut io = Rewound::new(io);
+    let keep_open = AtomicBool::new(false);
+    loop {
+        if let Some(ended) = watch.park(&mut io).await {
+            return ended;
+        }
+        keep_open.store(false, Relaxed);
+        let lent = Lent {
+            io: &mut io,
+            keep_open: &keep_open,
+        };
+        // On the heap while it lives, so that the task, parked, is not sized for it.
+        let mut c = Box::new(b.serve_connection(
+            TokioIo::new(Watched::new(lent, conn.clock.clone(), false)),
+            svc.clone(),
+        ));
+        let ended = watch
+            .drive(Pin::new(&mut *c), Some(&keep_open), |c| {
+                c.graceful_shutdown()
+            })
+            .await;
+        if !matches!(ended, Ended::Done(Ok(()))) {
+            return ended;
+        }
+        let left = c.into_parts().read_buf;
+        io.unread(left);
+        if let Some(bridge) = conn.take_upgrade() {
+            // The switch was sent: the stream is the upgrade's now.
+            let _ = bridge.send(Box::new(io));
+            return Ended::Upgraded;
+        }
+        if !keep_open.load(Relaxed) {
+            // hyper ended the connection (the client closed, or asked to): shut down.
+            return ended;
+        }
+    }
+}
+
+/// What a connection's task watches besides its own stream: timers, shutdown, closes
+/// asked for by refusals, and new snapshots (the client is checked again).
+struct Watch<'a> {
+    conn: &'a Conn,
+    timeouts: &'a Timeouts,
+    stop: &'a mut watch::Receiver<bool>,
+    generations: &'a mut watch::Receiver<u64>,
+}
+
 /// How [`drive`] ended.
 enum Ended {
     Done(Result<(), hyper::Error>),
@@ -97,6 +178,10 @@ enum Ended {
     Idle,
     /// The client's certificate is refused now (a reload or revocation).
     Refused,
+    /// The stream went to an upgraded connection's bridge.
+    Upgraded,
+    /// Reading or closing the stream failed while no hyper connection held it.
+    Failed(std::io::Error),
 }
 
 /// How long a connection asked to close gracefully may take before it is dropped.
@@ -104,82 +189,168 @@ const GRACE: Duration = Duration::from_secs(5);
 /// How long a refused HTTP/2 connection waits for its reply to be written before the GOAWAY.
 const REPLY_FIRST: Duration = Duration::from_millis(50);
 
-/// Runs a hyper connection until it ends, a timer runs out, the client is refused by a new
-/// snapshot, or shutdown is asked for (then lets in-flight requests finish).
-async fn drive<C, F>(
-    c: C,
-    conn: &Conn,
-    timeouts: &Timeouts,
-    stop: &mut watch::Receiver<bool>,
-    graceful: F,
-) -> Ended
-where
-    C: Future<Output = Result<(), hyper::Error>>,
-    F: Fn(Pin<&mut C>),
-{
-    let mut c = pin!(c);
-    let mut generations = conn.state.subscribe();
-    generations.mark_unchanged();
-    let mut stopping = *stop.borrow();
-    if stopping {
-        graceful(c.as_mut());
+impl Watch<'_> {
+    /// Checks the client again under a new snapshot: `Some(Ended::Refused)` when its
+    /// certificate or device is refused now.
+    fn refused_now(&self) -> Option<Ended> {
+        let conn = self.conn;
+        let snap = conn.state.load_full();
+        let device = || {
+            conn.identity()
+                .map(|i| i.device_label().into_owned())
+                .unwrap_or_else(|| "-".into())
+        };
+        let verdict = conn.verdict(&snap);
+        match recheck(
+            &verdict,
+            conn.identity(),
+            conn.state.inventory.as_deref(),
+            Admitted::Connection,
+        ) {
+            Ok(()) => None,
+            // Why was logged when the verdict was reached.
+            Err(Lost::Certificate(_)) => {
+                tracing::info!(remote = %conn.remote, device = %device(), "closing the connection: its client certificate is no longer accepted");
+                Some(Ended::Refused)
+            }
+            Err(why) => {
+                tracing::info!(remote = %conn.remote, device = %device(), "closing the connection: {why}");
+                Some(Ended::Refused)
+            }
+        }
     }
-    let mut closing = false;
-    let mut close_asked = false;
-    let mut grace = pin!(tokio::time::sleep(Duration::MAX));
-    let timer = watchdog(&conn.clock, timeouts);
-    let mut timer = pin!(timer);
-    loop {
-        tokio::select! {
-            r = c.as_mut() => return Ended::Done(r),
-            _ = stop.changed(), if !stopping => {
-                stopping = true;
-                graceful(c.as_mut());
+
+    /// HTTP/1.1 between hyper connections: waits, holding no buffer, for the client's next
+    /// bytes (given back to `io` to be read again; `None`), or for the connection to end
+    /// (`Some`): the client closed, a timer ran out, shutdown, or a refusal.
+    async fn park<T>(&mut self, io: &mut Rewound<T>) -> Option<Ended>
+    where
+        T: AsyncRead + AsyncWrite + Unpin,
+    {
+        if io.has_unread() {
+            // hyper let go with a request begun (pipelined): serve it.
+            return None;
+        }
+        let conn = self.conn;
+        let ended = 'parked: {
+            if *self.stop.borrow() {
+                break 'parked Ended::Done(Ok(()));
             }
-            // A refusal asked to close: give the reply a moment to leave first (HTTP/2 sends
-            // a GOAWAY ahead of frames still queued), then close gracefully.
-            _ = conn.close.notified(), if !closing && !close_asked => {
-                close_asked = true;
-                grace.as_mut().reset(tokio::time::Instant::now() + REPLY_FIRST);
-            }
-            _ = &mut grace, if close_asked || closing => {
-                if closing {
-                    return Ended::Idle;
-                }
-                closing = true;
-                graceful(c.as_mut());
-                grace.as_mut().reset(tokio::time::Instant::now() + GRACE);
-            }
-            changed = generations.changed() => {
-                if changed.is_err() {
-                    continue;
-                }
-                let snap = conn.state.load_full();
-                let device = || conn.identity().map(|i| i.device_label().into_owned()).unwrap_or_else(|| "-".into());
-                let verdict = conn.verdict(&snap);
-                match recheck(&verdict, conn.identity(), conn.state.inventory.as_deref(), Admitted::Connection) {
-                    Ok(()) => {}
-                    // Why was logged when the verdict was reached.
-                    Err(Lost::Certificate(_)) => {
-                        tracing::info!(remote = %conn.remote, device = %device(), "closing the connection: its client certificate is no longer accepted");
-                        return Ended::Refused;
+            let timer = watchdog(&conn.clock, self.timeouts, None);
+            let mut timer = pin!(timer);
+            // Small on purpose: this lives in the connection's task for its whole life. The
+            // rest of a TLS record stays with the stream until hyper reads it.
+            let mut first = [0u8; 64];
+            loop {
+                tokio::select! {
+                    r = io.read(&mut first) => match r {
+                        Ok(0) => break 'parked Ended::Done(Ok(())),
+                        Ok(n) => {
+                            conn.clock.head_started();
+                            io.unread(Bytes::copy_from_slice(&first[..n]));
+                            return None;
+                        }
+                        Err(e) => return Some(Ended::Failed(e)),
+                    },
+                    _ = self.stop.changed() => break 'parked Ended::Done(Ok(())),
+                    _ = conn.close.notified() => break 'parked Ended::Idle,
+                    changed = self.generations.changed() => {
+                        if changed.is_ok() {
+                            if let Some(e) = self.refused_now() {
+                                return Some(e);
+                            }
+                        }
                     }
-                    Err(why) => {
-                        tracing::info!(remote = %conn.remote, device = %device(), "closing the connection: {why}");
-                        return Ended::Refused;
-                    }
+                    e = &mut timer => match e {
+                        Expiry::HeaderRead => return Some(Ended::HeaderTimeout),
+                        Expiry::FirstRequest => return Some(Ended::FirstRequestTimeout),
+                        Expiry::Idle | Expiry::Shed => break 'parked Ended::Idle,
+                    },
                 }
             }
-            // Once closing, the grace timer bounds what is left.
-            e = &mut timer, if !closing => match e {
-                Expiry::HeaderRead => return Ended::HeaderTimeout,
-                Expiry::FirstRequest => return Ended::FirstRequestTimeout,
-                Expiry::Idle => {
+        };
+        // As hyper ends a connection: TLS close_notify, then FIN.
+        match tokio::time::timeout(GRACE, io.shutdown()).await {
+            Ok(Err(e)) => Some(Ended::Failed(e)),
+            _ => Some(ended),
+        }
+    }
+
+    /// Runs a hyper connection until it ends, a timer runs out, the client is refused by a
+    /// new snapshot, or shutdown is asked for (then lets in-flight requests finish). With
+    /// `shed` (HTTP/1.1), a connection quiet for [`SHED_AFTER`] is ended gracefully with
+    /// `shed` set, so that hyper lets go of the stream without closing it.
+    async fn drive<C, F>(
+        &mut self,
+        mut c: Pin<&mut C>,
+        shed: Option<&AtomicBool>,
+        graceful: F,
+    ) -> Ended
+    where
+        C: Future<Output = Result<(), hyper::Error>>,
+        F: Fn(Pin<&mut C>),
+    {
+        let conn = self.conn;
+        let mut stopping = *self.stop.borrow();
+        if stopping {
+            graceful(c.as_mut());
+        }
+        let mut closing = false;
+        let mut close_asked = false;
+        let mut grace = pin!(tokio::time::sleep(Duration::MAX));
+        let shed_after = shed.map(|_| SHED_AFTER);
+        let mut timer = pin!(watchdog(&conn.clock, self.timeouts, shed_after));
+        loop {
+            tokio::select! {
+                r = c.as_mut() => return Ended::Done(r),
+                _ = self.stop.changed(), if !stopping => {
+                    stopping = true;
+                    graceful(c.as_mut());
+                }
+                // A refusal asked to close: give the reply a moment to leave first (HTTP/2
+                // sends a GOAWAY ahead of frames still queued), then close gracefully.
+                _ = conn.close.notified(), if !closing && !close_asked => {
+                    close_asked = true;
+                    grace.as_mut().reset(tokio::time::Instant::now() + REPLY_FIRST);
+                }
+                _ = &mut grace, if close_asked || closing => {
+                    if closing {
+                        return Ended::Idle;
+                    }
                     closing = true;
                     graceful(c.as_mut());
                     grace.as_mut().reset(tokio::time::Instant::now() + GRACE);
                 }
-            },
+                changed = self.generations.changed() => {
+                    if changed.is_ok() {
+                        if let Some(e) = self.refused_now() {
+                            return e;
+                        }
+                    }
+                }
+                // Once closing, the grace timer bounds what is left.
+                e = &mut timer, if !closing => match e {
+                    Expiry::HeaderRead => return Ended::HeaderTimeout,
+                    Expiry::FirstRequest => return Ended::FirstRequestTimeout,
+                    Expiry::Idle => {
+                        closing = true;
+                        graceful(c.as_mut());
+                        grace.as_mut().reset(tokio::time::Instant::now() + GRACE);
+                    }
+                    Expiry::Shed => match shed {
+                        // hyper is not being polled here, so a quiet clock means hyper is
+                        // between requests (bytes still in the socket stay there for the
+                        // next connection).
+                        Some(keep_open) if !stopping && conn.clock.quiet() => {
+                            keep_open.store(true, Relaxed);
+                            closing = true;
+                            graceful(c.as_mut());
+                            grace.as_mut().reset(tokio::time::Instant::now() + GRACE);
+                        }
+                        _ => timer.set(watchdog(&conn.clock, self.timeouts, shed_after)),
+                    },
+                },
+            }
         }
     }
 }

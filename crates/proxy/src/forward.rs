@@ -22,8 +22,12 @@ use crate::client_auth::{recheck, Admitted};
 use crate::conn::Conn;
 use crate::path::NormalPath;
 use crate::responses::{full, BadRequest, Body, Refusal};
+use crate::rewound::ClientIo;
 use crate::state::{Route, Snapshot};
 use crate::upstream::{tls_failure, RequestBody};
+
+/// The client's side of an upgrade: its stream, once the switch (101) is sent.
+pub(crate) type ClientUpgrade = tokio::sync::oneshot::Receiver<ClientIo>;
 
 fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
     let mut cur = e;
@@ -40,7 +44,7 @@ pub(crate) async fn forward(
     route: &Route,
     path: &NormalPath,
     req: Request<Incoming>,
-    client_upgrade: Option<OnUpgrade>,
+    client_upgrade: Option<ClientUpgrade>,
 ) -> Result<Response<Body>, Refusal> {
     let timeout = snap.config.timeouts.upstream_response;
     // Named only in refusals: not formatted for requests that succeed.
@@ -127,10 +131,16 @@ pub(crate) async fn forward(
 async fn bridge(
     conn: Arc<Conn>,
     path: Vec<u8>,
-    client_side: OnUpgrade,
+    client_side: ClientUpgrade,
     upstream_side: OnUpgrade,
     idle: Duration,
 ) {
+    let client_side = async {
+        client_side
+            .await
+            .map_err(|_| "the client's connection ended before the switch".to_string())
+    };
+    let upstream_side = async { upstream_side.await.map_err(|e| e.to_string()) };
     let (c, u) = match tokio::try_join!(client_side, upstream_side) {
         Ok(pair) => pair,
         Err(e) => {
@@ -141,7 +151,7 @@ async fn bridge(
     let last = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let mut c = Moving {
-        inner: TokioIo::new(c),
+        inner: c,
         last: last.clone(),
         started,
     };

@@ -44,6 +44,7 @@ mod path;
 mod pipeline;
 mod policy;
 mod responses;
+mod rewound;
 mod state;
 mod tls;
 mod tunnel;

@@ -237,7 +237,7 @@ async fn accept(
         );
         drop(snap);
         let conn = Arc::new(Conn::new(state.clone(), remote, None, 0, peer, verdict));
-        connection::serve(conn, tcp, stop).await;
+        Box::pin(connection::serve(conn, tcp, stop)).await;
         return;
     }
     let mut first = [0u8; 1];
@@ -245,7 +245,9 @@ async fn accept(
         Ok(Ok(1)) if first[0] == TLS_HANDSHAKE => {}
         Ok(Ok(1)) if first[0].is_ascii_alphabetic() => {
             m.plain_http.fetch_add(1, Relaxed);
-            plain_http(tcp, handshake).await;
+            // Boxed, as the handshake below: a connection's task keeps the size of its
+            // largest step for its whole life, and these steps are over once served.
+            Box::pin(plain_http(tcp, handshake)).await;
             return;
         }
         Ok(_) => return,
@@ -254,19 +256,20 @@ async fn accept(
             return;
         }
     }
-    let (server, tls) = match tokio::time::timeout(handshake, handshake_for(&snap, tcp)).await {
-        Ok(Ok(t)) => t,
-        Ok(Err(e)) => {
-            m.handshake_errors.fetch_add(1, Relaxed);
-            tracing::debug!(%remote, "TLS handshake failed: {e}");
-            return;
-        }
-        Err(_) => {
-            m.handshake_timeouts.fetch_add(1, Relaxed);
-            tracing::debug!(%remote, "TLS handshake timed out");
-            return;
-        }
-    };
+    let (server, tls) =
+        match tokio::time::timeout(handshake, Box::pin(handshake_for(&snap, tcp))).await {
+            Ok(Ok(t)) => t,
+            Ok(Err(e)) => {
+                m.handshake_errors.fetch_add(1, Relaxed);
+                tracing::debug!(%remote, "TLS handshake failed: {e}");
+                return;
+            }
+            Err(_) => {
+                m.handshake_timeouts.fetch_add(1, Relaxed);
+                tracing::debug!(%remote, "TLS handshake timed out");
+                return;
+            }
+        };
     let session = tls.common();
     if session.handshake_kind() == Some(rustls::HandshakeKind::Resumed) {
         m.handshakes_resumed.fetch_add(1, Relaxed);
@@ -308,20 +311,21 @@ async fn accept(
         verdict,
     ));
     match tls {
-        Tls::Unbuffered(s) => connection::serve(conn, s, stop).await,
-        Tls::Buffered(s) => connection::serve(conn, s, stop).await,
+        // Boxed: the task holds only what serving needs, not the handshake's steps too.
+        Tls::Unbuffered(s) => Box::pin(connection::serve(conn, s, stop)).await,
+        Tls::Buffered(s) => Box::pin(connection::serve(conn, s, stop)).await,
     }
 }
 
-/// A client's TLS stream once the handshake is done (moved once, into the connection's
-/// task: the two variants' sizes do not matter).
-#[allow(clippy::large_enum_variant)]
+/// A client's TLS stream once the handshake is done. Boxed: the stream (over a kilobyte
+/// of TLS state) is then held once, not once for each step of the connection's task that
+/// it passes through.
 enum Tls {
     /// On rustls' unbuffered API: holds no buffer while the connection is idle.
-    Unbuffered(crate::tunnel_tls::ServerTls),
+    Unbuffered(Box<crate::tunnel_tls::ServerTls>),
     /// tokio-rustls, for listeners with virtual hosts (the server block, and so the
     /// `ServerConfig`, is chosen from the ClientHello first).
-    Buffered(tokio_rustls::server::TlsStream<TcpStream>),
+    Buffered(Box<tokio_rustls::server::TlsStream<TcpStream>>),
 }
 
 impl Tls {
@@ -342,13 +346,16 @@ async fn handshake_for(
     if snap.servers.len() == 1 {
         let cfg = snap.servers[0].tls.clone().ok_or_else(no_tls)?;
         let tls = crate::tunnel_tls::accept(tcp, cfg).await?;
-        return Ok((0, Tls::Unbuffered(tls)));
+        return Ok((0, Tls::Unbuffered(Box::new(tls))));
     }
     let start =
         tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), tcp).await?;
     let server = snap.server_for_sni(start.client_hello().server_name());
     let cfg = snap.server(server).tls.clone().ok_or_else(no_tls)?;
-    Ok((server, Tls::Buffered(start.into_stream(cfg).await?)))
+    Ok((
+        server,
+        Tls::Buffered(Box::new(start.into_stream(cfg).await?)),
+    ))
 }
 
 fn no_tls() -> std::io::Error {

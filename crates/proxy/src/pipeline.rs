@@ -24,14 +24,13 @@ use std::time::Instant;
 use http::header::{self, HeaderValue};
 use http::{Request, Response, Version};
 use hyper::body::Incoming;
-use hyper::upgrade::OnUpgrade;
 use time::OffsetDateTime;
 
 use crate::access_log::{self, LogLine};
 use crate::client_auth::{CertProblem, Verdict};
 use crate::config::{AccessLog, HostHeader};
 use crate::conn::{Conn, Tracked};
-use crate::forward::strip_hop_by_hop;
+use crate::forward::{strip_hop_by_hop, ClientUpgrade};
 use crate::headers::RenderCtx;
 use crate::inventory::InventoryDenial;
 use crate::path::{self, NormalPath};
@@ -242,11 +241,11 @@ fn rewrite(
     generation: u64,
     verdict: &Arc<Verdict>,
     target: &Target<'_>,
-    mut req: Request<Incoming>,
-) -> Result<(Request<Incoming>, Option<OnUpgrade>), Refusal> {
+    req: Request<Incoming>,
+) -> Result<(Request<Incoming>, Option<ClientUpgrade>), Refusal> {
     let route = target.route;
     let upgrade = is_upgrade(&req);
-    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+    let client_upgrade = upgrade.then(|| conn.expect_upgrade());
     let (mut parts, body) = req.into_parts();
     let pq = route.upstream_target(&target.path, parts.uri.query());
     let uri = http::Uri::builder()

@@ -4,11 +4,12 @@
 //! only in the bench build.
 //!
 //! It prints `listening ADDR` once bound, then answers every line read on standard input
-//! with `allocations N` (heap allocations since start, reallocations included), and stops
-//! when standard input closes. A driver reads the count, sends requests, and reads it again;
+//! with `allocations N live B` (heap allocations since start, reallocations included, and
+//! the bytes allocated and not yet freed), and stops when standard input closes. A driver reads the count, sends requests, and reads it again;
 //! the difference between a run of `k` and of `2k` requests on one kept-alive connection,
 //! divided by `k`, is what one request costs in steady state (the connection's own
-//! allocations cancel out).
+//! allocations cancel out). Live bytes before and with `n` idle connections open, over `n`,
+//! are the heap one idle connection holds.
 
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
@@ -54,7 +55,9 @@ fn main() -> Result<(), Error> {
                 line.clear();
                 let s = GLOBAL.stats();
                 let n = s.allocations + s.reallocations;
-                if writeln!(out, "allocations {n}")
+                let live = s.bytes_allocated as i128 - s.bytes_deallocated as i128
+                    + s.bytes_reallocated as i128;
+                if writeln!(out, "allocations {n} live {live}")
                     .and_then(|_| out.flush())
                     .is_err()
                 {
