@@ -70,7 +70,9 @@ fn ca_tidy_removes_expired_certificates_and_keeps_every_crl_complete(db: Db) {
     revoke(&w, &db, "revoked-valid");
     let [gone, revoked_gone, valid, revoked_valid] =
         ["gone", "revoked-gone", "valid", "revoked-valid"].map(|n| serial(&w, n));
-    std::thread::sleep(std::time::Duration::from_millis(2500));
+    // "Expired more than 1s ago" compares whole seconds (notAfter and now, both truncated):
+    // a certificate valid for 1s qualifies up to 3 s after it was issued.
+    std::thread::sleep(std::time::Duration::from_millis(3500));
     let before = listed(&w, &db);
     assert_eq!(
         before.len(),
@@ -159,7 +161,8 @@ fn ca_serve_tidies_on_its_own(db: Db) {
     crate::util::fleet_server_cert(&w, &db);
     issue(&w, &db, "gone", "1s");
     let gone = serial(&w, "gone");
-    std::thread::sleep(std::time::Duration::from_millis(1500));
+    // As above: whole seconds, so up to 3 s after issuance.
+    std::thread::sleep(std::time::Duration::from_millis(3500));
     let mut srv = CaServer::start_for(&w, &db, &["--tidy-every", "1s", "--keep-expired", "1s"]);
     let said = srv.proc.wait_for("tidy: ");
     assert!(
