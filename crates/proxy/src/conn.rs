@@ -178,6 +178,9 @@ pub(crate) struct Clock {
     /// Whether a request has reached the gateway yet (until then, `first_request` runs
     /// from the end of the handshake, when the clock started).
     served: AtomicBool,
+    /// HTTP/1.1 request bodies begun on the current hyper connection and not read to their
+    /// end: while one is, hyper is not between requests, whatever the responses say.
+    bodies: AtomicU32,
 }
 
 impl Clock {
@@ -188,6 +191,7 @@ impl Clock {
             idle_since: AtomicU64::new(0),
             head_since: AtomicU64::new(0),
             served: AtomicBool::new(false),
+            bodies: AtomicU32::new(0),
         }
     }
 
@@ -269,7 +273,28 @@ impl Clock {
     /// Nothing in flight and no request head arriving: what hyper holds for the
     /// connection can go.
     pub(crate) fn quiet(&self) -> bool {
-        self.in_flight.load(Relaxed) == 0 && self.head_since.load(Relaxed) == 0
+        self.in_flight.load(Relaxed) == 0
+            && self.head_since.load(Relaxed) == 0
+            && self.bodies.load(Relaxed) == 0
+    }
+
+    /// A request with a body reached the gateway (HTTP/1.1): hyper reads that body until
+    /// [`Clock::body_ended`]. A body dropped before its end never ends: hyper then drains
+    /// or closes the connection itself, and it is not let go of meanwhile.
+    pub(crate) fn body_begun(&self) {
+        self.bodies.fetch_add(1, Relaxed);
+    }
+
+    /// A request body was read to its end.
+    pub(crate) fn body_ended(&self) {
+        let _ = self
+            .bodies
+            .fetch_update(Relaxed, Relaxed, |n| n.checked_sub(1));
+    }
+
+    /// A new hyper connection starts: no body of it is begun.
+    pub(crate) fn bodies_reset(&self) {
+        self.bodies.store(0, Relaxed);
     }
 }
 
@@ -395,6 +420,16 @@ mod tests {
             .check(&t, Some(Duration::from_millis(250)))
             .unwrap_or_default();
         assert!(wait <= Duration::from_millis(250), "{wait:?}");
+        // A request body not read to its end holds it off.
+        clock.body_begun();
+        assert!(!clock.quiet());
+        clock.body_ended();
+        assert!(clock.quiet());
+        clock.body_ended();
+        assert!(clock.quiet(), "an extra end is not counted below zero");
+        clock.body_begun();
+        clock.bodies_reset();
+        assert!(clock.quiet());
         // A request in flight, or a head arriving, holds it off, and the watchdog looks
         // again within `shed` (nothing wakes it when the request ends).
         let r = clock.request(true);

@@ -57,7 +57,10 @@ where
     drop(snap);
     let svc = {
         let conn = conn.clone();
-        hyper::service::service_fn(move |req| {
+        hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+            if !conn.http2 && !hyper::body::Body::is_end_stream(req.body()) {
+                conn.clock.body_begun();
+            }
             let conn = conn.clone();
             async move { Ok::<_, Infallible>(crate::pipeline::handle(&conn, req).await) }
         })
@@ -130,6 +133,7 @@ where
             return ended;
         }
         keep_open.store(false, Relaxed);
+        conn.clock.bodies_reset();
         let lent = Lent {
             io: &mut io,
             keep_open: &keep_open,
@@ -338,9 +342,10 @@ impl Watch<'_> {
                         grace.as_mut().reset(tokio::time::Instant::now() + GRACE);
                     }
                     Expiry::Shed => match shed {
-                        // hyper is not being polled here, so a quiet clock means hyper is
-                        // between requests (bytes still in the socket stay there for the
-                        // next connection).
+                        // hyper is not being polled here, so a quiet clock (no request
+                        // in flight, no head arriving, every request body read to its end)
+                        // means hyper is between requests; bytes still in the socket stay
+                        // there for the next connection.
                         Some(keep_open) if !stopping && conn.clock.quiet() => {
                             keep_open.store(true, Relaxed);
                             closing = true;

@@ -50,7 +50,7 @@ pub(crate) async fn forward(
     // Named only in refusals: not formatted for requests that succeed.
     let upstream = || route.authority.to_string();
     let (parts, body) = req.into_parts();
-    let (body, body_failed) = RequestBody::new(body);
+    let (body, body_failed) = RequestBody::new(body, (!conn.http2).then_some(&conn.clock));
     let req = Request::from_parts(parts, body);
     let mut resp = match tokio::time::timeout(timeout, route.upstream.request(req)).await {
         Ok(Ok(r)) => r,

@@ -36,6 +36,7 @@ use rustls::sign::CertifiedKey;
 use rustls::{AlertDescription, CertificateError, SignatureScheme};
 
 use crate::config::UpstreamTls;
+use crate::conn::Clock;
 use crate::error::GateError;
 
 /// A route's upstream client (cheap to clone; clones share the pool).
@@ -177,16 +178,26 @@ mod idle {
 pub(crate) struct RequestBody {
     inner: Incoming,
     failed: Arc<std::sync::atomic::AtomicBool>,
+    /// The HTTP/1.1 connection's clock, told when a body it counted is read to its end.
+    ends: Option<Arc<Clock>>,
 }
 
 impl RequestBody {
-    /// Wraps `inner`; the flag is set if reading it fails.
-    pub(crate) fn new(inner: Incoming) -> (RequestBody, Arc<std::sync::atomic::AtomicBool>) {
+    /// Wraps `inner`; the flag is set if reading it fails. With `clock` (an HTTP/1.1
+    /// connection's), a body that has not ended yet tells the clock when it does.
+    pub(crate) fn new(
+        inner: Incoming,
+        clock: Option<&Arc<Clock>>,
+    ) -> (RequestBody, Arc<std::sync::atomic::AtomicBool>) {
         let failed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let ends = clock
+            .filter(|_| !hyper::body::Body::is_end_stream(&inner))
+            .cloned();
         (
             RequestBody {
                 inner,
                 failed: failed.clone(),
+                ends,
             },
             failed,
         )
@@ -202,9 +213,22 @@ impl hyper::body::Body for RequestBody {
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
         let r = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
-        if let std::task::Poll::Ready(Some(Err(_))) = &r {
-            self.failed
-                .store(true, std::sync::atomic::Ordering::Relaxed);
+        match &r {
+            std::task::Poll::Ready(Some(Err(_))) => {
+                self.failed
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+            std::task::Poll::Ready(None) => {
+                if let Some(clock) = self.ends.take() {
+                    clock.body_ended();
+                }
+            }
+            std::task::Poll::Ready(Some(Ok(_))) if self.inner.is_end_stream() => {
+                if let Some(clock) = self.ends.take() {
+                    clock.body_ended();
+                }
+            }
+            _ => {}
         }
         r
     }
