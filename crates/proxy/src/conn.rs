@@ -253,7 +253,9 @@ impl Clock {
         } else if self.in_flight.load(Relaxed) == 0 {
             let since = self.idle_since.load(Relaxed);
             consider(since + ms(t.idle), Expiry::Idle);
-            if let Some(shed) = shed {
+            // Exactly when [`Clock::quiet`] holds: an expiry it would refuse would only be
+            // found again at once.
+            if let (Some(shed), 0) = (shed, self.bodies.load(Relaxed)) {
                 consider(since + ms(shed), Expiry::Shed);
             }
         }
@@ -420,9 +422,11 @@ mod tests {
             .check(&t, Some(Duration::from_millis(250)))
             .unwrap_or_default();
         assert!(wait <= Duration::from_millis(250), "{wait:?}");
-        // A request body not read to its end holds it off.
+        // A request body not read to its end holds it off, and the clock does not say
+        // Shed meanwhile (the watchdog would find it again at once, for ever).
         clock.body_begun();
         assert!(!clock.quiet());
+        assert!(clock.check(&t, Some(Duration::ZERO)).is_ok());
         clock.body_ended();
         assert!(clock.quiet());
         clock.body_ended();

@@ -352,7 +352,13 @@ impl Watch<'_> {
                             graceful(c.as_mut());
                             grace.as_mut().reset(tokio::time::Instant::now() + GRACE);
                         }
-                        _ => timer.set(watchdog(&conn.clock, self.timeouts, shed_after)),
+                        // Stopping: the connection is ending anyway, so time it without
+                        // Shed (which would be due again at once).
+                        _ => timer.set(watchdog(
+                            &conn.clock,
+                            self.timeouts,
+                            shed_after.filter(|_| !stopping),
+                        )),
                     },
                 },
             }
