@@ -174,7 +174,7 @@ struct Watch<'a> {
     generations: &'a mut watch::Receiver<u64>,
 }
 
-/// How [`drive`] ended.
+/// How [`Watch::drive`] (or the HTTP/1.1 loop around it) ended.
 enum Ended {
     Done(Result<(), hyper::Error>),
     HeaderTimeout,
