@@ -197,7 +197,8 @@ pub(crate) async fn authorize(
         conn.state.inventory.as_deref(),
         conn.identity().and_then(|i| i.device_id()),
     ) {
-        inv.catch_up(device).await;
+        // On the heap: rare, and inline it would size every request's future for it.
+        Box::pin(inv.catch_up(device)).await;
         return policy_answer(conn, verdict, route).map_err(refusal);
     }
     answer.map_err(refusal)

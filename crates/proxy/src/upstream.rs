@@ -343,7 +343,10 @@ impl UpstreamClient {
         match &self.inner {
             Inner::Plain(c) => self.request_h1(c, req).await,
             Inner::Tls1(c) => self.request_h1(c, req).await,
-            Inner::Tls(c) => c.request(req).await.map_err(UpstreamError::Pooled),
+            // On the heap: hyper-util's pooled request (checkout or connect) is large.
+            Inner::Tls(c) => Box::pin(c.request(req))
+                .await
+                .map_err(UpstreamError::Pooled),
         }
     }
 
@@ -383,7 +386,9 @@ impl UpstreamClient {
         target.authority = Some(authority.clone());
         target.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
         let target = Uri::from_parts(target).map_err(|e| UpstreamError::Connect(Box::new(e)))?;
-        let mut sender = connect_h1(connector, target).await?;
+        // On the heap: connecting (the connector's and the handshake's steps) is rare on a
+        // kept-alive path, and inline it would size every request's future for it.
+        let mut sender = Box::pin(connect_h1(connector, target)).await?;
         let resp = sender
             .send_request(req)
             .await
