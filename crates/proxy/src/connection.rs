@@ -81,8 +81,9 @@ where
             .max_concurrent_streams(256);
         // hyper runs each stream's request in a task of its own and moves it (with the
         // request's future, several KiB) as it spawns it: with the future on the heap, a
-        // pointer is moved instead (HTTP/2 keep-alive requests per CPU-second: +7 to +15 %
-        // in bench/README's A/B runs, for one allocation per request).
+        // pointer is moved instead. Measured with bench/ab.py: +4 % HTTP/2 requests per
+        // CPU-second in 12 pairs (single runs on the test machine vary by 10 % or more, so
+        // the gain is small and uncertain); allocations per request did not change.
         let svc = hyper::service::service_fn(move |req| Box::pin(handle(req)));
         // On the heap, so that the task of an HTTP/1.1 connection is not sized for it.
         let mut c = Box::pin(b.serve_connection(io, svc));
