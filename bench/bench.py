@@ -123,7 +123,9 @@ class Gateway:
         if self.kind == "mtlsgate":
             cmd = [str(Path(self.args.bin) / "mtlsgate"), "serve", "--listen", f"127.0.0.1:{self.port}",
                    "--cert", str(p.server_crt), "--key", str(p.server_key), "--client-ca", str(p.client_ca),
-                   "--upstream", f"http://127.0.0.1:{self.upstream}", "--threads", "1", "--access-log", "off"]
+                   "--upstream", f"http://127.0.0.1:{self.upstream}", "--threads", "1"]
+            if "--access-log" not in self.extra:
+                cmd += ["--access-log", "off"]
             if not self.resume:
                 cmd.append("--no-resumption")
             return cmd + self.extra
@@ -347,8 +349,6 @@ http {{
                 self.proc.kill()
                 self.proc.wait()
         self.err.close()
-        if self.out:
-            self.out.close()
 
 
 def gateway_cpu(gw):
