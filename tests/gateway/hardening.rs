@@ -539,3 +539,55 @@ fn a_malformed_chunked_request_body_is_the_clients_fault() {
         "{resp}"
     );
 }
+
+/// An HTTP/2 connection gives back its read and write buffers whenever it waits for the
+/// client (the gateway's copy of h2, vendor/h2), and its header tables keep copies of what
+/// they index: requests after a pause — one of them arriving a byte at a time — and the
+/// headers both sides index along the way must come through intact, on the same connection.
+#[test]
+fn an_http2_connection_that_waits_between_requests_answers_every_one_intact() {
+    let w = Work::new();
+    pki(&w);
+    let up = Upstream::start(&w);
+    let g = gate_toml(&w, &up, "", "idle = \"30s\"");
+    let mut a = vec![
+        "sequence",
+        "--count",
+        "6",
+        "--delay",
+        "0.3",
+        "--header",
+        "x-device-note: kept in the table",
+    ];
+    a.extend_from_slice(DEV1);
+    let r = h2client(&w, g.port, &a);
+    assert_eq!(r["closed"], false, "{r}");
+    let answers = r["answers"].as_array().cloned().unwrap_or_default();
+    assert_eq!(answers.len(), 6, "{r}");
+    for (i, ans) in answers.iter().enumerate() {
+        assert_eq!(ans["status"], 200, "request {i}: {r}");
+        // A response header the gateway's encoder indexed on the first answer.
+        assert_eq!(ans["type"], "application/json", "request {i}: {r}");
+        let echo = json(ans["body"].as_str().unwrap_or_default());
+        let headers: Vec<(String, String)> = echo["headers"]
+            .as_array()
+            .map(|hs| {
+                hs.iter()
+                    .map(|h| {
+                        (
+                            h[0].as_str().unwrap_or_default().to_ascii_lowercase(),
+                            h[1].as_str().unwrap_or_default().to_string(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let has = |n: &str, v: &str| headers.iter().any(|(k, x)| k == n && x == v);
+        assert!(
+            has("x-device-note", "kept in the table"),
+            "request {i}: {echo}"
+        );
+        assert!(has("x-seq", &i.to_string()), "request {i}: {echo}");
+        assert_eq!(echo["path"], format!("/?n={i}"), "request {i}: {echo}");
+    }
+}

@@ -9,6 +9,10 @@ duplicate Host headers, a HEADERS frame trickled byte by byte, pings and nothing
                 -> {"closed_after": 2.1, "sent": 5, "total": 40}
   MODE ping     --delay S            (a PING every S s, no request)
                 -> {"closed_after": 2.0, "goaway": true}
+  MODE sequence --count N --delay S --header NAME:VALUE ...
+                (N GETs one after another on one connection, S s apart, each with the
+                headers and `x-seq: I`; every other one sent a byte at a time)
+                -> {"answers": [{"status": 200, "body": "...", "type": "..."}], "closed": false}
 Prints one JSON object on stdout. One thread does all socket work (an SSL socket is not
 safe to read and write at once from two threads)."""
 import argparse, json, select, socket, ssl, sys, time
@@ -160,10 +164,46 @@ def ping(a, cl):
             "goaway": goaway, "pings": n}
 
 
+def sequence(a, cl):
+    answers = []
+    for i in range(a.count):
+        sid = 1 + 2 * i
+        headers = [(":method", "GET"), (":scheme", "https"), (":path", f"{a.path}?n={i}"),
+                   (":authority", "localhost")]
+        for h in a.header:
+            n, v = h.split(":", 1)
+            headers.append((n.strip().lower(), v.strip()))
+        headers.append(("x-seq", str(i)))
+        cl.c.send_headers(sid, headers, end_stream=True)
+        out = cl.c.data_to_send()
+        if i % 2:
+            # Byte by byte: the frame arrives in pieces after the connection was idle.
+            for b in out:
+                cl.send(bytes([b]))
+                time.sleep(0.002)
+        else:
+            cl.send(out)
+        ended = lambda: any(isinstance(e, h2.events.StreamEnded) and e.stream_id == sid
+                            for e in cl.events)
+        cl.pump_until(ended, 10)
+        status, ctype, body = None, None, b""
+        for e in cl.events:
+            if isinstance(e, h2.events.ResponseReceived) and e.stream_id == sid:
+                h = dict(e.headers)
+                status, ctype = int(h[":status"]), h.get("content-type")
+            if isinstance(e, h2.events.DataReceived) and e.stream_id == sid:
+                body += e.data
+                cl.c.acknowledge_received_data(len(e.data), sid)
+        cl.send(cl.c.data_to_send())
+        answers.append({"status": status, "type": ctype, "body": body.decode("utf-8", "replace")})
+        cl.pump_until(lambda: False, a.delay)
+    return {"answers": answers, "closed": cl.closed_at is not None}
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("port", type=int)
-    p.add_argument("mode", choices=["request", "trickle", "ping"])
+    p.add_argument("mode", choices=["request", "trickle", "ping", "sequence"])
     p.add_argument("--cert")
     p.add_argument("--key")
     p.add_argument("--ca", required=True)
@@ -171,11 +211,12 @@ def main():
     p.add_argument("--path", default="/")
     p.add_argument("--authority", default="localhost")
     p.add_argument("--delay", type=float, default=1.0)
+    p.add_argument("--count", type=int, default=3)
     a = p.parse_args()
     if a.authority == "-":
         a.authority = None
     cl = Client(a)
-    res = {"request": request, "trickle": trickle, "ping": ping}[a.mode](a, cl)
+    res = {"request": request, "trickle": trickle, "ping": ping, "sequence": sequence}[a.mode](a, cl)
     print(json.dumps(res), flush=True)
 
 
