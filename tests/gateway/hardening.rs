@@ -549,7 +549,9 @@ fn an_http2_connection_that_waits_between_requests_answers_every_one_intact() {
     let w = Work::new();
     pki(&w);
     let up = Upstream::start(&w);
-    let g = gate_toml(&w, &up, "", "idle = \"30s\"");
+    let mut g = gate_toml(&w, &up, "admin_listen = \"127.0.0.1:0\"", "idle = \"30s\"");
+    let admin = g.proc.wait_for("admin listener on http://");
+    let admin = admin.split_whitespace().next().expect("addr").to_string();
     let mut a = vec![
         "sequence",
         "--count",
@@ -589,5 +591,19 @@ fn an_http2_connection_that_waits_between_requests_answers_every_one_intact() {
         );
         assert!(has("x-seq", &i.to_string()), "request {i}: {echo}");
         assert_eq!(echo["path"], format!("/?n={i}"), "request {i}: {echo}");
+    }
+    // The client left while its connection waited with no buffer: the end of the stream
+    // is still seen, and the connection is gone.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let (_, m) = curl(&w, &[&format!("http://{admin}/metrics")]);
+        if m.lines().any(|l| l == "mtlsgate_connections_active 0") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the HTTP/2 connection stayed open after its client left:\n{m}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
     }
 }
