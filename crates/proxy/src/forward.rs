@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::header::{self, HeaderName};
-use http::{HeaderMap, Request, Response, StatusCode};
+use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
@@ -213,30 +213,65 @@ const HOP_BY_HOP: &[HeaderName] = &[
     header::PROXY_AUTHENTICATE,
 ];
 
+/// Headers that belong to one hop but are not in `http::header`.
+const HOP_BY_HOP_OTHER: &[&str] = &["keep-alive", "proxy-connection"];
+
 /// Removes hop-by-hop headers, and those the Connection header names.
+///
+/// Runs on every request and response, so it makes one pass over the names and removes only
+/// what that pass found: nginx as an upstream answers every request with `Connection:
+/// keep-alive`, and for that one header the rule used to look up all nine names and
+/// collect the named ones into a new vector.
 pub(crate) fn strip_hop_by_hop(h: &mut HeaderMap) {
-    // Most messages have none: one pass over the names instead of a lookup for each.
-    if !h
-        .keys()
-        .any(|k| HOP_BY_HOP.contains(k) || k == "keep-alive" || k == "proxy-connection")
-    {
+    // Bit i: HOP_BY_HOP[i] is present; bit HOP_BY_HOP.len() + j: HOP_BY_HOP_OTHER[j].
+    let mut present = 0u32;
+    for k in h.keys() {
+        if let Some(i) = HOP_BY_HOP.iter().position(|n| n == k) {
+            present |= 1 << i;
+        } else if let Some(j) = HOP_BY_HOP_OTHER.iter().position(|n| k == *n) {
+            present |= 1 << (HOP_BY_HOP.len() + j);
+        }
+    }
+    if present == 0 {
         return;
     }
-    let named: Vec<HeaderName> = h
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
-        .collect();
-    for n in named {
-        h.remove(n);
+    // Connection (HOP_BY_HOP[0]) goes first, with every header its values name.
+    if present & 1 != 0 {
+        if h.get_all(header::CONNECTION).iter().nth(1).is_none() {
+            if let Some(v) = h.remove(header::CONNECTION) {
+                remove_named(h, &v);
+            }
+        } else {
+            let values: Vec<HeaderValue> = h.get_all(header::CONNECTION).iter().cloned().collect();
+            h.remove(header::CONNECTION);
+            for v in &values {
+                remove_named(h, v);
+            }
+        }
     }
-    for n in HOP_BY_HOP {
-        h.remove(n);
+    for (i, n) in HOP_BY_HOP.iter().enumerate().skip(1) {
+        if present & (1 << i) != 0 {
+            h.remove(n);
+        }
     }
-    h.remove("keep-alive");
-    h.remove("proxy-connection");
+    for (j, n) in HOP_BY_HOP_OTHER.iter().enumerate() {
+        if present & (1 << (HOP_BY_HOP.len() + j)) != 0 {
+            h.remove(*n);
+        }
+    }
+}
+
+/// Removes the headers a Connection header's value names.
+fn remove_named(h: &mut HeaderMap, connection: &HeaderValue) {
+    let Ok(v) = connection.to_str() else { return };
+    for name in v.split(',').map(str::trim) {
+        // What upstreams send: `close` names no header, and a `Keep-Alive` header is
+        // removed with the other hop-by-hop ones.
+        if name.eq_ignore_ascii_case("close") || name.eq_ignore_ascii_case("keep-alive") {
+            continue;
+        }
+        h.remove(name);
+    }
 }
 
 /// Records when bytes last moved through an upgraded connection (either way).
@@ -287,5 +322,83 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Moving<T> {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (n, v) in pairs {
+            h.append(
+                HeaderName::from_bytes(n.as_bytes()).expect("a header name"),
+                HeaderValue::from_str(v).expect("a header value"),
+            );
+        }
+        h
+    }
+
+    fn names(h: &HeaderMap) -> Vec<&str> {
+        let mut n: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        n.sort_unstable();
+        n
+    }
+
+    #[test]
+    fn hop_by_hop_headers_and_those_connection_names_are_removed() {
+        let mut h = map(&[
+            ("content-type", "text/plain"),
+            ("Connection", "Keep-Alive, X-Hop"),
+            ("connection", "close ,x-other"),
+            ("keep-alive", "timeout=5"),
+            ("x-hop", "1"),
+            ("X-Other", "2"),
+            ("te", "trailers"),
+            ("trailer", "x-t"),
+            ("transfer-encoding", "chunked"),
+            ("upgrade", "websocket"),
+            ("proxy-authorization", "Basic x"),
+            ("proxy-authenticate", "Basic"),
+            ("proxy-connection", "keep-alive"),
+            ("x-kept", "3"),
+        ]);
+        strip_hop_by_hop(&mut h);
+        assert_eq!(names(&h), ["content-type", "x-kept"]);
+        assert_eq!(h["x-kept"], "3");
+    }
+
+    #[test]
+    fn a_message_without_hop_by_hop_headers_is_left_as_it_is() {
+        let pairs = [
+            ("server", "nginx"),
+            ("content-length", "16"),
+            ("x-a", "1"),
+            ("x-a", "2"),
+        ];
+        let mut h = map(&pairs);
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h, map(&pairs));
+    }
+
+    #[test]
+    fn connection_keep_alive_alone_leaves_the_other_headers() {
+        let mut h = map(&[
+            ("server", "nginx/1.22.1"),
+            ("content-type", "text/plain"),
+            ("connection", "keep-alive"),
+        ]);
+        strip_hop_by_hop(&mut h);
+        assert_eq!(names(&h), ["content-type", "server"]);
+        // A Keep-Alive header is removed whether or not Connection names it, and a
+        // Connection value that is not a header name is ignored.
+        let mut h = map(&[
+            ("keep-alive", "timeout=5"),
+            ("connection", "bad name, x-a"),
+            ("x-a", "1"),
+        ]);
+        strip_hop_by_hop(&mut h);
+        assert!(h.is_empty(), "{h:?}");
     }
 }
