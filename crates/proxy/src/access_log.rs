@@ -1,7 +1,7 @@
 //! The access log: one line per request on standard output, as text (`… device=ID
 //! verify="…" "METHOD TARGET" route=… status=… bytes=… latency=…ms`) or JSON. In the text
 //! form every value a client controls (the device ID from its certificate, the request
-//! target) is escaped with [`mtlsgate_pki::printable::printable`], so no client can forge a line.
+//! target) is escaped as [`mtlsgate_pki::printable::printable`] escapes it, so no client can forge a line.
 //!
 //! Owns the log's output too: a line is formatted into a buffer reused by its thread (the
 //! time from a string made once a second), then appended to the process's one output
@@ -21,7 +21,7 @@ use crate::client_auth::Verdict;
 use crate::config::{AccessLog, GateConfig};
 use crate::conn::Conn;
 use crate::identity::VerifyOutcome;
-use mtlsgate_pki::printable::printable;
+use mtlsgate_pki::printable::extend_printable;
 
 /// What one line says.
 pub(crate) struct LogLine<'a> {
@@ -180,8 +180,9 @@ fn format_line(out: &mut Vec<u8>, mode: AccessLog, l: &LogLine<'_>, now: SystemT
             out.push(b' ');
             socket_addr(out, l.conn.remote);
             out.extend_from_slice(b" device=");
-            match identity {
-                Some(i) => out.extend_from_slice(i.device_label().as_bytes()),
+            // As `Identity::device_label` writes it, in one pass into the line.
+            match identity.and_then(|i| i.device_id()) {
+                Some(d) => extend_printable(out, d.as_bytes()),
                 None => out.push(b'-'),
             }
             out.extend_from_slice(b" verify=\"");
@@ -189,10 +190,10 @@ fn format_line(out: &mut Vec<u8>, mode: AccessLog, l: &LogLine<'_>, now: SystemT
             out.extend_from_slice(b"\" \"");
             out.extend_from_slice(l.method.as_str().as_bytes());
             out.push(b' ');
-            out.extend_from_slice(printable(l.target).as_bytes());
+            extend_printable(out, l.target.as_bytes());
             out.extend_from_slice(b"\" route=");
             match l.route {
-                Some(r) => out.extend_from_slice(printable(r).as_bytes()),
+                Some(r) => extend_printable(out, r.as_bytes()),
                 None => out.push(b'-'),
             }
             out.extend_from_slice(b" status=");
@@ -257,7 +258,7 @@ fn verify(out: &mut Vec<u8>, v: &VerifyOutcome, text: bool) {
             out.extend_from_slice(b"FAILED:");
             let reason = f.openssl_reason();
             if text {
-                out.extend_from_slice(printable(reason).as_bytes());
+                extend_printable(out, reason.as_bytes());
             } else {
                 let mut quoted = Vec::new();
                 let _ = serde_json::to_writer(&mut quoted, reason);
