@@ -10,9 +10,13 @@ pair; many short pairs in turn and their medians do not. Use it to decide whethe
 to the request path pays, before a full bench/run.
 
     python3 bench/ab.py --a DIR_A --b DIR_B [--http2] [--pairs 8] [--seconds 5]
+                        [--nginx-upstream] [--a-log | --b-log]
 
-DIR_A and DIR_B each hold an `mtlsgate` binary; the upstream is DIR_A's
-`mtlsgate-bench`. oha is `~/.cargo/bin/oha` (bench/run installs it)."""
+DIR_A and DIR_B each hold an `mtlsgate` binary (the same directory twice compares two
+settings of one build); the upstream is DIR_A's `mtlsgate-bench`, or nginx with
+`--nginx-upstream` (bench/run's second upstream). `--a-log`/`--b-log` turn that side's
+access log on (text, to bench/work/access.log), as bench/run's logged row does. oha is
+`~/.cargo/bin/oha` (bench/run installs it)."""
 
 import argparse
 import statistics
@@ -23,9 +27,10 @@ from types import SimpleNamespace
 import bench
 
 
-def one(args, pki, up_port, bin_dir):
+def one(args, pki, up_port, bin_dir, logged):
     run = SimpleNamespace(bin=bin_dir, oha=args.oha, smoke=False, nofile=4096, maxconn=1000)
-    gw = bench.Gateway("mtlsgate", run, pki, up_port, True).start()
+    extra, log_to = (["--access-log", "text"], bench.WORK / "access.log") if logged else ([], None)
+    gw = bench.Gateway("mtlsgate", run, pki, up_port, True, extra, log_to=log_to).start()
     try:
         bench.oha(run, pki, gw.port, 1, 50, True, args.http2)
         cpu0 = bench.gateway_cpu(gw)
@@ -45,6 +50,9 @@ def main():
     ap.add_argument("--http2", action="store_true")
     ap.add_argument("--pairs", type=int, default=8)
     ap.add_argument("--seconds", type=float, default=5)
+    ap.add_argument("--nginx-upstream", action="store_true", help="nginx as the upstream")
+    ap.add_argument("--a-log", action="store_true", help="A with its access log on")
+    ap.add_argument("--b-log", action="store_true", help="B with its access log on")
     ap.add_argument("--oha", default=str(Path.home() / ".cargo" / "bin" / "oha"))
     args = ap.parse_args()
     a, b = str(Path(args.a).resolve()), str(Path(args.b).resolve())
@@ -54,20 +62,30 @@ def main():
     upstream = subprocess.Popen(["taskset", "-c", bench.LOAD_CPU, str(Path(a) / "mtlsgate-bench"), "upstream",
                                  "--listen", f"127.0.0.1:{up_port}"], stderr=subprocess.DEVNULL)
     bench.wait_port(up_port, upstream, "upstream")
-    got = {a: [], b: []}
+    nginx_up = None
+    got = {"A": [], "B": []}
     try:
+        if args.nginx_upstream:
+            nginx_up = bench.NginxUpstream(SimpleNamespace(nofile=4096))
+            up_port = nginx_up.port
         for i in range(args.pairs):
-            for d in (a, b):
-                got[d].append(one(args, pki, up_port, d))
-                bench.log(f"pair {i + 1} {'A' if d == a else 'B'} {got[d][-1]:.0f} per gateway CPU-second")
+            for side, d, logged in (("A", a, args.a_log), ("B", b, args.b_log)):
+                got[side].append(one(args, pki, up_port, d, logged))
+                bench.log(f"pair {i + 1} {side} {got[side][-1]:.0f} per gateway CPU-second")
     finally:
         upstream.terminate()
         upstream.wait()
-    ma, mb = statistics.median(got[a]), statistics.median(got[b])
+        if nginx_up:
+            nginx_up.stop()
+    ma, mb = statistics.median(got["A"]), statistics.median(got["B"])
     what = "HTTP/2" if args.http2 else "keep-alive HTTP/1.1"
     print(f"{what}, requests per gateway CPU-second, {args.pairs} pairs of {args.seconds:g} s:")
-    print(f"  A {a}: median {ma:.0f}  (runs: {', '.join(f'{v:.0f}' for v in sorted(got[a]))})")
-    print(f"  B {b}: median {mb:.0f}  (runs: {', '.join(f'{v:.0f}' for v in sorted(got[b]))})")
+    if args.nginx_upstream:
+        what += ", nginx as the upstream"
+    for side, d, logged in (("A", a, args.a_log), ("B", b, args.b_log)):
+        runs = ", ".join(f"{v:.0f}" for v in sorted(got[side]))
+        print(f"  {side} {d}{' (access log on)' if logged else ''}: median "
+              f"{statistics.median(got[side]):.0f}  (runs: {runs})")
     print(f"  B / A: {mb / ma:.3f}")
 
 
