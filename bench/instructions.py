@@ -14,7 +14,7 @@ bench/run's second upstream). `--function NAME` also prints, per request, callgr
 inclusive count (the function and what it calls) of each entry whose `file:function`
 contains NAME, such as `access_log::write`, the largest eight. A function with code
 inlined from other files has one entry per file: read the one in its own file. These
-counts do not vary from run to run, while the totals vary by about a thousand instructions
+counts do not vary from run to run, while the totals vary by about 1,500 instructions
 (how requests fall into wake-ups). Needs
 valgrind (`apt-get install valgrind`) and curl. The callgrind files stay in bench/work/."""
 
