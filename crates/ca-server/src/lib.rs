@@ -40,6 +40,10 @@ pub use server_cert::{Presented, ServerNames};
 
 use server_cert::ServerCert;
 
+/// How often a server on a SQLite inventory checkpoints its write-ahead log, from a
+/// connection of its own (see `mtlsgate_store::BackgroundCheckpoints`).
+const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(200);
+
 /// A bound CA server, ready to run.
 pub struct CaServer {
     auth: Arc<Authority>,
@@ -132,6 +136,20 @@ impl CaServer {
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let renewal = tokio::spawn(self.cert.clone().renew_forever(self.auth.clone(), stop_rx));
+        // A failure here leaves SQLite checkpointing on the writer's path, as a command
+        // does: slower under load, never wrong.
+        let checkpoints = match self
+            .auth
+            .inventory()
+            .checkpoint_in_background(CHECKPOINT_EVERY)
+            .await
+        {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!("checkpoints stay on the writer's path: {e}");
+                None
+            }
+        };
         let mut app = api::App::new(self.auth.clone());
         app.est_bootstrap = self.est_bootstrap.clone();
         let app = Arc::new(app);
@@ -146,6 +164,9 @@ impl CaServer {
         .await;
         let _ = stop_tx.send(true);
         let _ = renewal.await;
+        if let Some(c) = checkpoints {
+            c.stop().await;
+        }
         if let Ok(auth) = Arc::try_unwrap(self.auth) {
             auth.close().await;
         }

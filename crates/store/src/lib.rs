@@ -14,6 +14,7 @@
 //! Map: `error` (what can go wrong), `location` (where an inventory lives), `pool` (its
 //! connections and the `on_pool!`/`transaction!` macros), `sql` (statements and columns
 //! shared by several queries), `open` and `sqlite` (creating, checking, opening, closing),
+//! `checkpoint` (a server's SQLite checkpoints, off the writer's path),
 //! `migrations` (the schema), `paging` (keyset-paged listings and their filters), `hot`
 //! (the statements on hot paths, whose plans a test checks); then the queries by noun: `certificates`, `issuance` (an
 //! issued certificate with its device, token and recovery changes), `devices`, `tokens`,
@@ -32,6 +33,7 @@ mod paging;
 
 mod audit;
 mod certificates;
+mod checkpoint;
 #[macro_use]
 mod dashboard;
 mod dashboard_lists;
@@ -54,6 +56,7 @@ pub mod test_support;
 mod tidy;
 mod tokens;
 
+pub use checkpoint::BackgroundCheckpoints;
 pub use dashboard::{DashboardSession, DeviceQuery, DeviceSort, FleetCounts, NewSession};
 pub use dashboard_lists::AuditFilter;
 pub use error::{Result, StoreError};

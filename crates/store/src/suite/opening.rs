@@ -274,3 +274,65 @@ async fn a_write_that_fails_on_a_full_sqlite_database_leaves_later_writes_workin
         .is_some_and(|t| t.used_by.as_deref() == Some("dev1")));
     fx.inv.close().await;
 }
+
+#[tokio::test]
+async fn a_server_checkpoints_sqlite_in_the_background_and_postgres_needs_nothing() {
+    let fx = sqlite().await;
+    let db = fx._dir.as_ref().expect("dir").path().join("inventory.db");
+    // Whatever creating it left in the write-ahead log goes into the file first, so that
+    // only the checkpoints under test can grow the file below.
+    sqlx_checkpoint(&fx.inv).await;
+    let checkpoints = fx
+        .inv
+        .checkpoint_in_background(std::time::Duration::from_millis(20))
+        .await
+        .expect("start")
+        .expect("SQLite checkpoints");
+    let before = std::fs::metadata(&db).expect("size").len();
+    // A few hundred pages: below the writer's own threshold (1,000 pages by default,
+    // 16,384 while checkpoints run in the background), so only the background
+    // checkpoints copy them into the file.
+    // Each certificate's 8 KiB of DER takes new pages, which only a checkpoint puts into
+    // the file (rows this small would fit in pages the file has).
+    for n in 0..40 {
+        let mut c = cert(&format!("5B{n:02X}"), "client", None);
+        c.der = vec![0x30; 8192];
+        fx.inv.record(&c).await.expect("record");
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let size = std::fs::metadata(&db).expect("size").len();
+        if size > before {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the file stayed at {size} bytes: nothing was checkpointed in 10 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    checkpoints.stop().await;
+    assert_eq!(fx.inv.list().await.expect("list").len(), 41);
+    fx.inv.close().await;
+
+    let pg = postgres().await;
+    assert!(pg
+        .inv
+        .checkpoint_in_background(std::time::Duration::from_millis(20))
+        .await
+        .expect("postgres")
+        .is_none());
+    pg.inv.close().await;
+}
+
+/// A full checkpoint of a SQLite inventory, from its own connection.
+async fn sqlx_checkpoint(inv: &Inventory) {
+    let Pool::Sqlite(c) = &inv.pool else {
+        panic!("SQLite only");
+    };
+    let mut conn = c.take().await.expect("connection");
+    sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+        .execute(conn.as_mut().expect("open"))
+        .await
+        .expect("checkpoint");
+}
