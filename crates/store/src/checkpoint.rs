@@ -89,11 +89,9 @@ impl Inventory {
                     _ = &mut stopped => break,
                     _ = tick.tick() => {
                         // A checkpoint that fails (the disk is full, the file is locked by
-                        // another process's checkpoint) is tried again at the next tick,
-                        // and the writer's backstop still bounds the log.
-                        // `fetch_all`, so that the statement runs to its end: one left
-                        // after its first row (`fetch_one`) keeps a read lock on the log
-                        // until its next use, and the log could never start again.
+                        // another process's checkpoint) is tried again at the next tick.
+                        // `fetch_all` runs the statement to its end, so that nothing of
+                        // it stays open on this connection between ticks.
                         let done: std::result::Result<Vec<(i64, i64, i64)>, _> =
                             sqlx::query_as("PRAGMA wal_checkpoint(PASSIVE)")
                                 .fetch_all(&mut conn)

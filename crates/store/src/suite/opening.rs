@@ -290,15 +290,28 @@ async fn a_server_checkpoints_sqlite_in_the_background_and_postgres_needs_nothin
         .expect("SQLite checkpoints");
     let before = std::fs::metadata(&db).expect("size").len();
     // A few hundred pages: below the writer's own threshold (1,000 pages by default,
-    // 16,384 while checkpoints run in the background), so only the background
-    // checkpoints copy them into the file.
-    // Each certificate's 8 KiB of DER takes new pages, which only a checkpoint puts into
-    // the file (rows this small would fit in pages the file has).
-    for n in 0..40 {
-        let mut c = cert(&format!("5B{n:02X}"), "client", None);
-        c.der = vec![0x30; 8192];
-        fx.inv.record(&c).await.expect("record");
-    }
+    // 32,768 while checkpoints run in the background), so only the background
+    // checkpoints copy them into the file. Each certificate's 8 KiB of DER takes new
+    // pages, which only a checkpoint puts into the file (rows this small would fit in
+    // pages the file has).
+    let wal = fx
+        ._dir
+        .as_ref()
+        .expect("dir")
+        .path()
+        .join("inventory.db-wal");
+    let record_batch = |first: usize| {
+        let inv = &fx.inv;
+        async move {
+            for n in first..first + 40 {
+                let mut c = cert(&format!("5B{n:02X}"), "client", None);
+                c.der = vec![0x30; 8192];
+                inv.record(&c).await.expect("record");
+            }
+        }
+    };
+    record_batch(0).await;
+    let wal_after_one = std::fs::metadata(&wal).expect("log size").len();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
         let size = std::fs::metadata(&db).expect("size").len();
@@ -311,8 +324,18 @@ async fn a_server_checkpoints_sqlite_in_the_background_and_postgres_needs_nothin
         );
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
+    // Once everything is copied, the next write starts the log again from its beginning,
+    // so a second batch as large reuses the log's file instead of growing it: the
+    // checkpointing connection holds nothing that keeps the log from starting again.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    record_batch(40).await;
+    let wal_after_two = std::fs::metadata(&wal).expect("log size").len();
+    assert!(
+        wal_after_two < wal_after_one * 3 / 2,
+        "the log grew from {wal_after_one} to {wal_after_two} bytes: it did not start again"
+    );
     checkpoints.stop().await;
-    assert_eq!(fx.inv.list().await.expect("list").len(), 41);
+    assert_eq!(fx.inv.list().await.expect("list").len(), 81);
     fx.inv.close().await;
 
     let pg = postgres().await;
