@@ -162,6 +162,7 @@ impl Inventory {
             pool: Pool::Sqlite(Arc::new(SqliteConn {
                 conn: tokio::sync::Mutex::new(Some(conn)),
                 options: opts.create_if_missing(false),
+                issuances: Default::default(),
             })),
             location: Location::Sqlite(path.to_path_buf()),
             _open: Some(already_open.unwrap_or_else(|| sqlite::mark_open(path))),

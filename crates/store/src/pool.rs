@@ -58,6 +58,8 @@ pub(crate) struct SqliteConn {
     pub(crate) conn: tokio::sync::Mutex<Option<SqliteConnection>>,
     /// How to open a replacement.
     pub(crate) options: SqliteConnectOptions,
+    /// Issuances waiting to be recorded together ([`crate::issuance::IssuanceQueue`]).
+    pub(crate) issuances: crate::issuance::IssuanceQueue,
 }
 
 impl SqliteConn {

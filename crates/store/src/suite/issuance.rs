@@ -8,6 +8,7 @@ use super::*;
 crate::both_backends!(
     a_token_enrolls_one_device_of_50_concurrent_issuances,
     a_thousand_concurrent_enrollments_are_all_recorded,
+    concurrent_issuances_each_get_the_outcome_they_would_have_alone,
     issuance_conditions_and_recovery_rotation,
     a_revoked_device_enrolls_again_only_while_it_is_revoked,
 );
@@ -115,6 +116,15 @@ async fn a_thousand_concurrent_enrollments_are_all_recorded(fx: Fx) {
     }
     let devices = inv.devices(&DeviceFilter::default()).await.expect("list");
     assert_eq!(devices.len(), 1000);
+    // On SQLite, issuances queued while the connection was busy were recorded together
+    // (group commit): far fewer transactions than issuances.
+    if let Pool::Sqlite(c) = &inv.pool {
+        let committed = c.issuances.committed();
+        assert!(
+            committed < 250,
+            "1000 concurrent issuances took {committed} transactions"
+        );
+    }
     let revisions: HashSet<i64> = devices.iter().map(|d| d.revision).collect();
     assert_eq!(
         revisions.len(),
@@ -470,4 +480,66 @@ async fn an_imported_device_is_active_with_its_certificate(fx: Fx) {
         inv.get("7E58").await,
         Err(StoreError::UnknownSerial(_))
     ));
+}
+
+/// Issuances that arrive together each get the outcome they would have had alone: a
+/// refused token or a serial already recorded among them refuses that one only, leaves
+/// nothing of it behind, and costs the others nothing (on SQLite, where they queue to be
+/// recorded together, their shared transaction is rolled back and each recorded alone).
+async fn concurrent_issuances_each_get_the_outcome_they_would_have_alone(fx: Fx) {
+    let inv = fx.inv.clone();
+    inv.record(&cert("0BAD", "client", None))
+        .await
+        .expect("a certificate recorded before");
+    for n in 0..60 {
+        inv.insert_token(&token(&format!("t{n}"), 100), &audit("token"))
+            .await
+            .expect("token");
+    }
+    let mut tasks = Vec::new();
+    for n in 0..60 {
+        let inv = inv.clone();
+        tasks.push(tokio::spawn(async move {
+            let id = format!("m{n}.d.example.local");
+            let (hash, serial) = match n % 3 {
+                0 => (format!("unknown{n}"), format!("{:04X}", 0x3000 + n)),
+                1 => (format!("t{n}"), format!("{:04X}", 0x3000 + n)),
+                _ => (format!("t{n}"), "0BAD".to_string()),
+            };
+            inv.record_issuance(&enrollment(&id, &hash, &serial)).await
+        }));
+    }
+    for (n, t) in tasks.into_iter().enumerate() {
+        let out = t.await.expect("task");
+        let id = format!("m{n}.d.example.local");
+        match n % 3 {
+            0 => assert!(matches!(out, Err(StoreError::TokenUnknown)), "{n}: {out:?}"),
+            1 => assert_eq!(
+                out.expect("recorded").map(|d| (d.id, d.status)),
+                Some((id, DeviceStatus::Active)),
+                "{n}"
+            ),
+            _ => assert!(
+                matches!(&out, Err(StoreError::Duplicate(s)) if s == "0BAD"),
+                "{n}: {out:?}"
+            ),
+        }
+    }
+    let devices = inv.devices(&DeviceFilter::default()).await.expect("list");
+    assert_eq!(
+        devices.len(),
+        20,
+        "only the issuances that stood left a device"
+    );
+    // Root, the certificate recorded before, and one per device.
+    assert_eq!(inv.list().await.expect("certs").len(), 22);
+    for n in 0..60 {
+        let t = inv
+            .token(&format!("t{n}"))
+            .await
+            .expect("token")
+            .expect("kept");
+        assert_eq!(t.used_at.is_some(), n % 3 == 1, "token t{n}");
+    }
+    fx.inv.close().await;
 }
