@@ -57,9 +57,10 @@ impl Authority {
             .ok_or_else(|| AuthorityError::NotADevice {
                 subject: info.subject.clone(),
             })?;
-        let d = self
+        // The device and the state of the certificate it presented, in one read.
+        let (d, presented) = self
             .inv
-            .device(&id)
+            .device_with_certificate(&id, &info.serial)
             .await?
             .ok_or_else(|| AuthorityError::NotADevice {
                 subject: info.subject.clone(),
@@ -76,7 +77,9 @@ impl Authority {
         if info.serial != current && !retry {
             return Err(self.superseded(&id, &info, &current, &seen).await);
         }
-        let rec = self.inv.get(&info.serial).await?;
+        let rec = presented.ok_or_else(|| {
+            StoreError::UnknownSerial(mtlsgate_store::normalize_serial(&info.serial))
+        })?;
         if rec.revoked_at.is_some() || rec.sha256 != info.sha256_fingerprint {
             return Err(AuthorityError::CertRevoked {
                 serial: info.serial,

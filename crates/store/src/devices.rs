@@ -2,8 +2,20 @@
 //! waits for approval), expiring old ones, and the compare-and-set of a device's status
 //! and tags, each at the next revision.
 
-use crate::model::tags_to_text;
-use crate::{Audit, Device, DeviceFilter, DeviceStatus, Inventory, NewDevice, Result, StoreError};
+use crate::model::{tags_to_text, DeviceRow};
+use crate::{
+    Audit, CertState, Device, DeviceFilter, DeviceStatus, Inventory, NewDevice, Result, StoreError,
+};
+
+/// A device row with the state of a certificate read beside it
+/// ([`Inventory::device_with_certificate`]).
+#[derive(sqlx::FromRow)]
+struct DeviceWithCertRow {
+    #[sqlx(flatten)]
+    device: DeviceRow,
+    presented_revoked_at: Option<i64>,
+    presented_sha256: Option<String>,
+}
 
 impl Inventory {
     // ---- devices ----
@@ -11,6 +23,31 @@ impl Inventory {
     /// One device.
     pub async fn device(&self, id: &str) -> Result<Option<Device>> {
         Ok(on_pool!(self, |p| fetch_device!(p, id)))
+    }
+
+    /// Device `id` and, read with it, the state of the certificate with `serial` (`None`
+    /// when the inventory has no such certificate): what a renewal checks before it
+    /// signs, in one round trip. `None` when there is no such device.
+    pub async fn device_with_certificate(
+        &self,
+        id: &str,
+        serial: &str,
+    ) -> Result<Option<(Device, Option<CertState>)>> {
+        let serial = crate::normalize_serial(serial);
+        let sql = crate::hot::device_with_certificate();
+        let row: Option<DeviceWithCertRow> = on_pool!(self, |p| sqlx::query_as(&sql)
+            .bind(id)
+            .bind(&serial)
+            .fetch_optional(p)
+            .await?);
+        row.map(|r| {
+            let cert = r.presented_sha256.map(|sha256| CertState {
+                revoked_at: r.presented_revoked_at,
+                sha256,
+            });
+            Ok((r.device.into_device()?, cert))
+        })
+        .transpose()
     }
 
     /// Devices, oldest first: every page of [`Inventory::devices_page`] in one list.

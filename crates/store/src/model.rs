@@ -163,6 +163,15 @@ pub struct Device {
     pub poll_hash: Option<String>,
 }
 
+/// Whether a certificate is revoked, and its fingerprint: what a renewal checks of the
+/// certificate a device presented ([`Inventory::device_with_certificate`](crate::Inventory::device_with_certificate)).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertState {
+    pub revoked_at: Option<i64>,
+    /// The certificate's fingerprint, as [`CertRecord::sha256`].
+    pub sha256: String,
+}
+
 /// A device row as stored (status and tags as text).
 #[derive(sqlx::FromRow)]
 pub(crate) struct DeviceRow {

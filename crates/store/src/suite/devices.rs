@@ -6,7 +6,61 @@ use super::*;
 crate::both_backends!(
     device_status_is_compare_and_set_and_gateways_see_each_change,
     pending_registrations_are_capped_and_expire,
+    a_device_is_read_with_the_state_of_the_certificate_it_presents,
 );
+
+/// What a renewal reads before it signs, in one query: the device, and whether the
+/// certificate it presented is known, revoked, and which fingerprint it has.
+async fn a_device_is_read_with_the_state_of_the_certificate_it_presents(fx: Fx) {
+    let inv = &fx.inv;
+    let id = "dev2.d.example.local";
+    inv.insert_token(&token("h1", 100), &audit("token"))
+        .await
+        .expect("token");
+    inv.record_issuance(&enrollment(id, "h1", "0A01"))
+        .await
+        .expect("enrolled");
+    inv.record(&cert("0A02", "client", Some(id)))
+        .await
+        .expect("second certificate");
+    inv.revoke("0A02", 7, Some("keyCompromise"), &audit("revoke"))
+        .await
+        .expect("revoked");
+    let (d, c) = inv
+        .device_with_certificate(id, "0a01")
+        .await
+        .expect("read")
+        .expect("the device");
+    assert_eq!(
+        (d.id.as_str(), d.cert_serial.as_deref()),
+        (id, Some("0A01"))
+    );
+    assert_eq!(
+        c,
+        Some(CertState {
+            revoked_at: None,
+            sha256: "sha-0A01".into()
+        }),
+        "the serial is read as the inventory writes it"
+    );
+    let (_, c) = inv
+        .device_with_certificate(id, "0A02")
+        .await
+        .expect("read")
+        .expect("the device");
+    assert_eq!(c.map(|c| c.revoked_at), Some(Some(7)));
+    let (_, c) = inv
+        .device_with_certificate(id, "0A03")
+        .await
+        .expect("read")
+        .expect("the device");
+    assert_eq!(c, None, "no such certificate");
+    assert!(inv
+        .device_with_certificate("nobody.d.example.local", "0A01")
+        .await
+        .expect("read")
+        .is_none());
+}
 
 async fn device_status_is_compare_and_set_and_gateways_see_each_change(fx: Fx) {
     let inv = &fx.inv;
