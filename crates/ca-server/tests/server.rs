@@ -1,6 +1,6 @@
 //! The CA server in process, on an SQLite inventory: its own certificate (leaf +
 //! intermediate + root, renewed at two thirds of its life without a restart, every one
-//! recorded), HTTP/1.1 and HTTP/2, and a clean stop. (The admin client, with the CLI, is tested
+//! recorded), HTTP/1.1 and HTTP/2, AES-128-GCM chosen over the client's order, and a clean stop. (The admin client, with the CLI, is tested
 //! against this server in crates/cli/fleet/admin.rs.)
 
 use std::net::{IpAddr, Ipv4Addr};
@@ -73,8 +73,16 @@ fn ca_der(r: &Running, name: &str) -> Vec<u8> {
     mtlsgate_pki::pemfile::read_certs(&r.dir.path().join("ca").join(name)).expect("cert")[0].clone()
 }
 
-/// The chain the server presents, and the ALPN protocol it chose from `alpn`.
-async fn handshake(r: &Running, alpn: &[&[u8]]) -> (Vec<CertificateDer<'static>>, Option<Vec<u8>>) {
+/// The chain the server presents, the ALPN protocol it chose from `alpn`, and the cipher
+/// suite it chose from rustls' default list.
+async fn handshake(
+    r: &Running,
+    alpn: &[&[u8]],
+) -> (
+    Vec<CertificateDer<'static>>,
+    Option<Vec<u8>>,
+    Option<rustls::CipherSuite>,
+) {
     let mut roots = rustls::RootCertStore::empty();
     roots
         .add(CertificateDer::from(ca_der(r, "root.crt")))
@@ -98,26 +106,34 @@ async fn handshake(r: &Running, alpn: &[&[u8]]) -> (Vec<CertificateDer<'static>>
     (
         conn.peer_certificates().expect("certs").to_vec(),
         conn.alpn_protocol().map(|p| p.to_vec()),
+        conn.negotiated_cipher_suite().map(|s| s.suite()),
     )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_server_certificate_is_renewed_in_place_and_presented_with_its_root() {
     let (mut r, first) = start(time::Duration::seconds(3)).await;
-    let (chain, alpn) = handshake(&r, &[b"h2", b"http/1.1"]).await;
+    let (chain, alpn, suite) = handshake(&r, &[b"h2", b"http/1.1"]).await;
     assert_eq!(alpn.as_deref(), Some(&b"h2"[..]), "HTTP/2 by ALPN");
+    // The client lists AES-256-GCM first (as the agent and OpenSSL do); the server's
+    // order decides.
+    assert_eq!(
+        rustls::crypto::aws_lc_rs::default_provider().cipher_suites[0].suite(),
+        rustls::CipherSuite::TLS13_AES_256_GCM_SHA384
+    );
+    assert_eq!(suite, Some(rustls::CipherSuite::TLS13_AES_128_GCM_SHA256));
     assert_eq!(chain.len(), 3, "leaf + intermediate + root");
     assert_eq!(chain[1].as_ref(), ca_der(&r, "intermediate.crt").as_slice());
     assert_eq!(chain[2].as_ref(), ca_der(&r, "root.crt").as_slice());
     let leaf = CertInfo::from_der(&chain[0]).expect("leaf");
     assert_eq!(leaf.serial, first.serial);
-    let (_, alpn) = handshake(&r, &[b"http/1.1"]).await;
+    let (_, alpn, _) = handshake(&r, &[b"http/1.1"]).await;
     assert_eq!(alpn.as_deref(), Some(&b"http/1.1"[..]));
 
     // Renewed at two thirds of 3 s, by the running server.
     let deadline = Instant::now() + Duration::from_secs(15);
     let second = loop {
-        let (chain, _) = handshake(&r, &[b"http/1.1"]).await;
+        let (chain, _, _) = handshake(&r, &[b"http/1.1"]).await;
         let s = CertInfo::from_der(&chain[0]).expect("leaf").serial;
         if s != first.serial {
             break s;
