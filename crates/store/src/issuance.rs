@@ -417,43 +417,41 @@ async fn record_together(
     conn: &mut SqliteConnection,
     jobs: &[Job],
 ) -> std::result::Result<Vec<Option<Device>>, ()> {
-    let together: Result<Option<Vec<Option<Device>>>> = async {
-        let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
-        let pg = false;
-        let mut devices = Vec::with_capacity(jobs.len());
-        for job in jobs {
-            let i = &job.issuance;
-            if apply_issuance!(tx, pg, i).await?.is_some() {
-                return Ok(None);
-            }
-            devices.push(match &i.device {
-                Some(d) => fetch_device!(&mut *tx, &d.id),
-                None => None,
-            });
-        }
-        tx.commit().await?;
-        Ok(Some(devices))
-    }
-    .await;
-    match together {
-        Ok(Some(devices)) => Ok(devices),
+    match record_in_one(conn, jobs.iter().map(|j| &j.issuance)).await {
+        Ok(Ok(devices)) => Ok(devices),
         _ => Err(()),
     }
 }
 
 /// Records one issuance in a transaction of its own.
 async fn record_alone(conn: &mut SqliteConnection, i: &Issuance) -> Result<Recorded> {
+    Ok(match record_in_one(conn, std::iter::once(i)).await? {
+        Ok(mut devices) => Recorded::Issued(devices.pop().flatten().map(Box::new)),
+        Err(hash) => Recorded::Refused(hash),
+    })
+}
+
+/// Records `issuances` in one transaction, each device read back right after its
+/// issuance: the devices, or `Err(hash)` when an enrollment token was refused (or the
+/// error of the first that failed), which rolls all of it back.
+async fn record_in_one<'a>(
+    conn: &mut SqliteConnection,
+    issuances: impl Iterator<Item = &'a Issuance>,
+) -> Result<std::result::Result<Vec<Option<Device>>, String>> {
     let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
     let pg = false;
-    if let Some(hash) = apply_issuance!(tx, pg, i).await? {
-        return Ok(Recorded::Refused(hash));
+    let mut devices = Vec::new();
+    for i in issuances {
+        if let Some(hash) = apply_issuance!(tx, pg, i).await? {
+            return Ok(Err(hash));
+        }
+        devices.push(match &i.device {
+            Some(d) => fetch_device!(&mut *tx, &d.id),
+            None => None,
+        });
     }
-    let device = match &i.device {
-        Some(d) => fetch_device!(&mut *tx, &d.id),
-        None => None,
-    };
     tx.commit().await?;
-    Ok(Recorded::Issued(device.map(Box::new)))
+    Ok(Ok(devices))
 }
 
 /// A copy of `e` for each caller that shares one failure to take the connection (sqlx's
