@@ -14,8 +14,8 @@ use crate::pool::{Pool, SqliteConn};
 use crate::{Device, Inventory, Issuance, Result, StoreError, Via};
 
 /// The statements of one issuance on `$tx` (a transaction, or a connection inside one),
-/// as a future of `Result<Option<String>>`: `Some(hash)` when the enrollment token `hash`
-/// was refused. On `Some` or an error the caller rolls back what the statements did.
+/// as a future of `Result<Applied>`: [`Applied::Refused`] when the enrollment token was
+/// refused. On a refusal or an error the caller rolls back what the statements did.
 macro_rules! apply_issuance {
     ($tx:ident, $pg:ident, $i:expr) => {
         async {
@@ -34,7 +34,7 @@ macro_rules! apply_issuance {
                         .fetch_optional(&mut *$tx)
                         .await?;
                         if used.is_none() {
-                            return Ok(Some(hash.clone()));
+                            return Ok(Applied::Refused(hash.clone()));
                         }
                         if let Via::Reenroll { .. } = &d.via {
                             let done: Option<String> = sqlx::query_scalar(
@@ -159,28 +159,102 @@ macro_rules! apply_issuance {
                         }
                     }
                 }
-                sqlx::query(
-                    crate::hot::RECOVERY_ROTATE,
-                )
-                .bind(d.seen.at)
-                .bind(&d.id)
-                .execute(&mut *$tx)
-                .await?;
-                sqlx::query(
-                    "INSERT INTO recovery (hash, device_id, issued_at, expires_at) VALUES ($1, $2, $3, $4)",
-                )
-                .bind(&d.recovery.hash)
-                .bind(&d.id)
-                .bind(d.seen.at)
-                .bind(d.recovery.expires_at)
-                .execute(&mut *$tx)
-                .await?;
+                if !$pg {
+                    // SQLite: the rest in one text, one round trip to its worker thread
+                    // instead of five (see `sqlite_issuance_end`).
+                    let q = sqlx::query_as(sqlite_issuance_end())
+                        .bind(d.seen.at)
+                        .bind(&d.id)
+                        .bind(&d.recovery.hash)
+                        .bind(&d.id)
+                        .bind(d.seen.at)
+                        .bind(d.recovery.expires_at);
+                    let q = bind_audit!(bind_cert!(q, c), &i.audit).bind(&d.id);
+                    let rows: std::result::Result<Vec<crate::model::DeviceRow>, sqlx::Error> =
+                        q.fetch_all(&mut *$tx).await;
+                    let device = match rows {
+                        Ok(mut rows) => rows
+                            .pop()
+                            .map(crate::model::DeviceRow::into_device)
+                            .transpose()?
+                            .map(Box::new),
+                        Err(sqlx::Error::Database(e))
+                            if e.is_unique_violation() && e.message().contains("certificates.") =>
+                        {
+                            return Err(StoreError::Duplicate(c.serial.clone()))
+                        }
+                        Err(e) => return Err(e.into()),
+                    };
+                    return Ok(Applied::Done(device));
+                }
+                sqlx::query(crate::hot::RECOVERY_ROTATE)
+                    .bind(d.seen.at)
+                    .bind(&d.id)
+                    .execute(&mut *$tx)
+                    .await?;
+                sqlx::query(crate::sql::INSERT_RECOVERY)
+                    .bind(&d.recovery.hash)
+                    .bind(&d.id)
+                    .bind(d.seen.at)
+                    .bind(d.recovery.expires_at)
+                    .execute(&mut *$tx)
+                    .await?;
             }
             insert_cert!($tx, c);
             write_audit!($tx, &i.audit);
-            Ok::<Option<String>, StoreError>(None)
+            Ok::<Applied, StoreError>(Applied::Done(None))
         }
     };
+}
+
+/// What the statements of one issuance came to (not yet committed).
+enum Applied {
+    /// The enrollment token (by its hash) was refused: the caller rolls back.
+    Refused(String),
+    /// Recorded; on SQLite, for a device, with the device row as it now is.
+    Done(Option<Box<Device>>),
+}
+
+/// The end of a device's issuance on SQLite, as one text of five statements: its
+/// current recovery token marked replaced (`$1` time, `$2` device), the new one recorded
+/// (`$3`…`$6`), the certificate (`$7`…`$15`) and the audit record (`$16`…`$21`) inserted,
+/// and the device read back (`$22`). sqlx runs the statements of one text in order on
+/// SQLite's worker thread, numbering parameters across them, and stops at the first that
+/// fails; sent one by one, each was a round trip between the async task and that
+/// thread (two context switches on one core).
+fn sqlite_issuance_end() -> &'static str {
+    static TEXT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        [
+            (crate::hot::RECOVERY_ROTATE.to_string(), 0),
+            (crate::sql::INSERT_RECOVERY.to_string(), 2),
+            (crate::sql::INSERT_CERT.to_string(), 6),
+            (crate::sql::INSERT_AUDIT.to_string(), 15),
+            (crate::hot::device_by_id(), 21),
+        ]
+        .iter()
+        .map(|(sql, by)| shift_parameters(sql, *by))
+        .collect::<Vec<_>>()
+        .join(";\n")
+    });
+    &TEXT
+}
+
+/// `sql` with every parameter `$N` renumbered `$(N + by)`.
+fn shift_parameters(sql: &str, by: usize) -> String {
+    let mut out = String::with_capacity(sql.len() + 8);
+    let mut rest = sql;
+    while let Some(at) = rest.find('$') {
+        out.push_str(&rest[..=at]);
+        rest = &rest[at + 1..];
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        match rest[..digits].parse::<usize>() {
+            Ok(n) => out.push_str(&(n + by).to_string()),
+            Err(_) => out.push_str(&rest[..digits]),
+        }
+        rest = &rest[digits..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// Issuances recorded in one SQLite transaction at most (see [`IssuanceQueue`]).
@@ -204,8 +278,8 @@ impl Inventory {
                 let mut tx = p.begin().await?;
                 let pg = true;
                 match apply_issuance!(tx, pg, i).await? {
-                    Some(hash) => Recorded::Refused(hash),
-                    None => {
+                    Applied::Refused(hash) => Recorded::Refused(hash),
+                    Applied::Done(_) => {
                         tx.commit().await?;
                         Recorded::Issued(None)
                     }
@@ -378,7 +452,7 @@ async fn record_all(c: Arc<SqliteConn>) {
             if let Ok(devices) = record_together(conn, &jobs).await {
                 c.issuances.count_commit();
                 for (job, device) in jobs.into_iter().zip(devices) {
-                    let _ = job.reply.send(Ok(Recorded::Issued(device.map(Box::new))));
+                    let _ = job.reply.send(Ok(Recorded::Issued(device)));
                 }
                 continue;
             }
@@ -416,7 +490,7 @@ async fn record_all(c: Arc<SqliteConn>) {
 async fn record_together(
     conn: &mut SqliteConnection,
     jobs: &[Job],
-) -> std::result::Result<Vec<Option<Device>>, ()> {
+) -> std::result::Result<Vec<Option<Box<Device>>>, ()> {
     match record_in_one(conn, jobs.iter().map(|j| &j.issuance)).await {
         Ok(Ok(devices)) => Ok(devices),
         _ => Err(()),
@@ -426,7 +500,7 @@ async fn record_together(
 /// Records one issuance in a transaction of its own.
 async fn record_alone(conn: &mut SqliteConnection, i: &Issuance) -> Result<Recorded> {
     Ok(match record_in_one(conn, std::iter::once(i)).await? {
-        Ok(mut devices) => Recorded::Issued(devices.pop().flatten().map(Box::new)),
+        Ok(mut devices) => Recorded::Issued(devices.pop().flatten()),
         Err(hash) => Recorded::Refused(hash),
     })
 }
@@ -437,18 +511,16 @@ async fn record_alone(conn: &mut SqliteConnection, i: &Issuance) -> Result<Recor
 async fn record_in_one<'a>(
     conn: &mut SqliteConnection,
     issuances: impl Iterator<Item = &'a Issuance>,
-) -> Result<std::result::Result<Vec<Option<Device>>, String>> {
+) -> Result<std::result::Result<Vec<Option<Box<Device>>>, String>> {
     let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
     let pg = false;
     let mut devices = Vec::new();
     for i in issuances {
-        if let Some(hash) = apply_issuance!(tx, pg, i).await? {
-            return Ok(Err(hash));
+        match apply_issuance!(tx, pg, i).await? {
+            Applied::Refused(hash) => return Ok(Err(hash)),
+            // A device's issuance read the device back (`sqlite_issuance_end`).
+            Applied::Done(device) => devices.push(device),
         }
-        devices.push(match &i.device {
-            Some(d) => fetch_device!(&mut *tx, &d.id),
-            None => None,
-        });
     }
     tx.commit().await?;
     Ok(Ok(devices))
@@ -505,5 +577,36 @@ impl Inventory {
         self.device(&device.id)
             .await?
             .ok_or_else(|| StoreError::UnknownDevice(device.id.clone()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parameters_are_renumbered_and_nothing_else_changes() {
+        assert_eq!(
+            shift_parameters("UPDATE t SET a = $1, b = $12 WHERE c = $2 AND d = '$'", 9),
+            "UPDATE t SET a = $10, b = $21 WHERE c = $11 AND d = '$'"
+        );
+        assert_eq!(shift_parameters("SELECT 1", 3), "SELECT 1");
+    }
+
+    #[test]
+    fn the_end_of_an_issuance_numbers_its_parameters_one_to_twenty_two() {
+        let text = sqlite_issuance_end();
+        assert_eq!(text.split(";\n").count(), 5, "{text}");
+        let mut seen: Vec<usize> = text
+            .split('$')
+            .skip(1)
+            .filter_map(|t| {
+                let digits: String = t.chars().take_while(char::is_ascii_digit).collect();
+                digits.parse().ok()
+            })
+            .collect();
+        seen.sort_unstable();
+        seen.dedup();
+        assert_eq!(seen, (1..=22).collect::<Vec<_>>(), "{text}");
     }
 }

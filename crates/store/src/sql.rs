@@ -29,20 +29,41 @@ macro_rules! next_revision {
     }};
 }
 
+/// `$q` with an audit record's six values bound, in `INSERT_AUDIT`'s order.
+macro_rules! bind_audit {
+    ($q:expr, $a:expr) => {{
+        let a: &$crate::Audit = $a;
+        $q.bind(a.at)
+            .bind(&a.actor)
+            .bind(&a.action)
+            .bind(&a.device_id)
+            .bind(&a.serial)
+            .bind(&a.detail)
+    }};
+}
+
+/// `$q` with a certificate row's nine values bound, in `INSERT_CERT`'s order.
+macro_rules! bind_cert {
+    ($q:expr, $c:expr) => {{
+        let c: &$crate::CertRecord = $c;
+        $q.bind(&c.serial)
+            .bind(&c.kind)
+            .bind(&c.subject)
+            .bind(&c.device_id)
+            .bind(c.not_before)
+            .bind(c.not_after)
+            .bind(&c.sha256)
+            .bind(c.issued_at)
+            .bind(&c.der)
+    }};
+}
+
 macro_rules! write_audit {
     ($tx:ident, $a:expr) => {{
         let a: &$crate::Audit = $a;
-        sqlx::query(
-            "INSERT INTO audit (at, actor, action, device_id, serial, detail) VALUES ($1, $2, $3, $4, $5, $6)",
-        )
-        .bind(a.at)
-        .bind(&a.actor)
-        .bind(&a.action)
-        .bind(&a.device_id)
-        .bind(&a.serial)
-        .bind(&a.detail)
-        .execute(&mut *$tx)
-        .await?;
+        bind_audit!(sqlx::query($crate::sql::INSERT_AUDIT), a)
+            .execute(&mut *$tx)
+            .await?;
     }};
 }
 
@@ -59,21 +80,9 @@ macro_rules! fetch_device {
 macro_rules! insert_cert {
     ($tx:ident, $c:expr) => {{
         let c: &$crate::CertRecord = $c;
-        let res = sqlx::query(
-            "INSERT INTO certificates (serial, kind, subject, device_id, not_before, not_after, sha256, issued_at, der)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-        )
-        .bind(&c.serial)
-        .bind(&c.kind)
-        .bind(&c.subject)
-        .bind(&c.device_id)
-        .bind(c.not_before)
-        .bind(c.not_after)
-        .bind(&c.sha256)
-        .bind(c.issued_at)
-        .bind(&c.der)
-        .execute(&mut *$tx)
-        .await;
+        let res = bind_cert!(sqlx::query($crate::sql::INSERT_CERT), c)
+            .execute(&mut *$tx)
+            .await;
         match res {
             Ok(_) => {}
             Err(sqlx::Error::Database(d)) if d.is_unique_violation() => {
@@ -118,6 +127,14 @@ macro_rules! insert_device {
         }
     }};
 }
+
+pub(crate) const INSERT_AUDIT: &str =
+    "INSERT INTO audit (at, actor, action, device_id, serial, detail) VALUES ($1, $2, $3, $4, $5, $6)";
+pub(crate) const INSERT_CERT: &str =
+    "INSERT INTO certificates (serial, kind, subject, device_id, not_before, not_after, sha256, issued_at, der)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
+pub(crate) const INSERT_RECOVERY: &str =
+    "INSERT INTO recovery (hash, device_id, issued_at, expires_at) VALUES ($1, $2, $3, $4)";
 
 pub(crate) const DEVICE_COLUMNS: &str = "id, status, tags, first_seen, last_seen, last_addr, agent_version, cert_serial, cert_not_after, prev_serial, lifetime_secs, created_by, revision, pending_csr, poll_hash";
 pub(crate) const CERT_COLUMNS: &str = "serial, kind, subject, device_id, not_before, not_after, sha256, issued_at, revoked_at, revocation_reason, der, revision";
