@@ -540,10 +540,11 @@ fn a_malformed_chunked_request_body_is_the_clients_fault() {
     );
 }
 
-/// An HTTP/2 connection gives back its read and write buffers whenever it waits for the
-/// client (the gateway's copy of h2, vendor/h2), and its header tables keep copies of what
-/// they index: requests after a pause — one of them arriving a byte at a time — and the
-/// headers both sides index along the way must come through intact, on the same connection.
+/// An HTTP/2 connection gives back its read and write buffers once it has waited for the
+/// client for a moment (250 ms; the gateway's copy of h2, vendor/h2), and its header tables
+/// keep copies of what they index: requests after a longer pause — one of them arriving a
+/// byte at a time — and the headers both sides index along the way must come through
+/// intact, on the same connection.
 #[test]
 fn an_http2_connection_that_waits_between_requests_answers_every_one_intact() {
     let w = Work::new();
@@ -557,7 +558,7 @@ fn an_http2_connection_that_waits_between_requests_answers_every_one_intact() {
         "--count",
         "6",
         "--delay",
-        "0.3",
+        "0.6",
         "--header",
         "x-device-note: kept in the table",
     ];

@@ -4,7 +4,8 @@
 //! target) is escaped as [`mtlsgate_pki::printable::printable`] escapes it, so no client can forge a line.
 //!
 //! Owns the log's output too: a line is formatted into a buffer reused by its thread (the
-//! time from a string made once a second), then appended to the process's one output
+//! time from a string made once a second, the client's address and device ID from a text
+//! made once a connection, kept in its `Conn`), then appended to the process's one output
 //! buffer, which is written when it holds `access_log_buffer` bytes, by a flushing thread
 //! at least every `access_log_flush`, and by [`flush_at_exit`] when the gateway stops — as
 //! nginx's `access_log … buffer=32k flush=1s`. A crash loses at most the last interval's
@@ -139,10 +140,10 @@ fn write_out(buf: &mut Vec<u8>) {
 fn format_line(out: &mut Vec<u8>, mode: AccessLog, l: &LogLine<'_>, now: SystemTime) {
     let identity = l.conn.identity();
     let elapsed = l.started.elapsed();
-    let ms = elapsed.as_secs_f64() * 1000.0;
     match mode {
         // The keys in the order serde_json writes a map's: sorted.
         AccessLog::Json => {
+            let ms = elapsed.as_secs_f64() * 1000.0;
             let device = identity.and_then(|i| i.device_id()).unwrap_or("-");
             out.extend_from_slice(b"{\"bytes\":");
             match l.bytes {
@@ -177,15 +178,19 @@ fn format_line(out: &mut Vec<u8>, mode: AccessLog, l: &LogLine<'_>, now: SystemT
         // second, formatting with `write!` was most of the log's cost.
         _ => {
             time_rfc3339(out, now);
-            out.push(b' ');
-            socket_addr(out, l.conn.remote);
-            out.extend_from_slice(b" device=");
-            // As `Identity::device_label` writes it, in one pass into the line.
-            match identity.and_then(|i| i.device_id()) {
-                Some(d) => extend_printable(out, d.as_bytes()),
-                None => out.push(b'-'),
-            }
-            out.extend_from_slice(b" verify=\"");
+            out.extend_from_slice(l.conn.log_prefix.get_or_init(|| {
+                let mut p = Vec::with_capacity(64);
+                p.push(b' ');
+                socket_addr(&mut p, l.conn.remote);
+                p.extend_from_slice(b" device=");
+                // As `Identity::device_label` writes it, in one pass into the text.
+                match identity.and_then(|i| i.device_id()) {
+                    Some(d) => extend_printable(&mut p, d.as_bytes()),
+                    None => p.push(b'-'),
+                }
+                p.extend_from_slice(b" verify=\"");
+                p.into_boxed_slice()
+            }));
             verify(out, &l.verdict.outcome, true);
             out.extend_from_slice(b"\" \"");
             out.extend_from_slice(l.method.as_str().as_bytes());

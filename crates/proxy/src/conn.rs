@@ -8,7 +8,7 @@
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -46,6 +46,9 @@ pub(crate) struct Conn {
     headers: Mutex<Option<HeaderCache>>,
     /// Where the client's stream goes if the request in flight is upgraded (HTTP/1.1).
     upgrade: Mutex<Option<oneshot::Sender<ClientIo>>>,
+    /// What the text access log writes for this connection between a line's time and its
+    /// verdict (` ADDRESS device=ID verify="`), made at its first logged request.
+    pub(crate) log_prefix: OnceLock<Box<[u8]>>,
 }
 
 /// A route's connection-wide identity headers as rendered for this connection, and what
@@ -87,6 +90,7 @@ impl Conn {
             close: Notify::new(),
             headers: Mutex::new(None),
             upgrade: Mutex::new(None),
+            log_prefix: OnceLock::new(),
         }
     }
 
@@ -232,9 +236,9 @@ impl Clock {
     /// head's deadline and then sleeps until it. Until the first request arrives,
     /// `first_request` (from the end of the handshake) runs beside the other two.
     ///
-    /// With `shed` (an HTTP/1.1 connection whose hyper state is held), [`Expiry::Shed`]
-    /// comes `shed` after the connection went idle: time to let that state go; the
-    /// watchdog then never sleeps longer than `shed`.
+    /// With `shed` (a connection holding buffers: hyper's state on HTTP/1.1, h2's buffers
+    /// on HTTP/2), [`Expiry::Shed`] comes `shed` after the connection went idle: time to
+    /// let them go; the watchdog then never sleeps longer than `shed`.
     pub(crate) fn check(&self, t: &Timeouts, shed: Option<Duration>) -> Result<Duration, Expiry> {
         let now = self.now_ms();
         let ms = |d: Duration| d.as_millis() as u64;
@@ -272,6 +276,12 @@ impl Clock {
 }
 
 impl Clock {
+    /// When the connection last had no request in flight left (milliseconds since it
+    /// started; 0 if none has ended yet).
+    pub(crate) fn idle_since(&self) -> u64 {
+        self.idle_since.load(Relaxed)
+    }
+
     /// Nothing in flight and no request head arriving: what hyper holds for the
     /// connection can go.
     pub(crate) fn quiet(&self) -> bool {
@@ -330,8 +340,8 @@ pub(crate) enum Expiry {
     FirstRequest,
     HeaderRead,
     Idle,
-    /// An HTTP/1.1 connection has been idle long enough to drop hyper's state (its
-    /// buffers); the connection stays open.
+    /// A connection has been idle long enough to let go of its buffers (hyper's state on
+    /// HTTP/1.1, h2's buffers on HTTP/2); the connection stays open.
     Shed,
 }
 

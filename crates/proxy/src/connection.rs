@@ -17,6 +17,7 @@ use std::future::Future;
 use std::pin::{pin, Pin};
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -30,15 +31,24 @@ use crate::config::Timeouts;
 use crate::conn::{Clock, Conn, Expiry};
 use crate::rewound::{Lent, Rewound};
 
-/// How long an HTTP/1.1 connection with nothing in flight keeps hyper's state (its read
-/// and write buffers, 16 KiB or more) before letting it go; the next request builds it
-/// again. nginx frees its buffers as soon as a kept-alive connection goes idle; waiting a
-/// moment keeps a busy connection from rebuilding for every request.
+/// How long a connection with nothing in flight keeps its buffers before letting them go:
+/// on HTTP/1.1 hyper's whole state (its read and write buffers, 16 KiB or more; the next
+/// request builds it again), on HTTP/2 h2's read and write buffers (the next frames take
+/// new ones). nginx frees its buffers as soon as a kept-alive connection goes idle; waiting
+/// a moment keeps a busy connection from taking new buffers for every request.
 const SHED_AFTER: Duration = Duration::from_millis(250);
 
-/// Sleeps until a timer runs out (with `shed`: [`Expiry::Shed`] too).
-async fn watchdog(clock: &Clock, timeouts: &Timeouts, shed: Option<Duration>) -> Expiry {
+/// Sleeps until a timer runs out (with `shed`: [`Expiry::Shed`] too, unless nothing was in
+/// flight since the connection was last shed: `shed_at` is its clock's
+/// [`Clock::idle_since`] then).
+async fn watchdog(
+    clock: &Clock,
+    timeouts: &Timeouts,
+    shed: Option<Duration>,
+    shed_at: Option<u64>,
+) -> Expiry {
     loop {
+        let shed = shed.filter(|_| shed_at != Some(clock.idle_since()));
         match clock.check(timeouts, shed) {
             Err(e) => return e,
             Ok(wait) => tokio::time::sleep(wait.max(Duration::from_millis(5))).await,
@@ -88,7 +98,7 @@ where
         // On the heap, so that the task of an HTTP/1.1 connection is not sized for it.
         let mut c = Box::pin(b.serve_connection(io, svc));
         watch
-            .drive(c.as_mut(), None, |c| c.graceful_shutdown())
+            .drive(c.as_mut(), Quiet::Trim, |c| c.graceful_shutdown())
             .await
     } else {
         serve_http1(
@@ -156,7 +166,7 @@ where
             svc.clone(),
         ));
         let ended = watch
-            .drive(Pin::new(&mut *c), Some(&keep_open), |c| {
+            .drive(Pin::new(&mut *c), Quiet::Shed(&keep_open), |c| {
                 c.graceful_shutdown()
             })
             .await;
@@ -198,6 +208,18 @@ enum Ended {
     Upgraded,
     /// Reading or closing the stream failed while no hyper connection held it.
     Failed(std::io::Error),
+}
+
+/// What [`Watch::drive`] does with a connection quiet for [`SHED_AFTER`].
+#[derive(Clone, Copy)]
+enum Quiet<'a> {
+    /// HTTP/1.1: ends hyper's connection gracefully with this set, so that hyper lets go
+    /// of the stream without closing it.
+    Shed(&'a AtomicBool),
+    /// HTTP/2: polls the connection once with h2's buffer release on
+    /// ([`h2::release_buffers`]), so that it gives back its read and write buffers and
+    /// stays open; the next time after the connection has had a request in flight again.
+    Trim,
 }
 
 /// How long a connection asked to close gracefully may take before it is dropped.
@@ -252,7 +274,7 @@ impl Watch<'_> {
             if *self.stop.borrow() {
                 break 'parked Ended::Done(Ok(()));
             }
-            let timer = watchdog(&conn.clock, self.timeouts, None);
+            let timer = watchdog(&conn.clock, self.timeouts, None, None);
             let mut timer = pin!(timer);
             // Small on purpose: this lives in the connection's task for its whole life. The
             // rest of a TLS record stays with the stream until hyper reads it.
@@ -293,15 +315,9 @@ impl Watch<'_> {
     }
 
     /// Runs a hyper connection until it ends, a timer runs out, the client is refused by a
-    /// new snapshot, or shutdown is asked for (then lets in-flight requests finish). With
-    /// `shed` (HTTP/1.1), a connection quiet for [`SHED_AFTER`] is ended gracefully with
-    /// `shed` set, so that hyper lets go of the stream without closing it.
-    async fn drive<C, F>(
-        &mut self,
-        mut c: Pin<&mut C>,
-        shed: Option<&AtomicBool>,
-        graceful: F,
-    ) -> Ended
+    /// new snapshot, or shutdown is asked for (then lets in-flight requests finish). A
+    /// connection quiet for [`SHED_AFTER`] lets go of its buffers as `quiet` says.
+    async fn drive<C, F>(&mut self, mut c: Pin<&mut C>, quiet: Quiet<'_>, graceful: F) -> Ended
     where
         C: Future<Output = Result<(), hyper::Error>>,
         F: Fn(Pin<&mut C>),
@@ -314,8 +330,10 @@ impl Watch<'_> {
         let mut closing = false;
         let mut close_asked = false;
         let mut grace = pin!(tokio::time::sleep(Duration::MAX));
-        let shed_after = shed.map(|_| SHED_AFTER);
-        let mut timer = pin!(watchdog(&conn.clock, self.timeouts, shed_after));
+        let shed_after = Some(SHED_AFTER);
+        // When HTTP/2's buffers were last given back (the clock's `idle_since` then).
+        let mut shed_at = None;
+        let mut timer = pin!(watchdog(&conn.clock, self.timeouts, shed_after, None));
         loop {
             tokio::select! {
                 r = c.as_mut() => return Ended::Done(r),
@@ -353,16 +371,30 @@ impl Watch<'_> {
                         graceful(c.as_mut());
                         grace.as_mut().reset(tokio::time::Instant::now() + GRACE);
                     }
-                    Expiry::Shed => match shed {
+                    Expiry::Shed => match quiet {
                         // hyper is not being polled here, so a quiet clock (no request
                         // in flight, no head arriving, every request body read to its end)
                         // means hyper is between requests; bytes still in the socket stay
                         // there for the next connection.
-                        Some(keep_open) if !stopping && conn.clock.quiet() => {
+                        Quiet::Shed(keep_open) if !stopping && conn.clock.quiet() => {
                             keep_open.store(true, Relaxed);
                             closing = true;
                             graceful(c.as_mut());
                             grace.as_mut().reset(tokio::time::Instant::now() + GRACE);
+                        }
+                        // One poll with h2's release on: it has nothing to do (no stream
+                        // in flight), so it reads nothing new, flushes what is written and
+                        // gives both buffers back.
+                        Quiet::Trim if !stopping && conn.clock.quiet() => {
+                            let polled = std::future::poll_fn(|cx| {
+                                Poll::Ready(h2::release_buffers(|| c.as_mut().poll(cx)))
+                            })
+                            .await;
+                            if let Poll::Ready(r) = polled {
+                                return Ended::Done(r);
+                            }
+                            shed_at = Some(conn.clock.idle_since());
+                            timer.set(watchdog(&conn.clock, self.timeouts, shed_after, shed_at));
                         }
                         // Stopping: the connection is ending anyway, so time it without
                         // Shed (which would be due again at once).
@@ -370,6 +402,7 @@ impl Watch<'_> {
                             &conn.clock,
                             self.timeouts,
                             shed_after.filter(|_| !stopping),
+                            shed_at,
                         )),
                     },
                 },

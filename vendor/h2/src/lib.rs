@@ -111,6 +111,8 @@ macro_rules! ready {
 mod codec;
 mod error;
 mod hpack;
+// mtlsgate: when a connection gives its buffers back.
+mod mtlsgate;
 
 #[cfg(not(feature = "unstable"))]
 mod proto;
@@ -136,6 +138,7 @@ mod share;
 pub mod fuzz_bridge;
 
 pub use crate::error::{Error, Reason};
+pub use crate::mtlsgate::release_buffers;
 pub use crate::share::{FlowControl, Ping, PingPong, Pong, RecvStream, SendStream, StreamId};
 
 #[cfg(feature = "unstable")]

@@ -434,9 +434,9 @@ where
         let _e = span.enter();
         loop {
             tracing::trace!("poll");
-            // mtlsgate: a connection waiting for its peer holds no read buffer. Bytes are
-            // first read into the stack (and handed to the next read); only then is the
-            // buffer taken again.
+            // mtlsgate: a connection that gave its read buffer back (see `crate::mtlsgate`)
+            // first reads the next bytes into the stack (and hands them to the next read);
+            // only then is a buffer taken again.
             if self.released {
                 if let Err(e) = ready!(self.inner.get_mut().poll_probe(cx)) {
                     return Poll::Ready(Some(Err(e.into())));
@@ -448,9 +448,10 @@ where
                 Poll::Ready(next) => next,
                 Poll::Pending => {
                     // Nothing partial is held (an empty buffer means no frame is half
-                    // read), so the buffer can go until the peer sends again.
+                    // read), so the buffer can go until the peer sends again; only when
+                    // the server asks (a quiet connection), not at every wait.
                     let buf = self.inner.read_buffer_mut();
-                    if buf.is_empty() && buf.capacity() != 0 {
+                    if crate::mtlsgate::releasing() && buf.is_empty() && buf.capacity() != 0 {
                         *buf = BytesMut::new();
                         self.released = true;
                     }

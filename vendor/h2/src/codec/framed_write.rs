@@ -194,9 +194,11 @@ where
         // Flush the upstream
         ready!(Pin::new(&mut self.inner).poll_flush(cx))?;
 
-        // mtlsgate: everything is written, so give the buffer back; an idle connection
-        // then holds none, and the next frame takes one again.
-        self.encoder.release_buffer();
+        // mtlsgate: everything is written, so the buffer can go when the server asks (a
+        // quiet connection); the next frame takes one again.
+        if crate::mtlsgate::releasing() {
+            self.encoder.release_buffer();
+        }
 
         Poll::Ready(Ok(()))
     }
