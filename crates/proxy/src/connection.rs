@@ -30,6 +30,7 @@ use crate::client_auth::{recheck, Admitted, Lost};
 use crate::config::Timeouts;
 use crate::conn::{Clock, Conn, Expiry};
 use crate::rewound::{Lent, Rewound};
+use crate::woken::OnWake;
 
 /// How long a connection with nothing in flight keeps its buffers before letting them go:
 /// on HTTP/1.1 hyper's whole state (its read and write buffers, 16 KiB or more; the next
@@ -227,37 +228,50 @@ const GRACE: Duration = Duration::from_secs(5);
 /// How long a refused HTTP/2 connection waits for its reply to be written before the GOAWAY.
 const REPLY_FIRST: Duration = Duration::from_millis(50);
 
-impl Watch<'_> {
-    /// Checks the client again under a new snapshot: `Some(Ended::Refused)` when its
-    /// certificate or device is refused now.
-    fn refused_now(&self) -> Option<Ended> {
-        let conn = self.conn;
-        let snap = conn.state.load_full();
-        let device = || {
-            conn.identity()
-                .map(|i| i.device_label().into_owned())
-                .unwrap_or_else(|| "-".into())
-        };
-        let verdict = conn.verdict(&snap);
-        match recheck(
-            &verdict,
-            conn.identity(),
-            conn.state.inventory.as_deref(),
-            Admitted::Connection,
-        ) {
-            Ok(()) => None,
-            // Why was logged when the verdict was reached.
-            Err(Lost::Certificate(_)) => {
-                tracing::info!(remote = %conn.remote, device = %device(), "closing the connection: its client certificate is no longer accepted");
-                Some(Ended::Refused)
-            }
-            Err(why) => {
-                tracing::info!(remote = %conn.remote, device = %device(), "closing the connection: {why}");
-                Some(Ended::Refused)
-            }
+/// Ends (with [`Ended::Refused`]) when a new snapshot refuses the client: each change of
+/// generation checks it again.
+async fn refusals(conn: &Conn, generations: &mut watch::Receiver<u64>) -> Ended {
+    loop {
+        if generations.changed().await.is_err() {
+            // No more snapshots (the gateway is ending): nothing can refuse it now.
+            std::future::pending::<()>().await;
+        }
+        if let Some(e) = refused_now(conn) {
+            return e;
         }
     }
+}
 
+/// Checks the client again under a new snapshot: `Some(Ended::Refused)` when its
+/// certificate or device is refused now.
+fn refused_now(conn: &Conn) -> Option<Ended> {
+    let snap = conn.state.load_full();
+    let device = || {
+        conn.identity()
+            .map(|i| i.device_label().into_owned())
+            .unwrap_or_else(|| "-".into())
+    };
+    let verdict = conn.verdict(&snap);
+    match recheck(
+        &verdict,
+        conn.identity(),
+        conn.state.inventory.as_deref(),
+        Admitted::Connection,
+    ) {
+        Ok(()) => None,
+        // Why was logged when the verdict was reached.
+        Err(Lost::Certificate(_)) => {
+            tracing::info!(remote = %conn.remote, device = %device(), "closing the connection: its client certificate is no longer accepted");
+            Some(Ended::Refused)
+        }
+        Err(why) => {
+            tracing::info!(remote = %conn.remote, device = %device(), "closing the connection: {why}");
+            Some(Ended::Refused)
+        }
+    }
+}
+
+impl Watch<'_> {
     /// HTTP/1.1 between hyper connections: waits, holding no buffer, for the client's next
     /// bytes (given back to `io` to be read again; `None`), or for the connection to end
     /// (`Some`): the client closed, a timer ran out, shutdown, or a refusal.
@@ -276,35 +290,28 @@ impl Watch<'_> {
             }
             let timer = watchdog(&conn.clock, self.timeouts, None, None);
             let mut timer = pin!(timer);
+            let mut refused = pin!(refusals(conn, self.generations));
             // Small on purpose: this lives in the connection's task for its whole life. The
             // rest of a TLS record stays with the stream until hyper reads it.
             let mut first = [0u8; 64];
-            loop {
-                tokio::select! {
-                    r = io.read(&mut first) => match r {
-                        Ok(0) => break 'parked Ended::Done(Ok(())),
-                        Ok(n) => {
-                            conn.clock.head_started();
-                            io.unread(Bytes::copy_from_slice(&first[..n]));
-                            return None;
-                        }
-                        Err(e) => return Some(Ended::Failed(e)),
-                    },
-                    _ = self.stop.changed() => break 'parked Ended::Done(Ok(())),
-                    _ = conn.close.notified() => break 'parked Ended::Idle,
-                    changed = self.generations.changed() => {
-                        if changed.is_ok() {
-                            if let Some(e) = self.refused_now() {
-                                return Some(e);
-                            }
-                        }
+            tokio::select! {
+                r = io.read(&mut first) => match r {
+                    Ok(0) => break 'parked Ended::Done(Ok(())),
+                    Ok(n) => {
+                        conn.clock.head_started();
+                        io.unread(Bytes::copy_from_slice(&first[..n]));
+                        return None;
                     }
-                    e = &mut timer => match e {
-                        Expiry::HeaderRead => return Some(Ended::HeaderTimeout),
-                        Expiry::FirstRequest => return Some(Ended::FirstRequestTimeout),
-                        Expiry::Idle | Expiry::Shed => break 'parked Ended::Idle,
-                    },
-                }
+                    Err(e) => return Some(Ended::Failed(e)),
+                },
+                _ = self.stop.changed() => break 'parked Ended::Done(Ok(())),
+                _ = conn.close.notified() => break 'parked Ended::Idle,
+                e = &mut refused => return Some(e),
+                e = &mut timer => match e {
+                    Expiry::HeaderRead => return Some(Ended::HeaderTimeout),
+                    Expiry::FirstRequest => return Some(Ended::FirstRequestTimeout),
+                    Expiry::Idle | Expiry::Shed => break 'parked Ended::Idle,
+                },
             }
         };
         // As hyper ends a connection: TLS close_notify, then FIN.
@@ -333,17 +340,27 @@ impl Watch<'_> {
         let shed_after = Some(SHED_AFTER);
         // When HTTP/2's buffers were last given back (the clock's `idle_since` then).
         let mut shed_at = None;
-        let mut timer = pin!(watchdog(&conn.clock, self.timeouts, shed_after, None));
+        // Each made once, not at every wake of the task (each one registers with, and on
+        // drop leaves, a shared list under its lock), and polled only when it was woken
+        // (`woken`): the task wakes two or three times a request, nearly always for `c`.
+        let timer = pin!(watchdog(&conn.clock, self.timeouts, shed_after, None));
+        let mut timer = OnWake::new(timer);
+        let stop_asked = pin!(self.stop.changed());
+        let mut stop_asked = OnWake::new(stop_asked);
+        let close_wanted = pin!(conn.close.notified());
+        let mut close_wanted = OnWake::new(close_wanted);
+        let refused = pin!(refusals(conn, self.generations));
+        let mut refused = OnWake::new(refused);
         loop {
             tokio::select! {
                 r = c.as_mut() => return Ended::Done(r),
-                _ = self.stop.changed(), if !stopping => {
+                _ = &mut stop_asked, if !stopping => {
                     stopping = true;
                     graceful(c.as_mut());
                 }
                 // A refusal asked to close: give the reply a moment to leave first (HTTP/2
                 // sends a GOAWAY ahead of frames still queued), then close gracefully.
-                _ = conn.close.notified(), if !closing && !close_asked => {
+                _ = &mut close_wanted, if !closing && !close_asked => {
                     close_asked = true;
                     grace.as_mut().reset(tokio::time::Instant::now() + REPLY_FIRST);
                 }
@@ -355,13 +372,7 @@ impl Watch<'_> {
                     graceful(c.as_mut());
                     grace.as_mut().reset(tokio::time::Instant::now() + GRACE);
                 }
-                changed = self.generations.changed() => {
-                    if changed.is_ok() {
-                        if let Some(e) = self.refused_now() {
-                            return e;
-                        }
-                    }
-                }
+                e = &mut refused => return e,
                 // Once closing, the grace timer bounds what is left.
                 e = &mut timer, if !closing => match e {
                     Expiry::HeaderRead => return Ended::HeaderTimeout,
@@ -371,40 +382,39 @@ impl Watch<'_> {
                         graceful(c.as_mut());
                         grace.as_mut().reset(tokio::time::Instant::now() + GRACE);
                     }
-                    Expiry::Shed => match quiet {
-                        // hyper is not being polled here, so a quiet clock (no request
-                        // in flight, no head arriving, every request body read to its end)
-                        // means hyper is between requests; bytes still in the socket stay
-                        // there for the next connection.
-                        Quiet::Shed(keep_open) if !stopping && conn.clock.quiet() => {
-                            keep_open.store(true, Relaxed);
-                            closing = true;
-                            graceful(c.as_mut());
-                            grace.as_mut().reset(tokio::time::Instant::now() + GRACE);
-                        }
-                        // One poll with h2's release on: it has nothing to do (no stream
-                        // in flight), so it reads nothing new, flushes what is written and
-                        // gives both buffers back.
-                        Quiet::Trim if !stopping && conn.clock.quiet() => {
-                            let polled = std::future::poll_fn(|cx| {
-                                Poll::Ready(h2::release_buffers(|| c.as_mut().poll(cx)))
-                            })
-                            .await;
-                            if let Poll::Ready(r) = polled {
-                                return Ended::Done(r);
+                    Expiry::Shed => {
+                        match quiet {
+                            // hyper is not being polled here, so a quiet clock (no request
+                            // in flight, no head arriving, every request body read to its
+                            // end) means hyper is between requests; bytes still in the
+                            // socket stay there for the next connection.
+                            Quiet::Shed(keep_open) if !stopping && conn.clock.quiet() => {
+                                keep_open.store(true, Relaxed);
+                                closing = true;
+                                graceful(c.as_mut());
+                                grace.as_mut().reset(tokio::time::Instant::now() + GRACE);
                             }
-                            shed_at = Some(conn.clock.idle_since());
-                            timer.set(watchdog(&conn.clock, self.timeouts, shed_after, shed_at));
+                            // One poll with h2's release on: it has nothing to do (no
+                            // stream in flight), so it reads nothing new, flushes what is
+                            // written and gives both buffers back.
+                            Quiet::Trim if !stopping && conn.clock.quiet() => {
+                                let polled = std::future::poll_fn(|cx| {
+                                    Poll::Ready(h2::release_buffers(|| c.as_mut().poll(cx)))
+                                })
+                                .await;
+                                if let Poll::Ready(r) = polled {
+                                    return Ended::Done(r);
+                                }
+                                shed_at = Some(conn.clock.idle_since());
+                            }
+                            // Stopping: the connection is ending anyway, so time it
+                            // without Shed (which would be due again at once).
+                            _ => {}
                         }
-                        // Stopping: the connection is ending anyway, so time it without
-                        // Shed (which would be due again at once).
-                        _ => timer.set(watchdog(
-                            &conn.clock,
-                            self.timeouts,
-                            shed_after.filter(|_| !stopping),
-                            shed_at,
-                        )),
-                    },
+                        let shed = shed_after.filter(|_| !stopping);
+                        timer.inner().set(watchdog(&conn.clock, self.timeouts, shed, shed_at));
+                        timer.rearm();
+                    }
                 },
             }
         }

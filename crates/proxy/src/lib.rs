@@ -10,7 +10,8 @@
 //! A request meets these modules in this order (see ARCHITECTURE.md):
 //! - `listener`: accept, plain-HTTP detection, TLS handshake, the client's verdict.
 //! - `connection`: HTTP/1.1 or HTTP/2 on one connection, its timers, closing it when the
-//!   client is refused by a newer snapshot; `conn`: what is known about that connection
+//!   client is refused by a newer snapshot (`woken`: what its task waits on is polled
+//!   only when woken); `conn`: what is known about that connection
 //!   (client, verdict, TLS details, its clock), which the request path reads.
 //! - `pipeline`: the stages of a request: authenticate → route → authorize → rewrite →
 //!   forward, one function each; `responses` turns every refusal into its reply.
@@ -52,6 +53,7 @@ mod tunnel_buf;
 mod tunnel_tls;
 mod upstream;
 pub mod watch;
+mod woken;
 
 pub use config::GateConfig;
 pub use error::GateError;
