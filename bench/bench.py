@@ -357,6 +357,12 @@ def gateway_cpu(gw):
     return cpu_seconds(gw.proc.pid) + sum(cpu_seconds(c) for c in children(gw.proc.pid))
 
 
+def gateway_cpu_split(gw):
+    """The same as `gateway_cpu`, as (user, system) seconds."""
+    parts = [cpu_split(gw.proc.pid)] + [cpu_split(c) for c in children(gw.proc.pid)]
+    return sum(u for u, _ in parts), sum(k for _, k in parts)
+
+
 def allowlist_figure(args, pki, up_port, entries):
     """mtlsgate alone: memory of a large allowlist, reload time, and the full-handshake and
     keep-alive rates and p99 with the list, while it is rewritten (and so reloaded) every
@@ -568,10 +574,16 @@ def share_cells(runs):
 SHARE_ROW = f"  busy share of core {GW_CPU} (server) / core {LOAD_CPU} (load, upstream)"
 
 
+def cpu_split(pid):
+    """User and system CPU time of a process so far, in seconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    tck = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tck, int(fields[12]) / tck
+
+
 def cpu_seconds(pid):
     """User + system CPU time of a process so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return sum(cpu_split(pid))
 
 
 def bench_tool(args, *argv, timeout=None):
@@ -992,6 +1004,7 @@ def run_http(args, pki, gateways, versions):
                         # and the upstream on one core, that core can be the limit, and the
                         # requests per gateway CPU-second still show each gateway's cost.
                         cpu0 = gateway_cpu(gw)
+                        split0 = gateway_cpu_split(gw)
                         flame = (Flame(args, gw.worker_pid()) if args.flame and rnd == 0 and g == "mtlsgate"
                                  and key == "keepalive_h1" else None)
                         stat0 = cpu_stat()
@@ -1001,6 +1014,11 @@ def run_http(args, pki, gateways, versions):
                             flame.stop(f"{title}, mtlsgate")
                         r["gateway_cpu_s"] = gateway_cpu(gw) - cpu0
                         r["per_cpu_s"] = r["ok"] / r["gateway_cpu_s"] if r["gateway_cpu_s"] else 0.0
+                        # Where a request's CPU goes: the gateway's own code or the kernel
+                        # (socket reads and writes, wake-ups), which every peer pays.
+                        user, system = (b - a for a, b in zip(split0, gateway_cpu_split(gw)))
+                        r["user_us_per_req"] = 1e6 * user / r["ok"] if r["ok"] else 0.0
+                        r["system_us_per_req"] = 1e6 * system / r["ok"] if r["ok"] else 0.0
                     finally:
                         gw.stop()
                     if o.get("logged"):
@@ -1015,7 +1033,8 @@ def run_http(args, pki, gateways, versions):
                                          f"(see {gw.dir}/stderr.log)")
                     results[key][g].append(r)
                     log(f"round {rnd + 1} {key:20} {g:9} {r['rps']:10.0f}/s  p50 {r['p50_ms']:.2f} ms  "
-                        f"p99 {r['p99_ms']:.2f} ms  {r['per_cpu_s']:.0f} per gateway CPU-second  "
+                        f"p99 {r['p99_ms']:.2f} ms  {r['per_cpu_s']:.0f} per gateway CPU-second "
+                        f"(user {r['user_us_per_req']:.1f} µs, system {r['system_us_per_req']:.1f} µs a request)  "
                         f"cores {r[f'core{GW_CPU}_busy_pct']:.0f}%/{r[f'core{LOAD_CPU}_busy_pct']:.0f}% busy")
             for key, h2 in (("idle_memory", False), ("idle_memory_h2", True)):
                 for g in order:
@@ -1113,6 +1132,10 @@ def report(args, gateways, results, ceiling, versions, allow, figures):
                      True))
         rows.append((SHARE_ROW, "%", {g: share_cells(src[g]) for g in gateways}, True))
         if key.startswith("keepalive"):
+            for part, name in (("user", "in user space"), ("system", "in the kernel")):
+                rows.append((f"  gateway CPU per request, {name}", "µs",
+                             {g: med([r.get(f"{part}_us_per_req", float("nan")) for r in src[g]])
+                              for g in gateways}, False))
             rows.append(("  p50 latency", "ms", {g: med([r["p50_ms"] for r in src[g]]) for g in gateways}, False))
             rows.append(("  p99 latency", "ms", {g: med([r["p99_ms"] for r in src[g]]) for g in gateways}, False))
     rows.append((f"Resident memory per idle mTLS connection, HTTP/1.1 ({args.idle} open)", "KiB",
@@ -1141,7 +1164,7 @@ def report(args, gateways, results, ceiling, versions, allow, figures):
         "|" + "---|" * (2 + len(gateways) + len(peers)),
     ]
     for title, unit, vals, _ in rows:
-        cells = [cell(vals[g], unit in ("ms", "KiB")) for g in gateways]
+        cells = [cell(vals[g], unit in ("ms", "KiB", "µs")) for g in gateways]
         ratios = [ratio_cell(vals, p) for p in peers]
         lines.append(f"| {title} | {unit} | " + " | ".join(cells) + " | " + " | ".join(ratios) + " |")
     lines += [
