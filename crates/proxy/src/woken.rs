@@ -71,3 +71,84 @@ impl<F: Future + Unpin> Future for OnWake<F> {
         Pin::new(&mut this.fut).poll(&mut Context::from_waker(&waker))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+    use std::sync::Mutex;
+    use std::task::Waker;
+
+    /// Counts its polls, keeps the waker it was given, ends when `ready` is set.
+    #[derive(Default)]
+    struct Probe {
+        polls: AtomicUsize,
+        ready: AtomicBool,
+        waker: Mutex<Option<Waker>>,
+    }
+
+    struct Polled<'a>(&'a Probe);
+
+    impl Future for Polled<'_> {
+        type Output = ();
+        fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+            let p = self.0;
+            p.polls.fetch_add(1, Ordering::SeqCst);
+            *p.waker.lock().unwrap_or_else(|e| e.into_inner()) = Some(cx.waker().clone());
+            if p.ready.load(Ordering::SeqCst) {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        }
+    }
+
+    /// The task's waker: counts its wakes.
+    #[derive(Default)]
+    struct Task(AtomicUsize);
+
+    impl ArcWake for Task {
+        fn wake_by_ref(me: &Arc<Self>) {
+            me.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn wake_inner(p: &Probe) {
+        let w = p.waker.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        w.expect("the inner future was polled").wake();
+    }
+
+    #[test]
+    fn polls_the_inner_future_only_when_its_own_waker_fired_or_it_was_rearmed() {
+        let probe = Probe::default();
+        let task = Arc::new(Task::default());
+        let waker = waker_ref(&task);
+        let mut cx = Context::from_waker(&waker);
+        let mut f = OnWake::new(Polled(&probe));
+        let polls = || probe.polls.load(Ordering::SeqCst);
+
+        // The first poll reaches it, so that it can register.
+        assert!(Pin::new(&mut f).poll(&mut cx).is_pending());
+        assert_eq!(polls(), 1);
+        // The task woke for something else: not polled.
+        assert!(Pin::new(&mut f).poll(&mut cx).is_pending());
+        assert!(Pin::new(&mut f).poll(&mut cx).is_pending());
+        assert_eq!(polls(), 1);
+        // Its own waker fires: the task is woken, and the next poll reaches it.
+        wake_inner(&probe);
+        assert_eq!(task.0.load(Ordering::SeqCst), 1);
+        assert!(Pin::new(&mut f).poll(&mut cx).is_pending());
+        assert_eq!(polls(), 2);
+        assert!(Pin::new(&mut f).poll(&mut cx).is_pending());
+        assert_eq!(polls(), 2);
+        // Rearmed (the future was replaced): polled once more without a wake.
+        f.rearm();
+        assert!(Pin::new(&mut f).poll(&mut cx).is_pending());
+        assert_eq!(polls(), 3);
+        // Its output comes through.
+        probe.ready.store(true, Ordering::SeqCst);
+        wake_inner(&probe);
+        assert!(Pin::new(&mut f).poll(&mut cx).is_ready());
+        assert_eq!(polls(), 4);
+    }
+}
