@@ -165,6 +165,31 @@ fn upstream_down_is_502_and_slow_is_504() {
     let (code, body) = get_as(&w, &g, "dev1", "/slow?s=3", &[]);
     assert_eq!(code, 504);
     assert!(body.contains("did not answer within 1s"), "{body}");
+    // The timer of a finished request is kept for the connection's next request and moved
+    // to that one's deadline: a later request on the same connection still times out, and
+    // the request after a timeout (whose timer has fired) is not refused at once.
+    for proto in ["--http1.1", "--http2"] {
+        let mut a = as_dev("dev1");
+        for x in ["-sS", "--max-time", "20", proto] {
+            a.push(x.to_string());
+        }
+        a.push("-w".into());
+        a.push("%{http_code} %{num_connects}\n".into());
+        for path in ["/", "/slow?s=3", "/", "/slow?s=3"] {
+            a.push("-o".into());
+            a.push("/dev/null".into());
+            a.push(g.url(path));
+        }
+        let r = w.cmd("curl", &s(&a));
+        let got: Vec<&str> = r.stdout.lines().collect();
+        // One connection: the first request opened it, the others reused it.
+        assert_eq!(
+            got,
+            ["200 1", "504 0", "200 0", "504 0"],
+            "{proto}: {}",
+            r.stderr
+        );
+    }
 }
 
 #[test]

@@ -389,6 +389,7 @@ impl Watch<'_> {
                             // end) means hyper is between requests; bytes still in the
                             // socket stay there for the next connection.
                             Quiet::Shed(keep_open) if !stopping && conn.clock.quiet() => {
+                                conn.upstream_timers.clear();
                                 keep_open.store(true, Relaxed);
                                 closing = true;
                                 graceful(c.as_mut());
@@ -398,6 +399,7 @@ impl Watch<'_> {
                             // stream in flight), so it reads nothing new, flushes what is
                             // written and gives both buffers back.
                             Quiet::Trim if !stopping && conn.clock.quiet() => {
+                                conn.upstream_timers.clear();
                                 let polled = std::future::poll_fn(|cx| {
                                     Poll::Ready(h2::release_buffers(|| c.as_mut().poll(cx)))
                                 })

@@ -3,6 +3,7 @@
 //! (WebSocket) both ways — with the idle timeout, and closed when the client is refused by
 //! a newer snapshot. Owns the hop-by-hop rule ([`strip_hop_by_hop`]) for both directions.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
@@ -52,7 +53,26 @@ pub(crate) async fn forward(
     let (parts, body) = req.into_parts();
     let (body, body_failed) = RequestBody::new(body, (!conn.http2).then_some(&conn.clock));
     let req = Request::from_parts(parts, body);
-    let mut resp = match tokio::time::timeout(timeout, route.upstream.request(req)).await {
+    let now = tokio::time::Instant::now();
+    // A deadline past what an Instant holds (a timeout of years) is as good as none.
+    let deadline = now
+        .checked_add(timeout)
+        .unwrap_or_else(|| now + Duration::from_secs(86_400 * 365 * 30));
+    let mut timer = conn.upstream_timers.take(deadline);
+    let answered = {
+        let exchange = route.upstream.request(req);
+        let mut exchange = std::pin::pin!(exchange);
+        // As tokio's `timeout`: the exchange first, then the timer.
+        std::future::poll_fn(|cx| {
+            if let Poll::Ready(r) = exchange.as_mut().poll(cx) {
+                return Poll::Ready(Ok(r));
+            }
+            timer.as_mut().poll(cx).map(Err)
+        })
+        .await
+    };
+    conn.upstream_timers.put(timer);
+    let mut resp = match answered {
         Ok(Ok(r)) => r,
         Ok(Err(_)) if body_failed.load(Relaxed) => {
             return Err(Refusal::BadRequest(BadRequest::Body));

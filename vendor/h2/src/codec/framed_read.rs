@@ -162,8 +162,7 @@ impl FrameDecoder {
 ///
 /// This function is intentionally de-generified and outlined because it is very large.
 fn decode_frame(decoder: &mut FrameDecoder, mut bytes: BytesMut) -> Result<Option<Frame>, Error> {
-    let span = tracing::trace_span!("FramedRead::decode_frame", offset = bytes.len());
-    let _e = span.enter();
+    // mtlsgate: no trace span (MTLSGATE.md).
 
     tracing::trace!("decoding frame from {}B", bytes.len());
 
@@ -430,8 +429,7 @@ where
     type Item = Result<Frame, Error>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let span = tracing::trace_span!("FramedRead::poll_next");
-        let _e = span.enter();
+        // mtlsgate: no trace span (MTLSGATE.md).
         loop {
             tracing::trace!("poll");
             // mtlsgate: a connection that gave its read buffer back (see `crate::mtlsgate`)

@@ -157,8 +157,7 @@ where
 
     /// Flush buffered data to the wire
     pub fn flush(&mut self, cx: &mut Context) -> Poll<io::Result<()>> {
-        let span = tracing::trace_span!("FramedWrite::flush");
-        let _e = span.enter();
+        // mtlsgate: no trace span (MTLSGATE.md).
 
         loop {
             while !self.encoder.is_empty() {
@@ -254,8 +253,7 @@ where
         if self.buf.get_ref().capacity() == 0 {
             self.buf.get_mut().reserve(DEFAULT_BUFFER_CAPACITY);
         }
-        let span = tracing::trace_span!("FramedWrite::buffer", frame = ?item);
-        let _e = span.enter();
+        // mtlsgate: no trace span (MTLSGATE.md).
 
         tracing::debug!(frame = ?item, "send");
 

@@ -191,8 +191,7 @@ impl Decoder {
             self.last_max_update = size;
         }
 
-        let span = tracing::trace_span!("hpack::decode");
-        let _e = span.enter();
+        // mtlsgate: no trace span (MTLSGATE.md).
 
         tracing::trace!("decode");
 

@@ -102,8 +102,7 @@ impl Encoder {
     where
         I: IntoIterator<Item = Header<Option<HeaderName>>>,
     {
-        let span = tracing::trace_span!("hpack::encode");
-        let _e = span.enter();
+        // mtlsgate: no trace span (MTLSGATE.md).
 
         self.encode_size_updates(dst);
 
