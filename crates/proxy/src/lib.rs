@@ -11,8 +11,10 @@
 //! - `listener`: accept, plain-HTTP detection, TLS handshake, the client's verdict.
 //! - `connection`: HTTP/1.1 or HTTP/2 on one connection, its timers, closing it when the
 //!   client is refused by a newer snapshot (`woken`: what its task waits on is polled
-//!   only when woken); `conn`: what is known about that connection
-//!   (client, verdict, TLS details, its clock), which the request path reads.
+//!   only when woken, and the client's socket read only when tokio woke its last read);
+//!   `conn`: what is known about that connection (client, verdict, TLS details, its
+//!   clock, the upstream-response timers it keeps between requests), which the request
+//!   path reads.
 //! - `pipeline`: the stages of a request: authenticate → route → authorize → rewrite →
 //!   forward, one function each; `responses` turns every refusal into its reply.
 //! - `forward`: the upstream exchange and upgraded connections; `upstream`: pooled

@@ -28,6 +28,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
 use crate::tunnel_buf::{HasSocket, Loan, BUF};
+use crate::woken::Gate;
 
 /// The largest amount of ciphertext kept while waiting for the rest of a message: rustls
 /// accepts handshake messages (a client's certificate chain) of up to 64 KiB, spread over
@@ -54,6 +55,8 @@ enum Op<'d> {
 /// A server-side TLS stream over TCP that borrows its buffers only while bytes move.
 pub(crate) struct ServerTls {
     tcp: TcpStream,
+    /// Reads of `tcp` are tried only once tokio woke the last one that found nothing.
+    readable: Gate,
     conn: UnbufferedServerConnection,
     /// Ciphertext read and not yet processed: `incoming[in_start..in_end]`. Processed
     /// records advance `in_start`; the rest moves to the front only before the next read
@@ -83,6 +86,7 @@ pub(crate) async fn accept(tcp: TcpStream, config: Arc<ServerConfig>) -> io::Res
     let conn = UnbufferedServerConnection::new(config).map_err(invalid)?;
     let mut s = ServerTls {
         tcp,
+        readable: Gate::new(),
         conn,
         incoming: None,
         in_start: 0,
@@ -253,6 +257,9 @@ impl ServerTls {
 
     /// Reads what the socket has into `incoming`: `Ok(0)` at its end.
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        if !self.readable.open(cx) {
+            return Poll::Pending;
+        }
         let inc = self.incoming.get_or_insert_with(Loan::take);
         if self.in_start > 0 {
             inc.buf().copy_within(self.in_start..self.in_end, 0);
@@ -266,7 +273,12 @@ impl ServerTls {
             inc.grow(self.in_end * 2);
         }
         let mut rb = ReadBuf::new(&mut inc.buf()[self.in_end..]);
-        let r = Pin::new(&mut self.tcp).poll_read(cx, &mut rb);
+        let waker = self.readable.waker();
+        let r = Pin::new(&mut self.tcp).poll_read(&mut Context::from_waker(&waker), &mut rb);
+        if r.is_ready() {
+            // tokio wakes nobody for a socket that stays readable: the next try goes through.
+            self.readable.rearm();
+        }
         let n = rb.filled().len();
         self.in_end += n;
         if self.in_end == 0 {

@@ -1,4 +1,5 @@
-//! [`OnWake`]: a future polled only when something it waits for woke it.
+//! [`OnWake`]: a future polled only when something it waits for woke it; [`Gate`], the same
+//! for the read side of a socket.
 //!
 //! A connection's task waits on several things at once (its stream, its timers, shutdown,
 //! a refusal, new snapshots) with `tokio::select!`, which polls every one of them at every
@@ -13,7 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use futures_util::task::{waker_ref, ArcWake, AtomicWaker};
+use futures_util::task::{waker_ref, ArcWake, AtomicWaker, WakerRef};
 
 /// What the wrapped future is given as its waker: notes the wake, then wakes the task.
 struct Flag {
@@ -28,21 +29,63 @@ impl ArcWake for Flag {
     }
 }
 
+/// Whether something that waits with its own waker should be polled: only once that
+/// waker fired since it was last polled (or after [`Gate::rearm`]).
+///
+/// [`crate::tunnel_tls::ServerTls`] reads its socket through one. A connection's task wakes
+/// several times a request (hyper's and h2's hand-offs), and at each wake hyper or h2 tries
+/// to read the client's socket again: about four tries a request, one of which finds
+/// bytes. A try that finds none costs tokio's readiness check and registration (a lock and
+/// a budget check) plus a buffer borrowed and given back; behind a gate it is a flag read.
+/// It relies on what tokio guarantees a reader: a read that returned `Pending` has its
+/// waker woken when the socket becomes readable (or when the task's budget ran out, which
+/// wakes it too), and not before, so until then another try would return `Pending` again.
+pub(crate) struct Gate {
+    flag: Arc<Flag>,
+}
+
+impl Gate {
+    /// An open gate: the first poll goes through.
+    pub(crate) fn new() -> Gate {
+        Gate {
+            flag: Arc::new(Flag {
+                woken: AtomicBool::new(true),
+                task: AtomicWaker::new(),
+            }),
+        }
+    }
+
+    /// Registers the task's waker (woken when the gate's waker is), and says whether to
+    /// poll: whether the gate's waker fired since the last poll, or it was rearmed. Poll
+    /// with [`Gate::waker`] then, and [`Gate::rearm`] if that poll was not `Pending`.
+    pub(crate) fn open(&self, cx: &Context<'_>) -> bool {
+        self.flag.task.register(cx.waker());
+        self.flag.woken.swap(false, Ordering::AcqRel)
+    }
+
+    /// The waker to poll with.
+    pub(crate) fn waker(&self) -> WakerRef<'_> {
+        waker_ref(&self.flag)
+    }
+
+    /// Lets the next poll through, woken or not.
+    pub(crate) fn rearm(&self) {
+        self.flag.woken.store(true, Ordering::Release);
+    }
+}
+
 /// `F`, polled only when its own waker fired since it was last polled (or after
 /// [`OnWake::rearm`]).
 pub(crate) struct OnWake<F> {
     fut: F,
-    flag: Arc<Flag>,
+    gate: Gate,
 }
 
 impl<F> OnWake<F> {
     pub(crate) fn new(fut: F) -> Self {
         OnWake {
             fut,
-            flag: Arc::new(Flag {
-                woken: AtomicBool::new(true),
-                task: AtomicWaker::new(),
-            }),
+            gate: Gate::new(),
         }
     }
 
@@ -54,7 +97,7 @@ impl<F> OnWake<F> {
 
     /// Polls it at the next poll, woken or not.
     pub(crate) fn rearm(&self) {
-        self.flag.woken.store(true, Ordering::Release);
+        self.gate.rearm();
     }
 }
 
@@ -63,11 +106,10 @@ impl<F: Future + Unpin> Future for OnWake<F> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
         let this = self.get_mut();
-        this.flag.task.register(cx.waker());
-        if !this.flag.woken.swap(false, Ordering::AcqRel) {
+        if !this.gate.open(cx) {
             return Poll::Pending;
         }
-        let waker = waker_ref(&this.flag);
+        let waker = this.gate.waker();
         Pin::new(&mut this.fut).poll(&mut Context::from_waker(&waker))
     }
 }
@@ -116,6 +158,35 @@ mod tests {
     fn wake_inner(p: &Probe) {
         let w = p.waker.lock().unwrap_or_else(|e| e.into_inner()).clone();
         w.expect("the inner future was polled").wake();
+    }
+
+    #[test]
+    fn a_gate_opens_once_its_waker_fired_or_it_was_rearmed() {
+        let task = Arc::new(Task::default());
+        let waker = waker_ref(&task);
+        let cx = Context::from_waker(&waker);
+        let gate = Gate::new();
+        // Open at first; a poll through it found nothing (it left the gate's waker).
+        assert!(gate.open(&cx));
+        let registered = gate.waker().clone();
+        // The task woke for something else: closed, however often it asks.
+        assert!(!gate.open(&cx));
+        assert!(!gate.open(&cx));
+        // The gate's waker fires: the task is woken and the gate opens, once.
+        registered.wake_by_ref();
+        assert_eq!(task.0.load(Ordering::SeqCst), 1);
+        assert!(gate.open(&cx));
+        assert!(!gate.open(&cx));
+        // Rearmed (the poll found bytes, and there may be more): open without a wake.
+        gate.rearm();
+        assert!(gate.open(&cx));
+        // A wake reaches the task that asked last.
+        let other = Arc::new(Task::default());
+        let other_waker = waker_ref(&other);
+        assert!(!gate.open(&Context::from_waker(&other_waker)));
+        registered.wake_by_ref();
+        assert_eq!(other.0.load(Ordering::SeqCst), 1);
+        assert_eq!(task.0.load(Ordering::SeqCst), 1);
     }
 
     #[test]
